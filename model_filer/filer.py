@@ -1,0 +1,514 @@
+"""The Filer: dump, load, push, pull and remove models in one folder with one remote."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from filelock import FileLock
+
+from . import serializers
+from .errors import (
+    ImmutableEntryError,
+    IntegrityError,
+    LocalOnlyError,
+    ModelExistsError,
+    ModelFilerError,
+    UnknownModelError,
+    VersionMismatchWarning,
+)
+from .files import (
+    MODEL_SUFFIX,
+    ensure_gitignore,
+    internal_dir,
+    remove_dead_temps,
+    temp_path,
+)
+from .hashing import HashCache, sha256_file
+from .names import check_name, object_key
+from .progress import byte_bar, count_bar
+from .registry import Entry, Registry, RegistryFile
+from .remotes import Remote, get_remote
+
+DEFAULT_JOBS = 16  # transfers are network-bound: overlap round trips, not CPU
+
+
+@dataclass
+class TransferReport:
+    """What a bulk push or pull did: names done, names already fine, and failures."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, ModelFilerError] = field(default_factory=dict)
+
+    def raise_failures(self, action: str) -> None:
+        """Raise one error naming every failure, if any."""
+        if self.failed:
+            errors = list(self.failed.values())
+            lines = "; ".join(f"{n}: {e}" for n, e in sorted(self.failed.items()))
+            raise type(errors[0])(f"{len(errors)} model(s) failed to {action}: {lines}")
+
+
+class Filer:
+    """Dump and load models in ``local_dir``, with their bytes stored on a remote.
+
+    Parameters
+    ----------
+    local_dir : str or os.PathLike
+        Folder of the model files and the registry (``.<remote_type>_registry``).
+    remote_address : str
+        Where the bytes live: ``s3://bucket/prefix``, ``bucket/prefix`` or ``bucket`` for
+        ``'s3'``; a folder path for ``'local'``.
+    remote_type : str, default 's3'
+        ``'s3'`` or ``'local'``.
+
+    Raises
+    ------
+    UnknownRemoteTypeError, InvalidNameError
+        For an unknown type or a malformed address.
+    RegistryError, RemoteMismatchError
+        When an existing registry cannot be read or belongs to another remote.
+    """
+
+    def __init__(
+        self, local_dir: str | os.PathLike[str], remote_address: str, remote_type: str = "s3"
+    ) -> None:
+        self.remote: Remote = get_remote(remote_type, remote_address)
+        self.remote_type = remote_type
+        self.local_dir = Path(local_dir)
+        self._registry = RegistryFile(self.local_dir, remote_type)
+        self._read()  # fail early on an unreadable registry or another remote's
+
+    # -- registry plumbing ------------------------------------------------------------------
+    @property
+    def registry_path(self) -> Path:
+        """Path of the registry file: the one file of this folder to commit."""
+        return self._registry.path
+
+    def _new_registry(self) -> Registry:
+        return Registry(self.remote_type, self.remote.address)
+
+    def _read(self) -> Registry:
+        reg = self._registry.read()
+        if reg is None:
+            return self._new_registry()
+        self.remote.check_matches(reg.remote_address, str(self.registry_path))
+        return reg
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Registry]:
+        with self._registry.transaction(self._new_registry()) as reg:
+            self.remote.check_matches(reg.remote_address, str(self.registry_path))
+            self._recover(reg)
+            yield reg
+
+    def _recover(self, reg: Registry) -> None:
+        """Finish or roll back a dump that a killed process left half done (lock held)."""
+        remove_dead_temps(self.local_dir)
+        staged_dir = self.local_dir / ".model_filer" / "staged"
+        with contextlib.suppress(FileNotFoundError):
+            for staged in staged_dir.iterdir():
+                name, _, sha = staged.name.rpartition(".")
+                entry = reg.entries.get(name)
+                if entry is not None and entry.sha256 == sha:
+                    self._install(staged, entry)
+                else:
+                    staged.unlink()
+
+    def _install(self, src: Path, entry: Entry) -> None:
+        path = self.model_path(entry.name)
+        os.replace(src, path)
+        cache = HashCache(self.local_dir)
+        cache.record(path, entry.sha256)
+        cache.save()
+
+    def _entry(self, name: str) -> Entry:
+        check_name(name)
+        with self._registry.lock():
+            reg = self._read()
+            self._recover(reg)
+        entry = reg.entries.get(name)
+        if entry is None:
+            raise UnknownModelError(
+                f"No model {name!r} in {self.registry_path}. "
+                f"Known: {', '.join(sorted(reg.entries)) or 'none'}. See filer.show_files()."
+            )
+        return entry
+
+    def model_path(self, name: str) -> Path:
+        """Where the model file of ``name`` lives locally."""
+        return self.local_dir / f"{check_name(name)}{MODEL_SUFFIX}"
+
+    # -- dump ---------------------------------------------------------------------------------
+    def _check_dump(self, reg: Registry, name: str, overwrite: bool) -> None:
+        entry = reg.entries.get(name)
+        if entry is not None and entry.state == "synced":
+            raise ImmutableEntryError(
+                f"{name!r} is synced and cannot be overwritten: a committed registry may point "
+                f"at it. Dump under a new name, or filer.remove({name!r}, remove_remote=True) "
+                "first if you are sure."
+            )
+        if entry is not None and not overwrite:
+            raise ModelExistsError(
+                f"A local model {name!r} already exists. Pass overwrite=True to replace it."
+            )
+        if entry is None and not overwrite and self.model_path(name).exists():
+            raise ModelExistsError(
+                f"{self.model_path(name)} exists but is not in the registry (left from another "
+                "branch?). Pass overwrite=True to replace it, or delete the file."
+            )
+
+    def dump(self, model: Any, name: str, push: bool = False, overwrite: bool = False) -> None:
+        """Pickle ``model`` to ``<local_dir>/<name>.pkl`` and record it in the registry.
+
+        Parameters
+        ----------
+        model : object
+            Anything picklable; written with pickle protocol 5, streamed and hashed.
+        name : str
+            The model's name: letters, digits and ``_ . + -``.
+        push : bool, default False
+            Also push it to the remote (state ``synced``); else it stays ``local``.
+        overwrite : bool, default False
+            Replace an existing ``local`` entry. ``synced`` entries are never replaced.
+
+        Raises
+        ------
+        InvalidNameError, ModelExistsError, ImmutableEntryError
+        """
+        check_name(name)
+        self._check_dump(self._read(), name, overwrite)  # fail before a long pickling
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        ensure_gitignore(self.local_dir)
+        tmp = temp_path(self.local_dir, f"{name}.dump")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as fh:
+                sha, size = serializers.dump(model, fh)
+            entry = Entry(
+                name=name,
+                state="local",
+                sha256=sha,
+                size=size,
+                serializer=serializers.SERIALIZER,
+                python=serializers.python_version(),
+                created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+                library=serializers.library_of(model),
+            )
+            with self._transaction() as reg:
+                self._check_dump(reg, name, overwrite)
+                # Staged under its sha: if we die after the registry write, the next
+                # operation's _recover completes the rename; before it, it rolls back.
+                staged = internal_dir(self.local_dir) / "staged" / f"{name}.{sha}"
+                staged.parent.mkdir(exist_ok=True)
+                os.replace(tmp, staged)
+                reg.entries[name] = entry
+                self._registry.write(reg)
+                self._install(staged, entry)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        if push:
+            self.push(name)
+
+    # -- load ---------------------------------------------------------------------------------
+    def _open_current(self, entry: Entry, cache: HashCache) -> IO[bytes] | None:
+        """Open the local file if it holds the entry's bytes (cache first, else re-hash)."""
+        path = self.model_path(entry.name)
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
+        except FileNotFoundError:
+            return None
+        if cache.lookup(path) == entry.sha256 and os.fstat(fh.fileno()).st_size == entry.size:
+            return fh
+        sha = cache.verified_sha256(path)
+        if sha == entry.sha256:
+            cache.save()
+            return fh
+        fh.close()
+        if entry.state == "local":
+            raise IntegrityError(
+                f"{path} no longer matches the registry entry {entry.name!r} (sha256 "
+                f"{sha}, expected {entry.sha256}): it changed after dump. Dump it again with "
+                "overwrite=True, or remove it."
+            )
+        return None
+
+    def load(self, name: str) -> Any:
+        """Load a model: from the local file when it holds the registry's bytes, else download.
+
+        Downloaded bytes are checked against the registry's size and sha256 before they are
+        unpickled; bytes that fail are deleted and never unpickled.
+
+        Raises
+        ------
+        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
+        """
+        entry = self._entry(name)
+        fh = self.open(entry)
+        with fh:
+            model = serializers.load(fh, entry.serializer, name)
+        self._warn_versions(entry)
+        return model
+
+    def open(self, entry: Entry) -> IO[bytes]:
+        """Open the verified model file of ``entry``, downloading it first when needed."""
+        cache = HashCache(self.local_dir)
+        fh = self._open_current(entry, cache)
+        if fh is not None:
+            return fh
+        if entry.state == "local":
+            raise LocalOnlyError(
+                f"{entry.name!r} is local: it was never pushed, so its bytes exist only on the "
+                "machine that dumped it. Ask its author to run filer.push "
+                f"({entry.name!r}) and commit the registry."
+            )
+        with FileLock(str(internal_dir(self.local_dir) / f"{entry.name}.lock")):
+            fh = self._open_current(entry, HashCache(self.local_dir))  # another process won?
+            if fh is None:
+                self._fetch(entry)
+                fh = open(self.model_path(entry.name), "rb")  # noqa: SIM115
+        return fh
+
+    def _fetch(self, entry: Entry) -> None:
+        """Download a synced entry into place, verified; bad bytes are never kept."""
+        if entry.key is None:
+            raise LocalOnlyError(f"{entry.name!r} has no remote object yet: push it first.")
+        tmp = temp_path(self.local_dir, f"{entry.name}.download")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with byte_bar(entry.size, entry.name) as progress:
+                self.remote.download(entry.key, tmp, progress)
+            size = tmp.stat().st_size
+            sha = sha256_file(tmp) if size == entry.size else "(not hashed)"
+            if size != entry.size or sha != entry.sha256:
+                raise IntegrityError(
+                    f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not match "
+                    f"the registry: expected {entry.size} bytes, sha256 {entry.sha256}; got "
+                    f"{size} bytes, sha256 {sha}. The remote object was changed or damaged; it "
+                    "was not loaded. Ask the model's author to dump and push it again."
+                )
+            with self._registry.lock():
+                self._install(tmp, entry)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def _warn_versions(self, entry: Entry) -> None:
+        now = serializers.python_version()
+        if now.split(".")[:2] != entry.python.split(".")[:2]:
+            warnings.warn(
+                f"{entry.name!r} was dumped with Python {entry.python}, this is {now}: "
+                "check the model behaves the same.",
+                VersionMismatchWarning,
+                stacklevel=3,
+            )
+        if entry.library is not None:
+            lib, then = entry.library["name"], entry.library["version"]
+            current = serializers.current_version(lib)
+            if current is not None and current != then:
+                warnings.warn(
+                    f"{entry.name!r} was dumped with {lib} {then}, this is {current}: "
+                    "pin that version if the model misbehaves.",
+                    VersionMismatchWarning,
+                    stacklevel=3,
+                )
+
+    # -- push / pull -------------------------------------------------------------------------
+    def _upload(self, entry: Entry) -> str:
+        path = self.model_path(entry.name)
+        cache = HashCache(self.local_dir)
+        sha = cache.verified_sha256(path)
+        cache.save()
+        if sha is None:
+            raise LocalOnlyError(
+                f"{path} is missing, so local model {entry.name!r} cannot be pushed. "
+                f"Dump it again, or filer.remove({entry.name!r})."
+            )
+        if sha != entry.sha256:
+            raise IntegrityError(
+                f"{path} changed after dump (sha256 {sha}, registry {entry.sha256}). "
+                f"Dump it again with overwrite=True, then push."
+            )
+        key = object_key(entry.name, sha)
+        with byte_bar(entry.size, entry.name) as progress:
+            self.remote.upload(path, key, sha, progress)
+        return key
+
+    def _mark_synced(self, pushed: dict[str, tuple[str, str]]) -> None:
+        with self._transaction() as reg:
+            for name, (sha, key) in pushed.items():
+                current = reg.entries.get(name)
+                if current is not None and current.state == "local" and current.sha256 == sha:
+                    reg.entries[name] = dataclasses.replace(current, state="synced", key=key)
+
+    def push(self, name: str) -> None:
+        """Upload a ``local`` model and mark it ``synced`` (nothing to do when synced).
+
+        Raises
+        ------
+        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
+        """
+        entry = self._entry(name)
+        if entry.state == "synced":
+            return
+        self._mark_synced({name: (entry.sha256, self._upload(entry))})
+
+    def push_all(self, jobs: int | None = None) -> list[str]:
+        """Push every ``local`` model, ``jobs`` at a time; return the names pushed.
+
+        Models that pushed are marked synced even when others fail; then one error lists the
+        failures.
+        """
+        report = TransferReport()
+        locals_ = [e for e in self.list_files() if e.state == "local"]
+        pushed: dict[str, tuple[str, str]] = {}
+
+        def one(entry: Entry) -> None:
+            pushed[entry.name] = (entry.sha256, self._upload(entry))
+
+        self._run_parallel(locals_, one, report, jobs, "push")
+        if pushed:
+            self._mark_synced(pushed)
+        report.raise_failures("push")
+        return sorted(pushed)
+
+    def needs_fetch(self, entry: Entry, cache: HashCache) -> bool:
+        """Whether a synced entry's local file is missing or stale, by ``stat`` when cached."""
+        path = self.model_path(entry.name)
+        if cache.lookup(path) == entry.sha256:
+            return False
+        return cache.verified_sha256(path) != entry.sha256
+
+    def pull(
+        self,
+        names: Iterable[str] | None = None,
+        jobs: int | None = None,
+        show_progress: bool = True,
+    ) -> TransferReport:
+        """Download synced models that are missing or stale locally, ``jobs`` at a time.
+
+        Parameters
+        ----------
+        names : iterable of str, optional
+            Models to fetch; all synced entries when omitted.
+        jobs : int, optional
+            Parallel transfers (default 16).
+
+        Returns
+        -------
+        TransferReport
+            ``done`` fetched, ``skipped`` already current, ``failed`` name -> error.
+        """
+        entries = {e.name: e for e in self.list_files()}
+        wanted = [self._entry(n) for n in names] if names is not None else list(entries.values())
+        cache = HashCache(self.local_dir)
+        report = TransferReport()
+        todo = []
+        for entry in wanted:
+            if entry.state != "synced":
+                continue
+            if self.needs_fetch(entry, cache):
+                todo.append(entry)
+            else:
+                report.skipped.append(entry.name)
+        cache.save()
+
+        def one(entry: Entry) -> None:
+            with FileLock(str(internal_dir(self.local_dir) / f"{entry.name}.lock")):
+                if self.needs_fetch(entry, HashCache(self.local_dir)):
+                    self._fetch(entry)
+
+        self._run_parallel(todo, one, report, jobs, "pull", show_progress)
+        return report
+
+    def _run_parallel(
+        self,
+        entries: list[Entry],
+        fn: Any,
+        report: TransferReport,
+        jobs: int | None,
+        action: str,
+        show_progress: bool = True,
+    ) -> None:
+        if not entries:
+            return
+        with (
+            ThreadPoolExecutor(max_workers=max(1, jobs or DEFAULT_JOBS)) as pool,
+            count_bar(len(entries) if show_progress else 0, action) as bar,
+        ):
+            futures = {pool.submit(fn, e): e.name for e in entries}
+            for future, name in futures.items():
+                try:
+                    future.result()
+                    report.done.append(name)
+                except ModelFilerError as exc:
+                    report.failed[name] = exc
+                if bar is not None:
+                    bar.update(1)
+
+    # -- remove and show ----------------------------------------------------------------------
+    def _drop(self, reg: Registry, entry: Entry, remove_remote: bool, cache: HashCache) -> None:
+        if remove_remote and entry.key is not None:
+            self.remote.delete(entry.key)
+        path = self.model_path(entry.name)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        cache.forget(path)
+        del reg.entries[entry.name]
+
+    def remove(self, name: str, remove_remote: bool = False) -> None:
+        """Remove a model from the registry and delete its local file.
+
+        Parameters
+        ----------
+        name : str
+        remove_remote : bool, default False
+            Also delete the remote object. Other commits' registries may still name it, so
+            this breaks them: use with care.
+        """
+        check_name(name)
+        cache = HashCache(self.local_dir)
+        with self._transaction() as reg:
+            entry = reg.entries.get(name)
+            if entry is None:
+                raise UnknownModelError(
+                    f"No model {name!r} in {self.registry_path}; "
+                    "nothing removed. See filer.show_files()."
+                )
+            self._drop(reg, entry, remove_remote, cache)
+        cache.save()
+
+    def remove_locals(self) -> list[str]:
+        """Remove every ``local`` model (registry entry and file); return their names."""
+        cache = HashCache(self.local_dir)
+        with self._transaction() as reg:
+            names = sorted(n for n, e in reg.entries.items() if e.state == "local")
+            for name in names:
+                self._drop(reg, reg.entries[name], False, cache)
+        cache.save()
+        return names
+
+    def list_files(self) -> list[Entry]:
+        """The registry's entries as data, sorted by name."""
+        reg = self._read()
+        return [reg.entries[n] for n in sorted(reg.entries)]
+
+    def show_files(self) -> None:
+        """Print one ``name (state)`` line per model, or ``[no files exist]``."""
+        entries = self.list_files()
+        if not entries:
+            print("[no files exist]")
+        for entry in entries:
+            print(f"{entry.name} ({entry.state})")
+
+    def __repr__(self) -> str:
+        return f"Filer({str(self.local_dir)!r}, {self.remote.address!r}, {self.remote_type!r})"

@@ -1,0 +1,110 @@
+"""The model folder's layout, atomic writes and owner-tagged temp files.
+
+Everything model_filer writes besides models and the registry lives in ``<local_dir>/.model_filer``
+(one folder to ignore, on the same filesystem, so ``os.replace`` from it is atomic). Temp files
+carry their owner's host and pid: cleaning up after a dead process never removes a file that a
+live writer on this machine is still filling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+INTERNAL_DIR = ".model_filer"
+MODEL_SUFFIX = ".pkl"
+GITIGNORE_TEXT = (
+    "# Written by model_filer: commit the registry file, not the models.\n"
+    f"*{MODEL_SUFFIX}\n"
+    f"{INTERNAL_DIR}/\n"
+)
+_HOST = socket.gethostname().replace("-", "_")[:40] or "host"
+
+
+def registry_filename(remote_type: str) -> str:
+    """Name of the registry file for a remote type: ``.s3_registry``, ``.local_registry``."""
+    return f".{remote_type}_registry"
+
+
+def internal_dir(local_dir: Path) -> Path:
+    """The folder of locks, temp files and the hash cache; created on demand."""
+    path = local_dir / INTERNAL_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def temp_path(local_dir: Path, purpose: str) -> Path:
+    """A fresh temp file path owned by this process, beside its final place's filesystem."""
+    tag = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    return internal_dir(local_dir) / "tmp" / f"{tag}.{purpose}.tmp"
+
+
+@contextlib.contextmanager
+def atomic_write(final: Path, local_dir: Path, purpose: str) -> Iterator[IO[bytes]]:
+    """Open a temp file that replaces ``final`` only if the block completes."""
+    tmp = temp_path(local_dir, purpose)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes_atomic(final: Path, local_dir: Path, data: bytes, purpose: str) -> None:
+    """Replace ``final`` with ``data`` all at once: readers see the old or the new bytes."""
+    with atomic_write(final, local_dir, purpose) as fh:
+        fh.write(data)
+
+
+def _owner_alive(name: str) -> bool:
+    host, _, rest = name.partition("-")
+    pid_text = rest.partition("-")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return True  # another machine's file on a shared drive: not ours to judge
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temps(local_dir: Path) -> int:
+    """Delete temp files whose owning process on this host is gone; return how many."""
+    tmp_dir = local_dir / INTERNAL_DIR / "tmp"
+    removed = 0
+    try:
+        names = os.listdir(tmp_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if not _owner_alive(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_dir / name)
+                removed += 1
+    return removed
+
+
+def ensure_gitignore(local_dir: Path) -> None:
+    """Keep a ``.gitignore`` in the model folder so only the registry gets committed."""
+    path = local_dir / ".gitignore"
+    try:
+        current = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = ""
+    missing = [line for line in GITIGNORE_TEXT.splitlines()[1:] if line not in current.splitlines()]
+    if not current:
+        write_bytes_atomic(path, local_dir, GITIGNORE_TEXT.encode(), "gitignore")
+    elif missing:
+        text = current if current.endswith("\n") else current + "\n"
+        text += "".join(f"{line}\n" for line in missing)
+        write_bytes_atomic(path, local_dir, text.encode(), "gitignore")

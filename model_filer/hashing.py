@@ -1,0 +1,157 @@
+"""sha256 while writing, sha256 of files, and the cache of verified hashes.
+
+The cache maps a model file to the sha256 it was verified to hold, keyed by its
+``(size, mtime_ns, inode)``: a file that was not touched since is trusted with one ``stat``;
+any change (a branch switch that brought other bytes of the same size) forces a re-hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from filelock import FileLock
+
+from .files import internal_dir, write_bytes_atomic
+
+CHUNK = 8 * 1024 * 1024
+_SMALL = 1 << 20  # below this, hashing inline is cheaper than a hand-off to the thread
+
+
+def sha256_file(path: Path) -> str:
+    """Hash a file in chunks, never holding it whole in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file wrapper that hashes what passes through it.
+
+    Large buffers (numpy arrays written out-of-band by pickle protocol 5) are hashed in a
+    second thread while the file write runs: both release the GIL, so hashing costs almost
+    no wall time. Writes are forwarded unchanged and ``write`` returns as soon as the file
+    has them, so callers must keep written buffers alive until :meth:`hexdigest` (pickle does:
+    they belong to the object being dumped).
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._digest = hashlib.sha256()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.size = 0
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._digest.update(item)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if n >= _SMALL:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+            self._queue.put(view)
+        elif self._thread is not None:
+            self._queue.put(bytes(view))  # keep order with buffers still queued
+        else:
+            self._digest.update(view)
+        self._fh.write(view)
+        self.size += n
+        return n
+
+    def hexdigest(self) -> str:
+        """Finish hashing and return the sha256 of everything written."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        return self._digest.hexdigest()
+
+
+def _stat_key(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class HashCache:
+    """Verified hashes of the model files in one folder, persisted in ``.model_filer``."""
+
+    FILENAME = "hashes.json"
+
+    def __init__(self, local_dir: Path) -> None:
+        self._dir = local_dir
+        self._path = local_dir / ".model_filer" / self.FILENAME
+        self._entries = self._read()
+        self._updates: dict[str, list[Any] | None] = {}
+
+    def _read(self) -> dict[str, list[Any]]:
+        try:
+            data = json.loads(self._path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def lookup(self, path: Path) -> str | None:
+        """The verified sha256 of ``path`` if it has not changed since, else ``None``."""
+        cached = self._entries.get(path.name)
+        if not isinstance(cached, list) or len(cached) != 4:
+            return None
+        key = _stat_key(path)
+        return str(cached[3]) if key is not None and key == cached[:3] else None
+
+    def verified_sha256(self, path: Path) -> str | None:
+        """sha256 of ``path`` from the cache, or by hashing it (and caching); None if absent."""
+        if (sha := self.lookup(path)) is not None:
+            return sha
+        key = _stat_key(path)
+        if key is None:
+            return None
+        sha = sha256_file(path)
+        if _stat_key(path) == key:  # not replaced while we read it
+            self.record(path, sha, key)
+        return sha
+
+    def record(self, path: Path, sha256: str, key: list[int] | None = None) -> None:
+        """Remember that ``path``, as it is now, holds bytes of ``sha256``."""
+        key = key or _stat_key(path)
+        if key is not None:
+            self._entries[path.name] = [*key, sha256]
+            self._updates[path.name] = self._entries[path.name]
+
+    def forget(self, path: Path) -> None:
+        """Drop ``path`` from the cache (it was deleted)."""
+        self._entries.pop(path.name, None)
+        self._updates[path.name] = None
+
+    def save(self) -> None:
+        """Merge this instance's updates into the file on disk, atomically and under a lock."""
+        if not self._updates:
+            return
+        lock = FileLock(str(internal_dir(self._dir) / "hashes.lock"))
+        with lock:
+            merged = self._read()
+            for name, value in self._updates.items():
+                if value is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = value
+            data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
+            with contextlib.suppress(
+                OSError
+            ):  # a cache that cannot be written only costs a re-hash
+                write_bytes_atomic(self._path, self._dir, data, "hashes")
+        self._updates.clear()

@@ -1,0 +1,73 @@
+"""Validation of what a registry names before it touches a filesystem or a bucket.
+
+A registry arrives in pull requests, so nothing it says is trusted: model names, object keys
+and hashes are checked here so no path can leave the model folder or the remote prefix.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidNameError
+
+# A model name becomes `<name>.pkl` in the model folder and `<name>/` in the remote: one path
+# segment, portable across Linux, macOS and Windows, starting with a letter or digit.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_KEY_SEGMENT_RE = re.compile(r"[A-Za-z0-9_.+=-]{1,255}")
+_WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
+
+NAME_RULE = "1-128 characters: letters, digits and _ . + - (starting with a letter or digit)"
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a valid model name, else raise :class:`InvalidNameError`."""
+    if not isinstance(name, str):
+        raise InvalidNameError(
+            f"Model name must be a string, got {type(name).__name__}. Use {NAME_RULE}."
+        )
+    if not _NAME_RE.fullmatch(name) or ".." in name or name.endswith("."):
+        raise InvalidNameError(f"Invalid model name {name!r}. Use {NAME_RULE}.")
+    if name.split(".")[0].lower() in _WINDOWS_RESERVED:
+        raise InvalidNameError(
+            f"Invalid model name {name!r}: a reserved device name on Windows. Choose another."
+        )
+    return name
+
+
+def check_sha256(value: object, where: str) -> str:
+    """Return ``value`` if it is a lower-case hex sha256, else raise."""
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        raise InvalidNameError(f"{where}: sha256 must be 64 lower-case hex digits, got {value!r}.")
+    return value
+
+
+def check_key(key: object, where: str) -> str:
+    """Return ``key`` if it is a safe object key relative to the remote root, else raise.
+
+    Safe means: relative, ``/``-separated, no empty, ``.`` or ``..`` segment, no scheme,
+    backslash or control character, so it can name neither another bucket nor a path outside
+    the remote folder.
+    """
+    if not isinstance(key, str) or not 0 < len(key) <= 1024:
+        raise InvalidNameError(f"{where}: object key must be a non-empty string, got {key!r}.")
+    segments = key.split("/")
+    for segment in segments:
+        if segment in (".", "..") or not _KEY_SEGMENT_RE.fullmatch(segment):
+            raise InvalidNameError(
+                f"{where}: unsafe object key {key!r}: keys are relative paths of plain "
+                "segments. Fix the registry entry or run `git checkout` on the registry file."
+            )
+    return key
+
+
+def object_key(name: str, sha256: str, suffix: str = ".pkl") -> str:
+    """Key of a model's bytes relative to the remote root: never reused for other bytes."""
+    return f"{name}/{sha256}{suffix}"

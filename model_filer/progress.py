@@ -1,0 +1,61 @@
+"""Progress bars for transfers: shown on a terminal for big files, silent otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import IO, Any
+
+from .remotes import Progress
+
+MIN_BYTES = 8 * 1024 * 1024  # below this a transfer is over before a bar is worth drawing
+
+
+def _stream() -> IO[str] | None:
+    for stream in (sys.stderr, sys.__stderr__):
+        if stream is not None and stream.isatty():
+            return stream
+    return None
+
+
+@contextlib.contextmanager
+def byte_bar(total: int, desc: str) -> Iterator[Progress | None]:
+    """Yield a thread-safe ``update(nbytes)`` callback, or ``None`` when no bar is shown."""
+    stream = _stream()
+    if stream is None or total < MIN_BYTES:
+        yield None
+        return
+    from tqdm import tqdm
+
+    lock = threading.Lock()
+    with tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        file=stream,
+        dynamic_ncols=True,
+    ) as bar:
+
+        def update(n: int) -> None:
+            with lock:
+                bar.update(n)
+
+        yield update
+
+
+@contextlib.contextmanager
+def count_bar(total: int, desc: str, stream: IO[str] | None = None) -> Iterator[Any]:
+    """A bar counting models, for prefetch and ``pull --all``; ``None`` off a terminal."""
+    stream = stream or _stream()
+    if stream is None or total < 2:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="model", leave=False, file=stream) as bar:
+        yield bar

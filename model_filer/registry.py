@@ -1,0 +1,280 @@
+"""The registry file: which models exist, in which state, with which bytes.
+
+It is YAML that people read in code review and git merges line by line, so the format is
+fixed: entries sorted by name, fields in a fixed order, one entry's change touching only that
+entry's lines, and the same content always serialising to the same bytes (libyaml and pure
+Python alike). Loading is safe only: no tag can build a Python object, duplicate keys are
+refused, and every field is checked before anything else uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock
+
+from .errors import InvalidNameError, RegistryError
+from .files import internal_dir, registry_filename, write_bytes_atomic
+from .names import check_key, check_name, check_sha256
+
+try:  # libyaml is ~4x faster; CSafeLoader builds only plain types (never CLoader)
+    from yaml import CSafeDumper as _BaseDumper
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeDumper as _BaseDumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+FORMAT_VERSION = 1
+MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
+MAX_MODEL_BYTES = 1 << 50  # 1 PiB: sizes above this are nonsense, not models
+STATES = ("local", "synced")
+HEADER = (
+    "# model_filer registry: commit this file, not the model files.\n"
+    "# Written by model_filer; edit it with model-filer commands, not by hand.\n"
+)
+_ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+class _Loader(_BaseLoader):
+    """Safe loader (libyaml when present) that refuses duplicate mapping keys."""
+
+
+class PurePythonLoader(yaml.SafeLoader):
+    """The same checks without libyaml: the fallback, and the reference in tests."""
+
+
+for _cls in (_Loader, PurePythonLoader):
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model in a registry.
+
+    Attributes
+    ----------
+    name : str
+        The model's name: ``<name>.pkl`` in the model folder.
+    state : str
+        ``"local"`` (only on the machine that dumped it) or ``"synced"`` (on the remote).
+    sha256, size : str, int
+        The bytes of the pickle file.
+    key : str or None
+        Object key relative to the remote root; set once synced.
+    serializer : str
+        How the bytes were made, e.g. ``"pickle-5"``.
+    created : str
+        UTC time of the dump, ISO 8601.
+    python : str
+        The Python version that dumped it.
+    library : dict or None
+        ``{"name": ..., "version": ...}`` of the model's top-level library, when it has one.
+    """
+
+    name: str
+    state: str
+    sha256: str
+    size: int
+    serializer: str
+    created: str
+    python: str
+    key: str | None = None
+    library: dict[str, str] | None = None
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        data = {f: getattr(self, f) for f in _ENTRY_FIELDS}
+        return {k: v for k, v in data.items() if v is not None}
+
+
+@dataclass
+class Registry:
+    """A registry's content: the remote it belongs to and its entries by name."""
+
+    remote_type: str
+    remote_address: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def dumps(self, dumper: type[Any] = _BaseDumper) -> bytes:
+        """Serialise deterministically: sorted entries, fixed field order, no flow style."""
+        doc = {
+            "format": FORMAT_VERSION,
+            "remote": {"type": self.remote_type, "address": self.remote_address},
+            "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
+        }
+        text = yaml.dump(
+            doc,
+            Dumper=dumper,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=1 << 16,
+            indent=2,
+        )
+        return (HEADER + text).encode("utf-8")
+
+
+def _field(data: dict[str, Any], key: str, kind: type, where: str, required: bool = True) -> Any:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise RegistryError(
+            f"{where}: field {key!r} must be {kind.__name__}, got {value!r}. "
+            "Restore the file with `git checkout -- <registry>` or fix the entry."
+        )
+    return value
+
+
+def _parse_entry(name: Any, data: Any, where: str) -> Entry:
+    try:
+        check_name(name)
+    except InvalidNameError as exc:
+        raise RegistryError(f"{where}: {exc}") from None
+    here = f"{where}: entry {name!r}"
+    if not isinstance(data, dict):
+        raise RegistryError(f"{here} must be a mapping of fields. Fix or restore the file.")
+    unknown = set(data) - set(_ENTRY_FIELDS)
+    if unknown:
+        raise RegistryError(
+            f"{here} has unknown fields {sorted(map(str, unknown))}. "
+            "Upgrade model_filer (`pip install -U ds-model-filer`) or fix the file."
+        )
+    state = _field(data, "state", str, here)
+    if state not in STATES:
+        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {state!r}.")
+    size = _field(data, "size", int, here)
+    if not 0 <= size <= MAX_MODEL_BYTES:
+        raise RegistryError(f"{here}: size {size} is out of range (0 to 1 PiB).")
+    key = _field(data, "key", str, here, required=state == "synced")
+    library = _field(data, "library", dict, here, required=False)
+    try:
+        check_sha256(data.get("sha256"), here)
+        if key is not None:
+            check_key(key, here)
+    except InvalidNameError as exc:
+        raise RegistryError(str(exc)) from None
+    if (
+        (library is not None
+        and not all(isinstance(library.get(k), str) for k in ("name", "version")))
+        or (library is not None
+        and set(library) != {"name", "version"})
+    ):
+        raise RegistryError(f"{here}: library must be {{name: str, version: str}}.")
+    return Entry(
+        name=name,
+        state=state,
+        sha256=data["sha256"],
+        size=size,
+        key=key,
+        serializer=_field(data, "serializer", str, here),
+        created=_field(data, "created", str, here),
+        python=_field(data, "python", str, here),
+        library=library,
+    )
+
+
+def parse(text: bytes, where: str, loader: type[Any] = _Loader) -> Registry:
+    """Parse and validate a registry's bytes; raise :class:`RegistryError` on anything odd."""
+    if len(text) > MAX_REGISTRY_BYTES:
+        raise RegistryError(
+            f"{where}: {len(text)} bytes is too large for a registry "
+            f"(limit {MAX_REGISTRY_BYTES}). Restore it from git."
+        )
+    if b"\n<<<<<<< " in b"\n" + text or b"\n>>>>>>> " in text:
+        raise RegistryError(
+            f"{where}: unresolved merge conflict markers. Resolve with "
+            "`git checkout --theirs/--ours` or set up `model-filer install-hooks` (merge driver)."
+        )
+    try:
+        doc = yaml.load(text, Loader=loader)  # noqa: S506 - loader is a CSafeLoader subclass
+    except yaml.YAMLError as exc:
+        detail = str(exc).replace("\n", " ")
+        raise RegistryError(
+            f"{where}: not valid registry YAML ({detail}). "
+            "Restore it with `git checkout -- <file>`."
+        ) from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
+    if doc.get("format") != FORMAT_VERSION:
+        raise RegistryError(
+            f"{where}: unsupported registry format {doc.get('format')!r} "
+            f"(this model_filer reads {FORMAT_VERSION}). "
+            "Upgrade with `pip install -U ds-model-filer`."
+        )
+    remote = _field(doc, "remote", dict, where)
+    rtype = _field(remote, "type", str, where + " remote")
+    address = _field(remote, "address", str, where + " remote")
+    models = doc.get("models") or {}
+    if not isinstance(models, dict):
+        raise RegistryError(f"{where}: 'models' must be a mapping. Restore it from git.")
+    entries = {name: _parse_entry(name, data, where) for name, data in models.items()}
+    return Registry(remote_type=rtype, remote_address=address, entries=entries)
+
+
+def read(path: Path) -> Registry | None:
+    """Read the registry at ``path``; ``None`` when the file does not exist."""
+    try:
+        with open(path, "rb") as fh:  # bounded read: a huge file is refused, not loaded
+            text = fh.read(MAX_REGISTRY_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read the registry ({exc.strerror}).") from None
+    return parse(text, str(path))
+
+
+class RegistryFile:
+    """The registry of one model folder, with locked read-modify-write."""
+
+    def __init__(self, local_dir: Path, remote_type: str) -> None:
+        self.local_dir = local_dir
+        self.path = local_dir / registry_filename(remote_type)
+        self.remote_type = remote_type
+
+    def lock(self) -> FileLock:
+        """The folder's lock: held for every registry change and file rename."""
+        return FileLock(str(internal_dir(self.local_dir) / "registry.lock"))
+
+    def read(self) -> Registry | None:
+        reg = read(self.path)
+        if reg is not None and reg.remote_type != self.remote_type:
+            raise RegistryError(
+                f"{self.path}: records remote type {reg.remote_type!r} but its "
+                f"name is for {self.remote_type!r}. Restore it from git."
+            )
+        return reg
+
+    def write(self, reg: Registry) -> None:
+        data = reg.dumps()
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.read_bytes() == data:
+                return  # unchanged: keep mtime, skip the write
+        write_bytes_atomic(self.path, self.local_dir, data, "registry")
+
+    @contextlib.contextmanager
+    def transaction(self, new: Registry) -> Iterator[Registry]:
+        """Lock, read (or start from ``new``), yield for changes, write back on success."""
+        with self.lock():
+            reg = self.read() or new
+            before = dataclasses.replace(reg, entries=dict(reg.entries))
+            yield reg
+            if reg != before:
+                self.write(reg)

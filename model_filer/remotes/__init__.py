@@ -1,0 +1,76 @@
+"""Remote stores behind one small interface.
+
+A remote type ``X`` is the module ``model_filer.remotes.X`` exposing ``REMOTE``, a subclass of
+:class:`Remote`: adding GCS or Azure later is one new module, nothing else touched. Modules
+are imported only when used, so the hooks that never transfer never import boto3.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import UnknownRemoteTypeError
+
+Progress = Callable[[int], None]
+_TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
+
+
+class Remote(ABC):
+    """Where model bytes live; keys are relative to the remote root."""
+
+    remote_type: str = ""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    @abstractmethod
+    def check_matches(self, recorded_address: str, registry_path: str) -> None:
+        """Raise :class:`RemoteMismatchError` if ``recorded_address`` is another store."""
+
+    @abstractmethod
+    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+        """Store ``src`` under ``key``; a key already holding those bytes is left as is."""
+
+    @abstractmethod
+    def download(self, key: str, dest: Path, progress: Progress | None) -> None:
+        """Write the object's bytes to ``dest`` (a temp file the caller verifies)."""
+
+    @abstractmethod
+    def size_of(self, key: str) -> int | None:
+        """The object's size in bytes, or ``None`` when it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete the object (absent is fine)."""
+
+    def url(self, key: str) -> str:
+        """The object's full address, for messages."""
+        return f"{self.address.rstrip('/')}/{key}"
+
+
+def available_types() -> list[str]:
+    """The remote types installed (one module each)."""
+    from importlib.resources import files
+
+    return sorted(
+        p.name[:-3]
+        for p in files(__name__).iterdir()
+        if p.name.endswith(".py") and not p.name.startswith("_")
+    )
+
+
+def get_remote(remote_type: str, address: str) -> Remote:
+    """Build the remote of ``remote_type`` at ``address``."""
+    name = f"{__name__}.{remote_type}" if isinstance(remote_type, str) else ""
+    if not _TYPE_RE.fullmatch(str(remote_type)) or importlib.util.find_spec(name) is None:
+        raise UnknownRemoteTypeError(
+            f"Unknown remote_type {remote_type!r}. Use one of: {', '.join(available_types())}."
+        )
+    module = importlib.import_module(name)
+    remote: Remote = module.REMOTE(address)
+    return remote

@@ -1,0 +1,52 @@
+"""Turning models into bytes and back: pickle protocol 5, streamed and hashed as it writes."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+from typing import IO, Any
+
+from .errors import RegistryError
+from .hashing import HashingWriter
+
+PROTOCOL = 5  # protocol 4 (3.11's default) copies every numpy buffer; 5 writes them in place
+SERIALIZER = f"pickle-{PROTOCOL}"
+_PICKLE_RE = re.compile(r"pickle-[0-5]")
+
+
+def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
+    """Pickle ``model`` into ``fh``; return the sha256 and size of what was written."""
+    writer = HashingWriter(fh)
+    pickle.Pickler(writer, protocol=PROTOCOL).dump(model)
+    return writer.hexdigest(), writer.size
+
+
+def load(fh: IO[bytes], serializer: str, name: str) -> Any:
+    """Unpickle from ``fh``: call only on bytes verified against the registry."""
+    if not _PICKLE_RE.fullmatch(serializer):
+        raise RegistryError(
+            f"Model {name!r} was written with serializer {serializer!r}, which this model_filer "
+            "cannot read. Upgrade with `pip install -U ds-model-filer`."
+        )
+    return pickle.load(fh)  # noqa: S301 - bytes verified against the registry's sha256
+
+
+def python_version() -> str:
+    return ".".join(map(str, sys.version_info[:3]))
+
+
+def library_of(model: Any) -> dict[str, str] | None:
+    """The top-level library a model's class comes from and its version, if it has one."""
+    top = type(model).__module__.partition(".")[0]
+    module = sys.modules.get(top)
+    version = getattr(module, "__version__", None)
+    if top in ("builtins", "__main__") or not isinstance(version, str):
+        return None
+    return {"name": top, "version": version}
+
+
+def current_version(library: str) -> str | None:
+    """The running version of a library already imported (unpickling imported it)."""
+    version = getattr(sys.modules.get(library), "__version__", None)
+    return version if isinstance(version, str) else None
