@@ -1,0 +1,165 @@
+"""Shared pytest fixtures: an isolated environment and a real S3 endpoint.
+
+S3 tests run against a local SeaweedFS server started once per session (see s3server.py), or
+against an external endpoint when these are set:
+
+    MODEL_FILER_TEST_S3_ENDPOINT, MODEL_FILER_TEST_S3_BUCKET,
+    MODEL_FILER_TEST_AWS_ACCESS_KEY_ID, MODEL_FILER_TEST_AWS_SECRET_ACCESS_KEY,
+    MODEL_FILER_TEST_AWS_REGION (default us-east-1)
+
+Isolation from the machine uses environment variables only; boto3 and botocore are never
+patched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from s3server import REGION, S3Target, start_seaweedfs
+
+#: Environment variables that would let boto3 find real credentials, profiles, endpoints or
+#: credential services of the machine running the tests.
+AWS_VARIABLES_TO_REMOVE = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+)
+
+#: Git variables that point git at another repository or config; set when pytest runs inside a
+#: git hook (e.g. pre-commit exports GIT_INDEX_FILE) or under ``git -c``.
+GIT_VARIABLES_TO_REMOVE = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_SYSTEM",
+)
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Model Filer Tests",
+    "GIT_AUTHOR_EMAIL": "tests@model-filer.invalid",
+    "GIT_COMMITTER_NAME": "Model Filer Tests",
+    "GIT_COMMITTER_EMAIL": "tests@model-filer.invalid",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep boto3 and git away from the machine's credentials, profiles and config."""
+    home = tmp_path_factory.mktemp("isolated-config")
+    aws_config = home / "aws-config"
+    aws_credentials = home / "aws-credentials"
+    git_config = home / "gitconfig"
+    for path in (aws_config, aws_credentials, git_config):
+        path.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in AWS_VARIABLES_TO_REMOVE:
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.setenv("AWS_CONFIG_FILE", str(aws_config))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws_credentials))
+        mp.delenv("MODEL_FILER_SKIP_PREFETCH", raising=False)
+        for name in GIT_VARIABLES_TO_REMOVE:
+            mp.delenv(name, raising=False)
+        for name, value in GIT_IDENTITY.items():
+            mp.setenv(name, value)
+        mp.setenv("GIT_CONFIG_GLOBAL", str(git_config))
+        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        mp.setenv("GIT_CONFIG_COUNT", "1")
+        mp.setenv("GIT_CONFIG_KEY_0", "init.defaultBranch")
+        mp.setenv("GIT_CONFIG_VALUE_0", "main")
+        yield
+
+
+def _external_target() -> S3Target | None:
+    endpoint = os.environ.get("MODEL_FILER_TEST_S3_ENDPOINT")
+    bucket = os.environ.get("MODEL_FILER_TEST_S3_BUCKET")
+    if not (endpoint and bucket):
+        return None
+    access_key = os.environ.get("MODEL_FILER_TEST_AWS_ACCESS_KEY_ID")
+    secret_key = os.environ.get("MODEL_FILER_TEST_AWS_SECRET_ACCESS_KEY")
+    if not (access_key and secret_key):
+        raise pytest.UsageError(
+            "MODEL_FILER_TEST_S3_ENDPOINT is set: also set MODEL_FILER_TEST_AWS_ACCESS_KEY_ID "
+            "and MODEL_FILER_TEST_AWS_SECRET_ACCESS_KEY"
+        )
+    return S3Target(
+        endpoint_url=endpoint,
+        access_key=access_key,
+        secret_key=secret_key,
+        region=os.environ.get("MODEL_FILER_TEST_AWS_REGION") or REGION,
+        bucket=bucket,
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_server(
+    _isolated_environment: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Target]:
+    """The S3 endpoint and bucket of this session: external if configured, else SeaweedFS."""
+    external = _external_target()
+    if external is not None:
+        yield external
+        return
+    server = start_seaweedfs(tmp_path_factory.mktemp("s3"))
+    try:
+        bucket = f"model-filer-test-{secrets.token_hex(4)}"
+        server.create_bucket(bucket)
+        yield S3Target(
+            endpoint_url=server.endpoint_url,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            region=server.region,
+            bucket=bucket,
+            server=server,
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Target, monkeypatch: pytest.MonkeyPatch) -> S3Target:
+    """Point boto3's environment variables at the session's S3 endpoint for one test."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.region)
+    return s3_server
+
+
+@pytest.fixture
+def s3_address(s3_env: S3Target) -> str:
+    """A fresh ``s3://bucket/prefix`` no other test uses."""
+    return f"s3://{s3_env.bucket}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def s3_client(s3_env: S3Target) -> Any:
+    """A boto3 S3 client for the session's endpoint, to inspect or tamper with objects."""
+    return s3_env.client()
