@@ -7,8 +7,8 @@ import dataclasses
 import datetime as dt
 import os
 import warnings
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -351,7 +351,9 @@ class Filer:
                     reg.entries[name] = dataclasses.replace(current, state="synced", key=key)
 
     def push(self, name: str) -> None:
-        """Upload a ``local`` model and mark it ``synced`` (nothing to do when synced).
+        """Upload a ``local`` model and mark it ``synced``.
+
+        A ``synced`` model is uploaded again only if the remote lost its object.
 
         Raises
         ------
@@ -359,6 +361,9 @@ class Filer:
         """
         entry = self._entry(name)
         if entry.state == "synced":
+            # Re-upload only to repair a remote that lost the object and a file we still have.
+            if entry.key and self.remote.size_of(entry.key) != entry.size:
+                self._upload(entry)
             return
         self._mark_synced({name: (entry.sha256, self._upload(entry))})
 
@@ -392,7 +397,7 @@ class Filer:
         self,
         names: Iterable[str] | None = None,
         jobs: int | None = None,
-        show_progress: bool = True,
+        on_done: Callable[[int], object] | None = None,
     ) -> TransferReport:
         """Download synced models that are missing or stale locally, ``jobs`` at a time.
 
@@ -402,6 +407,8 @@ class Filer:
             Models to fetch; all synced entries when omitted.
         jobs : int, optional
             Parallel transfers (default 16).
+        on_done : callable, optional
+            Called with 1 as each model finishes; replaces the default progress bar.
 
         Returns
         -------
@@ -409,7 +416,16 @@ class Filer:
             ``done`` fetched, ``skipped`` already current, ``failed`` name -> error.
         """
         entries = {e.name: e for e in self.list_files()}
-        wanted = [self._entry(n) for n in names] if names is not None else list(entries.values())
+        wanted = list(entries.values())
+        if names is not None:
+            names = [check_name(n) for n in names]
+            unknown = sorted(set(names) - set(entries))
+            if unknown:
+                raise UnknownModelError(
+                    f"No model(s) {', '.join(unknown)} in "
+                    f"{self.registry_path}. See filer.show_files()."
+                )
+            wanted = [entries[n] for n in names]
         cache = HashCache(self.local_dir)
         report = TransferReport()
         todo = []
@@ -427,7 +443,7 @@ class Filer:
                 if self.needs_fetch(entry, HashCache(self.local_dir)):
                     self._fetch(entry)
 
-        self._run_parallel(todo, one, report, jobs, "pull", show_progress)
+        self._run_parallel(todo, one, report, jobs, "pull", on_done)
         return report
 
     def _run_parallel(
@@ -437,23 +453,25 @@ class Filer:
         report: TransferReport,
         jobs: int | None,
         action: str,
-        show_progress: bool = True,
+        on_done: Callable[[int], object] | None = None,
     ) -> None:
         if not entries:
             return
         with (
             ThreadPoolExecutor(max_workers=max(1, jobs or DEFAULT_JOBS)) as pool,
-            count_bar(len(entries) if show_progress else 0, action) as bar,
+            count_bar(0 if on_done else len(entries), action) as bar,
         ):
+            tick = on_done or (bar.update if bar is not None else None)
             futures = {pool.submit(fn, e): e.name for e in entries}
-            for future, name in futures.items():
+            for future in as_completed(futures):
+                name = futures[future]
                 try:
                     future.result()
                     report.done.append(name)
                 except ModelFilerError as exc:
                     report.failed[name] = exc
-                if bar is not None:
-                    bar.update(1)
+                if tick is not None:
+                    tick(1)
 
     # -- remove and show ----------------------------------------------------------------------
     def _drop(self, reg: Registry, entry: Entry, remove_remote: bool, cache: HashCache) -> None:

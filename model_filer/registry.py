@@ -38,6 +38,7 @@ HEADER = (
     "# model_filer registry: commit this file, not the model files.\n"
     "# Written by model_filer; edit it with model-filer commands, not by hand.\n"
 )
+_FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
 _ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
 
 
@@ -137,8 +138,7 @@ def _field(data: dict[str, Any], key: str, kind: type, where: str, required: boo
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise RegistryError(
-            f"{where}: field {key!r} must be {kind.__name__}, got {value!r}. "
-            "Restore the file with `git checkout -- <registry>` or fix the entry."
+            f"{where}: field {key!r} must be {kind.__name__}, got {value!r}. {_FIX}"
         )
     return value
 
@@ -147,10 +147,10 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
     try:
         check_name(name)
     except InvalidNameError as exc:
-        raise RegistryError(f"{where}: {exc}") from None
+        raise RegistryError(f"{where}: {exc} {_FIX}") from None
     here = f"{where}: entry {name!r}"
     if not isinstance(data, dict):
-        raise RegistryError(f"{here} must be a mapping of fields. Fix or restore the file.")
+        raise RegistryError(f"{here} must be a mapping of fields. {_FIX}")
     unknown = set(data) - set(_ENTRY_FIELDS)
     if unknown:
         raise RegistryError(
@@ -159,25 +159,26 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         )
     state = _field(data, "state", str, here)
     if state not in STATES:
-        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {state!r}.")
+        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {state!r}. {_FIX}")
     size = _field(data, "size", int, here)
     if not 0 <= size <= MAX_MODEL_BYTES:
-        raise RegistryError(f"{here}: size {size} is out of range (0 to 1 PiB).")
+        raise RegistryError(f"{here}: size {size} is out of range (0 to 1 PiB). {_FIX}")
     key = _field(data, "key", str, here, required=state == "synced")
     library = _field(data, "library", dict, here, required=False)
     try:
         check_sha256(data.get("sha256"), here)
+    except InvalidNameError as exc:
+        raise RegistryError(f"{exc} {_FIX}") from None
+    try:
         if key is not None:
-            check_key(key, here)
+            check_key(key, here)  # its message already says how to fix it
     except InvalidNameError as exc:
         raise RegistryError(str(exc)) from None
-    if (
-        (library is not None
-        and not all(isinstance(library.get(k), str) for k in ("name", "version")))
-        or (library is not None
-        and set(library) != {"name", "version"})
+    if library is not None and (
+        set(library) != {"name", "version"}
+        or not all(isinstance(library[k], str) for k in ("name", "version"))
     ):
-        raise RegistryError(f"{here}: library must be {{name: str, version: str}}.")
+        raise RegistryError(f"{here}: library must be {{name: str, version: str}}. {_FIX}")
     return Entry(
         name=name,
         state=state,
@@ -213,7 +214,7 @@ def parse(text: bytes, where: str, loader: type[Any] = _Loader) -> Registry:
         ) from None
     if not isinstance(doc, dict):
         raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
-    if doc.get("format") != FORMAT_VERSION:
+    if type(doc.get("format")) is not int or doc["format"] != FORMAT_VERSION:
         raise RegistryError(
             f"{where}: unsupported registry format {doc.get('format')!r} "
             f"(this model_filer reads {FORMAT_VERSION}). "

@@ -1,0 +1,105 @@
+"""pre-commit hook: refuse a commit whose registries name models that exist on one machine only.
+
+Checks the staged content (the index, not the working tree) of every staged registry file:
+``local`` entries, unparsable files (conflict markers, bad YAML, bad fields) and model files
+themselves being committed are refused with the command that fixes each. Never imports boto3
+or GitPython: it runs on every commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import posixpath
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from model_filer.discovery import remote_type_of
+from model_filer.errors import ModelFilerError
+from model_filer.files import MODEL_SUFFIX
+from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths
+from model_filer.registry import Registry, parse
+from model_filer.remotes import available_types
+
+
+def _contents(paths: Sequence[str]) -> dict[str, bytes | None]:
+    if in_git_repo():
+        blobs = read_blobs([f":{p}" for p in paths])
+        return {p: blobs[f":{p}"] for p in paths}
+    return {p: Path(p).read_bytes() if Path(p).is_file() else None for p in paths}
+
+
+def _registry_problems(path: str, reg: Registry) -> list[str]:
+    folder = shlex.quote(posixpath.dirname(path) or ".")
+    local = sorted(n for n, e in reg.entries.items() if e.state == "local")
+    if not local:
+        return []
+    lines = [f"{path}: {name} is local (its bytes exist only on this machine)" for name in local]
+    lines.append(
+        f"  fix: model-filer push --dir {folder} --all   (or drop them: model-filer rm --dir "
+        f"{folder} --locals), then: git add {shlex.quote(path)}"
+    )
+    return lines
+
+
+def _model_file_problems(models: Sequence[str], registries: dict[str, Registry]) -> list[str]:
+    named = {
+        posixpath.join(posixpath.dirname(path), name + MODEL_SUFFIX)
+        for path, reg in registries.items()
+        for name in reg.entries
+    }
+    return [
+        f"{m}: a model file is staged; its bytes belong on the remote, not in git\n"
+        f"  fix: git rm --cached {shlex.quote(m)}"
+        for m in models
+        if m in named
+    ]
+
+
+def check(paths: Sequence[str]) -> list[str]:
+    """Problems found in the staged versions of ``paths`` (registries and model files)."""
+    registry_paths = [p for p in paths if remote_type_of(p)]
+    models = [p for p in paths if p.endswith(MODEL_SUFFIX)]
+    # A staged model file is judged against the registry beside it, staged or not.
+    beside = {
+        posixpath.join(posixpath.dirname(m), f".{t}_registry")
+        for m in models
+        for t in available_types()
+    }
+    contents = _contents(sorted(set(registry_paths) | beside))
+    problems: list[str] = []
+    registries: dict[str, Registry] = {}
+    for path, text in contents.items():
+        if text is None:
+            continue
+        try:
+            registries[path] = parse(text, path)
+        except ModelFilerError as exc:
+            if path in registry_paths:
+                problems.append(f"{exc}")
+            continue
+        if path in registry_paths:
+            problems.extend(_registry_problems(path, registries[path]))
+    return problems + _model_file_problems(models, registries)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="no-local-models", description=__doc__)
+    parser.add_argument("filenames", nargs="*", help="staged files (default: ask git)")
+    args = parser.parse_args(argv)
+    try:
+        paths = [Path(f).as_posix() for f in args.filenames] or staged_paths()
+        problems = check(paths)
+    except ModelFilerError as exc:
+        print(f"no-local-models: {exc}", file=sys.stderr)
+        return 1
+    if problems:
+        print("model_filer: commit refused:")
+        print("\n".join(problems))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""post-checkout / post-merge / post-rewrite hook: fetch the models the new HEAD's registries name.
+
+Only registries that changed between the old and new HEAD are looked at (all of them after a
+clone); of those, only ``synced`` models missing or stale locally are downloaded, in parallel
+and verified. A network or credential problem never fails the checkout: it warns and prints
+the command to fetch later (``--strict`` makes it fail). ``MODEL_FILER_SKIP_PREFETCH=1``
+turns it off for one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from model_filer.errors import ModelFilerError
+
+SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
+_SIZE_RE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*")
+_UNITS = {
+    "": 1,
+    "k": 1e3,
+    "m": 1e6,
+    "g": 1e9,
+    "t": 1e12,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """``"500MB"``, ``"2GiB"``, ``"1024"`` -> bytes."""
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 500MB, 2GiB, 1024")
+    unit = (match.group(2) or "").lower().rstrip("b")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefetch-models", description=__doc__)
+    parser.add_argument(
+        "--hook-stage",
+        choices=["post-checkout", "post-merge", "post-rewrite"],
+        help="when run as a plain git hook: which one (pre-commit sets env vars)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="fetch only models whose name (or dir/name) matches; repeatable",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="skip models larger than SIZE (e.g. 500MB); load() fetches them later",
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="parallel downloads (default 16)")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a model could not be fetched"
+    )
+    parser.add_argument("git_args", nargs="*", help=argparse.SUPPRESS)
+    return parser
+
+
+def _refs(args: argparse.Namespace) -> tuple[str | None, str] | None:
+    """(old, new) revisions to compare, or None when this event needs no prefetch."""
+    env = os.environ
+    stage = args.hook_stage
+    if stage is None:
+        if "PRE_COMMIT_CHECKOUT_TYPE" in env or "PRE_COMMIT_TO_REF" in env:
+            stage = "post-checkout"
+        elif "PRE_COMMIT_REWRITE_COMMAND" in env:
+            stage = "post-rewrite"
+        else:
+            stage = "post-merge"
+    if stage == "post-checkout":
+        if args.git_args[2:3]:
+            old, new, kind = args.git_args[:3]
+        else:
+            old = env.get("PRE_COMMIT_FROM_REF", "")
+            new = env.get("PRE_COMMIT_TO_REF", "HEAD")
+            kind = env.get("PRE_COMMIT_CHECKOUT_TYPE", "1")
+        return None if kind == "0" else (old or None, new or "HEAD")
+    return ("ORIG_HEAD", "HEAD")
+
+
+def _rebase_in_progress(repo: Any) -> bool:
+    git_dir = Path(repo.git_dir)
+    return (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists()
+
+
+@contextlib.contextmanager
+def _terminal() -> Iterator[IO[str] | None]:
+    """The user's terminal for live progress: pre-commit captures our stdout and stderr."""
+    if sys.stderr.isatty():
+        yield sys.stderr
+        return
+    try:
+        tty = open("/dev/tty", "w")  # noqa: SIM115
+    except OSError:
+        yield None
+        return
+    with tty:
+        yield tty
+
+
+def _wanted(filer: Any, folder: str, args: argparse.Namespace) -> list[str]:
+    names = []
+    for entry in filer.list_files():
+        if entry.state != "synced":
+            continue
+        if args.max_size is not None and entry.size > args.max_size:
+            continue
+        label = f"{folder}/{entry.name}" if folder not in ("", ".") else entry.name
+        if args.only and not any(
+            fnmatch.fnmatch(entry.name, g) or fnmatch.fnmatch(label, g) for g in args.only
+        ):
+            continue
+        names.append(entry.name)
+    return names
+
+
+def _quiet(_: int) -> None:
+    """Progress sink when no terminal is attached: the summary line says it all."""
+
+
+def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) -> int:
+    """Fetch what ``registries`` need; print a summary; return the number of failures."""
+    from model_filer.discovery import filer_for
+    from model_filer.progress import count_bar
+
+    fetched = failed = current = 0
+    with _terminal() as tty:
+        for rel in registries:
+            folder = os.path.dirname(rel) or "."
+            retry = f"model-filer pull --dir {shlex.quote(folder)} --all"
+            try:
+                filer = filer_for(root / rel)
+                names = _wanted(filer, folder, args)
+                with count_bar(len(names), f"prefetch {folder}", tty) as bar:
+                    report = filer.pull(
+                        names, jobs=args.jobs, on_done=bar.update if bar is not None else _quiet
+                    )
+            except ModelFilerError as exc:
+                print(f"prefetch-models: {rel}: {exc}\n  models not fetched; later run: {retry}")
+                failed += 1
+                continue
+            fetched += len(report.done)
+            current += len(report.skipped)
+            for name, error in sorted(report.failed.items()):
+                print(f"prefetch-models: {folder}/{name} not fetched: {error}")
+            if report.failed:
+                print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
+                failed += len(report.failed)
+    if fetched or failed:
+        print(
+            f"prefetch-models: {fetched} model(s) fetched, {current} already present, "
+            f"{failed} failed."
+        )
+    return failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
+        return 0
+    refs = _refs(args)
+    if refs is None:
+        return 0
+    try:
+        from model_filer.gitrefs import changed_registries, open_repo
+
+        repo = open_repo()
+        if _rebase_in_progress(repo):
+            return 0  # post-rewrite runs once the rebase is done
+        registries = changed_registries(repo, *refs)
+        failures = prefetch(Path(repo.working_tree_dir), registries, args)
+    except ModelFilerError as exc:
+        print(f"prefetch-models: {exc}")
+        return 1 if args.strict else 0
+    return 1 if failures and args.strict else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""``model-filer``: status, push, pull, rm, verify, hooks and the merge driver from a shell.
+
+The remote of each folder comes from its registry file. A user's mistake exits 2 with one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .discovery import filer_for, find_registries, registries_in, remote_type_of
+from .errors import ModelFilerError
+from .filer import Filer
+from .hashing import HashCache
+
+USER_ERROR = 2
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def _registry(folder: str, remote_type: str | None) -> Path:
+    path = Path(folder)
+    if remote_type_of(path.name):
+        return path
+    found = [p for p in registries_in(path) if remote_type in (None, remote_type_of(p.name))]
+    if not found:
+        raise ModelFilerError(
+            f"No registry in {path}. Pass the model folder with --dir, or dump a model first."
+        )
+    if len(found) > 1:
+        raise ModelFilerError(
+            f"{path} holds {len(found)} registries; pick one with --remote-type "
+            f"({', '.join(str(remote_type_of(p.name)) for p in found)})."
+        )
+    return found[0]
+
+
+def _filer(args: argparse.Namespace) -> Filer:
+    return filer_for(_registry(args.dir, args.remote_type), args.remote_address)
+
+
+def _names(args: argparse.Namespace, verb: str) -> list[str] | None:
+    if args.all and args.names:
+        raise ModelFilerError(f"Give model names or --all to {verb}, not both.")
+    if not args.all and not args.names:
+        raise ModelFilerError(f"Name the models to {verb}, or pass --all.")
+    return None if args.all else list(args.names)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    root = Path(args.path)
+    paths = [root] if remote_type_of(root.name) else list(find_registries(root))
+    if not paths:
+        print(f"No registries under {root}.")
+    for path in paths:
+        filer = filer_for(path)
+        cache = HashCache(filer.local_dir)
+        print(f"{path}  ->  {filer.remote.address}")
+        for entry in filer.list_files():
+            local = filer.model_path(entry.name)
+            if not local.exists():
+                where = "not downloaded" if entry.state == "synced" else "FILE MISSING"
+            elif cache.lookup(local) == entry.sha256:
+                where = "present"
+            else:
+                where = "present (unverified: run `model-filer verify`)"
+            print(f"  {entry.name} ({entry.state})  {_human(entry.size)}  {where}")
+        if not filer.list_files():
+            print("  [no files exist]")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    filer = _filer(args)
+    names = _names(args, "push")
+    if names is None:
+        pushed = filer.push_all(jobs=args.jobs)
+    else:
+        for name in names:
+            filer.push(name)
+        pushed = names
+    print(f"Pushed {len(pushed)} model(s). Commit {filer.registry_path}.")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    filer = _filer(args)
+    report = filer.pull(_names(args, "pull"), jobs=args.jobs)
+    print(f"Fetched {len(report.done)} model(s); {len(report.skipped)} already present.")
+    report.raise_failures("pull")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    filer = _filer(args)
+    if args.locals:
+        if args.names or args.remote:
+            raise ModelFilerError("rm --locals takes no names and no --remote.")
+        removed = filer.remove_locals()
+        print(f"Removed {len(removed)} local model(s): {', '.join(removed) or 'none'}.")
+        return 0
+    if not args.names:
+        raise ModelFilerError("Name the models to remove, or pass --locals.")
+    for name in args.names:
+        filer.remove(name, remove_remote=args.remote)
+    print(f"Removed {', '.join(args.names)}{' and their remote objects' if args.remote else ''}.")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    filer = _filer(args)
+    bad = 0
+    for entry in filer.list_files():
+        path = filer.model_path(entry.name)
+        if not path.exists():
+            continue
+        cache = HashCache(filer.local_dir)
+        cache.forget(path)  # re-hash for real: verify trusts nothing
+        sha = cache.verified_sha256(path)
+        cache.save()
+        if sha != entry.sha256:
+            bad += 1
+            print(f"{path}: sha256 {sha} does not match the registry ({entry.sha256})")
+    print("All present model files match the registry." if not bad else f"{bad} mismatch(es).")
+    return 1 if bad else 0
+
+
+def cmd_install_hooks(args: argparse.Namespace) -> int:
+    from .install import install_hooks
+
+    for line in install_hooks(Path.cwd(), hooks=not args.merge_driver_only):
+        print(line)
+    return 0
+
+
+def cmd_merge_registry(args: argparse.Namespace) -> int:
+    from .files import write_bytes_atomic
+    from .merge import merge_texts
+
+    ours_path = Path(args.ours)
+    where = args.path or "registry"
+    result = merge_texts(
+        Path(args.base).read_bytes(),
+        ours_path.read_bytes(),
+        Path(args.theirs).read_bytes(),
+        where,
+    )
+    write_bytes_atomic(ours_path, ours_path.parent, result.registry.dumps(), "merge")
+    if result.conflicts:
+        print(
+            f"model-filer: {where}: {', '.join(result.conflicts)} changed differently on both "
+            "branches; kept ours. Pick one: dump the model again, or edit the entry, then "
+            f"`git add {where}`.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def _folder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--dir", default=".", help="model folder or registry file (default .)")
+    p.add_argument("--remote-type", help="which registry, when a folder holds several")
+    p.add_argument("--remote-address", help="override the remote address the registry records")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="model-filer", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("status", help="models of every registry under PATH and their state")
+    p.add_argument("path", nargs="?", default=".")
+    p.set_defaults(func=cmd_status)
+    for verb, helptext, func in (
+        ("push", "upload local models", cmd_push),
+        ("pull", "download synced models", cmd_pull),
+    ):
+        p = sub.add_parser(verb, help=helptext)
+        _folder_options(p)
+        p.add_argument("names", nargs="*", metavar="NAME")
+        p.add_argument("--all", action="store_true", help=f"{verb} every model that needs it")
+        p.add_argument("-j", "--jobs", type=int, default=None, help="parallel transfers")
+        p.set_defaults(func=func)
+    p = sub.add_parser("rm", help="remove models from the registry (and their files)")
+    _folder_options(p)
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument(
+        "--remote",
+        dest="remote",
+        action="store_true",
+        help="also delete the remote object (breaks older commits!)",
+    )
+    p.add_argument("--locals", action="store_true", help="remove every local model")
+    p.set_defaults(func=cmd_rm)
+    p = sub.add_parser("verify", help="re-hash local model files against the registry")
+    _folder_options(p)
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("install-hooks", help="plain git hooks + registry merge driver")
+    p.add_argument(
+        "--merge-driver-only",
+        action="store_true",
+        help="only the merge driver (for pre-commit framework users)",
+    )
+    p.set_defaults(func=cmd_install_hooks)
+    p = sub.add_parser("merge-registry", help="git merge driver: %%O %%A %%B %%P")
+    for name in ("base", "ours", "theirs"):
+        p.add_argument(name)
+    p.add_argument("path", nargs="?")
+    p.set_defaults(func=cmd_merge_registry)
+    p = sub.add_parser("demo", help="the whole workflow in a temp folder, local remote")
+    p.add_argument("--keep", action="store_true", help="keep the temp folder to look at")
+    p.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ModelFilerError as exc:
+        print(f"model-filer: error: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except OSError as exc:
+        print(f"model-filer: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

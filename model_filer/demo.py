@@ -1,0 +1,132 @@
+"""``model-filer demo``: the whole workflow in a temp folder, on a local-directory remote.
+
+Alice trains and dumps a model in her git repo; the commit hook refuses the registry while the
+model is local; she pushes and commits; Bob clones, and the checkout hook fetches the model he
+then loads. Real git, real hooks, no network.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from .filer import Filer
+from .install import install_hooks
+
+
+@dataclass
+class LinearModel:
+    """A one-feature least-squares line: small enough to need no third-party library."""
+
+    slope: float = 0.0
+    intercept: float = 0.0
+
+    @classmethod
+    def fit(cls, xs: list[float], ys: list[float]) -> LinearModel:
+        n = len(xs)
+        mx, my = sum(xs) / n, sum(ys) / n
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mx) ** 2 for x in xs
+        )
+        return cls(slope, my - slope * mx)
+
+    def predict(self, x: float) -> float:
+        return self.slope * x + self.intercept
+
+
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.com",
+        "GIT_COMMITTER_NAME": "Demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.com",
+    }
+    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        ["git", *args],  # noqa: S607 - git from PATH
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def _show(text: str) -> None:
+    if text.strip():
+        print(textwrap.indent(text.rstrip(), "   | "), flush=True)
+
+
+def run_demo(keep: bool = False) -> int:
+    """Run the demo; return 0 when Bob's model predicts exactly as Alice's."""
+    root = Path(tempfile.mkdtemp(prefix="model-filer-demo-"))
+    try:
+        remote = root / "shared-drive"
+        remote.mkdir()
+        alice, bob = root / "alice", root / "bob"
+        _say(f"Alice's repo at {alice}, with model_filer's git hooks; remote {remote}")
+        alice.mkdir()
+        _git(alice, "init", "-q", "-b", "main")
+        install_hooks(alice)
+
+        _say("Alice trains a model and dumps it locally: filer.dump(model, 'house_prices')")
+        rng = random.Random(0)  # noqa: S311 - demo data, not crypto
+        xs = [rng.uniform(50, 200) for _ in range(200)]
+        model = LinearModel.fit(xs, [3000 * x + 20000 + rng.gauss(0, 5000) for x in xs])
+        filer = Filer(alice / "models", str(remote), remote_type="local")
+        filer.dump(model, "house_prices")
+        filer.show_files()
+
+        _say("She commits the registry: the pre-commit hook refuses a local model")
+        _git(alice, "add", "-A")
+        refused = _git(alice, "commit", "-qm", "Add house price model", check=False)
+        _show(refused.stdout + refused.stderr)
+        print(f"   (git commit exit status {refused.returncode})")
+
+        _say("She pushes it, and the commit goes through: filer.push('house_prices')")
+        filer.push("house_prices")
+        filer.show_files()
+        _git(alice, "add", "-A")
+        _git(alice, "commit", "-qm", "Add house price model")
+        print("   committed:", _git(alice, "ls-files").stdout.split())
+
+        _say("Bob clones; his post-checkout hook fetches the model the registry names")
+        _git(root, "clone", "-q", "--no-checkout", str(alice), str(bob))
+        install_hooks(bob, merge_driver=False)  # .gitattributes arrives with the checkout
+        fetched = _git(bob, "checkout", "-q", "main")
+        install_hooks(bob, hooks=False)
+        _show(fetched.stdout + fetched.stderr)
+        fetched_ok = (bob / "models" / "house_prices.pkl").is_file()
+        print("   bob/models:", sorted(p.name for p in (bob / "models").iterdir()))
+
+        _say("Bob loads it: filer.load('house_prices')")
+        theirs = Filer(bob / "models", str(remote), remote_type="local").load("house_prices")
+        same = theirs.predict(120.0) == model.predict(120.0)
+        print(
+            f"   price of 120 m2: Alice {model.predict(120.0):,.0f}, "
+            f"Bob {theirs.predict(120.0):,.0f} -> {'identical' if same else 'DIFFERENT'}"
+        )
+        return 0 if same and fetched_ok and refused.returncode != 0 else 1
+    finally:
+        if keep:
+            print(f"\nKept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

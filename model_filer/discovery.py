@@ -1,0 +1,70 @@
+"""Finding registry files and building the Filer each one belongs to.
+
+Used by the CLI and the hooks, which know a registry file but not its remote: the remote type
+is in the file's name and the address inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ModelFilerError, RegistryError
+from .filer import Filer
+from .registry import Registry, read
+
+REGISTRY_RE = re.compile(r"(?:^|/)\.([a-z0-9]+)_registry$")
+_SKIP_DIRS = {
+    ".git",
+    ".model_filer",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    ".tox",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+}
+
+
+def remote_type_of(path: str | Path) -> str | None:
+    """The remote type a registry file's name says (``.s3_registry`` -> ``s3``), else None."""
+    match = REGISTRY_RE.search(Path(path).as_posix())
+    return match.group(1) if match else None
+
+
+def find_registries(root: Path) -> Iterator[Path]:
+    """Registry files under ``root``, skipping git, virtualenv and cache folders."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in sorted(filenames):
+            if remote_type_of(name):
+                yield Path(dirpath) / name
+
+
+def registries_in(folder: Path) -> list[Path]:
+    """The registry files directly in ``folder``."""
+    try:
+        return sorted(p for p in folder.iterdir() if remote_type_of(p.name) and p.is_file())
+    except FileNotFoundError:
+        return []
+
+
+def read_registry(path: Path) -> Registry:
+    """Read a registry file that must exist."""
+    reg = read(path)
+    if reg is None:
+        raise RegistryError(f"No registry at {path}. Run `model-filer status` to list them.")
+    return reg
+
+
+def filer_for(path: Path, remote_address: str | None = None) -> Filer:
+    """The Filer of a registry file, with the remote it records (or ``remote_address``)."""
+    rtype = remote_type_of(path)
+    if rtype is None:
+        raise ModelFilerError(f"{path} is not a registry file (expected .<type>_registry).")
+    reg = read_registry(path)
+    return Filer(path.parent, remote_address or reg.remote_address, remote_type=rtype)

@@ -1,0 +1,59 @@
+"""Registries between git revisions, through GitPython (used by prefetch and pre-push hooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .discovery import remote_type_of
+from .errors import ModelFilerError
+
+NULL_REF = "0" * 40
+
+
+def open_repo(path: Path | None = None) -> Any:
+    """The git repository containing ``path`` (default: the current directory)."""
+    import git
+
+    try:
+        return git.Repo(path or Path.cwd(), search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise ModelFilerError(f"{path or Path.cwd()} is not inside a git repository.") from None
+
+
+def _commit(repo: Any, rev: str) -> Any:
+    import git
+
+    try:
+        return repo.commit(rev)
+    except (git.BadName, ValueError, git.GitCommandError):
+        raise ModelFilerError(f"Unknown git revision {rev!r}.") from None
+
+
+def registries_at(repo: Any, rev: str) -> dict[str, bytes]:
+    """Every registry file tracked at ``rev``: path -> content."""
+    tree = _commit(repo, rev).tree
+    return {
+        item.path: item.data_stream.read()
+        for item in tree.traverse()
+        if item.type == "blob" and remote_type_of(item.path)
+    }
+
+
+def changed_registries(repo: Any, old: str | None, new: str) -> list[str]:
+    """Registry paths present at ``new`` that differ from ``old`` (all of them without ``old``)."""
+    if not old or old == NULL_REF:  # after a clone
+        return sorted(registries_at(repo, new))
+    try:
+        old_commit = _commit(repo, old)
+    except ModelFilerError:
+        return sorted(registries_at(repo, new))  # e.g. a ref from a discarded history
+    new_commit = _commit(repo, new)
+    if old_commit == new_commit:
+        # A re-checkout of the same commit (`clone --no-checkout` + `checkout`): nothing
+        # changed, but everything may be missing; the cache makes checking it cheap.
+        return sorted(registries_at(repo, new))
+    diffs = old_commit.diff(new_commit)
+    return sorted(
+        {d.b_path for d in diffs if d.b_path and not d.deleted_file and remote_type_of(d.b_path)}
+    )

@@ -1,0 +1,61 @@
+"""Three-way merge of registries, entry by entry: git's merge driver for registry files.
+
+Two branches that each added or changed different models merge cleanly; the same model
+changed two different ways is a conflict, reported by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import RegistryError
+from .registry import Entry, Registry, parse
+
+
+@dataclass
+class MergeResult:
+    """The merged registry and the names that conflicted (ours kept for those)."""
+
+    registry: Registry
+    conflicts: list[str] = field(default_factory=list)
+
+
+def _pick(
+    base: Entry | None, ours: Entry | None, theirs: Entry | None
+) -> tuple[Entry | None, bool]:
+    """The merged entry and whether the two sides conflict."""
+    if ours == theirs or theirs == base:
+        return ours, False
+    if ours == base:
+        return theirs, False
+    if ours is not None and theirs is not None and ours.sha256 == theirs.sha256:
+        # Same bytes on both sides: one side pushed it. Synced wins (it is on the remote).
+        return (ours if ours.state == "synced" else theirs), False
+    return ours, True
+
+
+def merge(base: Registry | None, ours: Registry, theirs: Registry) -> MergeResult:
+    """Merge ``theirs`` into ``ours`` relative to their common ancestor ``base``."""
+    if (ours.remote_type, ours.remote_address) != (theirs.remote_type, theirs.remote_address):
+        raise RegistryError(
+            f"The two branches' registries point at different remotes ({ours.remote_address!r} "
+            f"and {theirs.remote_address!r}): merge by hand and keep one remote."
+        )
+    base_entries = base.entries if base else {}
+    result = Registry(ours.remote_type, ours.remote_address)
+    conflicts = []
+    for name in sorted(set(base_entries) | set(ours.entries) | set(theirs.entries)):
+        entry, conflict = _pick(
+            base_entries.get(name), ours.entries.get(name), theirs.entries.get(name)
+        )
+        if conflict:
+            conflicts.append(name)
+        if entry is not None:
+            result.entries[name] = entry
+    return MergeResult(result, conflicts)
+
+
+def merge_texts(base: bytes, ours: bytes, theirs: bytes, where: str) -> MergeResult:
+    """Parse and merge three versions; an empty ``base`` means no common ancestor."""
+    base_reg = parse(base, f"{where} (ancestor)") if base.strip() else None
+    return merge(base_reg, parse(ours, f"{where} (ours)"), parse(theirs, f"{where} (theirs)"))
