@@ -32,6 +32,11 @@ def _registry(folder: str, remote_type: str | None) -> Path:
     path = Path(folder)
     if remote_type_of(path.name):
         return path
+    if path.exists() and not path.is_dir():
+        raise ModelFilerError(
+            f"{path} is neither a model folder nor a registry file (.<type>_registry). "
+            "Pass the model folder with --dir."
+        )
     found = [p for p in registries_in(path) if remote_type in (None, remote_type_of(p.name))]
     if not found:
         raise ModelFilerError(

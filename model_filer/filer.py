@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-from filelock import FileLock
 
 from . import serializers
 from .errors import (
@@ -28,11 +23,12 @@ from .errors import (
 from .files import (
     MODEL_SUFFIX,
     ensure_gitignore,
+    folder_lock,
     internal_dir,
     remove_dead_temps,
     temp_path,
 )
-from .hashing import HashCache, sha256_file
+from .hashing import HashCache, HashingWriter
 from .names import check_name, object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry, Registry, RegistryFile
@@ -41,13 +37,16 @@ from .remotes import Remote, get_remote
 DEFAULT_JOBS = 16  # transfers are network-bound: overlap round trips, not CPU
 
 
-@dataclass
 class TransferReport:
     """What a bulk push or pull did: names done, names already fine, and failures."""
 
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, ModelFilerError] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: dict[str, ModelFilerError] = {}
+
+    def __repr__(self) -> str:
+        return f"TransferReport(done={self.done}, skipped={self.skipped}, failed={self.failed})"
 
     def raise_failures(self, action: str) -> None:
         """Raise one error naming every failure, if any."""
@@ -271,7 +270,7 @@ class Filer:
                 "machine that dumped it. Ask its author to run filer.push "
                 f"({entry.name!r}) and commit the registry."
             )
-        with FileLock(str(internal_dir(self.local_dir) / f"{entry.name}.lock")):
+        with folder_lock(self.local_dir, f"model-{entry.name}"):
             fh = self._open_current(entry, HashCache(self.local_dir))  # another process won?
             if fh is None:
                 self._fetch(entry)
@@ -285,10 +284,10 @@ class Filer:
         tmp = temp_path(self.local_dir, f"{entry.name}.download")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with byte_bar(entry.size, entry.name) as progress:
-                self.remote.download(entry.key, tmp, progress)
-            size = tmp.stat().st_size
-            sha = sha256_file(tmp) if size == entry.size else "(not hashed)"
+            with open(tmp, "wb") as fh, byte_bar(entry.size, entry.name) as progress:
+                sink = HashingWriter(fh)
+                self.remote.download(entry.key, sink, progress)
+            size, sha = sink.size, sink.hexdigest()
             if size != entry.size or sha != entry.sha256:
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not match "
@@ -348,7 +347,7 @@ class Filer:
             for name, (sha, key) in pushed.items():
                 current = reg.entries.get(name)
                 if current is not None and current.state == "local" and current.sha256 == sha:
-                    reg.entries[name] = dataclasses.replace(current, state="synced", key=key)
+                    reg.entries[name] = current._replace(state="synced", key=key)
 
     def push(self, name: str) -> None:
         """Upload a ``local`` model and mark it ``synced``.
@@ -439,7 +438,7 @@ class Filer:
         cache.save()
 
         def one(entry: Entry) -> None:
-            with FileLock(str(internal_dir(self.local_dir) / f"{entry.name}.lock")):
+            with folder_lock(self.local_dir, f"model-{entry.name}"):
                 if self.needs_fetch(entry, HashCache(self.local_dir)):
                     self._fetch(entry)
 
@@ -457,6 +456,8 @@ class Filer:
     ) -> None:
         if not entries:
             return
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
         with (
             ThreadPoolExecutor(max_workers=max(1, jobs or DEFAULT_JOBS)) as pool,
             count_bar(0 if on_done else len(entries), action) as bar,

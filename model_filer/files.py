@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 INTERNAL_DIR = ".model_filer"
 MODEL_SUFFIX = ".pkl"
@@ -23,7 +24,7 @@ GITIGNORE_TEXT = (
     f"*{MODEL_SUFFIX}\n"
     f"{INTERNAL_DIR}/\n"
 )
-_HOST = socket.gethostname().replace("-", "_")[:40] or "host"
+_HOST = os.uname().nodename.replace("-", "_")[:40] or "host"
 
 
 def registry_filename(remote_type: str) -> str:
@@ -40,8 +41,15 @@ def internal_dir(local_dir: Path) -> Path:
 
 def temp_path(local_dir: Path, purpose: str) -> Path:
     """A fresh temp file path owned by this process, beside its final place's filesystem."""
-    tag = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    tag = f"{_HOST}-{os.getpid()}-{os.urandom(4).hex()}"
     return internal_dir(local_dir) / "tmp" / f"{tag}.{purpose}.tmp"
+
+
+def folder_lock(local_dir: Path, name: str) -> FileLock:
+    """An inter-process lock in the model folder (filelock is imported only when locking)."""
+    from filelock import FileLock
+
+    return FileLock(str(internal_dir(local_dir) / f"{name}.lock"))
 
 
 @contextlib.contextmanager

@@ -16,9 +16,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
-
-from .files import internal_dir, write_bytes_atomic
+from .files import folder_lock, write_bytes_atomic
 
 CHUNK = 8 * 1024 * 1024
 _SMALL = 1 << 20  # below this, hashing inline is cheaper than a hand-off to the thread
@@ -69,6 +67,10 @@ class HashingWriter:
         self._fh.write(view)
         self.size += n
         return n
+
+    def seekable(self) -> bool:
+        """Never: writers (s3transfer) must deliver bytes in order."""
+        return False
 
     def hexdigest(self) -> str:
         """Finish hashing and return the sha256 of everything written."""
@@ -141,8 +143,7 @@ class HashCache:
         """Merge this instance's updates into the file on disk, atomically and under a lock."""
         if not self._updates:
             return
-        lock = FileLock(str(internal_dir(self._dir) / "hashes.lock"))
-        with lock:
+        with folder_lock(self._dir, "hashes"):
             merged = self._read()
             for name, value in self._updates.items():
                 if value is None:

@@ -40,6 +40,18 @@ def _git(root: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
+def _tracked_at_head(top: Path, path: str) -> str | None:
+    """The content of ``path`` in the HEAD commit, or None (untracked, or no commit yet)."""
+    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        ["git", "show", f"HEAD:{path}"],  # noqa: S607 - git from PATH, as git runs hooks
+        cwd=top,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout if done.returncode == 0 else None
+
+
 def _script(hook: str, previous: Path) -> str:
     module, extra, reads_stdin = HOOKS[hook]
     python = shlex.quote(sys.executable)
@@ -89,6 +101,16 @@ def install_merge_driver(top: Path) -> str:
     _git(top, "config", f"merge.{DRIVER}.name", "model_filer registry merge (entry by entry)")
     _git(top, "config", f"merge.{DRIVER}.driver", command)
     attributes = top / ".gitattributes"
+    at_head = None if attributes.exists() else _tracked_at_head(top, ".gitattributes")
+    if at_head is not None:
+        # Not checked out yet (`git clone --no-checkout`): a file written now would make
+        # the checkout fail; the committed one arrives with it.
+        if ATTRIBUTES_LINE in at_head.splitlines():
+            return "merge driver for registry files set (git config; .gitattributes at HEAD)"
+        return (
+            "merge driver set in git config; .gitattributes is not checked out: check out, "
+            "then run `model-filer install-hooks --merge-driver-only` again"
+        )
     text = attributes.read_text() if attributes.exists() else ""
     if ATTRIBUTES_LINE not in text.splitlines():
         sep = "" if not text or text.endswith("\n") else "\n"

@@ -10,25 +10,16 @@ refused, and every field is checked before anything else uses it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidNameError, RegistryError
-from .files import internal_dir, registry_filename, write_bytes_atomic
+from .files import folder_lock, registry_filename, write_bytes_atomic
 from .names import check_key, check_name, check_sha256
 
-try:  # libyaml is ~4x faster; CSafeLoader builds only plain types (never CLoader)
-    from yaml import CSafeDumper as _BaseDumper
-    from yaml import CSafeLoader as _BaseLoader
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeDumper as _BaseDumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 FORMAT_VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
@@ -42,33 +33,12 @@ _FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
 _ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
 
 
-def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-class _Loader(_BaseLoader):
-    """Safe loader (libyaml when present) that refuses duplicate mapping keys."""
-
-
-class PurePythonLoader(yaml.SafeLoader):
-    """The same checks without libyaml: the fallback, and the reference in tests."""
-
-
-for _cls in (_Loader, PurePythonLoader):
-    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
-
-
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One model in a registry.
+
+    Immutable: derive a changed copy with ``entry._replace(state="synced", ...)``. (A
+    NamedTuple rather than a dataclass: ``dataclasses`` costs ~10 ms of import time in every
+    hook run.)
 
     Attributes
     ----------
@@ -105,31 +75,43 @@ class Entry:
         return {k: v for k, v in data.items() if v is not None}
 
 
-@dataclass
 class Registry:
     """A registry's content: the remote it belongs to and its entries by name."""
 
-    remote_type: str
-    remote_address: str
-    entries: dict[str, Entry] = field(default_factory=dict)
+    __slots__ = ("entries", "remote_address", "remote_type")
 
-    def dumps(self, dumper: type[Any] = _BaseDumper) -> bytes:
+    def __init__(
+        self, remote_type: str, remote_address: str, entries: dict[str, Entry] | None = None
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_address = remote_address
+        self.entries: dict[str, Entry] = {} if entries is None else entries
+
+    def _key(self) -> tuple[str, str, dict[str, Entry]]:
+        return (self.remote_type, self.remote_address, self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Registry) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Registry({self.remote_type!r}, {self.remote_address!r}, {self.entries!r})"
+
+    def copy(self) -> Registry:
+        """A copy whose entries can change without touching this one."""
+        return Registry(self.remote_type, self.remote_address, dict(self.entries))
+
+    def dumps(self, dumper: type[Any] | None = None) -> bytes:
         """Serialise deterministically: sorted entries, fixed field order, no flow style."""
         doc = {
             "format": FORMAT_VERSION,
             "remote": {"type": self.remote_type, "address": self.remote_address},
             "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
         }
-        text = yaml.dump(
-            doc,
-            Dumper=dumper,
-            sort_keys=False,
-            default_flow_style=False,
-            allow_unicode=True,
-            width=1 << 16,
-            indent=2,
-        )
-        return (HEADER + text).encode("utf-8")
+        from . import yamlio
+
+        return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")
 
 
 def _field(data: dict[str, Any], key: str, kind: type, where: str, required: bool = True) -> Any:
@@ -192,7 +174,7 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
     )
 
 
-def parse(text: bytes, where: str, loader: type[Any] = _Loader) -> Registry:
+def parse(text: bytes, where: str, loader: type[Any] | None = None) -> Registry:
     """Parse and validate a registry's bytes; raise :class:`RegistryError` on anything odd."""
     if len(text) > MAX_REGISTRY_BYTES:
         raise RegistryError(
@@ -204,9 +186,11 @@ def parse(text: bytes, where: str, loader: type[Any] = _Loader) -> Registry:
             f"{where}: unresolved merge conflict markers. Resolve with "
             "`git checkout --theirs/--ours` or set up `model-filer install-hooks` (merge driver)."
         )
+    from . import yamlio
+
     try:
-        doc = yaml.load(text, Loader=loader)  # noqa: S506 - loader is a CSafeLoader subclass
-    except yaml.YAMLError as exc:
+        doc = yamlio.load(text, loader)
+    except yamlio.YAMLError as exc:
         detail = str(exc).replace("\n", " ")
         raise RegistryError(
             f"{where}: not valid registry YAML ({detail}). "
@@ -252,7 +236,7 @@ class RegistryFile:
 
     def lock(self) -> FileLock:
         """The folder's lock: held for every registry change and file rename."""
-        return FileLock(str(internal_dir(self.local_dir) / "registry.lock"))
+        return folder_lock(self.local_dir, "registry")
 
     def read(self) -> Registry | None:
         reg = read(self.path)
@@ -275,7 +259,7 @@ class RegistryFile:
         """Lock, read (or start from ``new``), yield for changes, write back on success."""
         with self.lock():
             reg = self.read() or new
-            before = dataclasses.replace(reg, entries=dict(reg.entries))
+            before = reg.copy()
             yield reg
             if reg != before:
                 self.write(reg)

@@ -18,8 +18,11 @@ _PICKLE_RE = re.compile(r"pickle-[0-5]")
 def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     """Pickle ``model`` into ``fh``; return the sha256 and size of what was written."""
     writer = HashingWriter(fh)
-    pickle.Pickler(writer, protocol=PROTOCOL).dump(model)
-    return writer.hexdigest(), writer.size
+    try:
+        pickle.Pickler(writer, protocol=PROTOCOL).dump(model)
+    finally:
+        sha256 = writer.hexdigest()  # also ends the hashing thread when pickling fails
+    return sha256, writer.size
 
 
 def load(fh: IO[bytes], serializer: str, name: str) -> Any:

@@ -13,10 +13,21 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from ..errors import UnknownRemoteTypeError
 
 Progress = Callable[[int], None]
+
+
+class Sink(Protocol):
+    """Where a download writes, in order: a non-seekable, hashing file wrapper."""
+
+    def write(self, data: Any, /) -> int: ...
+
+    def seekable(self) -> bool: ...
+
+
 _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
@@ -37,8 +48,8 @@ class Remote(ABC):
         """Store ``src`` under ``key``; a key already holding those bytes is left as is."""
 
     @abstractmethod
-    def download(self, key: str, dest: Path, progress: Progress | None) -> None:
-        """Write the object's bytes to ``dest`` (a temp file the caller verifies)."""
+    def download(self, key: str, sink: Sink, progress: Progress | None) -> None:
+        """Write the object's bytes, in order, to ``sink`` (the caller verifies them)."""
 
     @abstractmethod
     def size_of(self, key: str) -> int | None:

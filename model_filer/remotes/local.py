@@ -14,7 +14,7 @@ from ..errors import (
     RemoteObjectMissingError,
 )
 from ..hashing import CHUNK
-from . import Progress, Remote
+from . import Progress, Remote, Sink
 
 
 def _copy(src: Path, dest: Path, progress: Progress | None) -> None:
@@ -81,10 +81,14 @@ class LocalRemote(Remote):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def download(self, key: str, dest: Path, progress: Progress | None) -> None:
+    def download(self, key: str, sink: Sink, progress: Progress | None) -> None:
         self._require_root()
         try:
-            _copy(self._path(key), dest, progress)
+            with open(self._path(key), "rb") as fin:
+                while chunk := fin.read(CHUNK):
+                    sink.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
         except FileNotFoundError:
             raise RemoteObjectMissingError(
                 f"{self.url(key)} does not exist on the remote. Was it removed with "

@@ -1,0 +1,62 @@
+"""Safe YAML for registries: libyaml's C loader/dumper when present, duplicate keys refused.
+
+Kept apart from :mod:`model_filer.registry` so that PyYAML (~15 ms) is imported only when a
+registry is actually read or written, not on ``import model_filer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+try:  # libyaml is ~4x faster; CSafeLoader builds only plain types (never CLoader)
+    from yaml import CSafeDumper as Dumper
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeDumper as Dumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+YAMLError = yaml.YAMLError
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+class Loader(_BaseLoader):
+    """Safe loader (libyaml when present) that refuses duplicate mapping keys."""
+
+
+class PurePythonLoader(yaml.SafeLoader):
+    """The same checks without libyaml: the fallback, and the reference in tests."""
+
+
+for _cls in (Loader, PurePythonLoader):
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load(text: bytes, loader: type[Any] | None = None) -> Any:
+    """Parse YAML safely; raises :class:`YAMLError`."""
+    return yaml.load(text, Loader=loader or Loader)  # noqa: S506 - a safe loader subclass
+
+
+def dump(doc: Any, dumper: type[Any] | None = None) -> str:
+    """Block-style YAML, keys in the given order, no line wrapping: stable bytes."""
+    return yaml.dump(
+        doc,
+        Dumper=dumper or Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1 << 16,
+        indent=2,
+    )
