@@ -122,18 +122,27 @@ class Filer:
                 else:
                     staged.unlink()
 
-    def _install(self, src: Path, entry: Entry) -> None:
+    def _install(self, src: Path, entry: Entry, cache: HashCache | None = None) -> None:
+        """Rename verified bytes into place and remember them (saved now, or by the caller)."""
         path = self.model_path(entry.name)
         os.replace(src, path)
+        if cache is not None:
+            cache.record(path, entry.sha256)
+            return
         cache = HashCache(self.local_dir)
         cache.record(path, entry.sha256)
         cache.save()
 
     def _entry(self, name: str) -> Entry:
         check_name(name)
-        with self._registry.lock():
+        try:
+            lock = self._registry.lock()
+        except OSError:  # a read-only deployment folder: nobody can be writing to it
             reg = self._read()
-            self._recover(reg)
+        else:
+            with lock:
+                reg = self._read()
+                self._recover(reg)
         entry = reg.entries.get(name)
         if entry is None:
             raise UnknownModelError(
@@ -277,7 +286,7 @@ class Filer:
                 fh = open(self.model_path(entry.name), "rb")  # noqa: SIM115
         return fh
 
-    def _fetch(self, entry: Entry) -> None:
+    def _fetch(self, entry: Entry, cache: HashCache | None = None) -> None:
         """Download a synced entry into place, verified; bad bytes are never kept."""
         if entry.key is None:
             raise LocalOnlyError(f"{entry.name!r} has no remote object yet: push it first.")
@@ -296,7 +305,7 @@ class Filer:
                     "was not loaded. Ask the model's author to dump and push it again."
                 )
             with self._registry.lock():
-                self._install(tmp, entry)
+                self._install(tmp, entry, cache)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -435,14 +444,16 @@ class Filer:
                 todo.append(entry)
             else:
                 report.skipped.append(entry.name)
-        cache.save()
 
         def one(entry: Entry) -> None:
             with folder_lock(self.local_dir, f"model-{entry.name}"):
-                if self.needs_fetch(entry, HashCache(self.local_dir)):
-                    self._fetch(entry)
+                if self.needs_fetch(entry, cache):  # another process may have fetched it
+                    self._fetch(entry, cache)
 
-        self._run_parallel(todo, one, report, jobs, "pull", on_done)
+        try:
+            self._run_parallel(todo, one, report, jobs, "pull", on_done)
+        finally:
+            cache.save()  # once for all models, not once per download
         return report
 
     def _run_parallel(

@@ -7,7 +7,6 @@ any change (a branch switch that brought other bytes of the same size) forces a 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -103,7 +102,7 @@ class HashCache:
     def _read(self) -> dict[str, list[Any]]:
         try:
             data = json.loads(self._path.read_bytes())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):  # missing, unreadable or corrupt: start empty
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -143,16 +142,16 @@ class HashCache:
         """Merge this instance's updates into the file on disk, atomically and under a lock."""
         if not self._updates:
             return
-        with folder_lock(self._dir, "hashes"):
-            merged = self._read()
-            for name, value in self._updates.items():
-                if value is None:
-                    merged.pop(name, None)
-                else:
-                    merged[name] = value
-            data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
-            with contextlib.suppress(
-                OSError
-            ):  # a cache that cannot be written only costs a re-hash
+        try:  # a cache that cannot be written (read-only folder) only costs a re-hash
+            with folder_lock(self._dir, "hashes"):
+                merged = self._read()
+                for name, value in self._updates.items():
+                    if value is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = value
+                data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
                 write_bytes_atomic(self._path, self._dir, data, "hashes")
+        except OSError:
+            pass
         self._updates.clear()
