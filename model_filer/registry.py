@@ -214,6 +214,11 @@ def parse(text: bytes, where: str, loader: type[Any] | None = None) -> Registry:
     return Registry(remote_type=rtype, remote_address=address, entries=entries)
 
 
+# Last parse of each registry path: a hook or CLI command reads the same file several
+# times, and parsing (not reading) is what costs. Keyed by the exact bytes, so never stale.
+_PARSED: dict[str, tuple[bytes, Registry]] = {}
+
+
 def read(path: Path) -> Registry | None:
     """Read the registry at ``path``; ``None`` when the file does not exist."""
     try:
@@ -223,7 +228,12 @@ def read(path: Path) -> Registry | None:
         return None
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read the registry ({exc.strerror}).") from None
-    return parse(text, str(path))
+    memo = _PARSED.get(str(path))
+    if memo is not None and memo[0] == text:
+        return memo[1].copy()
+    reg = parse(text, str(path))
+    _PARSED[str(path)] = (text, reg.copy())
+    return reg
 
 
 class RegistryFile:

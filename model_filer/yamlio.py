@@ -21,9 +21,14 @@ YAMLError = yaml.YAMLError
 
 
 def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    # Registry keys are plain scalars, so comparing their text finds duplicates without
+    # constructing every key twice (`a` and `"a"` collide, as they should).
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key_node, yaml.ScalarNode):
+            key = key_node.value
+        else:
+            key = repr(loader.construct_object(key_node, deep=True))
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
