@@ -9,6 +9,7 @@ or GitPython: it runs on every commit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import posixpath
 import shlex
 import sys
@@ -18,16 +19,33 @@ from pathlib import Path
 from model_filer.discovery import remote_type_of
 from model_filer.errors import ModelFilerError
 from model_filer.files import MODEL_SUFFIX
-from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths
+from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths, toplevel
 from model_filer.registry import Registry, parse
 from model_filer.remotes import available_types
+
+
+def _from_disk(paths: Sequence[str], top: Path) -> dict[str, bytes | None]:
+    return {p: (top / p).read_bytes() if (top / p).is_file() else None for p in paths}
 
 
 def _contents(paths: Sequence[str]) -> dict[str, bytes | None]:
     if in_git_repo():
         blobs = read_blobs([f":{p}" for p in paths])
         return {p: blobs[f":{p}"] for p in paths}
-    return {p: Path(p).read_bytes() if Path(p).is_file() else None for p in paths}
+    return _from_disk(paths, Path.cwd())
+
+
+def _working_tree_registries(paths: Sequence[str]) -> dict[str, Registry]:
+    """The working tree's versions of registries ``paths``, where they exist and parse."""
+    if not paths:
+        return {}
+    top = toplevel() if in_git_repo() else Path.cwd()
+    registries = {}
+    for path, text in _from_disk(paths, top).items():
+        if text is not None:
+            with contextlib.suppress(ModelFilerError):
+                registries[path] = parse(text, path)
+    return registries
 
 
 def _registry_problems(path: str, reg: Registry) -> list[str]:
@@ -43,10 +61,12 @@ def _registry_problems(path: str, reg: Registry) -> list[str]:
     return lines
 
 
-def _model_file_problems(models: Sequence[str], registries: dict[str, Registry]) -> list[str]:
+def _model_file_problems(
+    models: Sequence[str], registries: Sequence[tuple[str, Registry]]
+) -> list[str]:
     named = {
         posixpath.join(posixpath.dirname(path), name + MODEL_SUFFIX)
-        for path, reg in registries.items()
+        for path, reg in registries
         for name in reg.entries
     }
     return [
@@ -81,7 +101,10 @@ def check(paths: Sequence[str]) -> list[str]:
             continue
         if path in registry_paths:
             problems.extend(_registry_problems(path, registries[path]))
-    return problems + _model_file_problems(models, registries)
+    # A model file named only by the working tree's registry (not staged, or staged before
+    # the model was dumped) is still a model file: ask both versions.
+    named_by = [*registries.items(), *_working_tree_registries(sorted(beside)).items()]
+    return problems + _model_file_problems(models, named_by)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from model_filer.errors import ModelFilerError
+from model_filer.remotes import fail_fast
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
+SHOWN = 10  # failures named one by one; a dead network would otherwise print one per model
 _SIZE_RE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*")
 _UNITS = {
     "": 1,
@@ -74,17 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _refs(args: argparse.Namespace) -> tuple[str | None, str] | None:
+def _stage(args: argparse.Namespace) -> str:
+    """Which hook this is: ``--hook-stage``, else what pre-commit's variables say."""
+    env = os.environ
+    if args.hook_stage is not None:
+        return str(args.hook_stage)
+    if "PRE_COMMIT_CHECKOUT_TYPE" in env or "PRE_COMMIT_TO_REF" in env:
+        return "post-checkout"
+    if "PRE_COMMIT_REWRITE_COMMAND" in env:
+        return "post-rewrite"
+    return "post-merge"
+
+
+def _refs(args: argparse.Namespace, stage: str) -> tuple[str | None, str] | None:
     """(old, new) revisions to compare, or None when this event needs no prefetch."""
     env = os.environ
-    stage = args.hook_stage
-    if stage is None:
-        if "PRE_COMMIT_CHECKOUT_TYPE" in env or "PRE_COMMIT_TO_REF" in env:
-            stage = "post-checkout"
-        elif "PRE_COMMIT_REWRITE_COMMAND" in env:
-            stage = "post-rewrite"
-        else:
-            stage = "post-merge"
     if stage == "post-checkout":
         if args.git_args[2:3]:
             old, new, kind = args.git_args[:3]
@@ -93,6 +99,10 @@ def _refs(args: argparse.Namespace) -> tuple[str | None, str] | None:
             new = env.get("PRE_COMMIT_TO_REF", "HEAD")
             kind = env.get("PRE_COMMIT_CHECKOUT_TYPE", "1")
         return None if kind == "0" else (old or None, new or "HEAD")
+    if stage == "post-rewrite":
+        command = args.git_args[0] if args.git_args else env.get("PRE_COMMIT_REWRITE_COMMAND")
+        if command == "amend":
+            return None  # a commit made here, rewritten: it names nothing new
     return ("ORIG_HEAD", "HEAD")
 
 
@@ -159,8 +169,11 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
                 continue
             fetched += len(report.done)
             current += len(report.skipped)
-            for name, error in sorted(report.failed.items()):
+            failures = sorted(report.failed.items())
+            for name, error in failures[:SHOWN]:
                 print(f"prefetch-models: {folder}/{name} not fetched: {error}")
+            if len(failures) > SHOWN:
+                print(f"prefetch-models: ... and {len(failures) - SHOWN} more in {folder}")
             if report.failed:
                 print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
                 failed += len(report.failed)
@@ -176,17 +189,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
         return 0
-    refs = _refs(args)
+    stage = _stage(args)
+    refs = _refs(args, stage)
     if refs is None:
         return 0
     try:
         from model_filer.gitrefs import changed_registries, open_repo
 
         repo = open_repo()
-        if _rebase_in_progress(repo):
-            return 0  # post-rewrite runs once the rebase is done
+        # Mid-rebase checkouts are skipped: post-rewrite runs once the rebase is done (git
+        # runs it before removing its rebase state, so that hook must not be skipped).
+        if stage != "post-rewrite" and _rebase_in_progress(repo):
+            return 0
         registries = changed_registries(repo, *refs)
-        failures = prefetch(Path(repo.working_tree_dir), registries, args)
+        with fail_fast():  # a dead network must not hold up `git checkout` for minutes
+            failures = prefetch(Path(repo.working_tree_dir), registries, args)
     except ModelFilerError as exc:
         print(f"prefetch-models: {exc}")
         return 1 if args.strict else 0

@@ -143,6 +143,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_install_hooks(args: argparse.Namespace) -> int:
     from .install import install_hooks
 
+    if args.template_dir:
+        from .install import write_hooks
+
+        lines = write_hooks(Path(args.template_dir) / "hooks")
+        lines.append(
+            f"clone with `git clone --template={args.template_dir} URL`, or make it "
+            f"the default: `git config --global init.templateDir {args.template_dir}`"
+        )
+        print("\n".join(lines))
+        return 0
     for line in install_hooks(Path.cwd(), hooks=not args.merge_driver_only):
         print(line)
     return 0
@@ -220,6 +230,12 @@ def parser() -> argparse.ArgumentParser:
         "--merge-driver-only",
         action="store_true",
         help="only the merge driver (for pre-commit framework users)",
+    )
+    p.add_argument(
+        "--template-dir",
+        metavar="DIR",
+        help="write the hooks into DIR/hooks for `git clone --template=DIR` (they then run "
+        "during the clone itself) instead of into this repository",
     )
     p.set_defaults(func=cmd_install_hooks)
     p = sub.add_parser("merge-registry", help="git merge driver: %%O %%A %%B %%P")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .filer import Filer
-from .install import install_hooks
+from .install import install_hooks, write_hooks
 
 
 @dataclass
@@ -105,9 +105,12 @@ def run_demo(keep: bool = False) -> int:
         print("   committed:", _git(alice, "ls-files").stdout.split())
 
         _say("Bob clones; his post-checkout hook fetches the model the registry names")
-        _git(root, "clone", "-q", "--no-checkout", str(alice), str(bob))
-        install_hooks(bob, merge_driver=False)  # .gitattributes arrives with the checkout
-        fetched = _git(bob, "checkout", "-q", "main")
+        # Hooks are not cloned: a template folder puts them in place before the checkout
+        # that `git clone` ends with (`model-filer install-hooks --template-dir DIR`).
+        write_hooks(root / "git-template" / "hooks")
+        fetched = _git(
+            root, "clone", "-q", f"--template={root / 'git-template'}", str(alice), str(bob)
+        )
         install_hooks(bob, hooks=False)
         _show(fetched.stdout + fetched.stderr)
         fetched_ok = (bob / "models" / "house_prices.pkl").is_file()

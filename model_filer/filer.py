@@ -17,6 +17,7 @@ from .errors import (
     LocalOnlyError,
     ModelExistsError,
     ModelFilerError,
+    RemoteError,
     UnknownModelError,
     VersionMismatchWarning,
 )
@@ -28,7 +29,7 @@ from .files import (
     remove_dead_temps,
     temp_path,
 )
-from .hashing import HashCache, HashingWriter
+from .hashing import HashCache, HashingWriter, sha256_stream
 from .names import check_name, object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry, Registry, RegistryFile
@@ -228,18 +229,30 @@ class Filer:
             self.push(name)
 
     # -- load ---------------------------------------------------------------------------------
-    def _open_current(self, entry: Entry, cache: HashCache) -> IO[bytes] | None:
-        """Open the local file if it holds the entry's bytes (cache first, else re-hash)."""
+    def _open_current(
+        self, entry: Entry, cache: HashCache, rehash: bool = True
+    ) -> IO[bytes] | None:
+        """Open the local file if it holds the entry's bytes: by the cache, else by re-hashing.
+
+        The check runs on the opened file descriptor, so the bytes verified are the bytes
+        returned even if the path is replaced meanwhile.
+        """
         path = self.model_path(entry.name)
         try:
             fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
         except FileNotFoundError:
             return None
-        if cache.lookup(path) == entry.sha256 and os.fstat(fh.fileno()).st_size == entry.size:
+        st = os.fstat(fh.fileno())
+        if cache.lookup_stat(path, st) == entry.sha256:
             return fh
-        sha = cache.verified_sha256(path)
+        if not rehash:
+            fh.close()
+            return None
+        sha = sha256_stream(fh)
         if sha == entry.sha256:
+            cache.record(path, sha, st)
             cache.save()
+            fh.seek(0)
             return fh
         fh.close()
         if entry.state == "local":
@@ -260,8 +273,16 @@ class Filer:
         ------
         UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
         """
-        entry = self._entry(name)
-        fh = self.open(entry)
+        check_name(name)
+        # Fast path, no lock: the registry is replaced atomically and the file is trusted only
+        # if the verified-hash cache vouches for the very descriptor we opened.
+        remove_dead_temps(self.local_dir)  # one listdir; no lock needed for the dead's files
+        entry = self._read().entries.get(name)
+        fh = self._open_current(entry, HashCache(self.local_dir), rehash=False) if entry else None
+        if fh is None:
+            entry = self._entry(name)  # locked: finishes an interrupted dump first
+            fh = self.open(entry)
+        assert entry is not None  # noqa: S101 - for the type checker: set on both paths
         with fh:
             model = serializers.load(fh, entry.serializer, name)
         self._warn_versions(entry)
@@ -286,6 +307,18 @@ class Filer:
                 fh = open(self.model_path(entry.name), "rb")  # noqa: SIM115
         return fh
 
+    def _download(self, entry: Entry, tmp: Path) -> tuple[int, str]:
+        """Stream an entry's object into ``tmp``; return the size and sha256 that arrived."""
+        assert entry.key is not None  # noqa: S101 - callers pass synced entries only
+        with open(tmp, "wb") as fh, byte_bar(entry.size, entry.name) as progress:
+            # Hash in a thread of its own, off the transfer's single writer thread.
+            sink = HashingWriter(fh, offload_bytes=0)
+            try:
+                self.remote.download(entry.key, sink, progress)
+            finally:
+                sha = sink.hexdigest()  # also stops the hashing thread on failure
+        return sink.size, sha
+
     def _fetch(self, entry: Entry, cache: HashCache | None = None) -> None:
         """Download a synced entry into place, verified; bad bytes are never kept."""
         if entry.key is None:
@@ -293,10 +326,7 @@ class Filer:
         tmp = temp_path(self.local_dir, f"{entry.name}.download")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(tmp, "wb") as fh, byte_bar(entry.size, entry.name) as progress:
-                sink = HashingWriter(fh)
-                self.remote.download(entry.key, sink, progress)
-            size, sha = sink.size, sink.hexdigest()
+            size, sha = self._download(entry, tmp)
             if size != entry.size or sha != entry.sha256:
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not match "
@@ -451,10 +481,26 @@ class Filer:
                     self._fetch(entry, cache)
 
         try:
-            self._run_parallel(todo, one, report, jobs, "pull", on_done)
+            if self._reachable(todo, report):
+                self._run_parallel(todo, one, report, jobs, "pull", on_done)
         finally:
             cache.save()  # once for all models, not once per download
         return report
+
+    def _reachable(self, todo: list[Entry], report: TransferReport) -> bool:
+        """Probe the remote once before many downloads; on failure mark them all failed.
+
+        An unreachable store or bad credentials then cost one round of retries, not one per
+        model.
+        """
+        if len(todo) < 2 or todo[0].key is None:
+            return True
+        try:
+            self.remote.size_of(todo[0].key)
+        except RemoteError as exc:
+            report.failed.update((entry.name, exc) for entry in todo)
+            return False
+        return True
 
     def _run_parallel(
         self,

@@ -92,7 +92,7 @@ def remove_dead_temps(local_dir: Path) -> int:
     removed = 0
     try:
         names = os.listdir(tmp_dir)
-    except FileNotFoundError:
+    except OSError:  # none yet, or a folder we cannot read: nothing of ours to clean
         return 0
     for name in names:
         if not _owner_alive(name):

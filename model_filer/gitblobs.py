@@ -38,6 +38,11 @@ def in_git_repo(cwd: Path | None = None) -> bool:
     return True
 
 
+def toplevel(cwd: Path | None = None) -> Path:
+    """The top folder of the working tree (paths from git are relative to it)."""
+    return Path(_git(["rev-parse", "--show-toplevel"], cwd).decode().strip())
+
+
 def staged_paths(cwd: Path | None = None) -> list[str]:
     """Paths added, copied, modified or renamed in the index (what a commit will record)."""
     out = _git(["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"], cwd)

@@ -50,12 +50,7 @@ def changed_registries(repo: Any, old: str | None, new: str) -> list[str]:
         old_commit = _commit(repo, old)
     except ModelFilerError:
         return sorted(registries_at(repo, new))  # e.g. a ref from a discarded history
-    new_commit = _commit(repo, new)
-    if old_commit == new_commit:
-        # A re-checkout of the same commit (`clone --no-checkout` + `checkout`): nothing
-        # changed, but everything may be missing; the cache makes checking it cheap.
-        return sorted(registries_at(repo, new))
-    diffs = old_commit.diff(new_commit)
+    diffs = old_commit.diff(_commit(repo, new))
     return sorted(
         {d.b_path for d in diffs if d.b_path and not d.deleted_file and remote_type_of(d.b_path)}
     )

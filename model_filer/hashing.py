@@ -21,13 +21,18 @@ CHUNK = 8 * 1024 * 1024
 _SMALL = 1 << 20  # below this, hashing inline is cheaper than a hand-off to the thread
 
 
+def sha256_stream(fh: IO[bytes]) -> str:
+    """Hash an open file from its position to the end, in chunks."""
+    digest = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hash a file in chunks, never holding it whole in memory."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_stream(fh)
 
 
 class HashingWriter:
@@ -40,8 +45,9 @@ class HashingWriter:
     they belong to the object being dumped).
     """
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    def __init__(self, fh: IO[bytes], offload_bytes: int = _SMALL) -> None:
         self._fh = fh
+        self._offload = offload_bytes  # writes this large or larger are hashed in the thread
         self._digest = hashlib.sha256()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -54,7 +60,7 @@ class HashingWriter:
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n = view.nbytes
-        if n >= _SMALL:
+        if n >= self._offload:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True)
                 self._thread.start()
@@ -80,11 +86,7 @@ class HashingWriter:
         return self._digest.hexdigest()
 
 
-def _stat_key(path: Path) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
+def _key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
@@ -106,32 +108,42 @@ class HashCache:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def lookup(self, path: Path) -> str | None:
-        """The verified sha256 of ``path`` if it has not changed since, else ``None``."""
+    def lookup_stat(self, path: Path, st: os.stat_result) -> str | None:
+        """The verified sha256 of ``path`` if ``st`` (its stat now) shows it unchanged."""
         cached = self._entries.get(path.name)
         if not isinstance(cached, list) or len(cached) != 4:
             return None
-        key = _stat_key(path)
-        return str(cached[3]) if key is not None and key == cached[:3] else None
+        return str(cached[3]) if _key(st) == cached[:3] else None
+
+    def lookup(self, path: Path) -> str | None:
+        """The verified sha256 of ``path`` if it has not changed since, else ``None``."""
+        try:
+            return self.lookup_stat(path, os.stat(path))
+        except FileNotFoundError:
+            return None
 
     def verified_sha256(self, path: Path) -> str | None:
         """sha256 of ``path`` from the cache, or by hashing it (and caching); None if absent."""
-        if (sha := self.lookup(path)) is not None:
-            return sha
-        key = _stat_key(path)
-        if key is None:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
             return None
-        sha = sha256_file(path)
-        if _stat_key(path) == key:  # not replaced while we read it
-            self.record(path, sha, key)
+        with fh:
+            st = os.fstat(fh.fileno())
+            if (sha := self.lookup_stat(path, st)) is not None:
+                return sha
+            sha = sha256_stream(fh)
+        self.record(path, sha, st)
         return sha
 
-    def record(self, path: Path, sha256: str, key: list[int] | None = None) -> None:
-        """Remember that ``path``, as it is now, holds bytes of ``sha256``."""
-        key = key or _stat_key(path)
-        if key is not None:
-            self._entries[path.name] = [*key, sha256]
-            self._updates[path.name] = self._entries[path.name]
+    def record(self, path: Path, sha256: str, st: os.stat_result | None = None) -> None:
+        """Remember that ``path`` (as ``st`` describes it, default: now) holds ``sha256``."""
+        try:
+            key = _key(st or os.stat(path))
+        except FileNotFoundError:
+            return
+        self._entries[path.name] = [*key, sha256]
+        self._updates[path.name] = self._entries[path.name]
 
     def forget(self, path: Path) -> None:
         """Drop ``path`` from the cache (it was deleted)."""

@@ -79,7 +79,13 @@ def install_hooks(root: Path, hooks: bool = True, merge_driver: bool = True) -> 
     if not hooks:
         return done
     hooks_dir = Path(_git(top, "rev-parse", "--git-path", "hooks"))
-    hooks_dir = hooks_dir if hooks_dir.is_absolute() else top / hooks_dir
+    return done + write_hooks(hooks_dir if hooks_dir.is_absolute() else top / hooks_dir)
+
+
+def write_hooks(hooks_dir: Path) -> list[str]:
+    """Write our hook scripts into ``hooks_dir`` (a repository's, or a ``git clone
+    --template`` folder's), keeping any other hook already there; return what was done."""
+    done = []
     hooks_dir.mkdir(parents=True, exist_ok=True)
     for hook in HOOKS:
         path = hooks_dir / hook

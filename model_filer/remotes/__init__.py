@@ -7,11 +7,12 @@ are imported only when used, so the hooks that never transfer never import boto3
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +30,22 @@ class Sink(Protocol):
 
 
 _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
+
+
+# How long a remote keeps trying before it gives up. Library calls can wait for a flaky
+# network; git hooks must not hold up a checkout, so they switch to fail_fast().
+NETWORK = {"connect_timeout": 5.0, "read_timeout": 60.0, "max_attempts": 5}
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """Short timeouts and few retries for the remotes used inside the block (git hooks)."""
+    saved = dict(NETWORK)
+    NETWORK.update(connect_timeout=2.0, max_attempts=2)
+    try:
+        yield
+    finally:
+        NETWORK.update(saved)
 
 
 class Remote(ABC):

@@ -24,8 +24,9 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key
-from . import Progress, Remote, Sink
+from . import NETWORK, Progress, Remote, Sink
 
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MB = 1024 * 1024
 _CRED_CODES = {
@@ -84,7 +85,8 @@ class S3Remote(Remote):
         self.bucket, self.prefix = parse_address(address)
         super().__init__(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
         self._client: Any = None
-        self._manager: Any = None
+        self._managers: dict[str, Any] = {}
+        self._bucket_checked = False
         self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -97,33 +99,47 @@ class S3Remote(Remote):
                 from botocore.config import Config
 
                 config = Config(
-                    retries={"mode": "standard", "max_attempts": 8},
-                    connect_timeout=10,
-                    read_timeout=60,
+                    retries={"mode": "standard", "max_attempts": int(NETWORK["max_attempts"])},
+                    # Pinned, whatever AWS_RESPONSE_CHECKSUM_VALIDATION says: with
+                    # "when_required", s3transfer (0.18+) downloads the first part before
+                    # scheduling the rest and deadlocks on a streamed object of over 10 parts.
+                    # Every download is checked against the registry's sha256 anyway.
+                    response_checksum_validation="when_supported",
+                    connect_timeout=NETWORK["connect_timeout"],
+                    read_timeout=NETWORK["read_timeout"],
                     max_pool_connections=64,
                 )
                 self._client = boto3.session.Session().client("s3", config=config)
             return self._client
 
-    @property
-    def manager(self) -> Any:
-        """One transfer manager for all threads: its pool bounds concurrency and memory."""
+    def _manager(self, kind: str) -> Any:
+        """The transfer manager for uploads or downloads, shared by all threads."""
         client = self.client
         with self._lock:
-            if self._manager is None:
-                from boto3.s3.transfer import TransferConfig
-                from s3transfer.manager import TransferManager
+            if kind not in self._managers:
+                from s3transfer.manager import TransferConfig, TransferManager
 
-                # 8 MiB parts, 8 in flight: near line rate on a LAN while a streamed,
-                # in-order download buffers at most a few parts (~150 MiB peak resident).
-                config = TransferConfig(
-                    multipart_threshold=16 * MB,
-                    multipart_chunksize=8 * MB,
-                    max_concurrency=8,
-                    max_io_queue=64,
-                )
-                self._manager = TransferManager(client, config)
-            return self._manager
+                if kind == "upload":
+                    # 8 MiB parts, 8 in flight: near line rate on a LAN, ~80 MiB resident.
+                    config = TransferConfig(
+                        multipart_threshold=MULTIPART_THRESHOLD,
+                        multipart_chunksize=8 * MB,
+                        max_request_concurrency=8,
+                    )
+                else:
+                    # Every download takes the ranged path (threshold 1 byte): into a
+                    # non-seekable sink it writes in order and drops what a retried part
+                    # re-sends, where the single-GET path would write those bytes twice.
+                    # At most 8 parts wait in memory (~64 MiB), however many are in flight.
+                    config = TransferConfig(
+                        multipart_threshold=1,
+                        multipart_chunksize=8 * MB,
+                        max_request_concurrency=16,
+                        max_in_memory_download_chunks=8,
+                        max_io_queue_size=64,
+                    )
+                self._managers[kind] = TransferManager(client, config)
+            return self._managers[kind]
 
     @staticmethod
     def _subscribers(progress: Progress | None) -> list[Any]:
@@ -214,9 +230,14 @@ class S3Remote(Remote):
 
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
         size = src.stat().st_size
-        if self.size_of(key) == size:
-            return  # keys embed the sha256: same key, same bytes
-        future = self.manager.upload(
+        # Keys embed the sha256, so an object already there holds these bytes: for a big
+        # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
+        if size >= MULTIPART_THRESHOLD and self.size_of(key) == size:
+            return
+        if not self._bucket_checked:  # once: some stores create a missing bucket on PUT
+            self._check_bucket()
+            self._bucket_checked = True
+        future = self._manager("upload").upload(
             str(src),
             self.bucket,
             self._full_key(key),
@@ -226,9 +247,9 @@ class S3Remote(Remote):
         self._call("upload to", key, future.result)
 
     def download(self, key: str, sink: Sink, progress: Progress | None) -> None:
-        # A non-seekable sink makes s3transfer write parts in order, so the caller hashes
-        # while the transfer runs instead of re-reading the file afterwards.
-        future = self.manager.download(
+        # A non-seekable sink makes s3transfer write parts in order (deduplicating what a
+        # retried part re-sends), so the caller hashes while the transfer runs.
+        future = self._manager("download").download(
             self.bucket, self._full_key(key), sink, subscribers=self._subscribers(progress)
         )
         try:
