@@ -1,0 +1,238 @@
+"""The pre-push hook ``check-remote-models``: ``main([...])`` on temporary git repositories."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from gitrepo import (
+    NULL_SHA,
+    closed_port,
+    commit,
+    git,
+    head,
+    init_repo,
+    model_filer,
+    registry_bytes,
+    sample_entry,
+)
+from model_filer_hooks.check_remote_models import main, pushed_revisions
+
+from model_filer import Filer
+
+REGISTRY = "models/.local_registry"
+
+
+@pytest.fixture
+def hook_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("PRE_COMMIT_FROM_REF", "PRE_COMMIT_TO_REF", "PRE_COMMIT_REMOTE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    return monkeypatch
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    path = tmp_path / "remote"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path, hook_env: pytest.MonkeyPatch) -> Path:
+    path = init_repo(tmp_path / "repo")
+    hook_env.chdir(path)
+    return path
+
+
+@pytest.fixture
+def filer(repo: Path, remote: Path) -> Filer:
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn", push=True)
+    filer.dump({"w": 2}, "prices", push=True)
+    commit(repo, "two models")
+    return filer
+
+
+def pre_commit_push(mp: pytest.MonkeyPatch, sha: str) -> None:
+    """What pre-commit sets for a pre-push hook."""
+    mp.setenv("PRE_COMMIT_FROM_REF", NULL_SHA)
+    mp.setenv("PRE_COMMIT_TO_REF", sha)
+    mp.setenv("PRE_COMMIT_REMOTE_NAME", "origin")
+
+
+def git_push_stdin(mp: pytest.MonkeyPatch, *lines: str) -> None:
+    """What git writes to a plain pre-push hook's stdin."""
+    mp.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+
+
+def object_of(filer: Filer, name: str) -> Path:
+    entry = {e.name: e for e in filer.list_files()}[name]
+    assert entry.key is not None
+    return Path(filer.remote.address) / entry.key
+
+
+def test_all_objects_present(repo, filer, hook_env, capsys):
+    pre_commit_push(hook_env, head(repo))
+    assert main(["origin", "/srv/git/repo.git"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_a_deleted_object_is_refused_and_listed(repo, filer, hook_env, capsys):
+    object_of(filer, "prices").unlink()
+    pre_commit_push(hook_env, head(repo))
+
+    assert main(["origin", "/srv/git/repo.git"]) == 1
+
+    out = capsys.readouterr().out
+    assert "push refused" in out
+    assert f"{REGISTRY} at {head(repo)[:10]}: prices:" in out
+    assert "is missing from the remote" in out
+    assert "churn" not in out
+    assert "model-filer push --dir DIR NAME" in out
+
+
+def test_a_size_mismatch_is_refused(repo, filer, hook_env, capsys):
+    obj = object_of(filer, "churn")
+    size = obj.stat().st_size
+    obj.write_bytes(b"truncated")
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 1
+
+    out = capsys.readouterr().out
+    assert f"churn: {obj} has" in out
+    assert f"has 9 bytes, the registry says {size}" in out
+
+
+def test_local_entries_are_not_the_push_hooks_business(repo, remote, hook_env):
+    model_filer(repo / "models", remote).dump({"w": 1}, "draft")
+    pre_commit_push(hook_env, commit(repo, "a local entry, committed with --no-verify"))
+    assert main([]) == 0
+
+
+def test_only_committed_content_counts(repo, filer, remote, hook_env):
+    pushed = head(repo)
+    # The working tree names a model that was never uploaded: not what is pushed.
+    (repo / REGISTRY).write_bytes(
+        registry_bytes("local", str(remote), sample_entry("ghost", size=123))
+    )
+    pre_commit_push(hook_env, pushed)
+    assert main([]) == 0
+
+    # The pushed commit names one; the working tree is fixed but not committed.
+    git(repo, "checkout", "-q", "--", REGISTRY)
+    object_of(filer, "churn").unlink()
+    filer.remove("churn")
+    assert not any(e.name == "churn" for e in filer.list_files())
+    assert main([]) == 1
+
+
+def test_an_older_missing_object_no_longer_named_is_fine(repo, filer, hook_env):
+    object_of(filer, "churn").unlink()
+    filer.remove("churn")
+    pre_commit_push(hook_env, commit(repo, "drop churn"))
+    assert main([]) == 0
+
+
+def test_every_registry_of_the_pushed_commit_is_checked(repo, filer, remote, hook_env, capsys):
+    other = model_filer(repo / "deep" / "er", remote)
+    other.dump([1, 2], "nested", push=True)
+    pre_commit_push(hook_env, commit(repo, "nested model"))
+    object_of(other, "nested").unlink()
+
+    assert main([]) == 1
+    assert "deep/er/.local_registry at" in capsys.readouterr().out
+
+
+def test_an_unparsable_committed_registry_is_refused(repo, filer, hook_env, capsys):
+    (repo / REGISTRY).write_text("<<<<<<< HEAD\n=======\n>>>>>>> other\n")
+    pre_commit_push(hook_env, commit(repo, "broken"))
+
+    assert main([]) == 1
+    assert "merge conflict markers" in capsys.readouterr().out
+
+
+def test_git_stdin_lines_as_a_plain_hook(repo, filer, hook_env, capsys):
+    good = head(repo)
+    object_of(filer, "churn").unlink()
+    filer.remove("churn")
+    fixed = commit(repo, "drop churn")
+
+    git_push_stdin(hook_env, f"refs/heads/main {fixed} refs/heads/main {good}")
+    assert main(["origin", "/srv/git/repo.git"]) == 0
+
+    git_push_stdin(
+        hook_env,
+        f"refs/heads/main {fixed} refs/heads/main {good}",
+        f"refs/heads/old {good} refs/heads/old {NULL_SHA}",
+    )
+    assert main(["origin", "/srv/git/repo.git"]) == 1
+    assert "churn" in capsys.readouterr().out
+
+
+def test_a_deleted_ref_pushes_nothing(repo, filer, hook_env):
+    object_of(filer, "churn").unlink()
+    git_push_stdin(hook_env, f"(delete) {NULL_SHA} refs/heads/old {head(repo)}")
+    assert main([]) == 0
+
+
+def test_pushed_revisions_prefers_pre_commits_variable(hook_env):
+    lines = [f"refs/heads/a {'1' * 40} refs/heads/a {NULL_SHA}"]
+    assert pushed_revisions(lines) == ["1" * 40]
+    hook_env.setenv("PRE_COMMIT_TO_REF", "2" * 40)
+    assert pushed_revisions(lines) == ["2" * 40]
+
+
+def test_a_missing_remote_folder_is_refused(repo, filer, remote, hook_env, capsys):
+    remote.rename(remote.with_name("unmounted"))
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 1
+    assert "cannot check" in capsys.readouterr().out
+
+
+# -- S3 ------------------------------------------------------------------------------------
+@pytest.fixture
+def s3_filer(repo: Path, s3_address: str) -> Filer:
+    filer = model_filer(repo / "models", s3_address, "s3")
+    filer.dump({"w": 1}, "churn", push=True)
+    filer.dump({"w": 2}, "prices", push=True)
+    commit(repo, "two models")
+    return filer
+
+
+def s3_key(filer: Filer, name: str) -> str:
+    entry = {e.name: e for e in filer.list_files()}[name]
+    return f"{filer.remote.prefix}/{entry.key}"  # type: ignore[attr-defined]
+
+
+def test_s3_all_present_then_one_deleted(repo, s3_filer, s3_client, s3_env, hook_env, capsys):
+    pre_commit_push(hook_env, head(repo))
+    assert main([]) == 0
+
+    s3_client.delete_object(Bucket=s3_env.bucket, Key=s3_key(s3_filer, "prices"))
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert "prices:" in out
+    assert "is missing from the remote" in out
+    assert "churn" not in out
+
+
+def test_s3_a_size_mismatch_is_refused(repo, s3_filer, s3_client, s3_env, hook_env, capsys):
+    s3_client.put_object(Bucket=s3_env.bucket, Key=s3_key(s3_filer, "churn"), Body=b"x")
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 1
+    assert "has 1 bytes, the registry says" in capsys.readouterr().out
+
+
+def test_s3_an_unreachable_store_refuses_the_push(repo, s3_filer, hook_env, capsys):
+    hook_env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 1
+    assert "Cannot reach the S3 store" in capsys.readouterr().out

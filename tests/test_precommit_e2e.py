@@ -1,0 +1,371 @@
+"""End to end through the real ``pre-commit`` framework, against the session's S3 store.
+
+A snapshot of this checkout is committed in a temp repository so that a user's
+``.pre-commit-config.yaml`` can name it (``repo: <path>``, ``rev: <sha>``); one
+``PRE_COMMIT_HOME`` serves the whole session, so pre-commit builds the hook environment (a
+virtualenv with this package and its dependencies) once. Then users commit, clone, check out,
+pull, merge and push with plain ``git`` commands, and pre-commit runs the hooks as git hooks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gitrepo import closed_port, commit, environ, git, head, init_repo, model_filer, model_files
+
+from model_filer import Filer
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PRE_COMMIT = str(BIN / "pre-commit")
+MODEL_FILER = str(BIN / "model-filer")
+HOOK_TYPES = "[pre-commit, post-checkout, post-merge, post-rewrite, pre-push]"
+REGISTRY = "models/.s3_registry"
+SKIP_PARTS = {".git", "__pycache__", "venv", "node_modules"}
+
+pytestmark = pytest.mark.skipif(
+    not Path(PRE_COMMIT).exists(), reason="pre-commit is not installed in this environment"
+)
+
+
+def _snapshot_files(root: Path) -> list[str]:
+    """Tracked plus untracked-but-not-ignored files of the checkout (no stray virtualenvs)."""
+    out = git(root, "ls-files", "-co", "--exclude-standard", "-z").stdout
+    paths = []
+    for path in filter(None, out.split("\0")):
+        parts = Path(path).parts
+        if SKIP_PARTS & set(parts) or any(p.startswith(".venv") for p in parts):
+            continue
+        if (root / path).is_file():
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A committed snapshot of this checkout: (path, sha) for ``repo:`` and ``rev:``."""
+    dest = tmp_path_factory.mktemp("hook-repo")
+    for path in _snapshot_files(CHECKOUT):
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(CHECKOUT / path, target)
+    git(dest, "init", "-q", "-b", "main")
+    return dest, commit(dest, "snapshot of model_filer for the pre-commit tests")
+
+
+def config_text(hook_repo: tuple[Path, str]) -> str:
+    path, sha = hook_repo
+    return (
+        f"default_install_hook_types: {HOOK_TYPES}\n"
+        "repos:\n"
+        f"  - repo: {path}\n"
+        f"    rev: {sha}\n"
+        "    hooks:\n"
+        "      - id: no-local-models\n"
+        "      - id: prefetch-models\n"
+        "      - id: check-remote-models\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory, hook_repo: tuple[Path, str]) -> Path:
+    """One PRE_COMMIT_HOME whose hook environment is built here, once per session."""
+    home = tmp_path_factory.mktemp("pre-commit-home")
+    scratch = tmp_path_factory.mktemp("env-build")
+    git(scratch, "init", "-q", "-b", "main")
+    (scratch / ".pre-commit-config.yaml").write_text(config_text(hook_repo))
+    started = time.monotonic()
+    built = subprocess.run(
+        [PRE_COMMIT, "install-hooks"],
+        cwd=scratch,
+        env=environ(PRE_COMMIT_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    assert built.returncode == 0, built.stdout + built.stderr
+    (home / "build-seconds.txt").write_text(f"{seconds:.1f}\n")
+    print(f"\npre-commit hook environment built in {seconds:.1f} s", file=sys.stderr)
+    return home
+
+
+@dataclass
+class Team:
+    """Users sharing a bare ``origin`` and an S3 prefix, each repo with pre-commit hooks."""
+
+    tmp: Path
+    home: Path
+    address: str
+    origin: Path
+    config: str
+
+    def env(self, **changes: str | None) -> dict[str, str]:
+        """The test's environment (with the S3 variables) plus PRE_COMMIT_HOME."""
+        return environ(PRE_COMMIT_HOME=str(self.home), PRE_COMMIT_COLOR="never", **changes)
+
+    def git(
+        self, repo: Path, *args: str, check: bool = True, **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        return git(repo, *args, check=check, env=self.env(**env))
+
+    def run(self, repo: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            list(argv), cwd=repo, env=self.env(), capture_output=True, text=True, check=False
+        )
+        if check:
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def filer(self, repo: Path, folder: str = "models") -> Filer:
+        return model_filer(repo / folder, self.address, "s3")
+
+    def founder(self, name: str = "alice") -> Path:
+        """A repository with the config and hooks installed, pushed to origin."""
+        repo = init_repo(self.tmp / name)
+        (repo / ".pre-commit-config.yaml").write_text(self.config)
+        self.run(repo, PRE_COMMIT, "install")
+        git(repo, "add", ".pre-commit-config.yaml")
+        self.git(repo, "commit", "-qm", "pre-commit hooks")
+        git(repo, "remote", "add", "origin", str(self.origin))
+        self.git(repo, "push", "-q", "-u", "origin", "main")
+        return repo
+
+    def clone(self, name: str) -> Path:
+        """``git clone`` then ``pre-commit install``: hooks run from the next command on."""
+        repo = self.tmp / name
+        git(self.tmp, "clone", "-q", str(self.origin), str(repo))
+        self.run(repo, PRE_COMMIT, "install")
+        return repo
+
+    def commit(
+        self, repo: Path, message: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        git(repo, "add", "-A")
+        return self.git(repo, "commit", "-m", message, check=check)
+
+
+@pytest.fixture
+def team(
+    tmp_path: Path, pre_commit_home: Path, hook_repo: tuple[Path, str], s3_address: str
+) -> Team:
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    return Team(tmp_path, pre_commit_home, s3_address, origin, config_text(hook_repo))
+
+
+def output(done: subprocess.CompletedProcess[str]) -> str:
+    return done.stdout + done.stderr
+
+
+def sklearn_model() -> Any:
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    return linear_model.LinearRegression().fit([[0.0], [1.0], [2.0], [3.0]], [1.0, 3.0, 5.0, 7.0])
+
+
+# -- commit --------------------------------------------------------------------------------
+def test_a_commit_with_a_local_model_is_refused_then_accepted_after_push(team):
+    alice = team.founder()
+    filer = team.filer(alice)
+    filer.dump({"w": 1}, "churn")
+
+    refused = team.commit(alice, "add churn", check=False)
+
+    assert refused.returncode == 1
+    assert f"{REGISTRY}: churn is local" in output(refused)
+    assert "model-filer push --dir models --all" in output(refused)
+    assert git(alice, "rev-list", "--count", "HEAD").stdout.strip() == "2"  # nothing committed
+
+    pushed = team.run(alice, MODEL_FILER, "push", "--dir", "models", "--all")
+    assert "Pushed 1 model(s)" in pushed.stdout
+    accepted = team.commit(alice, "add churn")
+    assert accepted.returncode == 0
+    assert "no local-only models in registries" in output(accepted)
+    assert REGISTRY in git(alice, "ls-files").stdout
+    assert "churn.pkl" not in git(alice, "ls-files").stdout
+
+
+def test_an_unparsable_registry_is_refused(team):
+    alice = team.founder()
+    (alice / "models").mkdir()
+    (alice / REGISTRY).write_text("<<<<<<< HEAD\nformat: 1\n=======\nformat: 2\n>>>>>>> x\n")
+
+    refused = team.commit(alice, "broken registry", check=False)
+
+    assert refused.returncode == 1
+    assert f"{REGISTRY}: unresolved merge conflict markers" in output(refused)
+
+
+def test_a_staged_model_file_is_refused(team):
+    alice = team.founder()
+    team.filer(alice).dump({"w": 1}, "churn", push=True)
+    team.commit(alice, "add churn")
+    git(alice, "add", "-f", "models/churn.pkl")
+
+    refused = team.git(alice, "commit", "-m", "oops", check=False)
+
+    assert refused.returncode == 1
+    assert "models/churn.pkl: a model file is staged" in output(refused)
+    assert "git rm --cached models/churn.pkl" in output(refused)
+
+
+# -- checkout, pull ------------------------------------------------------------------------------
+def test_a_clone_fetches_a_branchs_models_on_checkout(team):
+    alice = team.founder()
+    model = sklearn_model()
+    team.filer(alice).dump(model, "regression", push=True)
+    team.commit(alice, "a scikit-learn model")
+    team.git(alice, "push", "-q")
+    team.git(alice, "checkout", "-q", "-b", "feature")
+    team.filer(alice, "features").dump({"f": [1, 2]}, "encoder", push=True)
+    team.commit(alice, "a feature encoder")
+    team.git(alice, "push", "-q", "-u", "origin", "feature")
+
+    bob = team.clone("bob")
+    assert model_files(bob / "models") == []  # no hooks ran during the clone itself
+
+    pulled = team.run(bob, MODEL_FILER, "pull", "--dir", "models", "--all")
+    assert "Fetched 1 model(s)" in pulled.stdout
+    loaded = team.filer(bob).load("regression")
+    assert loaded.predict([[10.0]]).tolist() == model.predict([[10.0]]).tolist()
+
+    switched = team.git(bob, "checkout", "feature")
+    assert "1 model(s) fetched, 0 already present, 0 failed" in output(switched)
+    assert model_files(bob / "features") == ["encoder.pkl"]
+    assert team.filer(bob, "features").load("encoder") == {"f": [1, 2]}
+
+    carol = team.clone("carol")
+    team.git(carol, "checkout", "-q", "feature")
+    assert model_files(carol / "features") == ["encoder.pkl"]
+    assert model_files(carol / "models") == []  # unchanged between main and feature: lazy
+
+
+def test_a_new_model_arrives_on_pull_and_on_pull_rebase(team):
+    alice = team.founder()
+    team.filer(alice).dump({"v": 1}, "first", push=True)
+    team.commit(alice, "first")
+    team.git(alice, "push", "-q")
+    bob = team.clone("bob")
+
+    def publish(name: str, value: int) -> None:
+        team.filer(alice).dump({"v": value}, name, push=True)
+        team.commit(alice, name)
+        team.git(alice, "push", "-q")
+
+    publish("second", 2)
+    skipped = team.git(bob, "pull", "--no-rebase", MODEL_FILER_SKIP_PREFETCH="1")
+    assert "fetched" not in output(skipped)
+    assert model_files(bob / "models") == []  # turned off for that one command
+    team.run(bob, MODEL_FILER, "pull", "--dir", "models", "--all")
+    assert model_files(bob / "models") == ["first.pkl", "second.pkl"]
+
+    publish("third", 3)
+    merged = team.git(bob, "pull", "--no-rebase")
+    assert "1 model(s) fetched, 2 already present" in output(merged)
+    assert model_files(bob / "models") == ["first.pkl", "second.pkl", "third.pkl"]
+
+    (bob / "notes.txt").write_text("bob's work\n")
+    team.commit(bob, "bob's work")
+    publish("fourth", 4)
+    rebased = team.git(bob, "pull", "--rebase")
+    assert "1 model(s) fetched, 3 already present" in output(rebased)
+    assert (bob / "notes.txt").exists()
+    assert "fourth.pkl" in model_files(bob / "models")
+    assert team.filer(bob).load("fourth") == {"v": 4}
+
+
+def test_a_checkout_completes_while_the_remote_is_unreachable(team):
+    alice = team.founder()
+    team.git(alice, "checkout", "-q", "-b", "feature")
+    team.filer(alice).dump({"v": 1}, "churn", push=True)
+    team.commit(alice, "churn")
+    team.git(alice, "push", "-q", "-u", "origin", "feature")
+    bob = team.clone("bob")
+
+    offline = f"http://127.0.0.1:{closed_port()}"
+    switched = team.git(bob, "checkout", "feature", AWS_ENDPOINT_URL=offline)
+
+    assert switched.returncode == 0
+    assert head(bob) == head(alice)
+    text = output(switched)
+    assert "models/churn not fetched" in text
+    assert "Cannot reach the S3 store" in text
+    assert "model-filer pull --dir models --all" in text
+    assert model_files(bob / "models") == []
+
+    team.run(bob, MODEL_FILER, "pull", "--dir", "models", "--all")  # back online
+    assert team.filer(bob).load("churn") == {"v": 1}
+
+
+# -- push ----------------------------------------------------------------------------------
+def test_a_push_is_refused_when_a_remote_object_was_deleted(team, s3_client, s3_env):
+    alice = team.founder()
+    filer = team.filer(alice)
+    filer.dump({"v": 1}, "churn", push=True)
+    team.commit(alice, "churn")
+    pushed = team.git(alice, "push", "origin", "main")
+    assert "pushed registries point at existing remote objects" in output(pushed)
+
+    filer.dump({"v": 2}, "prices", push=True)
+    team.commit(alice, "prices")
+    entry = {e.name: e for e in filer.list_files()}["prices"]
+    prefix = team.address.removeprefix(f"s3://{s3_env.bucket}/")
+    s3_client.delete_object(Bucket=s3_env.bucket, Key=f"{prefix}/{entry.key}")
+
+    refused = team.git(alice, "push", "origin", "main", check=False)
+
+    assert refused.returncode != 0
+    text = output(refused)
+    assert "push refused" in text
+    assert f"{REGISTRY} at {head(alice)[:10]}: prices:" in text
+    assert "is missing from the remote" in text
+    assert "churn" not in text.split("push refused")[1]
+    assert head(alice) != git(alice, "rev-parse", "origin/main").stdout.strip()
+
+    filer.push("prices")  # the file is still here: push repairs the remote
+    team.git(alice, "push", "origin", "main")
+
+
+# -- merge -----------------------------------------------------------------------------------
+def test_two_branches_that_each_added_a_model_merge_cleanly(team):
+    alice = team.founder()
+    installed = team.run(alice, MODEL_FILER, "install-hooks", "--merge-driver-only")
+    assert "merge driver" in installed.stdout
+    team.filer(alice).dump({"v": 0}, "base", push=True)
+    team.commit(alice, "merge driver and a first model")
+    for branch, name in (("left", "model_b"), ("right", "model_c")):
+        team.git(alice, "checkout", "-q", "-b", branch, "main")
+        team.filer(alice).dump({"v": name}, name, push=True)
+        team.commit(alice, f"add {name}")
+    team.git(alice, "checkout", "-q", "left")
+
+    merged = team.git(alice, "merge", "--no-edit", "right", check=False)
+
+    assert merged.returncode == 0, output(merged)
+    assert "CONFLICT" not in output(merged)
+    names = [e.name for e in team.filer(alice).list_files()]
+    assert names == ["base", "model_b", "model_c"]
+    assert "<<<<<<<" not in (alice / REGISTRY).read_text()
+    assert git(alice, "status", "--porcelain").stdout == ""
+
+
+def test_a_clone_through_pre_commits_template_dir_fetches_during_the_clone(team):
+    """`pre-commit init-templatedir`: hooks exist before the clone's own checkout."""
+    alice = team.founder()
+    team.filer(alice).dump({"v": 1}, "churn", push=True)
+    team.commit(alice, "churn")
+    team.git(alice, "push", "-q")
+    template = team.tmp / "git-template"
+    team.run(alice, PRE_COMMIT, "init-templatedir", str(template))
+
+    cloned = team.git(team.tmp, "clone", "--template", str(template), str(team.origin), "dave")
+
+    assert "1 model(s) fetched, 0 already present, 0 failed" in output(cloned)
+    assert team.filer(team.tmp / "dave").load("churn") == {"v": 1}

@@ -1,0 +1,448 @@
+"""The registry file: safe, deterministic, merge-friendly YAML that refuses anything odd."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+
+import pytest
+import yaml
+
+from model_filer import registry, yamlio
+from model_filer.errors import ModelFilerError, RegistryError
+from model_filer.registry import (
+    FORMAT_VERSION,
+    HEADER,
+    MAX_MODEL_BYTES,
+    Entry,
+    Registry,
+    RegistryFile,
+    parse,
+)
+from model_filer.yamlio import PurePythonLoader
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+SHA_C = "c" * 64
+LOADERS = [pytest.param(yamlio.Loader, id="libyaml"), pytest.param(PurePythonLoader, id="pure")]
+# Every registry error must tell the user how to get out of it.
+HINTS = ("git checkout", "Restore it from git", "pip install -U", "fix the", "Fix the")
+
+
+def says_what_to_do(message: str) -> bool:
+    return any(hint in message for hint in HINTS)
+
+
+def make_entry(name: str, sha: str = SHA_A, state: str = "synced", **changes) -> Entry:
+    entry = Entry(
+        name=name,
+        state=state,
+        sha256=sha,
+        size=1234,
+        serializer="pickle-5",
+        created="2024-05-01T12:00:00+00:00",
+        python="3.11.7",
+        key=f"{name}/{sha}.pkl" if state == "synced" else None,
+        library={"name": "sklearn", "version": "1.4.2"},
+    )
+    return entry._replace(**changes)
+
+
+def make_registry(*entries: Entry, remote_type: str = "s3") -> Registry:
+    return Registry(remote_type, "s3://bucket/models", {e.name: e for e in entries})
+
+
+def base_doc() -> dict:
+    """A valid registry as plain data, to break one field at a time."""
+    reg = make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local"))
+    return yaml.safe_load(reg.dumps())
+
+
+def dump_doc(doc: dict) -> bytes:
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
+def reject(text: bytes, loader=None) -> str:
+    with pytest.raises(RegistryError) as info:
+        parse(text, "models/.s3_registry", loader=loader)
+    message = str(info.value)
+    assert message.startswith("models/.s3_registry"), message
+    assert says_what_to_do(message), message
+    return message
+
+
+# -- round trip and determinism ---------------------------------------------------------------
+
+
+def test_round_trip_preserves_every_field():
+    reg = make_registry(
+        make_entry("m1"),
+        make_entry("m2", SHA_B, state="local", library=None),
+        make_entry("m3", SHA_C, size=0, python="3.12.1"),
+    )
+    assert parse(reg.dumps(), "w") == reg
+
+
+@pytest.mark.parametrize(
+    "name", ["true", "null", "yes", "on", "123", "1.5", "0x1F", "1e3", "1_000", "Off"]
+)
+def test_names_that_look_like_other_yaml_types_round_trip_as_strings(name):
+    reg = make_registry(make_entry(name))
+    assert parse(reg.dumps(), "w") == reg
+    assert parse(reg.dumps(), "w", loader=PurePythonLoader) == reg
+
+
+def test_versions_that_look_like_numbers_round_trip_as_strings():
+    entry = make_entry("m", python="3.10", library={"name": "torch", "version": "2.0"})
+    reg = make_registry(entry)
+    assert parse(reg.dumps(), "w").entries["m"] == entry
+
+
+def test_serialisation_starts_with_the_header_and_records_the_remote():
+    text = make_registry(make_entry("m")).dumps().decode()
+    assert text.startswith(HEADER)
+    doc = yaml.safe_load(text)
+    assert doc["format"] == FORMAT_VERSION
+    assert doc["remote"] == {"type": "s3", "address": "s3://bucket/models"}
+
+
+def test_same_content_serialises_to_the_same_bytes_whatever_the_insertion_order():
+    e1, e2, e3 = make_entry("b"), make_entry("a", SHA_B), make_entry("c", SHA_C)
+    one = make_registry(e1, e2, e3).dumps()
+    two = make_registry(e3, e2, e1).dumps()
+    assert one == two
+    assert parse(one, "w").dumps() == one  # re-serialising a parsed file is a no-op
+
+
+def test_libyaml_and_pure_python_dumpers_give_identical_bytes():
+    reg = make_registry(
+        make_entry("m1"),
+        make_entry("m2", SHA_B, state="local", library=None),
+        make_entry("true", SHA_C, python="3.10"),
+    )
+    assert reg.dumps(yaml.CSafeDumper) == reg.dumps(yaml.SafeDumper)
+    assert reg.dumps() == reg.dumps(yaml.SafeDumper)
+
+
+def test_libyaml_and_pure_python_loaders_give_equal_results():
+    text = make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local")).dumps()
+    assert parse(text, "w") == parse(text, "w", loader=PurePythonLoader)
+
+
+def test_default_loader_is_a_safe_loader_never_the_full_one():
+    assert issubclass(yamlio.Loader, (yaml.CSafeLoader, yaml.SafeLoader))
+    assert not issubclass(yamlio.Loader, (yaml.CLoader, yaml.CFullLoader, yaml.CUnsafeLoader))
+    assert not issubclass(PurePythonLoader, (yaml.Loader, yaml.FullLoader, yaml.UnsafeLoader))
+
+
+# -- merge friendliness -----------------------------------------------------------------------
+
+
+def changed_lines(before: bytes, after: bytes) -> tuple[list[str], list[str]]:
+    diff = list(
+        difflib.unified_diff(before.decode().splitlines(), after.decode().splitlines(), n=0)
+    )
+    removed = [ln[1:] for ln in diff if ln.startswith("-") and not ln.startswith("---")]
+    added = [ln[1:] for ln in diff if ln.startswith("+") and not ln.startswith("+++")]
+    return removed, added
+
+
+def entry_lines(entry: Entry) -> list[str]:
+    """The lines one entry takes in a serialised registry."""
+    text = make_registry(entry).dumps().decode().splitlines()
+    return text[text.index("models:") + 1 :]
+
+
+def test_adding_an_entry_adds_only_that_entrys_lines():
+    a, c = make_entry("alpha"), make_entry("gamma", SHA_C)
+    middle = make_entry("beta", SHA_B, state="local")
+    removed, added = changed_lines(make_registry(a, c).dumps(), make_registry(a, middle, c).dumps())
+    assert removed == []
+    assert added == entry_lines(middle)
+
+
+def test_changing_an_entry_touches_only_that_entrys_lines():
+    a, b, c = make_entry("alpha"), make_entry("beta", SHA_B, state="local"), make_entry("gamma")
+    synced = b._replace(state="synced", key=f"beta/{SHA_B}.pkl")
+    before = make_registry(a, b, c).dumps()
+    after = make_registry(a, synced, c).dumps()
+    removed, added = changed_lines(before, after)
+    assert set(removed) <= set(entry_lines(b))
+    assert set(added) <= set(entry_lines(synced))
+    assert removed and added
+
+
+def test_removing_an_entry_removes_only_that_entrys_lines():
+    a, b, c = make_entry("alpha"), make_entry("beta", SHA_B), make_entry("gamma", SHA_C)
+    removed, added = changed_lines(make_registry(a, b, c).dumps(), make_registry(a, c).dumps())
+    assert added == []
+    assert removed == entry_lines(b)
+
+
+# -- rejections -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_python_object_tags_are_refused_and_never_executed(tmp_path, loader):
+    marker = tmp_path / "pwned"
+    text = (
+        HEADER + f"format: 1\nremote: !!python/object/apply:os.system ['touch {marker}']\n"
+        "models: {}\n"
+    ).encode()
+    message = reject(text, loader)
+    assert "not valid registry YAML" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_python_name_tags_are_refused(loader):
+    reject(b"format: 1\nremote: !!python/name:os.system ''\nmodels: {}\n", loader)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_duplicate_model_names_are_refused(loader):
+    text = make_registry(make_entry("m1")).dumps().decode()
+    entry_text = "\n".join(entry_lines(make_entry("m1", SHA_B))) + "\n"
+    message = reject((text + entry_text).encode(), loader)
+    assert "duplicate key 'm1'" in message
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_duplicate_fields_are_refused(loader):
+    text = make_registry(make_entry("m1")).dumps().decode()
+    text = text.replace(f"    sha256: {SHA_A}\n", f"    sha256: {SHA_A}\n    sha256: {SHA_B}\n")
+    assert "duplicate key 'sha256'" in reject(text.encode(), loader)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_duplicate_top_level_keys_are_refused(loader):
+    text = make_registry(make_entry("m1")).dumps() + b"models: {}\n"
+    assert "duplicate key 'models'" in reject(text, loader)
+
+
+@pytest.mark.parametrize(
+    "marker_line", ["<<<<<<< HEAD", "=======\n>>>>>>> feature", ">>>>>>> theirs"]
+)
+def test_conflict_markers_are_refused_with_the_merge_driver_hint(marker_line):
+    lines = make_registry(make_entry("m1"), make_entry("m2", SHA_B)).dumps().decode().splitlines()
+    lines.insert(8, marker_line)
+    message = reject(("\n".join(lines) + "\n").encode())
+    assert "merge conflict markers" in message
+    assert "merge-registry" in message or "install-hooks" in message
+
+
+def test_conflict_marker_on_the_first_line_is_refused():
+    message = reject(b"<<<<<<< HEAD\n" + make_registry(make_entry("m1")).dumps())
+    assert "merge conflict markers" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size", "1234"),
+        ("size", True),
+        ("size", 12.5),
+        ("state", 1),
+        ("sha256", None),
+        ("serializer", 5),
+        ("created", None),
+        ("python", 3.11),
+        ("key", ["m1", "x.pkl"]),
+        ("library", "sklearn"),
+    ],
+)
+def test_wrong_field_types_are_refused(field, value):
+    doc = base_doc()
+    doc["models"]["m1"][field] = value
+    message = reject(dump_doc(doc))
+    assert "'m1'" in message
+
+
+@pytest.mark.parametrize(
+    "library",
+    [
+        {"name": "sklearn"},
+        {"name": "sklearn", "version": 1.4},
+        {"name": "sklearn", "version": "1.4", "extra": "x"},
+    ],
+)
+def test_malformed_library_is_refused(library):
+    doc = base_doc()
+    doc["models"]["m1"]["library"] = library
+    assert "library must be" in reject(dump_doc(doc))
+
+
+def test_unknown_fields_are_refused_naming_them():
+    doc = base_doc()
+    doc["models"]["m1"]["url"] = "http://evil.example/x.pkl"
+    message = reject(dump_doc(doc))
+    assert "unknown fields ['url']" in message
+    assert "pip install -U ds-model-filer" in message
+
+
+@pytest.mark.parametrize("state", ["pushed", "SYNCED", "", "local "])
+def test_bad_state_is_refused(state):
+    doc = base_doc()
+    doc["models"]["m1"]["state"] = state
+    assert "state must be 'local' or 'synced'" in reject(dump_doc(doc))
+
+
+@pytest.mark.parametrize("size", [-1, MAX_MODEL_BYTES + 1, 2**80])
+def test_negative_or_absurd_size_is_refused(size):
+    doc = base_doc()
+    doc["models"]["m1"]["size"] = size
+    assert "out of range" in reject(dump_doc(doc))
+
+
+@pytest.mark.parametrize("sha", [SHA_A.upper(), SHA_A[:63], "z" * 64, ""])
+def test_bad_sha256_is_refused(sha):
+    doc = base_doc()
+    doc["models"]["m1"]["sha256"] = sha
+    assert "sha256 must be 64 lower-case hex digits" in reject(dump_doc(doc))
+
+
+@pytest.mark.parametrize(
+    "key", ["../../etc/passwd", "/abs/key.pkl", "s3://other-bucket/x.pkl", "a\\b.pkl", "a\x00b"]
+)
+def test_unsafe_keys_are_refused(key):
+    doc = base_doc()
+    doc["models"]["m1"]["key"] = key
+    assert "unsafe object key" in reject(dump_doc(doc))
+
+
+def test_synced_entry_without_key_is_refused():
+    doc = base_doc()
+    del doc["models"]["m1"]["key"]
+    assert "field 'key' must be str" in reject(dump_doc(doc))
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "con", "x" * 129])
+def test_bad_model_names_are_refused(name):
+    doc = base_doc()
+    doc["models"][name] = doc["models"].pop("m1")
+    reject(dump_doc(doc))
+
+
+def test_non_string_model_name_is_refused():
+    doc = base_doc()
+    doc["models"][17] = doc["models"].pop("m1")
+    assert "must be a string" in reject(dump_doc(doc))
+
+
+@pytest.mark.parametrize("entry", [None, "synced", ["state", "synced"]])
+def test_entry_that_is_not_a_mapping_is_refused(entry):
+    doc = base_doc()
+    doc["models"]["m1"] = entry
+    assert "must be a mapping of fields" in reject(dump_doc(doc))
+
+
+@pytest.mark.parametrize(
+    "text", [b"", b"just a string\n", b"- a\n- list\n", b"format: [1\n", b"\x00\x01\x02"]
+)
+def test_not_a_registry_at_all_is_refused(text):
+    reject(text)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None, 1.5, 1.0, True])
+def test_wrong_format_version_is_refused(version):
+    doc = base_doc()
+    doc["format"] = version
+    message = reject(dump_doc(doc))
+    assert "unsupported registry format" in message
+    assert "pip install -U ds-model-filer" in message
+
+
+def test_missing_remote_is_refused():
+    doc = base_doc()
+    del doc["remote"]
+    assert "field 'remote' must be dict" in reject(dump_doc(doc))
+
+
+def test_models_that_is_not_a_mapping_is_refused():
+    doc = base_doc()
+    doc["models"] = ["m1"]
+    assert "'models' must be a mapping" in reject(dump_doc(doc))
+
+
+def test_empty_models_is_an_empty_registry():
+    doc = base_doc()
+    doc["models"] = None
+    assert parse(dump_doc(doc), "w").entries == {}
+
+
+def test_oversize_registry_is_refused_before_parsing(monkeypatch, tmp_path):
+    text = make_registry(make_entry("m1"), make_entry("m2", SHA_B)).dumps()
+    monkeypatch.setattr(registry, "MAX_REGISTRY_BYTES", len(text) - 1)
+    message = reject(text)
+    assert "too large for a registry" in message
+    # read() of such a file refuses it too, without reading it whole
+    path = tmp_path / ".s3_registry"
+    path.write_bytes(text)
+    with pytest.raises(RegistryError, match="too large for a registry"):
+        registry.read(path)
+
+
+def test_registry_error_is_a_model_filer_error():
+    with pytest.raises(ModelFilerError):
+        parse(b"<<<<<<< HEAD\n", "w")
+
+
+# -- the file ---------------------------------------------------------------------------------
+
+
+def test_registry_file_round_trip(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    assert rf.path == tmp_path / ".s3_registry"
+    assert rf.read() is None
+    reg = make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local"))
+    rf.write(reg)
+    assert rf.read() == reg
+    assert rf.path.read_bytes() == reg.dumps()
+
+
+def test_unchanged_registry_is_not_rewritten(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    reg = make_registry(make_entry("m1"))
+    rf.write(reg)
+    os.utime(rf.path, ns=(1_000_000_000, 1_000_000_000))
+    rf.write(copy.deepcopy(reg))
+    assert rf.path.stat().st_mtime_ns == 1_000_000_000
+
+
+def test_transaction_writes_only_on_change(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    with rf.transaction(make_registry()) as reg:
+        pass
+    assert not rf.path.exists()  # nothing changed: no file written
+    with rf.transaction(make_registry()) as reg:
+        reg.entries["m1"] = make_entry("m1")
+    assert rf.read() == make_registry(make_entry("m1"))
+
+
+def test_transaction_that_fails_leaves_the_file_as_it_was(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    before = rf.path.read_bytes()
+    with pytest.raises(RuntimeError), rf.transaction(make_registry()) as reg:
+        reg.entries["m2"] = make_entry("m2", SHA_B)
+        raise RuntimeError("boom")
+    assert rf.path.read_bytes() == before
+
+
+def test_remote_type_mismatch_between_file_name_and_content_is_refused(tmp_path):
+    (tmp_path / ".s3_registry").write_bytes(
+        make_registry(make_entry("m1"), remote_type="local").dumps()
+    )
+    with pytest.raises(RegistryError) as info:
+        RegistryFile(tmp_path, "s3").read()
+    message = str(info.value)
+    assert "'local'" in message and "'s3'" in message
+    assert str(tmp_path / ".s3_registry") in message
+    assert says_what_to_do(message)
+
+
+def test_unreadable_registry_path_is_a_registry_error(tmp_path):
+    (tmp_path / ".s3_registry").mkdir()
+    with pytest.raises(RegistryError, match="cannot read the registry"):
+        RegistryFile(tmp_path, "s3").read()
