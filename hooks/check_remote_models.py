@@ -61,7 +61,7 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
         for path, text in registries_at(repo, rev).items():
             where = f"{path} at {rev[:10]}"
             try:
-                reg = parse(text, where)
+                reg = parse(text, where, filename=path)
                 key = (reg.remote_type, reg.remote_address)
                 remote = remotes.get(key) or remotes.setdefault(key, get_remote(*key))
             except ModelFilerError as exc:

@@ -16,9 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_filer.discovery import remote_type_of
 from model_filer.errors import ModelFilerError
-from model_filer.files import MODEL_SUFFIX
+from model_filer.files import MODEL_SUFFIX, remote_type_of
 from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths, toplevel
 from model_filer.registry import Registry, parse
 from model_filer.remotes import available_types
@@ -44,7 +43,7 @@ def _working_tree_registries(paths: Sequence[str]) -> dict[str, Registry]:
     for path, text in _from_disk(paths, top).items():
         if text is not None:
             with contextlib.suppress(ModelFilerError):
-                registries[path] = parse(text, path)
+                registries[path] = parse(text, path, filename=path)
     return registries
 
 
@@ -94,7 +93,7 @@ def check(paths: Sequence[str]) -> list[str]:
         if text is None:
             continue
         try:
-            registries[path] = parse(text, path)
+            registries[path] = parse(text, path, filename=path)
         except ModelFilerError as exc:
             if path in registry_paths:
                 problems.append(f"{exc}")

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .discovery import filer_for, find_registries, registries_in, remote_type_of
+from .discovery import filer_for, find_registries, registries_in
 from .errors import ModelFilerError
 from .filer import Filer
+from .files import remote_type_of
 from .hashing import HashCache
 
 USER_ERROR = 2
@@ -44,7 +45,7 @@ def _registry(folder: str, remote_type: str | None) -> Path:
         )
     if len(found) > 1:
         raise ModelFilerError(
-            f"{path} holds {len(found)} registries; pick one with --remote-type "
+            f"{path} holds {len(found)} registries. Pass --remote-type to pick one "
             f"({', '.join(str(remote_type_of(p.name)) for p in found)})."
         )
     return found[0]
@@ -56,9 +57,9 @@ def _filer(args: argparse.Namespace) -> Filer:
 
 def _names(args: argparse.Namespace, verb: str) -> list[str] | None:
     if args.all and args.names:
-        raise ModelFilerError(f"Give model names or --all to {verb}, not both.")
+        raise ModelFilerError(f"Pass either model names or --all to {verb}, not both.")
     if not args.all and not args.names:
-        raise ModelFilerError(f"Name the models to {verb}, or pass --all.")
+        raise ModelFilerError(f"Pass the names of the models to {verb}, or --all.")
     return None if args.all else list(args.names)
 
 
@@ -110,12 +111,15 @@ def cmd_rm(args: argparse.Namespace) -> int:
     filer = _filer(args)
     if args.locals:
         if args.names or args.remote:
-            raise ModelFilerError("rm --locals takes no names and no --remote.")
+            raise ModelFilerError(
+                "rm --locals removes every local model: run `model-filer rm --locals` alone, "
+                "without names or --remote."
+            )
         removed = filer.remove_locals()
         print(f"Removed {len(removed)} local model(s): {', '.join(removed) or 'none'}.")
         return 0
     if not args.names:
-        raise ModelFilerError("Name the models to remove, or pass --locals.")
+        raise ModelFilerError("Pass the names of the models to remove, or --locals.")
     for name in args.names:
         filer.remove(name, remove_remote=args.remote)
     print(f"Removed {', '.join(args.names)}{' and their remote objects' if args.remote else ''}.")
@@ -159,18 +163,21 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_registry(args: argparse.Namespace) -> int:
-    from .files import write_bytes_atomic
     from .merge import merge_texts
 
-    ours_path = Path(args.ours)
+    paths = [Path(args.base), Path(args.ours), Path(args.theirs)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ModelFilerError(
+            f"merge-registry: no such file {', '.join(missing)}. Git runs this driver as "
+            "`model-filer merge-registry %O %A %B %P`; set it up with "
+            "`model-filer install-hooks --merge-driver-only`."
+        )
     where = args.path or "registry"
-    result = merge_texts(
-        Path(args.base).read_bytes(),
-        ours_path.read_bytes(),
-        Path(args.theirs).read_bytes(),
-        where,
-    )
-    write_bytes_atomic(ours_path, ours_path.parent, result.registry.dumps(), "merge")
+    base, ours, theirs = (p.read_bytes() for p in paths)
+    result = merge_texts(base, ours, theirs, where)
+    # %A is git's own temp file: git reads the merge result from it.
+    paths[1].write_bytes(result.registry.dumps())
     if result.conflicts:
         print(
             f"model-filer: {where}: {', '.join(result.conflicts)} changed differently on both "

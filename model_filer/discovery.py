@@ -7,15 +7,14 @@ is in the file's name and the address inside it.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ModelFilerError, RegistryError
 from .filer import Filer
+from .files import remote_type_of
 from .registry import Registry, read
 
-REGISTRY_RE = re.compile(r"(?:^|/)\.([a-z0-9]+)_registry$")
 _SKIP_DIRS = {
     ".git",
     ".model_filer",
@@ -28,12 +27,6 @@ _SKIP_DIRS = {
     ".ruff_cache",
     ".pytest_cache",
 }
-
-
-def remote_type_of(path: str | Path) -> str | None:
-    """The remote type a registry file's name says (``.s3_registry`` -> ``s3``), else None."""
-    match = REGISTRY_RE.search(Path(path).as_posix())
-    return match.group(1) if match else None
 
 
 def find_registries(root: Path) -> Iterator[Path]:

@@ -26,6 +26,10 @@ class ModelExistsError(ModelFilerError):
     """A ``local`` entry of that name exists and ``overwrite`` was not asked for."""
 
 
+class SerializationError(ModelFilerError):
+    """The model cannot be pickled."""
+
+
 class ImmutableEntryError(ModelFilerError):
     """A ``synced`` entry cannot be overwritten."""
 

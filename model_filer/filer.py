@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from .errors import (
     VersionMismatchWarning,
 )
 from .files import (
+    INTERNAL_DIR,
     MODEL_SUFFIX,
     ensure_gitignore,
     folder_lock,
@@ -35,6 +37,7 @@ from .progress import byte_bar, count_bar
 from .registry import Entry, Registry, RegistryFile
 from .remotes import Remote, get_remote
 
+_STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
 DEFAULT_JOBS = 16  # transfers are network-bound: overlap round trips, not CPU
 
 
@@ -113,15 +116,24 @@ class Filer:
     def _recover(self, reg: Registry) -> None:
         """Finish or roll back a dump that a killed process left half done (lock held)."""
         remove_dead_temps(self.local_dir)
-        staged_dir = self.local_dir / ".model_filer" / "staged"
+        staged_dir = internal_dir(self.local_dir) / "staged"
         with contextlib.suppress(FileNotFoundError):
             for staged in staged_dir.iterdir():
-                name, _, sha = staged.name.rpartition(".")
-                entry = reg.entries.get(name)
-                if entry is not None and entry.sha256 == sha:
+                match = _STAGED_RE.fullmatch(staged.name)
+                if match is None:
+                    continue  # not ours: never delete what we did not write
+                entry = reg.entries.get(match["name"])
+                if entry is not None and entry.sha256 == match["sha"]:
                     self._install(staged, entry)
                 else:
                     staged.unlink()
+
+    def _interrupted(self) -> bool:
+        """Whether a dump may be half done (a staged file waits): recovery must run first."""
+        try:
+            return bool(os.listdir(self.local_dir / INTERNAL_DIR / "staged"))
+        except OSError:
+            return False
 
     def _install(self, src: Path, entry: Entry, cache: HashCache | None = None) -> None:
         """Rename verified bytes into place and remember them (saved now, or by the caller)."""
@@ -148,7 +160,8 @@ class Filer:
         if entry is None:
             raise UnknownModelError(
                 f"No model {name!r} in {self.registry_path}. "
-                f"Known: {', '.join(sorted(reg.entries)) or 'none'}. See filer.show_files()."
+                f"Known: {', '.join(sorted(reg.entries)) or 'none'}. "
+                "Run filer.show_files() or `model-filer status` to list them."
             )
         return entry
 
@@ -278,7 +291,9 @@ class Filer:
         # if the verified-hash cache vouches for the very descriptor we opened.
         remove_dead_temps(self.local_dir)  # one listdir; no lock needed for the dead's files
         entry = self._read().entries.get(name)
-        fh = self._open_current(entry, HashCache(self.local_dir), rehash=False) if entry else None
+        fh = None
+        if entry is not None and not self._interrupted():
+            fh = self._open_current(entry, HashCache(self.local_dir), rehash=False)
         if fh is None:
             entry = self._entry(name)  # locked: finishes an interrupted dump first
             fh = self.open(entry)
@@ -461,7 +476,8 @@ class Filer:
             if unknown:
                 raise UnknownModelError(
                     f"No model(s) {', '.join(unknown)} in "
-                    f"{self.registry_path}. See filer.show_files()."
+                    f"{self.registry_path}. "
+                    "Run filer.show_files() or `model-filer status` to list them."
                 )
             wanted = [entries[n] for n in names]
         cache = HashCache(self.local_dir)
@@ -558,7 +574,7 @@ class Filer:
             if entry is None:
                 raise UnknownModelError(
                     f"No model {name!r} in {self.registry_path}; "
-                    "nothing removed. See filer.show_files()."
+                    "nothing removed. Run filer.show_files() or `model-filer status` to list them."
                 )
             self._drop(reg, entry, remove_remote, cache)
         cache.save()

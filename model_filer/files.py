@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from .errors import ModelFilerError
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -22,9 +25,18 @@ MODEL_SUFFIX = ".pkl"
 GITIGNORE_TEXT = (
     "# Written by model_filer: commit the registry file, not the models.\n"
     f"*{MODEL_SUFFIX}\n"
-    f"{INTERNAL_DIR}/\n"
+    f"{INTERNAL_DIR}\n"  # no trailing slash: a file or symlink of that name is ignored too
 )
 _HOST = os.uname().nodename.replace("-", "_")[:40] or "host"
+
+
+REGISTRY_RE = re.compile(r"(?:^|/)\.([a-z0-9]+)_registry$")
+
+
+def remote_type_of(path: str | os.PathLike[str]) -> str | None:
+    """The remote type a registry file's name says (``.s3_registry`` -> ``s3``), else None."""
+    match = REGISTRY_RE.search(Path(path).as_posix())
+    return match.group(1) if match else None
 
 
 def registry_filename(remote_type: str) -> str:
@@ -33,16 +45,30 @@ def registry_filename(remote_type: str) -> str:
 
 
 def internal_dir(local_dir: Path) -> Path:
-    """The folder of locks, temp files and the hash cache; created on demand."""
+    """The folder of locks, temp files and the hash cache; created on demand.
+
+    A symlink there (committed by someone, since git tracks links) is refused: following it
+    would write, and clean up, outside the model folder.
+    """
     path = local_dir / INTERNAL_DIR
+    if path.is_symlink():
+        raise ModelFilerError(
+            f"{path} is a symbolic link; model_filer will not write through it. Remove it "
+            f"(`git rm --cached {path}` and `rm {path}`), then retry."
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def owned_temp_name(purpose: str) -> str:
+    """A fresh temp file name tagged with this host and process, so cleanup can tell whether
+    its owner is still alive (:func:`remove_dead_temps_in`)."""
+    return f"{_HOST}-{os.getpid()}-{os.urandom(4).hex()}.{purpose}.tmp"
+
+
 def temp_path(local_dir: Path, purpose: str) -> Path:
     """A fresh temp file path owned by this process, beside its final place's filesystem."""
-    tag = f"{_HOST}-{os.getpid()}-{os.urandom(4).hex()}"
-    return internal_dir(local_dir) / "tmp" / f"{tag}.{purpose}.tmp"
+    return internal_dir(local_dir) / "tmp" / owned_temp_name(purpose)
 
 
 def folder_lock(local_dir: Path, name: str) -> FileLock:
@@ -87,15 +113,19 @@ def _owner_alive(name: str) -> bool:
 
 
 def remove_dead_temps(local_dir: Path) -> int:
-    """Delete temp files whose owning process on this host is gone; return how many."""
-    tmp_dir = local_dir / INTERNAL_DIR / "tmp"
+    """Delete the model folder's temp files whose owner on this host is gone."""
+    return remove_dead_temps_in(local_dir / INTERNAL_DIR / "tmp")
+
+
+def remove_dead_temps_in(tmp_dir: Path) -> int:
+    """Delete ``*.tmp`` files in ``tmp_dir`` whose owning process on this host is gone."""
     removed = 0
     try:
         names = os.listdir(tmp_dir)
     except OSError:  # none yet, or a folder we cannot read: nothing of ours to clean
         return 0
     for name in names:
-        if not _owner_alive(name):
+        if name.endswith(".tmp") and not _owner_alive(name):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_dir / name)
                 removed += 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .discovery import remote_type_of
 from .errors import ModelFilerError
+from .files import remote_type_of
 from .gitblobs import read_blobs
 
 NULL_REF = "0" * 40

@@ -7,6 +7,7 @@ and hashes are checked here so no path can leave the model folder or the remote 
 from __future__ import annotations
 
 import re
+import reprlib
 
 from .errors import InvalidNameError
 
@@ -24,6 +25,17 @@ _WINDOWS_RESERVED = {
     *(f"lpt{i}" for i in range(10)),
 }
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel = 2
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 4
+
+
+def show(value: object) -> str:
+    """A short repr for messages: a hostile registry can hold megabytes in one field."""
+    return _SHOW.repr(value)
+
+
 NAME_RULE = "1-128 characters: letters, digits and _ . + - (starting with a letter or digit)"
 
 
@@ -34,10 +46,10 @@ def check_name(name: object) -> str:
             f"Model name must be a string, got {type(name).__name__}. Use {NAME_RULE}."
         )
     if not _NAME_RE.fullmatch(name) or ".." in name or name.endswith("."):
-        raise InvalidNameError(f"Invalid model name {name!r}. Use {NAME_RULE}.")
+        raise InvalidNameError(f"Invalid model name {show(name)}. Use {NAME_RULE}.")
     if name.split(".")[0].lower() in _WINDOWS_RESERVED:
         raise InvalidNameError(
-            f"Invalid model name {name!r}: a reserved device name on Windows. Choose another."
+            f"Invalid model name {name!r}: a reserved device name on Windows. Use another name."
         )
     return name
 
@@ -45,7 +57,9 @@ def check_name(name: object) -> str:
 def check_sha256(value: object, where: str) -> str:
     """Return ``value`` if it is a lower-case hex sha256, else raise."""
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
-        raise InvalidNameError(f"{where}: sha256 must be 64 lower-case hex digits, got {value!r}.")
+        raise InvalidNameError(
+            f"{where}: sha256 must be 64 lower-case hex digits, got {show(value)}."
+        )
     return value
 
 
@@ -57,12 +71,12 @@ def check_key(key: object, where: str) -> str:
     the remote folder.
     """
     if not isinstance(key, str) or not 0 < len(key) <= 1024:
-        raise InvalidNameError(f"{where}: object key must be a non-empty string, got {key!r}.")
+        raise InvalidNameError(f"{where}: object key must be a non-empty string, got {show(key)}.")
     segments = key.split("/")
     for segment in segments:
         if segment in (".", "..") or not _KEY_SEGMENT_RE.fullmatch(segment):
             raise InvalidNameError(
-                f"{where}: unsafe object key {key!r}: keys are relative paths of plain "
+                f"{where}: unsafe object key {show(key)}: keys are relative paths of plain "
                 "segments. Fix the registry entry or run `git checkout` on the registry file."
             )
     return key

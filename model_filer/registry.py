@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidNameError, RegistryError
-from .files import folder_lock, registry_filename, write_bytes_atomic
-from .names import check_key, check_name, check_sha256
+from .files import folder_lock, registry_filename, remote_type_of, write_bytes_atomic
+from .names import check_key, check_name, check_sha256, show
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -120,7 +120,7 @@ def _field(data: dict[str, Any], key: str, kind: type, where: str, required: boo
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise RegistryError(
-            f"{where}: field {key!r} must be {kind.__name__}, got {value!r}. {_FIX}"
+            f"{where}: field {key!r} must be {kind.__name__}, got {show(value)}. {_FIX}"
         )
     return value
 
@@ -130,7 +130,7 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         check_name(name)
     except InvalidNameError as exc:
         raise RegistryError(f"{where}: {exc} {_FIX}") from None
-    here = f"{where}: entry {name!r}"
+    here = f"{where}: entry {show(name)}"
     if not isinstance(data, dict):
         raise RegistryError(f"{here} must be a mapping of fields. {_FIX}")
     unknown = set(data) - set(_ENTRY_FIELDS)
@@ -141,7 +141,7 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         )
     state = _field(data, "state", str, here)
     if state not in STATES:
-        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {state!r}. {_FIX}")
+        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {show(state)}. {_FIX}")
     size = _field(data, "size", int, here)
     if not 0 <= size <= MAX_MODEL_BYTES:
         raise RegistryError(f"{here}: size {size} is out of range (0 to 1 PiB). {_FIX}")
@@ -174,8 +174,14 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
     )
 
 
-def parse(text: bytes, where: str, loader: type[Any] | None = None) -> Registry:
-    """Parse and validate a registry's bytes; raise :class:`RegistryError` on anything odd."""
+def parse(
+    text: bytes, where: str, loader: type[Any] | None = None, filename: str | None = None
+) -> Registry:
+    """Parse and validate a registry's bytes; raise :class:`RegistryError` on anything odd.
+
+    ``filename`` (the file's path) must then name the remote type the content records:
+    a ``.local_registry`` that says ``s3`` is refused, not trusted.
+    """
     if len(text) > MAX_REGISTRY_BYTES:
         raise RegistryError(
             f"{where}: {len(text)} bytes is too large for a registry "
@@ -200,7 +206,7 @@ def parse(text: bytes, where: str, loader: type[Any] | None = None) -> Registry:
         raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
     if type(doc.get("format")) is not int or doc["format"] != FORMAT_VERSION:
         raise RegistryError(
-            f"{where}: unsupported registry format {doc.get('format')!r} "
+            f"{where}: unsupported registry format {show(doc.get('format'))} "
             f"(this model_filer reads {FORMAT_VERSION}). "
             "Upgrade with `pip install -U ds-model-filer`."
         )
@@ -210,6 +216,12 @@ def parse(text: bytes, where: str, loader: type[Any] | None = None) -> Registry:
     models = doc.get("models") or {}
     if not isinstance(models, dict):
         raise RegistryError(f"{where}: 'models' must be a mapping. Restore it from git.")
+    named = remote_type_of(filename) if filename else None
+    if named is not None and named != rtype:
+        raise RegistryError(
+            f"{where}: records remote type {show(rtype)} but its name is for {named!r}. "
+            "Restore it with `git checkout -- <file>`."
+        )
     entries = {name: _parse_entry(name, data, where) for name, data in models.items()}
     return Registry(remote_type=rtype, remote_address=address, entries=entries)
 
@@ -231,7 +243,7 @@ def read(path: Path) -> Registry | None:
     memo = _PARSED.get(str(path))
     if memo is not None and memo[0] == text:
         return memo[1].copy()
-    reg = parse(text, str(path))
+    reg = parse(text, str(path), filename=str(path))
     _PARSED[str(path)] = (text, reg.copy())
     return reg
 
@@ -249,13 +261,7 @@ class RegistryFile:
         return folder_lock(self.local_dir, "registry")
 
     def read(self) -> Registry | None:
-        reg = read(self.path)
-        if reg is not None and reg.remote_type != self.remote_type:
-            raise RegistryError(
-                f"{self.path}: records remote type {reg.remote_type!r} but its "
-                f"name is for {self.remote_type!r}. Restore it from git."
-            )
-        return reg
+        return read(self.path)
 
     def write(self, reg: Registry) -> None:
         data = reg.dumps()

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import IO, Any
 
-from .errors import RegistryError
+from .errors import RegistryError, SerializationError
 from .hashing import HashingWriter
 
 PROTOCOL = 5  # protocol 4 (3.11's default) copies every numpy buffer; 5 writes them in place
@@ -20,6 +20,12 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     writer = HashingWriter(fh)
     try:
         pickle.Pickler(writer, protocol=PROTOCOL).dump(model)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise SerializationError(
+            f"Cannot pickle {type(model).__name__}: {exc}. Use classes and functions defined "
+            "at module level (not lambdas or local classes), or drop the unpicklable parts "
+            "(open files, locks, connections) before dump."
+        ) from exc
     finally:
         sha256 = writer.hexdigest()  # also ends the hashing thread when pickling fails
     return sha256, writer.size

@@ -25,10 +25,12 @@ def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool =
     # constructing every key twice (`a` and `"a"` collide, as they should).
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            key = key_node.value
-        else:
-            key = repr(loader.construct_object(key_node, deep=True))
+        if not isinstance(key_node, yaml.ScalarNode):
+            # Never built: an alias bomb used as a key would cost exponential time.
+            raise yaml.constructor.ConstructorError(
+                None, None, "mapping keys must be plain scalars", key_node.start_mark
+            )
+        key = key_node.value
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark

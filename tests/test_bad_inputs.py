@@ -191,17 +191,6 @@ def _unknown_serializer(ctx: Ctx) -> None:
     filer.load("m")
 
 
-BUG_NO_HINT = "bug: the message says what is wrong but not what to do (no command or action)"
-BUG_PICKLING = (
-    "bug: dumping an unpicklable object raises pickle.PicklingError/AttributeError, "
-    "not a ModelFilerError (serializers.dump does not wrap it)"
-)
-
-
-def xfail(case: Any, reason: str, *args: Any, id: str) -> Any:
-    return pytest.param(case, *args, id=id, marks=pytest.mark.xfail(reason=reason, strict=True))
-
-
 API_CASES = [
     pytest.param(
         lambda c: Filer(c.models, c.remote, "gcs"),
@@ -222,9 +211,8 @@ API_CASES = [
         mf.InvalidNameError,
         id="s3-prefix-dotdot",
     ),
-    xfail(
+    pytest.param(
         lambda c: Filer(c.models, 42),
-        BUG_NO_HINT,
         mf.InvalidNameError,
         id="s3-address-not-a-string",
     ),
@@ -240,9 +228,8 @@ API_CASES = [
         lambda c: c.filer().dump(1, ".hidden"), mf.InvalidNameError, id="name-leading-dot"
     ),
     pytest.param(lambda c: c.filer().dump(1, "a\0b"), mf.InvalidNameError, id="name-with-nul"),
-    xfail(
+    pytest.param(
         lambda c: c.filer().dump(1, "con"),
-        BUG_NO_HINT,
         mf.InvalidNameError,
         id="name-windows-device",
     ),
@@ -257,36 +244,31 @@ API_CASES = [
         id="dump-over-synced",
     ),
     pytest.param(_unregistered_file, mf.ModelExistsError, id="dump-over-unregistered-file"),
-    xfail(
+    pytest.param(
         lambda c: c.filer().dump(lambda x: x, "m"),
-        BUG_PICKLING,
         mf.ModelFilerError,
         id="dump-unpicklable",
     ),
-    xfail(
+    pytest.param(
         lambda c: _dump_then(c, lambda f: f.load("other")),
-        BUG_NO_HINT,
         mf.UnknownModelError,
         id="load-unknown",
     ),
     pytest.param(_local_only_in_a_clone, mf.LocalOnlyError, id="load-local-only-model-in-a-clone"),
     pytest.param(_changed_after_dump, mf.IntegrityError, id="load-file-changed-after-dump"),
-    xfail(
+    pytest.param(
         lambda c: _dump_then(c, lambda f: f.push("other")),
-        BUG_NO_HINT,
         mf.UnknownModelError,
         id="push-unknown",
     ),
     pytest.param(_file_deleted_then_push, mf.LocalOnlyError, id="push-file-deleted"),
-    xfail(
+    pytest.param(
         lambda c: _dump_then(c, lambda f: f.remove("other")),
-        BUG_NO_HINT,
         mf.UnknownModelError,
         id="remove-unknown",
     ),
-    xfail(
+    pytest.param(
         lambda c: _dump_then(c, lambda f: f.pull(["other"])),
-        BUG_NO_HINT,
         mf.UnknownModelError,
         id="pull-unknown",
     ),
@@ -343,9 +325,8 @@ def _cli_world(ctx: Ctx) -> Path:
 
 CLI_CASES = [
     pytest.param(lambda c: ["push", "--dir", str(_cli_world(c))], id="push-without-names"),
-    xfail(
+    pytest.param(
         lambda c: ["pull", "--dir", str(_cli_world(c)), "--all", "m"],
-        BUG_NO_HINT,
         id="pull-names-and-all",
     ),
     pytest.param(lambda c: ["pull", "--dir", str(c.tmp), "--all"], id="dir-without-registry"),
@@ -353,15 +334,12 @@ CLI_CASES = [
         lambda c: ["status", str(c.tmp / "none" / ".local_registry")],
         id="status-of-a-missing-registry",
     ),
-    xfail(lambda c: ["rm", "--dir", str(_cli_world(c))], BUG_NO_HINT, id="rm-without-names"),
-    xfail(
+    pytest.param(lambda c: ["rm", "--dir", str(_cli_world(c))], id="rm-without-names"),
+    pytest.param(
         lambda c: ["rm", "--dir", str(_cli_world(c)), "--locals", "m"],
-        BUG_NO_HINT,
         id="rm-locals-with-names",
     ),
-    xfail(
-        lambda c: ["pull", "--dir", str(_cli_world(c)), "nope"], BUG_NO_HINT, id="pull-unknown-name"
-    ),
+    pytest.param(lambda c: ["pull", "--dir", str(_cli_world(c)), "nope"], id="pull-unknown-name"),
     pytest.param(lambda c: ["push", "--dir", str(c.tmp / "file.txt"), "--all"], id="dir-is-a-file"),
     pytest.param(
         lambda c: ["push", "--dir", str(c.registry("format: [")), "--all"],
@@ -382,9 +360,8 @@ CLI_CASES = [
         ],
         id="push-to-a-missing-remote-folder",
     ),
-    xfail(
+    pytest.param(
         lambda c: ["merge-registry", str(c.tmp / "a"), str(c.tmp / "b"), str(c.tmp / "c")],
-        BUG_NO_HINT,
         id="merge-registry-missing-files",
     ),
 ]
@@ -396,7 +373,7 @@ def _two_registries(ctx: Ctx) -> list[str]:
     return ["pull", "--dir", str(ctx.models), "--all"]
 
 
-CLI_CASES.append(xfail(_two_registries, BUG_NO_HINT, id="dir-with-two-registries"))
+CLI_CASES.append(pytest.param(_two_registries, id="dir-with-two-registries"))
 
 
 @pytest.mark.parametrize("argv", CLI_CASES)

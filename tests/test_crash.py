@@ -331,11 +331,6 @@ def test_kill_during_dump_with_overwrite(tmp_path, remote, kill_counts):
     assert sum(outcomes[k] for k in MID_WRITE) > 0
 
 
-@pytest.mark.xfail(
-    reason="bug: load's lock-free fast path runs no recovery, so the staged copy of a dump "
-    "killed before its registry write (a whole model's bytes) stays until the next write",
-    strict=True,
-)
 def test_a_load_after_a_killed_dump_removes_its_staged_copy(tmp_path, remote):
     filer = Filer(tmp_path / "models", str(remote), "local")
     filer.dump(model(0), "m")
@@ -420,11 +415,6 @@ def test_kill_during_push_to_a_local_remote(tmp_path, remote, kill_counts):
     print(f"\nlocal push kills: {dict(outcomes)}; temp files left on the remote: {len(debris)}")
 
 
-@pytest.mark.xfail(
-    reason="bug: LocalRemote.upload names its temp file .<sha>.pkl.<pid>.tmp in the remote "
-    "folder and nothing ever removes it after a crash (nor tells hosts with equal pids apart)",
-    strict=True,
-)
 def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path, remote):
     filer = Filer(tmp_path / "models", str(remote), "local")
     filer.dump(model(0, MB), "m")

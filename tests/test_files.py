@@ -20,7 +20,7 @@ from model_filer.files import (
     write_bytes_atomic,
 )
 
-REQUIRED = ["*.pkl", ".model_filer/"]
+REQUIRED = ["*.pkl", ".model_filer"]
 
 
 def test_registry_filename():

@@ -87,19 +87,6 @@ def hundred_mb_of_comments(ctx: Ctx) -> bytes:
     return registry(ctx, entry()) + line * (100 * MB // len(line))
 
 
-BUG_KEY_BOMB = (
-    "bug: yamlio._no_duplicates builds and repr()s every non-scalar mapping key, so a "
-    "500-byte alias bomb used as a key costs time and memory exponential in its depth"
-)
-BUG_UNBOUNDED = (
-    "bug: registry error messages embed repr() of hostile values unbounded: an alias bomb "
-    "or a huge value turns into a multi-MB message (and a 1 KB bomb into GBs)"
-)
-BUG_TYPE_MISMATCH = (
-    "bug: no-local-models accepts a .local_registry that records type s3 (it calls "
-    "registry.parse, not the file-name type check of RegistryFile.read)"
-)
-
 #: id -> registry bytes; the hostile inputs of issue item 5.
 CASES: dict[str, Callable[[Ctx], bytes]] = {
     "python-object-apply-tag": lambda c: registry(
@@ -151,20 +138,6 @@ CASES: dict[str, Callable[[Ctx], bytes]] = {
         c, entry(), remote="\n  type: s3\n  address: s3://some-bucket/models"
     ),
 }
-XFAIL = {
-    "alias-bomb": BUG_UNBOUNDED,
-    "huge-value-in-a-field": BUG_UNBOUNDED,
-}
-HOOK_XFAIL = {**XFAIL, "remote-type-contradicts-the-file-name": BUG_TYPE_MISMATCH}
-
-
-def params(xfails: dict[str, str]) -> list[object]:
-    return [
-        pytest.param(case, marks=pytest.mark.xfail(reason=xfails[case], strict=True))
-        if case in xfails
-        else case
-        for case in CASES
-    ]
 
 
 def snapshot(root: Path, skip: tuple[Path, ...]) -> dict[str, int]:
@@ -195,7 +168,7 @@ def ctx(tmp_path: Path) -> Ctx:
 
 
 # -- the library and the CLI ---------------------------------------------------------------------
-@pytest.mark.parametrize("case", params(XFAIL))
+@pytest.mark.parametrize("case", list(CASES))
 def test_the_library_and_the_cli_refuse_it(case, ctx, tmp_path, capsys):
     folder = tmp_path / "deep" / "er" / "models"
     folder.mkdir(parents=True)
@@ -285,7 +258,7 @@ def run_hooks(repo: Path, monkeypatch, capsys) -> dict[str, tuple[int, str]]:
     return results
 
 
-@pytest.mark.parametrize("case", params(HOOK_XFAIL))
+@pytest.mark.parametrize("case", list(CASES))
 def test_every_hook_refuses_it(case, ctx, repo, tmp_path, monkeypatch, capsys):
     folder = repo / "models"
     folder.mkdir()
@@ -305,7 +278,6 @@ def test_every_hook_refuses_it(case, ctx, repo, tmp_path, monkeypatch, capsys):
         check_message(output, REGISTRY)
 
 
-@pytest.mark.xfail(reason=BUG_KEY_BOMB, strict=True)
 def test_an_alias_bomb_as_a_mapping_key_costs_neither_time_nor_memory(tmp_path):
     # 381 bytes; depth 5 stands for 100,000 strings (depth 9, 10**9 of them, would take hours
     # and all the memory there is). Allocations are measured with tracemalloc.
@@ -348,12 +320,6 @@ def test_a_committed_model_file_symlink_is_replaced_not_followed(repo, ctx, tmp_
     assert Filer(repo / "models", ctx.address, "local").load("m") == {"w": 1}
 
 
-@pytest.mark.xfail(
-    reason="bug: a committed `.model_filer` symlink (the .gitignore pattern `.model_filer/` "
-    "matches directories only) makes model_filer write locks, temp files and hashes.json "
-    "into its target, and recovery deletes the files of <target>/staged",
-    strict=True,
-)
 def test_a_committed_internal_folder_symlink_is_not_followed(repo, ctx, tmp_path):
     from model_filer_hooks.prefetch_models import main as prefetch
 

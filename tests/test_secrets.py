@@ -217,12 +217,6 @@ def test_credentials_echoed_by_the_store_are_scrubbed(
     assert_no_secret(texts + registry_texts(repo / "models"), TOKEN)
 
 
-@pytest.mark.xfail(
-    reason="bug: remotes/s3.py scrub() removes only the AWS_SECRET_ACCESS_KEY and "
-    "AWS_SESSION_TOKEN environment values; a token from a profile or credentials file "
-    "(or SSO, instance role) echoed in a store's error message reaches the exception and CLI",
-    strict=True,
-)
 def test_credentials_from_a_profile_echoed_by_the_store_are_scrubbed(
     tmp_path, s3_env, s3_address, echoing, monkeypatch, capsys
 ):

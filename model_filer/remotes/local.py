@@ -13,6 +13,7 @@ from ..errors import (
     RemoteError,
     RemoteObjectMissingError,
 )
+from ..files import owned_temp_name, remove_dead_temps_in
 from ..hashing import CHUNK
 from . import Progress, Remote, Sink
 
@@ -67,9 +68,10 @@ class LocalRemote(Remote):
         dest = self._path(key)
         if dest.is_file() and dest.stat().st_size == src.stat().st_size:
             return  # keys embed the sha256: same key, same bytes
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp = dest.with_name(owned_temp_name("upload"))
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps_in(dest.parent)  # left by a push killed mid-copy
             _copy(src, tmp, progress)
             os.replace(tmp, dest)
         except OSError as exc:

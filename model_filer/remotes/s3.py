@@ -46,7 +46,10 @@ _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 def parse_address(address: str) -> tuple[str, str]:
     """Split ``s3://bucket/prefix``, ``bucket/prefix`` or ``bucket`` into bucket and prefix."""
     if not isinstance(address, str):
-        raise InvalidNameError(f"An S3 address must be a string, got {type(address).__name__}.")
+        raise InvalidNameError(
+            f"An S3 address must be a string, got {type(address).__name__}. "
+            "Use 's3://bucket/prefix', 'bucket/prefix' or 'bucket'."
+        )
     rest = address[5:] if address.startswith("s3://") else address
     bucket, _, prefix = rest.strip().partition("/")
     prefix = prefix.strip("/")
@@ -61,12 +64,21 @@ def parse_address(address: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _secrets() -> list[str]:
-    return [
-        v
-        for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-        if len(v := os.environ.get(k, "")) >= 8
-    ]
+# Secrets of the credentials our clients resolved (profile, SSO, role...), beside the
+# environment's: a store may echo any of them back in an error message.
+_RESOLVED_SECRETS: set[str] = set()
+
+
+def _secrets() -> set[str]:
+    from_env = {os.environ.get(k, "") for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    return {v for v in from_env | _RESOLVED_SECRETS if len(v) >= 8}
+
+
+def _remember_secrets(session: Any) -> None:
+    credentials = session.get_credentials()
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        _RESOLVED_SECRETS.update(v for v in (frozen.secret_key, frozen.token) if v)
 
 
 def scrub(text: str) -> str:
@@ -109,7 +121,14 @@ class S3Remote(Remote):
                     read_timeout=NETWORK["read_timeout"],
                     max_pool_connections=64,
                 )
-                self._client = boto3.session.Session().client("s3", config=config)
+                from botocore.exceptions import BotoCoreError
+
+                try:
+                    session = boto3.session.Session()
+                    _remember_secrets(session)
+                    self._client = session.client("s3", config=config)
+                except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
+                    raise self._error(exc, "connect to", None) from None
             return self._client
 
     def _manager(self, kind: str) -> Any:
@@ -154,6 +173,13 @@ class S3Remote(Remote):
         from botocore import exceptions as bex
 
         where = self.url(key) if key else self.address
+        if isinstance(exc, RemoteError):
+            return exc  # already ours (e.g. raised while building the client)
+        if isinstance(exc, bex.ProfileNotFound):
+            return CredentialsError(
+                f"{scrub(str(exc))}. Set AWS_PROFILE to a profile in ~/.aws/config, or unset "
+                "it and use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+            )
         if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
             return CredentialsError(
                 f"No AWS credentials found to {action} {where}. Set AWS_ACCESS_KEY_ID and "
