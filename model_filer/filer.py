@@ -329,7 +329,7 @@ class Filer:
             # Hash in a thread of its own, off the transfer's single writer thread.
             sink = HashingWriter(fh, offload_bytes=0)
             try:
-                self.remote.download(entry.key, sink, progress)
+                self.remote.download(entry.key, sink, progress, entry.size)
             finally:
                 sha = sink.hexdigest()  # also stops the hashing thread on failure
         return sink.size, sha

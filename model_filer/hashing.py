@@ -18,6 +18,7 @@ from typing import IO, Any
 from .files import folder_lock, write_bytes_atomic
 
 CHUNK = 8 * 1024 * 1024
+QUEUE_CHUNKS = 32  # chunks waiting for the hashing thread (32 x 256 KiB for a download)
 _SMALL = 1 << 20  # below this, hashing inline is cheaper than a hand-off to the thread
 
 
@@ -49,7 +50,9 @@ class HashingWriter:
         self._fh = fh
         self._offload = offload_bytes  # writes this large or larger are hashed in the thread
         self._digest = hashlib.sha256()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Bounded: when hashing falls behind, writers wait instead of piling up buffers
+        # (a download's chunks are fresh bytes: an unbounded queue is unbounded memory).
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._thread: threading.Thread | None = None
         self.size = 0
 

@@ -65,8 +65,13 @@ class Remote(ABC):
         """Store ``src`` under ``key``; a key already holding those bytes is left as is."""
 
     @abstractmethod
-    def download(self, key: str, sink: Sink, progress: Progress | None) -> None:
-        """Write the object's bytes, in order, to ``sink`` (the caller verifies them)."""
+    def download(
+        self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
+    ) -> None:
+        """Write the object's bytes, in order, to ``sink`` (the caller verifies them).
+
+        ``size``, what the registry expects, only helps pick the cheapest way to fetch.
+        """
 
     @abstractmethod
     def size_of(self, key: str) -> int | None:

@@ -83,7 +83,9 @@ class LocalRemote(Remote):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def download(self, key: str, sink: Sink, progress: Progress | None) -> None:
+    def download(
+        self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
+    ) -> None:
         self._require_root()
         try:
             with open(self._path(key), "rb") as fin:

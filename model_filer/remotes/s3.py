@@ -8,6 +8,7 @@ bounded memory); botocore retries transient faults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -27,6 +28,8 @@ from ..names import check_key
 from . import NETWORK, Progress, Remote, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
+SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
+STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s3transfer)
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MB = 1024 * 1024
 _CRED_CODES = {
@@ -272,17 +275,50 @@ class S3Remote(Remote):
         )
         self._call("upload to", key, future.result)
 
-    def download(self, key: str, sink: Sink, progress: Progress | None) -> None:
-        # A non-seekable sink makes s3transfer write parts in order (deduplicating what a
-        # retried part re-sends), so the caller hashes while the transfer runs.
-        future = self._manager("download").download(
-            self.bucket, self._full_key(key), sink, subscribers=self._subscribers(progress)
-        )
+    def download(
+        self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
+    ) -> None:
         try:
+            small = size is not None and size <= SMALL_OBJECT
+            if small and self._call("download", key, self._get_small, key, sink, progress, size):
+                return
+            # A non-seekable sink makes s3transfer write parts in order (deduplicating what
+            # a retried part re-sends), so the caller hashes while the transfer runs.
+            future = self._manager("download").download(
+                self.bucket, self._full_key(key), sink, subscribers=self._subscribers(progress)
+            )
             self._call("download", key, future.result)
         except RemoteObjectMissingError:
             self._check_bucket()  # a missing bucket also answers 404 to HEAD
             raise
+
+    def _get_small(self, key: str, sink: Sink, progress: Progress | None, size: int) -> bool:
+        """Fetch a small object with one GET (s3transfer would add a HEAD round trip, which
+        doubles the time of pulling many small models); False, having written nothing, when
+        the object is not ``size`` bytes, so the full path streams it for the caller to judge.
+        """
+        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+
+        for attempt in range(STREAM_ATTEMPTS):
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+            with contextlib.closing(response["Body"]) as stream:
+                if response.get("ContentLength") != size:
+                    return False
+                try:
+                    data = stream.read(size)
+                except S3_RETRYABLE_DOWNLOAD_ERRORS:
+                    data = b""
+            if len(data) == size:
+                break
+            if attempt == STREAM_ATTEMPTS - 1:  # the body was cut short every time
+                raise RemoteUnreachableError(
+                    f"The store kept cutting {self.url(key)} short ({len(data)} of {size} "
+                    "bytes). Check the network, then try again."
+                )
+        sink.write(data)
+        if progress is not None:
+            progress(len(data))
+        return True
 
     def size_of(self, key: str) -> int | None:
         from botocore.exceptions import ClientError
