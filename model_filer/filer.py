@@ -31,14 +31,15 @@ from .files import (
     remove_dead_temps,
     temp_path,
 )
-from .hashing import HashCache, HashingWriter, sha256_stream
+from .hashing import CHUNK, HashCache, HashingWriter, sha256_stream
 from .names import check_name, object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry, Registry, RegistryFile
 from .remotes import Remote, get_remote
 
 _STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
-DEFAULT_JOBS = 16  # transfers are network-bound: overlap round trips, not CPU
+DEFAULT_JOBS = 16
+OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
 
 
 class TransferReport:
@@ -326,8 +327,9 @@ class Filer:
         """Stream an entry's object into ``tmp``; return the size and sha256 that arrived."""
         assert entry.key is not None  # noqa: S101 - callers pass synced entries only
         with open(tmp, "wb") as fh, byte_bar(entry.size, entry.name) as progress:
-            # Hash in a thread of its own, off the transfer's single writer thread.
-            sink = HashingWriter(fh, offload_bytes=0)
+            # A big download is hashed in a thread of its own, off the transfer's single
+            # writer thread; for a small one, starting that thread costs more than it saves.
+            sink = HashingWriter(fh, offload_bytes=0 if entry.size > OFFLOAD_ABOVE else CHUNK)
             try:
                 self.remote.download(entry.key, sink, progress, entry.size)
             finally:
