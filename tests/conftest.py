@@ -17,6 +17,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,3 +164,21 @@ def s3_address(s3_env: S3Target) -> str:
 def s3_client(s3_env: S3Target) -> Any:
     """A boto3 S3 client for the session's endpoint, to inspect or tamper with objects."""
     return s3_env.client()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """An empty folder to serve as a local-directory remote."""
+    path = tmp_path / "remote"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh git repository, made the current directory as git makes it for hooks."""
+    from gitrepo import init_repo
+
+    path = init_repo(tmp_path / "repo")
+    monkeypatch.chdir(path)
+    return path

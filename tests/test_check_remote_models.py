@@ -34,13 +34,6 @@ def hook_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> Path:
-    path = tmp_path / "remote"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def repo(tmp_path: Path, hook_env: pytest.MonkeyPatch) -> Path:
     path = init_repo(tmp_path / "repo")
     hook_env.chdir(path)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from gitrepo import (
     git,
-    init_repo,
     model_filer,
     model_files,
     registry_bytes,
@@ -23,20 +22,6 @@ from model_filer.cli import main
 from model_filer.install import ATTRIBUTES_LINE, DRIVER, MARKER
 
 REGISTRY = "models/.local_registry"
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Path:
-    path = tmp_path / "remote"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = init_repo(tmp_path / "repo")
-    monkeypatch.chdir(path)
-    return path
 
 
 @pytest.fixture

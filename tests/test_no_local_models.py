@@ -7,24 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitrepo import commit, git, init_repo, model_filer, registry_bytes, sample_entry, staged
+from gitrepo import commit, git, model_filer, registry_bytes, sample_entry, staged
 from model_filer_hooks.no_local_models import main
 
 REGISTRY = "models/.local_registry"
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Path:
-    path = tmp_path / "remote"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = init_repo(tmp_path / "repo")
-    monkeypatch.chdir(path)
-    return path
 
 
 def write_registry(repo: Path, data: bytes | str, path: str = REGISTRY) -> None:
