@@ -141,34 +141,21 @@ def _fast_dump(filer: Any, models: Sequence[tuple[str, Any]]) -> None:
 
     Setup only: each dump rewrites the whole registry, so 1,000 dumps cost minutes.
     """
-    import datetime as dt
 
     from model_filer import serializers
     from model_filer.files import ensure_gitignore
     from model_filer.hashing import HashCache
-    from model_filer.registry import Entry
 
     local = Path(filer.local_dir)
     local.mkdir(parents=True, exist_ok=True)
     ensure_gitignore(local)
     cache = HashCache(local)
     entries = {}
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     for name, model in models:
         path = filer.model_path(name)
         with open(path, "wb") as fh:
-            sha, size = serializers.dump(model, fh)
-        cache.record(path, sha)
-        entries[name] = Entry(
-            name=name,
-            state="local",
-            sha256=sha,
-            size=size,
-            serializer=serializers.SERIALIZER,
-            python=serializers.python_version(),
-            created=created,
-            library=serializers.library_of(model),
-        )
+            entries[name] = serializers.dump_entry(model, name, fh)
+        cache.record(path, entries[name].sha256)
     with filer._transaction() as reg:
         reg.entries.update(entries)
     cache.save()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import re
 import warnings
@@ -215,17 +214,8 @@ class Filer:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(tmp, "wb") as fh:
-                sha, size = serializers.dump(model, fh)
-            entry = Entry(
-                name=name,
-                state="local",
-                sha256=sha,
-                size=size,
-                serializer=serializers.SERIALIZER,
-                python=serializers.python_version(),
-                created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-                library=serializers.library_of(model),
-            )
+                entry = serializers.dump_entry(model, name, fh)
+            sha = entry.sha256
             with self._transaction() as reg:
                 self._check_dump(reg, name, overwrite)
                 # Staged under its sha: if we die after the registry write, the next

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 import re
 import sys
@@ -9,6 +10,7 @@ from typing import IO, Any
 
 from .errors import RegistryError, SerializationError
 from .hashing import HashingWriter
+from .registry import Entry
 
 PROTOCOL = 5  # protocol 4 (3.11's default) copies every numpy buffer; 5 writes them in place
 SERIALIZER = f"pickle-{PROTOCOL}"
@@ -29,6 +31,21 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     finally:
         sha256 = writer.hexdigest()  # also ends the hashing thread when pickling fails
     return sha256, writer.size
+
+
+def dump_entry(model: Any, name: str, fh: IO[bytes]) -> Entry:
+    """Pickle ``model`` into ``fh`` and describe it as a new ``local`` registry entry."""
+    sha256, size = dump(model, fh)
+    return Entry(
+        name=name,
+        state="local",
+        sha256=sha256,
+        size=size,
+        serializer=SERIALIZER,
+        python=python_version(),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        library=library_of(model),
+    )
 
 
 def load(fh: IO[bytes], serializer: str, name: str) -> Any:
