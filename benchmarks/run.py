@@ -44,6 +44,10 @@ DVC_VENV = HERE / ".venv-dvc"
 MiB = 1 << 20
 BUCKET = "mf-bench"
 NULL_SHA = "0" * 40
+
+sys.path.insert(0, str(REPO / "tests"))  # the test helpers: SeaweedFS and env isolation
+import isolation  # type: ignore[import-not-found]  # noqa: E402
+
 DELAY_MS = 20.0
 DELAY = f"{DELAY_MS:g}"
 PIP_INSTALL = ("-m", "pip", "install", "-q", "--disable-pip-version-check")
@@ -57,24 +61,7 @@ FALLBACK_TRANSFER = {
     "use_threads": True,
 }
 AWS_VARIABLES_TO_REMOVE = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_ROLE_ARN",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    *isolation.AWS_VARIABLES_TO_REMOVE,
     "MODEL_FILER_SKIP_PREFETCH",
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -83,19 +70,7 @@ AWS_VARIABLES_TO_REMOVE = (
     "https_proxy",
     "all_proxy",
 )
-GIT_VARIABLES_TO_REMOVE = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_CONFIG",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_SYSTEM",
-)
+GIT_VARIABLES_TO_REMOVE = isolation.GIT_VARIABLES_TO_REMOVE
 
 
 class BenchError(RuntimeError):
@@ -631,7 +606,6 @@ class Bench:
     @property
     def s3_env(self) -> dict[str, str]:
         if self._server is None:
-            sys.path.insert(0, str(REPO / "tests"))
             from s3server import start_seaweedfs  # type: ignore[import-not-found]
 
             log("starting SeaweedFS on 127.0.0.1")
