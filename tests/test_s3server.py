@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +118,16 @@ def test_server_listens_on_loopback_only(s3_server: S3Target) -> None:
     server = s3_server.server
     if server is None:
         pytest.skip("external S3 endpoint")
-    pids = _group_pids(server.pid)
-    assert server.pid in pids
-    inodes = set().union(*(_socket_inodes(pid) for pid in pids))
-    listening = _listening_sockets(server.pid, inodes)
+    # The S3 port answers first; the admin and gRPC listeners may open a moment later.
+    deadline = time.monotonic() + 10
+    while True:
+        pids = _group_pids(server.pid)
+        assert server.pid in pids
+        inodes = set().union(*(_socket_inodes(pid) for pid in pids))
+        listening = _listening_sockets(server.pid, inodes)
+        if {port for _, port in listening} >= set(server.ports) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert {port for _, port in listening} >= set(server.ports)
     assert sorted(address for address, _ in listening if address != "127.0.0.1") == []
 
