@@ -264,7 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model-filer: error: {exc}", file=sys.stderr)
         return USER_ERROR
     except OSError as exc:
-        print(f"model-filer: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"model-filer: error: {exc.strerror or exc}{where}. Check the path and its "
+            "permissions, then run the command again.",
+            file=sys.stderr,
+        )
         return USER_ERROR
     except KeyboardInterrupt:
         return 130
