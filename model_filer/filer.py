@@ -285,10 +285,9 @@ class Filer:
         fh = None
         if entry is not None and not self._interrupted():
             fh = self._open_current(entry, HashCache(self.local_dir), rehash=False)
-        if fh is None:
+        if fh is None or entry is None:
             entry = self._entry(name)  # locked: finishes an interrupted dump first
             fh = self.open(entry)
-        assert entry is not None  # noqa: S101 - for the type checker: set on both paths
         with fh:
             model = serializers.load(fh, entry.serializer, name)
         self._warn_versions(entry)
