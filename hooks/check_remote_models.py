@@ -13,11 +13,17 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from model_filer.errors import ModelFilerError
-from model_filer.registry import Entry, parse
-from model_filer.remotes import Remote, get_remote
-
-NULL_REF = "0" * 40
+from model_filer.hookapi import (
+    FAIL_FAST,
+    NULL_REF,
+    Entry,
+    ModelFilerError,
+    Remote,
+    get_remote,
+    open_repo,
+    parse,
+    registries_at,
+)
 
 
 def pushed_revisions(stdin_lines: Sequence[str]) -> list[str]:
@@ -51,8 +57,6 @@ def _check_entry(remote: Remote, path: str, entry: Entry) -> str | None:
 
 def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
     """Problems with the synced entries of registries committed at ``revisions``."""
-    from model_filer.gitrefs import open_repo, registries_at
-
     repo = open_repo()
     remotes: dict[tuple[str, str], Remote] = {}
     tasks: dict[tuple[str, str, str], tuple[Remote, str, Entry]] = {}
@@ -63,7 +67,7 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
             try:
                 reg = parse(text, where, filename=path)
                 key = (reg.remote_type, reg.remote_address)
-                remote = remotes.get(key) or remotes.setdefault(key, get_remote(*key))
+                remote = remotes.get(key) or remotes.setdefault(key, get_remote(*key, FAIL_FAST))
             except ModelFilerError as exc:
                 problems.append(str(exc))
                 continue

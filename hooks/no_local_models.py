@@ -16,11 +16,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_filer.errors import ModelFilerError
-from model_filer.files import MODEL_SUFFIX, remote_type_of
-from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths, toplevel
-from model_filer.registry import Registry, parse
-from model_filer.remotes import available_types
+from model_filer.hookapi import (
+    MODEL_SUFFIX,
+    ModelFilerError,
+    Registry,
+    available_types,
+    in_git_repo,
+    parse,
+    read_blobs,
+    registry_filename,
+    remote_type_of,
+    staged_paths,
+    toplevel,
+)
 
 
 def _from_disk(paths: Sequence[str], top: Path) -> dict[str, bytes | None]:
@@ -82,7 +90,7 @@ def check(paths: Sequence[str]) -> list[str]:
     models = [p for p in paths if p.endswith(MODEL_SUFFIX)]
     # A staged model file is judged against the registry beside it, staged or not.
     beside = {
-        posixpath.join(posixpath.dirname(m), f".{t}_registry")
+        posixpath.join(posixpath.dirname(m), registry_filename(t))
         for m in models
         for t in available_types()
     }

@@ -18,10 +18,18 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from model_filer.errors import ModelFilerError
-from model_filer.remotes import fail_fast
+from model_filer.hookapi import (
+    FAIL_FAST,
+    Entry,
+    ModelFilerError,
+    changed_registries,
+    count_bar,
+    filer_for,
+    open_repo,
+    rebase_in_progress,
+)
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
 SHOWN = 10  # failures named one by one; a dead network would otherwise print one per model
@@ -106,11 +114,6 @@ def _refs(args: argparse.Namespace, stage: str) -> tuple[str | None, str] | None
     return ("ORIG_HEAD", "HEAD")
 
 
-def _rebase_in_progress(repo: Any) -> bool:
-    git_dir = Path(repo.git_dir)
-    return (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists()
-
-
 @contextlib.contextmanager
 def _terminal() -> Iterator[IO[str] | None]:
     """The user's terminal for live progress: pre-commit captures our stdout and stderr."""
@@ -126,20 +129,15 @@ def _terminal() -> Iterator[IO[str] | None]:
         yield tty
 
 
-def _wanted(filer: Any, folder: str, args: argparse.Namespace) -> list[str]:
-    names = []
-    for entry in filer.list_files():
-        if entry.state != "synced":
-            continue
-        if args.max_size is not None and entry.size > args.max_size:
-            continue
-        label = f"{folder}/{entry.name}" if folder not in ("", ".") else entry.name
-        if args.only and not any(
-            fnmatch.fnmatch(entry.name, g) or fnmatch.fnmatch(label, g) for g in args.only
-        ):
-            continue
-        names.append(entry.name)
-    return names
+def _wanted(entry: Entry, folder: str, args: argparse.Namespace) -> bool:
+    if entry.state != "synced":
+        return False
+    if args.max_size is not None and entry.size > args.max_size:
+        return False
+    label = f"{folder}/{entry.name}" if folder not in ("", ".") else entry.name
+    return not args.only or any(
+        fnmatch.fnmatch(entry.name, g) or fnmatch.fnmatch(label, g) for g in args.only
+    )
 
 
 def _quiet(_: int) -> None:
@@ -148,20 +146,17 @@ def _quiet(_: int) -> None:
 
 def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) -> int:
     """Fetch what ``registries`` need; print a summary; return the number of failures."""
-    from model_filer.discovery import filer_for
-    from model_filer.progress import count_bar
-
     fetched = failed = current = 0
     with _terminal() as tty:
         for rel in registries:
             folder = os.path.dirname(rel) or "."
             retry = f"model-filer pull --dir {shlex.quote(folder)} --all"
             try:
-                filer = filer_for(root / rel)
-                names = _wanted(filer, folder, args)
-                with count_bar(len(names), f"prefetch {folder}", tty) as bar:
-                    report = filer.pull(
-                        names, jobs=args.jobs, on_done=bar.update if bar is not None else _quiet
+                filer = filer_for(root / rel, network=FAIL_FAST)
+                wanted = [e for e in filer.list_files() if _wanted(e, folder, args)]
+                with count_bar(len(wanted), f"prefetch {folder}", tty) as bar:
+                    report = filer.transfers.pull(
+                        wanted, args.jobs, on_done=bar.update if bar is not None else _quiet
                     )
             except ModelFilerError as exc:
                 print(f"prefetch-models: {rel}: {exc}\n  models not fetched; later run: {retry}")
@@ -194,16 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refs is None:
         return 0
     try:
-        from model_filer.gitrefs import changed_registries, open_repo
-
         repo = open_repo()
         # Mid-rebase checkouts are skipped: post-rewrite runs once the rebase is done (git
         # runs it before removing its rebase state, so that hook must not be skipped).
-        if stage != "post-rewrite" and _rebase_in_progress(repo):
+        if stage != "post-rewrite" and rebase_in_progress(repo):
             return 0
         registries = changed_registries(repo, *refs)
-        with fail_fast():  # a dead network must not hold up `git checkout` for minutes
-            failures = prefetch(Path(repo.working_tree_dir), registries, args)
+        failures = prefetch(Path(repo.working_tree_dir), registries, args)
     except ModelFilerError as exc:
         print(f"prefetch-models: {exc}")
         return 1 if args.strict else 0

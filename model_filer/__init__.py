@@ -22,16 +22,21 @@ from .errors import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
     SerializationError,
+    TransferError,
     UnknownModelError,
     UnknownRemoteTypeError,
     VersionMismatchWarning,
 )
-from .filer import Filer, TransferReport
+from .filer import Filer
 from .registry import Entry
+from .remotes import FAIL_FAST, PATIENT, Network
+from .transfers import TransferReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FAIL_FAST",
+    "PATIENT",
     "BucketNotFoundError",
     "CredentialsError",
     "Entry",
@@ -43,12 +48,14 @@ __all__ = [
     "ModelExistsError",
     "ModelFilerError",
     "ModelFilerWarning",
+    "Network",
     "RegistryError",
     "RemoteError",
     "RemoteMismatchError",
     "RemoteObjectMissingError",
     "RemoteUnreachableError",
     "SerializationError",
+    "TransferError",
     "TransferReport",
     "UnknownModelError",
     "UnknownRemoteTypeError",

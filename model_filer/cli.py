@@ -15,7 +15,6 @@ from .discovery import filer_for, find_registries, registries_in
 from .errors import ModelFilerError
 from .filer import Filer
 from .files import remote_type_of
-from .hashing import HashCache
 
 USER_ERROR = 2
 
@@ -70,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"No registries under {root}.")
     for path in paths:
         filer = filer_for(path)
-        cache = HashCache(filer.local_dir)
+        cache = filer.folder.cache()
         print(f"{path}  ->  {filer.remote.address}")
         for entry in filer.list_files():
             local = filer.model_path(entry.name)
@@ -133,7 +132,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         path = filer.model_path(entry.name)
         if not path.exists():
             continue
-        cache = HashCache(filer.local_dir)
+        cache = filer.folder.cache()
         cache.forget(path)  # re-hash for real: verify trusts nothing
         sha = cache.verified_sha256(path)
         cache.save()

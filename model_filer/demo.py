@@ -7,18 +7,24 @@ then loads. Real git, real hooks, no network.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gitops
 from .filer import Filer
 from .install import install_hooks, write_hooks
+
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Demo",
+    "GIT_AUTHOR_EMAIL": "demo@example.com",
+    "GIT_COMMITTER_NAME": "Demo",
+    "GIT_COMMITTER_EMAIL": "demo@example.com",
+}
 
 
 @dataclass
@@ -45,25 +51,13 @@ def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Demo",
-        "GIT_AUTHOR_EMAIL": "demo@example.com",
-        "GIT_COMMITTER_NAME": "Demo",
-        "GIT_COMMITTER_EMAIL": "demo@example.com",
-    }
-    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        ["git", *args],  # noqa: S607 - git from PATH
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _git(cwd: Path, *args: str, check: bool = True) -> tuple[int, str]:
+    """Run git as the demo's author; return its exit status and everything it printed."""
+    done = gitops.run(args, cwd, env=_IDENTITY, check=False)
+    text = (done.stdout + done.stderr).decode(errors="replace")
     if check and done.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return done
+        raise RuntimeError(f"git {' '.join(args)} failed:\n{text}")
+    return done.returncode, text
 
 
 def _show(text: str) -> None:
@@ -93,26 +87,26 @@ def run_demo(keep: bool = False) -> int:
 
         _say("She commits the registry: the pre-commit hook refuses a local model")
         _git(alice, "add", "-A")
-        refused = _git(alice, "commit", "-qm", "Add house price model", check=False)
-        _show(refused.stdout + refused.stderr)
-        print(f"   (git commit exit status {refused.returncode})")
+        refused, said = _git(alice, "commit", "-qm", "Add house price model", check=False)
+        _show(said)
+        print(f"   (git commit exit status {refused})")
 
         _say("She pushes it, and the commit goes through: filer.push('house_prices')")
         filer.push("house_prices")
         filer.show_files()
         _git(alice, "add", "-A")
         _git(alice, "commit", "-qm", "Add house price model")
-        print("   committed:", _git(alice, "ls-files").stdout.split())
+        print("   committed:", _git(alice, "ls-files")[1].split())
 
         _say("Bob clones; his post-checkout hook fetches the model the registry names")
         # Hooks are not cloned: a template folder puts them in place before the checkout
         # that `git clone` ends with (`model-filer install-hooks --template-dir DIR`).
         write_hooks(root / "git-template" / "hooks")
-        fetched = _git(
+        _, fetched = _git(
             root, "clone", "-q", f"--template={root / 'git-template'}", str(alice), str(bob)
         )
         install_hooks(bob, hooks=False)
-        _show(fetched.stdout + fetched.stderr)
+        _show(fetched)
         fetched_ok = (bob / "models" / "house_prices.pkl").is_file()
         print("   bob/models:", sorted(p.name for p in (bob / "models").iterdir()))
 
@@ -123,7 +117,7 @@ def run_demo(keep: bool = False) -> int:
             f"   price of 120 m2: Alice {model.predict(120.0):,.0f}, "
             f"Bob {theirs.predict(120.0):,.0f} -> {'identical' if same else 'DIFFERENT'}"
         )
-        return 0 if same and fetched_ok and refused.returncode != 0 else 1
+        return 0 if same and fetched_ok and refused != 0 else 1
     finally:
         if keep:
             print(f"\nKept {root}")

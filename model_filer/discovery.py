@@ -12,12 +12,13 @@ from pathlib import Path
 
 from .errors import ModelFilerError, RegistryError
 from .filer import Filer
-from .files import remote_type_of
+from .files import INTERNAL_DIR, remote_type_of
 from .registry import Registry, read
+from .remotes import PATIENT, Network
 
 _SKIP_DIRS = {
     ".git",
-    ".model_filer",
+    INTERNAL_DIR,
     ".venv",
     "venv",
     "node_modules",
@@ -54,10 +55,12 @@ def read_registry(path: Path) -> Registry:
     return reg
 
 
-def filer_for(path: Path, remote_address: str | None = None) -> Filer:
+def filer_for(path: Path, remote_address: str | None = None, network: Network = PATIENT) -> Filer:
     """The Filer of a registry file, with the remote it records (or ``remote_address``)."""
     rtype = remote_type_of(path)
     if rtype is None:
         raise ModelFilerError(f"{path} is not a registry file (expected .<type>_registry).")
     reg = read_registry(path)
-    return Filer(path.parent, remote_address or reg.remote_address, remote_type=rtype)
+    return Filer(
+        path.parent, remote_address or reg.remote_address, remote_type=rtype, network=network
+    )

@@ -6,6 +6,11 @@ what to type next, so the CLI and the hooks can print it as one line instead of 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
+SHOWN_NAMES = 5  # names listed per cause; the rest are counted
+SHOWN_CAUSES = 5  # distinct causes listed in one bulk error
+
 
 class ModelFilerError(Exception):
     """Base class of every error model_filer raises on purpose."""
@@ -15,8 +20,46 @@ class InvalidNameError(ModelFilerError, ValueError):
     """A model name, object key or address is malformed or would escape its folder."""
 
 
+def name_list(names: Iterable[str], shown: int = SHOWN_NAMES) -> str:
+    """``a, b, c and 7 more``: a bounded list for one line of a message."""
+    names = list(names)
+    head = ", ".join(names[:shown])
+    return f"{head} and {len(names) - shown} more" if len(names) > shown else head
+
+
 class UnknownModelError(ModelFilerError, KeyError):
-    """The registry has no entry of that name."""
+    """The registry has no entry of that name (or names).
+
+    Attributes
+    ----------
+    names : list of str
+        The names asked for that the registry does not have.
+    registry : str
+        The registry file (with ``@ <rev>`` when read from git history).
+    known : list of str
+        The names the registry does have.
+    """
+
+    def __init__(
+        self,
+        names: str | Iterable[str],
+        registry: object,
+        known: Iterable[str] = (),
+        *,
+        rev: str | None = None,
+        consequence: str = "",
+    ) -> None:
+        self.names = [names] if isinstance(names, str) else sorted(names)
+        self.registry = str(registry)
+        self.known = sorted(known)
+        self.rev = rev
+        where = f"{self.registry} at revision {rev!r}" if rev else self.registry
+        what = ", ".join(map(repr, self.names))
+        known_text = name_list(self.known, 20) or "none"
+        super().__init__(
+            f"No model {what} in {where}{consequence}. Known: {known_text}. "
+            "Run filer.show_files() or `model-filer status` to list them."
+        )
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
@@ -68,6 +111,37 @@ class BucketNotFoundError(RemoteError):
 
 class RemoteObjectMissingError(RemoteError):
     """A ``synced`` entry's object is not on the remote."""
+
+
+class TransferError(ModelFilerError):
+    """Some models of a bulk push or pull failed; every cause is kept as data.
+
+    Attributes
+    ----------
+    action : str
+        ``"push"`` or ``"pull"``.
+    failures : dict of str to ModelFilerError
+        Model name -> what went wrong for it.
+    """
+
+    def __init__(self, action: str, failures: Mapping[str, ModelFilerError]) -> None:
+        self.action = action
+        self.failures = dict(sorted(failures.items()))
+        by_cause: dict[str, list[str]] = {}
+        for name, error in self.failures.items():
+            by_cause.setdefault(str(error), []).append(name)
+        # Most common cause first: a dead remote is one sentence, not one per model.
+        groups = sorted(by_cause.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+        parts = [f"{cause} ({name_list(names)})" for cause, names in groups[:SHOWN_CAUSES]]
+        if len(groups) > SHOWN_CAUSES:
+            parts.append(f"and {len(groups) - SHOWN_CAUSES} other causes")
+        count = len(self.failures)
+        noun = "model" if count == 1 else "models"
+        super().__init__(f"{count} {noun} failed to {action}: " + "; ".join(parts))
+
+    def causes(self) -> set[type[ModelFilerError]]:
+        """The kinds of error behind the failures."""
+        return {type(e) for e in self.failures.values()}
 
 
 class RemoteMismatchError(ModelFilerError):

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 INTERNAL_DIR = ".model_filer"
 MODEL_SUFFIX = ".pkl"
+STAGED_DIR = "staged"  # dumps between their registry write and their rename (see folder.py)
+TMP_DIR = "tmp"
 GITIGNORE_TEXT = (
     "# Written by model_filer: commit the registry file, not the models.\n"
     f"*{MODEL_SUFFIX}\n"
@@ -68,7 +70,7 @@ def owned_temp_name(purpose: str) -> str:
 
 def temp_path(local_dir: Path, purpose: str) -> Path:
     """A fresh temp file path owned by this process, beside its final place's filesystem."""
-    return internal_dir(local_dir) / "tmp" / owned_temp_name(purpose)
+    return internal_dir(local_dir) / TMP_DIR / owned_temp_name(purpose)
 
 
 def folder_lock(local_dir: Path, name: str) -> FileLock:
@@ -114,7 +116,7 @@ def _owner_alive(name: str) -> bool:
 
 def remove_dead_temps(local_dir: Path) -> int:
     """Delete the model folder's temp files whose owner on this host is gone."""
-    return remove_dead_temps_in(local_dir / INTERNAL_DIR / "tmp")
+    return remove_dead_temps_in(local_dir / INTERNAL_DIR / TMP_DIR)
 
 
 def remove_dead_temps_in(tmp_dir: Path) -> int:

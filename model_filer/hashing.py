@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from .files import folder_lock, write_bytes_atomic
+from .files import INTERNAL_DIR, folder_lock, write_bytes_atomic
 
 CHUNK = 8 * 1024 * 1024
 QUEUE_CHUNKS = 32  # chunks waiting for the hashing thread (32 x 256 KiB for a download)
@@ -100,7 +100,7 @@ class HashCache:
 
     def __init__(self, local_dir: Path) -> None:
         self._dir = local_dir
-        self._path = local_dir / ".model_filer" / self.FILENAME
+        self._path = local_dir / INTERNAL_DIR / self.FILENAME
         self._entries = self._read()
         self._updates: dict[str, list[Any] | None] = {}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
+from . import gitops
 from .errors import ModelFilerError
 
 MARKER = "# installed by model-filer install-hooks"
@@ -22,34 +22,6 @@ HOOKS = {
     "post-rewrite": ("model_filer_hooks.prefetch_models", "--hook-stage post-rewrite", True),
     "pre-push": ("model_filer_hooks.check_remote_models", "", True),
 }
-
-
-def _git(root: Path, *args: str) -> str:
-    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        ["git", *args],  # noqa: S607 - git from PATH, as git runs hooks
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ModelFilerError(
-            f"{root} is not a git repository ({done.stderr.strip()}). Run `git init` first, "
-            "or run this inside your repository."
-        )
-    return done.stdout.strip()
-
-
-def _tracked_at_head(top: Path, path: str) -> str | None:
-    """The content of ``path`` in the HEAD commit, or None (untracked, or no commit yet)."""
-    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        ["git", "show", f"HEAD:{path}"],  # noqa: S607 - git from PATH, as git runs hooks
-        cwd=top,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout if done.returncode == 0 else None
 
 
 def _script(hook: str, previous: Path) -> str:
@@ -74,12 +46,11 @@ def _script(hook: str, previous: Path) -> str:
 
 def install_hooks(root: Path, hooks: bool = True, merge_driver: bool = True) -> list[str]:
     """Install the hooks (keeping any already there) and the merge driver; return what was done."""
-    top = Path(_git(root, "rev-parse", "--show-toplevel"))
+    top = gitops.toplevel(root)
     done = [install_merge_driver(top)] if merge_driver else []
     if not hooks:
         return done
-    hooks_dir = Path(_git(top, "rev-parse", "--git-path", "hooks"))
-    return done + write_hooks(hooks_dir if hooks_dir.is_absolute() else top / hooks_dir)
+    return done + write_hooks(gitops.git_path(top, "hooks"))
 
 
 def write_hooks(hooks_dir: Path) -> list[str]:
@@ -104,10 +75,10 @@ def write_hooks(hooks_dir: Path) -> list[str]:
 def install_merge_driver(top: Path) -> str:
     """Register the registry merge driver in git config and ``.gitattributes``."""
     command = f"{shlex.quote(sys.executable)} -m model_filer merge-registry %O %A %B %P"
-    _git(top, "config", f"merge.{DRIVER}.name", "model_filer registry merge (entry by entry)")
-    _git(top, "config", f"merge.{DRIVER}.driver", command)
+    gitops.set_config(top, f"merge.{DRIVER}.name", "model_filer registry merge (entry by entry)")
+    gitops.set_config(top, f"merge.{DRIVER}.driver", command)
     attributes = top / ".gitattributes"
-    at_head = None if attributes.exists() else _tracked_at_head(top, ".gitattributes")
+    at_head = None if attributes.exists() else gitops.show_at_head(top, ".gitattributes")
     if at_head is not None:
         # Not checked out yet (`git clone --no-checkout`): a file written now would make
         # the checkout fail; the committed one arrives with it.

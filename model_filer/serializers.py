@@ -6,9 +6,10 @@ import datetime as dt
 import pickle
 import re
 import sys
+import warnings
 from typing import IO, Any
 
-from .errors import RegistryError, SerializationError
+from .errors import RegistryError, SerializationError, VersionMismatchWarning
 from .hashing import HashingWriter
 from .registry import Entry
 
@@ -76,3 +77,25 @@ def current_version(library: str) -> str | None:
     """The running version of a library already imported (unpickling imported it)."""
     version = getattr(sys.modules.get(library), "__version__", None)
     return version if isinstance(version, str) else None
+
+
+def warn_versions(entry: Entry) -> None:
+    """Warn when the running Python or model library differs from the one that dumped it."""
+    now = python_version()
+    if now.split(".")[:2] != entry.python.split(".")[:2]:
+        warnings.warn(
+            f"{entry.name!r} was dumped with Python {entry.python}, this is {now}: "
+            "check the model behaves the same.",
+            VersionMismatchWarning,
+            stacklevel=3,
+        )
+    if entry.library is not None:
+        lib, then = entry.library["name"], entry.library["version"]
+        current = current_version(lib)
+        if current is not None and current != then:
+            warnings.warn(
+                f"{entry.name!r} was dumped with {lib} {then}, this is {current}: "
+                "pin that version if the model misbehaves.",
+                VersionMismatchWarning,
+                stacklevel=3,
+            )

@@ -28,6 +28,7 @@ from model_filer import (
     RegistryError,
     RemoteObjectMissingError,
     SerializationError,
+    TransferError,
     UnknownModelError,
     UnknownRemoteTypeError,
     VersionMismatchWarning,
@@ -369,9 +370,12 @@ def test_push_all_marks_the_pushed_models_synced_even_when_one_fails(filer, loca
     filer.dump(2, "b_model")
     filer.dump(3, "c_model")
     (local_dir / "b_model.pkl").unlink()
-    with pytest.raises(LocalOnlyError) as info:
+    with pytest.raises(TransferError) as info:
         filer.push_all()
+    assert "1 model failed to push" in str(info.value)
     assert "b_model" in str(info.value) and "a_model" not in str(info.value)
+    assert list(info.value.failures) == ["b_model"]
+    assert isinstance(info.value.failures["b_model"], LocalOnlyError)
     states = {e.name: e.state for e in filer.list_files()}
     assert states == {"a_model": "synced", "b_model": "local", "c_model": "synced"}
 

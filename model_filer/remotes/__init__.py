@@ -7,14 +7,13 @@ are imported only when used, so the hooks that never transfer never import boto3
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import UnknownRemoteTypeError
 
@@ -32,20 +31,18 @@ class Sink(Protocol):
 _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
-# How long a remote keeps trying before it gives up. Library calls can wait for a flaky
-# network; git hooks must not hold up a checkout, so they switch to fail_fast().
-NETWORK = {"connect_timeout": 5.0, "read_timeout": 60.0, "max_attempts": 5}
+class Network(NamedTuple):
+    """How long a remote keeps trying before it gives up, passed to each remote it builds."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5
 
 
-@contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    """Short timeouts and few retries for the remotes used inside the block (git hooks)."""
-    saved = dict(NETWORK)
-    NETWORK.update(connect_timeout=2.0, max_attempts=2)
-    try:
-        yield
-    finally:
-        NETWORK.update(saved)
+#: Library calls can wait out a flaky network.
+PATIENT = Network()
+#: Git hooks must not hold up a checkout or a push for minutes on a dead network.
+FAIL_FAST = Network(connect_timeout=2.0, max_attempts=2)
 
 
 class Remote(ABC):
@@ -53,8 +50,9 @@ class Remote(ABC):
 
     remote_type: str = ""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, network: Network = PATIENT) -> None:
         self.address = address
+        self.network = network
 
     @abstractmethod
     def check_matches(self, recorded_address: str, registry_path: str) -> None:
@@ -97,13 +95,13 @@ def available_types() -> list[str]:
     )
 
 
-def get_remote(remote_type: str, address: str) -> Remote:
-    """Build the remote of ``remote_type`` at ``address``."""
+def get_remote(remote_type: str, address: str, network: Network = PATIENT) -> Remote:
+    """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy."""
     name = f"{__name__}.{remote_type}" if isinstance(remote_type, str) else ""
     if not _TYPE_RE.fullmatch(str(remote_type)) or importlib.util.find_spec(name) is None:
         raise UnknownRemoteTypeError(
             f"Unknown remote_type {remote_type!r}. Use one of: {', '.join(available_types())}."
         )
     module = importlib.import_module(name)
-    remote: Remote = module.REMOTE(address)
+    remote: Remote = module.REMOTE(address, network)
     return remote

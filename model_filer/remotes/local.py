@@ -15,7 +15,7 @@ from ..errors import (
 )
 from ..files import owned_temp_name, remove_dead_temps_in
 from ..hashing import CHUNK
-from . import Progress, Remote, Sink
+from . import PATIENT, Network, Progress, Remote, Sink
 
 
 def _copy(src: Path, dest: Path, progress: Progress | None) -> None:
@@ -37,14 +37,14 @@ class LocalRemote(Remote):
 
     remote_type = "local"
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, network: Network = PATIENT) -> None:
         if not isinstance(address, str | os.PathLike) or not str(address).strip():
             raise InvalidNameError(
                 f"A local remote needs a folder path, got {address!r}. "
                 "Pass e.g. Filer('models', '/mnt/share/models', remote_type='local')."
             )
         root = Path(address).expanduser().resolve()
-        super().__init__(str(root))
+        super().__init__(str(root), network)
         self.root = root
 
     def check_matches(self, recorded_address: str, registry_path: str) -> None:

@@ -25,13 +25,30 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key
-from . import NETWORK, Progress, Remote, Sink
+from . import PATIENT, Network, Progress, Remote, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
 STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s3transfer)
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MB = 1024 * 1024
+# s3transfer TransferConfig settings (the benchmark's raw-boto3 baseline uses the same).
+# Uploads: 8 MiB parts, 8 in flight: near line rate on a LAN, ~80 MiB resident.
+UPLOAD_SETTINGS: dict[str, int] = {
+    "multipart_threshold": MULTIPART_THRESHOLD,
+    "multipart_chunksize": 8 * MB,
+    "max_request_concurrency": 8,
+}
+# Downloads: every one takes the ranged path (threshold 1 byte): into a non-seekable sink it
+# writes in order and drops what a retried part re-sends, where the single-GET path would
+# write those bytes twice. At most 8 parts wait in memory (~64 MiB), however many are in flight.
+DOWNLOAD_SETTINGS: dict[str, int] = {
+    "multipart_threshold": 1,
+    "multipart_chunksize": 8 * MB,
+    "max_request_concurrency": 16,
+    "max_in_memory_download_chunks": 8,
+    "max_io_queue_size": 64,
+}
 _CRED_CODES = {
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -96,9 +113,9 @@ class S3Remote(Remote):
 
     remote_type = "s3"
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, network: Network = PATIENT) -> None:
         self.bucket, self.prefix = parse_address(address)
-        super().__init__(f"s3://{self.bucket}/{self.prefix}".rstrip("/"))
+        super().__init__(f"s3://{self.bucket}/{self.prefix}".rstrip("/"), network)
         self._client: Any = None
         self._managers: dict[str, Any] = {}
         self._bucket_checked = False
@@ -114,14 +131,14 @@ class S3Remote(Remote):
                 from botocore.config import Config
 
                 config = Config(
-                    retries={"mode": "standard", "max_attempts": int(NETWORK["max_attempts"])},
+                    retries={"mode": "standard", "max_attempts": self.network.max_attempts},
                     # Pinned, whatever AWS_RESPONSE_CHECKSUM_VALIDATION says: with
                     # "when_required", s3transfer (0.18+) downloads the first part before
                     # scheduling the rest and deadlocks on a streamed object of over 10 parts.
                     # Every download is checked against the registry's sha256 anyway.
                     response_checksum_validation="when_supported",
-                    connect_timeout=NETWORK["connect_timeout"],
-                    read_timeout=NETWORK["read_timeout"],
+                    connect_timeout=self.network.connect_timeout,
+                    read_timeout=self.network.read_timeout,
                     max_pool_connections=64,
                 )
                 from botocore.exceptions import BotoCoreError
@@ -141,25 +158,8 @@ class S3Remote(Remote):
             if kind not in self._managers:
                 from s3transfer.manager import TransferConfig, TransferManager
 
-                if kind == "upload":
-                    # 8 MiB parts, 8 in flight: near line rate on a LAN, ~80 MiB resident.
-                    config = TransferConfig(
-                        multipart_threshold=MULTIPART_THRESHOLD,
-                        multipart_chunksize=8 * MB,
-                        max_request_concurrency=8,
-                    )
-                else:
-                    # Every download takes the ranged path (threshold 1 byte): into a
-                    # non-seekable sink it writes in order and drops what a retried part
-                    # re-sends, where the single-GET path would write those bytes twice.
-                    # At most 8 parts wait in memory (~64 MiB), however many are in flight.
-                    config = TransferConfig(
-                        multipart_threshold=1,
-                        multipart_chunksize=8 * MB,
-                        max_request_concurrency=16,
-                        max_in_memory_download_chunks=8,
-                        max_io_queue_size=64,
-                    )
+                settings = UPLOAD_SETTINGS if kind == "upload" else DOWNLOAD_SETTINGS
+                config = TransferConfig(**settings)
                 self._managers[kind] = TransferManager(client, config)
             return self._managers[kind]
 

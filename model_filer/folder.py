@@ -1,0 +1,228 @@
+"""One model folder: its registry, its model files, and whether a file holds an entry's bytes.
+
+Everything that reads or writes ``local_dir`` goes through :class:`ModelFolder`: the registry
+transaction and the recovery of a dump a killed process left half done, the verified open of a
+model file, and the rename of verified bytes into place. It knows nothing of remotes beyond
+the check that a registry belongs to the Filer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from .errors import IntegrityError, UnknownModelError
+from .files import (
+    INTERNAL_DIR,
+    MODEL_SUFFIX,
+    STAGED_DIR,
+    folder_lock,
+    internal_dir,
+    remove_dead_temps,
+    temp_path,
+)
+from .hashing import HashCache, sha256_stream
+from .names import check_name
+from .registry import Entry, Registry, RegistryFile
+
+_STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
+
+#: Raises RemoteMismatchError when a registry records another remote than the Filer's.
+RemoteCheck = Callable[[Registry, str], None]
+
+
+class ModelFolder:
+    """The model files and the registry of one folder, for one remote type.
+
+    Parameters
+    ----------
+    local_dir : Path
+        The folder.
+    new_registry : callable
+        Makes the empty registry of this folder's remote (for the first write).
+    check_remote : callable
+        Called with every registry read; raises when it belongs to another remote.
+    """
+
+    def __init__(
+        self,
+        local_dir: Path,
+        remote_type: str,
+        new_registry: Callable[[], Registry],
+        check_remote: RemoteCheck,
+    ) -> None:
+        self.local_dir = local_dir
+        self.registry_file = RegistryFile(local_dir, remote_type)
+        self._new_registry = new_registry
+        self._check_remote = check_remote
+
+    # -- paths --------------------------------------------------------------------------------
+    @property
+    def registry_path(self) -> Path:
+        """The registry file: the one file of this folder to commit."""
+        return self.registry_file.path
+
+    def model_path(self, name: str) -> Path:
+        """Where the model file of ``name`` lives."""
+        return self.local_dir / f"{check_name(name)}{MODEL_SUFFIX}"
+
+    def cache(self) -> HashCache:
+        """The verified-hash cache, read once for the operation that asks."""
+        return HashCache(self.local_dir)
+
+    # -- registry -----------------------------------------------------------------------------
+    def read(self) -> Registry:
+        """The registry as it is now (empty when none exists yet), without a lock.
+
+        The file is replaced atomically, so a reader sees a whole version. A dump that a
+        killed process left half done is finished first, under the lock, when one waits.
+        """
+        if self.interrupted():
+            with self.transaction() as reg:
+                return reg.copy()
+        found = self.registry_file.read()
+        if found is None:
+            return self._new_registry()
+        self._check_remote(found, str(self.registry_path))
+        return found
+
+    def entry(self, name: str, reg: Registry | None = None) -> Entry:
+        """The entry of ``name``; :class:`UnknownModelError` names the known ones if none."""
+        reg = self.read() if reg is None else reg
+        entry = reg.entries.get(check_name(name))
+        if entry is None:
+            raise UnknownModelError(name, self.registry_path, reg.entries)
+        return entry
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Registry]:
+        """Lock, recover, yield the registry for changes, write it back if it changed."""
+        with self.registry_file.transaction(self._new_registry()) as reg:
+            self._check_remote(reg, str(self.registry_path))
+            self._recover(reg)
+            yield reg
+
+    def interrupted(self) -> bool:
+        """Whether a dump may be half done (a staged file waits): recovery must run first."""
+        try:
+            return bool(os.listdir(self.local_dir / INTERNAL_DIR / STAGED_DIR))
+        except OSError:
+            return False
+
+    def _recover(self, reg: Registry) -> None:
+        """Finish or roll back a dump that a killed process left half done (lock held)."""
+        remove_dead_temps(self.local_dir)
+        staged_dir = self.local_dir / INTERNAL_DIR / STAGED_DIR
+        with contextlib.suppress(FileNotFoundError):
+            for staged in staged_dir.iterdir():
+                match = _STAGED_RE.fullmatch(staged.name)
+                if match is None:
+                    continue  # not ours: never delete what we did not write
+                entry = reg.entries.get(match["name"])
+                if entry is not None and entry.sha256 == match["sha"]:
+                    self.install(staged, entry)
+                else:
+                    staged.unlink()
+
+    def commit_dump(self, tmp: Path, entry: Entry, check: Callable[[Registry], None]) -> None:
+        """Record a freshly pickled ``tmp`` as ``entry`` and move it into place.
+
+        The file is staged under its sha256 before the registry is written: if the process
+        dies after the write, the next operation's recovery completes the rename; before it,
+        the recovery rolls it back.
+        """
+        with self.transaction() as reg:
+            check(reg)
+            staged = internal_dir(self.local_dir) / STAGED_DIR / f"{entry.name}.{entry.sha256}"
+            staged.parent.mkdir(exist_ok=True)
+            os.replace(tmp, staged)
+            reg.entries[entry.name] = entry
+            self.registry_file.write(reg)
+            self.install(staged, entry)
+
+    def temp(self, purpose: str) -> Path:
+        """A fresh temp file path owned by this process, on this folder's filesystem."""
+        path = temp_path(self.local_dir, purpose)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def model_lock(self, name: str) -> contextlib.AbstractContextManager[object]:
+        """The lock of one model file: one download of it at a time, across processes."""
+        return folder_lock(self.local_dir, f"model-{name}")
+
+    # -- does this file hold the entry's bytes? ----------------------------------------------
+    def open_current(self, entry: Entry, cache: HashCache, rehash: bool = True) -> IO[bytes] | None:
+        """Open the model file if it holds ``entry``'s bytes, else return ``None``.
+
+        The cache vouches for a file whose stat has not changed since it was hashed; otherwise
+        (with ``rehash``) the file is hashed once, and what it holds is remembered either way.
+        The check runs on the opened descriptor, so the bytes verified are the bytes returned
+        even if the path is replaced meanwhile. A ``local`` entry whose file changed is an
+        error: nobody else has its bytes.
+        """
+        path = self.model_path(entry.name)
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
+        except FileNotFoundError:
+            return None
+        st = os.fstat(fh.fileno())
+        sha = cache.lookup_stat(path, st)
+        if sha is None and rehash:
+            sha = sha256_stream(fh)
+            fh.seek(0)
+            cache.record(path, sha, st)  # the caller saves the cache once
+        if sha == entry.sha256:
+            return fh
+        fh.close()
+        if sha is not None and entry.state == "local":
+            raise IntegrityError(
+                f"{path} no longer matches the registry entry {entry.name!r} (sha256 "
+                f"{sha}, expected {entry.sha256}): it changed after dump. Dump it again with "
+                "overwrite=True, or remove it."
+            )
+        return None
+
+    def holds(self, entry: Entry, cache: HashCache) -> bool:
+        """Whether the model file holds ``entry``'s bytes (a ``stat`` when the cache knows)."""
+        path = self.model_path(entry.name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        known = cache.lookup_stat(path, st)
+        if known is not None:
+            return known == entry.sha256
+        try:
+            fh = self.open_current(entry, cache)
+        except IntegrityError:
+            return False
+        if fh is None:
+            return False
+        fh.close()
+        return True
+
+    def install(self, src: Path, entry: Entry, cache: HashCache | None = None) -> None:
+        """Rename verified bytes into place and remember them (saved now, or by the caller)."""
+        path = self.model_path(entry.name)
+        os.replace(src, path)
+        own = cache is None
+        cache = self.cache() if cache is None else cache
+        cache.record(path, entry.sha256)
+        if own:
+            cache.save()
+
+    def drop(self, reg: Registry, entry: Entry, cache: HashCache) -> None:
+        """Delete a model's file and its registry entry (transaction held)."""
+        path = self.model_path(entry.name)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        cache.forget(path)
+        del reg.entries[entry.name]
+
+    def clean_dead_temps(self) -> None:
+        """Delete temp files of processes that died (one ``listdir``, no lock)."""
+        remove_dead_temps(self.local_dir)

@@ -1,0 +1,51 @@
+"""What the git hooks use of the library, offered on purpose and in one place.
+
+The hooks (``model_filer_hooks``) import only this module, so the library's inner layout can
+change without breaking them. Nothing here imports boto3 or GitPython: the commit hook runs on
+every commit and must feel instant; the hooks that transfer import them when they do.
+"""
+
+from __future__ import annotations
+
+from .discovery import filer_for
+from .errors import ModelFilerError
+from .files import MODEL_SUFFIX, registry_filename, remote_type_of
+from .gitops import (
+    NULL_REF,
+    changed_registries,
+    in_git_repo,
+    open_repo,
+    read_blobs,
+    rebase_in_progress,
+    registries_at,
+    staged_paths,
+    toplevel,
+)
+from .progress import count_bar
+from .registry import Entry, Registry, parse
+from .remotes import FAIL_FAST, Remote, available_types, get_remote
+
+__all__ = [
+    "FAIL_FAST",
+    "MODEL_SUFFIX",
+    "NULL_REF",
+    "Entry",
+    "ModelFilerError",
+    "Registry",
+    "Remote",
+    "available_types",
+    "changed_registries",
+    "count_bar",
+    "filer_for",
+    "get_remote",
+    "in_git_repo",
+    "open_repo",
+    "parse",
+    "read_blobs",
+    "rebase_in_progress",
+    "registries_at",
+    "registry_filename",
+    "remote_type_of",
+    "staged_paths",
+    "toplevel",
+]
