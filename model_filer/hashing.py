@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from .files import INTERNAL_DIR, folder_lock, write_bytes_atomic
+from .files import INTERNAL_DIR, write_bytes_atomic
 
 CHUNK = 8 * 1024 * 1024
 QUEUE_CHUNKS = 32  # chunks waiting for the hashing thread (32 x 256 KiB for a download)
@@ -154,19 +154,22 @@ class HashCache:
         self._updates[path.name] = None
 
     def save(self) -> None:
-        """Merge this instance's updates into the file on disk, atomically and under a lock."""
+        """Merge this instance's updates into the file on disk, atomically.
+
+        No lock: the file is replaced whole, so readers never see it torn, and an update lost
+        to a concurrent save only costs one re-hash later (entries are keyed by stat).
+        """
         if not self._updates:
             return
         try:  # a cache that cannot be written (read-only folder) only costs a re-hash
-            with folder_lock(self._dir, "hashes"):
-                merged = self._read()
-                for name, value in self._updates.items():
-                    if value is None:
-                        merged.pop(name, None)
-                    else:
-                        merged[name] = value
-                data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
-                write_bytes_atomic(self._path, self._dir, data, "hashes")
+            merged = self._read()
+            for name, value in self._updates.items():
+                if value is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = value
+            data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
+            write_bytes_atomic(self._path, self._dir, data, "hashes")
         except OSError:
             pass
         self._updates.clear()

@@ -1,0 +1,71 @@
+"""``load`` decides once, then acts: one registry read, one lock on a miss, one hash of a
+stale file, and the descriptor it verified is the one it unpickles from."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import filelock
+import pytest
+
+from model_filer import Filer
+from model_filer import folder as folder_module
+from model_filer import registry as registry_module
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count registry reads, lock acquisitions and file hashes made by the library."""
+    counts = {"read": 0, "lock": 0, "hash": 0}
+
+    def wrap(owner, attr, key):
+        original = getattr(owner, attr)
+
+        def counting(*args, **kwargs):
+            counts[key] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, attr, counting)
+
+    wrap(registry_module, "read", "read")
+    wrap(filelock.FileLock, "acquire", "lock")
+    wrap(folder_module, "sha256_stream", "hash")
+    return counts
+
+
+@pytest.fixture
+def stale(tmp_path):
+    """A teammate's clone whose file of a synced model holds other bytes of the same size."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    author = Filer(tmp_path / "author", str(remote), remote_type="local")
+    author.dump([1, 2, 3], "m", push=True)
+    mate_dir = tmp_path / "mate"
+    mate_dir.mkdir()
+    (mate_dir / ".local_registry").write_bytes(author.registry_path.read_bytes())
+    other = pickle.dumps([7, 8, 9], protocol=5)
+    assert len(other) == author.list_files()[0].size
+    (mate_dir / "m.pkl").write_bytes(other)
+    return Filer(mate_dir, str(remote), remote_type="local")
+
+
+def test_a_stale_file_is_hashed_once_and_fetched_under_one_lock(stale, counted):
+    assert stale.load("m") == [1, 2, 3]
+    assert counted == {"read": 1, "lock": 1, "hash": 1}
+
+
+def test_a_current_file_loads_with_one_read_no_lock_no_hash(stale, counted):
+    stale.load("m")  # fetch and remember
+    counted.update(read=0, lock=0, hash=0)
+    assert stale.load("m") == [1, 2, 3]
+    assert counted == {"read": 1, "lock": 0, "hash": 0}
+
+
+def test_open_returns_the_descriptor_it_verified(stale):
+    entry = stale.list_files()[0]
+    with stale.open(entry) as fh:
+        installed = os.stat(stale.model_path("m"))
+        opened = os.fstat(fh.fileno())
+        assert (opened.st_ino, opened.st_dev) == (installed.st_ino, installed.st_dev)
+        assert pickle.load(fh) == [1, 2, 3]
