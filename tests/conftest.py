@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from isolation import AWS_VARIABLES_TO_REMOVE, GIT_VARIABLES_TO_REMOVE
-from s3server import REGION, S3Target, start_seaweedfs
+
+from tests.support.isolation import AWS_VARIABLES_TO_REMOVE, GIT_VARIABLES_TO_REMOVE
+from tests.support.s3server import REGION, S3Target, start_seaweedfs
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Model Filer Tests",
@@ -139,7 +140,7 @@ def remote(tmp_path: Path) -> Path:
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh git repository, made the current directory as git makes it for hooks."""
-    from gitrepo import init_repo
+    from tests.support.gitrepo import init_repo
 
     path = init_repo(tmp_path / "repo")
     monkeypatch.chdir(path)

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitrepo import NULL_SHA, commit, git, init_repo
 
 import model_filer as mf
 from model_filer import Filer
 from model_filer.cli import main as cli_main
+from tests.support.gitrepo import NULL_SHA, commit, git, init_repo
 
 #: Words and commands of a message that says what to do.
 HINTS = (

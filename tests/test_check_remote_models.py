@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitrepo import (
+from model_filer_hooks.check_remote_models import main, pushed_revisions
+
+from model_filer import Filer
+from tests.support.gitrepo import (
     NULL_SHA,
     closed_port,
     commit,
@@ -18,9 +21,6 @@ from gitrepo import (
     registry_bytes,
     sample_entry,
 )
-from model_filer_hooks.check_remote_models import main, pushed_revisions
-
-from model_filer import Filer
 
 REGISTRY = "models/.local_registry"
 

@@ -9,17 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitrepo import (
+
+from model_filer import Filer
+from model_filer.cli import main
+from model_filer.install import ATTRIBUTES_LINE, DRIVER, MARKER
+from tests.support.gitrepo import (
     git,
     model_filer,
     model_files,
     registry_bytes,
     sample_entry,
 )
-
-from model_filer import Filer
-from model_filer.cli import main
-from model_filer.install import ATTRIBUTES_LINE, DRIVER, MARKER
 
 REGISTRY = "models/.local_registry"
 

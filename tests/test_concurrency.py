@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy
 
 from model_filer import Filer
 from model_filer.registry import parse
+from tests.support.faultproxy import FaultProxy
 
 
 def seeded(seed: int) -> random.Random:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gitrepo import NULL_SHA, commit, git, head, init_repo
 
 from model_filer import Filer, ModelFilerError, RemoteMismatchError
 from model_filer.cli import main as cli_main
 from model_filer.registry import parse
+from tests.support.gitrepo import NULL_SHA, commit, git, head, init_repo
 
 SHA = "ab" * 32
 MB = 1 << 20

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gitrepo import commit, git, init_repo, model_filer, registry_bytes, sample_entry
 
 from model_filer.errors import RegistryError
 from model_filer.install import install_hooks
 from model_filer.merge import merge, merge_texts
 from model_filer.registry import Entry, Registry, parse
+from tests.support.gitrepo import commit, git, init_repo, model_filer, registry_bytes, sample_entry
 
 ADDRESS = "/srv/models"
 REGISTRY = "models/.local_registry"

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitrepo import commit, git, model_filer, registry_bytes, sample_entry, staged
 from model_filer_hooks.no_local_models import main
+
+from tests.support.gitrepo import commit, git, model_filer, registry_bytes, sample_entry, staged
 
 REGISTRY = "models/.local_registry"
 

@@ -18,9 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitrepo import closed_port, commit, environ, git, head, init_repo, model_filer, model_files
 
 from model_filer import Filer
+from tests.support.gitrepo import (
+    closed_port,
+    commit,
+    environ,
+    git,
+    head,
+    init_repo,
+    model_filer,
+    model_files,
+)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gitrepo import (
+from model_filer_hooks.prefetch_models import main, parse_size
+
+from model_filer import Filer
+from model_filer.install import install_hooks
+from tests.support.gitrepo import (
     NULL_SHA,
     closed_port,
     commit,
@@ -25,10 +29,6 @@ from gitrepo import (
     model_filer,
     model_files,
 )
-from model_filer_hooks.prefetch_models import main, parse_size
-
-from model_filer import Filer
-from model_filer.install import install_hooks
 
 MODELS = {
     "a": {"model": "a", "weights": [1, 2, 3]},

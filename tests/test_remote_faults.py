@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy
-from gitrepo import NULL_SHA, commit, init_repo
 
 from model_filer import Filer, IntegrityError, RemoteError
 from model_filer.cli import main as cli_main
 from model_filer.registry import parse
+from tests.support.faultproxy import FaultProxy
+from tests.support.gitrepo import NULL_SHA, commit, init_repo
 
 
 def seeded(seed: int) -> random.Random:

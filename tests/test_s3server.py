@@ -13,7 +13,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from s3server import S3Target, client_config
+
+from tests.support.s3server import S3Target, client_config
 
 TCP_LISTEN = "0A"
 

@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy
-from gitrepo import NULL_SHA, closed_port, commit, init_repo
 
 from model_filer import Filer, ModelFilerError, RemoteError, TransferError
 from model_filer.cli import main as cli_main
+from tests.support.faultproxy import FaultProxy
+from tests.support.gitrepo import NULL_SHA, closed_port, commit, init_repo
 
 SECRET = "FAKE-SECRET-7q1zx9Kd2Vw8Ls3Rt6Yp0Hn4"
 TOKEN = "FAKE-TOKEN-3vb8mw0Zr5Qe1Xc7Uf9Ja2Gk6"

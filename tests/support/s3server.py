@@ -6,8 +6,8 @@ data, logs and sockets in one temporary directory that is removed when the serve
 
 Standalone use (benchmarks, manual testing)::
 
-    python tests/s3server.py            # prints ``export AWS_...`` lines, Ctrl-C stops it
-    python tests/s3server.py --bucket models
+    python -m tests.support.s3server            # prints ``export AWS_...`` lines, Ctrl-C stops it
+    python -m tests.support.s3server --bucket models
 """
 
 from __future__ import annotations
