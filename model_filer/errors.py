@@ -82,7 +82,28 @@ class LocalOnlyError(ModelFilerError):
 
 
 class IntegrityError(ModelFilerError):
-    """Bytes do not match the size or sha256 the registry records."""
+    """Bytes do not match the size or sha256 the registry records.
+
+    Attributes
+    ----------
+    name : str or None
+        The model.
+    expected, actual : tuple of (int or None, str) or None
+        ``(size, sha256)`` the registry records and what the bytes are.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        expected: tuple[int | None, str] | None = None,
+        actual: tuple[int | None, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.expected = expected
+        self.actual = actual
 
 
 class RegistryError(ModelFilerError):

@@ -182,7 +182,10 @@ class ModelFolder:
             raise IntegrityError(
                 f"{path} no longer matches the registry entry {entry.name!r} (sha256 "
                 f"{sha}, expected {entry.sha256}): it changed after dump. Dump it again with "
-                "overwrite=True, or remove it."
+                "overwrite=True, or remove it.",
+                name=entry.name,
+                expected=(entry.size, entry.sha256),
+                actual=(None, sha),
             )
         return None
 

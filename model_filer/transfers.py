@@ -89,7 +89,10 @@ class Transfers:
                         f"match the registry: expected {entry.size} bytes, sha256 "
                         f"{entry.sha256}; got {sink.size} bytes, sha256 {sha}. The remote "
                         "object was changed or damaged; it was not loaded. Ask the model's "
-                        "author to dump and push it again."
+                        "author to dump and push it again.",
+                        name=entry.name,
+                        expected=(entry.size, entry.sha256),
+                        actual=(sink.size, sha),
                     )
                 fh.flush()
                 self.folder.install(tmp, entry, cache)

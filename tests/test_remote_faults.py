@@ -295,6 +295,9 @@ def _check_refused(clone: Filer, name: str, expected_sha: str, bad: bytes, marke
     with pytest.raises(IntegrityError) as info:
         clone.load(name)
     message = str(info.value)
+    assert info.value.name == name
+    assert info.value.expected is not None and info.value.expected[1] == expected_sha
+    assert info.value.actual == (len(bad), hashlib.sha256(bad).hexdigest())
     assert not marker.exists(), "the tampered bytes were unpickled"
     assert not (clone.local_dir / f"{name}.pkl").exists(), "the bad bytes were kept"
     tmp = clone.local_dir / ".model_filer" / "tmp"
