@@ -80,3 +80,7 @@ class ModelFilerWarning(UserWarning):
 
 class VersionMismatchWarning(ModelFilerWarning):
     """The running Python or model library differs from the one that dumped the model."""
+
+
+class UnknownRevisionError(ModelFilerError):
+    """A git revision names no commit in the repository (history, issue 10)."""

@@ -69,3 +69,139 @@ def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes
         else:
             result[spec] = None  # "<spec> missing" (or not a blob)
     return result
+
+
+# -- history (issue 10): revisions, path logs and reachable registry blobs ------------------
+# Kept together so they can move into the one module that owns every git call.
+
+NULL_BLOB = "0" * 40
+
+
+def repo_prefix(folder: Path) -> tuple[Path, str] | None:
+    """The work tree's top folder and ``folder``'s path inside it; ``None`` outside git."""
+    probe = folder
+    while not probe.is_dir():  # a model folder not made yet still belongs to its repo
+        if probe.parent == probe:
+            return None
+        probe = probe.parent
+    try:
+        out = _git(["rev-parse", "--show-toplevel", "--show-prefix"], probe).decode()
+    except ModelFilerError:
+        return None
+    top, _, prefix = out.partition("\n")
+    rest = folder.resolve().relative_to(probe.resolve()).as_posix()
+    prefix = prefix.strip()
+    if rest != ".":
+        prefix = f"{prefix}{rest}/"
+    return Path(top), prefix
+
+
+def commit_of(rev: str, cwd: Path) -> str | None:
+    """The full sha of the commit ``rev`` names, or ``None`` if it names none."""
+    if not rev or rev.startswith("-") or any(c in rev for c in "\0\n"):
+        return None  # never let a revision be read as an option
+    try:
+        out = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd)
+    except ModelFilerError:
+        return None
+    return out.decode().strip() or None
+
+
+def is_shallow(cwd: Path) -> bool:
+    """Whether the repository is a shallow clone (part of its history is missing)."""
+    return _git(["rev-parse", "--is-shallow-repository"], cwd).decode().strip() == "true"
+
+
+class PathChange:
+    """One commit's change of files under a pathspec, as ``git log --raw`` reports it."""
+
+    __slots__ = ("author", "blobs", "commit", "parents", "time")
+
+    def __init__(self, commit: str, parents: list[str], time: int, author: str) -> None:
+        self.commit = commit
+        self.parents = parents
+        self.time = time
+        self.author = author
+        #: path -> (blob before, blob after) per parent diff; NULL_BLOB for "absent".
+        self.blobs: list[tuple[str, str, str]] = []
+
+
+def path_log(cwd: Path, pathspecs: Sequence[str], revs: Sequence[str]) -> list[PathChange]:
+    """Commits under ``revs`` that change ``pathspecs``, newest first, with their blob ids.
+
+    One ``git log`` for the whole history (never a process per commit). A merge is diffed
+    against each parent (``-m``), so it carries one line per parent it differs from.
+    """
+    out = _git(
+        [
+            "log",
+            "--format=%x1e%H %P%x1f%ct%x1f%an",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+            "-m",
+            *revs,
+            "--",
+            *pathspecs,
+        ],
+        cwd,
+    ).decode("utf-8", errors="replace")
+    changes: list[PathChange] = []
+    by_commit: dict[str, PathChange] = {}
+    for record in out.split("\x1e")[1:]:
+        head, _, raw = record.partition("\n")
+        ids, when, author = head.split("\x1f", 2)
+        commit, *parents = ids.split()
+        change = by_commit.get(commit)
+        if change is None:  # -m repeats a merge's header once per parent
+            change = by_commit[commit] = PathChange(commit, parents, int(when), author)
+            changes.append(change)
+        for line in raw.splitlines():
+            if line.startswith(":"):
+                meta, _, path = line.partition("\t")
+                fields = meta.split()
+                change.blobs.append((path, fields[2], fields[3]))
+    return changes
+
+
+def reachable_blobs(cwd: Path, pathspecs: Sequence[str]) -> dict[str, set[str]]:
+    """Every blob id a file under ``pathspecs`` has at any commit reachable from any ref.
+
+    Returns blob id -> paths. ``--full-history -m`` walks every commit and diffs a merge
+    against each parent, so every version of a file shows up where it first differs from a
+    parent (or at a root commit). The index's versions are included: a staged registry may
+    name objects no commit names yet.
+    """
+    out = _git(
+        [
+            "log",
+            "--all",
+            "--full-history",
+            "-m",
+            "--format=",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+            "--",
+            *pathspecs,
+        ],
+        cwd,
+    ).decode("utf-8", errors="replace")
+    blobs: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        if line.startswith(":"):
+            meta, _, path = line.partition("\t")
+            for blob in meta.split()[2:4]:  # the version before is reachable too (a parent)
+                if blob != NULL_BLOB:
+                    blobs.setdefault(blob, set()).add(path)
+    staged = _git(["ls-files", "-s", "-z", "--", *pathspecs], cwd).decode()
+    for record in filter(None, staged.split("\0")):
+        meta, _, path = record.partition("\t")
+        blobs.setdefault(meta.split()[1], set()).add(path)
+    return blobs
+
+
+def read_objects(ids: Sequence[str], cwd: Path) -> dict[str, bytes]:
+    """Contents of blobs by id, with one ``git cat-file --batch``; missing ones are left out."""
+    found = read_blobs(list(dict.fromkeys(ids)), cwd)
+    return {i: data for i, data in found.items() if data is not None}

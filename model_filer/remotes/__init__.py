@@ -13,8 +13,9 @@ import importlib.util
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import UnknownRemoteTypeError
 
@@ -46,6 +47,14 @@ def fail_fast() -> Iterator[None]:
         yield
     finally:
         NETWORK.update(saved)
+
+
+class RemoteObject(NamedTuple):
+    """An object on a remote: its key (relative to the remote root), size and last change."""
+
+    key: str
+    size: int
+    modified: datetime  # timezone-aware
 
 
 class Remote(ABC):
@@ -84,6 +93,16 @@ class Remote(ABC):
     def url(self, key: str) -> str:
         """The object's full address, for messages."""
         return f"{self.address.rstrip('/')}/{key}"
+
+    # -- listing for the garbage collector (issue 10) ------------------------------------------
+    def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
+        """Every object whose key starts with ``prefix``, with its size and age (one LIST)."""
+        from ..errors import RemoteError
+
+        raise RemoteError(
+            f"The {self.remote_type!r} remote cannot list its objects, so `model-filer gc` "
+            "cannot run on it."
+        )
 
 
 def available_types() -> list[str]:
