@@ -82,9 +82,8 @@ class Repo:
 
     def merge(self, branch: str) -> None:
         """Merge ``branch``, resolving a registry conflict with model_filer's merge."""
-        done = self.git(
-            "merge", "-q", "--no-edit", "--allow-unrelated-histories", branch, check=False
-        )
+        flags = ("-q", "--no-ff", "--no-edit", "--allow-unrelated-histories")
+        done = self.git("merge", *flags, branch, check=False)
         if done.returncode == 0:
             return
         if not self.git("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).stdout:
@@ -110,7 +109,7 @@ class Repo:
             texts.append(worktree.read_bytes())
         return [e for t in texts for e in parse(t, "oracle").entries.values()]
 
-    def keys(self) -> set[str]:
+    def objects(self) -> set[str]:
         return {o.key for o in self.filer.remote.list_objects()}
 
 
@@ -128,7 +127,7 @@ def plant_foreign(repo: Repo) -> None:
 def check_invariant(repo: Repo, before: set[str]) -> None:
     """After gc --delete --grace 0: every reachable version loads, nothing else of ours is left."""
     entries = repo.reachable_entries()
-    after = repo.keys()
+    after = repo.objects()
     for entry in entries:
         if entry.key is not None and entry.key in before:
             sink = Sink()
@@ -169,7 +168,7 @@ def test_lists_candidates_with_sizes_and_total_without_deleting(
     dropped = repo.put("b")
     repo.commit()
     repo.git("reset", "-q", "--hard", "HEAD~1")
-    before = repo.keys()
+    before = repo.objects()
     os.chdir(repo.path)
     assert main(["gc", "--remote", "--dir", "models", "--grace", "0"]) == 0
     out, err = capsys.readouterr()
@@ -177,10 +176,10 @@ def test_lists_candidates_with_sizes_and_total_without_deleting(
     assert f"1 unreferenced object(s), {dropped.size} B ({dropped.size} bytes)" in out
     assert "Run again with --delete" in out
     assert "protected only by the grace period. Run `git fetch --all` first." in err
-    assert repo.keys() == before
+    assert repo.objects() == before
     assert main(["gc", "--remote", "--dir", "models", "--grace", "0", "--delete"]) == 0
     assert "Deleted 1." in capsys.readouterr().out
-    assert repo.keys() == before - {dropped.key}
+    assert repo.objects() == before - {dropped.key}
 
 
 def test_the_grace_period_keeps_young_objects(make_repo: Any) -> None:
@@ -213,9 +212,9 @@ def test_rebase_amend_and_reset(make_repo: Any) -> None:
     amended = repo.put("c")  # replace x, then amend: the first x is unreachable now
     repo.git("add", "-A")
     repo.git("commit", "-q", "--amend", "--no-edit", "--no-verify")
-    before = repo.keys()
+    before = repo.objects()
     assert run_gc(repo) == [x.key]
-    assert amended.key in repo.keys()
+    assert amended.key in repo.objects()
     check_invariant(repo, before)
 
 
@@ -238,9 +237,9 @@ def test_force_pushed_and_deleted_branches(make_repo: Any) -> None:
     repo.git("push", "-q", "--force", "origin", "shared")
     repo.git("checkout", "-q", "main")
     repo.git("branch", "-q", "-D", "shared")
-    before = repo.keys()
+    before = repo.objects()
     assert run_gc(repo) == [old.key]
-    assert new.key in repo.keys()
+    assert new.key in repo.objects()
     check_invariant(repo, before)
     repo.git("push", "-q", "origin", "--delete", "shared")  # also prunes origin/shared
     assert run_gc(repo) == [new.key]
@@ -272,9 +271,9 @@ def test_merges_keep_both_sides(make_repo: Any) -> None:
     repo.merge("side")
     repo.git("branch", "-q", "-D", "side")
     assert {e.name for e in repo.filer.list_files()} == {"a", "b", "c"}
-    before = repo.keys()
+    before = repo.objects()
     assert run_gc(repo) == []
-    assert {side.key, main_.key} <= repo.keys()
+    assert {side.key, main_.key} <= repo.objects()
     check_invariant(repo, before)
 
 
@@ -286,9 +285,9 @@ def test_a_model_removed_and_added_again_under_the_same_name(make_repo: Any) -> 
     repo.commit()
     second = repo.put("m")
     repo.commit()
-    before = repo.keys()
+    before = repo.objects()
     assert run_gc(repo) == []
-    assert {first.key, second.key} <= repo.keys()
+    assert {first.key, second.key} <= repo.objects()
     check_invariant(repo, before)
     repo.git("checkout", "-q", "--orphan", "fresh")  # history without the first version
     repo.git("commit", "-q", "--no-verify", "-m", "fresh")
@@ -302,7 +301,7 @@ def test_the_index_and_the_working_tree_protect_uncommitted_pushes(make_repo: An
     repo.git("add", "-A")
     unstaged = repo.put("w")
     assert run_gc(repo) == []
-    assert {staged.key, unstaged.key} <= repo.keys()
+    assert {staged.key, unstaged.key} <= repo.objects()
 
 
 def test_foreign_objects_are_never_touched(make_repo: Any) -> None:
@@ -311,7 +310,7 @@ def test_foreign_objects_are_never_touched(make_repo: Any) -> None:
     orphan = repo.put("a")
     repo.filer.remove("a")  # pushed, never committed, removed
     assert run_gc(repo) == [orphan.key]
-    assert repo.keys() == set(FOREIGN)
+    assert repo.objects() == set(FOREIGN)
 
 
 def test_an_unreadable_registry_in_history_protects_what_it_mentions(make_repo: Any) -> None:
@@ -323,7 +322,7 @@ def test_an_unreadable_registry_in_history_protects_what_it_mentions(make_repo: 
     repo.git("rm", "-q", repo.registry)
     repo.commit("no registry")
     assert run_gc(repo) == []
-    assert entry.key in repo.keys()
+    assert entry.key in repo.objects()
     repo.git("checkout", "-q", "--orphan", "fresh")  # now nothing reachable mentions it
     repo.git("commit", "-q", "--no-verify", "--allow-empty", "-m", "fresh")
     repo.git("branch", "-q", "-D", "main")
@@ -344,7 +343,7 @@ def test_refuses_a_shallow_clone(
     assert main(["gc", "--remote", "--dir", str(clone / "models"), "--grace", "0"]) == 2
     err = capsys.readouterr().err
     assert "shallow clone" in err and "git fetch --unshallow" in err
-    assert len(repo.keys()) == 2
+    assert len(repo.objects()) == 2
 
 
 def test_refuses_outside_git(tmp_path: Path, remote: Path) -> None:
@@ -373,15 +372,18 @@ def test_collect_refuses_keys_it_did_not_write(repo: Path, remote: Path) -> None
 
 
 # -- property: random histories -------------------------------------------------------------
+OPS = [
+    *("put", "put", "put", "rm", "branch", "branch", "switch", "merge", "merge", "rebase"),
+    *("amend", "reset", "reset", "tag", "untag", "push", "delete", "delete", "fork", "fork"),
+]
+
+
 def random_history(repo: Repo, rng: random.Random, steps: int) -> None:
     """Dumps, removals, branches, merges, rebases, amends, resets, tags, pushes, deletions."""
     names = ["a", "b", "c"]
     branches = ["main"]
-    for _ in range(steps):
-        op = rng.choice(
-            ["put", "put", "put", "rm", "branch", "switch", "merge", "rebase", "amend"]
-            + ["reset", "tag", "untag", "push", "delete"]
-        )
+    for step in range(steps):
+        op = rng.choice(OPS)
         current = repo.git("branch", "--show-current").stdout.strip()
         others = [b for b in branches if b != current]
         present = [e.name for e in repo.filer.list_files()]
@@ -392,8 +394,21 @@ def random_history(repo: Repo, rng: random.Random, steps: int) -> None:
             repo.filer.remove(rng.choice(present))
             repo.commit()
         elif op == "branch":
-            branches.append(f"b{repo.counter}-{len(branches)}")
+            branches.append(f"b{step}")
             repo.git("checkout", "-q", "-b", branches[-1])
+        elif op == "fork":  # a side branch and this one both change, then merge
+            side = f"f{step}"
+            repo.git("checkout", "-q", "-b", side)
+            repo.put(rng.choice(names))
+            repo.commit()
+            repo.git("checkout", "-q", current)
+            repo.put(rng.choice(names))
+            repo.commit()
+            repo.merge(side)
+            if rng.random() < 0.5:
+                repo.git("branch", "-q", "-D", side)
+            else:
+                branches.append(side)
         elif op == "switch" and others:
             repo.git("checkout", "-q", rng.choice(others))
         elif op == "merge" and others:
@@ -426,12 +441,12 @@ def random_history(repo: Repo, rng: random.Random, steps: int) -> None:
 
 
 def _property_case(tmp_path: Path, address: str, rtype: str, seed: int) -> None:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible histories, not secrets
     repo = Repo(tmp_path, address, rtype)
-    random_history(repo, rng, rng.randrange(4, 12))
+    random_history(repo, rng, rng.randrange(6, 14))
     if rng.random() < 0.5:
         plant_foreign(repo)
-    before = repo.keys()
+    before = repo.objects()
     run_gc(repo)
     check_invariant(repo, before)
     assert run_gc(repo) == []  # nothing left to collect
