@@ -77,8 +77,14 @@ def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes
 NULL_BLOB = "0" * 40
 
 
+_PREFIXES: dict[str, tuple[Path, str]] = {}  # a folder does not move between repositories
+
+
 def repo_prefix(folder: Path) -> tuple[Path, str] | None:
     """The work tree's top folder and ``folder``'s path inside it; ``None`` outside git."""
+    memo = _PREFIXES.get(str(folder.absolute()))
+    if memo is not None and memo[0].is_dir():
+        return memo
     probe = folder
     while not probe.is_dir():  # a model folder not made yet still belongs to its repo
         if probe.parent == probe:
@@ -93,7 +99,35 @@ def repo_prefix(folder: Path) -> tuple[Path, str] | None:
     prefix = prefix.strip()
     if rest != ".":
         prefix = f"{prefix}{rest}/"
+    _PREFIXES[str(folder.absolute())] = (Path(top), prefix)
     return Path(top), prefix
+
+
+def read_at(rev: str, path: str, cwd: Path) -> tuple[str | None, bytes | None]:
+    """The commit ``rev`` names and the blob at ``path`` in it, with one git process.
+
+    ``(None, None)`` when ``rev`` names no commit; ``(sha, None)`` when the path is absent.
+    """
+    if not rev or any(c in rev for c in "\0\n") or "\n" in path:
+        return None, None
+    specs = f"{rev}^{{commit}}\n{rev}:{path}\n".encode()
+    out = _git(["cat-file", "--batch"], cwd, data=specs)
+    found: list[tuple[bytes, bytes] | None] = []
+    pos = 0
+    for _ in range(2):
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) == 3 and header[1] in (b"commit", b"blob"):
+            size = int(header[2])
+            found.append((header[0], out[pos : pos + size]))
+            pos += size + 1
+        else:
+            found.append(None)
+    commit, blob = found
+    if commit is None:
+        return None, None
+    return commit[0].decode(), blob[1] if blob is not None else None
 
 
 def commit_of(rev: str, cwd: Path) -> str | None:

@@ -56,6 +56,32 @@ class RegistryReader:
         reg = self._fast(text, where)
         return reg if reg is not None else parse(text, where, filename=filename)
 
+    def pick(self, text: bytes, where: str, filename: str, name: str) -> Registry:
+        """The registry in ``text`` holding at most the entry ``name`` (when it has the
+        writer's layout: the remote and that entry are checked, the other names only for
+        duplicates), else every entry, through the full parser."""
+        split = self._split(text)
+        if split is not None:
+            base, blocks = split
+            heads = [b[: b.find(b"\n")] if b"\n" in b else b for b in blocks]
+            if len(set(heads)) == len(heads):
+                wanted = f"  {name}:".encode()
+                block = next((b for b, h in zip(blocks, heads, strict=True) if h == wanted), None)
+                entry = self._block(block, where) if block is not None else None
+                if block is None or entry is not None:
+                    entries = {name: entry} if entry is not None else {}
+                    return Registry(base.remote_type, base.remote_address, entries)
+        return parse(text, where, filename=filename)
+
+    def _split(self, text: bytes) -> tuple[Registry, list[bytes]] | None:
+        if len(text) > MAX_REGISTRY_BYTES or not text.startswith(HEADER.encode()):
+            return None
+        head, sep, body = text.partition(b"\nmodels:\n")
+        if not sep or not body.endswith(b"\n"):
+            return None
+        base = self._head(head + b"\n")
+        return None if base is None else (base, _SPLIT.split(body[:-1]))
+
     def _head(self, head: bytes) -> Registry | None:
         if head not in self._heads:
             reg = None
@@ -87,16 +113,12 @@ class RegistryReader:
         return self._blocks[block]
 
     def _fast(self, text: bytes, where: str) -> Registry | None:
-        if len(text) > MAX_REGISTRY_BYTES or not text.startswith(HEADER.encode()):
+        split = self._split(text)
+        if split is None:
             return None
-        head, sep, body = text.partition(b"\nmodels:\n")
-        if not sep or not body.endswith(b"\n"):
-            return None
-        base = self._head(head + b"\n")
-        if base is None:
-            return None
+        base, blocks = split
         entries: dict[str, Entry] = {}
-        for block in _SPLIT.split(body[:-1]):
+        for block in blocks:
             entry = self._block(block, where)
             if entry is None or entry.name in entries:
                 return None  # the full parser gives the precise error
@@ -124,7 +146,7 @@ def repo_path(filer: Filer, why: str) -> RepoPath:
     return RepoPath(top, prefix + registry_filename(filer.remote_type))
 
 
-def resolve(rev: str, where: RepoPath) -> str:
+def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob at rev
     """The commit sha ``rev`` names, or :class:`UnknownRevisionError`."""
     if not isinstance(rev, str):
         raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
@@ -137,16 +159,25 @@ def resolve(rev: str, where: RepoPath) -> str:
     return sha
 
 
+def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str]:
+    where = repo_path(filer, f"rev={rev!r} cannot be read")
+    if not isinstance(rev, str):
+        raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
+    sha, text = gitblobs.read_at(rev, where.registry, where.top)
+    if sha is None:
+        raise UnknownRevisionError(
+            f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
+            "`git fetch` if it is on another clone."
+        )
+    return text, f"{where.registry} at {rev}"
+
+
 def registry_at(filer: Filer, rev: str) -> tuple[Registry | None, str]:
     """The Filer's registry as committed at ``rev`` (``None`` if absent), and where it is."""
-    where = repo_path(filer, f"rev={rev!r} cannot be read")
-    sha = resolve(rev, where)
-    spec = f"{sha}:{where.registry}"
-    text = gitblobs.read_blobs([spec], where.top)[spec]
-    label = f"{where.registry} at {rev}"
+    text, label = _registry_text(filer, rev)
     if text is None:
         return None, label
-    reg = parse(text, label, filename=where.registry)
+    reg = parse(text, label, filename=label.split(" at ")[0])
     filer.remote.check_matches(reg.remote_address, label)
     return reg, label
 
@@ -158,19 +189,27 @@ def list_at(filer: Filer, rev: str) -> list[Entry]:
 
 
 def entry_at(filer: Filer, name: str, rev: str) -> Entry:
-    """The entry ``name`` at ``rev``; :class:`UnknownModelError` naming the revision."""
+    """The entry ``name`` at ``rev``; :class:`UnknownModelError` naming the revision.
+
+    Only the remote and this entry's lines are parsed (when the file has the writer's
+    layout): a load must not pay for parsing every other model's entry.
+    """
     check_name(name)
-    reg, label = registry_at(filer, rev)
-    if reg is None:
+    text, label = _registry_text(filer, rev)
+    if text is None:
         raise UnknownModelError(
             f"No registry {label}: no model was committed there at revision {rev!r}. "
             f"Run `model-filer log --all --dir {filer.local_dir}` to see where models exist."
         )
+    reg = RegistryReader().pick(text, label, label.split(" at ")[0], name)
+    filer.remote.check_matches(reg.remote_address, label)
     entry = reg.entries.get(name)
     if entry is None:
+        full, _ = registry_at(filer, rev)  # the error lists every name there
+        known = full.entries if full is not None else {}
         raise UnknownModelError(
             f"No model {name!r} in {label} (revision {rev!r}). Known there: "
-            f"{', '.join(sorted(reg.entries)) or 'none'}. "
+            f"{', '.join(sorted(known)) or 'none'}. "
             f"Run `model-filer log {name} --dir {filer.local_dir}` to see its history."
         )
     return entry
@@ -189,17 +228,21 @@ def load_at(filer: Filer, name: str, rev: str) -> Any:
 def open_verified(filer: Filer, entry: Entry, rev: str = "") -> IO[bytes]:
     """A readable file holding exactly ``entry``'s bytes, fetched and verified if needed.
 
-    The one place a version's bytes come from: the working tree's file when its registry
-    names the same bytes, else a verified copy in the folder's object cache, else the remote.
-    A version the working tree does not name never replaces ``<name>.pkl``.
+    The one place a version's bytes come from: the working tree's ``<name>.pkl`` when the
+    hash cache vouches it holds them, else a verified copy in the folder's object cache, else
+    :meth:`Filer.open` when the working tree's registry names the same bytes, else the remote
+    into the object cache. A version the working tree does not name never replaces
+    ``<name>.pkl``. (The content-addressed local store replaces the object cache here.)
     """
+    cache = HashCache(filer.local_dir)
+    for path in (filer.model_path(entry.name), object_path(filer.local_dir, entry.sha256)):
+        fh = _open_object(path, entry, cache, rehash=path.name == entry.sha256)
+        if fh is not None:  # verified bytes: by the stat cache, or hashed just now
+            return fh
     current = filer._read().entries.get(entry.name)
     if current is not None and (current.sha256, current.size) == (entry.sha256, entry.size):
-        return filer.open(current)
+        return filer.open(current)  # the working tree's version: fetched into place
     path = object_path(filer.local_dir, entry.sha256)
-    fh = _open_object(path, entry, HashCache(filer.local_dir))
-    if fh is not None:
-        return fh
     if entry.key is None:
         raise LocalOnlyError(
             f"{entry.name!r} at {rev or 'that revision'} is local: it was never pushed, so its "
@@ -218,7 +261,9 @@ def object_path(local_dir: Path, sha256: str) -> Path:
     return local_dir / ".model_filer" / OBJECTS_DIR / sha256
 
 
-def _open_object(path: Path, entry: Entry, cache: HashCache) -> IO[bytes] | None:
+def _open_object(
+    path: Path, entry: Entry, cache: HashCache, rehash: bool = True
+) -> IO[bytes] | None:
     try:
         fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
     except FileNotFoundError:
@@ -226,7 +271,7 @@ def _open_object(path: Path, entry: Entry, cache: HashCache) -> IO[bytes] | None
     st = os.fstat(fh.fileno())
     if cache.lookup_stat(path, st) == entry.sha256:
         return fh
-    if st.st_size == entry.size and sha256_stream(fh) == entry.sha256:
+    if rehash and st.st_size == entry.size and sha256_stream(fh) == entry.sha256:
         cache.record(path, entry.sha256, st)
         cache.save()
         fh.seek(0)
