@@ -3,7 +3,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/history.py [--commits 1000] [--models 100] [--runs 7] [--install-dvc]
+    .venv/bin/python benchmarks/history.py [--commits N] [--models N] [--runs N] [--install-dvc]
 
 One git history of ``--commits`` commits is built with ``git fast-import`` (the first
 ``--models`` commits add a model each, every later one replaces one), the registry of every
@@ -104,8 +104,8 @@ class Generated:
         import numpy as np
 
         from model_filer.names import object_key
-        from model_filer.serializers import python_version
         from model_filer.registry import Entry, Registry
+        from model_filer.serializers import python_version
 
         self.repo.mkdir()
         self.remote.mkdir()
@@ -144,9 +144,7 @@ class Generated:
             md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - DVC's own content address
             (cache / md5[:2]).mkdir(parents=True, exist_ok=True)
             (cache / md5[:2] / md5[2:]).write_bytes(data)
-            dvcfile = (
-                f"outs:\n- md5: {md5}\n  size: {len(data)}\n  hash: md5\n  path: {name}.pkl\n"
-            )
+            dvcfile = f"outs:\n- md5: {md5}\n  size: {len(data)}\n  hash: md5\n  path: {name}.pkl\n"
             commits.append({f"models/{name}.pkl.dvc": dvcfile.encode()})
         self._fast_import(repo, commits)
         return repo
@@ -161,14 +159,25 @@ def median_call(fn: Any, runs: int) -> float:
     return statistics.median(times)
 
 
+CPU: dict[str, float] = {}  # median CPU seconds (user + system) of each timed command
+
+
 def time_cli(args: list[str], cwd: Path, env: dict[str, str], runs: int) -> float:
-    times = []
+    """Median wall time of a whole process; its median CPU time goes to ``CPU`` (on a
+    shared machine the wall time also counts waiting for a core)."""
+    import resource
+
+    times, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, check=False)
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if done.returncode:
             raise RuntimeError(f"{args}: {done.stderr.decode()[-2000:]}")
+    CPU[" ".join(args[1:3] + args[-1:])] = statistics.median(cpus)
     return statistics.median(times)
 
 
@@ -181,7 +190,7 @@ for _ in range(runs):
     t = time.perf_counter()
     model = pickle.loads(dvc.api.read(path, repo=repo, rev=rev, mode="rb"))
     times.append(time.perf_counter() - t)
-print(json.dumps({"median": statistics.median(times), "first": times[0], "len": len(model)}))
+print(json.dumps({"median": statistics.median(times), "first": times[0], "runs": runs}))
 """
 
 
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def unpickle() -> Any:
             with open(raw, "rb") as fh:
-                return pickle.load(fh)  # noqa: S301 - our own bytes
+                return pickle.load(fh)
 
         ours = median_call(lambda: filer.load(name, rev=rev), args.runs)
         base = median_call(unpickle, args.runs)
@@ -228,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         t_log = time_cli([cli, "log", "--dir", "models", name], gen.repo, env, args.runs)
         t_log_all = time_cli([cli, "log", "--dir", "models", "--all"], gen.repo, env, 3)
         results["log"] = {"name": t_log, "all": t_log_all}
+        results["cpu"] = CPU
         log(f"model-filer log NAME {t_log:.3f} s; --all {t_log_all:.3f} s")
         t_gc = time_cli([cli, "gc", "--remote", "--dir", "models"], gen.repo, env, 3)
         t_list = median_call(lambda: sum(1 for _ in filer.remote.list_objects()), 3)
@@ -245,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
             log("generating the same history for DVC")
             dvc_repo = gen.build_dvc(dvc)
             done = subprocess.run(
-                [str(DVC_VENV / "bin" / "python"), "-c", DVC_WORKER, str(dvc_repo)]
-                + [f"models/{name}.pkl", rev, str(args.runs)],
+                [
+                    dvc_python,
+                    "-c",
+                    DVC_WORKER,
+                    str(dvc_repo),
+                    f"models/{name}.pkl",
+                    rev,
+                    str(args.runs),
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -256,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"dvc.api.read failed: {done.stderr[-3000:]}")
             theirs = json.loads(done.stdout.strip().splitlines()[-1])
             results["dvc_read_rev"] = theirs | {"ratio": theirs["median"] / ours}
-            log(f"dvc.api.read(rev) {theirs['median'] * 1e3:.1f} ms (first {theirs['first']:.2f} s)")
+            first = theirs["first"]
+            log(f"dvc.api.read(rev) {theirs['median'] * 1e3:.1f} ms (first call {first:.2f} s)")
         else:
             results["dvc_read_rev"] = None
         print_table(results)
@@ -312,6 +330,8 @@ def print_table(r: dict[str, Any]) -> None:
     for label, mine, base, ratio, target, ok in rows:
         verdict = "PASS" if ok else "FAIL"
         print(f"{label:<42} {mine:>10}  {base:<22} {ratio:>9}  {target:<14} {verdict}")
+    cpu = ", ".join(f"{cmd}: {secs:.2f} s" for cmd, secs in r.get("cpu", {}).items())
+    print(f"CPU time (user + system) of the CLI processes: {cpu}")
 
 
 if __name__ == "__main__":

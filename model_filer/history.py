@@ -358,7 +358,7 @@ def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow
     resolve(rev, where)
     changes = gitblobs.path_log(where.top, [f":(top,literal){where.registry}"], [rev])
     ids = {b for c in changes for _, *pair in c.blobs for b in pair} - {gitblobs.NULL_BLOB}
-    versions = _parse_blobs(filer, where, ids)
+    versions = _parse_blobs(filer, where, ids, name)
     rows: list[LogRow] = []
     for change in changes:
         pairs = [(versions.get(old), versions.get(new)) for _, old, new in change.blobs]
@@ -382,12 +382,19 @@ def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow
 _UNREADABLE = Registry("", "")  # a version that does not parse: skipped, never guessed at
 
 
-def _parse_blobs(filer: Filer, where: RepoPath, ids: Iterable[str]) -> dict[str, Registry]:
+def _parse_blobs(
+    filer: Filer, where: RepoPath, ids: Iterable[str], name: str | None
+) -> dict[str, Registry]:
+    """Each distinct registry version, parsed once (only ``name``'s entry when given)."""
     reader = RegistryReader()
     out: dict[str, Registry] = {}
     for blob, text in gitblobs.read_objects(sorted(ids), where.top).items():
+        label = f"{where.registry} (blob {blob[:10]})"
         try:
-            reg = reader.parse(text, f"{where.registry} (blob {blob[:10]})", where.registry)
+            if name is None:
+                reg = reader.parse(text, label, where.registry)
+            else:
+                reg = reader.pick(text, label, where.registry, name)
             filer.remote.check_matches(reg.remote_address, where.registry)
         except ModelFilerError:
             reg = _UNREADABLE
