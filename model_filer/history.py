@@ -23,7 +23,7 @@ from .errors import (
     UnknownModelError,
     UnknownRevisionError,
 )
-from .files import folder_lock, internal_dir, registry_filename, temp_path
+from .files import folder_lock, internal_dir, registry_filename, remote_type_of, temp_path
 from .hashing import HashCache, sha256_stream
 from .names import check_name
 from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry, parse
@@ -53,14 +53,14 @@ class RegistryReader:
 
     def parse(self, text: bytes, where: str, filename: str) -> Registry:
         """The registry in ``text``; raises :class:`RegistryError` as :func:`registry.parse`."""
-        reg = self._fast(text, where)
+        reg = self._fast(text, where, filename)
         return reg if reg is not None else parse(text, where, filename=filename)
 
     def pick(self, text: bytes, where: str, filename: str, name: str) -> Registry:
         """The registry in ``text`` holding at most the entry ``name`` (when it has the
         writer's layout: the remote and that entry are checked, the other names only for
         duplicates), else every entry, through the full parser."""
-        split = self._split(text)
+        split = self._split(text, filename)
         if split is not None:
             base, blocks = split
             heads = [b[: b.find(b"\n")] if b"\n" in b else b for b in blocks]
@@ -73,14 +73,16 @@ class RegistryReader:
                     return Registry(base.remote_type, base.remote_address, entries)
         return parse(text, where, filename=filename)
 
-    def _split(self, text: bytes) -> tuple[Registry, list[bytes]] | None:
+    def _split(self, text: bytes, filename: str) -> tuple[Registry, list[bytes]] | None:
         if len(text) > MAX_REGISTRY_BYTES or not text.startswith(HEADER.encode()):
             return None
         head, sep, body = text.partition(b"\nmodels:\n")
         if not sep or not body.endswith(b"\n"):
             return None
         base = self._head(head + b"\n")
-        return None if base is None else (base, _SPLIT.split(body[:-1]))
+        if base is None or remote_type_of(filename) not in (None, base.remote_type):
+            return None  # the full parser names the mismatch
+        return base, _SPLIT.split(body[:-1])
 
     def _head(self, head: bytes) -> Registry | None:
         if head not in self._heads:
@@ -112,8 +114,8 @@ class RegistryReader:
             self._blocks[block] = entry
         return self._blocks[block]
 
-    def _fast(self, text: bytes, where: str) -> Registry | None:
-        split = self._split(text)
+    def _fast(self, text: bytes, where: str, filename: str) -> Registry | None:
+        split = self._split(text, filename)
         if split is None:
             return None
         base, blocks = split
@@ -159,7 +161,8 @@ def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob a
     return sha
 
 
-def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str]:
+def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str, str]:
+    """The registry's bytes at ``rev`` (None if absent), a label for messages, its path."""
     where = repo_path(filer, f"rev={rev!r} cannot be read")
     if not isinstance(rev, str):
         raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
@@ -169,15 +172,15 @@ def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str]:
             f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
             "`git fetch` if it is on another clone."
         )
-    return text, f"{where.registry} at {rev}"
+    return text, f"{where.registry} at {rev}", where.registry
 
 
 def registry_at(filer: Filer, rev: str) -> tuple[Registry | None, str]:
     """The Filer's registry as committed at ``rev`` (``None`` if absent), and where it is."""
-    text, label = _registry_text(filer, rev)
+    text, label, path = _registry_text(filer, rev)
     if text is None:
         return None, label
-    reg = parse(text, label, filename=label.split(" at ")[0])
+    reg = parse(text, label, filename=path)
     filer.remote.check_matches(reg.remote_address, label)
     return reg, label
 
@@ -195,13 +198,13 @@ def entry_at(filer: Filer, name: str, rev: str) -> Entry:
     layout): a load must not pay for parsing every other model's entry.
     """
     check_name(name)
-    text, label = _registry_text(filer, rev)
+    text, label, path = _registry_text(filer, rev)
     if text is None:
         raise UnknownModelError(
             f"No registry {label}: no model was committed there at revision {rev!r}. "
             f"Run `model-filer log --all --dir {filer.local_dir}` to see where models exist."
         )
-    reg = RegistryReader().pick(text, label, label.split(" at ")[0], name)
+    reg = RegistryReader().pick(text, label, path, name)
     filer.remote.check_matches(reg.remote_address, label)
     entry = reg.entries.get(name)
     if entry is None:

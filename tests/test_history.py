@@ -294,6 +294,7 @@ def _registry_text(*entries: object) -> bytes:
         _registry_text(sample_entry("a"), sample_entry("b")).replace(b"\n  b:", b"\n# c\n  b:"),
         _registry_text(sample_entry("a")).replace(b"state: synced", b"state: &x synced"),
         _registry_text(sample_entry("a")).replace(b"address: /r", b"address: /r\n  x: 1"),
+        registry_bytes("s3", "s3://bucket/p", sample_entry("a")),  # not what its name says
     ],
 )
 def test_registry_reader_matches_parse(text: bytes) -> None:
@@ -306,6 +307,11 @@ def test_registry_reader_matches_parse(text: bytes) -> None:
     full = outcome(lambda t: parse(t, "r", filename="m/.local_registry"))
     fast = outcome(lambda t: RegistryReader().parse(t, "r", "m/.local_registry"))
     assert fast == full
+    picked = outcome(lambda t: RegistryReader().pick(t, "r", "m/.local_registry", "a"))
+    if isinstance(full, type):  # every refused case here is about 'a' or the whole file
+        assert picked is full
+    else:
+        assert picked.entries.get("a") == full.entries.get("a")  # type: ignore[attr-defined]
 
 
 def test_registry_reader_parses_each_distinct_entry_once() -> None:
