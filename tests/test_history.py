@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gitrepo import commit, git, head, registry_bytes, sample_entry
+from gitrepo import closed_port, commit, git, head, registry_bytes, sample_entry
 
 from model_filer import Filer
 from model_filer.cli import main
@@ -321,3 +321,21 @@ def test_registry_reader_parses_each_distinct_entry_once() -> None:
     regs = [reader.parse(t, "r", "m/.local_registry") for t in (one, two)]
     assert regs == [parse(t, "r") for t in (one, two)]
     assert len(reader._blocks) == 3  # a, b and the changed b: the fast path ran
+
+
+def test_s3_version_once_fetched_loads_with_the_endpoint_closed(
+    repo: Path, s3_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filer = Filer(repo / "models", s3_address)
+    filer.dump([1], "a", push=True)
+    commit(repo, "a1")
+    filer.remove("a")
+    filer.dump([2], "a", push=True)
+    commit(repo, "a2")
+    assert filer.load("a", rev="HEAD~1") == [1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    offline = Filer(repo / "models", s3_address)  # a new client: it could reach nothing
+    assert offline.load("a", rev="HEAD~1") == [1]
+    assert offline.load("a", rev="HEAD") == [2]
+    with pytest.raises(ModelFilerError):
+        Filer(repo / "models", s3_address).remote.size_of("a/" + "0" * 64 + ".pkl")
