@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = median_call(lambda: filer.load(name, rev=rev), args.runs)
         base = median_call(unpickle, args.runs)
         results["load_rev"] = {"ours": ours, "unpickle": base, "over": ours - base}
-        log(f"load(rev) {ours * 1e3:.1f} ms; unpickle {base * 1e3:.1f} ms")
+        log(f"load(rev) {ours * 1e3:.1f} ms; unpickle {base * 1e3:.2f} ms")
         gen.remote.parent.joinpath("remote-away").rename(gen.remote)
 
         cli = str(BIN / "model-filer")
@@ -291,7 +291,7 @@ def print_table(r: dict[str, Any]) -> None:
         (
             "load(name, rev) from local, no network",
             f"{load['ours'] * 1e3:.1f} ms",
-            f"unpickle {load['unpickle'] * 1e3:.1f} ms",
+            f"unpickle {load['unpickle'] * 1e3:.2f} ms",
             f"+{load['over'] * 1e3:.1f} ms",
             "<= +50 ms",
             load["over"] <= 0.05,
