@@ -188,6 +188,86 @@ def cmd_merge_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- history (issue 10) -----------------------------------------------------------------------
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import json
+
+    from .history import iso_date, log
+
+    if args.all == bool(args.name):
+        raise ModelFilerError("Pass one model NAME to `model-filer log`, or --all, not both.")
+    rows = log(_filer(args), None if args.all else args.name)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    for r in rows:
+        who = r.author if len(r.author) <= 20 else r.author[:19] + "~"
+        print(
+            f"{r.commit[:10]}  {iso_date(r.time)[:10]}  {who:<20}  {r.name}  {r.change:<8}  "
+            f"{_short(r.entry.sha256)}  {_human(r.entry.size)}"
+        )
+    if not rows:
+        print("No changes in the history of HEAD.")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    import json
+
+    from .history import diff
+
+    rows = diff(_filer(args), args.rev1, args.rev2)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    for r in rows:
+        old, new = r.as_dict()["old"], r.as_dict()["new"]
+        parts = []
+        for label, side in (("old", old), ("new", new)):
+            if side is not None:
+                lib = f", {side['library']}" if side["library"] else ""
+                parts.append(f"{label} {_short(side['sha256'])} {_human(side['size'])}{lib}")
+        print(f"{r.change:<8} {r.name}  {'  ->  '.join(parts)}")
+    if not rows:
+        print(f"No model changed between {args.rev1} and {args.rev2 or 'the working tree'}.")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from . import gc
+
+    if not args.remote:
+        raise ModelFilerError(
+            "gc needs --remote: `model-filer gc --remote` lists remote objects no reachable "
+            "registry names (add --delete to delete them)."
+        )
+    if args.grace < 0:
+        raise ModelFilerError(f"--grace must be 0 or more days, got {args.grace:g}.")
+    filer = _filer(args)
+    print(f"model-filer: {gc.UNFETCHED_WARNING}", file=sys.stderr)
+    found = gc.plan(filer, timedelta(days=args.grace))
+    for obj in found.candidates:
+        print(f"{obj.key}  {_human(obj.size)}  {obj.modified.isoformat(timespec='seconds')}")
+    count = len(found.candidates)
+    summary = (
+        f"{count} unreferenced object(s), {_human(found.total)} ({found.total} bytes) on "
+        f"{filer.remote.address}; kept {found.kept_named} named by {found.registries} "
+        f"registry version(s) and {found.kept_young} younger than {args.grace:g} day(s)."
+    )
+    if not args.delete:
+        print(summary + (" Run again with --delete to delete them." if count else ""))
+        return 0
+    deleted = gc.collect(filer, found.candidates)
+    print(summary + f" Deleted {len(deleted)}.")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -249,6 +329,24 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(name)
     p.add_argument("path", nargs="?")
     p.set_defaults(func=cmd_merge_registry)
+    p = sub.add_parser("log", help="changes of a model through git history, newest first")
+    _folder_options(p)
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--all", action="store_true", help="every model's changes")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_log)
+    p = sub.add_parser("diff", help="models added, removed and changed between revisions")
+    _folder_options(p)
+    p.add_argument("rev1", metavar="REV1")
+    p.add_argument("rev2", nargs="?", metavar="REV2", help="default: the working tree")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("gc", help="remote objects no reachable registry names")
+    _folder_options(p)
+    p.add_argument("--remote", action="store_true", help="collect on the remote (required)")
+    p.add_argument("--grace", type=float, default=14.0, metavar="DAYS", help="default 14")
+    p.add_argument("--delete", action="store_true", help="delete them (default: list only)")
+    p.set_defaults(func=cmd_gc)
     p = sub.add_parser("demo", help="the whole workflow in a temp folder, local remote")
     p.add_argument("--keep", action="store_true", help="keep the temp folder to look at")
     p.set_defaults(func=cmd_demo)

@@ -48,6 +48,7 @@ class UnknownModelError(ModelFilerError, KeyError):
         *,
         rev: str | None = None,
         consequence: str = "",
+        hint: str = "Run filer.show_files() or `model-filer status` to list them.",
     ) -> None:
         self.names = [names] if isinstance(names, str) else sorted(names)
         self.registry = str(registry)
@@ -57,8 +58,7 @@ class UnknownModelError(ModelFilerError, KeyError):
         what = ", ".join(map(repr, self.names))
         known_text = name_list(self.known, 20) or "none"
         super().__init__(
-            f"No model {what} in {where}{consequence}. Known: {known_text}. "
-            "Run filer.show_files() or `model-filer status` to list them."
+            f"No model {what} in {where}{consequence}. Known there: {known_text}. {hint}"
         )
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -175,3 +175,7 @@ class ModelFilerWarning(UserWarning):
 
 class VersionMismatchWarning(ModelFilerWarning):
     """The running Python or model library differs from the one that dumped the model."""
+
+
+class UnknownRevisionError(ModelFilerError):
+    """A git revision names no commit in the repository (history, issue 10)."""

@@ -125,16 +125,27 @@ class Filer:
         if push:
             self.push(name)
 
-    def load(self, name: str) -> Any:
+    def load(self, name: str, rev: str | None = None) -> Any:
         """Load a model: from the local file when it holds the registry's bytes, else download.
 
         Downloaded bytes are checked against the registry's size and sha256 before they are
         unpickled; bytes that fail are deleted and never unpickled.
 
+        Parameters
+        ----------
+        name : str
+        rev : str, optional
+            A git revision (``"v1.2"``, ``"main~3"``, a sha): load the model as the registry
+            committed there recorded it, without a checkout.
+
         Raises
         ------
         UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
         """
+        if rev is not None:
+            from .history import load_at
+
+            return load_at(self, name, rev)
         check_name(name)
         self.folder.clean_dead_temps()
         entry = self.folder.entry(name)
@@ -270,8 +281,12 @@ class Filer:
             lambda reg: sorted(n for n, e in reg.entries.items() if e.state == "local"), False
         )
 
-    def list_files(self) -> list[Entry]:
-        """The registry's entries as data, sorted by name."""
+    def list_files(self, rev: str | None = None) -> list[Entry]:
+        """The registry's entries as data, sorted by name; at git revision ``rev`` if given."""
+        if rev is not None:
+            from .history import list_at
+
+            return list_at(self, rev)
         reg = self.folder.read()
         return [reg.entries[n] for n in sorted(reg.entries)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO
 
 from .errors import (
@@ -63,10 +64,13 @@ class Transfers:
         self.remote = remote
 
     # -- one entry ----------------------------------------------------------------------------
-    def fetch(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+    def fetch(
+        self, entry: Entry, cache: HashCache, place: Callable[[Path], None] | None = None
+    ) -> IO[bytes]:
         """Download ``entry``, verify it, rename it into place; return it open at offset 0.
 
-        The caller holds the model's lock.
+        ``place`` moves the verified temp file to where it belongs (default: the model file).
+        The caller holds the lock of that place.
         """
         if entry.state != "synced" or entry.key is None:
             raise _not_pushed(entry)
@@ -95,7 +99,10 @@ class Transfers:
                         actual=(sink.size, sha),
                     )
                 fh.flush()
-                self.folder.install(tmp, entry, cache)
+                if place is None:
+                    self.folder.install(tmp, entry, cache)
+                else:
+                    place(tmp)
             except BaseException:
                 fh.close()
                 raise

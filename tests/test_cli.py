@@ -215,7 +215,7 @@ def test_verify_ignores_models_not_downloaded(repo, filer):
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["push", "--dir", "models", "nosuch"], ["'nosuch'", "Known: churn, draft, prices"]),
+        (["push", "--dir", "models", "nosuch"], ["'nosuch'", "Known there: churn, draft, prices"]),
         (["pull", "--dir", "models", "nosuch"], ["nosuch"]),
         (["rm", "--dir", "models", "nosuch"], ["'nosuch'", "nothing removed"]),
         (["push", "--dir", "models", "../x"], ["Invalid model name '../x'"]),

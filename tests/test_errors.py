@@ -25,7 +25,7 @@ def test_unknown_model_error_knows_the_name_the_registry_and_the_known_names(tmp
     assert error.registry == str(filer.registry_path)
     assert error.known == ["alpha", "beta"]
     assert str(error) == (
-        f"No model 'gamma' in {filer.registry_path}. Known: alpha, beta. "
+        f"No model 'gamma' in {filer.registry_path}. Known there: alpha, beta. "
         "Run filer.show_files() or `model-filer status` to list them."
     )
     assert isinstance(error, KeyError)  # dict-like lookups still catch it
@@ -34,7 +34,7 @@ def test_unknown_model_error_knows_the_name_the_registry_and_the_known_names(tmp
 def test_unknown_model_error_at_a_revision_says_which():
     error = UnknownModelError("m", "models/.s3_registry", [], rev="v1.2")
     assert "models/.s3_registry at revision 'v1.2'" in str(error)
-    assert "Known: none" in str(error)
+    assert "Known there: none" in str(error)
 
 
 def test_a_thousand_identical_failures_make_one_sentence(tmp_path):

@@ -11,7 +11,8 @@ import importlib
 import importlib.util
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -43,6 +44,14 @@ class Network(NamedTuple):
 PATIENT = Network()
 #: Git hooks must not hold up a checkout or a push for minutes on a dead network.
 FAIL_FAST = Network(connect_timeout=2.0, max_attempts=2)
+
+
+class RemoteObject(NamedTuple):
+    """An object on a remote: its key (relative to the remote root), size and last change."""
+
+    key: str
+    size: int
+    modified: datetime  # timezone-aware
 
 
 class Remote(ABC):
@@ -82,6 +91,16 @@ class Remote(ABC):
     def url(self, key: str) -> str:
         """The object's full address, for messages."""
         return f"{self.address.rstrip('/')}/{key}"
+
+    # -- listing for the garbage collector (issue 10) ------------------------------------------
+    def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
+        """Every object whose key starts with ``prefix``, with its size and age (one LIST)."""
+        from ..errors import RemoteError
+
+        raise RemoteError(
+            f"The {self.remote_type!r} remote cannot list its objects, so `model-filer gc` "
+            "cannot run on it."
+        )
 
 
 def available_types() -> list[str]:

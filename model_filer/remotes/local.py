@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import (
@@ -15,7 +17,7 @@ from ..errors import (
 )
 from ..files import owned_temp_name, remove_dead_temps_in
 from ..hashing import CHUNK
-from . import PATIENT, Network, Progress, Remote, Sink
+from . import PATIENT, Network, Progress, Remote, RemoteObject, Sink
 
 
 def _copy(src: Path, dest: Path, progress: Progress | None) -> None:
@@ -115,6 +117,20 @@ class LocalRemote(Remote):
             path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only when empty
+
+    # -- listing for the garbage collector (issue 10) ------------------------------------------
+    def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
+        self._require_root()
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in sorted(filenames):
+                key = name if rel == "." else f"{rel}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    st = os.stat(Path(dirpath) / name)
+                    yield RemoteObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
 
 REMOTE = LocalRemote

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key
-from . import PATIENT, Network, Progress, Remote, Sink
+from . import PATIENT, Network, Progress, Remote, RemoteObject, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
@@ -339,6 +340,18 @@ class S3Remote(Remote):
         self._call(
             "delete", key, self.client.delete_object, Bucket=self.bucket, Key=self._full_key(key)
         )
+
+    # -- listing for the garbage collector (issue 10) ------------------------------------------
+    def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        pages = self._call("list", None, self.client.get_paginator, "list_objects_v2")
+        try:
+            for page in pages.paginate(Bucket=self.bucket, Prefix=root + prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(root) :]
+                    yield RemoteObject(key, int(item["Size"]), item["LastModified"])
+        except Exception as exc:
+            raise self._error(exc, "list", None) from None
 
 
 REMOTE = S3Remote

@@ -1,0 +1,459 @@
+"""The registry through git history: load at a revision, log and diff, with no checkout.
+
+Everything here reads git objects (``git log --raw`` for which blob a commit holds, one
+``git cat-file --batch`` for the blobs) and never touches the working tree. Remote objects are
+keyed by content, so every committed registry can still load the bytes it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+from . import gitops, serializers
+from .errors import (
+    LocalOnlyError,
+    ModelFilerError,
+    UnknownModelError,
+    UnknownRevisionError,
+)
+from .files import folder_lock, internal_dir, registry_filename, remote_type_of
+from .hashing import HashCache, sha256_stream
+from .names import check_name
+from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry, parse
+
+if TYPE_CHECKING:
+    from .filer import Filer
+
+OBJECTS_DIR = "objects"  # verified bytes of versions the working tree does not hold
+_ENTRY_HEAD = re.compile(rb"  ([A-Za-z0-9][A-Za-z0-9_.+-]{0,127}):")
+_SPLIT = re.compile(rb"\n(?=  \S)")
+
+
+# -- reading many registry versions fast ----------------------------------------------------
+class RegistryReader:
+    """Parse many versions of registries, each distinct entry's text only once.
+
+    Consecutive versions of a registry differ by an entry or two. A version in the layout the
+    registry writer produces (the header, the remote, then one block per model at two spaces)
+    is split into per-model blocks, and each distinct block is parsed once with the safe
+    loader and checked like any entry. Anything else, a hand-edited file included, goes
+    through the full parser, so both paths accept and refuse the same files.
+    """
+
+    def __init__(self) -> None:
+        self._heads: dict[bytes, Registry | None] = {}
+        self._blocks: dict[bytes, Entry | None] = {}
+
+    def parse(self, text: bytes, where: str, filename: str) -> Registry:
+        """The registry in ``text``; raises :class:`RegistryError` as :func:`registry.parse`."""
+        reg = self._fast(text, where, filename)
+        return reg if reg is not None else parse(text, where, filename=filename)
+
+    def pick(self, text: bytes, where: str, filename: str, name: str) -> Registry:
+        """The registry in ``text`` holding at most the entry ``name`` (when it has the
+        writer's layout: the remote and that entry are checked, the other names only for
+        duplicates), else every entry, through the full parser."""
+        split = self._split(text, filename)
+        if split is not None:
+            base, blocks = split
+            heads = [b[: b.find(b"\n")] if b"\n" in b else b for b in blocks]
+            if len(set(heads)) == len(heads):
+                wanted = f"  {name}:".encode()
+                block = next((b for b, h in zip(blocks, heads, strict=True) if h == wanted), None)
+                entry = self._block(block, where) if block is not None else None
+                if block is None or entry is not None:
+                    entries = {name: entry} if entry is not None else {}
+                    return Registry(base.remote_type, base.remote_address, entries)
+        return parse(text, where, filename=filename)
+
+    def _split(self, text: bytes, filename: str) -> tuple[Registry, list[bytes]] | None:
+        if len(text) > MAX_REGISTRY_BYTES or not text.startswith(HEADER.encode()):
+            return None
+        head, sep, body = text.partition(b"\nmodels:\n")
+        if not sep or not body.endswith(b"\n"):
+            return None
+        base = self._head(head + b"\n")
+        if base is None or remote_type_of(filename) not in (None, base.remote_type):
+            return None  # the full parser names the mismatch
+        return base, _SPLIT.split(body[:-1])
+
+    def _head(self, head: bytes) -> Registry | None:
+        if head not in self._heads:
+            reg = None
+            with contextlib.suppress(ModelFilerError):
+                candidate = parse(head + b"models: {}\n", "head")
+                if candidate.dumps() == head + b"models: {}\n":
+                    reg = candidate  # exactly what the writer makes: split safely
+            self._heads[head] = reg
+        return self._heads[head]
+
+    def _block(self, block: bytes, where: str) -> Entry | None:
+        if block not in self._blocks:
+            entry = None
+            match = _ENTRY_HEAD.match(block)
+            lines = block.split(b"\n")
+            if (
+                match
+                and lines[0] == match.group(0)
+                and all(line.startswith(b"    ") for line in lines[1:])
+            ):
+                from . import yamlio
+
+                with contextlib.suppress(yamlio.YAMLError, ModelFilerError):
+                    doc = yamlio.load(block)
+                    if isinstance(doc, dict) and len(doc) == 1:
+                        name = match.group(1).decode()
+                        entry = _parse_entry(name, doc.get(name), where)
+            self._blocks[block] = entry
+        return self._blocks[block]
+
+    def _fast(self, text: bytes, where: str, filename: str) -> Registry | None:
+        split = self._split(text, filename)
+        if split is None:
+            return None
+        base, blocks = split
+        entries: dict[str, Entry] = {}
+        for block in blocks:
+            entry = self._block(block, where)
+            if entry is None or entry.name in entries:
+                return None  # the full parser gives the precise error
+            entries[entry.name] = entry
+        return Registry(base.remote_type, base.remote_address, entries)
+
+
+# -- where the registry lives in git --------------------------------------------------------
+class RepoPath(NamedTuple):
+    """The repository holding a Filer's folder, and its registry's path inside it."""
+
+    top: Path
+    registry: str  # relative to ``top``, as git names it
+
+
+def repo_path(filer: Filer, why: str) -> RepoPath:
+    """Where the Filer's registry is tracked; :class:`ModelFilerError` outside git."""
+    found = gitops.repo_prefix(filer.local_dir)
+    if found is None:
+        raise ModelFilerError(
+            f"{filer.local_dir} is not inside a git repository, so {why}. Run it in the clone "
+            "whose history holds the registry (or `git init` and commit the registry first)."
+        )
+    top, prefix = found
+    return RepoPath(top, prefix + registry_filename(filer.remote_type))
+
+
+def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob at rev
+    """The commit sha ``rev`` names, or :class:`UnknownRevisionError`."""
+    if not isinstance(rev, str):
+        raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
+    sha = gitops.commit_of(rev, where.top)
+    if sha is None:
+        raise UnknownRevisionError(
+            f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
+            "`git fetch` if it is on another clone."
+        )
+    return sha
+
+
+def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str, str]:
+    """The registry's bytes at ``rev`` (None if absent), a label for messages, its path."""
+    where = repo_path(filer, f"rev={rev!r} cannot be read")
+    if not isinstance(rev, str):
+        raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
+    sha, text = gitops.read_at(rev, where.registry, where.top)
+    if sha is None:
+        raise UnknownRevisionError(
+            f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
+            "`git fetch` if it is on another clone."
+        )
+    return text, f"{where.registry} at {rev}", where.registry
+
+
+def registry_at(filer: Filer, rev: str) -> tuple[Registry | None, str]:
+    """The Filer's registry as committed at ``rev`` (``None`` if absent), and where it is."""
+    text, label, path = _registry_text(filer, rev)
+    if text is None:
+        return None, label
+    reg = parse(text, label, filename=path)
+    filer.remote.check_matches(reg.remote_address, label)
+    return reg, label
+
+
+def list_at(filer: Filer, rev: str) -> list[Entry]:
+    """The entries of the Filer's registry at ``rev``, sorted by name (none if absent)."""
+    reg, _ = registry_at(filer, rev)
+    return [] if reg is None else [reg.entries[n] for n in sorted(reg.entries)]
+
+
+def entry_at(filer: Filer, name: str, rev: str) -> Entry:
+    """The entry ``name`` at ``rev``; :class:`UnknownModelError` naming the revision.
+
+    Only the remote and this entry's lines are parsed (when the file has the writer's
+    layout): a load must not pay for parsing every other model's entry.
+    """
+    check_name(name)
+    text, label, path = _registry_text(filer, rev)
+    if text is None:
+        raise UnknownModelError(
+            name,
+            path,
+            rev=rev,
+            consequence=f" (no registry {label}: no model was committed there)",
+            hint=f"Run `model-filer log --all --dir {filer.local_dir}` to see where models exist.",
+        )
+    reg = RegistryReader().pick(text, label, path, name)
+    filer.remote.check_matches(reg.remote_address, label)
+    entry = reg.entries.get(name)
+    if entry is None:
+        full, _ = registry_at(filer, rev)  # the error lists every name there
+        known = full.entries if full is not None else {}
+        raise UnknownModelError(
+            name,
+            path,
+            known,
+            rev=rev,
+            hint=f"Run `model-filer log {name} --dir {filer.local_dir}` to see its history.",
+        )
+    return entry
+
+
+def load_at(filer: Filer, name: str, rev: str) -> Any:
+    """Load ``name`` as the registry at ``rev`` recorded it (see :meth:`Filer.load`)."""
+    entry = entry_at(filer, name, rev)
+    with open_verified(filer, entry, rev) as fh:
+        model = serializers.load(fh, entry.serializer, name)
+    serializers.warn_versions(entry)
+    return model
+
+
+# -- bytes of any version -------------------------------------------------------------------
+def open_verified(filer: Filer, entry: Entry, rev: str = "") -> IO[bytes]:
+    """A readable file holding exactly ``entry``'s bytes, fetched and verified if needed.
+
+    The one place a version's bytes come from: the working tree's ``<name>.pkl`` when the
+    hash cache vouches it holds them, else a verified copy in the folder's object cache, else
+    :meth:`Filer.open` when the working tree's registry names the same bytes, else the remote
+    into the object cache. A version the working tree does not name never replaces
+    ``<name>.pkl``. (The content-addressed local store replaces the object cache here.)
+    """
+    cache = HashCache(filer.local_dir)
+    for path in (filer.model_path(entry.name), object_path(filer.local_dir, entry.sha256)):
+        fh = _open_object(path, entry, cache, rehash=path.name == entry.sha256)
+        if fh is not None:  # verified bytes: by the stat cache, or hashed just now
+            return fh
+    current = filer.folder.read().entries.get(entry.name)
+    if current is not None and (current.sha256, current.size) == (entry.sha256, entry.size):
+        return filer.open(current)  # the working tree's version: fetched into place
+    path = object_path(filer.local_dir, entry.sha256)
+    if entry.key is None:
+        raise LocalOnlyError(
+            f"{entry.name!r} at {rev or 'that revision'} is local: it was never pushed, so its "
+            "bytes exist only on the machine that dumped it."
+        )
+    with folder_lock(filer.local_dir, f"object-{entry.sha256}"):
+        cache = filer.folder.cache()
+        fh = _open_object(path, entry, cache)  # another process won?
+        return fh if fh is not None else _fetch_object(filer, entry, path, cache)
+
+
+def object_path(local_dir: Path, sha256: str) -> Path:
+    """Where the folder keeps verified bytes of a version by their sha256."""
+    return local_dir / ".model_filer" / OBJECTS_DIR / sha256
+
+
+def _open_object(
+    path: Path, entry: Entry, cache: HashCache, rehash: bool = True
+) -> IO[bytes] | None:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    except FileNotFoundError:
+        return None
+    st = os.fstat(fh.fileno())
+    if cache.lookup_stat(path, st) == entry.sha256:
+        return fh
+    if rehash and st.st_size == entry.size and sha256_stream(fh) == entry.sha256:
+        cache.record(path, entry.sha256, st)
+        cache.save()
+        fh.seek(0)
+        return fh
+    fh.close()
+    return None
+
+
+def _fetch_object(filer: Filer, entry: Entry, path: Path, cache: HashCache) -> IO[bytes]:
+    """Download a version into the folder's object cache, verified; return it open."""
+
+    def place(tmp: Path) -> None:
+        (internal_dir(filer.local_dir) / OBJECTS_DIR).mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)  # named by content: never edited in place
+        os.replace(tmp, path)
+        cache.record(path, entry.sha256)
+
+    try:
+        return filer.transfers.fetch(entry, cache, place)
+    finally:
+        cache.save()
+
+
+# -- log ------------------------------------------------------------------------------------
+class LogRow(NamedTuple):
+    """One change of one model in one commit."""
+
+    commit: str
+    time: int  # seconds since the epoch
+    author: str
+    name: str
+    change: str  # added, replaced, removed or pushed
+    entry: Entry  # the new entry; the old one for ``removed``
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "date": iso_date(self.time),
+            "author": self.author,
+            "name": self.name,
+            "change": self.change,
+            "sha256": self.entry.sha256,
+            "size": self.entry.size,
+            "state": self.entry.state,
+        }
+
+
+def iso_date(seconds: int) -> str:
+    """A commit time as ISO 8601 UTC."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def change_of(old: Entry | None, new: Entry | None) -> str | None:
+    """How an entry changed between two versions, or ``None`` when it did not matter."""
+    if old is None:
+        return None if new is None else "added"
+    if new is None:
+        return "removed"
+    if (old.sha256, old.size) != (new.sha256, new.size):
+        return "replaced"
+    if old.key is None and new.key is not None:
+        return "pushed"
+    return None
+
+
+def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow]:
+    """Every change of ``name`` (every model when ``None``) in ``rev``'s history, newest first.
+
+    A merge shows a change only when the merged entry differs from every parent's (a change
+    made on a branch is shown once, where it was made).
+    """
+    if name is not None:
+        check_name(name)
+    where = repo_path(filer, "there is no history to read")
+    resolve(rev, where)
+    changes = gitops.path_log(where.top, [f":(top,literal){where.registry}"], [rev])
+    ids = {b for c in changes for _, *pair in c.blobs for b in pair} - {gitops.NULL_BLOB}
+    versions = _parse_blobs(filer, where, ids, name)
+    rows: list[LogRow] = []
+    for change in changes:
+        pairs = [(versions.get(old), versions.get(new)) for _, old, new in change.blobs]
+        pairs = [(o, n) for o, n in pairs if o is not _UNREADABLE and n is not _UNREADABLE]
+        if not pairs or len(pairs) < len(change.parents):
+            continue  # a merge equal to one parent: the change is listed on that side
+        new = pairs[0][1]
+        names = {name} if name is not None else _names(p for pair in pairs for p in pair)
+        for model in sorted(names):
+            after = _get(new, model)
+            kinds = [change_of(_get(old, model), after) for old, _ in pairs]
+            if all(kinds) and kinds[0] is not None:
+                entry = after if after is not None else _get(pairs[0][0], model)
+                assert entry is not None  # noqa: S101 - a change has a side with the entry
+                rows.append(
+                    LogRow(change.commit, change.time, change.author, model, kinds[0], entry)
+                )
+    return rows
+
+
+_UNREADABLE = Registry("", "")  # a version that does not parse: skipped, never guessed at
+
+
+def _parse_blobs(
+    filer: Filer, where: RepoPath, ids: Iterable[str], name: str | None
+) -> dict[str, Registry]:
+    """Each distinct registry version, parsed once (only ``name``'s entry when given)."""
+    reader = RegistryReader()
+    out: dict[str, Registry] = {}
+    for blob, text in gitops.read_objects(sorted(ids), where.top).items():
+        label = f"{where.registry} (blob {blob[:10]})"
+        try:
+            if name is None:
+                reg = reader.parse(text, label, where.registry)
+            else:
+                reg = reader.pick(text, label, where.registry, name)
+            filer.remote.check_matches(reg.remote_address, where.registry)
+        except ModelFilerError:
+            reg = _UNREADABLE
+        out[blob] = reg
+    return out
+
+
+def _get(reg: Registry | None, name: str) -> Entry | None:
+    return None if reg is None else reg.entries.get(name)
+
+
+def _names(regs: Iterable[Registry | None]) -> set[str]:
+    return {n for reg in regs if reg is not None for n in reg.entries}
+
+
+# -- diff -----------------------------------------------------------------------------------
+class DiffRow(NamedTuple):
+    """A model added, removed or changed between two revisions."""
+
+    name: str
+    change: str  # added, removed or changed
+    old: Entry | None
+    new: Entry | None
+
+    def as_dict(self) -> dict[str, Any]:
+        def side(entry: Entry | None) -> dict[str, Any] | None:
+            if entry is None:
+                return None
+            library = entry.library or {}
+            return {
+                "sha256": entry.sha256,
+                "size": entry.size,
+                "state": entry.state,
+                "library": f"{library['name']} {library['version']}" if library else None,
+            }
+
+        return {
+            "name": self.name,
+            "change": self.change,
+            "old": side(self.old),
+            "new": side(self.new),
+        }
+
+
+def diff(filer: Filer, rev1: str, rev2: str | None = None) -> list[DiffRow]:
+    """Models added, removed and changed from ``rev1`` to ``rev2`` (default: working tree)."""
+    old_reg, _ = registry_at(filer, rev1)
+    new_reg = registry_at(filer, rev2)[0] if rev2 is not None else filer.folder.read()
+    return diff_registries(old_reg, new_reg)
+
+
+def diff_registries(old: Registry | None, new: Registry | None) -> list[DiffRow]:
+    """What changed between two registry versions, by model name."""
+    rows = []
+    for name in sorted(_names([old, new])):
+        a, b = _get(old, name), _get(new, name)
+        if a is None or b is None:
+            rows.append(DiffRow(name, "added" if a is None else "removed", a, b))
+        elif (a.sha256, a.size) != (b.sha256, b.size):
+            rows.append(DiffRow(name, "changed", a, b))
+    return rows
+
+
+def registry_pathspecs(names: Sequence[str]) -> list[str]:
+    """Pathspecs matching every file called one of ``names``, anywhere in the repository."""
+    return [f":(top,glob)**/{n}" for n in names]
