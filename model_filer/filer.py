@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from . import serializers
 from .errors import (
+    FolderNotWritableError,
     ImmutableEntryError,
     IntegrityError,
     LocalOnlyError,
@@ -150,12 +151,15 @@ class Filer:
         check_name(name)
         try:
             lock = self._registry.lock()
+            lock.acquire()  # fails here, not when built, when the lock file is read-only
         except OSError:  # a read-only deployment folder: nobody can be writing to it
             reg = self._read()
         else:
-            with lock:
+            try:
                 reg = self._read()
                 self._recover(reg)
+            finally:
+                lock.release()
         entry = reg.entries.get(name)
         if entry is None:
             raise UnknownModelError(
@@ -172,6 +176,13 @@ class Filer:
     # -- dump ---------------------------------------------------------------------------------
     def _check_dump(self, reg: Registry, name: str, overwrite: bool) -> None:
         entry = reg.entries.get(name)
+        twin = next((n for n in reg.entries if n != name and n.lower() == name.lower()), None)
+        if twin is not None:
+            raise ModelExistsError(
+                f"{name!r} differs only in case from {twin!r}: on macOS and Windows both are "
+                f"one file, so one would silently replace the other. Use {twin!r} or another "
+                "name."
+            )
         if entry is not None and entry.state == "synced":
             raise ImmutableEntryError(
                 f"{name!r} is synced and cannot be overwritten: a committed registry may point "
@@ -305,11 +316,19 @@ class Filer:
                 "machine that dumped it. Ask its author to run filer.push "
                 f"({entry.name!r}) and commit the registry."
             )
-        with folder_lock(self.local_dir, f"model-{entry.name}"):
-            fh = self._open_current(entry, HashCache(self.local_dir))  # another process won?
-            if fh is None:
-                self._fetch(entry)
-                fh = open(self.model_path(entry.name), "rb")  # noqa: SIM115
+        try:
+            with folder_lock(self.local_dir, f"model-{entry.name}"):
+                fh = self._open_current(entry, HashCache(self.local_dir))  # another process won?
+                if fh is None:
+                    self._fetch(entry)
+                    fh = open(self.model_path(entry.name), "rb")  # noqa: SIM115
+        except OSError as exc:  # a read-only deployment copy cannot receive a download
+            raise FolderNotWritableError(
+                f"{entry.name!r} is not present (or not current) in {self.local_dir}, and that "
+                f"folder is read-only ({exc.strerror}), so it cannot be downloaded there. Pull "
+                f"it where the folder is writable (`model-filer pull --dir {self.local_dir} "
+                f"{entry.name}`), then copy the folder again."
+            ) from None
         return fh
 
     def _download(self, entry: Entry, tmp: Path) -> tuple[int, str]:
