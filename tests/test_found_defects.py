@@ -36,7 +36,7 @@ def _load_without_write_permission(
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to drop the permission-override capabilities")
-    return subprocess.run(  # noqa: S603 - fixed argv
+    return subprocess.run(
         [
             setpriv,
             "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable",
@@ -61,13 +61,13 @@ def test_a_read_only_copy_loads_present_models_and_names_the_folder_for_missing_
     filer.dump({"w": [3]}, "missing", push=True)
     filer.load("present")  # the lock file and the hash cache exist, as on a used folder
     deploy = tmp_path / "deploy"
-    subprocess.run(["cp", "-a", str(filer.local_dir), str(deploy)], check=True)  # noqa: S603, S607
+    subprocess.run(["cp", "-a", str(filer.local_dir), str(deploy)], check=True)
     (deploy / "missing.pkl").unlink()
-    subprocess.run(["chmod", "-R", "a-w", str(deploy)], check=True)  # noqa: S603, S607
+    subprocess.run(["chmod", "-R", "a-w", str(deploy)], check=True)
     try:
         done = _load_without_write_permission(deploy, remote, "present", "missing")
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(deploy)], check=True)  # noqa: S603, S607
+        subprocess.run(["chmod", "-R", "u+w", str(deploy)], check=True)
 
     assert done.returncode == 0, done.stderr
     assert "present loaded {'w': [1, 2]}" in done.stdout
@@ -113,4 +113,3 @@ def test_a_same_size_tamper_with_the_mtime_restored_is_caught(tmp_path: Path, re
 def test_readme_says_a_local_remote_folder_must_exist() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "must already exist" in readme
-
