@@ -148,8 +148,9 @@ def _quiet(_: int) -> None:
 
 def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) -> int:
     """Fetch what ``registries`` need; print a summary; return the number of failures."""
-    from model_filer.discovery import filer_for
+    from model_filer.errors import UntrustedRemoteError
     from model_filer.progress import count_bar
+    from model_filer.remote_trust import trusted_filer
 
     fetched = failed = current = 0
     with _terminal() as tty:
@@ -157,12 +158,16 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
             folder = os.path.dirname(rel) or "."
             retry = f"model-filer pull --dir {shlex.quote(folder)} --all"
             try:
-                filer = filer_for(root / rel)
+                filer = trusted_filer(root / rel, folder)
                 names = _wanted(filer, folder, args)
                 with count_bar(len(names), f"prefetch {folder}", tty) as bar:
                     report = filer.pull(
                         names, jobs=args.jobs, on_done=bar.update if bar is not None else _quiet
                     )
+            except UntrustedRemoteError as exc:  # its message says how to trust it
+                print(f"prefetch-models: {exc}")
+                failed += 1
+                continue
             except ModelFilerError as exc:
                 print(f"prefetch-models: {rel}: {exc}\n  models not fetched; later run: {retry}")
                 failed += 1

@@ -98,19 +98,19 @@ class Filer:
         return self._registry.path
 
     def _new_registry(self) -> Registry:
-        return Registry(self.remote_type, self.remote.address)
+        return Registry(self.remote_type, self.remote.address, remote_id=self.remote.identity())
 
     def _read(self) -> Registry:
         reg = self._registry.read()
         if reg is None:
             return self._new_registry()
-        self.remote.check_matches(reg.remote_address, str(self.registry_path))
+        self.remote.check_matches(reg.remote_address, str(self.registry_path), reg.remote_id)
         return reg
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Registry]:
         with self._registry.transaction(self._new_registry()) as reg:
-            self.remote.check_matches(reg.remote_address, str(self.registry_path))
+            self.remote.check_matches(reg.remote_address, str(self.registry_path), reg.remote_id)
             self._recover(reg)
             yield reg
 
@@ -402,12 +402,14 @@ class Filer:
                 f"Dump it again with overwrite=True, then push."
             )
         key = object_key(entry.name, sha)
+        self.remote.ensure_identity()  # recorded in the registry when marked synced
         with byte_bar(entry.size, entry.name) as progress:
             self.remote.upload(path, key, sha, progress)
         return key
 
     def _mark_synced(self, pushed: dict[str, tuple[str, str]]) -> None:
         with self._transaction() as reg:
+            reg.remote_id = reg.remote_id or self.remote.identity()
             for name, (sha, key) in pushed.items():
                 current = reg.entries.get(name)
                 if current is not None and current.state == "local" and current.sha256 == sha:

@@ -69,3 +69,43 @@ def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes
         else:
             result[spec] = None  # "<spec> missing" (or not a blob)
     return result
+
+
+# -- this clone's git config (`git config --local`: never committed) ----------------------------
+# Plain `git config` processes: the hooks read it on every checkout, so no GitPython.
+
+
+def config_get_regexp(pattern: str, cwd: Path | None = None) -> dict[str, str] | None:
+    """Local config entries whose key matches ``pattern``: key -> value (the last one wins).
+
+    ``None`` when ``cwd`` is not inside a git repository: there is no clone to configure.
+    """
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        ["git", "config", "--local", "-z", "--get-regexp", pattern],  # noqa: S607
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode == 1:  # nothing matches
+        return {}
+    if done.returncode != 0:
+        return None
+    items = (item.partition(b"\n") for item in done.stdout.split(b"\0") if item)
+    return {key.decode(): value.decode() for key, _, value in items}
+
+
+def config_set(key: str, value: str, cwd: Path | None = None) -> None:
+    """Set ``key`` in this clone's own config (``.git/config``)."""
+    _git(["config", "--local", key, value], cwd)
+
+
+def config_unset(key: str, cwd: Path | None = None) -> None:
+    """Remove ``key`` from this clone's config (absent is fine)."""
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        ["git", "config", "--local", "--unset-all", key],  # noqa: S607
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode not in (0, 5):  # 5: no such key
+        raise ModelFilerError(f"git config --unset-all {key} failed: {done.stderr.decode()}")

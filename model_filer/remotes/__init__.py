@@ -57,8 +57,18 @@ class Remote(ABC):
         self.address = address
 
     @abstractmethod
-    def check_matches(self, recorded_address: str, registry_path: str) -> None:
-        """Raise :class:`RemoteMismatchError` if ``recorded_address`` is another store."""
+    def check_matches(
+        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
+    ) -> None:
+        """Raise :class:`RemoteMismatchError` if the registry's remote is another store."""
+
+    def identity(self) -> str | None:
+        """The ID a registry records beside the address; None when the address is the ID."""
+        return None
+
+    def ensure_identity(self) -> str | None:
+        """:meth:`identity`, created first where the remote has none yet (on push)."""
+        return self.identity()
 
     @abstractmethod
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:

@@ -246,7 +246,9 @@ class S3Remote(Remote):
             ) from None
 
     # -- the interface ----------------------------------------------------------------------
-    def check_matches(self, recorded_address: str, registry_path: str) -> None:
+    def check_matches(
+        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
+    ) -> None:
         try:
             recorded = parse_address(recorded_address)
         except InvalidNameError:
