@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from . import serializers
+from . import resume, serializers
 from .errors import (
     FolderNotWritableError,
     ImmutableEntryError,
@@ -348,10 +348,22 @@ class Filer:
         """Download a synced entry into place, verified; bad bytes are never kept."""
         if entry.key is None:
             raise LocalOnlyError(f"{entry.name!r} has no remote object yet: push it first.")
-        tmp = temp_path(self.local_dir, f"{entry.name}.download")
+        # A big download resumes: its partial file outlives a kill or a cut (model_filer.resume).
+        resumable = entry.size > resume.RESUMABLE_ABOVE
+        if resumable:
+            tmp = resume.claim_partial(internal_dir(self.local_dir) / "partial", entry.sha256)
+        else:
+            tmp = temp_path(self.local_dir, f"{entry.name}.download")
         tmp.parent.mkdir(parents=True, exist_ok=True)
+        keep = False
         try:
-            size, sha = self._download(entry, tmp)
+            if resumable:
+                with byte_bar(entry.size, entry.name) as progress:
+                    size, sha = resume.download(
+                        self.remote, entry.key, entry.size, entry.sha256, tmp, progress
+                    )
+            else:
+                size, sha = self._download(entry, tmp)
             if size != entry.size or sha != entry.sha256:
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not match "
@@ -361,9 +373,15 @@ class Filer:
                 )
             with self._registry.lock():
                 self._install(tmp, entry, cache)
+        except IntegrityError:
+            raise
+        except BaseException:
+            keep = resumable  # the next attempt continues from what arrived
+            raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            if not keep:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
 
     def _warn_versions(self, entry: Entry) -> None:
         now = serializers.python_version()

@@ -112,6 +112,13 @@ def _owner_alive(name: str) -> bool:
     return True
 
 
+def temp_owner(name: str) -> str:
+    """Who owns an owner-tagged temp file: ``"self"`` (this process), ``"alive"`` or ``"dead"``."""
+    if name.startswith(f"{_HOST}-{os.getpid()}-"):
+        return "self"
+    return "alive" if _owner_alive(name) else "dead"
+
+
 def remove_dead_temps(local_dir: Path) -> int:
     """Delete the model folder's temp files whose owner on this host is gone."""
     return remove_dead_temps_in(local_dir / INTERNAL_DIR / "tmp")

@@ -29,6 +29,16 @@ class Sink(Protocol):
     def seekable(self) -> bool: ...
 
 
+class RangeSink(Protocol):
+    """Where a resumed download writes: told first where the bytes that follow begin."""
+
+    def restart(self, offset: int, /) -> None:
+        """The next bytes start at ``offset``: the asked offset, or 0 when the server sent the
+        whole object instead (it ignored ``Range``)."""
+
+    def write(self, data: Any, /) -> int: ...
+
+
 _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
@@ -83,6 +93,17 @@ class Remote(ABC):
         ``size``, what the registry expects, only helps pick the cheapest way to fetch.
         """
 
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        """Write the object's bytes from ``offset`` on (``size`` is the registry's), in order.
+
+        Calls ``sink.restart`` once with where the bytes begin. This default cannot seek: it
+        starts over, which a remote that can should override.
+        """
+        sink.restart(0)
+        self.download(key, _Unseekable(sink), progress, size)
+
     @abstractmethod
     def size_of(self, key: str) -> int | None:
         """The object's size in bytes, or ``None`` when it does not exist."""
@@ -94,6 +115,19 @@ class Remote(ABC):
     def url(self, key: str) -> str:
         """The object's full address, for messages."""
         return f"{self.address.rstrip('/')}/{key}"
+
+
+class _Unseekable:
+    """A :class:`RangeSink` as a plain in-order :class:`Sink`."""
+
+    def __init__(self, sink: RangeSink) -> None:
+        self._sink = sink
+
+    def write(self, data: Any) -> int:
+        return self._sink.write(data)
+
+    def seekable(self) -> bool:
+        return False
 
 
 def available_types() -> list[str]:

@@ -19,7 +19,7 @@ from ..errors import (
 )
 from ..files import owned_temp_name, remove_dead_temps_in
 from ..hashing import CHUNK
-from . import Progress, Remote, Sink
+from . import Progress, RangeSink, Remote, Sink
 
 ID_FILE = ".model_filer_remote_id"
 ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -170,6 +170,27 @@ class LocalRemote(Remote):
         self._require_root()
         try:
             with open(self._path(key), "rb") as fin:
+                while chunk := fin.read(CHUNK):
+                    sink.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except FileNotFoundError:
+            raise RemoteObjectMissingError(
+                f"{self.url(key)} does not exist on the remote. Was it removed with "
+                "remove_remote=True? Dump and push the model again."
+            ) from None
+        except OSError as exc:
+            raise RemoteError(f"Cannot read {self.url(key)}: {exc.strerror}.") from None
+
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        self._require_root()
+        try:
+            with open(self._path(key), "rb") as fin:
+                start = offset if os.fstat(fin.fileno()).st_size >= offset else 0
+                fin.seek(start)
+                sink.restart(start)
                 while chunk := fin.read(CHUNK):
                     sink.write(chunk)
                     if progress is not None:
