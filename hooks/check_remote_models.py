@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from model_filer.errors import ModelFilerError
 from model_filer.registry import Entry, parse
@@ -52,8 +53,10 @@ def _check_entry(remote: Remote, path: str, entry: Entry) -> str | None:
 def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
     """Problems with the synced entries of registries committed at ``revisions``."""
     from model_filer.gitrefs import open_repo, registries_at
+    from model_filer.remote_trust import override_of
 
     repo = open_repo()
+    top = Path(repo.working_tree_dir)
     remotes: dict[tuple[str, str], Remote] = {}
     tasks: dict[tuple[str, str, str], tuple[Remote, str, Entry]] = {}
     problems: list[str] = []
@@ -62,7 +65,8 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
             where = f"{path} at {rev[:10]}"
             try:
                 reg = parse(text, where, filename=path)
-                key = (reg.remote_type, reg.remote_address)
+                here = override_of(top / path, reg, top)  # the share's path on this machine
+                key = (reg.remote_type, here.address if here else reg.remote_address)
                 remote = remotes.get(key) or remotes.setdefault(key, get_remote(*key))
             except ModelFilerError as exc:
                 problems.append(str(exc))

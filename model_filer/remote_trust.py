@@ -149,9 +149,10 @@ def set_address(registry_path: Path, reg: Registry, address: str) -> Trusted:
     return _record(cwd, key, canonical(reg.remote_type, address), override=True)
 
 
-def override_of(registry_path: Path, reg: Registry) -> Trusted | None:
-    """This machine's address override for ``reg``'s remote, if one was set."""
-    trusted = trusted_remotes(registry_path.parent) or {}
+def override_of(registry_path: Path, reg: Registry, cwd: Path | None = None) -> Trusted | None:
+    """This machine's address override for ``reg``'s remote, if one was set (``cwd``: a
+    folder of the clone, default the registry's)."""
+    trusted = trusted_remotes(cwd or registry_path.parent) or {}
     entry = trusted.get(remote_key(reg.remote_type, reg.remote_address, reg.remote_id))
     return entry if entry is not None and entry.override else None
 

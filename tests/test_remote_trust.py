@@ -245,3 +245,17 @@ def test_a_merge_keeps_the_remote_id_one_side_recorded(tmp_path: Path) -> None:
     assert merge(base, with_id, base.copy()).registry.remote_id == ident
     with pytest.raises(RegistryError, match="different remote IDs"):
         merge(base, with_id, Registry("local", "/mnt/models", remote_id="cd" * 16))
+
+
+def test_the_pre_push_check_uses_this_machines_path(
+    world, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model_filer_hooks.check_remote_models import check
+
+    team, _, consumer = world
+    bobs = tmp_path / "Volumes" / "models"
+    bobs.parent.mkdir()
+    team.rename(bobs)
+    assert check([head(consumer)]) != []  # the recorded path does not exist here
+    assert cli(["remote", "set", "--dir", "models", str(bobs)]) == 0
+    assert check([head(consumer)]) == []
