@@ -285,3 +285,32 @@ def test_an_interrupted_resume_keeps_what_arrived(tmp_path: Path, remote: Path) 
     with pytest.raises(Exception, match="does not exist"):
         resume.download(local, key, len(data), sha, partial)
     assert partial.read_bytes() == data[:MB]
+
+
+def test_two_machines_pushing_the_same_bytes_at_once_both_succeed(
+    tmp_path: Path, s3_env: Any, s3_address: str, s3_client: Any
+) -> None:
+    data = os.urandom(40 * MB)
+    filers = [Filer(tmp_path / f"machine{i}", s3_address) for i in range(2)]
+    for filer in filers:
+        filer.dump(data, "big")
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def push(filer: Filer) -> None:
+        barrier.wait()
+        try:
+            filer.push("big")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(f,)) for f in filers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    shutil.copy(filers[0].registry_path, consumer)
+    assert Filer(consumer, s3_address).load("big") == data

@@ -407,6 +407,23 @@ class S3Remote(Remote):
     def _upload_resumable(
         self, src: Path, key: str, sha256: str, progress: Progress | None
     ) -> None:
+        from botocore.exceptions import ClientError
+
+        for attempt in range(2):
+            try:
+                self._multipart(src, key, sha256, progress)
+                return
+            except ClientError as exc:
+                # Another pusher of the same bytes resumed the same upload and completed (or
+                # aborted) it under us: done if the object is whole, else once more afresh.
+                if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                    raise
+                if self.size_of(key) == src.stat().st_size:
+                    return
+                if attempt == 1:
+                    raise
+
+    def _multipart(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
         """A multipart upload that continues one a killed push left on the store.
 
         The key embeds the sha256, so an unfinished upload to it is of these bytes; each part it
