@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import warnings
@@ -323,6 +324,8 @@ class Filer:
                     self._fetch(entry)
                     fh = open(self.model_path(entry.name), "rb")  # noqa: SIM115
         except OSError as exc:  # a read-only deployment copy cannot receive a download
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
             raise FolderNotWritableError(
                 f"{entry.name!r} is not present (or not current) in {self.local_dir}, and that "
                 f"folder is read-only ({exc.strerror}), so it cannot be downloaded there. Pull "
