@@ -47,10 +47,10 @@ class HashingWriter:
     they belong to the object being dumped).
     """
 
-    def __init__(self, fh: IO[bytes], offload_bytes: int = _SMALL) -> None:
+    def __init__(self, fh: IO[bytes], offload_bytes: int = _SMALL, digest: Any = None) -> None:
         self._fh = fh
         self._offload = offload_bytes  # writes this large or larger are hashed in the thread
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if digest is None else digest  # e.g. of a resumed prefix
         # Bounded: when hashing falls behind, writers wait instead of piling up buffers
         # (a download's chunks are fresh bytes: an unbounded queue is unbounded memory).
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)

@@ -273,7 +273,7 @@ def test_a_store_that_ignores_range_is_detected_and_the_download_restarts(
     store = S3Remote(f"bucket-{uuid.uuid4().hex[:8]}")
     assert resume.download(store, f"m/{sha}.pkl", len(data), sha, partial) == (len(data), sha)
     assert partial.read_bytes() == data  # not the prefix followed by the whole object
-    assert f"bytes={5 * MB}-{6 * MB - 1}" in range_ignoring_store.ranges  # it was asked
+    assert any(r.startswith(f"bytes={5 * MB}-") for r in range_ignoring_store.ranges)  # asked
 
 
 def test_an_interrupted_resume_keeps_what_arrived(tmp_path: Path, remote: Path) -> None:
@@ -301,7 +301,7 @@ def test_two_machines_pushing_the_same_bytes_at_once_both_succeed(
         barrier.wait()
         try:
             filer.push("big")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=push, args=(f,)) for f in filers]

@@ -32,7 +32,7 @@ from . import NETWORK, Progress, RangeSink, Remote, Sink
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
 STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s3transfer)
-RANGE_WINDOW = 4  # ranged GETs in flight while resuming a download
+RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
 UPLOAD_PARTS_IN_FLIGHT = 8
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload of ours is aborted
 _OUR_KEY_RE = re.compile(r"[^/]+/[0-9a-f]{64}\.pkl")  # names.object_key
@@ -327,10 +327,10 @@ class S3Remote(Remote):
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:
         """Ranged GETs of ``offset..size``, a few in flight, written in order: a kill loses at
-        most the window (~3% of the object), which the next attempt asks for again."""
+        most the window (at most 1/32 of the object), which the next attempt asks for again."""
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        chunk = max(MB, min(8 * MB, size // 128))
+        chunk = max(MB // 4, min(4 * MB, size // (32 * RANGE_WINDOW)))
         starts = iter(range(offset, size, chunk))
         pending: collections.deque[Future[tuple[bool, Any]]] = collections.deque()
         with ThreadPoolExecutor(RANGE_WINDOW) as pool:
