@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from model_filer.hookapi import (
     FAIL_FAST,
@@ -21,6 +22,7 @@ from model_filer.hookapi import (
     Remote,
     get_remote,
     open_repo,
+    override_of,
     parse,
     registries_at,
 )
@@ -58,6 +60,7 @@ def _check_entry(remote: Remote, path: str, entry: Entry) -> str | None:
 def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
     """Problems with the synced entries of registries committed at ``revisions``."""
     repo = open_repo()
+    top = Path(repo.working_tree_dir)
     remotes: dict[tuple[str, str], Remote] = {}
     tasks: dict[tuple[str, str, str], tuple[Remote, str, Entry]] = {}
     problems: list[str] = []
@@ -66,7 +69,8 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
             where = f"{path} at {rev[:10]}"
             try:
                 reg = parse(text, where, filename=path)
-                key = (reg.remote_type, reg.remote_address)
+                here = override_of(top / path, reg, top)  # the share's path on this machine
+                key = (reg.remote_type, here.address if here else reg.remote_address)
                 remote = remotes.get(key) or remotes.setdefault(key, get_remote(*key, FAIL_FAST))
             except ModelFilerError as exc:
                 problems.append(str(exc))

@@ -24,11 +24,12 @@ from model_filer.hookapi import (
     FAIL_FAST,
     Entry,
     ModelFilerError,
+    UntrustedRemoteError,
     changed_registries,
     count_bar,
-    filer_for,
     open_repo,
     rebase_in_progress,
+    trusted_filer,
 )
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
@@ -152,12 +153,16 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
             folder = os.path.dirname(rel) or "."
             retry = f"model-filer pull --dir {shlex.quote(folder)} --all"
             try:
-                filer = filer_for(root / rel, network=FAIL_FAST)
+                filer = trusted_filer(root / rel, folder, network=FAIL_FAST)
                 wanted = [e for e in filer.list_files() if _wanted(e, folder, args)]
                 with count_bar(len(wanted), f"prefetch {folder}", tty) as bar:
                     report = filer.transfers.pull(
                         wanted, args.jobs, on_done=bar.update if bar is not None else _quiet
                     )
+            except UntrustedRemoteError as exc:  # its message says how to trust it
+                print(f"prefetch-models: {exc}")
+                failed += 1
+                continue
             except ModelFilerError as exc:
                 print(f"prefetch-models: {rel}: {exc}\n  models not fetched; later run: {retry}")
                 failed += 1

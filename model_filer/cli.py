@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .discovery import filer_for, find_registries, registries_in
+from .discovery import filer_for, find_registries, read_registry, registries_in
 from .errors import ModelFilerError
 from .filer import Filer
 from .files import remote_type_of
@@ -50,8 +50,15 @@ def _registry(folder: str, remote_type: str | None) -> Path:
     return found[0]
 
 
-def _filer(args: argparse.Namespace) -> Filer:
-    return filer_for(_registry(args.dir, args.remote_type), args.remote_address)
+def _filer(args: argparse.Namespace, fetch: bool = True) -> Filer:
+    """The folder's Filer: at --remote-address, else where this clone trusts (transfers) or
+    this machine's address (commands that transfer nothing)."""
+    from .remote_trust import local_filer, trusted_filer
+
+    path = _registry(args.dir, args.remote_type)
+    if args.remote_address:
+        return filer_for(path, args.remote_address)
+    return trusted_filer(path, args.dir) if fetch else local_filer(path)
 
 
 def _names(args: argparse.Namespace, verb: str) -> list[str] | None:
@@ -68,9 +75,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        filer = filer_for(path)
+        from .remote_trust import local_filer, override_of
+
+        filer = local_filer(path)
         cache = filer.folder.cache()
-        print(f"{path}  ->  {filer.remote.address}")
+        override = override_of(path, read_registry(path))
+        where = f"  (this machine: {override.address})" if override else ""
+        print(f"{path}  ->  {read_registry(path).remote_address}{where}")
         for entry in filer.list_files():
             local = filer.model_path(entry.name)
             if not local.exists():
@@ -107,7 +118,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    filer = _filer(args)
+    filer = _filer(args, fetch=False)
     if args.locals:
         if args.names or args.remote:
             raise ModelFilerError(
@@ -126,7 +137,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    filer = _filer(args)
+    filer = _filer(args, fetch=False)
     bad = 0
     for entry in filer.list_files():
         path = filer.model_path(entry.name)
@@ -268,6 +279,27 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remote(args: argparse.Namespace) -> int:
+    from .remote_trust import set_address, trust
+
+    path = _registry(args.dir, args.remote_type)
+    reg = read_registry(path)
+    if args.action == "trust":
+        done = trust(path, reg)
+        print(f"This clone now fetches {path}'s models from {done.address} ({done.key}).")
+        return 0
+    Filer(path.parent, args.address, reg.remote_type).remote.check_matches(
+        reg.remote_address, str(path), reg.remote_id
+    )  # the registry's remote, not another folder
+    if not Path(args.address).expanduser().is_dir():
+        raise ModelFilerError(
+            f"{args.address} does not exist (is the share mounted?). Mount it, then run this again."
+        )
+    done = set_address(path, reg, args.address)
+    print(f"On this machine {path}'s remote is {done.address} (not committed; git config).")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -347,6 +379,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=14.0, metavar="DAYS", help="default 14")
     p.add_argument("--delete", action="store_true", help="delete them (default: list only)")
     p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("remote", help="trust a registry's remote, or set its path here")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, helptext in (
+        ("trust", "fetch from the remote the registry names now (recorded in git config)"),
+        ("set", "where this machine reaches the remote (git config, not committed)"),
+    ):
+        a = actions.add_parser(action, help=helptext)
+        if action == "set":
+            a.add_argument("address", metavar="ADDRESS", help="e.g. /Volumes/models")
+        a.add_argument("-d", "--dir", default=".", help="model folder or registry file")
+        a.add_argument("--remote-type", help="which registry, when a folder holds several")
+        a.set_defaults(func=cmd_remote)
     p = sub.add_parser("demo", help="the whole workflow in a temp folder, local remote")
     p.add_argument("--keep", action="store_true", help="keep the temp folder to look at")
     p.set_defaults(func=cmd_demo)

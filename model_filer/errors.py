@@ -169,6 +169,14 @@ class RemoteMismatchError(ModelFilerError):
     """The Filer's remote differs from the one the registry was made with."""
 
 
+class FolderNotWritableError(ModelFilerError):
+    """A model must be written into a folder this process cannot write (a read-only copy)."""
+
+
+class UntrustedRemoteError(ModelFilerError):
+    """A registry names a remote, or an address, that this clone has not been told to trust."""
+
+
 class ModelFilerWarning(UserWarning):
     """Base class of model_filer's warnings."""
 

@@ -60,10 +60,10 @@ class Filer:
         self.folder.read()  # fail early on an unreadable registry or another remote's
 
     def _new_registry(self) -> Registry:
-        return Registry(self.remote_type, self.remote.address)
+        return Registry(self.remote_type, self.remote.address, remote_id=self.remote.identity())
 
     def _check(self, reg: Registry, registry_path: str) -> None:
-        self.remote.check_matches(reg.remote_address, registry_path)
+        self.remote.check_matches(reg.remote_address, registry_path, reg.remote_id)
 
     @property
     def registry_path(self) -> Path:
@@ -77,6 +77,13 @@ class Filer:
     # -- dump and load ------------------------------------------------------------------------
     def _check_dump(self, reg: Registry, name: str, overwrite: bool) -> None:
         entry = reg.entries.get(name)
+        twin = next((n for n in reg.entries if n != name and n.lower() == name.lower()), None)
+        if twin is not None:
+            raise ModelExistsError(
+                f"{name!r} differs only in case from {twin!r}: on macOS and Windows both are "
+                f"one file, so one would silently replace the other. Use {twin!r} or another "
+                "name."
+            )
         if entry is not None and entry.state == "synced":
             raise ImmutableEntryError(
                 f"{name!r} is synced and cannot be overwritten: a committed registry may point "
@@ -165,6 +172,7 @@ class Filer:
     # -- push and pull ------------------------------------------------------------------------
     def _mark_synced(self, pushed: dict[str, tuple[str, str]]) -> None:
         with self.folder.transaction() as reg:
+            reg.remote_id = reg.remote_id or self.remote.identity()
             for name, (sha, key) in pushed.items():
                 current = reg.entries.get(name)
                 if current is not None and current.state == "local" and current.sha256 == sha:

@@ -24,6 +24,7 @@ INTERNAL_DIR = ".model_filer"
 MODEL_SUFFIX = ".pkl"
 STAGED_DIR = "staged"  # dumps between their registry write and their rename (see folder.py)
 TMP_DIR = "tmp"
+PARTIAL_DIR = "partial"  # big downloads that resume (see resume.py)
 GITIGNORE_TEXT = (
     "# Written by model_filer: commit the registry file, not the models.\n"
     f"*{MODEL_SUFFIX}\n"
@@ -112,6 +113,13 @@ def _owner_alive(name: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def temp_owner(name: str) -> str:
+    """Who owns an owner-tagged temp file: ``"self"`` (this process), ``"alive"`` or ``"dead"``."""
+    if name.startswith(f"{_HOST}-{os.getpid()}-"):
+        return "self"
+    return "alive" if _owner_alive(name) else "dead"
 
 
 def remove_dead_temps(local_dir: Path) -> int:

@@ -9,6 +9,7 @@ the check that a registry belongs to the Filer's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from .hashing import HashCache, sha256_stream
 from .names import check_name
 from .registry import Entry, Registry, RegistryFile
 
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 _STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
 
 #: Raises RemoteMismatchError when a registry records another remote than the Filer's.
@@ -82,8 +84,12 @@ class ModelFolder:
         killed process left half done is finished first, under the lock, when one waits.
         """
         if self.interrupted():
-            with self.transaction() as reg:
-                return reg.copy()
+            try:
+                with self.transaction() as reg:
+                    return reg.copy()
+            except OSError as exc:  # a read-only copy: nobody can be writing to it
+                if exc.errno not in READ_ONLY_ERRNOS:
+                    raise
         found = self.registry_file.read()
         if found is None:
             return self._new_registry()

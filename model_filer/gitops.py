@@ -82,11 +82,6 @@ def git_path(top: Path, name: str) -> Path:
     return path if path.is_absolute() else top / path
 
 
-def set_config(top: Path, key: str, value: str) -> None:
-    """Set a value in the repository's own git config (never a committed file)."""
-    run(["config", key, value], top)
-
-
 def show_at_head(top: Path, path: str) -> str | None:
     """The content of ``path`` in the HEAD commit, or None (untracked, or no commit yet)."""
     done = run(["show", f"HEAD:{path}"], top, check=False)
@@ -342,3 +337,33 @@ def read_objects(ids: Sequence[str], cwd: Path) -> dict[str, bytes]:
     """Contents of blobs by id, with one ``git cat-file --batch``; missing ones are left out."""
     found = read_blobs(list(dict.fromkeys(ids)), cwd)
     return {i: data for i, data in found.items() if data is not None}
+
+
+# -- this clone's git config (`git config --local`: never committed) -------------------------
+# Plain `git config` processes: the hooks read it on every checkout, so no GitPython.
+
+
+def config_get_regexp(pattern: str, cwd: Path | None = None) -> dict[str, str] | None:
+    """Local config entries whose key matches ``pattern``: key -> value (the last one wins).
+
+    ``None`` when ``cwd`` is not inside a git repository: there is no clone to configure.
+    """
+    done = run(["config", "--local", "-z", "--get-regexp", pattern], cwd, check=False)
+    if done.returncode == 1:  # nothing matches
+        return {}
+    if done.returncode != 0:
+        return None
+    items = (item.partition(b"\n") for item in done.stdout.split(b"\0") if item)
+    return {key.decode(): value.decode() for key, _, value in items}
+
+
+def config_set(key: str, value: str, cwd: Path | None = None) -> None:
+    """Set ``key`` in this clone's own config (``.git/config``)."""
+    run(["config", "--local", key, value], cwd)
+
+
+def config_unset(key: str, cwd: Path | None = None) -> None:
+    """Remove ``key`` from this clone's config (absent is fine)."""
+    done = run(["config", "--local", "--unset-all", key], cwd, check=False)
+    if done.returncode not in (0, 5):  # 5: no such key
+        raise GitError(["config", "--unset-all", key], done.returncode, done.stderr.decode())

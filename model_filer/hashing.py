@@ -1,8 +1,9 @@
 """sha256 while writing, sha256 of files, and the cache of verified hashes.
 
 The cache maps a model file to the sha256 it was verified to hold, keyed by its
-``(size, mtime_ns, inode)``: a file that was not touched since is trusted with one ``stat``;
-any change (a branch switch that brought other bytes of the same size) forces a re-hash.
+``(size, mtime_ns, inode, ctime_ns, device)``: a file that was not touched since is trusted
+with one ``stat``; any change (a branch switch that brought other bytes of the same size, or
+a same-size overwrite whose mtime was set back) forces a re-hash.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ class HashingWriter:
     they belong to the object being dumped).
     """
 
-    def __init__(self, fh: IO[bytes], offload_bytes: int = _SMALL) -> None:
+    def __init__(self, fh: IO[bytes], offload_bytes: int = _SMALL, digest: Any = None) -> None:
         self._fh = fh
         self._offload = offload_bytes  # writes this large or larger are hashed in the thread
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if digest is None else digest  # e.g. of a resumed prefix
         # Bounded: when hashing falls behind, writers wait instead of piling up buffers
         # (a download's chunks are fresh bytes: an unbounded queue is unbounded memory).
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_CHUNKS)
@@ -90,7 +91,12 @@ class HashingWriter:
 
 
 def _key(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    # ctime cannot be set from user space (a tamper that restores the mtime still moves it);
+    # the device tells apart two files of one inode number on different filesystems.
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev]
+
+
+_KEY_LEN = 5
 
 
 class HashCache:
@@ -114,9 +120,9 @@ class HashCache:
     def lookup_stat(self, path: Path, st: os.stat_result) -> str | None:
         """The verified sha256 of ``path`` if ``st`` (its stat now) shows it unchanged."""
         cached = self._entries.get(path.name)
-        if not isinstance(cached, list) or len(cached) != 4:
-            return None
-        return str(cached[3]) if _key(st) == cached[:3] else None
+        if not isinstance(cached, list) or len(cached) != _KEY_LEN + 1:
+            return None  # also an older cache's shorter key: re-hashed once
+        return str(cached[_KEY_LEN]) if _key(st) == cached[:_KEY_LEN] else None
 
     def lookup(self, path: Path) -> str | None:
         """The verified sha256 of ``path`` if it has not changed since, else ``None``."""

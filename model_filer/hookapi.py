@@ -8,7 +8,7 @@ every commit and must feel instant; the hooks that transfer import them when the
 from __future__ import annotations
 
 from .discovery import filer_for
-from .errors import ModelFilerError
+from .errors import ModelFilerError, UntrustedRemoteError
 from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
     NULL_REF,
@@ -23,6 +23,7 @@ from .gitops import (
 )
 from .progress import count_bar
 from .registry import Entry, Registry, parse
+from .remote_trust import override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ModelFilerError",
     "Registry",
     "Remote",
+    "UntrustedRemoteError",
     "available_types",
     "changed_registries",
     "count_bar",
@@ -40,6 +42,7 @@ __all__ = [
     "get_remote",
     "in_git_repo",
     "open_repo",
+    "override_of",
     "parse",
     "read_blobs",
     "rebase_in_progress",
@@ -48,4 +51,5 @@ __all__ = [
     "remote_type_of",
     "staged_paths",
     "toplevel",
+    "trusted_filer",
 ]

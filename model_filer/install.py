@@ -75,8 +75,8 @@ def write_hooks(hooks_dir: Path) -> list[str]:
 def install_merge_driver(top: Path) -> str:
     """Register the registry merge driver in git config and ``.gitattributes``."""
     command = f"{shlex.quote(sys.executable)} -m model_filer merge-registry %O %A %B %P"
-    gitops.set_config(top, f"merge.{DRIVER}.name", "model_filer registry merge (entry by entry)")
-    gitops.set_config(top, f"merge.{DRIVER}.driver", command)
+    gitops.config_set(f"merge.{DRIVER}.name", "model_filer registry merge (entry by entry)", top)
+    gitops.config_set(f"merge.{DRIVER}.driver", command, top)
     attributes = top / ".gitattributes"
     at_head = None if attributes.exists() else gitops.show_at_head(top, ".gitattributes")
     if at_head is not None:

@@ -41,8 +41,16 @@ def merge(base: Registry | None, ours: Registry, theirs: Registry) -> MergeResul
             f"The two branches' registries point at different remotes ({ours.remote_address!r} "
             f"and {theirs.remote_address!r}): merge by hand and keep one remote."
         )
+    if None not in (ours.remote_id, theirs.remote_id) and ours.remote_id != theirs.remote_id:
+        raise RegistryError(
+            f"The two branches' registries name different remote IDs ({ours.remote_id} and "
+            f"{theirs.remote_id}) for {ours.remote_address!r}: merge by hand and keep one."
+        )
     base_entries = base.entries if base else {}
-    result = Registry(ours.remote_type, ours.remote_address)
+    # One side may record the remote's ID (its first push since IDs exist): keep it.
+    result = Registry(
+        ours.remote_type, ours.remote_address, remote_id=ours.remote_id or theirs.remote_id
+    )
     conflicts = []
     for name in sorted(set(base_entries) | set(ours.entries) | set(theirs.entries)):
         entry, conflict = _pick(

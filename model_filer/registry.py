@@ -10,6 +10,7 @@ refused, and every field is checked before anything else uses it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -30,6 +31,7 @@ HEADER = (
     "# Written by model_filer; edit it with model-filer commands, not by hand.\n"
 )
 _FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
+_REMOTE_ID_RE = re.compile(r"[0-9a-f]{32}")
 _ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
 
 
@@ -76,19 +78,28 @@ class Entry(NamedTuple):
 
 
 class Registry:
-    """A registry's content: the remote it belongs to and its entries by name."""
+    """A registry's content: the remote it belongs to and its entries by name.
 
-    __slots__ = ("entries", "remote_address", "remote_type")
+    ``remote_id`` is the remote's identity when its address is not one (a local folder's
+    ID file), so the same share mounted elsewhere is the same remote and another folder is not.
+    """
+
+    __slots__ = ("entries", "remote_address", "remote_id", "remote_type")
 
     def __init__(
-        self, remote_type: str, remote_address: str, entries: dict[str, Entry] | None = None
+        self,
+        remote_type: str,
+        remote_address: str,
+        entries: dict[str, Entry] | None = None,
+        remote_id: str | None = None,
     ) -> None:
         self.remote_type = remote_type
         self.remote_address = remote_address
         self.entries: dict[str, Entry] = {} if entries is None else entries
+        self.remote_id = remote_id
 
-    def _key(self) -> tuple[str, str, dict[str, Entry]]:
-        return (self.remote_type, self.remote_address, self.entries)
+    def _key(self) -> tuple[str, str, dict[str, Entry], str | None]:
+        return (self.remote_type, self.remote_address, self.entries, self.remote_id)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Registry) and self._key() == other._key()
@@ -96,17 +107,21 @@ class Registry:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"Registry({self.remote_type!r}, {self.remote_address!r}, {self.entries!r})"
+        return (
+            f"Registry({self.remote_type!r}, {self.remote_address!r}, {self.entries!r}, "
+            f"{self.remote_id!r})"
+        )
 
     def copy(self) -> Registry:
         """A copy whose entries can change without touching this one."""
-        return Registry(self.remote_type, self.remote_address, dict(self.entries))
+        return Registry(self.remote_type, self.remote_address, dict(self.entries), self.remote_id)
 
     def dumps(self, dumper: type[Any] | None = None) -> bytes:
         """Serialise deterministically: sorted entries, fixed field order, no flow style."""
         doc = {
             "format": FORMAT_VERSION,
-            "remote": {"type": self.remote_type, "address": self.remote_address},
+            "remote": {"type": self.remote_type, "address": self.remote_address}
+            | ({"id": self.remote_id} if self.remote_id is not None else {}),
             "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
         }
         from . import yamlio
@@ -213,6 +228,9 @@ def parse(
     remote = _field(doc, "remote", dict, where)
     rtype = _field(remote, "type", str, where + " remote")
     address = _field(remote, "address", str, where + " remote")
+    remote_id = _field(remote, "id", str, where + " remote", required=False)
+    if remote_id is not None and not _REMOTE_ID_RE.fullmatch(remote_id):
+        raise RegistryError(f"{where}: remote id {show(remote_id)} is malformed. {_FIX}")
     models = doc.get("models") or {}
     if not isinstance(models, dict):
         raise RegistryError(f"{where}: 'models' must be a mapping. Restore it from git.")
@@ -223,7 +241,7 @@ def parse(
             "Restore it with `git checkout -- <file>`."
         )
     entries = {name: _parse_entry(name, data, where) for name, data in models.items()}
-    return Registry(remote_type=rtype, remote_address=address, entries=entries)
+    return Registry(remote_type=rtype, remote_address=address, entries=entries, remote_id=remote_id)
 
 
 # Last parse of each registry path: a hook or CLI command reads the same file several

@@ -13,19 +13,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from . import resume
 from .errors import (
+    FolderNotWritableError,
     IntegrityError,
     LocalOnlyError,
     ModelFilerError,
     RemoteError,
     TransferError,
 )
-from .folder import ModelFolder
+from .files import PARTIAL_DIR, internal_dir
+from .folder import READ_ONLY_ERRNOS, ModelFolder
 from .hashing import CHUNK, HashCache, HashingWriter
 from .names import object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry
-from .remotes import Remote
+from .remotes import Progress, Remote
 
 DEFAULT_JOBS = 16
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
@@ -70,35 +73,42 @@ class Transfers:
         """Download ``entry``, verify it, rename it into place; return it open at offset 0.
 
         ``place`` moves the verified temp file to where it belongs (default: the model file).
-        The caller holds the lock of that place.
+        The caller holds the lock of that place. A big download resumes: its partial file
+        outlives a kill or a cut connection (:mod:`model_filer.resume`), unless what arrived
+        failed verification.
         """
         if entry.state != "synced" or entry.key is None:
             raise _not_pushed(entry)
-        tmp = self.folder.temp(f"{entry.name}.download")
+        resumable = entry.size > resume.RESUMABLE_ABOVE
+        if resumable:
+            tmp = resume.claim_partial(
+                internal_dir(self.folder.local_dir) / PARTIAL_DIR, entry.sha256
+            )
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = self.folder.temp(f"{entry.name}.download")
+        keep = False
         try:
-            fh = open(tmp, "w+b")  # noqa: SIM115 - returned to the caller, verified
-            try:
-                with byte_bar(entry.size, entry.name) as progress:
-                    # A big download is hashed in a thread of its own, off the transfer's
-                    # single writer thread; for a small one that thread costs more than it saves.
-                    offload = 0 if entry.size > OFFLOAD_ABOVE else CHUNK
-                    sink = HashingWriter(fh, offload_bytes=offload)
-                    try:
-                        self.remote.download(entry.key, sink, progress, entry.size)
-                    finally:
-                        sha = sink.hexdigest()  # also stops the hashing thread on failure
-                if sink.size != entry.size or sha != entry.sha256:
-                    raise IntegrityError(
-                        f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
-                        f"match the registry: expected {entry.size} bytes, sha256 "
-                        f"{entry.sha256}; got {sink.size} bytes, sha256 {sha}. The remote "
-                        "object was changed or damaged; it was not loaded. Ask the model's "
-                        "author to dump and push it again.",
-                        name=entry.name,
-                        expected=(entry.size, entry.sha256),
-                        actual=(sink.size, sha),
+            with byte_bar(entry.size, entry.name) as progress:
+                if resumable:
+                    size, sha = resume.download(
+                        self.remote, entry.key, entry.size, entry.sha256, tmp, progress
                     )
-                fh.flush()
+                else:
+                    size, sha = self._download(entry.key, entry.size, tmp, progress)
+            if size != entry.size or sha != entry.sha256:
+                raise IntegrityError(
+                    f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
+                    f"match the registry: expected {entry.size} bytes, sha256 "
+                    f"{entry.sha256}; got {size} bytes, sha256 {sha}. The remote "
+                    "object was changed or damaged; it was not loaded. Ask the model's "
+                    "author to dump and push it again.",
+                    name=entry.name,
+                    expected=(entry.size, entry.sha256),
+                    actual=(size, sha),
+                )
+            fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
+            try:
                 if place is None:
                     self.folder.install(tmp, entry, cache)
                 else:
@@ -106,11 +116,30 @@ class Transfers:
             except BaseException:
                 fh.close()
                 raise
+        except IntegrityError:
+            raise
+        except BaseException:
+            keep = resumable  # the next attempt continues from what arrived
+            raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        fh.seek(0)
+            if not keep:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
         return fh
+
+    def _download(
+        self, key: str, size: int, tmp: Path, progress: Progress | None
+    ) -> tuple[int, str]:
+        """Stream an object into ``tmp``; return the size and sha256 that arrived."""
+        with open(tmp, "wb") as fh:
+            # A big download is hashed in a thread of its own, off the transfer's single
+            # writer thread; for a small one that thread costs more than it saves.
+            sink = HashingWriter(fh, offload_bytes=0 if size > OFFLOAD_ABOVE else CHUNK)
+            try:
+                self.remote.download(key, sink, progress, size)
+            finally:
+                sha = sink.hexdigest()  # also stops the hashing thread on failure
+        return sink.size, sha
 
     def open(self, entry: Entry, cache: HashCache) -> IO[bytes]:
         """The verified model file of ``entry``, downloaded first when it is missing or stale.
@@ -123,11 +152,21 @@ class Transfers:
             return fh
         if entry.state != "synced":
             raise _not_pushed(entry)
-        with self.folder.model_lock(entry.name):
-            # Another process may have fetched it while we waited: a stat tells, or a hash
-            # of the new file (what we hashed before is remembered by its stat).
-            fh = self.folder.open_current(entry, cache)
-            return fh if fh is not None else self.fetch(entry, cache)
+        try:
+            with self.folder.model_lock(entry.name):
+                # Another process may have fetched it while we waited: a stat tells, or a
+                # hash of the new file (what we hashed before is remembered by its stat).
+                fh = self.folder.open_current(entry, cache)
+                return fh if fh is not None else self.fetch(entry, cache)
+        except OSError as exc:  # a read-only deployment copy cannot receive a download
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise
+            raise FolderNotWritableError(
+                f"{entry.name!r} is not present (or not current) in {self.folder.local_dir}, "
+                f"and that folder is read-only ({exc.strerror}), so it cannot be downloaded "
+                f"there. Pull it where the folder is writable (`model-filer pull --dir "
+                f"{self.folder.local_dir} {entry.name}`), then copy the folder again."
+            ) from None
 
     def upload(self, entry: Entry, cache: HashCache) -> str:
         """Upload a model file that still holds ``entry``'s bytes; return its object key."""
@@ -140,6 +179,7 @@ class Transfers:
             )
         fh.close()
         key = object_key(entry.name, entry.sha256)
+        self.remote.ensure_identity()  # recorded in the registry when marked synced
         with byte_bar(entry.size, entry.name) as progress:
             self.remote.upload(path, key, entry.sha256, progress)
         return key

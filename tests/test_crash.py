@@ -37,6 +37,7 @@ import pytest
 from model_filer import Filer
 from model_filer.files import remove_dead_temps, temp_path
 from model_filer.registry import Entry, Registry, RegistryFile, parse
+from model_filer.remotes.local import ID_FILE
 
 
 def seeded(seed: int) -> random.Random:
@@ -440,7 +441,8 @@ def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path
 
     filer.push("m")  # the next operation succeeds
     assert (remote / key).read_bytes() == filer.model_path("m").read_bytes()
-    assert [p.name for p in remote.rglob("*") if p.is_file()] == [f"{entry.sha256}.pkl"]
+    files = [p.name for p in remote.rglob("*") if p.is_file() and p.name != ID_FILE]
+    assert files == [f"{entry.sha256}.pkl"]
 
 
 def test_kill_during_push_to_s3(tmp_path, s3_address, s3_client, kill_counts):

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from model_filer.gitops import read_blobs
 
 from model_filer import Filer
 from model_filer import gc as gcmod
 from model_filer.cli import main
 from model_filer.errors import ModelFilerError, RegistryError
+from model_filer.gitops import read_blobs
 from model_filer.merge import merge_texts
 from model_filer.names import object_key
 from model_filer.registry import Entry, parse

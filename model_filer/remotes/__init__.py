@@ -29,6 +29,16 @@ class Sink(Protocol):
     def seekable(self) -> bool: ...
 
 
+class RangeSink(Protocol):
+    """Where a resumed download writes: told first where the bytes that follow begin."""
+
+    def restart(self, offset: int, /) -> None:
+        """The next bytes start at ``offset``: the asked offset, or 0 when the server sent the
+        whole object instead (it ignored ``Range``)."""
+
+    def write(self, data: Any, /) -> int: ...
+
+
 _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
@@ -64,8 +74,18 @@ class Remote(ABC):
         self.network = network
 
     @abstractmethod
-    def check_matches(self, recorded_address: str, registry_path: str) -> None:
-        """Raise :class:`RemoteMismatchError` if ``recorded_address`` is another store."""
+    def check_matches(
+        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
+    ) -> None:
+        """Raise :class:`RemoteMismatchError` if the registry's remote is another store."""
+
+    def identity(self) -> str | None:
+        """The ID a registry records beside the address; None when the address is the ID."""
+        return None
+
+    def ensure_identity(self) -> str | None:
+        """:meth:`identity`, created first where the remote has none yet (on push)."""
+        return self.identity()
 
     @abstractmethod
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
@@ -79,6 +99,17 @@ class Remote(ABC):
 
         ``size``, what the registry expects, only helps pick the cheapest way to fetch.
         """
+
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        """Write the object's bytes from ``offset`` on (``size`` is the registry's), in order.
+
+        Calls ``sink.restart`` once with where the bytes begin. This default cannot seek: it
+        starts over, which a remote that can should override.
+        """
+        sink.restart(0)
+        self.download(key, _Unseekable(sink), progress, size)
 
     @abstractmethod
     def size_of(self, key: str) -> int | None:
@@ -101,6 +132,19 @@ class Remote(ABC):
             f"The {self.remote_type!r} remote cannot list its objects, so `model-filer gc` "
             "cannot run on it."
         )
+
+
+class _Unseekable:
+    """A :class:`RangeSink` as a plain in-order :class:`Sink`."""
+
+    def __init__(self, sink: RangeSink) -> None:
+        self._sink = sink
+
+    def write(self, data: Any) -> int:
+        return self._sink.write(data)
+
+    def seekable(self) -> bool:
+        return False
 
 
 def available_types() -> list[str]:

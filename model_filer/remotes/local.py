@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +16,22 @@ from ..errors import (
     BucketNotFoundError,
     InvalidNameError,
     RemoteError,
+    RemoteMismatchError,
     RemoteObjectMissingError,
 )
 from ..files import owned_temp_name, remove_dead_temps_in
 from ..hashing import CHUNK
-from . import PATIENT, Network, Progress, Remote, RemoteObject, Sink
+from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
+
+ID_FILE = ".model_filer_remote_id"
+ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def _same_path(address: str, root: Path) -> bool:
+    try:
+        return Path(address).expanduser().resolve() == root
+    except (OSError, RuntimeError):
+        return False
 
 
 def _copy(src: Path, dest: Path, progress: Progress | None) -> None:
@@ -48,9 +62,76 @@ class LocalRemote(Remote):
         root = Path(address).expanduser().resolve()
         super().__init__(str(root), network)
         self.root = root
+        self._id: str | None = None
 
-    def check_matches(self, recorded_address: str, registry_path: str) -> None:
-        return None  # a share may be mounted anywhere: keys are relative to the root
+    def check_matches(
+        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
+    ) -> None:
+        # A share may be mounted anywhere (keys are relative to the root), so the folder's ID
+        # file, not its path, says whether it is the registry's remote.
+        if not self.root.is_dir():
+            return  # not mounted: nothing can come from it, present models still load
+        mine = self.identity()
+        if recorded_id is not None and mine == recorded_id:
+            return
+        if recorded_id is None and (mine is None or _same_path(recorded_address, self.root)):
+            return  # a registry from before remote IDs: its path is all there is to compare
+        theirs = f"remote {recorded_id}" if recorded_id else "a remote without an ID"
+        raise RemoteMismatchError(
+            f"{registry_path} belongs to {theirs} at {recorded_address!r}, but {self.root} is "
+            f"{'remote ' + mine if mine else 'a folder without a remote ID'} ({ID_FILE}): "
+            f"another folder. Pass the registry's remote folder (the share it names, wherever "
+            "it is mounted here), or use another local_dir."
+        )
+
+    def identity(self) -> str | None:
+        if self._id is None:
+            path = self.root / ID_FILE
+            try:
+                text = path.read_text(encoding="ascii").strip()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RemoteError(f"Cannot read the remote ID {path}: {exc}.") from None
+            if not ID_RE.fullmatch(text):
+                raise RemoteError(
+                    f"{path} is not a model_filer remote ID (32 hex digits). Restore it from "
+                    "a backup of the share, or remove it if this folder holds no models."
+                )
+            self._id = text
+        return self._id
+
+    def ensure_identity(self) -> str:
+        """The folder's ID, written on first push: atomically, and the first writer wins."""
+        if (existing := self.identity()) is not None:
+            return existing
+        self._require_root()
+        final = self.root / ID_FILE
+        tmp = self.root / owned_temp_name("remote-id")
+        data = f"{uuid.uuid4().hex}\n".encode()
+        try:
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, final)  # never replaces: a concurrent first push keeps its ID
+            except FileExistsError:
+                pass
+            except OSError:  # a share without hard links: exclusive create instead
+                with contextlib.suppress(FileExistsError), open(final, "xb") as fh:
+                    fh.write(data)
+        except OSError as exc:
+            raise RemoteError(
+                f"Cannot write the remote ID {final}: {exc.strerror}. Check the folder's "
+                "permissions."
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        for _ in range(50):  # an exclusive create may be seen before its bytes
+            with contextlib.suppress(RemoteError):
+                if (created := self.identity()) is not None:
+                    return created
+            time.sleep(0.01)
+        raise RemoteError(f"{final} stays empty or malformed. Remove it, then push again.")
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -91,6 +172,27 @@ class LocalRemote(Remote):
         self._require_root()
         try:
             with open(self._path(key), "rb") as fin:
+                while chunk := fin.read(CHUNK):
+                    sink.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except FileNotFoundError:
+            raise RemoteObjectMissingError(
+                f"{self.url(key)} does not exist on the remote. Was it removed with "
+                "remove_remote=True? Dump and push the model again."
+            ) from None
+        except OSError as exc:
+            raise RemoteError(f"Cannot read {self.url(key)}: {exc.strerror}.") from None
+
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        self._require_root()
+        try:
+            with open(self._path(key), "rb") as fin:
+                start = offset if os.fstat(fin.fileno()).st_size >= offset else 0
+                fin.seek(start)
+                sink.restart(start)
                 while chunk := fin.read(CHUNK):
                     sink.write(chunk)
                     if progress is not None:

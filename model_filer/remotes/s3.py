@@ -8,7 +8,9 @@ bounded memory); botocore retries transient faults.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import os
 import re
 import threading
@@ -26,11 +28,15 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key
-from . import PATIENT, Network, Progress, Remote, RemoteObject, Sink
+from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
 STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s3transfer)
+RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
+UPLOAD_PARTS_IN_FLIGHT = 8
+ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload of ours is aborted
+_OUR_KEY_RE = re.compile(r"[^/]+/[0-9a-f]{64}\.pkl")  # names.object_key
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MB = 1024 * 1024
 # s3transfer TransferConfig settings (the benchmark's raw-boto3 baseline uses the same).
@@ -62,6 +68,15 @@ _CRED_CODES = {
 }
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+def _part_size(size: int) -> int:
+    """Parts of 8 MiB, doubled until at most 10,000 (S3's limit); the same for every attempt,
+    so a resumed upload's parts line up with the ones the store holds."""
+    part = 8 * MB
+    while -(-size // part) > 10_000:
+        part *= 2
+    return part
 
 
 def parse_address(address: str) -> tuple[str, str]:
@@ -120,6 +135,7 @@ class S3Remote(Remote):
         self._client: Any = None
         self._managers: dict[str, Any] = {}
         self._bucket_checked = False
+        self._swept = False
         self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -247,7 +263,9 @@ class S3Remote(Remote):
             ) from None
 
     # -- the interface ----------------------------------------------------------------------
-    def check_matches(self, recorded_address: str, registry_path: str) -> None:
+    def check_matches(
+        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
+    ) -> None:
         try:
             recorded = parse_address(recorded_address)
         except InvalidNameError:
@@ -267,6 +285,9 @@ class S3Remote(Remote):
         if not self._bucket_checked:  # once: some stores create a missing bucket on PUT
             self._check_bucket()
             self._bucket_checked = True
+        if size >= MULTIPART_THRESHOLD:
+            self._call("upload to", key, self._upload_resumable, src, key, sha256, progress)
+            return
         future = self._manager("upload").upload(
             str(src),
             self.bucket,
@@ -292,6 +313,212 @@ class S3Remote(Remote):
         except RemoteObjectMissingError:
             self._check_bucket()  # a missing bucket also answers 404 to HEAD
             raise
+
+    # -- resumable transfers (see model_filer.resume) ------------------------------------------
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        try:
+            self._call("download", key, self._download_ranges, key, offset, sink, progress, size)
+        except RemoteObjectMissingError:
+            self._check_bucket()  # a missing bucket also answers 404
+            raise
+
+    def _download_ranges(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        """Ranged GETs of ``offset..size``, a few in flight, written in order: a kill loses at
+        most the window (at most 1/32 of the object), which the next attempt asks for again."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        chunk = max(MB // 4, min(4 * MB, size // (32 * RANGE_WINDOW)))
+        starts = iter(range(offset, size, chunk))
+        pending: collections.deque[Future[tuple[bool, Any]]] = collections.deque()
+        with ThreadPoolExecutor(RANGE_WINDOW) as pool:
+
+            def ask() -> None:
+                start = next(starts, None)
+                if start is not None:
+                    end = min(start + chunk, size) - 1
+                    pending.append(pool.submit(self._get_range, key, start, end, size))
+
+            for _ in range(RANGE_WINDOW):
+                ask()
+            started = False
+            while pending:
+                honoured, data = pending.popleft().result()
+                if not honoured:  # the whole object came: the server ignores Range
+                    for future in pending:
+                        future.cancel()
+                    for future in pending:
+                        if not future.cancelled() and future.exception() is None:
+                            future.result()[1].close()
+                    self._stream_whole(data, sink, progress)
+                    return
+                if not started:
+                    sink.restart(offset)
+                    started = True
+                sink.write(data)
+                if progress is not None:
+                    progress(len(data))
+                ask()
+
+    def _get_range(self, key: str, start: int, end: int, size: int) -> tuple[bool, Any]:
+        """``(True, bytes)`` of ``start..end``, or ``(False, body)``: an unread body of the
+        whole object, when the store sent that instead (no 206 with our ``Content-Range``)."""
+        from botocore.exceptions import ClientError
+        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+
+        full = self._full_key(key)
+        for _ in range(STREAM_ATTEMPTS):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=full, Range=f"bytes={start}-{end}"
+                )
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) != "InvalidRange":
+                    raise
+                # Shorter than the registry says: fetch it whole, the caller's check judges it.
+                return False, self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            status = response["ResponseMetadata"]["HTTPStatusCode"]
+            content_range = str(response.get("ContentRange") or "")
+            if status != 206 or content_range != f"bytes {start}-{end}/{size}":
+                return False, response["Body"]
+            with contextlib.closing(response["Body"]) as body:
+                try:
+                    data = body.read()
+                except S3_RETRYABLE_DOWNLOAD_ERRORS:
+                    continue
+            if len(data) == end - start + 1:
+                return True, data
+        raise RemoteUnreachableError(
+            f"The store kept cutting {self.url(key)} short. Check the network, then try again "
+            "(the bytes already fetched are kept)."
+        )
+
+    @staticmethod
+    def _stream_whole(body: Any, sink: RangeSink, progress: Progress | None) -> None:
+        sink.restart(0)
+        with contextlib.closing(body):
+            for data in body.iter_chunks(MB):
+                sink.write(data)
+                if progress is not None:
+                    progress(len(data))
+
+    def _upload_resumable(
+        self, src: Path, key: str, sha256: str, progress: Progress | None
+    ) -> None:
+        from botocore.exceptions import ClientError
+
+        for attempt in range(2):
+            try:
+                self._multipart(src, key, sha256, progress)
+                return
+            except ClientError as exc:
+                # Another pusher of the same bytes resumed the same upload and completed (or
+                # aborted) it under us: done if the object is whole, else once more afresh.
+                if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                    raise
+                if self.size_of(key) == src.stat().st_size:
+                    return
+                if attempt == 1:
+                    raise
+
+    def _multipart(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+        """A multipart upload that continues one a killed push left on the store.
+
+        The key embeds the sha256, so an unfinished upload to it is of these bytes; each part it
+        holds is kept only if its ETag is the MD5 of our part (else sent again). Unfinished
+        uploads of ours older than a day are aborted.
+        """
+        size = src.stat().st_size
+        part = _part_size(size)
+        full = self._full_key(key)
+        client = self.client
+        self._abort_abandoned(except_key=full)
+        upload_id, held = self._unfinished_upload(full)
+        if upload_id is None:
+            upload_id = client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, Metadata={"sha256": sha256}
+            )["UploadId"]
+        count = max(1, -(-size // part))
+        etags: dict[int, str] = {}
+        with open(src, "rb") as fh:
+            for number, (etag, length) in held.items():
+                if number > count or length != min(part, size - (number - 1) * part):
+                    continue
+                fh.seek((number - 1) * part)
+                if (
+                    etag.strip('"')
+                    == hashlib.md5(fh.read(length), usedforsecurity=False).hexdigest()
+                ):
+                    etags[number] = etag
+                    if progress is not None:
+                        progress(length)
+        todo = [n for n in range(1, count + 1) if n not in etags]
+
+        def send(number: int) -> None:
+            with open(src, "rb") as fh:
+                fh.seek((number - 1) * part)
+                data = fh.read(part)
+            response = client.upload_part(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=data
+            )
+            etags[number] = response["ETag"]
+            if progress is not None:
+                progress(len(data))
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(UPLOAD_PARTS_IN_FLIGHT) as pool:
+            for future in [pool.submit(send, n) for n in todo]:
+                future.result()
+        client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=full,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"ETag": etags[n], "PartNumber": n} for n in sorted(etags)]},
+        )
+
+    def _uploads(self, prefix: str) -> list[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        found: list[dict[str, Any]] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend(page.get("Uploads") or [])
+        return found
+
+    def _unfinished_upload(self, full: str) -> tuple[str | None, dict[int, tuple[str, int]]]:
+        """The newest unfinished upload to ``full`` and its parts: number -> (ETag, size)."""
+        uploads = [u for u in self._uploads(full) if u.get("Key") == full]
+        if not uploads:
+            return None, {}
+        newest = max(uploads, key=lambda u: u.get("Initiated") or 0)
+        parts: dict[int, tuple[str, int]] = {}
+        paginator = self.client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self.bucket, Key=full, UploadId=newest["UploadId"]):
+            for p in page.get("Parts") or []:
+                parts[int(p["PartNumber"])] = (str(p["ETag"]), int(p["Size"]))
+        return str(newest["UploadId"]), parts
+
+    def _abort_abandoned(self, except_key: str) -> None:
+        """Abort uploads to our object keys that started over a day ago (once per remote)."""
+        if self._swept:
+            return
+        self._swept = True
+        import datetime
+
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=ABANDONED_AFTER)
+        root = f"{self.prefix}/" if self.prefix else ""
+        for upload in self._uploads(root):
+            ukey = str(upload.get("Key", ""))
+            initiated = upload.get("Initiated")
+            if ukey == except_key or not _OUR_KEY_RE.fullmatch(ukey[len(root) :]):
+                continue  # not an object key of ours: never touch another tool's upload
+            if isinstance(initiated, datetime.datetime) and initiated < cutoff:
+                with contextlib.suppress(Exception):
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=ukey, UploadId=upload["UploadId"]
+                    )
 
     def _get_small(self, key: str, sink: Sink, progress: Progress | None, size: int) -> bool:
         """Fetch a small object with one GET (s3transfer would add a HEAD round trip, which

@@ -165,6 +165,8 @@ class FaultProxy:
         self.max_requests = max_requests
         self.deadline = time.monotonic() + lifetime
         self.requests = 0
+        self.bytes_up = 0  # request bodies received whole (what clients sent)
+        self.bytes_down = 0  # response body bytes handed to clients
         self.injected: collections.Counter[str] = collections.Counter()
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault or "ok")
         self._rng = random.Random(seed)  # noqa: S311 - reproducible faults, not secrets
@@ -245,6 +247,11 @@ class FaultProxy:
             with self._lock:
                 self._conns.discard(conn)
 
+    def _add(self, up: int = 0, down: int = 0) -> None:
+        with self._lock:
+            self.bytes_up += up
+            self.bytes_down += down
+
     def _decide(self, request: Request) -> str | None:
         with self._lock:
             self.requests += 1
@@ -296,6 +303,7 @@ class FaultProxy:
         request = self._read_request(conn, fh)
         if request is None:
             return False
+        self._add(up=len(request.body))
         fault = self._decide(request)
         head_only = request.method == "HEAD"
         if fault == "drop":
@@ -315,7 +323,10 @@ class FaultProxy:
         if fault == "drop_after" or (fault == "truncate" and not body):
             return False
         if fault == "truncate":
-            conn.sendall(head + body[: self._cut(len(body))])
+            cut = self._cut(len(body))
+            conn.sendall(head + body[:cut])
+            self._add(down=cut)
             return False
         conn.sendall(head + body)
+        self._add(down=len(body))
         return "close" not in headers.get("connection", "").lower()
