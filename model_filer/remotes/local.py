@@ -228,8 +228,8 @@ class LocalRemote(Remote):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in sorted(filenames):
                 key = name if rel == "." else f"{rel}/{name}"
-                if not key.startswith(prefix):
-                    continue
+                if key == ID_FILE or not key.startswith(prefix):
+                    continue  # the folder's identity is no object
                 with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
                     st = os.stat(Path(dirpath) / name)
                     yield RemoteObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
