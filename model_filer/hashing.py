@@ -7,6 +7,7 @@ any change (a branch switch that brought other bytes of the same size) forces a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,22 +95,50 @@ def _key(st: os.stat_result) -> list[int]:
 
 
 class HashCache:
-    """Verified hashes of the model files in one folder, persisted in ``.model_filer``."""
+    """Verified hashes of the model files in one folder, persisted in ``.model_filer``.
+
+    Saved as ``hashes.json`` plus a journal of later changes (``hashes.log``, one JSON line
+    each), folded into the JSON when it grows past half its size: a dump into a folder of
+    10,000 models then writes one line, not the whole cache. Nothing is read until a lookup
+    needs it.
+    """
 
     FILENAME = "hashes.json"
+    JOURNAL = "hashes.log"
+    JOURNAL_MIN = 64 * 1024  # appended to until larger than this and half the JSON
 
     def __init__(self, local_dir: Path) -> None:
         self._dir = local_dir
         self._path = local_dir / ".model_filer" / self.FILENAME
-        self._entries = self._read()
+        self._journal = self._path.with_name(self.JOURNAL)
+        self._cache: dict[str, list[Any]] | None = None
         self._updates: dict[str, list[Any] | None] = {}
+
+    @property
+    def _entries(self) -> dict[str, list[Any]]:
+        if self._cache is None:
+            self._cache = self._read()
+            _apply(self._cache, self._updates)
+        return self._cache
 
     def _read(self) -> dict[str, list[Any]]:
         try:
             data = json.loads(self._path.read_bytes())
         except (OSError, ValueError):  # missing, unreadable or corrupt: start empty
-            return {}
-        return data if isinstance(data, dict) else {}
+            data = {}
+        entries: dict[str, list[Any]] = data if isinstance(data, dict) else {}
+        try:
+            journal = self._journal.read_bytes()
+        except OSError:
+            return entries
+        for line in journal.splitlines():
+            try:  # a line cut short by a crash is skipped: it costs a re-hash at most
+                name, value = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(name, str) and (value is None or isinstance(value, list)):
+                _apply(entries, {name: value})
+        return entries
 
     def lookup_stat(self, path: Path, st: os.stat_result) -> str | None:
         """The verified sha256 of ``path`` if ``st`` (its stat now) shows it unchanged."""
@@ -145,28 +174,58 @@ class HashCache:
             key = _key(st or os.stat(path))
         except FileNotFoundError:
             return
-        self._entries[path.name] = [*key, sha256]
-        self._updates[path.name] = self._entries[path.name]
+        self._updates[path.name] = value = [*key, sha256]
+        if self._cache is not None:
+            self._cache[path.name] = value
 
     def forget(self, path: Path) -> None:
         """Drop ``path`` from the cache (it was deleted)."""
-        self._entries.pop(path.name, None)
+        if self._cache is not None:
+            self._cache.pop(path.name, None)
         self._updates[path.name] = None
 
     def save(self) -> None:
-        """Merge this instance's updates into the file on disk, atomically and under a lock."""
+        """Merge this instance's updates into the files on disk, under a lock.
+
+        Appends them to the journal while it is small (one ``write``; a line cut short by
+        a crash is skipped when read), else writes the merged JSON atomically and drops the
+        journal.
+        """
         if not self._updates:
             return
+        lines = b"".join(
+            json.dumps([n, v], separators=(",", ":")).encode() + b"\n"
+            for n, v in self._updates.items()
+        )
         try:  # a cache that cannot be written (read-only folder) only costs a re-hash
             with folder_lock(self._dir, "hashes"):
-                merged = self._read()
-                for name, value in self._updates.items():
-                    if value is None:
-                        merged.pop(name, None)
-                    else:
-                        merged[name] = value
-                data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
-                write_bytes_atomic(self._path, self._dir, data, "hashes")
+                if len(lines) + _size(self._journal) <= max(
+                    self.JOURNAL_MIN, _size(self._path) // 2
+                ):
+                    with open(self._journal, "ab") as fh:
+                        fh.write(b"\n" + lines)  # a torn earlier line stays a line of its own
+                else:
+                    merged = self._read()
+                    _apply(merged, self._updates)
+                    data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
+                    write_bytes_atomic(self._path, self._dir, data, "hashes")
+                    with contextlib.suppress(FileNotFoundError):
+                        self._journal.unlink()
         except OSError:
             pass
         self._updates.clear()
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _apply(entries: dict[str, list[Any]], updates: dict[str, list[Any] | None]) -> None:
+    for name, value in updates.items():
+        if value is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = value

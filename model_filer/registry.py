@@ -10,6 +10,7 @@ refused, and every field is checked before anything else uses it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -78,7 +79,7 @@ class Entry(NamedTuple):
 class Registry:
     """A registry's content: the remote it belongs to and its entries by name."""
 
-    __slots__ = ("entries", "remote_address", "remote_type")
+    __slots__ = ("_texts", "entries", "remote_address", "remote_type")
 
     def __init__(
         self, remote_type: str, remote_address: str, entries: dict[str, Entry] | None = None
@@ -86,6 +87,9 @@ class Registry:
         self.remote_type = remote_type
         self.remote_address = remote_address
         self.entries: dict[str, Entry] = {} if entries is None else entries
+        # name -> (entry, its canonical UTF-8 text): an entry is written out once, not per
+        # dump. Trusted only for the very Entry object it was made from (entries are immutable).
+        self._texts: dict[str, tuple[Entry, bytes]] = {}
 
     def _key(self) -> tuple[str, str, dict[str, Entry]]:
         return (self.remote_type, self.remote_address, self.entries)
@@ -100,18 +104,38 @@ class Registry:
 
     def copy(self) -> Registry:
         """A copy whose entries can change without touching this one."""
-        return Registry(self.remote_type, self.remote_address, dict(self.entries))
+        new = Registry(self.remote_type, self.remote_address, dict(self.entries))
+        new._texts = dict(self._texts)
+        return new
 
     def dumps(self, dumper: type[Any] | None = None) -> bytes:
-        """Serialise deterministically: sorted entries, fixed field order, no flow style."""
-        doc = {
-            "format": FORMAT_VERSION,
-            "remote": {"type": self.remote_type, "address": self.remote_address},
-            "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
-        }
-        from . import yamlio
+        """Serialise deterministically: sorted entries, fixed field order, no flow style.
 
-        return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")
+        The bytes are those of PyYAML's block style (``dumper``, default libyaml's), built
+        from each entry's cached canonical text; passing ``dumper`` runs PyYAML itself.
+        """
+        if dumper is not None:
+            doc = {
+                "format": FORMAT_VERSION,
+                "remote": {"type": self.remote_type, "address": self.remote_address},
+                "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
+            }
+            from . import yamlio
+
+            return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")
+        from .registry_text import entry_text, header_text
+
+        texts, entries = self._texts, self.entries
+        if len(texts) > 2 * len(entries) + 64:  # forget removed entries now and then
+            self._texts = texts = {n: t for n, t in texts.items() if n in entries}
+        parts = [header_text(self.remote_type, self.remote_address, bool(entries)).encode()]
+        for name in sorted(entries):
+            entry = entries[name]
+            cached = texts.get(name)
+            if cached is None or cached[0] is not entry:
+                cached = texts[name] = (entry, entry_text(entry).encode())
+            parts.append(cached[1])
+        return b"".join(parts)
 
 
 def _field(data: dict[str, Any], key: str, kind: type, where: str, required: bool = True) -> Any:
@@ -192,6 +216,12 @@ def parse(
             f"{where}: unresolved merge conflict markers. Resolve with "
             "`git checkout --theirs/--ours` or set up `model-filer install-hooks` (merge driver)."
         )
+    if loader is None:
+        from .registry_text import parse_canonical
+
+        fast = parse_canonical(text, where, filename)
+        if fast is not None:
+            return fast
     from . import yamlio
 
     try:
@@ -255,6 +285,7 @@ class RegistryFile:
         self.local_dir = local_dir
         self.path = local_dir / registry_filename(remote_type)
         self.remote_type = remote_type
+        self._written: tuple[Registry, dict[str, Entry]] | None = None
 
     def lock(self) -> FileLock:
         """The folder's lock: held for every registry change and file rename."""
@@ -264,18 +295,32 @@ class RegistryFile:
         return read(self.path)
 
     def write(self, reg: Registry) -> None:
+        """Replace the file with ``reg`` (call with the lock held); unchanged bytes are kept."""
         data = reg.dumps()
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.read_bytes() == data:
-                return  # unchanged: keep mtime, skip the write
-        write_bytes_atomic(self.path, self.local_dir, data, "registry")
+        try:  # unchanged bytes: keep the mtime, skip the write (a size differs: no read)
+            same = os.stat(self.path).st_size == len(data) and self.path.read_bytes() == data
+        except FileNotFoundError:
+            same = False
+        if not same:
+            write_bytes_atomic(self.path, self.local_dir, data, "registry")
+        # The next read of these bytes needs no parse: we made them from ``reg``.
+        _PARSED[str(self.path)] = (data, reg.copy())
+        self._written = (reg, dict(reg.entries))
 
     @contextlib.contextmanager
     def transaction(self, new: Registry) -> Iterator[Registry]:
-        """Lock, read (or start from ``new``), yield for changes, write back on success."""
+        """Lock, read (or start from ``new``), yield for changes, write back on success.
+
+        A block that already wrote ``reg`` itself (to order the write before a rename) and
+        changed nothing since is not written again.
+        """
         with self.lock():
             reg = self.read() or new
             before = reg.copy()
+            self._written = None
             yield reg
-            if reg != before:
+            written, self._written = self._written, None
+            if reg != before and not (
+                written is not None and written[0] is reg and written[1] == reg.entries
+            ):
                 self.write(reg)

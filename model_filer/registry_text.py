@@ -1,0 +1,132 @@
+"""The registry's canonical text, written and read per entry instead of through PyYAML.
+
+A registry of 10,000 entries is ~3.5 MB of YAML; building YAML objects from it and back on
+every dump and every hook run is what used to cost (seconds). The canonical form, the text
+:meth:`Registry.dumps` writes, is one block per entry, so:
+
+- writing joins each entry's text, made once per entry (:func:`entry_text`);
+- reading (:func:`parse_canonical`) cuts the text into entry blocks, reads each one loosely,
+  validates it with the same checks as the full parser, writes it back and keeps it only if
+  that gives the same bytes. Since the writer gives PyYAML's bytes for the same data
+  (tests/test_registry_text.py), ``yaml.safe_load`` of the text gives exactly the entries
+  returned: nothing is trusted that was not checked. A block already verified in this process
+  is recognised by its text.
+
+Anything else (hand-edited spacing, comments, quoting PyYAML would not choose, an invalid
+field) makes :func:`parse_canonical` return ``None``, and the caller runs the full YAML parser,
+which accepts it or refuses it with its usual message.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from . import yamlio
+from .errors import RegistryError
+from .files import remote_type_of
+from .registry import FORMAT_VERSION, HEADER, Entry, Registry, _parse_entry
+
+_HEAD_RE = re.compile(
+    re.escape(HEADER)
+    + rf"format: {FORMAT_VERSION}\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
+    + r"models:( \{\})?\n"
+)
+_BLOCK_START = re.compile(r"(?<=\n)(?=  [^ ])")  # an entry's first line: two spaces, its name
+_EMPTY_MODELS = "models: {}\n"
+# Entry blocks this process wrote or verified, by their exact text (bounded, then cleared).
+_VERIFIED: dict[str, Entry] = {}
+MAX_VERIFIED = 200_000
+
+
+@functools.lru_cache(maxsize=64)
+def header_text(remote_type: str, address: str, has_entries: bool) -> str:
+    """Everything before the first entry: comment header, format, remote, ``models:``."""
+    doc = {
+        "format": FORMAT_VERSION,
+        "remote": {"type": remote_type, "address": address},
+        "models": {},
+    }
+    text = HEADER + yamlio.dump(doc)
+    if not text.endswith(_EMPTY_MODELS):  # pragma: no cover - PyYAML changed its output
+        raise AssertionError(f"unexpected registry header {text!r}")
+    return text[: -len(_EMPTY_MODELS)] + "models:\n" if has_entries else text
+
+
+def _text_of(entry: Entry, fields: dict[str, object]) -> str:
+    text = yamlio.block(entry.name, fields)
+    if text is None:  # an unusual value: let PyYAML write it, in the same context
+        text = yamlio.dump({"models": {entry.name: fields}}).partition("\n")[2]
+    return text
+
+
+def entry_text(entry: Entry) -> str:
+    """The entry's block under ``models:``, exactly as PyYAML writes it there."""
+    fields = entry.to_yaml_dict()
+    text = _text_of(entry, fields)
+    try:  # remembered only if valid: an Entry can be built with any values
+        valid = _parse_entry(entry.name, fields, "") == entry
+    except RegistryError:
+        valid = False
+    if valid:
+        _remember(text, entry)
+    return text
+
+
+def _remember(text: str, entry: Entry) -> None:
+    if len(_VERIFIED) >= MAX_VERIFIED:
+        _VERIFIED.clear()
+    _VERIFIED[text] = entry
+
+
+def _verified_entry(block: str, where: str) -> Entry | None:
+    entry = _VERIFIED.get(block)
+    if entry is not None:
+        return entry
+    read = yamlio.read_block(block)
+    if read is None:
+        return None
+    name, data = read
+    try:
+        entry = _parse_entry(name, data, where)
+    except RegistryError:
+        return None  # the full parser reports it, with its own words
+    if _text_of(entry, entry.to_yaml_dict()) != block:
+        return None
+    _remember(block, entry)
+    return entry
+
+
+def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Registry | None:
+    """The registry in ``text`` if it is in canonical form and valid, else ``None``."""
+    try:
+        doc = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    match = _HEAD_RE.match(doc)
+    if match is None:
+        return None
+    remote_type, address = yamlio.read_scalar(match[1]), yamlio.read_scalar(match[2])
+    if not isinstance(remote_type, str) or not isinstance(address, str):
+        return None
+    has_entries = match[3] is None
+    head = header_text(remote_type, address, has_entries)
+    if not doc.startswith(head):
+        return None
+    named = remote_type_of(filename) if filename else None
+    if named is not None and named != remote_type:
+        return None
+    reg = Registry(remote_type, address)
+    body = doc[len(head) :]
+    if not has_entries:
+        return reg if not body else None
+    entries, texts = reg.entries, reg._texts
+    previous = ""
+    for block in _BLOCK_START.split(body):
+        entry = _verified_entry(block, where)
+        if entry is None or entry.name <= previous:  # sorted, no duplicates: canonical
+            return None
+        previous = entry.name
+        entries[previous] = entry
+        texts[previous] = (entry, block.encode())
+    return reg
