@@ -335,6 +335,21 @@ class S3Remote(Remote):
             raise self._error(exc, "check", key) from None
         return int(head["ContentLength"])
 
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=root + prefix
+        )
+        sizes: dict[str, int] = {}
+
+        def collect() -> None:
+            for page in pages:  # up to 1,000 keys a request
+                for item in page.get("Contents", ()):
+                    sizes[item["Key"][len(root) :]] = int(item["Size"])
+
+        self._call("list", prefix or None, collect)
+        return sizes
+
     def delete(self, key: str) -> None:
         self._call(
             "delete", key, self.client.delete_object, Bucket=self.bucket, Key=self._full_key(key)
