@@ -432,10 +432,9 @@ class Filer:
 
     def needs_fetch(self, entry: Entry, cache: HashCache) -> bool:
         """Whether a synced entry's local file is missing or stale, by ``stat`` when cached."""
-        path = self.model_path(entry.name)
-        if cache.lookup(path) == entry.sha256:
+        if cache.lookup_name(entry.name + MODEL_SUFFIX) == entry.sha256:  # issue 13: stat only
             return False
-        return cache.verified_sha256(path) != entry.sha256
+        return cache.verified_sha256(self.model_path(entry.name)) != entry.sha256
 
     def pull(
         self,

@@ -147,6 +147,18 @@ class HashCache:
             return None
         return str(cached[3]) if _key(st) == cached[:3] else None
 
+    def lookup_name(self, filename: str) -> str | None:
+        """:meth:`lookup` of the file ``filename`` in the folder, with no path objects: the
+        per-model cost when a pull checks 10,000 models are present."""
+        cached = self._entries.get(filename)
+        if not isinstance(cached, list) or len(cached) != 4:
+            return None
+        try:
+            st = os.stat(os.path.join(self._dir, filename))
+        except OSError:
+            return None
+        return str(cached[3]) if _key(st) == cached[:3] else None
+
     def lookup(self, path: Path) -> str | None:
         """The verified sha256 of ``path`` if it has not changed since, else ``None``."""
         try:

@@ -23,9 +23,10 @@ import functools
 import re
 
 from . import yamlio
-from .errors import RegistryError
+from .errors import InvalidNameError, RegistryError
 from .files import remote_type_of
-from .registry import FORMAT_VERSION, HEADER, Entry, Registry, _parse_entry
+from .names import check_key, check_name
+from .registry import FORMAT_VERSION, HEADER, MAX_MODEL_BYTES, Entry, Registry, _parse_entry
 
 _HEAD_RE = re.compile(
     re.escape(HEADER)
@@ -33,6 +34,21 @@ _HEAD_RE = re.compile(
     + r"models:( \{\})?\n"
 )
 _BLOCK_START = re.compile(r"(?<=\n)(?=  [^ ])")  # an entry's first line: two spaces, its name
+_NEXT_BLOCK = re.compile(r"\n(?=  [^ ])")
+# The entry every dump writes, in one match. Captured values are checked below exactly as
+# _parse_entry checks them; a block of any other shape takes the per-block path.
+_P = r"[A-Za-z0-9_.+-]{1,100}"
+_ENTRY_RE = re.compile(
+    r"  (?P<name>[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}):\n"
+    r"    state: (?P<state>local|synced)\n"
+    r"(?:    key: (?P<key>[A-Za-z0-9_.+=/-]{1,1000})\n)?"
+    r"    sha256: (?P<sha256>[0-9a-f]{64})\n"
+    r"    size: (?P<size>0|[1-9][0-9]{0,15})\n"
+    rf"    serializer: (?P<serializer>{_P})\n"
+    r"    created: '(?P<created>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)'\n"
+    rf"    python: (?P<python>{_P})\n"
+    rf"(?:    library:\n      name: (?P<lib>{_P})\n      version: (?P<version>{_P})\n)?"
+)
 _EMPTY_MODELS = "models: {}\n"
 # Entry blocks this process wrote or verified, by their exact text (bounded, then cleared).
 _VERIFIED: dict[str, Entry] = {}
@@ -97,6 +113,47 @@ def _verified_entry(block: str, where: str) -> Entry | None:
     return entry
 
 
+def _plain(value: str) -> bool:
+    """Whether PyYAML writes ``value`` (of the characters _ENTRY_RE allows) plain."""
+    return value[0] not in yamlio.RESOLVED_FIRST or yamlio.scalar(value) == value
+
+
+def plain_sha256(sha: str) -> bool:
+    """Whether PyYAML surely writes a 64-hex-digit ``sha`` plain, without its resolver
+    (``False`` for the all-digit ones, 1 in 10^13, which then take the exact path).
+
+    Of YAML 1.1's implicit types only int can claim such a string (float needs a dot, a
+    timestamp a dash, bool and null are words), and int only all-decimal digits or 0b[01]*
+    (tests/test_registry_text.py checks this against the resolver).
+    """
+    return not (sha.isdigit() or (sha.startswith("0b") and not sha[2:].strip("01")))
+
+
+def _matched_entry(match: re.Match[str]) -> Entry | None:
+    """The entry of a block _ENTRY_RE matched, if valid and written as PyYAML would."""
+    name, state, key, sha, size_text, serializer, created, python, lib, version = match.groups()
+    size = int(size_text)
+    if size > MAX_MODEL_BYTES or not plain_sha256(sha):
+        return None
+    if not (_plain(name) and _plain(serializer) and _plain(python)):
+        return None
+    if (key is None) == (state == "synced"):
+        return None  # (a local entry with a key is valid, but rare: the full path reads it)
+    if lib is not None and not (_plain(lib) and _plain(version)):
+        return None
+    try:
+        check_name(name)
+        # The usual key, <name>/<sha256>.pkl, is safe and plain once the name is.
+        if key is not None and key != f"{name}/{sha}.pkl":
+            check_key(key, "")
+            if not _plain(key):
+                return None
+    except InvalidNameError:
+        return None
+    library = None if lib is None else {"name": lib, "version": version}
+    return Entry(name, state, sha, size, serializer, created, python, key, library)
+
+
 def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Registry | None:
     """The registry in ``text`` if it is in canonical form and valid, else ``None``."""
     try:
@@ -122,11 +179,31 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
         return reg if not body else None
     entries, texts = reg.entries, reg._texts
     previous = ""
-    for block in _BLOCK_START.split(body):
-        entry = _verified_entry(block, where)
+    pos, end, match_at = 0, len(body), _ENTRY_RE.match
+    while pos < end:
+        match = match_at(body, pos)
+        entry = None if match is None else _matched_entry(match)
+        if entry is not None and _ends_block(body, match.end()):  # type: ignore[union-attr]
+            block = match[0]  # type: ignore[index]
+        else:  # another shape: cut the block out and check it the generic way
+            stop = _next(body, pos)
+            block = body[pos:stop]
+            entry = _verified_entry(block, where)
         if entry is None or entry.name <= previous:  # sorted, no duplicates: canonical
             return None
         previous = entry.name
         entries[previous] = entry
         texts[previous] = (entry, block.encode())
+        pos += len(block)
     return reg
+
+
+def _next(body: str, pos: int) -> int:
+    """Where the entry block after the one at ``pos`` starts (the end of the text if none)."""
+    found = _NEXT_BLOCK.search(body, pos)
+    return found.end() if found else len(body)
+
+
+def _ends_block(body: str, pos: int) -> bool:
+    """Whether the line at ``pos`` starts the next entry (not a field of this one)."""
+    return pos == len(body) or (body.startswith("  ", pos) and body[pos + 2 : pos + 3] != " ")

@@ -85,6 +85,8 @@ def dump(doc: Any, dumper: type[Any] | None = None) -> str:
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/=:-]*(?<!:)")
 _RESOLVER = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"
+# First characters of the values some implicit tag may claim: any other is a plain string.
+RESOLVED_FIRST = frozenset(k for k in _RESOLVER.yaml_implicit_resolvers if k)
 _INT_RE = re.compile(r"0|[1-9][0-9]*")
 MAX_PLAIN = 1000  # longer strings take the library's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
