@@ -39,6 +39,11 @@ from .remotes import Remote, get_remote
 _STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
 DEFAULT_JOBS = 16
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
+# Issue 13: pull fetches models this small without the per-model lock file. That lock only
+# spares a second process the same download; installing is atomic and idempotent (verified
+# bytes renamed under the folder lock), and for a small model the lock file costs more CPU
+# than the duplicate download it might save.
+UNLOCKED_FETCH = 1024 * 1024
 
 
 class TransferReport:
@@ -207,7 +212,10 @@ class Filer:
         InvalidNameError, ModelExistsError, ImmutableEntryError
         """
         check_name(name)
-        self._check_dump(self._read(), name, overwrite)  # fail before a long pickling
+        early = self._registry.peek()  # issue 13: no 3 MB re-read; checked again under the lock
+        if early is not None:
+            self.remote.check_matches(early.remote_address, str(self.registry_path))
+        self._check_dump(early or self._new_registry(), name, overwrite)  # before pickling
         self.local_dir.mkdir(parents=True, exist_ok=True)
         ensure_gitignore(self.local_dir)
         tmp = temp_path(self.local_dir, f"{name}.dump")
@@ -482,6 +490,9 @@ class Filer:
                 report.skipped.append(entry.name)
 
         def one(entry: Entry) -> None:
+            if entry.size <= UNLOCKED_FETCH:  # issue 13: see UNLOCKED_FETCH
+                self._fetch(entry, cache)
+                return
             with folder_lock(self.local_dir, f"model-{entry.name}"):
                 if self.needs_fetch(entry, cache):  # another process may have fetched it
                     self._fetch(entry, cache)

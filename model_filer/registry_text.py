@@ -178,6 +178,8 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
     if not has_entries:
         return reg if not body else None
     entries, texts = reg.entries, reg._texts
+    names: list[str] = []
+    chunks: list[bytes] = []
     previous = ""
     pos, end, match_at = 0, len(body), _ENTRY_RE.match
     while pos < end:
@@ -193,8 +195,13 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
             return None
         previous = entry.name
         entries[previous] = entry
-        texts[previous] = (entry, block.encode())
+        chunk = block.encode()
+        texts[previous] = (entry, chunk)
+        names.append(previous)
+        chunks.append(chunk)
         pos += len(block)
+    reg._body = (names, chunks)
+    reg.entries.changed = set()  # type: ignore[attr-defined]  # the body is this text
     return reg
 
 

@@ -342,3 +342,30 @@ def test_entries_the_dump_path_writes_take_the_one_match_path(seed):
         return
     registry_text._VERIFIED.clear()
     assert registry_text.parse_canonical(text, "r") == expected == reg
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_patched_text_equals_a_fresh_build_after_any_changes(seed):
+    """dumps() patches only changed names into its sorted text; the bytes never differ."""
+    rng = seeded(40_000 + seed)
+    reg = valid_registry(30)
+    for step in range(40):
+        op = rng.random()
+        names = sorted(reg.entries)
+        if op < 0.4:
+            name = f"n{rng.randint(0, 99):03d}"
+            reg.entries[name] = valid_registry(1).entries["m00000"]._replace(name=name)
+        elif op < 0.6 and names:
+            del reg.entries[rng.choice(names)]
+        elif op < 0.75 and names:
+            name = rng.choice(names)
+            reg.entries[name] = reg.entries[name]._replace(size=step)
+        elif op < 0.8:
+            reg.entries.update({"u": valid_registry(1).entries["m00000"]._replace(name="u")})
+        elif op < 0.85 and names:
+            reg.entries.pop(rng.choice(names))
+        elif op < 0.9:
+            reg = reg.copy()
+        else:
+            reg = parse(reg.dumps(), "r")
+        assert reg.dumps() == full_yaml(reg)
