@@ -313,3 +313,12 @@ def test_list_sizes_on_both_remote_types(remote, s3_address, s3_client, s3_env):
         assert r.list_sizes("ab/") == {"ab/x/1.pkl": 2}
         assert r.list_sizes("") == {"ab/x/1.pkl": 2, "abc/2.pkl": 3, "b/3.pkl": 1}
         assert r.list_sizes("nothing/") == {}
+
+
+def test_list_sizes_of_a_missing_store_says_so(tmp_path, s3_env):
+    from model_filer.errors import BucketNotFoundError
+
+    with pytest.raises(BucketNotFoundError, match="does not exist"):
+        model_filer(tmp_path / "m", tmp_path / "unmounted").remote.list_sizes("")
+    with pytest.raises(BucketNotFoundError, match="Create it"):
+        Filer(tmp_path / "m", "s3://no-such-bucket-mf13/p").remote.list_sizes("a")
