@@ -122,15 +122,21 @@ class HashCache:
         return self._cache
 
     def _read(self) -> dict[str, list[Any]]:
+        raw, journal = _read_bytes(self._path), _read_bytes(self._journal)
+        memo = _PARSED.get(str(self._path))
+        if memo is not None and memo[0] == raw and memo[1] == journal:
+            return dict(memo[2])  # (values are replaced, never changed in place)
+        entries = self._parse(raw, journal)
+        _PARSED[str(self._path)] = (raw, journal, dict(entries))
+        return entries
+
+    @staticmethod
+    def _parse(raw: bytes, journal: bytes) -> dict[str, list[Any]]:
         try:
-            data = json.loads(self._path.read_bytes())
-        except (OSError, ValueError):  # missing, unreadable or corrupt: start empty
+            data = json.loads(raw) if raw else {}
+        except ValueError:  # corrupt: start empty
             data = {}
         entries: dict[str, list[Any]] = data if isinstance(data, dict) else {}
-        try:
-            journal = self._journal.read_bytes()
-        except OSError:
-            return entries
         for line in journal.splitlines():
             try:  # a line cut short by a crash is skipped: it costs a re-hash at most
                 name, value = json.loads(line)
@@ -226,6 +232,18 @@ class HashCache:
         except OSError:
             pass
         self._updates.clear()
+
+
+# The last parse of each cache file, by its exact bytes: a push of 10,000 models makes a
+# HashCache per model, and parsing 1 MB of JSON each time is what would cost.
+_PARSED: dict[str, tuple[bytes, bytes, dict[str, list[Any]]]] = {}
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # missing or unreadable: nothing cached
+        return b""
 
 
 def _size(path: Path) -> int:
