@@ -121,6 +121,8 @@ def worker_main(name: str, args_json: str) -> int:
 class Scale(base.Bench):  # type: ignore[misc]
     """run.py's Bench with 10,000-model fixtures."""
 
+    growth_runs: int | None = None
+
     def many_repo(self) -> tuple[Path, Path]:
         """A committed git repo whose models/ holds 10,000 synced models (a folder remote)."""
 
@@ -236,8 +238,9 @@ def bench_dump_10k(b: Scale) -> base.Row:
 
 def bench_growth(b: Scale) -> base.Row:
     ratios, firsts, lasts = [], [], []
-    for i in range(b.runs):
-        base.log(f"run {i + 1}/{b.runs}: {GROWTH} dumps")
+    runs = b.growth_runs or b.runs
+    for i in range(runs):
+        base.log(f"run {i + 1}/{runs}: {GROWTH} dumps")
         folder, remote = b.fresh("growth"), b.fresh("growth-remote")
         remote.mkdir()
         try:
@@ -406,6 +409,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--only", nargs="+", choices=sorted(WORKLOADS), metavar="NAME")
     parser.add_argument("--runs", type=int, default=5, help="runs per row (default 5)")
+    parser.add_argument(
+        "--growth-runs", type=int, help="runs of the 10,000-dump row (default: --runs)"
+    )
     parser.add_argument("--install-dvc", action="store_true", help="as benchmarks/run.py")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--tmp", type=Path, help="parent of the temp root")
@@ -425,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="mf-scale-", dir=args.tmp))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Scale(root, base.FULL, args.runs, args.install_dvc)
+    bench.growth_runs = args.growth_runs
     rows: list[base.Row] = []
     started = time.monotonic()
     try:
