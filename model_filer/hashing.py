@@ -109,6 +109,7 @@ class HashCache:
 
     def __init__(self, local_dir: Path) -> None:
         self._dir = local_dir
+        self._dir_text = str(local_dir)
         self._path = local_dir / ".model_filer" / self.FILENAME
         self._journal = self._path.with_name(self.JOURNAL)
         self._cache: dict[str, list[Any]] | None = None
@@ -160,7 +161,7 @@ class HashCache:
         if not isinstance(cached, list) or len(cached) != 4:
             return None
         try:
-            st = os.stat(os.path.join(self._dir, filename))
+            st = os.stat(f"{self._dir_text}/{filename}")
         except OSError:
             return None
         return str(cached[3]) if _key(st) == cached[:3] else None
