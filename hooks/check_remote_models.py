@@ -2,7 +2,8 @@
 
 For each pushed commit, every ``synced`` entry of every registry as committed there (not the
 working tree) must exist on its remote with the recorded size; otherwise nobody who pulls
-could load it.
+could load it. Sizes come from listings (one LIST per key prefix, about a page each), not from
+one HEAD per object: 10,000 entries cost about ten requests.
 """
 
 from __future__ import annotations
