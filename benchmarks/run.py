@@ -29,30 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .common import DVC_VENV, REPO, BenchError, log
-from .harness import FULL, QUICK, Bench, Row
+from .harness import FULL, QUICK, Bench, Row, print_table
 from .workers import worker_main
 from .workloads import WORKLOADS
-
-
-def print_table(rows: Sequence[Row], runs: int, light_runs: int) -> None:
-    header = Row("", "workload", "model_filer", "baseline", "ratio", "target", None, "RSS MiB")
-    cells = [
-        (r.label, r.ours, r.base, r.ratio, r.target, "result" if r is header else r.result, r.rss)
-        for r in [header, *rows]
-    ]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
-    for j, c in enumerate(cells):
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
-    print(
-        f"Medians of {runs} run(s) ({light_runs} for the whole-process rows: commit-hook, "
-        "prefetch, import). RSS: peak of model_filer / baseline, per process."
-    )
-    for r in rows:
-        if r.note:
-            print(f"  {r.name}: {r.note}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -71,6 +71,8 @@ def _registry_problems(path: str, reg: Registry) -> list[str]:
 def _model_file_problems(
     models: Sequence[str], registries: Sequence[tuple[str, Registry]]
 ) -> list[str]:
+    if not models:
+        return []  # (10,000 entries need not be joined into paths to find nothing)
     named = {
         posixpath.join(posixpath.dirname(path), name + MODEL_SUFFIX)
         for path, reg in registries

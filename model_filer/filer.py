@@ -119,7 +119,7 @@ class Filer:
         InvalidNameError, ModelExistsError, ImmutableEntryError, SerializationError
         """
         check_name(name)
-        self._check_dump(self.folder.read(), name, overwrite)  # fail before a long pickling
+        self._check_dump(self.folder.peek(), name, overwrite)  # fail before a long pickling
         self.local_dir.mkdir(parents=True, exist_ok=True)
         ensure_gitignore(self.local_dir)
         tmp = self.folder.temp(f"{name}.dump")

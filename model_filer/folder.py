@@ -96,6 +96,16 @@ class ModelFolder:
         self._check_remote(found, str(self.registry_path))
         return found
 
+    def peek(self) -> Registry:
+        """The registry for an early, advisory look (not to change): no re-read of bytes this
+        process last read or wrote while the file's stat is unchanged. Whatever is decided
+        from it is checked again under the lock."""
+        found = self.registry_file.peek()
+        if found is None:
+            return self._new_registry()
+        self._check_remote(found, str(self.registry_path))
+        return found
+
     def entry(self, name: str, reg: Registry | None = None) -> Entry:
         """The entry of ``name``; :class:`UnknownModelError` names the known ones if none."""
         reg = self.read() if reg is None else reg
@@ -197,6 +207,8 @@ class ModelFolder:
 
     def holds(self, entry: Entry, cache: HashCache) -> bool:
         """Whether the model file holds ``entry``'s bytes (a ``stat`` when the cache knows)."""
+        if cache.lookup_name(entry.name + MODEL_SUFFIX) == entry.sha256:
+            return True  # one stat, no path objects: 10,000 present models cost little
         path = self.model_path(entry.name)
         try:
             st = os.stat(path)

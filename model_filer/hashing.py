@@ -8,6 +8,7 @@ a same-size overwrite whose mtime was set back) forces a re-hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from .files import INTERNAL_DIR, write_bytes_atomic
+from .files import INTERNAL_DIR, internal_dir, write_bytes_atomic
 
 CHUNK = 8 * 1024 * 1024
 QUEUE_CHUNKS = 32  # chunks waiting for the hashing thread (32 x 256 KiB for a download)
@@ -100,28 +101,75 @@ _KEY_LEN = 5
 
 
 class HashCache:
-    """Verified hashes of the model files in one folder, persisted in ``.model_filer``."""
+    """Verified hashes of the model files in one folder, persisted in ``.model_filer``.
+
+    Saved as ``hashes.json`` plus a journal of later changes (``hashes.log``, one JSON line
+    each), folded into the JSON when it grows past half its size: a dump into a folder of
+    10,000 models then writes one line, not the whole cache. Nothing is read until a lookup
+    needs it.
+    """
 
     FILENAME = "hashes.json"
+    JOURNAL = "hashes.log"
+    JOURNAL_MIN = 64 * 1024  # appended to until larger than this and half the JSON
 
     def __init__(self, local_dir: Path) -> None:
         self._dir = local_dir
+        self._dir_text = str(local_dir)
         self._path = local_dir / INTERNAL_DIR / self.FILENAME
-        self._entries = self._read()
+        self._journal = self._path.with_name(self.JOURNAL)
+        self._cache: dict[str, list[Any]] | None = None
         self._updates: dict[str, list[Any] | None] = {}
 
+    @property
+    def _entries(self) -> dict[str, list[Any]]:
+        if self._cache is None:
+            self._cache = self._read()
+            _apply(self._cache, self._updates)
+        return self._cache
+
     def _read(self) -> dict[str, list[Any]]:
+        raw, journal = _read_bytes(self._path), _read_bytes(self._journal)
+        memo = _PARSED.get(str(self._path))
+        if memo is not None and memo[0] == raw and memo[1] == journal:
+            return dict(memo[2])  # (values are replaced, never changed in place)
+        entries = self._parse(raw, journal)
+        _PARSED[str(self._path)] = (raw, journal, dict(entries))
+        return entries
+
+    @staticmethod
+    def _parse(raw: bytes, journal: bytes) -> dict[str, list[Any]]:
         try:
-            data = json.loads(self._path.read_bytes())
-        except (OSError, ValueError):  # missing, unreadable or corrupt: start empty
-            return {}
-        return data if isinstance(data, dict) else {}
+            data = json.loads(raw) if raw else {}
+        except ValueError:  # corrupt: start empty
+            data = {}
+        entries: dict[str, list[Any]] = data if isinstance(data, dict) else {}
+        for line in journal.splitlines():
+            try:  # a line cut short by a crash is skipped: it costs a re-hash at most
+                name, value = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(name, str) and (value is None or isinstance(value, list)):
+                _apply(entries, {name: value})
+        return entries
 
     def lookup_stat(self, path: Path, st: os.stat_result) -> str | None:
         """The verified sha256 of ``path`` if ``st`` (its stat now) shows it unchanged."""
         cached = self._entries.get(path.name)
         if not isinstance(cached, list) or len(cached) != _KEY_LEN + 1:
             return None  # also an older cache's shorter key: re-hashed once
+        return str(cached[_KEY_LEN]) if _key(st) == cached[:_KEY_LEN] else None
+
+    def lookup_name(self, filename: str) -> str | None:
+        """:meth:`lookup` of the file ``filename`` in the folder, with no path objects: the
+        per-model cost when a pull checks 10,000 models are present."""
+        cached = self._entries.get(filename)
+        if not isinstance(cached, list) or len(cached) != _KEY_LEN + 1:
+            return None
+        try:
+            st = os.stat(f"{self._dir_text}/{filename}")
+        except OSError:
+            return None
         return str(cached[_KEY_LEN]) if _key(st) == cached[:_KEY_LEN] else None
 
     def lookup(self, path: Path) -> str | None:
@@ -151,31 +199,69 @@ class HashCache:
             key = _key(st or os.stat(path))
         except FileNotFoundError:
             return
-        self._entries[path.name] = [*key, sha256]
-        self._updates[path.name] = self._entries[path.name]
+        self._updates[path.name] = value = [*key, sha256]
+        if self._cache is not None:
+            self._cache[path.name] = value
 
     def forget(self, path: Path) -> None:
         """Drop ``path`` from the cache (it was deleted)."""
-        self._entries.pop(path.name, None)
+        if self._cache is not None:
+            self._cache.pop(path.name, None)
         self._updates[path.name] = None
 
     def save(self) -> None:
-        """Merge this instance's updates into the file on disk, atomically.
+        """Merge this instance's updates into the files on disk.
 
-        No lock: the file is replaced whole, so readers never see it torn, and an update lost
-        to a concurrent save only costs one re-hash later (entries are keyed by stat).
+        Appends them to the journal while it is small (one ``write``; a line cut short by
+        a crash is skipped when read), else writes the merged JSON atomically and drops the
+        journal. No lock: the cache is advisory and keyed by stat, so an update lost to a
+        concurrent save only costs one re-hash later.
         """
         if not self._updates:
             return
+        lines = b"".join(
+            json.dumps([n, v], separators=(",", ":")).encode() + b"\n"
+            for n, v in self._updates.items()
+        )
         try:  # a cache that cannot be written (read-only folder) only costs a re-hash
-            merged = self._read()
-            for name, value in self._updates.items():
-                if value is None:
-                    merged.pop(name, None)
-                else:
-                    merged[name] = value
-            data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
-            write_bytes_atomic(self._path, self._dir, data, "hashes")
+            internal_dir(self._dir)  # made on demand; a symlink there is refused
+            if len(lines) + _size(self._journal) <= max(self.JOURNAL_MIN, _size(self._path) // 2):
+                with open(self._journal, "ab") as fh:
+                    fh.write(b"\n" + lines)  # a torn earlier line stays a line of its own
+            else:
+                merged = self._read()
+                _apply(merged, self._updates)
+                data = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
+                write_bytes_atomic(self._path, self._dir, data, "hashes")
+                with contextlib.suppress(FileNotFoundError):
+                    self._journal.unlink()
         except OSError:
             pass
         self._updates.clear()
+
+
+# The last parse of each cache file, by its exact bytes: a push of 10,000 models makes a
+# HashCache per model, and parsing 1 MB of JSON each time is what would cost.
+_PARSED: dict[str, tuple[bytes, bytes, dict[str, list[Any]]]] = {}
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # missing or unreadable: nothing cached
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _apply(entries: dict[str, list[Any]], updates: dict[str, list[Any] | None]) -> None:
+    for name, value in updates.items():
+        if value is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = value

@@ -9,18 +9,18 @@ refused, and every field is checked before anything else uses it.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from .errors import InvalidNameError, RegistryError
-from .files import folder_lock, registry_filename, remote_type_of, write_bytes_atomic
+from .files import internal_dir, registry_filename, remote_type_of, write_bytes_atomic
 from .names import check_key, check_name, check_sha256, show
-
-if TYPE_CHECKING:
-    from filelock import FileLock
 
 FORMAT_VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
@@ -31,7 +31,7 @@ HEADER = (
     "# Written by model_filer; edit it with model-filer commands, not by hand.\n"
 )
 _FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
-_REMOTE_ID_RE = re.compile(r"[0-9a-f]{32}")
+REMOTE_ID_RE = re.compile(r"[0-9a-f]{32}")
 _ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
 
 
@@ -77,6 +77,58 @@ class Entry(NamedTuple):
         return {k: v for k, v in data.items() if v is not None}
 
 
+class Entries(dict[str, Entry]):
+    """A registry's entries by name, noting which names changed since its text was built.
+
+    A dump into a registry of 10,000 entries then re-sorts and re-joins nothing but the one
+    entry it changed. Mutators other than item assignment and deletion mark everything.
+    """
+
+    __slots__ = ("changed", "version")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed: set[str] | None = None  # since the text was built; None: everything
+        self.version = 0  # counts changes, for "changed since?" questions
+
+    def __setitem__(self, name: str, entry: Entry) -> None:
+        super().__setitem__(name, entry)
+        self.version += 1
+        if self.changed is not None:
+            self.changed.add(name)
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self.version += 1
+        if self.changed is not None:
+            self.changed.add(name)
+
+    def _all_changed(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.changed = None
+        self.version += 1
+        return getattr(super(), method)(*args, **kwargs)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._all_changed("update", *args, **kwargs)
+
+    def pop(self, *args: Any) -> Any:
+        return self._all_changed("pop", *args)
+
+    def popitem(self) -> tuple[str, Entry]:
+        item: tuple[str, Entry] = self._all_changed("popitem")
+        return item
+
+    def setdefault(self, *args: Any) -> Any:
+        return self._all_changed("setdefault", *args)
+
+    def clear(self) -> None:
+        self._all_changed("clear")
+
+    def __ior__(self, other: Any) -> Entries:  # type: ignore[override,misc]
+        self._all_changed("update", other)
+        return self
+
+
 class Registry:
     """A registry's content: the remote it belongs to and its entries by name.
 
@@ -84,7 +136,7 @@ class Registry:
     ID file), so the same share mounted elsewhere is the same remote and another folder is not.
     """
 
-    __slots__ = ("entries", "remote_address", "remote_id", "remote_type")
+    __slots__ = ("_body", "_texts", "entries", "remote_address", "remote_id", "remote_type")
 
     def __init__(
         self,
@@ -95,8 +147,13 @@ class Registry:
     ) -> None:
         self.remote_type = remote_type
         self.remote_address = remote_address
-        self.entries: dict[str, Entry] = {} if entries is None else entries
         self.remote_id = remote_id
+        self.entries: dict[str, Entry] = Entries(entries or ())
+        # name -> (entry, its canonical UTF-8 text): an entry is written out once, not per
+        # dump. Trusted only for the very Entry object it was made from (entries are immutable).
+        self._texts: dict[str, tuple[Entry, bytes]] = {}
+        # The sorted names and their texts as last written, kept in step with ``entries``.
+        self._body: tuple[list[str], list[bytes]] | None = None
 
     def _key(self) -> tuple[str, str, dict[str, Entry], str | None]:
         return (self.remote_type, self.remote_address, self.entries, self.remote_id)
@@ -108,25 +165,86 @@ class Registry:
 
     def __repr__(self) -> str:
         return (
-            f"Registry({self.remote_type!r}, {self.remote_address!r}, {self.entries!r}, "
+            f"Registry({self.remote_type!r}, {self.remote_address!r}, {dict(self.entries)!r}, "
             f"{self.remote_id!r})"
         )
 
     def copy(self) -> Registry:
         """A copy whose entries can change without touching this one."""
-        return Registry(self.remote_type, self.remote_address, dict(self.entries), self.remote_id)
+        new = Registry(self.remote_type, self.remote_address, self.entries, self.remote_id)
+        new._texts = self._texts  # shared: each text is checked against its entry's identity
+        changed = getattr(self.entries, "changed", None)
+        if self._body is not None and changed is not None:
+            new._body = (list(self._body[0]), list(self._body[1]))
+            new.entries.changed = set(changed)  # type: ignore[attr-defined]
+        return new
+
+    def _text(self, name: str) -> bytes:
+        entry = self.entries[name]
+        cached = self._texts.get(name)
+        if cached is None or cached[0] is not entry:
+            from .registry_text import entry_text
+
+            cached = self._texts[name] = (entry, entry_text(entry).encode())
+        return cached[1]
+
+    def _sorted_texts(self) -> list[bytes]:
+        """Every entry's text in name order: rebuilt whole, or patched where names changed."""
+        entries = self.entries
+        changed = entries.changed if isinstance(entries, Entries) else None
+        if self._body is None or changed is None:
+            if len(self._texts) > 2 * len(entries) + 64:  # forget removed entries now and then
+                self._texts = {n: t for n, t in self._texts.items() if n in entries}
+            names = sorted(entries)
+            self._body = (names, [self._text(n) for n in names])
+        else:
+            names, chunks = self._body
+            for name in changed:
+                i = bisect.bisect_left(names, name)
+                present = i < len(names) and names[i] == name
+                if name not in entries:
+                    if present:
+                        del names[i], chunks[i]
+                        self._texts.pop(name, None)
+                elif present:
+                    chunks[i] = self._text(name)
+                else:
+                    names.insert(i, name)
+                    chunks.insert(i, self._text(name))
+        if isinstance(entries, Entries):
+            entries.changed = set()
+        return self._body[1]
+
+    def remote_fields(self) -> dict[str, str]:
+        """The ``remote:`` mapping as written: type, address, and the ID when known."""
+        fields = {"type": self.remote_type, "address": self.remote_address}
+        if self.remote_id is not None:
+            fields["id"] = self.remote_id
+        return fields
 
     def dumps(self, dumper: type[Any] | None = None) -> bytes:
-        """Serialise deterministically: sorted entries, fixed field order, no flow style."""
-        doc = {
-            "format": FORMAT_VERSION,
-            "remote": {"type": self.remote_type, "address": self.remote_address}
-            | ({"id": self.remote_id} if self.remote_id is not None else {}),
-            "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
-        }
-        from . import yamlio
+        """Serialise deterministically: sorted entries, fixed field order, no flow style.
 
-        return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")
+        The bytes are those of PyYAML's block style (``dumper``, default libyaml's), built
+        from each entry's cached canonical text; passing ``dumper`` runs PyYAML itself.
+        """
+        if dumper is not None:
+            doc = {
+                "format": FORMAT_VERSION,
+                "remote": self.remote_fields(),
+                "models": {n: self.entries[n].to_yaml_dict() for n in sorted(self.entries)},
+            }
+            from . import yamlio
+
+            return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")
+        from .registry_text import header_text
+
+        head = header_text(
+            self.remote_type, self.remote_address, bool(self.entries), self.remote_id
+        )
+        parts = [head.encode()]
+        parts += self._sorted_texts()
+        return b"".join(parts)
 
 
 def _field(data: dict[str, Any], key: str, kind: type, where: str, required: bool = True) -> Any:
@@ -207,6 +325,12 @@ def parse(
             f"{where}: unresolved merge conflict markers. Resolve with "
             "`git checkout --theirs/--ours` or set up `model-filer install-hooks` (merge driver)."
         )
+    if loader is None:
+        from .registry_text import parse_canonical
+
+        fast = parse_canonical(text, where, filename)
+        if fast is not None:
+            return fast
     from . import yamlio
 
     try:
@@ -229,7 +353,7 @@ def parse(
     rtype = _field(remote, "type", str, where + " remote")
     address = _field(remote, "address", str, where + " remote")
     remote_id = _field(remote, "id", str, where + " remote", required=False)
-    if remote_id is not None and not _REMOTE_ID_RE.fullmatch(remote_id):
+    if remote_id is not None and not REMOTE_ID_RE.fullmatch(remote_id):
         raise RegistryError(f"{where}: remote id {show(remote_id)} is malformed. {_FIX}")
     models = doc.get("models") or {}
     if not isinstance(models, dict):
@@ -241,12 +365,18 @@ def parse(
             "Restore it with `git checkout -- <file>`."
         )
     entries = {name: _parse_entry(name, data, where) for name, data in models.items()}
-    return Registry(remote_type=rtype, remote_address=address, entries=entries, remote_id=remote_id)
+    return Registry(rtype, address, entries, remote_id)
 
 
 # Last parse of each registry path: a hook or CLI command reads the same file several
 # times, and parsing (not reading) is what costs. Keyed by the exact bytes, so never stale.
 _PARSED: dict[str, tuple[bytes, Registry]] = {}
+# The stat of the file that held those bytes, for :func:`peek` only.
+_STATS: dict[str, tuple[int, ...]] = {}
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def read(path: Path) -> Registry | None:
@@ -254,16 +384,92 @@ def read(path: Path) -> Registry | None:
     try:
         with open(path, "rb") as fh:  # bounded read: a huge file is refused, not loaded
             text = fh.read(MAX_REGISTRY_BYTES + 1)
+            st = os.fstat(fh.fileno())
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read the registry ({exc.strerror}).") from None
     memo = _PARSED.get(str(path))
     if memo is not None and memo[0] == text:
+        _STATS[str(path)] = _stat_key(st)
         return memo[1].copy()
     reg = parse(text, str(path), filename=str(path))
     _PARSED[str(path)] = (text, reg.copy())
+    _STATS[str(path)] = _stat_key(st)
     return reg
+
+
+def peek(path: Path) -> Registry | None:
+    """The registry at ``path`` for an early, advisory look: not to change, not to trust.
+
+    When the file's stat is that of the bytes last read or written here, the registry they
+    held is returned without reading 3 MB again; else the file is read. Only for checks that
+    are made again under the lock on bytes read then (a dump's early refusal).
+    """
+    memo, known = _PARSED.get(str(path)), _STATS.get(str(path))
+    if memo is not None and known is not None:
+        with contextlib.suppress(OSError):
+            if _stat_key(os.stat(path)) == known:
+                return memo[1]
+    return read(path)
+
+
+class FolderLock:
+    """A folder's file lock that the threads of one process take in turn, handing it over.
+
+    filelock gives each thread its own descriptor, so 16 download threads installing models
+    each took and dropped the file lock, polling for it with sleeps: most of a 1,000-model
+    pull. Here a thread lock orders the threads, and while another thread of this process is
+    waiting the file lock is handed over instead of being dropped and taken again. Other
+    processes still wait for the file lock; a single thread takes and drops it every time.
+    """
+
+    _ALL: ClassVar[dict[str, FolderLock]] = {}
+    _GUARD: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        from filelock import FileLock
+
+        self._file_lock = FileLock(path, thread_local=False)
+        self._thread_lock = threading.Lock()
+        self._waiting = 0
+        self._held = False
+        self._pid = os.getpid()
+
+    @classmethod
+    def of(cls, local_dir: Path, name: str) -> FolderLock:
+        """The one lock object of this process for ``<local_dir>/.model_filer/<name>.lock``."""
+        path = str(internal_dir(local_dir) / f"{name}.lock")  # (refuses a symlinked folder)
+        with cls._GUARD:
+            lock = cls._ALL.get(path)
+            if lock is None or lock._pid != os.getpid():  # a forked child makes its own
+                lock = cls._ALL[path] = cls(path)
+            return lock
+
+    def __enter__(self) -> FolderLock:
+        with self._GUARD:
+            self._waiting += 1
+        self._thread_lock.acquire()
+        with self._GUARD:
+            self._waiting -= 1
+        if not self._held:
+            try:
+                self._file_lock.acquire()
+            except BaseException:
+                self._thread_lock.release()
+                raise
+            self._held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            with self._GUARD:
+                hand_over = self._waiting > 0
+            if not hand_over:
+                self._held = False
+                self._file_lock.release()
+        finally:
+            self._thread_lock.release()
 
 
 class RegistryFile:
@@ -273,27 +479,53 @@ class RegistryFile:
         self.local_dir = local_dir
         self.path = local_dir / registry_filename(remote_type)
         self.remote_type = remote_type
+        self._written: tuple[int, int | None] | None = None  # entries and version written
 
-    def lock(self) -> FileLock:
+    def lock(self) -> FolderLock:
         """The folder's lock: held for every registry change and file rename."""
-        return folder_lock(self.local_dir, "registry")
+        return FolderLock.of(self.local_dir, "registry")
 
     def read(self) -> Registry | None:
         return read(self.path)
 
+    def peek(self) -> Registry | None:
+        """See :func:`peek`."""
+        return peek(self.path)
+
     def write(self, reg: Registry) -> None:
+        """Replace the file with ``reg`` (call with the lock held); unchanged bytes are kept."""
         data = reg.dumps()
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.read_bytes() == data:
-                return  # unchanged: keep mtime, skip the write
-        write_bytes_atomic(self.path, self.local_dir, data, "registry")
+        try:  # unchanged bytes: keep the mtime, skip the write (a size differs: no read)
+            same = os.stat(self.path).st_size == len(data) and self.path.read_bytes() == data
+        except FileNotFoundError:
+            same = False
+        if not same:
+            write_bytes_atomic(self.path, self.local_dir, data, "registry")
+        # The next read of these bytes needs no parse: we made them from ``reg``.
+        _PARSED[str(self.path)] = (data, reg.copy())
+        _STATS[str(self.path)] = _stat_key(os.stat(self.path))  # (the lock is held)
+        self._written = (id(reg.entries), getattr(reg.entries, "version", None))
 
     @contextlib.contextmanager
     def transaction(self, new: Registry) -> Iterator[Registry]:
-        """Lock, read (or start from ``new``), yield for changes, write back on success."""
+        """Lock, read (or start from ``new``), yield for changes, write back on success.
+
+        A block that already wrote ``reg`` itself (to order the write before a rename) and
+        changed nothing since is not written again. Whether anything changed is known from
+        :class:`Entries`' change count, without copying and comparing 10,000 entries.
+        """
         with self.lock():
             reg = self.read() or new
-            before = reg.copy()
+            remote, entries = (reg.remote_type, reg.remote_address), reg.entries
+            start = getattr(entries, "version", None)
+            self._written = None
             yield reg
-            if reg != before:
+            now = getattr(reg.entries, "version", None)
+            unchanged = (
+                reg.entries is entries
+                and start is not None
+                and remote == (reg.remote_type, reg.remote_address)
+                and (now == start or self._written == (id(entries), now))
+            )
+            if not unchanged:
                 self.write(reg)

@@ -32,6 +32,11 @@ from .remotes import Progress, Remote
 
 DEFAULT_JOBS = 16
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
+# pull fetches models this small without the per-model lock file. That lock only spares a
+# second process the same download; installing is atomic and idempotent (verified bytes
+# renamed into place), and for a small model the lock file costs more CPU than the duplicate
+# download it might save.
+UNLOCKED_FETCH = 1024 * 1024
 
 
 class TransferReport:
@@ -204,6 +209,9 @@ class Transfers:
                 todo.append(entry)
 
         def one(entry: Entry) -> None:
+            if entry.size <= UNLOCKED_FETCH:
+                self.fetch(entry, cache).close()
+                return
             with self.folder.model_lock(entry.name):
                 if not self.folder.holds(entry, cache):  # another process may have won
                     self.fetch(entry, cache).close()

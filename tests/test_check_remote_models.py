@@ -229,3 +229,96 @@ def test_s3_an_unreachable_store_refuses_the_push(repo, s3_filer, hook_env, caps
 
     assert main([]) == 1
     assert "Cannot reach the S3 store" in capsys.readouterr().out
+
+
+# -- one LIST per prefix instead of one HEAD per object ------------------------------------
+def test_list_prefixes_cover_every_key_with_few_listings():
+    from model_filer_hooks.check_remote_models import list_prefixes
+
+    few = [f"m{i}/{'ab' * 32}.pkl" for i in range(3)]
+    assert list_prefixes(few) == ["m0/", "m1/", "m2/"]  # only those models' versions
+    many = [f"m{i:05d}/{'ab' * 32}.pkl" for i in range(10_000)] + ["z/x.pkl", "flat.pkl"]
+    prefixes = list_prefixes(many)
+    assert all(any(k.startswith(p) for p in prefixes) for k in many)
+    assert len(prefixes) <= 20  # ~one page each, not one request per key
+    assert all(sum(k.startswith(p) for k in many) <= 1000 for p in prefixes)
+
+
+def grouped(hook_env: pytest.MonkeyPatch) -> None:
+    """Make a handful of models take the grouped-listing path meant for thousands."""
+    from model_filer_hooks import check_remote_models
+
+    hook_env.setattr(check_remote_models, "FEW", 0)
+    hook_env.setattr(check_remote_models, "PAGE", 2)
+
+
+def dump_five(filer: Filer) -> None:
+    for i in range(5):
+        filer.dump({"w": i}, f"m{i}", push=True)
+
+
+@pytest.mark.parametrize("grouping", [False, True], ids=["per-model", "grouped"])
+def test_listing_finds_a_missing_object_and_a_wrong_size_local(
+    repo, remote, hook_env, capsys, grouping
+):
+    filer = model_filer(repo / "models", remote)
+    dump_five(filer)
+    pre_commit_push(hook_env, commit(repo, "five models"))
+    if grouping:
+        grouped(hook_env)
+    assert main([]) == 0
+    object_of(filer, "m1").unlink()
+    object_of(filer, "m3").write_bytes(b"xyz")
+    (object_of(filer, "m4").parent / "left-by-a-push.upload.tmp").write_bytes(b"partial")
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert "m1: " in out and "is missing from the remote" in out
+    assert "m3: " in out and "has 3 bytes, the registry says" in out
+    assert "m0:" not in out and "m2:" not in out and "m4:" not in out
+
+
+@pytest.mark.parametrize("grouping", [False, True], ids=["per-model", "grouped"])
+def test_listing_finds_a_missing_object_and_a_wrong_size_s3(
+    repo, s3_address, s3_client, s3_env, hook_env, capsys, grouping
+):
+    filer = model_filer(repo / "models", s3_address, "s3")
+    dump_five(filer)
+    pre_commit_push(hook_env, commit(repo, "five models"))
+    if grouping:
+        grouped(hook_env)
+    assert main([]) == 0
+    s3_client.delete_object(Bucket=s3_env.bucket, Key=s3_key(filer, "m1"))
+    s3_client.put_object(Bucket=s3_env.bucket, Key=s3_key(filer, "m3"), Body=b"xyz")
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert "m1: " in out and "is missing from the remote" in out
+    assert "m3: " in out and "has 3 bytes, the registry says" in out
+    assert "m0:" not in out and "m2:" not in out and "m4:" not in out
+
+
+def test_list_sizes_on_both_remote_types(remote, s3_address, s3_client, s3_env):
+    local, s3 = model_filer(remote / "unused", remote).remote, Filer("unused", s3_address).remote
+    (remote / "ab" / "x").mkdir(parents=True)
+    (remote / "ab" / "x" / "1.pkl").write_bytes(b"12")
+    (remote / "abc").mkdir()
+    (remote / "abc" / "2.pkl").write_bytes(b"123")
+    (remote / "b").mkdir()
+    (remote / "b" / "3.pkl").write_bytes(b"1")
+    for key, body in [("ab/x/1.pkl", b"12"), ("abc/2.pkl", b"123"), ("b/3.pkl", b"1")]:
+        s3_client.put_object(Bucket=s3_env.bucket, Key=f"{s3.prefix}/{key}", Body=body)  # type: ignore[attr-defined]
+    for r in (local, s3):
+        assert r.list_sizes("ab") == {"ab/x/1.pkl": 2, "abc/2.pkl": 3}
+        assert r.list_sizes("ab/") == {"ab/x/1.pkl": 2}
+        assert r.list_sizes("") == {"ab/x/1.pkl": 2, "abc/2.pkl": 3, "b/3.pkl": 1}
+        assert r.list_sizes("nothing/") == {}
+
+
+def test_list_sizes_of_a_missing_store_says_so(tmp_path, s3_env):
+    from model_filer.errors import BucketNotFoundError
+
+    with pytest.raises(BucketNotFoundError, match="does not exist"):
+        model_filer(tmp_path / "m", tmp_path / "unmounted").remote.list_sizes("")
+    with pytest.raises(BucketNotFoundError, match="Create it"):
+        Filer(tmp_path / "m", "s3://no-such-bucket-mf13/p").remote.list_sizes("a")

@@ -555,18 +555,23 @@ def test_kill_during_a_registry_write_leaves_the_old_or_the_new_bytes(tmp_path, 
     assert internal_files(folder, "tmp") == []
 
 
+# Enough entries that the killed child is still removing them at the last kill: with the
+# registry written from cached per-entry text, one removal takes about a millisecond.
+FILLER = 3000
+
+
 def test_kill_during_registry_changes_through_the_filer(tmp_path, remote, kill_counts):
     rng = seeded(SEED + 3)
     folder = tmp_path / "models"
-    write_registry(folder, str(remote), filler_entries(300))
+    write_registry(folder, str(remote), filler_entries(FILLER))
     filer = Filer(folder, str(remote), "local")
-    present = {f"e{i}" for i in range(300)}
+    present = {f"e{i}" for i in range(FILLER)}
     next_i = 0
     for _ in range(KILLS["registry_via_filer"]):
 
         def loop(mark: Mark, start: int = next_i) -> None:
             child = Filer(folder, str(remote), "local")
-            for i in range(start, 300):
+            for i in range(start, FILLER):
                 mark(b"S", i)
                 child.remove(f"e{i}")
                 mark(b"E", i)

@@ -116,6 +116,14 @@ class Remote(ABC):
         """The object's size in bytes, or ``None`` when it does not exist."""
 
     @abstractmethod
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Every object whose key starts with ``prefix``: key (relative) -> size in bytes.
+
+        One listing answers for many objects: checking 10,000 keys costs ~10 requests, not
+        10,000 HEADs. Raises :class:`BucketNotFoundError` when the store itself is missing.
+        """
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Delete the object (absent is fine)."""
 

@@ -212,6 +212,30 @@ class LocalRemote(Remote):
         except FileNotFoundError:
             return None
 
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        self._require_root()
+        folder, _, start = prefix.rpartition("/")
+        base = self._path(folder) if folder else self.root
+        sizes: dict[str, int] = {}
+        try:
+            with os.scandir(base) as found:
+                tops = [e for e in found if e.name.startswith(start)]
+        except (FileNotFoundError, NotADirectoryError):
+            return sizes
+        except OSError as exc:
+            raise RemoteError(f"Cannot list {base}: {exc.strerror}.") from None
+        stack = tops
+        while stack:
+            item = stack.pop()
+            if item.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError), os.scandir(item.path) as inner:
+                    stack.extend(inner)
+            elif item.is_file(follow_symlinks=False) and not item.name.endswith(".tmp"):
+                # (a push in progress writes to an owned ``*.tmp`` beside its object)
+                key = Path(item.path).relative_to(self.root).as_posix()
+                sizes[key] = item.stat(follow_symlinks=False).st_size
+        return sizes
+
     def delete(self, key: str) -> None:
         self._require_root()
         path = self._path(key)

@@ -1,0 +1,371 @@
+"""The registry's fast text path gives PyYAML's bytes and data, and trusts nothing unchecked."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+import yaml
+
+from model_filer import registry_text, yamlio
+from model_filer.errors import RegistryError
+from model_filer.registry import HEADER, Entry, Registry, RegistryFile, parse
+
+SHA = "ab" * 32
+# Strings PyYAML must quote or may write plain: numbers, dates, bools, nulls, indicators.
+TRICKY = [
+    "123",
+    "0123",
+    "1e5",
+    "1.5",
+    "3.11.7",
+    "0x1F",
+    "0o17",
+    "1_000",
+    "1:30",
+    "true",
+    "False",
+    "yes",
+    "on",
+    "null",
+    "~",
+    "",
+    "=",
+    "<<",
+    ".inf",
+    "2024-05-01",
+    "2024-05-01T12:00:00+00:00",
+    "-",
+    "-a",
+    "a:",
+    "a: b",
+    "a #b",
+    "#a",
+    "'q'",
+    '"q"',
+    "a'b",
+    " lead",
+    "trail ",
+    "multi\nline",
+    "tab\there",
+    "ünïcode",
+    "emoji 🙂",
+    "s3://bucket/pre/fix",
+    "name/sha.pkl",
+    "x" * 140,
+    "k=v",
+    "@at",
+    "%pc",
+    "!bang",
+    "&amp",
+    "*star",
+    "[br]",
+    "{cu}",
+    "a,b",
+    "?q",
+]
+
+
+def seeded(seed: int) -> random.Random:
+    """Reproducible test data, not secrets."""
+    return random.Random(seed)  # noqa: S311
+
+
+def rand_str(rng: random.Random) -> str:
+    if rng.random() < 0.35:
+        return rng.choice(TRICKY)
+    alphabet = string.ascii_letters + string.digits + "_.+-/:=' #\"é"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+
+
+def rand_name(rng: random.Random) -> str:
+    alphabet = string.ascii_letters + string.digits + "_.+-"
+    first = rng.choice(string.ascii_letters + string.digits)
+    if rng.random() < 0.2:
+        return rng.choice(["123", "1e5", "true", "null", "yes", "1.5", "0x1F", "on", "x" * 128])
+    return first + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+
+
+def rand_value(rng: random.Random) -> object:
+    kind = rng.random()
+    if kind < 0.5:
+        return rand_str(rng)
+    if kind < 0.65:
+        return rng.choice([0, 1, 7, 10**12, -3])
+    if kind < 0.8:
+        return {rand_str(rng) or "k": rand_str(rng) for _ in range(rng.randint(0, 3))}
+    return sorted(rand_str(rng) for _ in range(rng.randint(0, 3)))
+
+
+def rand_entry(rng: random.Random, name: str) -> Entry:
+    """An entry with arbitrary (often invalid) values: the writer must match PyYAML anyway."""
+    valid = rng.random() < 0.5
+    return Entry(
+        name=name,
+        state=rng.choice(["local", "synced"]) if valid else rand_str(rng),
+        sha256=SHA if valid else rand_str(rng),
+        size=rng.choice([0, 5, 123456789]),
+        serializer="pickle-5" if valid else rand_str(rng),
+        created="2024-05-01T12:00:00+00:00" if valid else rand_str(rng),
+        python="3.11.7" if valid else rand_str(rng),
+        key=rng.choice([None, f"{name}/{SHA}.pkl", rand_str(rng)]),
+        library=rng.choice([None, {"name": "sklearn", "version": "1.4.2"}, rand_value(rng)]),  # type: ignore[arg-type]
+    )
+
+
+def rand_registry(rng: random.Random) -> Registry:
+    names = {rand_name(rng) for _ in range(rng.randint(0, 12))}
+    address = rng.choice(["s3://bucket/models", "/tmp/remote dir", rand_str(rng) or "x"])
+    return Registry("s3", address, {n: rand_entry(rng, n) for n in names})
+
+
+def full_yaml(reg: Registry) -> bytes:
+    """What the registry's bytes were before the fast path: PyYAML over the whole document."""
+    return reg.dumps(yamlio.Dumper)
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_fast_writer_gives_pyyaml_bytes_and_data(seed):
+    reg = rand_registry(seeded(seed))
+    fast = reg.dumps()
+    assert fast == full_yaml(reg)
+    data = yaml.safe_load(fast)
+    assert data["models"] == {n: reg.entries[n].to_yaml_dict() for n in reg.entries}
+    assert fast == reg.dumps()  # cached texts give the same bytes again
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_block_writer_matches_pyyaml_for_any_fields(seed):
+    """A new field (a list, a mapping, a scalar) needs nothing but its name in the field list."""
+    rng = seeded(10_000 + seed)
+    fields = {rand_str(rng) or "f": rand_value(rng) for _ in range(rng.randint(1, 6))}
+    name = rand_name(rng)
+    expected = yamlio.dump({"models": {name: fields}}).partition("\n")[2]
+    text = yamlio.block(name, fields)
+    assert text is None or text == expected
+    if text is not None:
+        assert yamlio.read_block(text) is not None
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_fast_reader_agrees_with_the_full_parser(seed):
+    reg = rand_registry(seeded(20_000 + seed))
+    text = full_yaml(reg)
+    registry_text._VERIFIED.clear()  # an unknown blob: nothing this process wrote
+    try:
+        full = parse(text, "r", loader=yamlio.Loader)
+    except RegistryError as exc:
+        with pytest.raises(RegistryError) as info:
+            parse(text, "r")
+        assert str(info.value) == str(exc)
+        assert registry_text.parse_canonical(text, "r") is None
+        return
+    assert parse(text, "r") == full
+    fast = registry_text.parse_canonical(text, "r")
+    assert fast is None or fast == full
+
+
+def valid_registry(n: int) -> Registry:
+    entries = {}
+    for i in range(n):
+        name = f"m{i:05d}"
+        entries[name] = Entry(
+            name=name,
+            state="synced" if i % 3 else "local",
+            sha256=f"{i:063x}a",
+            size=i,
+            serializer="pickle-5",
+            created="2024-05-01T12:00:00+00:00",
+            python="3.11.7",
+            key=f"{name}/{i:063x}a.pkl" if i % 3 else None,
+            library={"name": "numpy", "version": "2.0.1"} if i % 2 else None,
+        )
+    return Registry("local", "/srv/models", entries)
+
+
+def test_a_canonical_registry_takes_the_fast_path_and_gives_the_same_registry():
+    reg = valid_registry(50)
+    text = reg.dumps()
+    registry_text._VERIFIED.clear()
+    fast = registry_text.parse_canonical(text, "r")
+    assert fast == reg == parse(text, "r", loader=yamlio.Loader)
+    assert fast is not None and fast.dumps() == text
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    size: 7\n", "    size: 7 # comment\n"),  # comments are YAML, not canonical
+        ("    size: 7\n", "    size:   7\n"),  # other spacing
+        ("    size: 7\n", "    size: '7'\n"),  # a string where an int belongs
+        ("    size: 7\n", "    size: 0x7\n"),  # another spelling of 7
+        ("    python: 3.11.7\n", "    python: '3.11.7'\n"),  # quotes PyYAML would not write
+        ("    state: synced\n", '    state: "synced"\n'),
+    ],
+)
+def test_a_hand_edited_registry_is_read_by_the_full_parser(old, new):
+    reg = valid_registry(10)
+    text = reg.dumps().decode()
+    assert old in text
+    edited = text.replace(old, new, 1).encode()
+    registry_text._VERIFIED.clear()
+    assert registry_text.parse_canonical(edited, "r") is None
+    # Same answer as PyYAML's: accepted with the same data, or refused with the same words.
+    try:
+        expected = parse(edited, "r", loader=yamlio.Loader)
+    except RegistryError as exc:
+        with pytest.raises(RegistryError, match="size") as info:
+            parse(edited, "r")
+        assert str(info.value) == str(exc)
+    else:
+        assert parse(edited, "r") == expected
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("    state: local\n", "    state: lost\n", "state must be 'local' or 'synced'"),
+        ("    sha256: " + "0" * 63 + "a", "    sha256: " + "0" * 63 + "g", "sha256 must be 64"),
+        ("  m00001:\n", "  m00000:\n", "duplicate key"),
+        ("  m00001:\n", "  m..1:\n", "Invalid model name"),
+        ("    size: 1\n", "    size: -1\n", "out of range"),
+    ],
+)
+def test_an_invalid_canonical_registry_is_refused_with_the_full_parsers_words(old, new, message):
+    text = valid_registry(10).dumps().decode()
+    assert old in text
+    bad = text.replace(old, new, 1).encode()
+    registry_text._VERIFIED.clear()
+    assert registry_text.parse_canonical(bad, "r") is None
+    with pytest.raises(RegistryError) as slow:
+        parse(bad, "r", loader=yamlio.Loader)
+    with pytest.raises(RegistryError, match=message) as fast:
+        parse(bad, "r")
+    assert str(fast.value) == str(slow.value)
+
+
+def test_an_invalid_entry_built_in_code_is_not_remembered_as_verified():
+    """dumps() caches text for any Entry; only validated ones may skip validation later."""
+    bad = valid_registry(3)
+    bad.entries["m00001"] = bad.entries["m00001"]._replace(state="lost")
+    text = bad.dumps()  # writing is allowed: the bytes are what PyYAML would write
+    with pytest.raises(RegistryError, match="state must be"):
+        parse(text, "r")
+
+
+def test_unsorted_entries_are_not_canonical_but_still_parse():
+    text = valid_registry(3).dumps().decode()
+    head, _, body = text.partition("models:\n")
+    blocks = registry_text._BLOCK_START.split(body)
+    swapped = (head + "models:\n" + "".join(reversed(blocks))).encode()
+    assert registry_text.parse_canonical(swapped, "r") is None
+    assert parse(swapped, "r") == valid_registry(3)
+
+
+def test_header_and_filename_are_checked_on_the_fast_path():
+    text = valid_registry(2).dumps()
+    assert text.startswith(HEADER.encode())
+    with pytest.raises(RegistryError, match="its name is for 's3'"):
+        parse(text, "r", filename="models/.s3_registry")
+    assert parse(text, "r", filename="models/.local_registry") == valid_registry(2)
+    empty = Registry("local", "/srv/models").dumps()
+    assert empty.endswith(b"models: {}\n")
+    assert registry_text.parse_canonical(empty, "r") == Registry("local", "/srv/models")
+
+
+def test_a_transaction_writes_once_and_reads_back_without_parsing(tmp_path, monkeypatch):
+    rf = RegistryFile(tmp_path, "local")
+    writes = []
+    real = RegistryFile.write
+
+    def counting(self, reg):
+        writes.append(1)
+        real(self, reg)
+
+    monkeypatch.setattr(RegistryFile, "write", counting)
+    reg0 = valid_registry(5)
+    with rf.transaction(Registry("local", "/srv/models")) as reg:
+        reg.entries.update(reg0.entries)
+        rf.write(reg)  # as Filer.dump does, before its rename
+    assert len(writes) == 1
+    parsed = []
+    monkeypatch.setattr(registry_text, "parse_canonical", lambda *a: parsed.append(a))
+    assert rf.read() == reg0
+    assert not parsed  # the bytes this process just wrote
+    assert (tmp_path / ".local_registry").read_bytes() == full_yaml(reg0)
+
+
+def test_the_sha256_plainness_rule_is_never_wrong_when_it_says_plain():
+    rng = seeded(7)
+    shas = ["0" * 64, "1" * 64, "0b" + "01" * 31, "0b" + "0" * 61 + "2", "0" + "7" * 63]
+    shas += ["0" + "8" * 63, "e" * 64, "1e" + "0" * 62]
+    shas += ["".join(rng.choice("0123456789abcdef") for _ in range(64)) for _ in range(2000)]
+    shas += ["".join(rng.choice("0123456789") for _ in range(64)) for _ in range(50)]
+    shas += ["0b" + "".join(rng.choice("01") for _ in range(62)) for _ in range(50)]
+    for sha in shas:
+        plain = yamlio.scalar(sha) == sha
+        assert registry_text.plain_sha256(sha) <= plain, sha  # (unsure: the exact path)
+        if any(c in "abcdef" for c in sha[2:]):
+            assert registry_text.plain_sha256(sha) == plain, sha
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_entries_the_dump_path_writes_take_the_one_match_path(seed):
+    """Names starting with digits or YAML words, shas of any shape: same data as PyYAML's."""
+    rng = seeded(30_000 + seed)
+    entries = {}
+    for _ in range(20):
+        name = rng.choice(["1", "t", "n", "o", "y", "F", "m", "0", "9"]) + rand_name(rng)[:20]
+        if name.split(".")[0].lower() in ("con", "nul") or name.endswith("."):
+            continue
+        sha = "".join(rng.choice("0123456789abcdef"[: rng.choice([10, 16])]) for _ in range(64))
+        state = rng.choice(["local", "synced"])
+        entries[name] = Entry(
+            name=name,
+            state=state,
+            sha256=sha,
+            size=rng.randint(0, 10**9),
+            serializer="pickle-5",
+            created="2024-05-01T12:00:00+00:00",
+            python=rng.choice(["3.11.7", "3.12.0rc1", "3.13"]),
+            key=f"{name}/{sha}.pkl" if state == "synced" else None,
+            library=rng.choice([None, {"name": "numpy", "version": rng.choice(["2.0", "1.26.4"])}]),
+        )
+    reg = Registry("s3", "s3://b/p", entries)
+    text = reg.dumps()
+    assert text == full_yaml(reg)
+    try:
+        expected = parse(text, "r", loader=yamlio.Loader)
+    except RegistryError:
+        assert registry_text.parse_canonical(text, "r") is None
+        return
+    registry_text._VERIFIED.clear()
+    assert registry_text.parse_canonical(text, "r") == expected == reg
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_patched_text_equals_a_fresh_build_after_any_changes(seed):
+    """dumps() patches only changed names into its sorted text; the bytes never differ."""
+    rng = seeded(40_000 + seed)
+    reg = valid_registry(30)
+    for step in range(40):
+        op = rng.random()
+        names = sorted(reg.entries)
+        if op < 0.4:
+            name = f"n{rng.randint(0, 99):03d}"
+            reg.entries[name] = valid_registry(1).entries["m00000"]._replace(name=name)
+        elif op < 0.6 and names:
+            del reg.entries[rng.choice(names)]
+        elif op < 0.75 and names:
+            name = rng.choice(names)
+            reg.entries[name] = reg.entries[name]._replace(size=step)
+        elif op < 0.8:
+            reg.entries.update({"u": valid_registry(1).entries["m00000"]._replace(name="u")})
+        elif op < 0.85 and names:
+            reg.entries.pop(rng.choice(names))
+        elif op < 0.9:
+            reg = reg.copy()
+        else:
+            reg = parse(reg.dumps(), "r")
+        assert reg.dumps() == full_yaml(reg)
