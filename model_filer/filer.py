@@ -35,6 +35,7 @@ from .names import check_name, object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry, Registry, RegistryFile
 from .remotes import Remote, get_remote
+from .trust import trusted_set
 
 _STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
 DEFAULT_JOBS = 16
@@ -214,7 +215,7 @@ class Filer:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(tmp, "wb") as fh:
-                entry = serializers.dump_entry(model, name, fh)
+                entry = serializers.dump_entry(model, name, fh, self.local_dir)
             sha = entry.sha256
             with self._transaction() as reg:
                 self._check_dump(reg, name, overwrite)
@@ -267,17 +268,20 @@ class Filer:
             )
         return None
 
-    def load(self, name: str) -> Any:
+    def load(self, name: str, trusted: Iterable[str] | None = None) -> Any:
         """Load a model: from the local file when it holds the registry's bytes, else download.
 
         Downloaded bytes are checked against the registry's size and sha256 before they are
-        unpickled; bytes that fail are deleted and never unpickled.
+        unpickled; bytes that fail are deleted and never unpickled. The pickle may import
+        only the trusted set: the defaults, ``[tool.model_filer] trusted`` in the nearest
+        ``pyproject.toml`` and ``trusted`` (patterns; ``["*"]`` trusts everything).
 
         Raises
         ------
-        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
+        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError, UntrustedModelError
         """
         check_name(name)
+        trust_set = trusted_set(self.local_dir, trusted)  # a bad pattern fails before any I/O
         # Fast path, no lock: the registry is replaced atomically and the file is trusted only
         # if the verified-hash cache vouches for the very descriptor we opened.
         remove_dead_temps(self.local_dir)  # one listdir; no lock needed for the dead's files
@@ -289,7 +293,7 @@ class Filer:
             entry = self._entry(name)  # locked: finishes an interrupted dump first
             fh = self.open(entry)
         with fh:
-            model = serializers.load(fh, entry.serializer, name)
+            model = serializers.load(fh, entry.serializer, name, trust_set)
         self._warn_versions(entry)
         return model
 

@@ -10,6 +10,7 @@ refused, and every field is checked before anything else uses it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -30,7 +31,18 @@ HEADER = (
     "# Written by model_filer; edit it with model-filer commands, not by hand.\n"
 )
 _FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
-_ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
+_ENTRY_FIELDS = (
+    "state",
+    "key",
+    "sha256",
+    "size",
+    "serializer",
+    "created",
+    "python",
+    "library",
+    "imports",
+)
+_IMPORT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 class Entry(NamedTuple):
@@ -58,6 +70,9 @@ class Entry(NamedTuple):
         The Python version that dumped it.
     library : dict or None
         ``{"name": ..., "version": ...}`` of the model's top-level library, when it has one.
+    imports : list of str or None
+        The sorted ``module.qualname`` globals its pickle imports, for review in diffs;
+        loading never trusts it (it checks the bytes).
     """
 
     name: str
@@ -69,6 +84,7 @@ class Entry(NamedTuple):
     python: str
     key: str | None = None
     library: dict[str, str] | None = None
+    imports: list[str] | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         data = {f: getattr(self, f) for f in _ENTRY_FIELDS}
@@ -161,6 +177,11 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         or not all(isinstance(library[k], str) for k in ("name", "version"))
     ):
         raise RegistryError(f"{here}: library must be {{name: str, version: str}}. {_FIX}")
+    imports = _field(data, "imports", list, here, required=False)
+    if imports is not None and not all(
+        isinstance(i, str) and len(i) <= 512 and _IMPORT_RE.fullmatch(i) for i in imports
+    ):
+        raise RegistryError(f"{here}: imports must be a list of module.qualname names. {_FIX}")
     return Entry(
         name=name,
         state=state,
@@ -171,6 +192,7 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         created=_field(data, "created", str, here),
         python=_field(data, "python", str, here),
         library=library,
+        imports=imports,
     )
 
 

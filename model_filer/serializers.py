@@ -6,8 +6,10 @@ import datetime as dt
 import pickle
 import re
 import sys
+from pathlib import Path
 from typing import IO, Any
 
+from . import safe_pickle, trust
 from .errors import RegistryError, SerializationError
 from .hashing import HashingWriter
 from .registry import Entry
@@ -33,9 +35,21 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     return sha256, writer.size
 
 
-def dump_entry(model: Any, name: str, fh: IO[bytes]) -> Entry:
-    """Pickle ``model`` into ``fh`` and describe it as a new ``local`` registry entry."""
+def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = None) -> Entry:
+    """Pickle ``model`` into ``fh`` and describe it as a new ``local`` registry entry.
+
+    The entry lists what the pickle imports (read back from the file's opcodes, payloads
+    skipped) for review; with ``trust_from`` (the model folder) it warns with
+    :class:`UntrustedModelWarning` when ``load`` would refuse it.
+    """
     sha256, size = dump(model, fh)
+    imports = None
+    if isinstance(getattr(fh, "name", None), str):
+        fh.flush()
+        found = safe_pickle.imports_of(fh.name)
+        imports = found.names()
+        if trust_from is not None:
+            safe_pickle.warn_untrusted(name, found, trust.trusted_set(trust_from), stacklevel=3)
     return Entry(
         name=name,
         state="local",
@@ -45,17 +59,18 @@ def dump_entry(model: Any, name: str, fh: IO[bytes]) -> Entry:
         python=python_version(),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         library=library_of(model),
+        imports=imports,
     )
 
 
-def load(fh: IO[bytes], serializer: str, name: str) -> Any:
-    """Unpickle from ``fh``: call only on bytes verified against the registry."""
+def load(fh: IO[bytes], serializer: str, name: str, trusted: trust.TrustedSet) -> Any:
+    """Unpickle from ``fh``, importing only ``trusted``: call only on verified bytes."""
     if not _PICKLE_RE.fullmatch(serializer):
         raise RegistryError(
             f"Model {name!r} was written with serializer {serializer!r}, which this model_filer "
             "cannot read. Upgrade with `pip install -U ds-model-filer`."
         )
-    return pickle.load(fh)  # noqa: S301 - bytes verified against the registry's sha256
+    return safe_pickle.load(fh, trusted, name)
 
 
 def python_version() -> str:

@@ -1,0 +1,334 @@
+"""Unpickling that imports only the trusted set, and listing what a pickle imports.
+
+Loading runs CPython's C unpickler (as fast as ``pickle.load``, no buffer copied) with
+``find_class`` replaced: every global a pickle names is checked *by name* before its module is
+imported, and a glob-trusted one must then resolve to a class defined in a trusted module. No
+callable reaches the unpickler's stack without passing that check, so a refused pickle runs
+nothing, not even the import side effects of its modules.
+
+One path skips ``find_class``: an ``EXT1/2/4`` opcode whose code is already in
+``copyreg._extension_cache``. The standard library and the ML stack register no extension, so
+that cache is normally empty and an ``EXT`` opcode fails in the unpickler itself; when the
+process has registered extensions, the opcodes are scanned first and any ``EXT`` refused.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import copyreg
+import importlib
+import io
+import os
+import pickle
+import pickletools
+import sys
+from types import BuiltinMethodType, MethodType, ModuleType
+from typing import IO, Any, NamedTuple
+
+from .errors import UntrustedModelError, UntrustedModelWarning
+from .trust import TrustedSet, is_safe_name
+
+_CHUNK = 64 * 1024
+_MAX_LINE = 64 * 1024
+_MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
+_OP = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+_STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "BINUNICODE8"}
+_SHORT_BINUNICODE = "SHORT_BINUNICODE"
+_NAME_PAIR = {"GLOBAL", "INST"}
+_EXT = {"EXT1", "EXT2", "EXT4"}
+_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_QUIET = {"PROTO", "FRAME", "MEMOIZE", *_PUTS}  # push nothing
+_LENGTH_BYTES = {-2: 1, -3: 4, -4: 4, -5: 8}  # pickletools' TAKEN_FROM_ARGUMENT* sizes
+
+
+class _Refused(Exception):
+    """A global outside the trusted set; ``never`` when no pattern could ever trust it."""
+
+    def __init__(self, full: str, never: str | None = None) -> None:
+        super().__init__(full)
+        self.full, self.never = full, never
+
+
+class Scan(NamedTuple):
+    """What a pickle's opcodes import: ``(module, qualname)`` pairs and ``EXT`` codes."""
+
+    imports: frozenset[tuple[str, str]]
+    ext: tuple[int, ...]
+
+    def names(self) -> list[str]:
+        """The imports as a sorted ``module.qualname`` list."""
+        return sorted({f"{m}.{q}" for m, q in self.imports})
+
+
+# -- resolving a global --------------------------------------------------------------------
+def _compat(module: str, name: str) -> tuple[str, str]:
+    """Python 2 names (``__builtin__.set``, ``copy_reg``) as protocol 0-2 pickles write them."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _walk(module: str, qualname: str) -> Any:
+    """Import ``module`` (already judged trusted) and follow ``qualname``, never into a module."""
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+        if isinstance(obj, ModuleType):
+            raise _Refused(f"{module}.{qualname}", "reached through a module attribute")
+    return obj
+
+
+def _class_attribute(obj: object, name: object, *default: object) -> Any:
+    """``builtins.getattr`` as pickles may use it: a classmethod of a trusted class.
+
+    zoneinfo, pandas and others pickle ``Class.constructor`` as ``getattr(Class, name)``;
+    ``Class`` can only be a trusted class, having come through ``find_class``.
+    """
+    full = f"getattr({getattr(obj, '__qualname__', type(obj).__name__)}, {name!r})"
+    if default or not isinstance(obj, type) or not isinstance(name, str):
+        raise _Refused(full, "builtins.getattr on something other than a class")
+    if not is_safe_name(obj.__module__, f"{obj.__qualname__}.{name}"):
+        raise _Refused(full, "a dunder name")
+    value = getattr(obj, name)
+    if not (isinstance(value, MethodType | BuiltinMethodType) and value.__self__ is obj):
+        raise _Refused(full, "builtins.getattr of something other than a classmethod")
+    return value
+
+
+def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
+    """The global ``module.name`` if ``trusted`` allows it; raise :class:`_Refused` otherwise.
+
+    Judged by name before any import; a glob-trusted name must then be a class defined in a
+    trusted module (its own ``__module__``), so a glob never trusts a function or a module
+    attribute such as ``sklearn.utils.os.system``.
+    """
+    module, name = _compat(module, name)
+    full = f"{module}.{name}"
+    if not is_safe_name(module, name):
+        raise _Refused(full, "a dunder or malformed name")
+    sys.audit("pickle.find_class", module, name)
+    if trusted.is_exact(module, name):
+        obj = _walk(module, name)
+        return _class_attribute if obj is getattr else obj
+    if not trusted.glob_covers(module):
+        raise _Refused(full)
+    obj = _walk(module, name)
+    if not isinstance(obj, type):
+        raise _Refused(full)  # a function: trusted by its exact name only
+    if not trusted.glob_covers(obj.__module__):
+        raise _Refused(full, f"defined in {obj.__module__}, outside the trusted modules")
+    return obj
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, fh: IO[bytes], trusted: TrustedSet) -> None:
+        super().__init__(fh)
+        self._trusted = trusted
+
+    def find_class(self, module: str, name: str) -> Any:
+        return resolve(module, name, self._trusted)
+
+
+# -- scanning opcodes --------------------------------------------------------------------------
+class _Reader:
+    """Reads a pickle's opcodes; large arguments are skipped with a seek, never read."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh, self.buf, self.pos = fh, b"", 0
+
+    def take(self, n: int) -> bytes:
+        if len(self.buf) - self.pos < n:
+            more = self.fh.read(max(n - (len(self.buf) - self.pos), _CHUNK))
+            self.buf, self.pos = self.buf[self.pos :] + more, 0
+            if len(self.buf) < n:
+                raise EOFError("pickle data was truncated")
+        data = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return data
+
+    def skip(self, n: int) -> None:
+        left = len(self.buf) - self.pos
+        if n <= left:
+            self.pos += n
+        else:
+            self.fh.seek(n - left, os.SEEK_CUR)
+            self.buf, self.pos = b"", 0
+
+    def line(self) -> bytes:
+        while (end := self.buf.find(b"\n", self.pos)) < 0:
+            if len(self.buf) - self.pos > _MAX_LINE:
+                raise pickle.UnpicklingError("pickle line too long")
+            more = self.fh.read(_CHUNK)
+            if not more:
+                raise EOFError("pickle data was truncated")
+            self.buf, self.pos = self.buf[self.pos :] + more, 0
+        data = self.buf[self.pos : end]
+        self.pos = end + 1
+        return data
+
+
+def _text(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def scan(fh: IO[bytes]) -> Scan:
+    """List the globals and ``EXT`` codes of the pickle at ``fh``'s position, running nothing.
+
+    ``STACK_GLOBAL`` takes its names from the stack; they are followed through pushes and the
+    memo as picklers write them. Exact for what a pickler made; for hostile bytes it serves
+    messages only: enforcement is :func:`resolve` on what the unpickler really asks for.
+    """
+    r = _Reader(fh)
+    imports: set[tuple[str, str]] = set()
+    ext: list[int] = []
+    memo: dict[int, str | None] = {}
+    recent: list[str | None] = [None, None]  # the last two values pushed, if strings
+    while True:
+        code = r.take(1)[0]
+        op = _OP.get(code)
+        if op is None:
+            raise pickle.UnpicklingError(f"invalid opcode {code:#x}")
+        kind = op.name
+        if kind == "STOP":
+            return Scan(frozenset(imports), tuple(ext))
+        value: str | None = None
+        n = op.arg.n if op.arg is not None else None
+        if kind in _NAME_PAIR:
+            module, name = r.line().decode("utf-8", "replace"), r.line().decode("utf-8", "replace")
+            imports.add((module, name))
+        elif n is None:
+            if kind == "STACK_GLOBAL" and recent[-2] is not None and recent[-1] is not None:
+                imports.add((recent[-2], recent[-1]))
+            elif kind == "MEMOIZE":
+                memo[len(memo)] = recent[-1]
+        elif n == pickletools.UP_TO_NEWLINE:
+            raw = r.line()
+            if kind in _STRINGS:
+                value = _text(raw.strip(b"'\"") if kind == "STRING" else raw)
+            elif kind in _PUTS or kind in _GETS:
+                index = int(raw)
+                if kind in _PUTS:
+                    memo[index] = recent[-1]
+                else:
+                    value = memo.get(index)
+        elif n >= 0:
+            raw = r.take(n)
+            if kind in _EXT:
+                ext.append(int.from_bytes(raw, "little", signed=kind == "EXT4"))
+            elif kind in _PUTS:
+                memo[int.from_bytes(raw, "little")] = recent[-1]
+            elif kind in _GETS:
+                value = memo.get(int.from_bytes(raw, "little"))
+        else:
+            size = int.from_bytes(r.take(_LENGTH_BYTES[n]), "little", signed=n == -3)
+            if size < 0:
+                raise pickle.UnpicklingError("negative byte count")
+            if (kind in _STRINGS or kind == _SHORT_BINUNICODE) and size <= _MAX_STRING:
+                value = _text(r.take(size))
+            else:
+                r.skip(size)
+        if kind not in _QUIET:
+            recent = [recent[-1], value]
+
+
+def _scan_quietly(fh: IO[bytes], start: int) -> Scan | None:
+    try:
+        fh.seek(start)
+        return scan(fh)
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
+
+
+def imports_of(path: str | os.PathLike[str]) -> Scan:
+    """Scan the pickle file at ``path``."""
+    with open(path, "rb") as fh:
+        return scan(fh)
+
+
+# -- loading -------------------------------------------------------------------------------
+def _extensions_registered() -> bool:
+    return bool(getattr(copyreg, "_inverted_registry", True)) or bool(
+        getattr(copyreg, "_extension_cache", True)
+    )
+
+
+def _refusal(
+    name: str, trusted: TrustedSet, found: Scan | None, refused: _Refused | None
+) -> UntrustedModelError:
+    untrusted: set[str] = set()
+    never: set[str] = set()
+    if refused is not None:
+        (never if refused.never else untrusted).add(
+            f"{refused.full} ({refused.never})" if refused.never else refused.full
+        )
+    if found is not None:
+        for module, qualname in found.imports:
+            full = f"{module}.{qualname}"
+            if not is_safe_name(module, qualname):
+                never.add(f"{full} (a dunder or malformed name)")
+            elif not trusted.covers_name(full):
+                untrusted.add(full)
+        never.update(f"EXT opcode {code} (copyreg extension)" for code in found.ext)
+    return UntrustedModelError(name, sorted(untrusted), sorted(never), trusted.fix(untrusted))
+
+
+def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
+    """Unpickle from ``fh`` importing only ``trusted``; else raise :class:`UntrustedModelError`.
+
+    ``trusted.everything`` (``"*"``) is a plain ``pickle.load``.
+    """
+    if trusted.everything:
+        return pickle.load(fh)  # noqa: S301 - the caller trusted everything, explicitly
+    start = fh.tell()
+    if _extensions_registered():  # EXT codes could skip find_class: refuse them first
+        first = scan(fh)
+        fh.seek(start)
+        if first.ext:
+            raise _refusal(name, trusted, first, None)
+    try:
+        return _Unpickler(fh, trusted).load()
+    except _Refused as exc:
+        raise _refusal(name, trusted, _scan_quietly(fh, start), exc) from None
+    except Exception:
+        found = _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
+        if found is not None and found.ext:
+            raise _refusal(name, trusted, found, None) from None
+        raise
+
+
+def loads(data: bytes, trusted: TrustedSet, name: str = "<bytes>") -> Any:
+    """:func:`load` from bytes."""
+    return load(io.BytesIO(data), trusted, name)
+
+
+def untrusted_imports(found: Scan, trusted: TrustedSet) -> list[str]:
+    """The imports of a pickle made here that loading would refuse (its modules are loaded)."""
+    refused = []
+    for module, qualname in sorted(found.imports):
+        try:
+            resolve(module, qualname, trusted)
+        except Exception:  # refused, or not importable: either way load would fail
+            refused.append(f"{module}.{qualname}")
+    return refused
+
+
+def warn_untrusted(
+    model_name: str, found: Scan, trusted: TrustedSet, stacklevel: int = 2
+) -> list[str]:
+    """Warn with :class:`UntrustedModelWarning` when ``load`` would refuse this pickle."""
+    import warnings
+
+    refused = untrusted_imports(found, trusted)
+    if refused or found.ext:
+        warnings.warn(
+            f"Model {model_name!r} imports {', '.join(refused) or 'EXT opcodes'}, outside the "
+            f"trusted set: load() will refuse it. To trust them, add to pyproject.toml:\n"
+            f"{trusted.fix(refused)}",
+            UntrustedModelWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return refused
