@@ -1,9 +1,10 @@
 """pre-commit hook: refuse a commit whose registries name models that exist on one machine only.
 
 Checks the staged content (the index, not the working tree) of every staged registry file:
-``local`` entries, unparsable files (conflict markers, bad YAML, bad fields) and model files
-themselves being committed are refused with the command that fixes each. Never imports boto3
-or GitPython: it runs on every commit.
+``local`` entries, unparsable files (conflict markers, bad YAML, bad fields), entries whose
+recorded imports fall outside the project's trusted set and model files themselves being
+committed are refused with the command that fixes each. Never imports boto3, GitPython or the
+ML libraries (imports are judged by name): it runs on every commit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from model_filer.files import MODEL_SUFFIX, remote_type_of
 from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths, toplevel
 from model_filer.registry import Registry, parse
 from model_filer.remotes import available_types
+from model_filer.trust import TrustedSet, project_patterns
 
 
 def _from_disk(paths: Sequence[str], top: Path) -> dict[str, bytes | None]:
@@ -57,6 +59,27 @@ def _registry_problems(path: str, reg: Registry) -> list[str]:
         f"  fix: model-filer push --dir {folder} --all   (or drop them: model-filer rm --dir "
         f"{folder} --locals), then: git add {shlex.quote(path)}"
     )
+    return lines
+
+
+def _untrusted_problems(path: str, reg: Registry) -> list[str]:
+    """Entries whose recorded imports the project's trusted set does not cover, by name."""
+    recorded = {n: e.imports for n, e in reg.entries.items() if e.imports}
+    if not recorded:
+        return []
+    trusted = TrustedSet(project=project_patterns(Path(posixpath.dirname(path) or ".")))
+    lines, names = [], set()
+    for name, imports in sorted(recorded.items()):
+        untrusted = [i for i in imports if not trusted.covers_name(i)]
+        if untrusted:
+            names.update(untrusted)
+            lines.append(f"{path}: {name} imports {', '.join(untrusted)}, outside the trusted set")
+    if lines:
+        fix = trusted.fix(names).replace("\n", "\n    ")
+        lines.append(
+            "  fix: if you trust them, set in pyproject.toml (then git add pyproject.toml):\n"
+            f"    {fix}"
+        )
     return lines
 
 
@@ -100,6 +123,10 @@ def check(paths: Sequence[str]) -> list[str]:
             continue
         if path in registry_paths:
             problems.extend(_registry_problems(path, registries[path]))
+            try:
+                problems.extend(_untrusted_problems(path, registries[path]))
+            except ModelFilerError as exc:  # a malformed [tool.model_filer] trusted
+                problems.append(f"{exc}")
     # A model file named only by the working tree's registry (not staged, or staged before
     # the model was dumped) is still a model file: ask both versions.
     named_by = [*registries.items(), *_working_tree_registries(sorted(beside)).items()]

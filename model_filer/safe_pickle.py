@@ -111,13 +111,13 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
     if trusted.is_exact(module, name):
         obj = _walk(module, name)
         return _class_attribute if obj is getattr else obj
-    if not trusted.glob_covers(module):
+    if not trusted.glob_covers(module, name):
         raise _Refused(full)
     obj = _walk(module, name)
     if not isinstance(obj, type):
         raise _Refused(full)  # a function: trusted by its exact name only
-    if not trusted.glob_covers(obj.__module__):
-        raise _Refused(full, f"defined in {obj.__module__}, outside the trusted modules")
+    if not trusted.glob_covers(obj.__module__, obj.__qualname__):
+        raise _Refused(full)  # defined elsewhere, or a class the defaults leave out
     return obj
 
 

@@ -71,6 +71,17 @@ DEFAULT_EXCLUDED = (
     "lightgbm.dask",
     "catboost.widget",
 )
+# Their public classes of that kind, by the name they show (numpy and pandas rename their
+# public classes' __module__ to the top package, hiding the module they come from).
+DEFAULT_EXCLUDED_CLASSES = frozenset(
+    {
+        "numpy.memmap",
+        "numpy.DataSource",
+        "pandas.HDFStore",
+        "pandas.ExcelFile",
+        "pandas.ExcelWriter",
+    }
+)
 _BUILTINS = (
     "bool bytearray bytes complex dict float frozenset getattr int list object range set slice "
     "str tuple"
@@ -199,10 +210,12 @@ class TrustedSet:
         """Whether ``module.qualname`` is trusted by its exact name."""
         return f"{module}.{qualname}" in self.exact
 
-    def glob_covers(self, module: str) -> bool:
-        """Whether classes defined in ``module`` are trusted by a glob."""
+    def glob_covers(self, module: str, qualname: str | None = None) -> bool:
+        """Whether classes defined in ``module`` (named ``qualname``) are trusted by a glob."""
         return _in(module, self.globs) or (
-            _in(module, self.default_globs) and not _in(module, DEFAULT_EXCLUDED)
+            _in(module, self.default_globs)
+            and not _in(module, DEFAULT_EXCLUDED)
+            and f"{module}.{qualname}" not in DEFAULT_EXCLUDED_CLASSES
         )
 
     def covers_name(self, full: str) -> bool:
@@ -213,8 +226,12 @@ class TrustedSet:
         """
         if self.everything or full in self.exact:
             return True
-        module = full.rpartition(".")[0]
-        return bool(module) and _DOTTED_RE.fullmatch(full) is not None and self.glob_covers(module)
+        module, _, qualname = full.rpartition(".")
+        return (
+            bool(module)
+            and _DOTTED_RE.fullmatch(full) is not None
+            and self.glob_covers(module, qualname)
+        )
 
     def fix(self, names: Iterable[str]) -> str:
         """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own."""
