@@ -31,15 +31,6 @@ from .trust import TrustedSet, is_safe_name
 _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
-_OP = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
-_STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "BINUNICODE8"}
-_SHORT_BINUNICODE = "SHORT_BINUNICODE"
-_NAME_PAIR = {"GLOBAL", "INST"}
-_EXT = {"EXT1", "EXT2", "EXT4"}
-_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_GETS = {"GET", "BINGET", "LONG_BINGET"}
-_QUIET = {"PROTO", "FRAME", "MEMOIZE", *_PUTS}  # push nothing
-_LENGTH_BYTES = {-2: 1, -3: 4, -4: 4, -5: 8}  # pickletools' TAKEN_FROM_ARGUMENT* sizes
 
 
 class _Refused(Exception):
@@ -131,21 +122,57 @@ class _Unpickler(pickle.Unpickler):
 
 
 # -- scanning opcodes --------------------------------------------------------------------------
+# Each opcode byte's role in the scan and its argument: a fixed size (>= 0), a line (-1), or a
+# length of 1, 4 or 8 bytes before the data (pickletools' TAKEN_FROM_ARGUMENT* codes).
+_OTHER, _STRING, _NAMES, _STACK_GLOBAL, _MEMOIZE, _PUT, _GET, _EXT, _STOP, _QUIET = range(10)
+_ROLE = {
+    **dict.fromkeys(("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"), _STRING),
+    **dict.fromkeys(("STRING", "BINSTRING", "SHORT_BINSTRING"), _STRING),
+    **dict.fromkeys(("GLOBAL", "INST"), _NAMES),
+    "STACK_GLOBAL": _STACK_GLOBAL,
+    "MEMOIZE": _MEMOIZE,
+    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _PUT),
+    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _GET),
+    **dict.fromkeys(("EXT1", "EXT2", "EXT4"), _EXT),
+    "STOP": _STOP,
+    **dict.fromkeys(("PROTO", "FRAME"), _QUIET),
+}
+_NO_ARG = -9
+_TABLE: list[tuple[int, int] | None] = [None] * 256
+for _op in pickletools.opcodes:
+    _TABLE[_op.code.encode("latin-1")[0]] = (
+        _ROLE.get(_op.name, _OTHER),
+        _NO_ARG if _op.arg is None else _op.arg.n,
+    )
+_LENGTH_BYTES = {-2: 1, -3: 4, -4: 4, -5: 8}
+
+
+def _arg_bytes(table: list[tuple[int, int] | None], buf: bytes, pos: int) -> int:
+    """How many bytes after the opcode at ``pos`` must be in the buffer (near the end)."""
+    info = table[buf[pos]] if pos < len(buf) else (0, 1 << 30)
+    if info is None:
+        return 0
+    n = info[1]
+    return n if n >= 0 else _LENGTH_BYTES.get(n, 0)
+
+
 class _Reader:
-    """Reads a pickle's opcodes; large arguments are skipped with a seek, never read."""
+    """A pickle's bytes, read in chunks; large arguments are skipped with a seek, never read."""
 
     def __init__(self, fh: IO[bytes]) -> None:
         self.fh, self.buf, self.pos = fh, b"", 0
 
-    def take(self, n: int) -> bytes:
+    def fill(self, n: int) -> bytes:
+        """Make ``n`` bytes from ``pos`` available in ``buf`` if the stream has them."""
         if len(self.buf) - self.pos < n:
             more = self.fh.read(max(n - (len(self.buf) - self.pos), _CHUNK))
             self.buf, self.pos = self.buf[self.pos :] + more, 0
-            if len(self.buf) < n:
-                raise EOFError("pickle data was truncated")
-        data = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return data
+        return self.buf
+
+    def need(self, n: int) -> None:
+        """Make ``n`` bytes from ``pos`` available in ``buf``, or fail."""
+        if len(self.fill(n)) - self.pos < n:
+            raise EOFError("pickle data was truncated")
 
     def skip(self, n: int) -> None:
         left = len(self.buf) - self.pos
@@ -186,53 +213,64 @@ def scan(fh: IO[bytes]) -> Scan:
     imports: set[tuple[str, str]] = set()
     ext: list[int] = []
     memo: dict[int, str | None] = {}
-    recent: list[str | None] = [None, None]  # the last two values pushed, if strings
+    last: str | None = None  # the last two values pushed, when they are strings
+    before: str | None = None
+    table = _TABLE
     while True:
-        code = r.take(1)[0]
-        op = _OP.get(code)
-        if op is None:
-            raise pickle.UnpicklingError(f"invalid opcode {code:#x}")
-        kind = op.name
-        if kind == "STOP":
-            return Scan(frozenset(imports), tuple(ext))
+        buf = r.buf if len(r.buf) - r.pos >= 9 else r.fill(9)  # an opcode and its size
+        pos = r.pos
+        if len(buf) - pos < 9 and len(buf) - pos < 1 + _arg_bytes(table, buf, pos):
+            raise EOFError("pickle data was truncated")
+        info = table[buf[pos]]
+        if info is None:
+            raise pickle.UnpicklingError(f"invalid opcode {buf[pos]:#x}")
+        role, n = info
+        r.pos = pos = pos + 1
         value: str | None = None
-        n = op.arg.n if op.arg is not None else None
-        if kind in _NAME_PAIR:
-            module, name = r.line().decode("utf-8", "replace"), r.line().decode("utf-8", "replace")
-            imports.add((module, name))
-        elif n is None:
-            if kind == "STACK_GLOBAL" and recent[-2] is not None and recent[-1] is not None:
-                imports.add((recent[-2], recent[-1]))
-            elif kind == "MEMOIZE":
-                memo[len(memo)] = recent[-1]
+        if n >= 0:  # a fixed-size argument, already in the buffer (at most 8 bytes)
+            r.pos = pos + n
+            if role == _GET:
+                value = memo.get(int.from_bytes(buf[pos : pos + n], "little"))
+            elif role == _PUT:
+                memo[int.from_bytes(buf[pos : pos + n], "little")] = last
+                continue
+            elif role == _EXT:
+                ext.append(int.from_bytes(buf[pos : pos + n], "little", signed=n == 4))
+            elif role == _QUIET:
+                continue
+        elif n == _NO_ARG:
+            if role == _MEMOIZE:
+                memo[len(memo)] = last
+                continue
+            if role == _STACK_GLOBAL and before is not None and last is not None:
+                imports.add((before, last))
+            elif role == _STOP:
+                return Scan(frozenset(imports), tuple(ext))
         elif n == pickletools.UP_TO_NEWLINE:
             raw = r.line()
-            if kind in _STRINGS:
-                value = _text(raw.strip(b"'\"") if kind == "STRING" else raw)
-            elif kind in _PUTS or kind in _GETS:
-                index = int(raw)
-                if kind in _PUTS:
-                    memo[index] = recent[-1]
-                else:
-                    value = memo.get(index)
-        elif n >= 0:
-            raw = r.take(n)
-            if kind in _EXT:
-                ext.append(int.from_bytes(raw, "little", signed=kind == "EXT4"))
-            elif kind in _PUTS:
-                memo[int.from_bytes(raw, "little")] = recent[-1]
-            elif kind in _GETS:
-                value = memo.get(int.from_bytes(raw, "little"))
-        else:
-            size = int.from_bytes(r.take(_LENGTH_BYTES[n]), "little", signed=n == -3)
+            if role == _NAMES:
+                second = r.line()
+                imports.add((raw.decode("utf-8", "replace"), second.decode("utf-8", "replace")))
+            elif role == _STRING:
+                value = _text(raw.strip(b"'\"") if buf[pos - 1] == ord("S") else raw)
+            elif role in (_PUT, _GET):
+                if role == _PUT:
+                    memo[int(raw)] = last
+                    continue
+                value = memo.get(int(raw))
+        else:  # data preceded by its length
+            width = _LENGTH_BYTES[n]
+            size = int.from_bytes(buf[pos : pos + width], "little", signed=n == -3)
+            r.pos = pos + width
             if size < 0:
                 raise pickle.UnpicklingError("negative byte count")
-            if (kind in _STRINGS or kind == _SHORT_BINUNICODE) and size <= _MAX_STRING:
-                value = _text(r.take(size))
+            if role == _STRING and size <= _MAX_STRING:
+                r.need(size)
+                value = _text(r.buf[r.pos : r.pos + size])
+                r.pos += size
             else:
                 r.skip(size)
-        if kind not in _QUIET:
-            recent = [recent[-1], value]
+        before, last = last, value
 
 
 def _scan_quietly(fh: IO[bytes], start: int) -> Scan | None:

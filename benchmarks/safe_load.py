@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Safe loading's cost against plain ``pickle.load``, measured in the same run (issue 11).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/safe_load.py [--runs 5] [--rss-gib 2]
+
+Prints, with the baseline beside each figure:
+
+- load time of a 512 MiB numpy model and of a ~50 MB RandomForest: model_filer's safe loader
+  (trusted set read from a ``pyproject.toml``, as ``Filer.load`` does) against
+  ``pickle.load`` on the same file, alternating run by run, median of ``--runs`` (target
+  <= 1.10x);
+- peak RSS (VmHWM) of a fresh process loading a 2 GiB numpy model, each way (target: within
+  100 MiB of ``pickle.load``);
+- what ``dump`` adds to list a pickle's imports (an opcode scan of the written file) against the
+  ``pickle.dump`` of that 512 MiB model.
+
+Files are in the page cache for both sides. Everything runs on this machine; the temp folder is
+removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS: VmHWM (ru_maxrss also counts the parent's at fork)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def safe_load(path: Path) -> Any:
+    from model_filer import safe_pickle, trust
+
+    with open(path, "rb") as fh:
+        return safe_pickle.load(fh, trust.trusted_set(path.parent), path.stem)
+
+
+def plain_load(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def worker(kind: str, path: str) -> None:
+    """A fresh process: load once, print the peak RSS."""
+    import numpy  # noqa: F401 - imported before the measure on both sides
+
+    (safe_load if kind == "safe" else plain_load)(Path(path))
+    print(json.dumps({"vmhwm_mib": peak_rss_mib()}))
+
+
+def rss(kind: str, path: Path) -> float:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["vmhwm_mib"])
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(label: str, path: Path, runs: int) -> None:
+    safe, plain = [], []
+    for _ in range(runs):  # alternate, so drift and noise hit both sides alike
+        plain.append(timed(lambda: plain_load(path)))
+        safe.append(timed(lambda: safe_load(path)))
+    s, p = statistics.median(safe), statistics.median(plain)
+    verdict = "PASS" if s <= 1.10 * p else "FAIL"
+    print(
+        f"load {label:<28} safe {s * 1000:8.1f} ms   pickle.load {p * 1000:8.1f} ms   "
+        f"ratio {s / p:5.3f}  (target <= 1.10)  {verdict}"
+    )
+
+
+def make_forest(path: Path) -> Any:
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.RandomState(0)
+    x, y = rng.rand(20000, 20), rng.randint(0, 2, 20000)
+    model = RandomForestClassifier(90, random_state=0, n_jobs=2).fit(x, y)
+    with open(path, "wb") as fh:
+        pickle.dump(model, fh, protocol=5)
+    return model
+
+
+def make_array(path: Path, nbytes: int) -> None:
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        pickle.dump({"weights": np.ones(nbytes // 8)}, fh, protocol=5)
+
+
+def dump_cost(label: str, model: Any, path: Path, runs: int) -> None:
+    from model_filer import safe_pickle
+
+    dumps, scans = [], []
+    for _ in range(runs):
+        dumps.append(timed(lambda: make_array_from(model, path)))
+        scans.append(timed(lambda: safe_pickle.imports_of(path)))
+    d, s = statistics.median(dumps), statistics.median(scans)
+    print(
+        f"dump {label:<28} imports scan {s * 1000:.2f} ms beside pickle.dump "
+        f"{d * 1000:.1f} ms ({100 * s / d:.3f}% added)"
+    )
+
+
+def make_array_from(model: Any, path: Path) -> None:
+    with open(path, "wb") as fh:
+        pickle.dump(model, fh, protocol=5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rss-gib", type=float, default=2.0)
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return 0
+    sys.path.insert(0, str(REPO))
+    root = Path(tempfile.mkdtemp(prefix="mf-safe-load-"))
+    try:
+        (root / "pyproject.toml").write_text('[tool.model_filer]\ntrusted = ["mypkg.*"]\n')
+        array, forest, big = root / "array.pkl", root / "forest.pkl", root / "big.pkl"
+        make_array(array, 512 * MiB)
+        forest_model = make_forest(forest)
+        print(f"python {sys.version.split()[0]}, runs={args.runs}, medians")
+        compare(f"numpy {array.stat().st_size / MiB:.0f} MiB", array, args.runs)
+        compare(f"RandomForest {forest.stat().st_size / 1e6:.0f} MB", forest, args.runs)
+        import numpy as np
+
+        array_model = {"weights": np.ones(512 * MiB // 8)}
+        dump_cost("numpy 512 MiB", array_model, array, args.runs)
+        dump_cost("RandomForest", forest_model, forest, args.runs)
+        del array_model
+        array.unlink()
+        make_array(big, int(args.rss_gib * 1024) * MiB)
+        safe_rss, plain_rss = rss("safe", big), rss("plain", big)
+        verdict = "PASS" if safe_rss - plain_rss <= 100 else "FAIL"
+        print(
+            f"peak RSS loading numpy {big.stat().st_size / MiB:.0f} MiB: safe {safe_rss:.0f} MiB"
+            f"   pickle.load {plain_rss:.0f} MiB   diff {safe_rss - plain_rss:+.0f} MiB"
+            f"  (target <= +100)  {verdict}"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
