@@ -22,7 +22,7 @@ from model_filer.files import MODEL_SUFFIX, remote_type_of
 from model_filer.gitblobs import in_git_repo, read_blobs, staged_paths, toplevel
 from model_filer.registry import Registry, parse
 from model_filer.remotes import available_types
-from model_filer.trust import TrustedSet, project_patterns
+from model_filer.trust import TrustedSet, can_trust, project_patterns
 
 
 def _from_disk(paths: Sequence[str], top: Path) -> dict[str, bytes | None]:
@@ -74,7 +74,13 @@ def _untrusted_problems(path: str, reg: Registry) -> list[str]:
         if untrusted:
             names.update(untrusted)
             lines.append(f"{path}: {name} imports {', '.join(untrusted)}, outside the trusted set")
-    if lines:
+    never = sorted(n for n in names if not can_trust(n))
+    if never:
+        lines.append(
+            f"  {', '.join(never)}: dunder names and classes defined in a script (__main__) "
+            "cannot be trusted: define them in an importable module and dump again"
+        )
+    if names - set(never):
         fix = trusted.fix(names).replace("\n", "\n    ")
         lines.append(
             "  fix: if you trust them, set in pyproject.toml (then git add pyproject.toml):\n"

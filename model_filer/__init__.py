@@ -22,8 +22,11 @@ from .errors import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
     SerializationError,
+    TrustConfigError,
     UnknownModelError,
     UnknownRemoteTypeError,
+    UntrustedModelError,
+    UntrustedModelWarning,
     VersionMismatchWarning,
 )
 from .filer import Filer, TransferReport
@@ -50,7 +53,10 @@ __all__ = [
     "RemoteUnreachableError",
     "SerializationError",
     "TransferReport",
+    "TrustConfigError",
     "UnknownModelError",
     "UnknownRemoteTypeError",
+    "UntrustedModelError",
+    "UntrustedModelWarning",
     "VersionMismatchWarning",
 ]

@@ -26,7 +26,7 @@ from types import BuiltinMethodType, MethodType, ModuleType
 from typing import IO, Any, NamedTuple
 
 from .errors import UntrustedModelError, UntrustedModelWarning
-from .trust import TrustedSet, is_safe_name
+from .trust import TrustedSet, can_trust, is_safe_name
 
 _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
@@ -96,8 +96,10 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
     """
     module, name = _compat(module, name)
     full = f"{module}.{name}"
+    if module == "__main__":
+        raise _Refused(full, _SCRIPT)
     if not is_safe_name(module, name):
-        raise _Refused(full, "a dunder or malformed name")
+        raise _Refused(full, _DUNDER)
     sys.audit("pickle.find_class", module, name)
     if trusted.is_exact(module, name):
         obj = _walk(module, name)
@@ -294,24 +296,29 @@ def _extensions_registered() -> bool:
     )
 
 
+_SCRIPT = "defined in a script: move it to an importable module to trust it"
+_DUNDER = "a dunder or malformed name"
+
+
 def _refusal(
     name: str, trusted: TrustedSet, found: Scan | None, refused: _Refused | None
 ) -> UntrustedModelError:
     untrusted: set[str] = set()
-    never: set[str] = set()
+    never: dict[str, str] = {}  # name: why no pattern can trust it
     if refused is not None:
-        (never if refused.never else untrusted).add(
-            f"{refused.full} ({refused.never})" if refused.never else refused.full
-        )
-    if found is not None:
-        for module, qualname in found.imports:
-            full = f"{module}.{qualname}"
-            if not is_safe_name(module, qualname):
-                never.add(f"{full} (a dunder or malformed name)")
-            elif not trusted.covers_name(full):
-                untrusted.add(full)
-        never.update(f"EXT opcode {code} (copyreg extension)" for code in found.ext)
-    return UntrustedModelError(name, sorted(untrusted), sorted(never), trusted.fix(untrusted))
+        if refused.never:
+            never[refused.full] = refused.never
+        else:
+            untrusted.add(refused.full)
+    for module, qualname in found.imports if found is not None else ():
+        full = f"{module}.{qualname}"
+        if not can_trust(full):
+            never.setdefault(full, _SCRIPT if module == "__main__" else _DUNDER)
+        elif not trusted.covers_name(full):
+            untrusted.add(full)
+    listed = [f"{n} ({why})" for n, why in sorted(never.items())]
+    listed += [f"EXT opcode {code} (copyreg extension)" for code in found.ext] if found else []
+    return UntrustedModelError(name, sorted(untrusted), listed, trusted.fix(untrusted))
 
 
 def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
@@ -343,15 +350,24 @@ def loads(data: bytes, trusted: TrustedSet, name: str = "<bytes>") -> Any:
     return load(io.BytesIO(data), trusted, name)
 
 
-def untrusted_imports(found: Scan, trusted: TrustedSet) -> list[str]:
-    """The imports of a pickle made here that loading would refuse (its modules are loaded)."""
-    refused = []
+def untrusted_imports(found: Scan, trusted: TrustedSet) -> tuple[list[str], list[str]]:
+    """What loading would refuse of a pickle made here (its modules are already loaded).
+
+    Returns the names a pattern could trust, and those no pattern can (with the reason).
+    """
+    fixable, never = [], []
     for module, qualname in sorted(found.imports):
         try:
             resolve(module, qualname, trusted)
-        except Exception:  # refused, or not importable: either way load would fail
-            refused.append(f"{module}.{qualname}")
-    return refused
+        except _Refused as exc:
+            if exc.never:
+                never.append(f"{exc.full} ({exc.never})")
+            else:
+                fixable.append(exc.full)
+        except (ImportError, AttributeError):  # not importable by name: load would fail too
+            never.append(f"{module}.{qualname} (cannot be imported by that name)")
+    never.extend(f"EXT opcode {code}" for code in found.ext)
+    return fixable, never
 
 
 def warn_untrusted(
@@ -360,13 +376,19 @@ def warn_untrusted(
     """Warn with :class:`UntrustedModelWarning` when ``load`` would refuse this pickle."""
     import warnings
 
-    refused = untrusted_imports(found, trusted)
-    if refused or found.ext:
+    fixable, never = untrusted_imports(found, trusted)
+    parts = []
+    if fixable:
+        parts.append(
+            f"imports {', '.join(fixable)}, outside the trusted set. To trust them, add to "
+            f"pyproject.toml:\n{trusted.fix(fixable)}"
+        )
+    if never:
+        parts.append(f"uses {', '.join(never)}, which no pattern can trust")
+    if parts:
         warnings.warn(
-            f"Model {model_name!r} imports {', '.join(refused) or 'EXT opcodes'}, outside the "
-            f"trusted set: load() will refuse it. To trust them, add to pyproject.toml:\n"
-            f"{trusted.fix(refused)}",
+            f"Model {model_name!r} will be refused by load(): it " + "; it ".join(parts),
             UntrustedModelWarning,
             stacklevel=stacklevel + 1,
         )
-    return refused
+    return fixable + never

@@ -158,6 +158,12 @@ def is_safe_name(module: str, qualname: str) -> bool:
     )
 
 
+def can_trust(full: str) -> bool:
+    """Whether some pattern could trust the global ``full`` (``module.qualname``)."""
+    module, dot, qualname = full.partition(".")
+    return bool(dot) and module != "__main__" and is_safe_name(module, qualname)
+
+
 def _in(module: str, prefixes: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
@@ -235,7 +241,8 @@ class TrustedSet:
 
     def fix(self, names: Iterable[str]) -> str:
         """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own."""
-        listed = [*self.project, *sorted(set(names) - set(self.project))]
+        names = {n for n in names if can_trust(n)}
+        listed = [*self.project, *sorted(names - set(self.project))]
         items = ", ".join(f'"{n}"' for n in listed)
         return f"[tool.model_filer]\ntrusted = [{items}]"
 

@@ -96,6 +96,26 @@ def test_a_custom_class_is_refused_by_default_with_the_line_to_add(project: Proj
     assert f'[tool.model_filer]\ntrusted = ["{name}"]\nor pass trusted=[...]' in str(info.value)
 
 
+class ScriptModel:
+    pass
+
+
+def test_a_class_defined_in_a_script_is_never_trustable(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ScriptModel, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "ScriptModel", ScriptModel, raising=False)
+    filer = filer_of(project)
+    with pytest.warns(UntrustedModelWarning, match="move it to an importable module"):
+        filer.dump(ScriptModel(), "m")
+    with pytest.raises(UntrustedModelError) as info:
+        filer.load("m", trusted=["mypkg.*"])
+    assert info.value.untrusted == []
+    assert info.value.never == [
+        "__main__.ScriptModel (defined in a script: move it to an importable module to trust it)"
+    ]
+
+
 @pytest.mark.parametrize("pattern", ["{pkg}.models.*", "{pkg}.*", "{pkg}.models.MyModel"])
 def test_a_custom_class_loads_once_trusted_in_pyproject(project: Project, pattern: str) -> None:
     project.trust(pattern.format(pkg=project.pkg))
@@ -292,6 +312,14 @@ def test_the_hook_refuses_imports_outside_the_trusted_set(repo: Path, capsys: An
     ) in out
     assert "ok imports" not in out
     assert 'trusted = ["mypkg.models.MyModel", "posix.system"]' in out
+
+
+def test_the_hook_says_a_script_class_cannot_be_trusted(repo: Path, capsys: Any) -> None:
+    stage_registry(repo, sample_entry("m", imports=["__main__.Model", "mypkg.Model"]))
+    assert no_local_models([REGISTRY]) == 1
+    out = capsys.readouterr().out
+    assert "__main__.Model: dunder names and classes defined in a script (__main__)" in out
+    assert 'trusted = ["mypkg.Model"]' in out
 
 
 def test_the_hook_accepts_them_once_the_project_trusts_them(repo: Path, capsys: Any) -> None:
