@@ -22,7 +22,8 @@ import os
 import pickle
 import pickletools
 import sys
-from types import BuiltinMethodType, MethodType, ModuleType
+from pickle import whichmodule  # type: ignore[attr-defined]  # public, not in typeshed
+from types import BuiltinMethodType, FunctionType, MethodType, ModuleType
 from typing import IO, Any, NamedTuple
 
 from .errors import UntrustedModelError, UntrustedModelWarning
@@ -287,6 +288,42 @@ def imports_of(path: str | os.PathLike[str]) -> Scan:
     """Scan the pickle file at ``path``."""
     with open(path, "rb") as fh:
         return scan(fh)
+
+
+# -- listing imports while pickling ----------------------------------------------------------
+class RecordingPickler(pickle.Pickler):
+    """The C pickler, noting each global it writes: what :func:`scan` would list, for free.
+
+    ``reducer_override`` sees every object the pickler does not handle itself (not the plain
+    containers, strings and numbers): classes and functions, written as globals, and the
+    objects it reduces, whose reduction is computed here once, as the pickler would (copyreg
+    first, then ``__reduce_ex__``), and handed to it. A reduction that is a string is a
+    global too; a tuple's callable comes back through here.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._protocol = kwargs.get("protocol", pickle.DEFAULT_PROTOCOL)
+        self._imports: set[tuple[str, str]] = set()
+
+    def _note(self, obj: Any, name: str) -> None:
+        self._imports.add((whichmodule(obj, name), name))
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type | FunctionType):
+            self._note(obj, obj.__qualname__)
+            return NotImplemented
+        reduce = copyreg.dispatch_table.get(type(obj))
+        value = reduce(obj) if reduce is not None else obj.__reduce_ex__(self._protocol)
+        if isinstance(value, str):
+            self._note(obj, value)
+        return value
+
+    def scan(self) -> Scan:
+        """What was written: the globals, and the EXT codes copyreg turned some into."""
+        registry: dict[tuple[str, str], int] = getattr(copyreg, "_extension_registry", {})
+        ext = tuple(sorted(code for key, code in registry.items() if key in self._imports))
+        return Scan(frozenset(self._imports), ext)
 
 
 # -- loading -------------------------------------------------------------------------------

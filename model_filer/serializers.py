@@ -21,9 +21,15 @@ _PICKLE_RE = re.compile(r"pickle-[0-5]")
 
 def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     """Pickle ``model`` into ``fh``; return the sha256 and size of what was written."""
+    sha256, size, _ = _dump(model, fh)
+    return sha256, size
+
+
+def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, safe_pickle.Scan]:
     writer = HashingWriter(fh)
+    pickler = safe_pickle.RecordingPickler(writer, protocol=PROTOCOL)
     try:
-        pickle.Pickler(writer, protocol=PROTOCOL).dump(model)
+        pickler.dump(model)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise SerializationError(
             f"Cannot pickle {type(model).__name__}: {exc}. Use classes and functions defined "
@@ -32,24 +38,18 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
         ) from exc
     finally:
         sha256 = writer.hexdigest()  # also ends the hashing thread when pickling fails
-    return sha256, writer.size
+    return sha256, writer.size, pickler.scan()
 
 
 def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = None) -> Entry:
     """Pickle ``model`` into ``fh`` and describe it as a new ``local`` registry entry.
 
-    The entry lists what the pickle imports (read back from the file's opcodes, payloads
-    skipped) for review; with ``trust_from`` (the model folder) it warns with
-    :class:`UntrustedModelWarning` when ``load`` would refuse it.
+    The entry lists what the pickle imports, for review; with ``trust_from`` (the model
+    folder) it warns with :class:`UntrustedModelWarning` when ``load`` would refuse it.
     """
-    sha256, size = dump(model, fh)
-    imports = None
-    if isinstance(getattr(fh, "name", None), str):
-        fh.flush()
-        found = safe_pickle.imports_of(fh.name)
-        imports = found.names()
-        if trust_from is not None:
-            safe_pickle.warn_untrusted(name, found, trust.trusted_set(trust_from), stacklevel=3)
+    sha256, size, found = _dump(model, fh)
+    if trust_from is not None:
+        safe_pickle.warn_untrusted(name, found, trust.trusted_set(trust_from), stacklevel=3)
     return Entry(
         name=name,
         state="local",
@@ -59,7 +59,7 @@ def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = N
         python=python_version(),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         library=library_of(model),
-        imports=imports,
+        imports=found.names(),
     )
 
 

@@ -38,6 +38,7 @@ from sklearn import (
 )
 
 from model_filer import safe_pickle
+from model_filer.errors import UntrustedModelWarning
 from model_filer.trust import TrustedSet
 
 X = np.random.RandomState(0).rand(80, 4)
@@ -196,7 +197,7 @@ def test_loads_with_the_defaults_as_plain_pickle_does(
 
 
 @pytest.mark.parametrize("name", [*ESTIMATORS, *DATA])
-def test_the_scan_lists_exactly_what_the_unpickler_asks_for(
+def test_dump_and_scan_list_exactly_what_the_unpickler_asks_for(
     models: dict[str, Any], name: str
 ) -> None:
     asked: set[tuple[str, str]] = set()
@@ -209,6 +210,11 @@ def test_the_scan_lists_exactly_what_the_unpickler_asks_for(
     data = pickle.dumps(models[name], protocol=5)
     Recording(io.BytesIO(data)).load()
     assert safe_pickle.scan(io.BytesIO(data)).imports == asked
+    out = io.BytesIO()
+    pickler = safe_pickle.RecordingPickler(out, protocol=5)
+    pickler.dump(models[name])
+    assert out.getvalue() == data  # recording changes nothing that is written
+    assert pickler.scan().imports == asked
 
 
 def test_predictions_survive_the_round_trip(models: dict[str, Any]) -> None:
@@ -266,3 +272,26 @@ def test_boosting_libraries_load_with_the_defaults(library: str) -> None:
     model.fit(X, Y)
     loaded = safe_pickle.loads(pickle.dumps(model, protocol=5), TrustedSet(), library)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_recording_follows_copyreg_reducers_and_extensions() -> None:
+    """re.Pattern pickles through copyreg.dispatch_table; an extension code turns a global
+    into an EXT opcode, which load refuses: dump must see both as plain pickle writes them."""
+    import copyreg
+    import re
+
+    model = {"pattern": re.compile("a+"), "od": collections.OrderedDict(a=1)}
+    copyreg.add_extension("collections", "OrderedDict", 0xF5)
+    try:
+        out = io.BytesIO()
+        pickler = safe_pickle.RecordingPickler(out, protocol=5)
+        pickler.dump(model)
+        assert out.getvalue() == pickle.dumps(model, protocol=5)
+        found = pickler.scan()
+        assert found.imports == {("re", "_compile"), ("collections", "OrderedDict")}
+        assert found.ext == (0xF5,)
+        assert safe_pickle.scan(io.BytesIO(out.getvalue())).ext == (0xF5,)
+        with pytest.warns(UntrustedModelWarning, match="EXT opcode 245"):
+            safe_pickle.warn_untrusted("m", found, TrustedSet())
+    finally:
+        copyreg.remove_extension("collections", "OrderedDict", 0xF5)
