@@ -23,6 +23,7 @@ removed at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pickle
 import shutil
@@ -91,7 +92,7 @@ def compare(label: str, path: Path, runs: int) -> None:
     for run in range(runs):  # alternate, swapping who goes first: drift hits both alike
         pair = [(plain, plain_load), (safe, safe_load)]
         for times, load in pair[:: 1 if run % 2 else -1]:
-            times.append(timed(lambda f=load: f(path)))
+            times.append(timed(functools.partial(load, path)))
     s, p = statistics.median(safe), statistics.median(plain)
     verdict = "PASS" if s <= 1.10 * p else "FAIL"
     print(
@@ -102,7 +103,7 @@ def compare(label: str, path: Path, runs: int) -> None:
 
 def make_forest(path: Path) -> Any:
     import numpy as np
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import RandomForestClassifier  # type: ignore[import-untyped]
 
     rng = np.random.RandomState(0)
     x, y = rng.rand(20000, 20), rng.randint(0, 2, 20000)
@@ -132,7 +133,7 @@ def dump_cost(label: str, model: Any, path: Path, runs: int) -> None:
     for run in range(2 * runs):  # alternate, and swap who goes first: writes are noisy
         pair = [(plain, pickle.Pickler), (recording, safe_pickle.RecordingPickler)]
         for times, pickler in pair[:: 1 if run % 2 else -1]:
-            times.append(timed(lambda p=pickler: write(p)))
+            times.append(timed(functools.partial(write, pickler)))
     r, p = statistics.median(recording), statistics.median(plain)
     print(
         f"dump {label:<28} recording {r * 1000:8.1f} ms   pickle.dump {p * 1000:8.1f} ms   "
