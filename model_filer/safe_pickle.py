@@ -24,14 +24,19 @@ import pickletools
 import sys
 from pickle import whichmodule  # type: ignore[attr-defined]  # public, not in typeshed
 from types import BuiltinMethodType, FunctionType, MethodType, ModuleType
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .errors import UntrustedModelError, UntrustedModelWarning
 from .trust import TrustedSet, can_trust, is_safe_name
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
 _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
+_SCRIPT = "defined in a script: move it to an importable module to trust it"
+_DUNDER = "a dunder or malformed name"
 
 
 class _Refused(Exception):
@@ -301,9 +306,13 @@ class RecordingPickler(pickle.Pickler):
     global too; a tuple's callable comes back through here.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._protocol = kwargs.get("protocol", pickle.DEFAULT_PROTOCOL)
+    def __init__(
+        self, file: SupportsWrite[bytes], protocol: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(file, protocol, **kwargs)
+        if protocol is None:
+            protocol = pickle.DEFAULT_PROTOCOL
+        self._protocol = pickle.HIGHEST_PROTOCOL if protocol < 0 else protocol
         self._imports: set[tuple[str, str]] = set()
 
     def _note(self, obj: Any, name: str) -> None:
@@ -331,10 +340,6 @@ def _extensions_registered() -> bool:
     return bool(getattr(copyreg, "_inverted_registry", True)) or bool(
         getattr(copyreg, "_extension_cache", True)
     )
-
-
-_SCRIPT = "defined in a script: move it to an importable module to trust it"
-_DUNDER = "a dunder or malformed name"
 
 
 def _refusal(
