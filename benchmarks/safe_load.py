@@ -160,13 +160,17 @@ def main() -> int:
         print(f"python {sys.version.split()[0]}, runs={args.runs}, medians")
         compare(f"numpy {array.stat().st_size / MiB:.0f} MiB", array, args.runs)
         compare(f"RandomForest {forest.stat().st_size / 1e6:.0f} MB", forest, args.runs)
+        vocabulary = {f"term{i}": i for i in range(1_000_000)}  # object-heavy: a text model
+        vocab = root / "vocab.pkl"
+        with open(vocab, "wb") as fh:
+            pickle.dump(vocabulary, fh, protocol=5)
+        compare("1M-term vocabulary (no target)", vocab, args.runs)
         import numpy as np
 
         array_model = {"weights": np.ones(512 * MiB // 8)}
         dump_cost("numpy 512 MiB", array_model, array, args.runs)
         dump_cost("RandomForest", forest_model, forest, args.runs)
-        vocabulary = {f"term{i}": i for i in range(1_000_000)}  # object-heavy: a text model
-        dump_cost("1M-term vocabulary dict", vocabulary, root / "vocab.pkl", args.runs)
+        dump_cost("1M-term vocabulary dict", vocabulary, vocab, args.runs)
         del array_model
         array.unlink()
         make_array(big, int(args.rss_gib * 1024) * MiB)

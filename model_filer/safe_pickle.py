@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
+PRESCAN_BUDGET = 256 * 1024  # bytes of opcodes: a 50 MB, 90-tree forest has 25 KiB beside payloads
 _SCRIPT = "defined in a script: move it to an importable module to trust it"
 _DUNDER = "a dunder or malformed name"
 
@@ -52,6 +53,7 @@ class Scan(NamedTuple):
 
     imports: frozenset[tuple[str, str]]
     ext: tuple[int, ...]
+    computed: bool = False  # a STACK_GLOBAL whose names are not plain strings of the stream
 
     def names(self) -> list[str]:
         """The imports as a sorted ``module.qualname`` list."""
@@ -164,16 +166,29 @@ def _arg_bytes(table: list[tuple[int, int] | None], buf: bytes, pos: int) -> int
     return n if n >= 0 else _LENGTH_BYTES.get(n, 0)
 
 
+class _OverBudget(Exception):
+    """The opcodes outgrew the scan's budget."""
+
+
 class _Reader:
     """A pickle's bytes, read in chunks; large arguments are skipped with a seek, never read."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    def __init__(self, fh: IO[bytes], budget: int | None = None) -> None:
         self.fh, self.buf, self.pos = fh, b"", 0
+        self.budget = budget  # bytes of opcodes to read at most (skipped payloads are free)
+
+    def _read(self, n: int) -> bytes:
+        more = self.fh.read(n)
+        if self.budget is not None:
+            self.budget -= len(more)
+            if self.budget < 0:
+                raise _OverBudget
+        return more
 
     def fill(self, n: int) -> bytes:
         """Make ``n`` bytes from ``pos`` available in ``buf`` if the stream has them."""
         if len(self.buf) - self.pos < n:
-            more = self.fh.read(max(n - (len(self.buf) - self.pos), _CHUNK))
+            more = self._read(max(n - (len(self.buf) - self.pos), _CHUNK))
             self.buf, self.pos = self.buf[self.pos :] + more, 0
         return self.buf
 
@@ -184,6 +199,8 @@ class _Reader:
 
     def skip(self, n: int) -> None:
         left = len(self.buf) - self.pos
+        if self.budget is not None:
+            self.budget += min(n, left)  # payload bytes read ahead do not count
         if n <= left:
             self.pos += n
         else:
@@ -194,7 +211,7 @@ class _Reader:
         while (end := self.buf.find(b"\n", self.pos)) < 0:
             if len(self.buf) - self.pos > _MAX_LINE:
                 raise pickle.UnpicklingError("pickle line too long")
-            more = self.fh.read(_CHUNK)
+            more = self._read(_CHUNK)
             if not more:
                 raise EOFError("pickle data was truncated")
             self.buf, self.pos = self.buf[self.pos :] + more, 0
@@ -210,14 +227,16 @@ def _text(raw: bytes) -> str | None:
         return None
 
 
-def scan(fh: IO[bytes]) -> Scan:
+def scan(fh: IO[bytes], budget: int | None = None) -> Scan:
     """List the globals and ``EXT`` codes of the pickle at ``fh``'s position, running nothing.
 
-    ``STACK_GLOBAL`` takes its names from the stack; they are followed through pushes and the
-    memo as picklers write them. Exact for what a pickler made; for hostile bytes it serves
-    messages only: enforcement is :func:`resolve` on what the unpickler really asks for.
+    ``STACK_GLOBAL`` takes its names from the stack: the two values pushed just before it, as
+    picklers write them (strings, or memo copies of strings). Those are exactly what the
+    unpickler will use; when they are anything else, ``computed`` is set. With ``budget``,
+    raise ``_OverBudget`` after that many bytes of opcodes (payloads are skipped, not read).
     """
-    r = _Reader(fh)
+    r = _Reader(fh, budget)
+    computed = False
     imports: set[tuple[str, str]] = set()
     ext: list[int] = []
     memo: dict[int, str | None] = {}
@@ -250,10 +269,13 @@ def scan(fh: IO[bytes]) -> Scan:
             if role == _MEMOIZE:
                 memo[len(memo)] = last
                 continue
-            if role == _STACK_GLOBAL and before is not None and last is not None:
-                imports.add((before, last))
+            if role == _STACK_GLOBAL:
+                if before is None or last is None:
+                    computed = True
+                else:
+                    imports.add((before, last))
             elif role == _STOP:
-                return Scan(frozenset(imports), tuple(ext))
+                return Scan(frozenset(imports), tuple(ext), computed)
         elif n == pickletools.UP_TO_NEWLINE:
             raw = r.line()
             if role == _NAMES:
@@ -353,35 +375,62 @@ def _refusal(
         else:
             untrusted.add(refused.full)
     for module, qualname in found.imports if found is not None else ():
+        module, qualname = _compat(module, qualname)
         full = f"{module}.{qualname}"
         if not can_trust(full):
             never.setdefault(full, _SCRIPT if module == "__main__" else _DUNDER)
-        elif not trusted.covers_name(full):
+        elif not _by_name(module, qualname, trusted):
             untrusted.add(full)
     listed = [f"{n} ({why})" for n, why in sorted(never.items())]
     listed += [f"EXT opcode {code} (copyreg extension)" for code in found.ext] if found else []
+    if found is not None and found.computed:
+        listed.append("a global whose name is computed while loading (STACK_GLOBAL)")
     return UntrustedModelError(name, sorted(untrusted), listed, trusted.fix(untrusted))
+
+
+def _by_name(module: str, qualname: str, trusted: TrustedSet) -> bool:
+    """The check of a global by its name alone, before anything is imported."""
+    module, qualname = _compat(module, qualname)
+    return can_trust(f"{module}.{qualname}") and (
+        trusted.is_exact(module, qualname) or trusted.glob_covers(module, qualname)
+    )
+
+
+def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
+    """Whether every global of ``found`` passes the by-name check (classes come later)."""
+    return not (found.ext or found.computed) and all(
+        _by_name(m, q, trusted) for m, q in found.imports
+    )
 
 
 def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
     """Unpickle from ``fh`` importing only ``trusted``; else raise :class:`UntrustedModelError`.
 
+    First the opcodes are scanned (payloads skipped with a seek) and every global they name
+    is judged by name, so a refused pickle runs nothing at all; then the C unpickler runs with
+    ``find_class`` checking each global again, and classes for real. A pickle with more than
+    ``PRESCAN_BUDGET`` bytes of opcodes (millions of small objects, where a Python scan would
+    cost several loads) skips the first step: ``find_class`` alone still never imports nor
+    calls anything untrusted, though trusted reconstructors before the refused global run.
     ``trusted.everything`` (``"*"``) is a plain ``pickle.load``.
     """
     if trusted.everything:
         return pickle.load(fh)  # noqa: S301 - the caller trusted everything, explicitly
     start = fh.tell()
-    if _extensions_registered():  # EXT codes could skip find_class: refuse them first
-        first = scan(fh)
-        fh.seek(start)
-        if first.ext:
-            raise _refusal(name, trusted, first, None)
+    try:
+        found: Scan | None = scan(fh, PRESCAN_BUDGET)
+    except _OverBudget:
+        fh.seek(start)  # EXT codes could skip find_class if copyreg cached one: scan them all
+        found = scan(fh) if _extensions_registered() else None
+    fh.seek(start)
+    if found is not None and not _judge_names(found, trusted):
+        raise _refusal(name, trusted, found, None)
     try:
         return _Unpickler(fh, trusted).load()
     except _Refused as exc:
-        raise _refusal(name, trusted, _scan_quietly(fh, start), exc) from None
+        raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
     except Exception:
-        found = _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
+        found = found or _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
         if found is not None and found.ext:
             raise _refusal(name, trusted, found, None) from None
         raise

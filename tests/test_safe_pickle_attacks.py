@@ -263,6 +263,11 @@ CASES: list[tuple[str, Build, bool]] = [
     ("EXT2 after copyreg.add_extension", lambda c: ext(c, b"\x83", 0x1F0, 2), True),
     ("EXT4 after copyreg.add_extension", lambda c: ext(c, b"\x84", 0x1F0F0, 4), True),
     ("memo: names swapped in the memo", memo_swap, True),
+    (
+        "STACK_GLOBAL names hidden behind a pushed-and-popped value",
+        lambda c: b"\x80\x04" + sbu("os") + sbu("system") + b"N0\x93" + sbu(c.touch) + b"\x85R.",
+        True,
+    ),
     ("memo: a trusted global's slot overwritten", memo_reuse, True),
 ]
 
@@ -389,3 +394,39 @@ def test_filer_load_refuses_a_teammates_malicious_model(ctx: Ctx, tmp_path: Path
     with pytest.raises(UntrustedModelError, match=r"posix\.system"):
         filer.load("m")
     assert_nothing_ran(ctx)
+
+
+def test_nothing_runs_before_the_refusal_not_even_trusted_code(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The names are judged from the opcodes first: a trusted callable placed before an
+    untrusted one is never called either."""
+    module = ctx.tmp / f"trusted_{ctx.evil_module}.py"
+    module.write_text("def touch(path):\n    open(path, 'w').close()\n")
+    touch = importlib.import_module(f"trusted_{ctx.evil_module}").touch
+    payload = dumps([R(touch, ctx.marker), R(os.system, "true")])
+    trusted = TrustedSet([f"trusted_{ctx.evil_module}.touch"])
+    with pytest.raises(UntrustedModelError, match=r"posix\.system"):
+        safe_pickle.loads(payload, trusted, "m")
+    assert not Path(ctx.marker).exists()
+    safe_pickle.loads(dumps([R(touch, ctx.marker)]), trusted, "m")
+    assert Path(ctx.marker).exists()  # the trusted function does run when all is trusted
+    Path(ctx.marker).unlink()
+
+
+@pytest.mark.parametrize(("build", "live"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_over_the_scan_budget_find_class_still_refuses(
+    ctx: Ctx, build: Build, live: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Millions of small objects skip the first scan: each case is still refused."""
+    monkeypatch.setattr(safe_pickle, "PRESCAN_BUDGET", 0)
+    with pytest.raises(UntrustedModelError):
+        safe_pickle.loads(build(ctx), TrustedSet(), "evil")
+    assert_nothing_ran(ctx)
+
+
+def test_over_the_scan_budget_a_benign_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(safe_pickle, "PRESCAN_BUDGET", 0)
+    model = {"w": np.arange(3), "frame": pd.DataFrame({"a": [1, 2]})}
+    loaded = safe_pickle.loads(dumps(model), TrustedSet(), "m")
+    assert loaded["w"].tolist() == [0, 1, 2]
