@@ -1,15 +1,16 @@
 """Unpickling that imports only the trusted set, and listing what a pickle imports.
 
-Loading runs CPython's C unpickler (as fast as ``pickle.load``, no buffer copied) with
-``find_class`` replaced: every global a pickle names is checked *by name* before its module is
-imported, and a glob-trusted one must then resolve to a class defined in a trusted module. No
-callable reaches the unpickler's stack without passing that check, so a refused pickle runs
-nothing, not even the import side effects of its modules.
+Loading takes two steps. First the opcodes are scanned, payloads skipped with a seek, and
+every global the pickle names is judged by name: a refused pickle runs nothing at all. Then
+CPython's C unpickler (as fast as ``pickle.load``, no buffer copied) runs with ``find_class``
+replaced: each global is judged again by name before its module is imported, and a
+glob-trusted one must resolve to a class defined in a trusted module. A pickle of millions of
+small objects skips the first step (a Python scan would cost more than the load); the second
+alone still imports and calls nothing untrusted.
 
-One path skips ``find_class``: an ``EXT1/2/4`` opcode whose code is already in
-``copyreg._extension_cache``. The standard library and the ML stack register no extension, so
-that cache is normally empty and an ``EXT`` opcode fails in the unpickler itself; when the
-process has registered extensions, the opcodes are scanned first and any ``EXT`` refused.
+``EXT1/2/4`` opcodes are refused: one whose code is in ``copyreg._extension_cache`` would skip
+``find_class`` entirely. Without registered extensions (the standard library and the ML stack
+register none) the unpickler cannot resolve them anyway.
 """
 
 from __future__ import annotations
