@@ -177,9 +177,11 @@ class _Reader:
     def __init__(self, fh: IO[bytes], budget: int | None = None) -> None:
         self.fh, self.buf, self.pos = fh, b"", 0
         self.budget = budget  # bytes of opcodes to read at most (skipped payloads are free)
+        self.chunk = _CHUNK
 
     def _read(self, n: int) -> bytes:
-        more = self.fh.read(n)
+        more = self.fh.read(max(n, self.chunk))
+        self.chunk = min(2 * self.chunk, _CHUNK)
         if self.budget is not None:
             self.budget -= len(more)
             if self.budget < 0:
@@ -189,7 +191,7 @@ class _Reader:
     def fill(self, n: int) -> bytes:
         """Make ``n`` bytes from ``pos`` available in ``buf`` if the stream has them."""
         if len(self.buf) - self.pos < n:
-            more = self._read(max(n - (len(self.buf) - self.pos), _CHUNK))
+            more = self._read(n - (len(self.buf) - self.pos))
             self.buf, self.pos = self.buf[self.pos :] + more, 0
         return self.buf
 
@@ -207,12 +209,13 @@ class _Reader:
         else:
             self.fh.seek(n - left, os.SEEK_CUR)
             self.buf, self.pos = b"", 0
+            self.chunk = 512  # what follows a payload is often the next payload's header
 
     def line(self) -> bytes:
         while (end := self.buf.find(b"\n", self.pos)) < 0:
             if len(self.buf) - self.pos > _MAX_LINE:
                 raise pickle.UnpicklingError("pickle line too long")
-            more = self._read(_CHUNK)
+            more = self._read(1)
             if not more:
                 raise EOFError("pickle data was truncated")
             self.buf, self.pos = self.buf[self.pos :] + more, 0
