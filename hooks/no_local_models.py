@@ -1,9 +1,10 @@
 """pre-commit hook: refuse a commit whose registries name models that exist on one machine only.
 
 Checks the staged content (the index, not the working tree) of every staged registry file:
-``local`` entries, unparsable files (conflict markers, bad YAML, bad fields) and model files
-themselves being committed are refused with the command that fixes each. Never imports boto3
-or GitPython: it runs on every commit.
+``local`` entries, unparsable files (conflict markers, bad YAML, bad fields), entries whose
+recorded imports fall outside the project's trusted set and model files themselves being
+committed are refused with the command that fixes each. Never imports boto3, GitPython or the
+ML libraries (imports are judged by name): it runs on every commit.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from model_filer.hookapi import (
     MODEL_SUFFIX,
     ModelFilerError,
     Registry,
+    TrustedSet,
     available_types,
+    can_trust,
     in_git_repo,
     parse,
+    project_patterns,
     read_blobs,
     registry_filename,
     remote_type_of,
@@ -68,6 +72,33 @@ def _registry_problems(path: str, reg: Registry) -> list[str]:
     return lines
 
 
+def _untrusted_problems(path: str, reg: Registry) -> list[str]:
+    """Entries whose recorded imports the project's trusted set does not cover, by name."""
+    recorded = {n: e.imports for n, e in reg.entries.items() if e.imports}
+    if not recorded:
+        return []
+    trusted = TrustedSet(project=project_patterns(Path(posixpath.dirname(path) or ".")))
+    lines, names = [], set()
+    for name, imports in sorted(recorded.items()):
+        untrusted = [i for i in imports if not trusted.covers_name(i)]
+        if untrusted:
+            names.update(untrusted)
+            lines.append(f"{path}: {name} imports {', '.join(untrusted)}, outside the trusted set")
+    never = sorted(n for n in names if not can_trust(n))
+    if never:
+        lines.append(
+            f"  {', '.join(never)}: dunder names and classes defined in a script (__main__) "
+            "cannot be trusted: define them in an importable module and dump again"
+        )
+    if names - set(never):
+        fix = trusted.fix(names).replace("\n", "\n    ")
+        lines.append(
+            "  fix: if you trust them, set in pyproject.toml (then git add pyproject.toml):\n"
+            f"    {fix}"
+        )
+    return lines
+
+
 def _model_file_problems(
     models: Sequence[str], registries: Sequence[tuple[str, Registry]]
 ) -> list[str]:
@@ -110,6 +141,10 @@ def check(paths: Sequence[str]) -> list[str]:
             continue
         if path in registry_paths:
             problems.extend(_registry_problems(path, registries[path]))
+            try:
+                problems.extend(_untrusted_problems(path, registries[path]))
+            except ModelFilerError as exc:  # a malformed [tool.model_filer] trusted
+                problems.append(f"{exc}")
     # A model file named only by the working tree's registry (not staged, or staged before
     # the model was dumped) is still a model file: ask both versions.
     named_by = [*registries.items(), *_working_tree_registries(sorted(beside)).items()]

@@ -23,8 +23,11 @@ from .errors import (
     RemoteUnreachableError,
     SerializationError,
     TransferError,
+    TrustConfigError,
     UnknownModelError,
     UnknownRemoteTypeError,
+    UntrustedModelError,
+    UntrustedModelWarning,
     VersionMismatchWarning,
 )
 from .filer import Filer
@@ -57,7 +60,10 @@ __all__ = [
     "SerializationError",
     "TransferError",
     "TransferReport",
+    "TrustConfigError",
     "UnknownModelError",
     "UnknownRemoteTypeError",
+    "UntrustedModelError",
+    "UntrustedModelWarning",
     "VersionMismatchWarning",
 ]

@@ -76,6 +76,10 @@ def run_demo(keep: bool = False) -> int:
         alice.mkdir()
         _git(alice, "init", "-q", "-b", "main")
         install_hooks(alice)
+        # The project trusts its own model class: load() refuses any other import.
+        (alice / "pyproject.toml").write_text(
+            '[tool.model_filer]\ntrusted = ["model_filer.demo.LinearModel"]\n'
+        )
 
         _say("Alice trains a model and dumps it locally: filer.dump(model, 'house_prices')")
         rng = random.Random(0)  # noqa: S311 - demo data, not crypto

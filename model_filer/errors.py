@@ -187,3 +187,44 @@ class VersionMismatchWarning(ModelFilerWarning):
 
 class UnknownRevisionError(ModelFilerError):
     """A git revision names no commit in the repository (history, issue 10)."""
+
+
+class TrustConfigError(ModelFilerError, ValueError):
+    """A trust pattern (``[tool.model_filer] trusted`` or ``trusted=``) is malformed."""
+
+
+class UntrustedModelError(ModelFilerError):
+    """A model's pickle imports globals outside the trusted set; none of its code ran.
+
+    Attributes
+    ----------
+    name : str
+        The model.
+    untrusted : list of str
+        Each ``module.qualname`` it imports that the trusted set does not cover.
+    never : list of str
+        What can never be trusted by name (dunder names, names reached through a module,
+        ``EXT`` opcodes); only ``trusted=["*"]`` loads such a pickle.
+    fix : str
+        The ``pyproject.toml`` lines that would trust ``untrusted``.
+    """
+
+    def __init__(self, name: str, untrusted: list[str], never: list[str], fix: str) -> None:
+        self.name, self.untrusted, self.never, self.fix = name, untrusted, never, fix
+        parts = [f"Model {name!r} was not loaded: nothing in it ran."]
+        if untrusted:
+            parts.append(
+                f"Its pickle imports {', '.join(untrusted)}, outside the trusted set. If you "
+                f"trust the model's author and these names, add to pyproject.toml:\n{fix}\n"
+                "or pass trusted=[...] to load() for one call."
+            )
+        if never:
+            parts.append(
+                f"It uses {', '.join(never)}, which no pattern can trust; only "
+                'trusted=["*"] (trust everything) loads it. Ask its author how it was made.'
+            )
+        super().__init__(" ".join(parts))
+
+
+class UntrustedModelWarning(ModelFilerWarning):
+    """A dumped model imports globals outside the trusted set: load will refuse it."""

@@ -19,6 +19,7 @@ from .names import check_name
 from .registry import Entry, Registry
 from .remotes import PATIENT, Network, Remote, get_remote
 from .transfers import TransferReport, Transfers
+from .trust import trusted_set
 
 
 class Filer:
@@ -125,18 +126,20 @@ class Filer:
         tmp = self.folder.temp(f"{name}.dump")
         try:
             with open(tmp, "wb") as fh:
-                entry = serializers.dump_entry(model, name, fh)
+                entry = serializers.dump_entry(model, name, fh, self.local_dir)
             self.folder.commit_dump(tmp, entry, lambda reg: self._check_dump(reg, name, overwrite))
         finally:
             tmp.unlink(missing_ok=True)
         if push:
             self.push(name)
 
-    def load(self, name: str, rev: str | None = None) -> Any:
+    def load(self, name: str, rev: str | None = None, trusted: Iterable[str] | None = None) -> Any:
         """Load a model: from the local file when it holds the registry's bytes, else download.
 
         Downloaded bytes are checked against the registry's size and sha256 before they are
-        unpickled; bytes that fail are deleted and never unpickled.
+        unpickled; bytes that fail are deleted and never unpickled. The pickle may import
+        only the trusted set: the defaults, ``[tool.model_filer] trusted`` in the nearest
+        ``pyproject.toml`` and ``trusted`` (patterns; ``["*"]`` trusts everything).
 
         Parameters
         ----------
@@ -144,20 +147,24 @@ class Filer:
         rev : str, optional
             A git revision (``"v1.2"``, ``"main~3"``, a sha): load the model as the registry
             committed there recorded it, without a checkout.
+        trusted : iterable of str, optional
+            More patterns to trust for this call: exact ``module.qualname`` names, or module
+            globs (``"mypkg.models.*"``) that trust classes only.
 
         Raises
         ------
-        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
+        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError, UntrustedModelError
         """
+        check_name(name)
+        trust_set = trusted_set(self.local_dir, trusted)  # a bad pattern fails before any I/O
         if rev is not None:
             from .history import load_at
 
-            return load_at(self, name, rev)
-        check_name(name)
+            return load_at(self, name, rev, trust_set)
         self.folder.clean_dead_temps()
         entry = self.folder.entry(name)
         with self.open(entry) as fh:
-            model = serializers.load(fh, entry.serializer, name)
+            model = serializers.load(fh, entry.serializer, name, trust_set)
         serializers.warn_versions(entry)
         return model
 

@@ -26,6 +26,7 @@ from .files import folder_lock, internal_dir, registry_filename, remote_type_of
 from .hashing import HashCache, sha256_stream
 from .names import check_name
 from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry, parse
+from .trust import TrustedSet
 
 if TYPE_CHECKING:
     from .filer import Filer
@@ -222,11 +223,15 @@ def entry_at(filer: Filer, name: str, rev: str) -> Entry:
     return entry
 
 
-def load_at(filer: Filer, name: str, rev: str) -> Any:
-    """Load ``name`` as the registry at ``rev`` recorded it (see :meth:`Filer.load`)."""
+def load_at(filer: Filer, name: str, rev: str, trusted: TrustedSet) -> Any:
+    """Load ``name`` as the registry at ``rev`` recorded it (see :meth:`Filer.load`).
+
+    ``trusted`` comes from the working tree's configuration and the caller, never from the
+    revision: an old commit cannot widen what a pickle may import.
+    """
     entry = entry_at(filer, name, rev)
     with open_verified(filer, entry, rev) as fh:
-        model = serializers.load(fh, entry.serializer, name)
+        model = serializers.load(fh, entry.serializer, name, trusted)
     serializers.warn_versions(entry)
     return model
 

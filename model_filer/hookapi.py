@@ -25,6 +25,7 @@ from .progress import count_bar
 from .registry import Entry, Registry, parse
 from .remote_trust import override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
+from .trust import TrustedSet, can_trust, project_patterns
 
 __all__ = [
     "FAIL_FAST",
@@ -34,8 +35,10 @@ __all__ = [
     "ModelFilerError",
     "Registry",
     "Remote",
+    "TrustedSet",
     "UntrustedRemoteError",
     "available_types",
+    "can_trust",
     "changed_registries",
     "count_bar",
     "filer_for",
@@ -44,6 +47,7 @@ __all__ = [
     "open_repo",
     "override_of",
     "parse",
+    "project_patterns",
     "read_blobs",
     "rebase_in_progress",
     "registries_at",

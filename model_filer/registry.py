@@ -32,7 +32,18 @@ HEADER = (
 )
 _FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
 REMOTE_ID_RE = re.compile(r"[0-9a-f]{32}")
-_ENTRY_FIELDS = ("state", "key", "sha256", "size", "serializer", "created", "python", "library")
+_ENTRY_FIELDS = (
+    "state",
+    "key",
+    "sha256",
+    "size",
+    "serializer",
+    "created",
+    "python",
+    "library",
+    "imports",
+)
+_IMPORT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 class Entry(NamedTuple):
@@ -60,6 +71,9 @@ class Entry(NamedTuple):
         The Python version that dumped it.
     library : dict or None
         ``{"name": ..., "version": ...}`` of the model's top-level library, when it has one.
+    imports : list of str or None
+        The sorted ``module.qualname`` globals its pickle imports, for review in diffs;
+        loading never trusts it (it checks the bytes).
     """
 
     name: str
@@ -71,6 +85,7 @@ class Entry(NamedTuple):
     python: str
     key: str | None = None
     library: dict[str, str] | None = None
+    imports: list[str] | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         data = {f: getattr(self, f) for f in _ENTRY_FIELDS}
@@ -294,6 +309,11 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         or not all(isinstance(library[k], str) for k in ("name", "version"))
     ):
         raise RegistryError(f"{here}: library must be {{name: str, version: str}}. {_FIX}")
+    imports = _field(data, "imports", list, here, required=False)
+    if imports is not None and not all(
+        isinstance(i, str) and len(i) <= 512 and _IMPORT_RE.fullmatch(i) for i in imports
+    ):
+        raise RegistryError(f"{here}: imports must be a list of module.qualname names. {_FIX}")
     return Entry(
         name=name,
         state=state,
@@ -304,6 +324,7 @@ def _parse_entry(name: Any, data: Any, where: str) -> Entry:
         created=_field(data, "created", str, here),
         python=_field(data, "python", str, here),
         library=library,
+        imports=imports,
     )
 
 
@@ -516,7 +537,7 @@ class RegistryFile:
         """
         with self.lock():
             reg = self.read() or new
-            remote, entries = (reg.remote_type, reg.remote_address), reg.entries
+            remote, entries = (reg.remote_type, reg.remote_address, reg.remote_id), reg.entries
             start = getattr(entries, "version", None)
             self._written = None
             yield reg
@@ -524,7 +545,7 @@ class RegistryFile:
             unchanged = (
                 reg.entries is entries
                 and start is not None
-                and remote == (reg.remote_type, reg.remote_address)
+                and remote == (reg.remote_type, reg.remote_address, reg.remote_id)
                 and (now == start or self._written == (id(entries), now))
             )
             if not unchanged:

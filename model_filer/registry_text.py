@@ -26,7 +26,15 @@ from . import yamlio
 from .errors import InvalidNameError, RegistryError
 from .files import remote_type_of
 from .names import check_key, check_name
-from .registry import FORMAT_VERSION, HEADER, MAX_MODEL_BYTES, Entry, Registry, _parse_entry
+from .registry import (
+    _IMPORT_RE,
+    FORMAT_VERSION,
+    HEADER,
+    MAX_MODEL_BYTES,
+    Entry,
+    Registry,
+    _parse_entry,
+)
 
 _HEAD_RE = re.compile(
     re.escape(HEADER)
@@ -49,6 +57,7 @@ _ENTRY_RE = re.compile(
     r"    created: '(?P<created>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)'\n"
     rf"    python: (?P<python>{_P})\n"
     rf"(?:    library:\n      name: (?P<lib>{_P})\n      version: (?P<version>{_P})\n)?"
+    r"(?:    imports:(?P<none> \[\])?\n(?P<imports>(?:    - [A-Za-z_][A-Za-z0-9_.]{0,511}\n)*))?"
 )
 _EMPTY_MODELS = "models: {}\n"
 # Entry blocks this process wrote or verified, by their exact text (bounded, then cleared).
@@ -134,7 +143,9 @@ def plain_sha256(sha: str) -> bool:
 
 def _matched_entry(match: re.Match[str]) -> Entry | None:
     """The entry of a block _ENTRY_RE matched, if valid and written as PyYAML would."""
-    name, state, key, sha, size_text, serializer, created, python, lib, version = match.groups()
+    (name, state, key, sha, size_text, serializer, created, python, lib, version, none, listed) = (
+        match.groups()
+    )
     size = int(size_text)
     if size > MAX_MODEL_BYTES or not plain_sha256(sha):
         return None
@@ -154,7 +165,14 @@ def _matched_entry(match: re.Match[str]) -> Entry | None:
     except InvalidNameError:
         return None
     library = None if lib is None else {"name": lib, "version": version}
-    return Entry(name, state, sha, size, serializer, created, python, key, library)
+    imports = None
+    if none is not None or listed is not None:
+        imports = [line[6:] for line in (listed or "").splitlines()]
+        if (none is None) == (not imports) or not all(
+            _IMPORT_RE.fullmatch(i) and _plain(i) for i in imports
+        ):
+            return None  # "imports:" with no items, or an odd name: the generic path judges
+    return Entry(name, state, sha, size, serializer, created, python, key, library, imports)
 
 
 def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Registry | None:

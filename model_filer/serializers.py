@@ -7,8 +7,10 @@ import pickle
 import re
 import sys
 import warnings
+from pathlib import Path
 from typing import IO, Any
 
+from . import safe_pickle, trust
 from .errors import RegistryError, SerializationError, VersionMismatchWarning
 from .hashing import HashingWriter
 from .registry import Entry
@@ -20,9 +22,15 @@ _PICKLE_RE = re.compile(r"pickle-[0-5]")
 
 def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     """Pickle ``model`` into ``fh``; return the sha256 and size of what was written."""
+    sha256, size, _ = _dump(model, fh)
+    return sha256, size
+
+
+def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, safe_pickle.Scan]:
     writer = HashingWriter(fh)
+    pickler = safe_pickle.RecordingPickler(writer, protocol=PROTOCOL)
     try:
-        pickle.Pickler(writer, protocol=PROTOCOL).dump(model)
+        pickler.dump(model)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise SerializationError(
             f"Cannot pickle {type(model).__name__}: {exc}. Use classes and functions defined "
@@ -31,12 +39,18 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
         ) from exc
     finally:
         sha256 = writer.hexdigest()  # also ends the hashing thread when pickling fails
-    return sha256, writer.size
+    return sha256, writer.size, pickler.scan()
 
 
-def dump_entry(model: Any, name: str, fh: IO[bytes]) -> Entry:
-    """Pickle ``model`` into ``fh`` and describe it as a new ``local`` registry entry."""
-    sha256, size = dump(model, fh)
+def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = None) -> Entry:
+    """Pickle ``model`` into ``fh`` and describe it as a new ``local`` registry entry.
+
+    The entry lists what the pickle imports, for review; with ``trust_from`` (the model
+    folder) it warns with :class:`UntrustedModelWarning` when ``load`` would refuse it.
+    """
+    sha256, size, found = _dump(model, fh)
+    if trust_from is not None:
+        safe_pickle.warn_untrusted(name, found, trust.trusted_set(trust_from), stacklevel=3)
     return Entry(
         name=name,
         state="local",
@@ -46,17 +60,18 @@ def dump_entry(model: Any, name: str, fh: IO[bytes]) -> Entry:
         python=python_version(),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         library=library_of(model),
+        imports=found.names(),
     )
 
 
-def load(fh: IO[bytes], serializer: str, name: str) -> Any:
-    """Unpickle from ``fh``: call only on bytes verified against the registry."""
+def load(fh: IO[bytes], serializer: str, name: str, trusted: trust.TrustedSet) -> Any:
+    """Unpickle from ``fh``, importing only ``trusted``: call only on verified bytes."""
     if not _PICKLE_RE.fullmatch(serializer):
         raise RegistryError(
             f"Model {name!r} was written with serializer {serializer!r}, which this model_filer "
             "cannot read. Upgrade with `pip install -U ds-model-filer`."
         )
-    return pickle.load(fh)  # noqa: S301 - bytes verified against the registry's sha256
+    return safe_pickle.load(fh, trusted, name)
 
 
 def python_version() -> str:

@@ -111,13 +111,22 @@ def rand_entry(rng: random.Random, name: str) -> Entry:
         python="3.11.7" if valid else rand_str(rng),
         key=rng.choice([None, f"{name}/{SHA}.pkl", rand_str(rng)]),
         library=rng.choice([None, {"name": "sklearn", "version": "1.4.2"}, rand_value(rng)]),  # type: ignore[arg-type]
+        imports=rng.choice(
+            [
+                None,
+                [],
+                ["numpy.dtype", "sklearn.tree._classes.DecisionTreeClassifier"],
+                rand_value(rng),
+            ]
+        ),
     )
 
 
 def rand_registry(rng: random.Random) -> Registry:
     names = {rand_name(rng) for _ in range(rng.randint(0, 12))}
     address = rng.choice(["s3://bucket/models", "/tmp/remote dir", rand_str(rng) or "x"])
-    return Registry("s3", address, {n: rand_entry(rng, n) for n in names})
+    remote_id = rng.choice([None, "0123456789abcdef" * 2])
+    return Registry("s3", address, {n: rand_entry(rng, n) for n in names}, remote_id)
 
 
 def full_yaml(reg: Registry) -> bytes:
@@ -180,8 +189,9 @@ def valid_registry(n: int) -> Registry:
             python="3.11.7",
             key=f"{name}/{i:063x}a.pkl" if i % 3 else None,
             library={"name": "numpy", "version": "2.0.1"} if i % 2 else None,
+            imports=[[], ["builtins.dict"], ["numpy.dtype", "numpy.ndarray"], None][i % 4],
         )
-    return Registry("local", "/srv/models", entries)
+    return Registry("local", "/srv/models", entries, "fedcba9876543210" * 2)
 
 
 def test_a_canonical_registry_takes_the_fast_path_and_gives_the_same_registry():
@@ -285,7 +295,7 @@ def test_a_transaction_writes_once_and_reads_back_without_parsing(tmp_path, monk
 
     monkeypatch.setattr(RegistryFile, "write", counting)
     reg0 = valid_registry(5)
-    with rf.transaction(Registry("local", "/srv/models")) as reg:
+    with rf.transaction(Registry("local", "/srv/models", remote_id=reg0.remote_id)) as reg:
         reg.entries.update(reg0.entries)
         rf.write(reg)  # as Filer.dump does, before its rename
     assert len(writes) == 1
@@ -294,6 +304,16 @@ def test_a_transaction_writes_once_and_reads_back_without_parsing(tmp_path, monk
     assert rf.read() == reg0
     assert not parsed  # the bytes this process just wrote
     assert (tmp_path / ".local_registry").read_bytes() == full_yaml(reg0)
+
+
+def test_a_transaction_that_only_records_the_remote_id_writes_it(tmp_path):
+    rf = RegistryFile(tmp_path, "local")
+    with rf.transaction(Registry("local", "/srv/models")) as reg:
+        reg.entries.update(valid_registry(2).entries)
+    with rf.transaction(Registry("local", "/srv/models")) as reg:
+        reg.remote_id = "ab" * 16
+    found = rf.read()
+    assert found is not None and found.remote_id == "ab" * 16
 
 
 def test_the_sha256_plainness_rule_is_never_wrong_when_it_says_plain():
