@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import fnmatch
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,32 +27,12 @@ from model_filer.hookapi import (
     count_bar,
     filer_for,
     open_repo,
+    parse_size,
     rebase_in_progress,
 )
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
 SHOWN = 10  # failures named one by one; a dead network would otherwise print one per model
-_SIZE_RE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*")
-_UNITS = {
-    "": 1,
-    "k": 1e3,
-    "m": 1e6,
-    "g": 1e9,
-    "t": 1e12,
-    "ki": 1024,
-    "mi": 1024**2,
-    "gi": 1024**3,
-    "ti": 1024**4,
-}
-
-
-def parse_size(text: str) -> int:
-    """``"500MB"``, ``"2GiB"``, ``"1024"`` -> bytes."""
-    match = _SIZE_RE.fullmatch(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 500MB, 2GiB, 1024")
-    unit = (match.group(2) or "").lower().rstrip("b")
-    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,7 +125,7 @@ def _quiet(_: int) -> None:
 
 def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) -> int:
     """Fetch what ``registries`` need; print a summary; return the number of failures."""
-    fetched = failed = current = 0
+    fetched = linked = failed = current = 0
     with _terminal() as tty:
         for rel in registries:
             folder = os.path.dirname(rel) or "."
@@ -163,6 +142,7 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
                 failed += 1
                 continue
             fetched += len(report.done)
+            linked += len(report.linked)
             current += len(report.skipped)
             failures = sorted(report.failed.items())
             for name, error in failures[:SHOWN]:
@@ -172,10 +152,11 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
             if report.failed:
                 print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
                 failed += len(report.failed)
-    if fetched or failed:
+    if fetched or failed or linked:
+        from_store = f"{linked} linked from the local store, " if linked else ""
         print(
-            f"prefetch-models: {fetched} model(s) fetched, {current} already present, "
-            f"{failed} failed."
+            f"prefetch-models: {fetched} model(s) fetched, {from_store}{current} already "
+            f"present, {failed} failed."
         )
     return failed
 

@@ -24,6 +24,7 @@ from .gitops import (
 from .progress import count_bar
 from .registry import Entry, Registry, parse
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
+from .sizes import parse_size
 
 __all__ = [
     "FAIL_FAST",
@@ -41,6 +42,7 @@ __all__ = [
     "in_git_repo",
     "open_repo",
     "parse",
+    "parse_size",
     "read_blobs",
     "rebase_in_progress",
     "registries_at",

@@ -1,22 +1,26 @@
 """Moving model bytes between a model folder and its remote: one entry, or many in parallel.
 
 Every download takes one path (as huggingface_hub's ``_download_to_tmp_and_move``): stream
-into a temp file beside its final place while hashing, check size and sha256, then rename it
-into place and hand back the already-open, verified descriptor. Bytes that fail the check are
-deleted and never returned.
+into a temp file in the local object store while hashing, check size and sha256, enter it in
+the store, link it into the model folder and hand back the already-open, verified descriptor.
+Bytes that fail the check are deleted and never returned. What the store already holds is
+linked without the network; when the store cannot be used, downloads go straight into the
+model folder as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import IO
+from pathlib import Path
+from typing import IO, Any, cast
 
 from .errors import (
     IntegrityError,
     LocalOnlyError,
     ModelFilerError,
     RemoteError,
+    StoreError,
     TransferError,
 )
 from .folder import ModelFolder
@@ -25,6 +29,7 @@ from .names import object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry
 from .remotes import Remote
+from .store import ObjectStore, warn_skipped
 
 DEFAULT_JOBS = 16
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
@@ -36,15 +41,34 @@ class TransferReport:
     def __init__(self) -> None:
         self.done: list[str] = []
         self.skipped: list[str] = []
+        self.linked: list[str] = []  # linked from the local store, no download
         self.failed: dict[str, ModelFilerError] = {}
 
     def __repr__(self) -> str:
-        return f"TransferReport(done={self.done}, skipped={self.skipped}, failed={self.failed})"
+        return (
+            f"TransferReport(done={self.done}, linked={self.linked}, skipped={self.skipped}, "
+            f"failed={self.failed})"
+        )
 
     def raise_failures(self, action: str) -> None:
         """Raise one :class:`TransferError` keeping every failure, if any."""
         if self.failed:
             raise TransferError(action, self.failed)
+
+
+class _StoreFile:
+    """A store temp file being downloaded into: its write errors (a full disk) belong to the
+    store, so the download can fall back to the model folder instead of failing."""
+
+    def __init__(self, fh: IO[bytes], store: ObjectStore) -> None:
+        self._fh = fh
+        self._store = store
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            raise StoreError(self._store.root, "write a download", exc) from exc
 
 
 def _not_pushed(entry: Entry) -> LocalOnlyError:
@@ -58,40 +82,117 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
 class Transfers:
     """Fetch and upload the entries of one folder to and from one remote."""
 
-    def __init__(self, folder: ModelFolder, remote: Remote) -> None:
+    def __init__(self, folder: ModelFolder, remote: Remote, store: ObjectStore) -> None:
         self.folder = folder
         self.remote = remote
+        self.store = store
 
     # -- one entry ----------------------------------------------------------------------------
-    def fetch(self, entry: Entry, cache: HashCache) -> IO[bytes]:
-        """Download ``entry``, verify it, rename it into place; return it open at offset 0.
+    def _download(self, entry: Entry, tmp: Path, store: ObjectStore | None = None) -> IO[bytes]:
+        """Stream ``entry`` into ``tmp`` while hashing; check size and sha256; return it open.
 
+        Bytes that fail the check raise :class:`IntegrityError`; the caller deletes ``tmp``.
+        With ``store``, a failed write (a full disk) is the store's :class:`StoreError`,
+        not the remote's.
+        """
+        if entry.key is None:
+            raise _not_pushed(entry)
+        fh = open(tmp, "w+b")  # noqa: SIM115 - returned to the caller, verified
+        try:
+            with byte_bar(entry.size, entry.name) as progress:
+                # A big download is hashed in a thread of its own, off the transfer's
+                # single writer thread; for a small one that thread costs more than it saves.
+                offload = 0 if entry.size > OFFLOAD_ABOVE else CHUNK
+                target = fh if store is None else cast(IO[bytes], _StoreFile(fh, store))
+                sink = HashingWriter(target, offload_bytes=offload)
+                try:
+                    self.remote.download(entry.key, sink, progress, entry.size)
+                finally:
+                    sha = sink.hexdigest()  # also stops the hashing thread on failure
+            if sink.size != entry.size or sha != entry.sha256:
+                raise IntegrityError(
+                    f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
+                    f"match the registry: expected {entry.size} bytes, sha256 "
+                    f"{entry.sha256}; got {sink.size} bytes, sha256 {sha}. The remote "
+                    "object was changed or damaged; it was not loaded. Ask the model's "
+                    "author to dump and push it again."
+                )
+            fh.flush()
+        except BaseException:
+            fh.close()
+            raise
+        return fh
+
+    def _link_in(self, entry: Entry, cache: HashCache) -> None:
+        """Link the store's object of ``entry`` into the model folder (object lock held)."""
+        dest = self.folder.temp(f"{entry.name}.link")
+        try:
+            self.store.link(entry.sha256, dest, self.folder.model_path(entry.name))
+            self.folder.install(dest, entry, cache)
+            self.store.settle(entry.sha256)
+        finally:
+            dest.unlink(missing_ok=True)
+
+    def from_store(self, entry: Entry, cache: HashCache) -> bool:
+        """Link ``entry``'s bytes from the local store if it has them: no network, no hashing.
+
+        The caller holds the model's lock. Returns whether the model file is now in place.
+        """
+        try:
+            with self.store.locked(entry.sha256):
+                if self.store.lookup(entry.sha256, entry.size) is None:
+                    return False
+                self._link_in(entry, cache)
+        except StoreError as exc:
+            warn_skipped(exc)
+            return False
+        return True
+
+    def fetch(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+        """Download ``entry`` into the store, verify it, link it into place; return it open.
+
+        When the store cannot be used, the download goes straight into the model folder.
         The caller holds the model's lock.
         """
         if entry.state != "synced" or entry.key is None:
             raise _not_pushed(entry)
+        try:
+            fh = self._fetch_into_store(entry, cache)
+        except StoreError as exc:
+            warn_skipped(exc)
+            fh = self._fetch_direct(entry, cache)
+        fh.seek(0)
+        return fh
+
+    def _fetch_into_store(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+        with self.store.locked(entry.sha256):  # another process fetching it: wait, then link
+            obj = self.store.lookup(entry.sha256, entry.size)
+            fh: IO[bytes]
+            if obj is not None:
+                fh = open(obj, "rb")  # noqa: SIM115 - returned to the caller
+            else:
+                tmp = self.store.temp(f"{entry.name}.download")
+                try:
+                    fh = self._download(entry, tmp, self.store)
+                    try:
+                        self.store.enter(tmp, entry.sha256, entry.size)
+                    except BaseException:
+                        fh.close()
+                        raise
+                finally:
+                    tmp.unlink(missing_ok=True)
+            try:
+                self._link_in(entry, cache)
+            except BaseException:
+                fh.close()
+                raise
+        return fh
+
+    def _fetch_direct(self, entry: Entry, cache: HashCache) -> IO[bytes]:
         tmp = self.folder.temp(f"{entry.name}.download")
         try:
-            fh = open(tmp, "w+b")  # noqa: SIM115 - returned to the caller, verified
+            fh = self._download(entry, tmp)
             try:
-                with byte_bar(entry.size, entry.name) as progress:
-                    # A big download is hashed in a thread of its own, off the transfer's
-                    # single writer thread; for a small one that thread costs more than it saves.
-                    offload = 0 if entry.size > OFFLOAD_ABOVE else CHUNK
-                    sink = HashingWriter(fh, offload_bytes=offload)
-                    try:
-                        self.remote.download(entry.key, sink, progress, entry.size)
-                    finally:
-                        sha = sink.hexdigest()  # also stops the hashing thread on failure
-                if sink.size != entry.size or sha != entry.sha256:
-                    raise IntegrityError(
-                        f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
-                        f"match the registry: expected {entry.size} bytes, sha256 "
-                        f"{entry.sha256}; got {sink.size} bytes, sha256 {sha}. The remote "
-                        "object was changed or damaged; it was not loaded. Ask the model's "
-                        "author to dump and push it again."
-                    )
-                fh.flush()
                 self.folder.install(tmp, entry, cache)
             except BaseException:
                 fh.close()
@@ -99,25 +200,30 @@ class Transfers:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        fh.seek(0)
         return fh
 
     def open(self, entry: Entry, cache: HashCache) -> IO[bytes]:
-        """The verified model file of ``entry``, downloaded first when it is missing or stale.
+        """The verified model file of ``entry``: as it is, linked from the store, or downloaded.
 
-        The local file is hashed at most once; a download happens under the model's lock,
-        after checking that another process did not fetch it meanwhile.
+        The local file is hashed at most once; linking and downloading happen under the
+        model's lock, after checking that another process did not do it meanwhile.
         """
         fh = self.folder.open_current(entry, cache)
         if fh is not None:
             return fh
-        if entry.state != "synced":
-            raise _not_pushed(entry)
         with self.folder.model_lock(entry.name):
             # Another process may have fetched it while we waited: a stat tells, or a hash
             # of the new file (what we hashed before is remembered by its stat).
             fh = self.folder.open_current(entry, cache)
-            return fh if fh is not None else self.fetch(entry, cache)
+            if fh is not None:
+                return fh
+            if entry.state == "synced":
+                return self.fetch(entry, cache)  # from the store if it has it, else the remote
+            if self.from_store(entry, cache):  # never pushed, but dumped on this machine
+                fh = self.folder.open_current(entry, cache)
+            if fh is None:
+                raise _not_pushed(entry)
+            return fh
 
     def upload(self, entry: Entry, cache: HashCache) -> str:
         """Upload a model file that still holds ``entry``'s bytes; return its object key."""
@@ -141,24 +247,36 @@ class Transfers:
         jobs: int | None = None,
         on_done: Callable[[int], object] | None = None,
     ) -> TransferReport:
-        """Download the synced ``entries`` whose file is missing or stale, ``jobs`` at a time."""
+        """Bring in the synced ``entries`` whose file is missing or stale, ``jobs`` at a time.
+
+        What the local store holds is linked first, without the network; only the rest is
+        downloaded.
+        """
         cache = self.folder.cache()
         report = TransferReport()
         todo = []
-        for entry in entries:
-            if entry.state != "synced":
-                continue
-            if self.folder.holds(entry, cache):
-                report.skipped.append(entry.name)
-            else:
-                todo.append(entry)
-
-        def one(entry: Entry) -> None:
-            with self.folder.model_lock(entry.name):
-                if not self.folder.holds(entry, cache):  # another process may have won
-                    self.fetch(entry, cache).close()
-
         try:
+            for entry in entries:
+                if entry.state != "synced":
+                    continue
+                if self.folder.holds(entry, cache):
+                    report.skipped.append(entry.name)
+                    continue
+                with self.folder.model_lock(entry.name):
+                    if self.folder.holds(entry, cache):  # another process may have won
+                        report.skipped.append(entry.name)
+                    elif self.store.has(entry.sha256) and self.from_store(entry, cache):
+                        report.linked.append(entry.name)
+                    else:
+                        todo.append(entry)
+            if on_done is not None and report.linked:
+                on_done(len(report.linked))
+
+            def one(entry: Entry) -> None:
+                with self.folder.model_lock(entry.name):
+                    if not self.folder.holds(entry, cache):  # another process may have won
+                        self.fetch(entry, cache).close()
+
             if self._reachable(todo, report):
                 self.run_parallel(todo, one, report, jobs, "pull", on_done)
         finally:

@@ -35,8 +35,9 @@ from typing import Any
 import pytest
 
 from model_filer import Filer
-from model_filer.files import remove_dead_temps, temp_path
+from model_filer.files import remove_dead_temps, remove_dead_temps_in, temp_path
 from model_filer.registry import Entry, Registry, RegistryFile, parse
+from model_filer.store import ObjectStore
 
 
 def seeded(seed: int) -> random.Random:
@@ -662,7 +663,7 @@ def test_a_live_dump_survives_other_processes_recovery(tmp_path, remote):
     pid = _fork(slow_dump)
     try:
         assert os.read(ready_r, 1) == b"1"  # the child is mid-pickle, its temp file half full
-        tmp = folder / ".model_filer" / "tmp"
+        tmp = ObjectStore().root / "tmp"  # a dump pickles into the local object store
         half = [n for n in os.listdir(tmp) if owner_pid(n) == pid]
         assert len(half) == 1 and (tmp / half[0]).stat().st_size > MB
         for i in range(3):  # other operations run recovery and cleanup meanwhile
@@ -670,7 +671,8 @@ def test_a_live_dump_survives_other_processes_recovery(tmp_path, remote):
             assert filer.load("first") == model(0)
         filer.remove("other0")
         assert remove_dead_temps(folder) == 0
-        assert os.listdir(tmp) == half
+        assert remove_dead_temps_in(tmp) == 0
+        assert [n for n in os.listdir(tmp) if n.endswith(".dump.tmp")] == half
     finally:
         os.write(go_w, b"1")
         _, status = os.waitpid(pid, 0)
