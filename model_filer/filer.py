@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -167,6 +166,8 @@ class Filer:
                         self.store.enter(tmp, entry.sha256, entry.size)
                         self.store.link(entry.sha256, src, self.model_path(name))
                 except StoreError as exc:  # e.g. the store was deleted meanwhile
+                    import shutil
+
                     warn_skipped(exc)
                     fh.seek(0)
                     src.unlink(missing_ok=True)

@@ -27,13 +27,11 @@ import errno
 import json
 import os
 import re
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .errors import ModelFilerError, StoreError, StoreWarning
 from .files import owned_temp_name, remove_dead_temps_in
@@ -113,8 +111,7 @@ def reflink(src: Path, dest: Path) -> None:
             raise
 
 
-@dataclass(frozen=True)
-class StoreInfo:
+class StoreInfo(NamedTuple):
     """What ``model-filer cache info`` prints."""
 
     root: Path
@@ -124,8 +121,7 @@ class StoreInfo:
     link: str
 
 
-@dataclass(frozen=True)
-class PruneReport:
+class PruneReport(NamedTuple):
     """What ``prune`` did: objects evicted and bytes freed; bytes kept and objects in use."""
 
     evicted: int
@@ -334,6 +330,8 @@ class ObjectStore:
                     if exc.errno != errno.EMLINK:  # that one is about this object only
                         self._modes[dev] = mode
             if mode == "copy":
+                import shutil  # only for copies: hooks start faster without it
+
                 shutil.copyfile(obj, dest)
         except OSError as exc:
             raise StoreError(self.root, f"{mode} an object into {dest.parent}", exc) from exc
