@@ -25,6 +25,7 @@ from model_filer.cli import main as cli_main
 from model_filer.errors import StoreError, StoreWarning
 from model_filer.store import ObjectStore, default_root
 from tests.support.faultproxy import FaultProxy
+from tests.support.gitrepo import closed_port
 
 MIB = 1024 * 1024
 
@@ -173,6 +174,32 @@ def test_load_and_pull_link_from_the_store_without_the_remote(filer, remote, tmp
     clone.model_path("a").unlink()
     assert clone.load("a") == {"v": 1}
     assert clone.pull().skipped == ["a", "b"]
+
+
+def test_every_version_this_machine_has_seen_loads_offline(
+    tmp_path, s3_address, s3_env, store, monkeypatch
+):
+    author = Filer(tmp_path / "author", s3_address, "s3", store=store)
+    author.dump({"v": 1}, "one", push=True)
+    author.dump({"v": 2}, "two", push=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+
+    clone = clone_of(author, tmp_path / "clone")
+    report = clone.pull()
+    assert (sorted(report.linked), report.failed) == (["one", "two"], {})
+    clone.model_path("one").unlink()
+    assert clone.load("one") == {"v": 1}
+    assert clone.load("two") == {"v": 2}
+
+
+def test_cli_pull_says_what_it_linked(filer, remote, capsys, monkeypatch):
+    filer.dump({"v": 1}, "m", push=True)
+    filer.model_path("m").unlink()
+    empty(remote)
+    assert cli_main(["pull", "--dir", str(filer.local_dir), "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "Fetched 0 model(s); 1 linked from the local store; 0 already present." in out
+    assert filer.load("m") == {"v": 1}
 
 
 def test_a_linked_model_is_present_without_hashing(filer, tmp_path, monkeypatch):
@@ -354,6 +381,24 @@ def test_an_unusable_store_falls_back_to_the_folder_with_a_warning(tmp_path, rem
     with pytest.warns(StoreWarning, match="MODEL_FILER_CACHE_DIR"):
         assert clone.pull().done == ["m"]
     assert clone.load("m") == {"v": 1}
+
+
+def test_a_read_only_store_falls_back_to_the_folder(tmp_path, remote):
+    """``chattr +i``: even root cannot create files in it (the tests run as root)."""
+    root = tmp_path / "store"
+    root.mkdir()
+    if subprocess.run(["chattr", "+i", str(root)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        filer = Filer(tmp_path / "models", str(remote), "local", store=ObjectStore(root))
+        with pytest.warns(StoreWarning, match=f"The local model store {root} cannot be used"):
+            filer.dump({"v": 1}, "m", push=True)
+        clone = clone_of(filer, tmp_path / "clone")
+        with pytest.warns(StoreWarning):
+            assert clone.load("m") == {"v": 1}
+        assert list(root.iterdir()) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(root)], check=True)
 
 
 def test_the_store_error_names_the_folder_and_the_fix(tmp_path):
