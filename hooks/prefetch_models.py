@@ -2,9 +2,9 @@
 
 Only registries that changed between the old and new HEAD are looked at (all of them after a
 clone); of those, only ``synced`` models missing or stale locally are linked from the local
-object store, or else downloaded, in parallel and verified. A network or credential problem never fails the checkout: it warns and prints
-the command to fetch later (``--strict`` makes it fail). ``MODEL_FILER_SKIP_PREFETCH=1``
-turns it off for one command.
+object store, or else downloaded, in parallel and verified. A network or credential problem
+never fails the checkout: it warns and prints the command to fetch later (``--strict`` makes it
+fail). ``MODEL_FILER_SKIP_PREFETCH=1`` turns it off for one command.
 """
 
 from __future__ import annotations

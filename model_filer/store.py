@@ -45,6 +45,9 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _BACKDATE_NS = 1_000_000_000  # entry's mtime is set this far back: a later write must show
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EXDEV, errno.EPERM}
 _NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES}
+# Failures that say the filesystem cannot do it at all, so the next link need not try. (EXDEV
+# is left out: a bind mount of the same filesystem gives it for some folders only.)
+_NEVER = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EPERM}
 
 
 def default_root() -> Path:
@@ -319,7 +322,9 @@ class ObjectStore:
                 except OSError as exc:
                     if exc.errno not in _NO_REFLINK:
                         raise
-                    mode = self._modes[dev] = "hardlink"
+                    mode = "hardlink"
+                    if exc.errno in _NEVER:
+                        self._modes[dev] = mode
             if mode == "hardlink":
                 try:
                     os.link(obj, dest)
@@ -327,7 +332,7 @@ class ObjectStore:
                     if exc.errno not in _NO_HARDLINK:
                         raise
                     mode = "copy"
-                    if exc.errno != errno.EMLINK:  # that one is about this object only
+                    if exc.errno in _NEVER:
                         self._modes[dev] = mode
             if mode == "copy":
                 import shutil  # only for copies: hooks start faster without it
@@ -358,6 +363,8 @@ class ObjectStore:
             prefixes = sorted(os.listdir(top))
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise StoreError(self.root, "list its objects", exc) from exc
         for prefix in prefixes:
             with contextlib.suppress(NotADirectoryError, FileNotFoundError):
                 for rest in sorted(os.listdir(top / prefix)):

@@ -412,6 +412,16 @@ def test_the_store_error_names_the_folder_and_the_fix(tmp_path):
     assert info.value.root == str(blocker)
 
 
+def test_cache_info_on_an_unusable_store_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(blocker / "store"))
+    assert cli_main(["cache", "info"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"model-filer: error: The local model store {blocker / 'store'}")
+    assert "MODEL_FILER_CACHE_DIR" in err and len(err.splitlines()) == 1
+
+
 def test_a_store_deleted_while_in_use(filer, store, remote, tmp_path):
     filer.dump({"v": 1}, "a", push=True)
     shutil.rmtree(store.root)
@@ -486,6 +496,38 @@ def test_two_processes_download_an_object_once(tmp_path, s3_address, s3_env, sto
     assert sorted(out for out, _ in outs) == ["['m']\n", "['m']\n"]
     assert gets == 1
     assert_every_object_hashes_to_its_name(store)
+
+
+KILLED_DUMP = """
+import os, sys
+from model_filer import Filer
+from model_filer.store import ObjectStore
+data = os.urandom(32 * 1024 * 1024)
+print("ready", flush=True)
+Filer(sys.argv[1], sys.argv[2], "local", store=ObjectStore(sys.argv[3])).dump(data, "m")
+"""
+
+
+def test_a_sigkill_during_a_dump_leaves_no_bad_object(tmp_path, remote):
+    store = ObjectStore(tmp_path / "store")
+    for attempt, delay in enumerate((0.0, 0.02, 0.05, 0.1, 0.2, 0.4)):
+        folder = tmp_path / f"models{attempt}"
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_DUMP, str(folder), str(remote), str(store.root)],
+            stdout=subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        assert_every_object_hashes_to_its_name(store)
+        filer = Filer(folder, str(remote), "local", store=store)
+        for entry in filer.list_files():  # a dump that got as far as its registry entry
+            assert filer.load(entry.name) is not None
+    filer.dump(b"after", "n")  # cleans the dead processes' temp files
+    assert [p.name for p in (store.root / "tmp").iterdir()] == []
 
 
 KILLED_PULL = """
