@@ -556,3 +556,33 @@ def test_a_sigkill_at_any_point_leaves_no_bad_object(filer, tmp_path):
         assert clone.load("m") is not None
         assert_every_object_hashes_to_its_name(ObjectStore(store))
         assert [found for found, _ in ObjectStore(store).objects()] == [sha]
+
+
+SWITCH_IN_CHILD = """
+import sys
+from model_filer_hooks.prefetch_models import main
+code = main(["--hook-stage", "post-checkout", sys.argv[1], sys.argv[2], "1"])
+print(code, sorted(m for m in ("git", "boto3", "numpy") if m in sys.modules))
+"""
+
+
+def test_a_switch_linked_from_the_store_imports_neither_gitpython_nor_boto3(repo, remote):
+    from tests.support.gitrepo import commit, git
+
+    filer = Filer(repo / "models", str(remote), "local")
+    shas = {}
+    for version in ("A", "B"):
+        git(repo, "checkout", "-q", "-b", version, "main")
+        filer.dump({"v": version}, "m", push=True, overwrite=True)
+        shas[version] = commit(repo, version)
+    empty(remote)
+    git(repo, "checkout", "-q", "A")
+    child = subprocess.run(
+        [sys.executable, "-c", SWITCH_IN_CHILD, shas["B"], shas["A"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "1 linked from the local store" in child.stdout
+    assert child.stdout.splitlines()[-1] == "0 []"
+    assert filer.load("m") == {"v": "A"}
