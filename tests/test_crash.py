@@ -174,10 +174,24 @@ def owner_pid(temp_name: str) -> int:
     return int(temp_name.split("-")[1])
 
 
+def store_temps() -> list[str]:
+    """The local object store's temp files: a dump pickles into the store."""
+    path = ObjectStore().root / "tmp"
+    return sorted(os.listdir(path)) if path.is_dir() else []
+
+
+def check_store() -> None:
+    """Every object in the local object store hashes to its name, whatever the kill hit."""
+    store = ObjectStore()
+    for sha, _ in store.objects():
+        assert sha256(store.object_path(sha).read_bytes()) == sha, f"object {sha} is bad"
+
+
 # -- the invariants ------------------------------------------------------------------------------
 def check_after_kill(folder: Path, rtype: str = "local") -> Registry:
     """Right after a kill, before any recovery: the registry parses, and every entry's file is
     either right or recoverable from a staged file that carries the entry's sha256."""
+    check_store()
     reg = read_registry(folder, rtype)
     staged = set(internal_files(folder, "staged"))
     for name, entry in reg.entries.items():
@@ -219,7 +233,7 @@ MID_WRITE = (
 
 def landed(folder: Path, pid: int, reg: Registry) -> str:
     """Where in a dump the kill landed, from what the child left behind."""
-    tmp = [n for n in internal_files(folder, "tmp") if owner_pid(n) == pid]
+    tmp = [n for n in internal_files(folder, "tmp") + store_temps() if owner_pid(n) == pid]
     staged = internal_files(folder, "staged")
     if staged:
         name, _, sha = staged[0].rpartition(".")
