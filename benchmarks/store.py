@@ -154,6 +154,17 @@ def bench_switch(root: Path, origin: Path, runs: int) -> tuple[Path, Path]:
         git(bob, "checkout", "-q", "B")  # the hooks bring the file back in line with B
         for branch in ("A", "B"):
             linked.append(timed(lambda b=branch: git(bob, "checkout", "-q", b)))
+    in_process = []  # the library's share: read the registry, lock, check the store, link
+    from model_filer.discovery import filer_for
+
+    for _ in range(runs):
+        for branch in ("A", "B"):
+            git(bob, *no_hooks, "checkout", "-q", branch)
+            filer = filer_for(bob / "models" / ".s3_registry")
+            start = time.perf_counter()
+            report = filer.pull()
+            in_process.append(time.perf_counter() - start)
+            assert report.linked == ["m"], report
     hook_start = [
         timed(
             lambda: subprocess.run(
@@ -175,6 +186,10 @@ def bench_switch(root: Path, origin: Path, runs: int) -> tuple[Path, Path]:
     print(
         f"     of which starting the hook's Python and its imports: {ms(start)}; the rest "
         f"(git calls, registry, lock, link): {ms(max(0.0, extra - start))}"
+    )
+    print(
+        f"   in-process Filer.pull() of the switched model (registry, locks, store, link): "
+        f"{ms(statistics.median(in_process))}"
     )
     print(f"   fresh download / link: {f / li:.0f}x")
     return bob, template
