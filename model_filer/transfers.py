@@ -117,7 +117,12 @@ class Transfers:
                     "object was changed or damaged; it was not loaded. Ask the model's "
                     "author to dump and push it again."
                 )
-            fh.flush()
+            try:
+                fh.flush()
+            except OSError as exc:  # the last buffered bytes, on a disk now full
+                if store is None:
+                    raise
+                raise StoreError(store.root, "write a download", exc) from exc
         except BaseException:
             fh.close()
             raise
