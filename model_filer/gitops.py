@@ -168,14 +168,12 @@ def changed_registries(repo: Repo, old: str | None, new: str) -> list[str]:
     """Registry paths present at ``new`` that differ from ``old`` (all of them without ``old``)."""
     if not old or old == NULL_REF:  # after a clone
         return sorted(registries_at(repo, new))
-    try:
-        old_commit = _commit(repo, old)
-    except ModelFilerError:
-        return sorted(registries_at(repo, new))  # e.g. a ref from a discarded history
-    # Plumbing, so user diff settings do not apply; a rename counts as its new path.
+    # One plumbing call (user diff settings do not apply; a rename counts as its new path).
     args = ["diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=d"]
-    out = run([*args, old_commit, _commit(repo, new)], _top(repo)).stdout
-    return sorted({p for p in out.decode().split("\0") if p and remote_type_of(p)})
+    done = run([*args, f"{old}^{{commit}}", f"{new}^{{commit}}", "--"], _top(repo), check=False)
+    if done.returncode != 0:  # e.g. an old ref from a discarded history: look at them all
+        return sorted(registries_at(repo, new))
+    return sorted({p for p in done.stdout.decode().split("\0") if p and remote_type_of(p)})
 
 
 def rebase_in_progress(repo: Repo) -> bool:
