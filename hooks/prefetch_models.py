@@ -1,10 +1,10 @@
 """post-checkout / post-merge / post-rewrite hook: fetch the models the new HEAD's registries name.
 
 Only registries that changed between the old and new HEAD are looked at (all of them after a
-clone); of those, only ``synced`` models missing or stale locally are downloaded, in parallel
-and verified. A network or credential problem never fails the checkout: it warns and prints
-the command to fetch later (``--strict`` makes it fail). ``MODEL_FILER_SKIP_PREFETCH=1``
-turns it off for one command.
+clone); of those, only ``synced`` models missing or stale locally are linked from the local
+object store, or else downloaded, in parallel and verified. A network or credential problem
+never fails the checkout: it warns and prints the command to fetch later (``--strict`` makes it
+fail). ``MODEL_FILER_SKIP_PREFETCH=1`` turns it off for one command.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import fnmatch
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,33 +27,13 @@ from model_filer.hookapi import (
     changed_registries,
     count_bar,
     open_repo,
+    parse_size,
     rebase_in_progress,
     trusted_filer,
 )
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
 SHOWN = 10  # failures named one by one; a dead network would otherwise print one per model
-_SIZE_RE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*")
-_UNITS = {
-    "": 1,
-    "k": 1e3,
-    "m": 1e6,
-    "g": 1e9,
-    "t": 1e12,
-    "ki": 1024,
-    "mi": 1024**2,
-    "gi": 1024**3,
-    "ti": 1024**4,
-}
-
-
-def parse_size(text: str) -> int:
-    """``"500MB"``, ``"2GiB"``, ``"1024"`` -> bytes."""
-    match = _SIZE_RE.fullmatch(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 500MB, 2GiB, 1024")
-    unit = (match.group(2) or "").lower().rstrip("b")
-    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,7 +126,7 @@ def _quiet(_: int) -> None:
 
 def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) -> int:
     """Fetch what ``registries`` need; print a summary; return the number of failures."""
-    fetched = failed = current = 0
+    fetched = linked = failed = current = 0
     with _terminal() as tty:
         for rel in registries:
             folder = os.path.dirname(rel) or "."
@@ -168,6 +147,7 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
                 failed += 1
                 continue
             fetched += len(report.done)
+            linked += len(report.linked)
             current += len(report.skipped)
             failures = sorted(report.failed.items())
             for name, error in failures[:SHOWN]:
@@ -177,10 +157,11 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
             if report.failed:
                 print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
                 failed += len(report.failed)
-    if fetched or failed:
+    if fetched or failed or linked:
+        from_store = f"{linked} linked from the local store, " if linked else ""
         print(
-            f"prefetch-models: {fetched} model(s) fetched, {current} already present, "
-            f"{failed} failed."
+            f"prefetch-models: {fetched} model(s) fetched, {from_store}{current} already "
+            f"present, {failed} failed."
         )
     return failed
 

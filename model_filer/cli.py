@@ -112,7 +112,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     filer = _filer(args)
     report = filer.pull(_names(args, "pull"), jobs=args.jobs)
-    print(f"Fetched {len(report.done)} model(s); {len(report.skipped)} already present.")
+    linked = f"; {len(report.linked)} linked from the local store" if report.linked else ""
+    print(f"Fetched {len(report.done)} model(s){linked}; {len(report.skipped)} already present.")
     report.raise_failures("pull")
     return 0
 
@@ -151,6 +152,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
             bad += 1
             print(f"{path}: sha256 {sha} does not match the registry ({entry.sha256})")
     print("All present model files match the registry." if not bad else f"{bad} mismatch(es).")
+    return 1 if bad else 0
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from .store import ObjectStore
+
+    info = ObjectStore().info(Path(args.dir))
+    print(f"location:  {info.root}")
+    print(f"objects:   {info.objects} ({info.linked} linked from a checkout)")
+    print(f"bytes:     {_human(info.bytes)}")
+    print(f"link type: {info.link}  (for models in {Path(args.dir).resolve()})")
+    return 0
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from .store import ObjectStore
+
+    done = ObjectStore().prune(args.max_size)
+    print(
+        f"Evicted {done.evicted} object(s), freed {_human(done.freed)}; the store holds "
+        f"{_human(done.remaining)} ({done.in_use} object(s) in use by checkouts are kept)."
+    )
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    from .store import ObjectStore
+
+    store = ObjectStore()
+    good, bad = store.verify()
+    for sha in bad:
+        print(f"{store.object_path(sha)}: its bytes do not hash to its name; removed")
+    print(f"{good} object(s) verified, {len(bad)} bad one(s) removed (fetched again on use).")
     return 1 if bad else 0
 
 
@@ -312,6 +346,22 @@ def _folder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-address", help="override the remote address the registry records")
 
 
+def _cache_parsers(cache: argparse.ArgumentParser) -> None:
+    from .sizes import parse_size
+
+    sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    p = sub.add_parser("info", help="location, objects, bytes and the link type in use")
+    p.add_argument("-d", "--dir", default=".", help="model folder to tell the link type for")
+    p.set_defaults(func=cmd_cache_info)
+    p = sub.add_parser("prune", help="evict least recently used objects no checkout uses")
+    p.add_argument(
+        "--max-size", required=True, type=parse_size, metavar="SIZE", help="e.g. 20GB, 500MiB"
+    )
+    p.set_defaults(func=cmd_cache_prune)
+    p = sub.add_parser("verify", help="re-hash every object; remove bad ones")
+    p.set_defaults(func=cmd_cache_verify)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="model-filer", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -343,6 +393,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-hash local model files against the registry")
     _folder_options(p)
     p.set_defaults(func=cmd_verify)
+    _cache_parsers(sub.add_parser("cache", help="the local object store shared by checkouts"))
     p = sub.add_parser("install-hooks", help="plain git hooks + registry merge driver")
     p.add_argument(
         "--merge-driver-only",

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import gitops
 from .filer import Filer
 from .install import install_hooks, write_hooks
+from .store import CACHE_ENV, ObjectStore
 
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "Demo",
@@ -51,9 +52,10 @@ def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> tuple[int, str]:
-    """Run git as the demo's author; return its exit status and everything it printed."""
-    done = gitops.run(args, cwd, env=_IDENTITY, check=False)
+def _git(cwd: Path, *args: str, check: bool = True, store: Path | None = None) -> tuple[int, str]:
+    """Run git as the demo's author (hooks using ``store``); return its exit status and output."""
+    env = _IDENTITY if store is None else {**_IDENTITY, CACHE_ENV: str(store)}
+    done = gitops.run(args, cwd, env=env, check=False)
     text = (done.stdout + done.stderr).decode(errors="replace")
     if check and done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed:\n{text}")
@@ -72,6 +74,8 @@ def run_demo(keep: bool = False) -> int:
         remote = root / "shared-drive"
         remote.mkdir()
         alice, bob = root / "alice", root / "bob"
+        # Two people, two machines: each has a local object store of their own.
+        stores = {who: ObjectStore(root / f"{who}-store") for who in ("alice", "bob")}
         _say(f"Alice's repo at {alice}, with model_filer's git hooks; remote {remote}")
         alice.mkdir()
         _git(alice, "init", "-q", "-b", "main")
@@ -85,7 +89,7 @@ def run_demo(keep: bool = False) -> int:
         rng = random.Random(0)  # noqa: S311 - demo data, not crypto
         xs = [rng.uniform(50, 200) for _ in range(200)]
         model = LinearModel.fit(xs, [3000 * x + 20000 + rng.gauss(0, 5000) for x in xs])
-        filer = Filer(alice / "models", str(remote), remote_type="local")
+        filer = Filer(alice / "models", str(remote), "local", store=stores["alice"])
         filer.dump(model, "house_prices")
         filer.show_files()
 
@@ -107,7 +111,13 @@ def run_demo(keep: bool = False) -> int:
         # that `git clone` ends with (`model-filer install-hooks --template-dir DIR`).
         write_hooks(root / "git-template" / "hooks")
         _, fetched = _git(
-            root, "clone", "-q", f"--template={root / 'git-template'}", str(alice), str(bob)
+            root,
+            "clone",
+            "-q",
+            f"--template={root / 'git-template'}",
+            str(alice),
+            str(bob),
+            store=stores["bob"].root,
         )
         install_hooks(bob, hooks=False)
         _show(fetched)
@@ -115,7 +125,8 @@ def run_demo(keep: bool = False) -> int:
         print("   bob/models:", sorted(p.name for p in (bob / "models").iterdir()))
 
         _say("Bob loads it: filer.load('house_prices')")
-        theirs = Filer(bob / "models", str(remote), remote_type="local").load("house_prices")
+        bobs = Filer(bob / "models", str(remote), "local", store=stores["bob"])
+        theirs = bobs.load("house_prices")
         same = theirs.predict(120.0) == model.predict(120.0)
         print(
             f"   price of 120 m2: Alice {model.predict(120.0):,.0f}, "

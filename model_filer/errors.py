@@ -228,3 +228,29 @@ class UntrustedModelError(ModelFilerError):
 
 class UntrustedModelWarning(ModelFilerWarning):
     """A dumped model imports globals outside the trusted set: load will refuse it."""
+
+
+class StoreError(ModelFilerError):
+    """The local object store cannot be used (unwritable, full, deleted, misconfigured).
+
+    Attributes
+    ----------
+    root : str
+        The store's folder.
+    action : str
+        What was being done when it failed.
+    """
+
+    def __init__(self, root: object, action: str, cause: object) -> None:
+        self.root = str(root)
+        self.action = action
+        reason = getattr(cause, "strerror", None) or str(cause)
+        super().__init__(
+            f"The local model store {self.root} cannot be used ({action}: {reason}). Make it "
+            "writable and free some space (`model-filer cache prune --max-size 10GB`), or "
+            "point MODEL_FILER_CACHE_DIR at another folder."
+        )
+
+
+class StoreWarning(ModelFilerWarning):
+    """The local store was skipped: models were fetched or copied directly instead."""

@@ -6,18 +6,22 @@ transfers (:mod:`model_filer.transfers`) move bytes, the serializers turn models
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from . import serializers
-from .errors import ImmutableEntryError, ModelExistsError, UnknownModelError
+from .errors import ImmutableEntryError, ModelExistsError, StoreError, UnknownModelError
 from .files import ensure_gitignore
 from .folder import ModelFolder
+from .hashing import CHUNK
 from .names import check_name
 from .registry import Entry, Registry
 from .remotes import PATIENT, Network, Remote, get_remote
+from .store import ObjectStore, warn_skipped
 from .transfers import TransferReport, Transfers
 from .trust import trusted_set
 
@@ -36,6 +40,10 @@ class Filer:
         ``'s3'`` or ``'local'``.
     network : Network, optional
         Timeouts and retries of the remote (git hooks pass a fail-fast policy).
+    store : ObjectStore, optional
+        The local object store the model files link to; default: the user's
+        (``MODEL_FILER_CACHE_DIR``, else ``$XDG_CACHE_HOME/model_filer``, else
+        ``~/.cache/model_filer``).
 
     Raises
     ------
@@ -52,12 +60,20 @@ class Filer:
         remote_type: str = "s3",
         *,
         network: Network = PATIENT,
+        store: ObjectStore | None = None,
     ) -> None:
         self.remote: Remote = get_remote(remote_type, remote_address, network)
         self.remote_type = remote_type
         self.local_dir = Path(local_dir)
-        self.folder = ModelFolder(self.local_dir, remote_type, self._new_registry, self._check)
-        self.transfers = Transfers(self.folder, self.remote)
+        self.store = ObjectStore() if store is None else store
+        self.folder = ModelFolder(
+            self.local_dir,
+            remote_type,
+            self._new_registry,
+            self._check,
+            lambda entry, st: self.store.vouches(entry.sha256, entry.size, st),
+        )
+        self.transfers = Transfers(self.folder, self.remote, self.store)
         self.folder.read()  # fail early on an unreadable registry or another remote's
 
     def _new_registry(self) -> Registry:
@@ -123,15 +139,69 @@ class Filer:
         self._check_dump(self.folder.peek(), name, overwrite)  # fail before a long pickling
         self.local_dir.mkdir(parents=True, exist_ok=True)
         ensure_gitignore(self.local_dir)
-        tmp = self.folder.temp(f"{name}.dump")
+        src, entry = self._pickle(model, name)
         try:
-            with open(tmp, "wb") as fh:
-                entry = serializers.dump_entry(model, name, fh, self.local_dir)
-            self.folder.commit_dump(tmp, entry, lambda reg: self._check_dump(reg, name, overwrite))
+            self.folder.commit_dump(src, entry, lambda reg: self._check_dump(reg, name, overwrite))
         finally:
-            tmp.unlink(missing_ok=True)
+            src.unlink(missing_ok=True)
+        with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
+            self.store.settle(entry.sha256)  # the renames into place moved its ctime
         if push:
             self.push(name)
+
+    def _pickle(self, model: Any, name: str) -> tuple[Path, Entry]:
+        """Pickle ``model`` into the store and link the object into a folder temp file.
+
+        The bytes are written once, into a store temp file that is renamed to its sha256
+        once the hash is known; the folder gets a link to it. When the store cannot be
+        used, the model is pickled into the folder as before. Returns the folder temp file
+        to commit and its entry.
+        """
+        try:
+            tmp = self.store.temp(f"{name}.dump")
+        except StoreError as exc:
+            warn_skipped(exc)
+            return self._pickle_into(self.folder.temp(f"{name}.dump"), model, name, self.local_dir)
+        src = self.folder.temp(f"{name}.dump")
+        try:
+            with open(tmp, "w+b") as fh:
+                try:
+                    entry = serializers.dump_entry(model, name, fh, self.local_dir)
+                    fh.flush()
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    warn_skipped(StoreError(self.store.root, "write a model", exc))
+                    with contextlib.suppress(OSError):
+                        fh.close()  # its buffer cannot be flushed either: drop it
+                    return self._pickle_into(src, model, name, self.local_dir)
+                try:
+                    with self.store.locked(entry.sha256):
+                        self.store.enter(tmp, entry.sha256, entry.size)
+                        self.store.link(entry.sha256, src, self.model_path(name))
+                except StoreError as exc:  # e.g. the store was deleted meanwhile
+                    import shutil
+
+                    warn_skipped(exc)
+                    fh.seek(0)
+                    src.unlink(missing_ok=True)
+                    with open(src, "wb") as out:
+                        shutil.copyfileobj(fh, out, CHUNK)
+            return src, entry
+        except BaseException:
+            src.unlink(missing_ok=True)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _pickle_into(path: Path, model: Any, name: str, local_dir: Path) -> tuple[Path, Entry]:
+        try:
+            with open(path, "wb") as fh:
+                return path, serializers.dump_entry(model, name, fh, local_dir)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     def load(self, name: str, rev: str | None = None, trusted: Iterable[str] | None = None) -> Any:
         """Load a model: from the local file when it holds the registry's bytes, else download.

@@ -1,9 +1,9 @@
 """Every git call model_filer makes, in one place and one style.
 
-Plain ``git`` processes through :func:`run` (as pre-commit's ``cmd_output``): the commit-time
-hook must feel instant and spawns ``git cat-file --batch`` once for all files instead of
-importing GitPython. GitPython serves only where its object model helps (tree diffs between two
-revisions, for the post-checkout hook), imported when first needed.
+Plain ``git`` processes through :func:`run` (as pre-commit's ``cmd_output``): the hooks must
+feel instant, so they spawn ``git cat-file --batch`` once for all files and ``git diff-tree``
+for two revisions instead of importing GitPython (which alone costs more than a branch switch
+linked from the local object store).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from .errors import ModelFilerError
 from .files import remote_type_of
@@ -116,32 +116,41 @@ def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes
     return result
 
 
-# -- GitPython, where its object model helps ------------------------------------------------
+# -- revisions and the repository (plain git: the checkout hook must start fast) -----------
 
 
-def open_repo(path: Path | None = None) -> Any:
-    """The GitPython repository containing ``path`` (default: the current directory)."""
-    import git
+class Repo(NamedTuple):
+    """The repository a hook runs in: its working tree and its (per-worktree) git folder."""
 
-    try:
-        return git.Repo(path or Path.cwd(), search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise ModelFilerError(f"{path or Path.cwd()} is not inside a git repository.") from None
+    working_tree_dir: str
+    git_dir: str
 
 
-def _commit(repo: Any, rev: str) -> Any:
-    import git
+def open_repo(path: Path | None = None) -> Repo:
+    """The repository containing ``path`` (default: the current directory)."""
+    done = run(["rev-parse", "--show-toplevel", "--absolute-git-dir"], path, check=False)
+    lines = done.stdout.decode(errors="replace").splitlines()
+    if done.returncode != 0 or len(lines) != 2:
+        raise ModelFilerError(f"{path or Path.cwd()} is not inside a git repository.")
+    return Repo(lines[0], lines[1])
 
-    try:
-        return repo.commit(rev)
-    except (git.BadName, ValueError, git.GitCommandError):
-        raise ModelFilerError(f"Unknown git revision {rev!r}.") from None
+
+def _commit(repo: Repo, rev: str) -> str:
+    """The commit sha ``rev`` names."""
+    done = run(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], _top(repo), check=False)
+    if done.returncode != 0:
+        raise ModelFilerError(f"Unknown git revision {rev!r}.")
+    return done.stdout.decode().strip()
 
 
-def registries_at(repo: Any, rev: str) -> dict[str, bytes]:
+def _top(repo: Repo) -> Path:
+    return Path(repo.working_tree_dir)
+
+
+def registries_at(repo: Repo, rev: str) -> dict[str, bytes]:
     """Every registry file tracked at ``rev``: path -> content."""
-    sha = _commit(repo, rev).hexsha
-    top = Path(repo.working_tree_dir)
+    sha = _commit(repo, rev)
+    top = _top(repo)
     # One `git ls-tree` and one `git cat-file --batch`: walking the tree object by object in
     # Python costs seconds in a large repository.
     listing = run(["ls-tree", "-r", "-z", "--full-tree", "--name-only", sha], top).stdout
@@ -150,21 +159,19 @@ def registries_at(repo: Any, rev: str) -> dict[str, bytes]:
     return {p: blob for p in paths if (blob := blobs[f"{sha}:{p}"]) is not None}
 
 
-def changed_registries(repo: Any, old: str | None, new: str) -> list[str]:
+def changed_registries(repo: Repo, old: str | None, new: str) -> list[str]:
     """Registry paths present at ``new`` that differ from ``old`` (all of them without ``old``)."""
     if not old or old == NULL_REF:  # after a clone
         return sorted(registries_at(repo, new))
-    try:
-        old_commit = _commit(repo, old)
-    except ModelFilerError:
-        return sorted(registries_at(repo, new))  # e.g. a ref from a discarded history
-    diffs = old_commit.diff(_commit(repo, new))
-    return sorted(
-        {d.b_path for d in diffs if d.b_path and not d.deleted_file and remote_type_of(d.b_path)}
-    )
+    # One plumbing call (user diff settings do not apply; a rename counts as its new path).
+    args = ["diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=d"]
+    done = run([*args, f"{old}^{{commit}}", f"{new}^{{commit}}", "--"], _top(repo), check=False)
+    if done.returncode != 0:  # e.g. an old ref from a discarded history: look at them all
+        return sorted(registries_at(repo, new))
+    return sorted({p for p in done.stdout.decode().split("\0") if p and remote_type_of(p)})
 
 
-def rebase_in_progress(repo: Any) -> bool:
+def rebase_in_progress(repo: Repo) -> bool:
     """Whether a rebase is under way (its checkouts are not the user's)."""
     git_dir = Path(repo.git_dir)
     return (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists()

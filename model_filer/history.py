@@ -22,8 +22,7 @@ from .errors import (
     UnknownModelError,
     UnknownRevisionError,
 )
-from .files import folder_lock, internal_dir, registry_filename, remote_type_of
-from .hashing import HashCache, sha256_stream
+from .files import registry_filename, remote_type_of
 from .names import check_name
 from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry, parse
 from .trust import TrustedSet
@@ -31,7 +30,6 @@ from .trust import TrustedSet
 if TYPE_CHECKING:
     from .filer import Filer
 
-OBJECTS_DIR = "objects"  # verified bytes of versions the working tree does not hold
 _ENTRY_HEAD = re.compile(rb"  ([A-Za-z0-9][A-Za-z0-9_.+-]{0,127}):")
 _SPLIT = re.compile(rb"\n(?=  \S)")
 
@@ -240,69 +238,27 @@ def load_at(filer: Filer, name: str, rev: str, trusted: TrustedSet) -> Any:
 def open_verified(filer: Filer, entry: Entry, rev: str = "") -> IO[bytes]:
     """A readable file holding exactly ``entry``'s bytes, fetched and verified if needed.
 
-    The one place a version's bytes come from: the working tree's ``<name>.pkl`` when the
-    hash cache vouches it holds them, else a verified copy in the folder's object cache, else
-    :meth:`Filer.open` when the working tree's registry names the same bytes, else the remote
-    into the object cache. A version the working tree does not name never replaces
-    ``<name>.pkl``. (The content-addressed local store replaces the object cache here.)
+    The working tree's ``<name>.pkl`` when the hash cache vouches that it holds them (a
+    ``stat``), else the local object store, which downloads a version it lacks first. A
+    version the working tree does not name never replaces ``<name>.pkl``.
     """
-    cache = HashCache(filer.local_dir)
-    for path in (filer.model_path(entry.name), object_path(filer.local_dir, entry.sha256)):
-        fh = _open_object(path, entry, cache, rehash=path.name == entry.sha256)
-        if fh is not None:  # verified bytes: by the stat cache, or hashed just now
-            return fh
-    current = filer.folder.read().entries.get(entry.name)
-    if current is not None and (current.sha256, current.size) == (entry.sha256, entry.size):
-        return filer.open(current)  # the working tree's version: fetched into place
-    path = object_path(filer.local_dir, entry.sha256)
-    if entry.key is None:
-        raise LocalOnlyError(
-            f"{entry.name!r} at {rev or 'that revision'} is local: it was never pushed, so its "
-            "bytes exist only on the machine that dumped it."
-        )
-    with folder_lock(filer.local_dir, f"object-{entry.sha256}"):
-        cache = filer.folder.cache()
-        fh = _open_object(path, entry, cache)  # another process won?
-        return fh if fh is not None else _fetch_object(filer, entry, path, cache)
-
-
-def object_path(local_dir: Path, sha256: str) -> Path:
-    """Where the folder keeps verified bytes of a version by their sha256."""
-    return local_dir / ".model_filer" / OBJECTS_DIR / sha256
-
-
-def _open_object(
-    path: Path, entry: Entry, cache: HashCache, rehash: bool = True
-) -> IO[bytes] | None:
+    path = filer.model_path(entry.name)
     try:
         fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
     except FileNotFoundError:
-        return None
-    st = os.fstat(fh.fileno())
-    if cache.lookup_stat(path, st) == entry.sha256:
-        return fh
-    if rehash and st.st_size == entry.size and sha256_stream(fh) == entry.sha256:
-        cache.record(path, entry.sha256, st)
-        cache.save()
-        fh.seek(0)
-        return fh
-    fh.close()
-    return None
-
-
-def _fetch_object(filer: Filer, entry: Entry, path: Path, cache: HashCache) -> IO[bytes]:
-    """Download a version into the folder's object cache, verified; return it open."""
-
-    def place(tmp: Path) -> None:
-        (internal_dir(filer.local_dir) / OBJECTS_DIR).mkdir(exist_ok=True)
-        os.chmod(tmp, 0o444)  # named by content: never edited in place
-        os.replace(tmp, path)
-        cache.record(path, entry.sha256)
-
+        pass
+    else:
+        if filer.folder.cache().lookup_stat(path, os.fstat(fh.fileno())) == entry.sha256:
+            return fh
+        fh.close()
     try:
-        return filer.transfers.fetch(entry, cache, place)
-    finally:
-        cache.save()
+        return filer.transfers.fetch_object(entry)
+    except LocalOnlyError:
+        raise LocalOnlyError(
+            f"{entry.name!r} at {rev or 'that revision'} is local: it was never pushed, and "
+            "this machine's store does not have its bytes. Load it on the machine that "
+            "dumped it."
+        ) from None
 
 
 # -- log ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .progress import count_bar
 from .registry import Entry, Registry, parse
 from .remote_trust import override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
+from .sizes import parse_size
 from .trust import TrustedSet, can_trust, project_patterns
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "open_repo",
     "override_of",
     "parse",
+    "parse_size",
     "project_patterns",
     "read_blobs",
     "rebase_in_progress",

@@ -1,17 +1,19 @@
 """Moving model bytes between a model folder and its remote: one entry, or many in parallel.
 
 Every download takes one path (as huggingface_hub's ``_download_to_tmp_and_move``): stream
-into a temp file beside its final place while hashing, check size and sha256, then rename it
-into place and hand back the already-open, verified descriptor. Bytes that fail the check are
-deleted and never returned.
+into a temp file in the local object store while hashing, check size and sha256, enter it in
+the store, link it into the model folder and hand back the already-open, verified descriptor.
+Bytes that fail the check are deleted and never returned. What the store already holds is
+linked without the network; when the store cannot be used, downloads go straight into the
+model folder as before.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 from . import resume
 from .errors import (
@@ -20,6 +22,7 @@ from .errors import (
     LocalOnlyError,
     ModelFilerError,
     RemoteError,
+    StoreError,
     TransferError,
 )
 from .files import PARTIAL_DIR, internal_dir
@@ -29,14 +32,15 @@ from .names import object_key
 from .progress import byte_bar, count_bar
 from .registry import Entry
 from .remotes import Progress, Remote
+from .store import ObjectStore, warn_skipped
 
 DEFAULT_JOBS = 16
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
 # pull fetches models this small without the per-model lock file. That lock only spares a
-# second process the same download; installing is atomic and idempotent (verified bytes
-# renamed into place), and for a small model the lock file costs more CPU than the duplicate
-# download it might save.
+# second process the same work; the object's own lock in the store still makes one download,
+# and installing is atomic and idempotent (verified bytes renamed into place).
 UNLOCKED_FETCH = 1024 * 1024
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TransferReport:
@@ -45,15 +49,34 @@ class TransferReport:
     def __init__(self) -> None:
         self.done: list[str] = []
         self.skipped: list[str] = []
+        self.linked: list[str] = []  # linked from the local store, no download
         self.failed: dict[str, ModelFilerError] = {}
 
     def __repr__(self) -> str:
-        return f"TransferReport(done={self.done}, skipped={self.skipped}, failed={self.failed})"
+        return (
+            f"TransferReport(done={self.done}, linked={self.linked}, skipped={self.skipped}, "
+            f"failed={self.failed})"
+        )
 
     def raise_failures(self, action: str) -> None:
         """Raise one :class:`TransferError` keeping every failure, if any."""
         if self.failed:
             raise TransferError(action, self.failed)
+
+
+class _StoreFile:
+    """A store temp file being downloaded into: its write errors (a full disk) belong to the
+    store, so the download can fall back to the model folder instead of failing."""
+
+    def __init__(self, fh: IO[bytes], store: ObjectStore) -> None:
+        self._fh = fh
+        self._store = store
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            raise StoreError(self._store.root, "write a download", exc) from exc
 
 
 def _not_pushed(entry: Entry) -> LocalOnlyError:
@@ -67,32 +90,36 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
 class Transfers:
     """Fetch and upload the entries of one folder to and from one remote."""
 
-    def __init__(self, folder: ModelFolder, remote: Remote) -> None:
+    def __init__(self, folder: ModelFolder, remote: Remote, store: ObjectStore) -> None:
         self.folder = folder
         self.remote = remote
+        self.store = store
 
     # -- one entry ----------------------------------------------------------------------------
-    def fetch(
-        self, entry: Entry, cache: HashCache, place: Callable[[Path], None] | None = None
-    ) -> IO[bytes]:
-        """Download ``entry``, verify it, rename it into place; return it open at offset 0.
+    def _download(
+        self,
+        entry: Entry,
+        temp: Callable[[str], Path],
+        partial_dir: Path,
+        store: ObjectStore | None,
+    ) -> tuple[Path, IO[bytes]]:
+        """Download ``entry`` into a temp file, verify it; return the file and it open at 0.
 
-        ``place`` moves the verified temp file to where it belongs (default: the model file).
-        The caller holds the lock of that place. A big download resumes: its partial file
-        outlives a kill or a cut connection (:mod:`model_filer.resume`), unless what arrived
-        failed verification.
+        ``temp`` names a fresh temp file; a big download resumes instead, from its partial
+        file in ``partial_dir``, which outlives a kill or a cut connection (see
+        :mod:`model_filer.resume`) unless what arrived failed verification. The caller moves
+        the returned file into place and deletes it if that fails. With ``store``, a failed
+        write (a full disk) is the store's :class:`StoreError`, not the remote's.
         """
-        if entry.state != "synced" or entry.key is None:
+        if entry.key is None:
             raise _not_pushed(entry)
         resumable = entry.size > resume.RESUMABLE_ABOVE
         if resumable:
-            tmp = resume.claim_partial(
-                internal_dir(self.folder.local_dir) / PARTIAL_DIR, entry.sha256
-            )
-            tmp.parent.mkdir(parents=True, exist_ok=True)
+            partial_dir.mkdir(parents=True, exist_ok=True)
+            tmp = resume.claim_partial(partial_dir, entry.sha256)
         else:
-            tmp = self.folder.temp(f"{entry.name}.download")
-        keep = False
+            tmp = temp(f"{entry.name}.download")
+        done = keep = False
         try:
             with byte_bar(entry.size, entry.name) as progress:
                 if resumable:
@@ -100,7 +127,7 @@ class Transfers:
                         self.remote, entry.key, entry.size, entry.sha256, tmp, progress
                     )
                 else:
-                    size, sha = self._download(entry.key, entry.size, tmp, progress)
+                    size, sha = self._stream(entry.key, entry.size, tmp, progress, store)
             if size != entry.size or sha != entry.sha256:
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
@@ -113,56 +140,166 @@ class Transfers:
                     actual=(size, sha),
                 )
             fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
-            try:
-                if place is None:
-                    self.folder.install(tmp, entry, cache)
-                else:
-                    place(tmp)
-            except BaseException:
-                fh.close()
-                raise
+            done = True
+            return tmp, fh
         except IntegrityError:
             raise
-        except BaseException:
+        except OSError as exc:
             keep = resumable  # the next attempt continues from what arrived
+            if store is not None and exc.errno in _DISK_FULL:
+                raise StoreError(store.root, "write a download", exc) from exc
+            raise
+        except BaseException:
+            keep = resumable
             raise
         finally:
-            if not keep:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-        return fh
+            if not done and not keep:
+                tmp.unlink(missing_ok=True)
 
-    def _download(
-        self, key: str, size: int, tmp: Path, progress: Progress | None
+    def _stream(
+        self, key: str, size: int, tmp: Path, progress: Progress | None, store: ObjectStore | None
     ) -> tuple[int, str]:
-        """Stream an object into ``tmp``; return the size and sha256 that arrived."""
+        """Stream an object into ``tmp`` while hashing; return the size and sha256 that came."""
         with open(tmp, "wb") as fh:
             # A big download is hashed in a thread of its own, off the transfer's single
             # writer thread; for a small one that thread costs more than it saves.
-            sink = HashingWriter(fh, offload_bytes=0 if size > OFFLOAD_ABOVE else CHUNK)
+            target = fh if store is None else cast(IO[bytes], _StoreFile(fh, store))
+            sink = HashingWriter(target, offload_bytes=0 if size > OFFLOAD_ABOVE else CHUNK)
             try:
                 self.remote.download(key, sink, progress, size)
             finally:
                 sha = sink.hexdigest()  # also stops the hashing thread on failure
+            try:
+                fh.flush()
+            except OSError as exc:  # the last buffered bytes, on a disk now full
+                if store is None:
+                    raise
+                raise StoreError(store.root, "write a download", exc) from exc
         return sink.size, sha
 
-    def open(self, entry: Entry, cache: HashCache) -> IO[bytes]:
-        """The verified model file of ``entry``, downloaded first when it is missing or stale.
+    def _download_to_store(self, entry: Entry) -> IO[bytes]:
+        """Download ``entry`` and enter it in the store (its lock held); return it open."""
+        tmp, fh = self._download(entry, self.store.temp, self.store.root / PARTIAL_DIR, self.store)
+        try:
+            self.store.enter(tmp, entry.sha256, entry.size)
+        except BaseException:
+            fh.close()
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return fh
 
-        The local file is hashed at most once; a download happens under the model's lock,
-        after checking that another process did not fetch it meanwhile.
+    def _link_in(self, entry: Entry, cache: HashCache) -> None:
+        """Link the store's object of ``entry`` into the model folder (object lock held)."""
+        dest = self.folder.temp(f"{entry.name}.link")
+        try:
+            self.store.link(entry.sha256, dest, self.folder.model_path(entry.name))
+            self.folder.install(dest, entry, cache)
+            self.store.settle(entry.sha256)
+        finally:
+            dest.unlink(missing_ok=True)
+
+    def from_store(self, entry: Entry, cache: HashCache) -> bool:
+        """Link ``entry``'s bytes from the local store if it has them: no network, no hashing.
+
+        The caller holds the model's lock. Returns whether the model file is now in place.
+        """
+        try:
+            with self.store.locked(entry.sha256):
+                if self.store.lookup(entry.sha256, entry.size) is None:
+                    return False
+                self._link_in(entry, cache)
+        except StoreError as exc:
+            warn_skipped(exc)
+            return False
+        return True
+
+    def fetch(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+        """Download ``entry`` into the store, verify it, link it into place; return it open.
+
+        When the store cannot be used, the download goes straight into the model folder.
+        The caller holds the model's lock.
+        """
+        if entry.state != "synced" or entry.key is None:
+            raise _not_pushed(entry)
+        try:
+            fh = self._fetch_into_store(entry, cache)
+        except StoreError as exc:
+            warn_skipped(exc)
+            fh = self._fetch_direct(entry, cache)
+        fh.seek(0)
+        return fh
+
+    def _fetch_into_store(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+        with self.store.locked(entry.sha256):  # another process fetching it: wait, then link
+            obj = self.store.lookup(entry.sha256, entry.size)
+            fh = open(obj, "rb") if obj is not None else self._download_to_store(entry)  # noqa: SIM115
+            try:
+                self._link_in(entry, cache)
+            except BaseException:
+                fh.close()
+                raise
+        return fh
+
+    def _fetch_direct(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+        partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
+        tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
+        try:
+            self.folder.install(tmp, entry, cache)
+        except BaseException:
+            fh.close()
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return fh
+
+    def fetch_object(self, entry: Entry) -> IO[bytes]:
+        """``entry``'s verified bytes, open, without touching the model folder's files.
+
+        From the store, downloaded into it first when it lacks them (a version the working
+        tree does not name, for history). Without a usable store, a private download that is
+        deleted once open.
+        """
+        try:
+            with self.store.locked(entry.sha256):
+                obj = self.store.lookup(entry.sha256, entry.size)
+                if obj is not None:
+                    return open(obj, "rb")
+                if entry.state != "synced" or entry.key is None:
+                    raise _not_pushed(entry)
+                return self._download_to_store(entry)
+        except StoreError as exc:
+            warn_skipped(exc)
+        if entry.state != "synced" or entry.key is None:
+            raise _not_pushed(entry)
+        partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
+        tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
+        tmp.unlink(missing_ok=True)  # the open descriptor keeps the verified bytes
+        return fh
+
+    def open(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+        """The verified model file of ``entry``: as it is, linked from the store, or downloaded.
+
+        The local file is hashed at most once; linking and downloading happen under the
+        model's lock, after checking that another process did not do it meanwhile.
         """
         fh = self.folder.open_current(entry, cache)
         if fh is not None:
             return fh
-        if entry.state != "synced":
-            raise _not_pushed(entry)
         try:
             with self.folder.model_lock(entry.name):
                 # Another process may have fetched it while we waited: a stat tells, or a
                 # hash of the new file (what we hashed before is remembered by its stat).
                 fh = self.folder.open_current(entry, cache)
-                return fh if fh is not None else self.fetch(entry, cache)
+                if fh is not None:
+                    return fh
+                if entry.state == "synced":
+                    return self.fetch(entry, cache)  # from the store if it has it, else remote
+                if self.from_store(entry, cache):  # never pushed, but dumped on this machine
+                    fh = self.folder.open_current(entry, cache)
+                if fh is None:
+                    raise _not_pushed(entry)
+                return fh
         except OSError as exc:  # a read-only deployment copy cannot receive a download
             if exc.errno not in READ_ONLY_ERRNOS:
                 raise
@@ -196,27 +333,42 @@ class Transfers:
         jobs: int | None = None,
         on_done: Callable[[int], object] | None = None,
     ) -> TransferReport:
-        """Download the synced ``entries`` whose file is missing or stale, ``jobs`` at a time."""
+        """Bring in the synced ``entries`` whose file is missing or stale, ``jobs`` at a time.
+
+        What the local store holds is linked first, without the network; only the rest is
+        downloaded.
+        """
         cache = self.folder.cache()
         report = TransferReport()
         todo = []
-        for entry in entries:
-            if entry.state != "synced":
-                continue
-            if self.folder.holds(entry, cache):
-                report.skipped.append(entry.name)
-            else:
-                todo.append(entry)
-
-        def one(entry: Entry) -> None:
-            if entry.size <= UNLOCKED_FETCH:
-                self.fetch(entry, cache).close()
-                return
-            with self.folder.model_lock(entry.name):
-                if not self.folder.holds(entry, cache):  # another process may have won
-                    self.fetch(entry, cache).close()
-
         try:
+            for entry in entries:
+                if entry.state != "synced":
+                    continue
+                if self.folder.holds(entry, cache):
+                    report.skipped.append(entry.name)
+                    continue
+                if not self.store.has(entry.sha256):
+                    todo.append(entry)
+                    continue
+                with self.folder.model_lock(entry.name):
+                    if self.folder.holds(entry, cache):  # another process may have won
+                        report.skipped.append(entry.name)
+                    elif self.from_store(entry, cache):
+                        report.linked.append(entry.name)
+                    else:
+                        todo.append(entry)
+            if on_done is not None and report.linked:
+                on_done(len(report.linked))
+
+            def one(entry: Entry) -> None:
+                if entry.size <= UNLOCKED_FETCH:
+                    self.fetch(entry, cache).close()  # the object's lock still orders it
+                    return
+                with self.folder.model_lock(entry.name):
+                    if not self.folder.holds(entry, cache):  # another process may have won
+                        self.fetch(entry, cache).close()
+
             if self._reachable(todo, report):
                 self.run_parallel(todo, one, report, jobs, "pull", on_done)
         finally:

@@ -58,7 +58,18 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         mp.setenv("GIT_CONFIG_COUNT", "1")
         mp.setenv("GIT_CONFIG_KEY_0", "init.defaultBranch")
         mp.setenv("GIT_CONFIG_VALUE_0", "main")
+        # The local object store: never ~/.cache; hooks in subprocesses inherit it.
+        mp.setenv("MODEL_FILER_CACHE_DIR", str(tmp_path_factory.mktemp("object-store")))
+        mp.delenv("MODEL_FILER_LINK", raising=False)
         yield
+
+
+@pytest.fixture(autouse=True)
+def object_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh local object store for each test, so one test's bytes never serve another."""
+    path = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(path))
+    return path
 
 
 def _external_target() -> S3Target | None:

@@ -23,7 +23,9 @@ import pytest
 import model_filer as mf
 from model_filer import Filer
 from model_filer.cli import main as cli_main
+from model_filer.store import ObjectStore
 from tests.support.gitrepo import NULL_SHA, commit, git, init_repo
+from tests.support.machines import another_machine
 
 #: Words and commands of a message that says what to do.
 HINTS = (
@@ -72,7 +74,8 @@ class Ctx:
         folder = self.tmp / "clone"
         folder.mkdir()
         (folder / source.registry_path.name).write_bytes(source.registry_path.read_bytes())
-        return Filer(folder, source.remote.address, rtype)
+        # Another machine: its own object store.
+        return Filer(folder, source.remote.address, rtype, store=ObjectStore(self.tmp / "store2"))
 
     def registry(self, text: str, name: str = ".local_registry") -> Path:
         self.models.mkdir(parents=True, exist_ok=True)
@@ -473,6 +476,7 @@ def h_prefetch_remote_missing(repo: Path, remote: Path, mp: Any) -> int:
     _pushed(repo, remote)
     sha = commit(repo, "m")
     (repo / "models" / "m.pkl").unlink()
+    another_machine()  # else the local object store still has the bytes
     remote.rename(remote.with_name("moved"))
     return _prefetch_strict(sha)
 
@@ -481,6 +485,7 @@ def h_prefetch_object_missing(repo: Path, remote: Path, mp: Any) -> int:
     filer = _pushed(repo, remote)
     sha = commit(repo, "m")
     (repo / "models" / "m.pkl").unlink()
+    another_machine()
     (remote / (filer.list_files()[0].key or "")).unlink()
     return _prefetch_strict(sha)
 

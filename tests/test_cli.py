@@ -20,6 +20,7 @@ from tests.support.gitrepo import (
     registry_bytes,
     sample_entry,
 )
+from tests.support.machines import another_machine
 
 REGISTRY = "models/.local_registry"
 
@@ -132,6 +133,7 @@ def test_push_with_the_registry_path(repo, filer):
 def test_pull_names_and_all(repo, filer, capsys):
     for name in ("churn", "prices"):
         (repo / "models" / f"{name}.pkl").unlink()
+    another_machine()  # so pull downloads instead of linking from the local store
     capsys.readouterr()
 
     assert main(["pull", "--dir", "models", "churn"]) == 0
@@ -146,6 +148,7 @@ def test_pull_names_and_all(repo, filer, capsys):
 
 def test_pull_from_a_missing_remote_is_a_clear_error(repo, filer, remote, capsys):
     (repo / "models" / "churn.pkl").unlink()
+    another_machine()
     remote.rename(remote.with_name("unmounted"))
     capsys.readouterr()
 
@@ -390,6 +393,7 @@ def test_plain_hooks_end_to_end(tmp_path, repo, remote, monkeypatch):
     clone = tmp_path / "clone"
     template = tmp_path / "git-template"
     assert main(["install-hooks", "--template-dir", str(template)]) == 0
+    another_machine()  # the clone downloads, as a teammate's would
     cloned = git(tmp_path, "clone", "-q", f"--template={template}", str(bare), str(clone))
     assert "1 model(s) fetched" in cloned.stdout + cloned.stderr
     assert model_files(clone / "models") == ["churn.pkl"]

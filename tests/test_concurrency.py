@@ -21,6 +21,7 @@ import pytest
 from model_filer import Filer
 from model_filer.registry import parse
 from tests.support.faultproxy import FaultProxy
+from tests.support.machines import another_machine
 
 
 def seeded(seed: int) -> random.Random:
@@ -157,6 +158,8 @@ def big_model() -> dict[str, Any]:
 
 
 def _fresh_clone(source: Filer, fresh: Path) -> None:
+    """A clone on another machine: its object store never saw the source's bytes."""
+    another_machine()
     fresh.mkdir()
     name = source.registry_path.name
     (fresh / name).write_bytes(source.registry_path.read_bytes())

@@ -35,9 +35,10 @@ from typing import Any
 import pytest
 
 from model_filer import Filer
-from model_filer.files import remove_dead_temps, temp_path
+from model_filer.files import remove_dead_temps, remove_dead_temps_in, temp_path
 from model_filer.registry import Entry, Registry, RegistryFile, parse
 from model_filer.remotes.local import ID_FILE
+from model_filer.store import ObjectStore
 
 
 def seeded(seed: int) -> random.Random:
@@ -174,10 +175,24 @@ def owner_pid(temp_name: str) -> int:
     return int(temp_name.split("-")[1])
 
 
+def store_temps() -> list[str]:
+    """The local object store's temp files: a dump pickles into the store."""
+    path = ObjectStore().root / "tmp"
+    return sorted(os.listdir(path)) if path.is_dir() else []
+
+
+def check_store() -> None:
+    """Every object in the local object store hashes to its name, whatever the kill hit."""
+    store = ObjectStore()
+    for sha, _ in store.objects():
+        assert sha256(store.object_path(sha).read_bytes()) == sha, f"object {sha} is bad"
+
+
 # -- the invariants ------------------------------------------------------------------------------
 def check_after_kill(folder: Path, rtype: str = "local") -> Registry:
     """Right after a kill, before any recovery: the registry parses, and every entry's file is
     either right or recoverable from a staged file that carries the entry's sha256."""
+    check_store()
     reg = read_registry(folder, rtype)
     staged = set(internal_files(folder, "staged"))
     for name, entry in reg.entries.items():
@@ -219,7 +234,7 @@ MID_WRITE = (
 
 def landed(folder: Path, pid: int, reg: Registry) -> str:
     """Where in a dump the kill landed, from what the child left behind."""
-    tmp = [n for n in internal_files(folder, "tmp") if owner_pid(n) == pid]
+    tmp = [n for n in internal_files(folder, "tmp") + store_temps() if owner_pid(n) == pid]
     staged = internal_files(folder, "staged")
     if staged:
         name, _, sha = staged[0].rpartition(".")
@@ -669,7 +684,7 @@ def test_a_live_dump_survives_other_processes_recovery(tmp_path, remote):
     pid = _fork(slow_dump)
     try:
         assert os.read(ready_r, 1) == b"1"  # the child is mid-pickle, its temp file half full
-        tmp = folder / ".model_filer" / "tmp"
+        tmp = ObjectStore().root / "tmp"  # a dump pickles into the local object store
         half = [n for n in os.listdir(tmp) if owner_pid(n) == pid]
         assert len(half) == 1 and (tmp / half[0]).stat().st_size > MB
         for i in range(3):  # other operations run recovery and cleanup meanwhile
@@ -677,7 +692,8 @@ def test_a_live_dump_survives_other_processes_recovery(tmp_path, remote):
             assert filer.load("first") == model(0)
         filer.remove("other0")
         assert remove_dead_temps(folder) == 0
-        assert os.listdir(tmp) == half
+        assert remove_dead_temps_in(tmp) == 0
+        assert [n for n in os.listdir(tmp) if n.endswith(".dump.tmp")] == half
     finally:
         os.write(go_w, b"1")
         _, status = os.waitpid(pid, 0)

@@ -35,6 +35,7 @@ from model_filer import (
 )
 from model_filer.files import temp_path
 from model_filer.registry import RegistryFile
+from model_filer.store import ObjectStore
 
 REGISTRY = ".local_registry"
 BAD_NAMES = ["../evil", "a/b", "/abs", "", "..", "con", "a\x00b", "x" * 129]
@@ -72,7 +73,9 @@ def teammate(tmp_path, author: Filer, remote: pathlib.Path | None = None, name="
     folder = tmp_path / name
     folder.mkdir()
     shutil.copyfile(author.registry_path, folder / REGISTRY)
-    return Filer(folder, str(remote or author.remote.address), remote_type="local")
+    # Another machine: its own object store, so its bytes come from the remote.
+    store = ObjectStore(tmp_path / f"{name}-store")
+    return Filer(folder, str(remote or author.remote.address), remote_type="local", store=store)
 
 
 def sha_of(path: pathlib.Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import pickle
 import shutil
@@ -25,6 +26,7 @@ from model_filer import (
     RemoteUnreachableError,
 )
 from model_filer.remotes.s3 import parse_address
+from model_filer.store import ObjectStore
 
 REGISTRY = ".s3_registry"
 
@@ -54,7 +56,9 @@ def teammate(tmp_path, author: Filer, address: str | None = None, name="teammate
     folder = tmp_path / name
     folder.mkdir()
     shutil.copyfile(author.registry_path, folder / REGISTRY)
-    return Filer(folder, address or author.remote.address, remote_type="s3")
+    # Another machine: its own object store, so its bytes come from the remote.
+    store = ObjectStore(tmp_path / f"{name}-store")
+    return Filer(folder, address or author.remote.address, remote_type="s3", store=store)
 
 
 def shown(filer: Filer, capsys) -> str:
@@ -332,7 +336,7 @@ def test_a_wrong_secret_is_refused_and_never_shown(tmp_path, filer, monkeypatch)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     for action in (
         lambda: Filer(filer.local_dir, filer.remote.address).push("local_one"),
-        lambda: Filer(mate.local_dir, mate.remote.address).load("synced_one"),
+        lambda: Filer(mate.local_dir, mate.remote.address, store=mate.store).load("synced_one"),
     ):
         with pytest.raises(CredentialsError) as info:
             action()
@@ -428,6 +432,7 @@ def test_a_model_of_many_parts_downloads_without_hanging(tmp_path, filer):
         [sys.executable, "-c", PULL_IN_CHILD, str(mate.local_dir), mate.remote.address],
         capture_output=True,
         text=True,
+        env={**os.environ, "MODEL_FILER_CACHE_DIR": str(mate.store.root)},
         timeout=120,  # seconds of work at most; a deadlock would wait forever
         check=False,
     )

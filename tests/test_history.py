@@ -20,8 +20,9 @@ from model_filer.errors import (
     UnknownModelError,
     UnknownRevisionError,
 )
-from model_filer.history import RegistryReader, object_path
+from model_filer.history import RegistryReader
 from model_filer.registry import parse
+from model_filer.store import ObjectStore
 from tests.support.gitrepo import closed_port, commit, git, head, registry_bytes, sample_entry
 
 
@@ -94,10 +95,12 @@ def test_a_version_once_fetched_loads_with_the_remote_gone(hist: History) -> Non
     np.testing.assert_array_equal(hist.filer.load("b", rev=hist.b), np.ones(3))
 
 
-def test_a_version_never_fetched_needs_the_remote(hist: History) -> None:
+def test_a_version_never_fetched_needs_the_remote(hist: History, tmp_path: Path) -> None:
+    # Another machine: its store never saw the versions dumped here.
+    other = Filer(hist.folder, str(hist.remote), "local", store=ObjectStore(tmp_path / "s2"))
     unreachable(hist.remote)
     with pytest.raises(ModelFilerError, match="does not exist"):
-        hist.filer.load("a", rev="v1")
+        other.load("a", rev="v1")
 
 
 def test_the_working_tree_file_serves_a_rev_with_the_same_bytes(hist: History) -> None:
@@ -113,22 +116,28 @@ def test_list_files_at_revs(hist: History) -> None:
     assert hist.filer.list_files(rev="v1")[0].sha256 != hist.filer.list_files()[0].sha256
 
 
-def test_tampered_bytes_at_a_rev_are_refused_and_not_kept(hist: History) -> None:
+def test_tampered_bytes_at_a_rev_are_refused_and_not_kept(hist: History, tmp_path: Path) -> None:
     entry = hist.filer.list_files(rev="v1")[0]
     assert entry.key is not None
     (hist.remote / entry.key).write_bytes(b"not the model")
+    store = ObjectStore(tmp_path / "s2")  # another machine's: it never saw v1's bytes
+    other = Filer(hist.folder, str(hist.remote), "local", store=store)
     with pytest.raises(IntegrityError, match="does not match the registry"):
-        hist.filer.load("a", rev="v1")
-    assert not object_path(hist.folder, entry.sha256).exists()
+        other.load("a", rev="v1")
+    assert not store.has(entry.sha256)
 
 
-def test_a_local_entry_at_a_rev_cannot_be_fetched(hist: History) -> None:
+def test_a_local_entry_at_a_rev_loads_from_this_machines_store_only(
+    hist: History, tmp_path: Path
+) -> None:
     hist.filer.dump([9], "d")
     commit(hist.repo, "d local")
     hist.filer.remove("d")
     commit(hist.repo, "rm d")
+    assert hist.filer.load("d", rev="HEAD~1") == [9]  # dumped here: its bytes are in the store
+    elsewhere = Filer(hist.folder, str(hist.remote), "local", store=ObjectStore(tmp_path / "s2"))
     with pytest.raises(LocalOnlyError, match="at HEAD~1 is local"):
-        hist.filer.load("d", rev="HEAD~1")
+        elsewhere.load("d", rev="HEAD~1")
 
 
 @pytest.mark.parametrize("rev", ["nope", "v9", "-n", "HEAD~99", "a" * 40])

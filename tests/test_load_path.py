@@ -12,6 +12,7 @@ import pytest
 from model_filer import Filer
 from model_filer import folder as folder_module
 from model_filer import registry as registry_module
+from tests.support.machines import another_machine
 
 
 @pytest.fixture
@@ -41,6 +42,7 @@ def stale(tmp_path):
     remote.mkdir()
     author = Filer(tmp_path / "author", str(remote), remote_type="local")
     author.dump([1, 2, 3], "m", push=True)
+    another_machine()  # the teammate's own object store never saw these bytes
     mate_dir = tmp_path / "mate"
     mate_dir.mkdir()
     (mate_dir / ".local_registry").write_bytes(author.registry_path.read_bytes())
@@ -52,7 +54,16 @@ def stale(tmp_path):
 
 def test_a_stale_file_is_hashed_once_and_fetched_under_one_lock(stale, counted):
     assert stale.load("m") == [1, 2, 3]
-    assert counted == {"read": 1, "lock": 1, "hash": 1}
+    # One lock each: the model file's, and the store object's it is downloaded into.
+    assert counted == {"read": 1, "lock": 2, "hash": 1}
+
+
+def test_a_stale_file_is_replaced_from_the_store_with_no_second_hash(stale, counted):
+    stale.load("m")  # downloaded into the store
+    stale.model_path("m").unlink()
+    counted.update(read=0, lock=0, hash=0)
+    assert stale.load("m") == [1, 2, 3]
+    assert counted == {"read": 1, "lock": 2, "hash": 0}
 
 
 def test_a_current_file_loads_with_one_read_no_lock_no_hash(stale, counted):

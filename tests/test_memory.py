@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 from model_filer import Filer
+from tests.support.machines import another_machine
 
 MiB = 1024 * 1024
 MODEL_MIB = 200
@@ -105,6 +106,7 @@ def test_dump_push_and_pull_of_a_200_mib_model_stay_within_memory_bounds(tmp_pat
     pushed = run(PUSH, author, s3_address)
     clone.mkdir()
     shutil.copyfile(author / ".s3_registry", clone / ".s3_registry")
+    another_machine()  # the pull downloads, as a teammate's would
     pulled = run(PULL, clone, s3_address)
     figures = (
         f"dump: {dumped['before']:.0f} -> {dumped['after']:.0f} MiB "

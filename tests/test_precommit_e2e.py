@@ -9,17 +9,20 @@ pull, merge and push with plain ``git`` commands, and pre-commit runs the hooks 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from model_filer import Filer
+from model_filer.registry import parse
+from model_filer.store import ObjectStore
 from tests.support.gitrepo import (
     closed_port,
     commit,
@@ -27,7 +30,6 @@ from tests.support.gitrepo import (
     git,
     head,
     init_repo,
-    model_filer,
     model_files,
 )
 
@@ -115,26 +117,38 @@ class Team:
     address: str
     origin: Path
     config: str
+    # Each user is a machine of their own, with its own object store, unless mapped here:
+    # repo folder name -> machine name.
+    machines: dict[str, str] = field(default_factory=dict)
 
-    def env(self, **changes: str | None) -> dict[str, str]:
-        """The test's environment (with the S3 variables) plus PRE_COMMIT_HOME."""
-        return environ(PRE_COMMIT_HOME=str(self.home), PRE_COMMIT_COLOR="never", **changes)
+    def store(self, repo: Path) -> Path:
+        """The local object store of the machine ``repo`` is on."""
+        return self.tmp / "stores" / self.machines.get(repo.name, repo.name)
+
+    def env(self, repo: Path, **changes: str | None) -> dict[str, str]:
+        """The test's environment (with the S3 variables) plus PRE_COMMIT_HOME and the store."""
+        return environ(
+            PRE_COMMIT_HOME=str(self.home),
+            PRE_COMMIT_COLOR="never",
+            MODEL_FILER_CACHE_DIR=str(self.store(repo)),
+            **changes,
+        )
 
     def git(
         self, repo: Path, *args: str, check: bool = True, **env: str | None
     ) -> subprocess.CompletedProcess[str]:
-        return git(repo, *args, check=check, env=self.env(**env))
+        return git(repo, *args, check=check, env=self.env(repo, **env))
 
     def run(self, repo: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            list(argv), cwd=repo, env=self.env(), capture_output=True, text=True, check=False
+            list(argv), cwd=repo, env=self.env(repo), capture_output=True, text=True, check=False
         )
         if check:
             assert done.returncode == 0, done.stdout + done.stderr
         return done
 
     def filer(self, repo: Path, folder: str = "models") -> Filer:
-        return model_filer(repo / folder, self.address, "s3")
+        return Filer(repo / folder, self.address, "s3", store=ObjectStore(self.store(repo)))
 
     def founder(self, name: str = "alice") -> Path:
         """A repository with the config and hooks installed, pushed to origin."""
@@ -378,3 +392,83 @@ def test_a_clone_through_pre_commits_template_dir_fetches_during_the_clone(team)
 
     assert "1 model(s) fetched, 0 already present, 0 failed" in output(cloned)
     assert team.filer(team.tmp / "dave").load("churn") == {"v": 1}
+
+
+# -- the local object store ----------------------------------------------------------------
+MIB = 1024 * 1024
+SWITCHED = "0 model(s) fetched, 1 linked from the local store, 0 already present, 0 failed."
+
+
+def two_versions(team: Team, s3_client: Any, bucket: str) -> tuple[Path, bytes, bytes, Any]:
+    """Branches A and B each hold a version of ``m``; bob visits both (two downloads).
+
+    Returns bob's checkout, the two versions, and a function that deletes both objects
+    from S3, after which any download fails.
+    """
+    alice = team.founder()
+    versions = {"A": os.urandom(MIB), "B": os.urandom(MIB)}
+    for branch, data in versions.items():
+        team.git(alice, "checkout", "-q", "-b", branch, "main")
+        team.filer(alice).dump(data, "m", push=True, overwrite=True)
+        team.commit(alice, f"m, version {branch}")
+    team.git(alice, "push", "-q", "origin", "A", "B")
+    keys = [
+        parse(git(alice, "show", f"{branch}:{REGISTRY}").stdout.encode(), branch).entries["m"].key
+        for branch in versions
+    ]
+    prefix = team.address.removeprefix(f"s3://{bucket}/")
+
+    bob = team.clone("bob")
+    for branch in ("A", "B"):
+        first = team.git(bob, "checkout", branch)
+        assert "1 model(s) fetched, 0 already present, 0 failed." in output(first)
+
+    def delete_remote_objects() -> None:
+        for key in keys:
+            s3_client.delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
+
+    return bob, versions["A"], versions["B"], delete_remote_objects
+
+
+def test_branch_ping_pong_after_the_first_visit_never_downloads(team, s3_client, s3_env):
+    bob, a, b, delete_remote_objects = two_versions(team, s3_client, s3_env.bucket)
+    delete_remote_objects()  # a download would now fail
+
+    offline = f"http://127.0.0.1:{closed_port()}"
+    for round_ in range(3):
+        for branch, data in (("A", a), ("B", b)):
+            if round_ == 2:  # the last round with the remote unreachable
+                switched = team.git(bob, "checkout", branch, AWS_ENDPOINT_URL=offline)
+            else:
+                switched = team.git(bob, "checkout", branch)
+            assert SWITCHED in output(switched)
+            assert data in (bob / "models" / "m.pkl").read_bytes()
+            assert team.filer(bob).load("m") == data
+
+
+def test_worktrees_and_clones_on_this_machine_link_and_share_the_bytes(team, s3_client, s3_env):
+    bob, a, b, delete_remote_objects = two_versions(team, s3_client, s3_env.bucket)
+    delete_remote_objects()
+    team.machines.update({"bob-A": "bob", "bob-B": "bob", "bob2": "bob"})
+
+    added = team.git(bob, "worktree", "add", str(team.tmp / "bob-A"), "A")
+    assert SWITCHED in output(added)
+    assert team.filer(team.tmp / "bob-A").load("m") == a
+
+    bob2 = team.clone("bob2")
+    switched = team.git(bob2, "checkout", "B")
+    assert SWITCHED in output(switched)
+    assert team.filer(bob2).load("m") == b
+
+    team.git(bob, "worktree", "add", "--detach", str(team.tmp / "bob-B"), "B")
+    folders = [bob / "models", team.tmp / "bob-B" / "models", bob2 / "models"]
+    inodes = {os.stat(folder / "m.pkl").st_ino for folder in folders}
+    assert len(inodes) == 1  # one copy of the bytes for three checkouts
+    used = subprocess.run(
+        ["du", "-s", "-B1", "--total", *map(str, folders)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    total = int(used.stdout.splitlines()[-1].split()[0])
+    assert MIB <= total < 1.5 * MIB, used.stdout

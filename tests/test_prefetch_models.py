@@ -18,6 +18,7 @@ from model_filer_hooks.prefetch_models import main, parse_size
 
 from model_filer import Filer
 from model_filer.install import install_hooks
+from model_filer.store import ObjectStore
 from tests.support.gitrepo import (
     NULL_SHA,
     closed_port,
@@ -26,7 +27,6 @@ from tests.support.gitrepo import (
     git,
     head,
     init_repo,
-    model_filer,
     model_files,
 )
 
@@ -58,7 +58,9 @@ class World:
     feature_sha: str
 
     def filer(self, repo: Path, folder: str) -> Filer:
-        return model_filer(repo / folder, self.address, self.remote_type)
+        # The producer is another machine: its own object store, so the consumer downloads.
+        store = ObjectStore(repo.parent / "producer-store") if repo == self.producer else None
+        return Filer(repo / folder, self.address, self.remote_type, store=store)
 
     def publish(self, folder: str, name: str, message: str | None = None) -> str:
         """The producer dumps, pushes and commits a model on its current branch."""

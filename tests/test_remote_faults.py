@@ -32,6 +32,7 @@ from model_filer.cli import main as cli_main
 from model_filer.registry import parse
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import NULL_SHA, commit, init_repo
+from tests.support.machines import another_machine
 
 
 def seeded(seed: int) -> random.Random:
@@ -108,6 +109,8 @@ def check_no_partial_file(folder: Path) -> None:
 
 
 def fresh_clone(source: Filer, folder: Path) -> Filer:
+    """A teammate's clone, on another machine (its object store never saw these bytes)."""
+    another_machine()
     folder.mkdir()
     (folder / ".s3_registry").write_bytes(source.registry_path.read_bytes())
     return Filer(folder, source.remote.address)
@@ -119,6 +122,7 @@ def pushed(tmp_path, s3_address, proxy) -> Filer:
     source = Filer(tmp_path / "source", s3_address)
     for i in range(8):
         source.dump(model(i), f"m{i}", push=True)
+    another_machine()  # the tests fetch them as a teammate would
     return source
 
 
@@ -343,6 +347,7 @@ def test_a_tampered_local_remote_object_is_refused_before_unpickling(tmp_path, h
     bad = tamper(obj.read_bytes(), how, marker)
     obj.write_bytes(bad)
 
+    another_machine()
     clone_dir = tmp_path / "clone"
     clone_dir.mkdir()
     (clone_dir / ".local_registry").write_bytes(source.registry_path.read_bytes())

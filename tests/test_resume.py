@@ -104,9 +104,11 @@ def test_a_load_killed_halfway_fetches_only_the_rest(
     consumer = tmp_path / "consumer"
     consumer.mkdir()
     shutil.copy(producer.registry_path, consumer)
+    store = tmp_path / "consumer-store"  # another machine: its store lacks the bytes
+    monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(store))
     with FaultProxy(s3_env.endpoint_url, lifetime=600) as proxy:
         _kill_at_half(proxy, "load", consumer, s3_address, entry.size)
-        partials = list((consumer / ".model_filer" / "partial").iterdir())
+        partials = list((store / "partial").iterdir())  # downloads land in the store
         assert len(partials) == 1 and partials[0].stat().st_size >= entry.size * 0.4
         before = proxy.bytes_down
         _through(monkeypatch, proxy)
@@ -114,7 +116,7 @@ def test_a_load_killed_halfway_fetches_only_the_rest(
         fetched = proxy.bytes_down - before
     print(f"resumed load fetched {fetched / entry.size:.1%} of the bytes")
     assert fetched <= 0.55 * entry.size, f"{fetched / entry.size:.0%} fetched again"
-    assert list((consumer / ".model_filer" / "partial").iterdir()) == []
+    assert list((store / "partial").iterdir()) == []
 
 
 def test_a_push_killed_halfway_sends_only_the_rest(

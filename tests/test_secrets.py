@@ -26,6 +26,7 @@ from model_filer import Filer, ModelFilerError, RemoteError, TransferError
 from model_filer.cli import main as cli_main
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import NULL_SHA, closed_port, commit, init_repo
+from tests.support.machines import another_machine
 
 SECRET = "FAKE-SECRET-7q1zx9Kd2Vw8Ls3Rt6Yp0Hn4"
 TOKEN = "FAKE-TOKEN-3vb8mw0Zr5Qe1Xc7Uf9Ja2Gk6"
@@ -51,6 +52,8 @@ def world(tmp_path, s3_env, s3_address, monkeypatch) -> Iterator[Path]:
 
 
 def fresh_clone(repo: Path, tmp_path: Path, name: str = "clone") -> Path:
+    """A teammate's clone, on another machine (its object store never saw these bytes)."""
+    another_machine()
     folder = tmp_path / name
     folder.mkdir()
     (folder / ".s3_registry").write_bytes((repo / "models" / ".s3_registry").read_bytes())
