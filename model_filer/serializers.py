@@ -8,12 +8,15 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from . import safe_pickle, trust
+from . import trust
 from .errors import RegistryError, SerializationError, VersionMismatchWarning
 from .hashing import HashingWriter
 from .registry import Entry
+
+if TYPE_CHECKING:
+    from .safe_pickle import Scan
 
 PROTOCOL = 5  # protocol 4 (3.11's default) copies every numpy buffer; 5 writes them in place
 SERIALIZER = f"pickle-{PROTOCOL}"
@@ -26,7 +29,9 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
     return sha256, size
 
 
-def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, safe_pickle.Scan]:
+def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, Scan]:
+    from . import safe_pickle  # imported when used: every hook imports this module
+
     writer = HashingWriter(fh)
     pickler = safe_pickle.RecordingPickler(writer, protocol=PROTOCOL)
     try:
@@ -50,7 +55,9 @@ def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = N
     """
     sha256, size, found = _dump(model, fh)
     if trust_from is not None:
-        safe_pickle.warn_untrusted(name, found, trust.trusted_set(trust_from), stacklevel=3)
+        from .safe_pickle import warn_untrusted
+
+        warn_untrusted(name, found, trust.trusted_set(trust_from), stacklevel=3)
     return Entry(
         name=name,
         state="local",
@@ -71,6 +78,8 @@ def load(fh: IO[bytes], serializer: str, name: str, trusted: trust.TrustedSet) -
             f"Model {name!r} was written with serializer {serializer!r}, which this model_filer "
             "cannot read. Upgrade with `pip install -U ds-model-filer`."
         )
+    from . import safe_pickle  # imported when used: every hook imports this module
+
     return safe_pickle.load(fh, trusted, name)
 
 

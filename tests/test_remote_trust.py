@@ -24,6 +24,7 @@ from model_filer.registry import read
 from model_filer.remote_trust import trusted_filer, trusted_remotes
 from model_filer.remotes.local import ID_FILE, LocalRemote
 from tests.support.gitrepo import commit, git, head, init_repo
+from tests.support.machines import another_machine
 
 EVIL = {"pwned": True}  # stands in for a pickle that runs code
 
@@ -66,6 +67,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, 
     commit(producer, "add m")
     consumer = tmp_path / "consumer"
     git(tmp_path, "clone", "-q", str(producer), str(consumer))
+    another_machine()  # the consumer is a teammate: its store never held the producer's bytes
     for name in ("PRE_COMMIT_FROM_REF", "PRE_COMMIT_TO_REF", "PRE_COMMIT_CHECKOUT_TYPE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(consumer)
