@@ -29,7 +29,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -331,23 +331,9 @@ class ObjectStore:
         try:
             dev = os.stat(obj).st_dev
             if mode == "reflink":
-                try:
-                    reflink(obj, dest)
-                except OSError as exc:
-                    if exc.errno not in _NO_REFLINK:
-                        raise
-                    mode = "hardlink"
-                    if exc.errno in _NEVER:
-                        self._modes[dev] = mode
+                mode = self._try(dev, mode, "hardlink", _NO_REFLINK, lambda: reflink(obj, dest))
             if mode == "hardlink":
-                try:
-                    os.link(obj, dest)
-                except OSError as exc:
-                    if exc.errno not in _NO_HARDLINK:
-                        raise
-                    mode = "copy"
-                    if exc.errno in _NEVER:
-                        self._modes[dev] = mode
+                mode = self._try(dev, mode, "copy", _NO_HARDLINK, lambda: os.link(obj, dest))
             if mode == "copy":
                 import shutil  # only for copies: hooks start faster without it
 
@@ -359,6 +345,23 @@ class ObjectStore:
                 meta = self._read_meta(sha)
                 copies = {*(meta.get("copies") or []), os.path.abspath(final or dest)}
                 self._write_meta(sha, {**meta, "copies": sorted(copies)})
+        return mode
+
+    def _try(
+        self, dev: int, mode: str, fallback: str, unable: set[int], make: Callable[[], None]
+    ) -> str:
+        """Make a link of kind ``mode``; the kind to try next when the filesystem cannot.
+
+        A failure that says the filesystem never can is remembered for its device.
+        """
+        try:
+            make()
+        except OSError as exc:
+            if exc.errno not in unable:
+                raise
+            if exc.errno in _NEVER:
+                self._modes[dev] = fallback
+            return fallback
         return mode
 
     def settle(self, sha: str) -> None:

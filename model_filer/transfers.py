@@ -87,6 +87,21 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
     )
 
 
+def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
+    """Move a verified download into place; return its open file, or close it and re-raise.
+
+    ``tmp`` is gone either way (moved, or deleted).
+    """
+    try:
+        place()
+    except BaseException:
+        fh.close()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return fh
+
+
 class Transfers:
     """Fetch and upload the entries of one folder to and from one remote."""
 
@@ -180,14 +195,7 @@ class Transfers:
     def _download_to_store(self, entry: Entry) -> IO[bytes]:
         """Download ``entry`` and enter it in the store (its lock held); return it open."""
         tmp, fh = self._download(entry, self.store.temp, self.store.root / PARTIAL_DIR, self.store)
-        try:
-            self.store.enter(tmp, entry.sha256, entry.size)
-        except BaseException:
-            fh.close()
-            raise
-        finally:
-            tmp.unlink(missing_ok=True)
-        return fh
+        return _placed(fh, tmp, lambda: self.store.enter(tmp, entry.sha256, entry.size))
 
     def _link_in(self, entry: Entry, cache: HashCache) -> None:
         """Link the store's object of ``entry`` into the model folder (object lock held)."""
@@ -244,14 +252,7 @@ class Transfers:
     def _fetch_direct(self, entry: Entry, cache: HashCache) -> IO[bytes]:
         partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
         tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
-        try:
-            self.folder.install(tmp, entry, cache)
-        except BaseException:
-            fh.close()
-            raise
-        finally:
-            tmp.unlink(missing_ok=True)
-        return fh
+        return _placed(fh, tmp, lambda: self.folder.install(tmp, entry, cache))
 
     def fetch_object(self, entry: Entry) -> IO[bytes]:
         """``entry``'s verified bytes, open, without touching the model folder's files.

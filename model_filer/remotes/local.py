@@ -8,7 +8,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -169,30 +169,30 @@ class LocalRemote(Remote):
     def download(
         self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
     ) -> None:
-        self._require_root()
-        try:
-            with open(self._path(key), "rb") as fin:
-                while chunk := fin.read(CHUNK):
-                    sink.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-        except FileNotFoundError:
-            raise RemoteObjectMissingError(
-                f"{self.url(key)} does not exist on the remote. Was it removed with "
-                "remove_remote=True? Dump and push the model again."
-            ) from None
-        except OSError as exc:
-            raise RemoteError(f"Cannot read {self.url(key)}: {exc.strerror}.") from None
+        self._read(key, sink, progress)
 
     def download_from(
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:
+        self._read(key, sink, progress, (offset, sink.restart))
+
+    def _read(
+        self,
+        key: str,
+        sink: Sink | RangeSink,
+        progress: Progress | None,
+        resume: tuple[int, Callable[[int], object]] | None = None,
+    ) -> None:
+        """Copy the object into ``sink``, in order; with ``resume`` (offset, restart), from
+        that offset (or from 0 when the object is shorter), told to the sink first."""
         self._require_root()
         try:
             with open(self._path(key), "rb") as fin:
-                start = offset if os.fstat(fin.fileno()).st_size >= offset else 0
-                fin.seek(start)
-                sink.restart(start)
+                if resume is not None:
+                    offset, restart = resume
+                    start = offset if os.fstat(fin.fileno()).st_size >= offset else 0
+                    fin.seek(start)
+                    restart(start)
                 while chunk := fin.read(CHUNK):
                     sink.write(chunk)
                     if progress is not None:
