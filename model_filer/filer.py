@@ -7,7 +7,6 @@ transfers (:mod:`model_filer.transfers`) move bytes, the serializers turn models
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,11 +16,11 @@ from . import serializers
 from .errors import ImmutableEntryError, ModelExistsError, StoreError, UnknownModelError
 from .files import ensure_gitignore
 from .folder import ModelFolder
-from .hashing import CHUNK
 from .names import check_name
+from .pickling import pickle_into_store
 from .registry import Entry, Registry
 from .remotes import PATIENT, Network, Remote, get_remote
-from .store import ObjectStore, warn_skipped
+from .store import ObjectStore
 from .transfers import TransferReport, Transfers
 from .trust import trusted_set
 
@@ -139,7 +138,7 @@ class Filer:
         self._check_dump(self.folder.peek(), name, overwrite)  # fail before a long pickling
         self.local_dir.mkdir(parents=True, exist_ok=True)
         ensure_gitignore(self.local_dir)
-        src, entry = self._pickle(model, name)
+        src, entry = pickle_into_store(model, name, self.folder, self.store)
         try:
             self.folder.commit_dump(src, entry, lambda reg: self._check_dump(reg, name, overwrite))
         finally:
@@ -148,60 +147,6 @@ class Filer:
             self.store.settle(entry.sha256)  # the renames into place moved its ctime
         if push:
             self.push(name)
-
-    def _pickle(self, model: Any, name: str) -> tuple[Path, Entry]:
-        """Pickle ``model`` into the store and link the object into a folder temp file.
-
-        The bytes are written once, into a store temp file that is renamed to its sha256
-        once the hash is known; the folder gets a link to it. When the store cannot be
-        used, the model is pickled into the folder as before. Returns the folder temp file
-        to commit and its entry.
-        """
-        try:
-            tmp = self.store.temp(f"{name}.dump")
-        except StoreError as exc:
-            warn_skipped(exc)
-            return self._pickle_into(self.folder.temp(f"{name}.dump"), model, name, self.local_dir)
-        src = self.folder.temp(f"{name}.dump")
-        try:
-            with open(tmp, "w+b") as fh:
-                try:
-                    entry = serializers.dump_entry(model, name, fh, self.local_dir)
-                    fh.flush()
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                        raise
-                    warn_skipped(StoreError(self.store.root, "write a model", exc))
-                    with contextlib.suppress(OSError):
-                        fh.close()  # its buffer cannot be flushed either: drop it
-                    return self._pickle_into(src, model, name, self.local_dir)
-                try:
-                    with self.store.locked(entry.sha256):
-                        self.store.enter(tmp, entry.sha256, entry.size)
-                        self.store.link(entry.sha256, src, self.model_path(name))
-                except StoreError as exc:  # e.g. the store was deleted meanwhile
-                    import shutil
-
-                    warn_skipped(exc)
-                    fh.seek(0)
-                    src.unlink(missing_ok=True)
-                    with open(src, "wb") as out:
-                        shutil.copyfileobj(fh, out, CHUNK)
-            return src, entry
-        except BaseException:
-            src.unlink(missing_ok=True)
-            raise
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def _pickle_into(path: Path, model: Any, name: str, local_dir: Path) -> tuple[Path, Entry]:
-        try:
-            with open(path, "wb") as fh:
-                return path, serializers.dump_entry(model, name, fh, local_dir)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
 
     def load(self, name: str, rev: str | None = None, trusted: Iterable[str] | None = None) -> Any:
         """Load a model: from the local file when it holds the registry's bytes, else download.
