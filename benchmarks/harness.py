@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,16 @@ def isolated_env(root: Path) -> dict[str, str]:
         DVC_GLOBAL_CONFIG_DIR=str(conf / "dvc-global"),
         DVC_SYSTEM_CONFIG_DIR=str(conf / "dvc-system"),
         DVC_SITE_CACHE_DIR=str(root / "dvc-site-cache"),
+        # model_filer's local object store: the setup's own, never the user's.
+        MODEL_FILER_CACHE_DIR=str(root / "store-setup"),
     )
     return env
+
+
+def another_machine(env: dict[str, str], root: Path) -> dict[str, str]:
+    """``env`` with a fresh, empty local object store: a teammate who never held the bytes,
+    so a pull measures downloads, not links from the store the setup filled."""
+    return dict(env, MODEL_FILER_CACHE_DIR=str(root / f"store-{uuid.uuid4().hex[:12]}"))
 
 
 def run_worker(name: str, args: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -231,7 +240,9 @@ def clone_folder(src: Path, dst: Path, old_address: str, new_address: str) -> No
             shutil.copyfile(path, dst / path.name)
     internal = dst / ".model_filer"
     internal.mkdir()
-    shutil.copyfile(src / ".model_filer" / "hashes.json", internal / "hashes.json")
+    for cache in ("hashes.json", "hashes.log"):  # the hash cache and its journal, if any
+        if (src / ".model_filer" / cache).exists():
+            shutil.copyfile(src / ".model_filer" / cache, internal / cache)
     copy_registry(src, dst, old_address, new_address)
 
 
