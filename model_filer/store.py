@@ -147,6 +147,7 @@ class ObjectStore:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = default_root() if root is None else Path(root)
+        self._swept = False  # dead processes' temp files removed yet (once per instance)
 
     def __repr__(self) -> str:
         return f"ObjectStore({str(self.root)!r})"
@@ -169,9 +170,15 @@ class ObjectStore:
         return path
 
     def temp(self, purpose: str) -> Path:
-        """A fresh temp file path in the store, owned by this process."""
+        """A fresh temp file path in the store, owned by this process.
+
+        Dead processes' temp files are removed on this process's first use of the store (a
+        ``listdir`` per temp file cost more than the download of a small model).
+        """
         tmp_dir = self._dir(self.root / "tmp", "create its temp folder")
-        remove_dead_temps_in(tmp_dir)
+        if not self._swept:
+            remove_dead_temps_in(tmp_dir)
+            self._swept = True
         return tmp_dir / owned_temp_name(purpose)
 
     @contextlib.contextmanager
