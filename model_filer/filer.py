@@ -93,7 +93,7 @@ class Filer:
     # -- dump and load ------------------------------------------------------------------------
     def _check_dump(self, reg: Registry, name: str, overwrite: bool) -> None:
         entry = reg.entries.get(name)
-        twin = next((n for n in reg.entries if n != name and n.lower() == name.lower()), None)
+        twin = reg.case_twin(name)
         if twin is not None:
             raise ModelExistsError(
                 f"{name!r} differs only in case from {twin!r}: on macOS and Windows both are "

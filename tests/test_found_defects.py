@@ -113,3 +113,18 @@ def test_a_same_size_tamper_with_the_mtime_restored_is_caught(tmp_path: Path, re
 def test_readme_says_a_local_remote_folder_must_exist() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "must already exist" in readme
+
+
+def test_case_twins_are_found_among_many_and_in_a_registry_that_already_has_them() -> None:
+    from model_filer.registry import Entry, Registry
+
+    def entry(name: str) -> Entry:
+        return Entry(name, "local", "a" * 64, 1, "pickle-5", "2024-05-01T12:00:00+00:00", "3.11.7")
+
+    reg = Registry("local", "/srv", {f"m{i}": entry(f"m{i}") for i in range(1000)})
+    assert reg.case_twin("M500") == "m500"
+    assert reg.case_twin("m500") is None
+    reg.entries["Zed"] = entry("Zed")  # the index follows changes
+    assert reg.case_twin("zed") == "Zed"
+    legacy = Registry("local", "/srv", {"A": entry("A"), "a": entry("a")})
+    assert legacy.case_twin("a") == "A" and legacy.case_twin("A") == "a"
