@@ -177,8 +177,8 @@ class Registry:
         self._texts: dict[str, tuple[Entry, bytes]] = {}
         # The sorted names and their texts as last written, kept in step with ``entries``.
         self._body: tuple[list[str], list[bytes]] | None = None
-        # Lower-cased name -> name, as of the entries' change count (see case_twin).
-        self._lower: tuple[int | None, dict[str, list[str]]] | None = None
+        # The lower-cased names, as of the entries' change count (see case_twin).
+        self._lower: tuple[int | None, set[str]] | None = None
 
     def _key(self) -> tuple[str, str, dict[str, Entry], str | None]:
         return (self.remote_type, self.remote_address, self.entries, self.remote_id)
@@ -242,14 +242,15 @@ class Registry:
 
     def case_twin(self, name: str) -> str | None:
         """Another entry's name that differs from ``name`` only in case (one file on macOS
-        and Windows), if any. The index is rebuilt only when the entries changed."""
+        and Windows), if any. The set of lower-cased names is rebuilt (in C, by ``map``)
+        only when the entries changed."""
         version = getattr(self.entries, "version", None)
         if self._lower is None or version is None or self._lower[0] != version:
-            index: dict[str, list[str]] = {}
-            for n in self.entries:
-                index.setdefault(n.lower(), []).append(n)
-            self._lower = (version, index)
-        return next((n for n in self._lower[1].get(name.lower(), ()) if n != name), None)
+            self._lower = (version, set(map(str.lower, self.entries)))
+        low = name.lower()
+        if low not in self._lower[1]:
+            return None
+        return next((n for n in self.entries if n != name and n.lower() == low), None)
 
     def remote_fields(self) -> dict[str, str]:
         """The ``remote:`` mapping as written: type, address, and the ID when known."""
