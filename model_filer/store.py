@@ -296,10 +296,12 @@ class ObjectStore:
             raise StoreError(self.root, "check an object", exc) from exc
         return False
 
-    def enter(self, tmp: Path, sha: str, size: int) -> Path:
+    def enter(self, tmp: Path, sha: str, size: int, record: bool = True) -> Path:
         """Give verified bytes in the store temp file ``tmp`` their name; lock held.
 
-        When the object is already there, ``tmp`` is dropped and the object kept.
+        When the object is already there, ``tmp`` is dropped and the object kept. Without
+        ``record`` the caller records it (:meth:`settle` after linking): until then it has
+        no record and would be hashed again before use, never trusted unchecked.
         """
         obj = self.object_path(sha)
         try:
@@ -309,7 +311,8 @@ class ObjectStore:
             self._seal(tmp)
             self._dir(obj.parent, "enter an object")
             os.replace(tmp, obj)  # the one step that makes it an object: whole or absent
-            self._record(sha, copies=[])  # killed before this: hashed again on first use
+            if record:
+                self._record(sha, copies=[])  # killed before this: hashed again on first use
         except OSError as exc:
             raise StoreError(self.root, "enter an object", exc) from exc
         return obj

@@ -192,10 +192,13 @@ class Transfers:
                 raise StoreError(store.root, "write a download", exc) from exc
         return sink.size, sha
 
-    def _download_to_store(self, entry: Entry) -> IO[bytes]:
-        """Download ``entry`` and enter it in the store (its lock held); return it open."""
+    def _download_to_store(self, entry: Entry, record: bool = True) -> IO[bytes]:
+        """Download ``entry`` and enter it in the store (its lock held); return it open.
+
+        ``record=False`` when a link into a folder follows, whose settle records it once.
+        """
         tmp, fh = self._download(entry, self.store.temp, self.store.root / PARTIAL_DIR, self.store)
-        return _placed(fh, tmp, lambda: self.store.enter(tmp, entry.sha256, entry.size))
+        return _placed(fh, tmp, lambda: self.store.enter(tmp, entry.sha256, entry.size, record))
 
     def _link_in(self, entry: Entry, cache: HashCache) -> None:
         """Link the store's object of ``entry`` into the model folder (object lock held)."""
@@ -241,7 +244,7 @@ class Transfers:
     def _fetch_into_store(self, entry: Entry, cache: HashCache) -> IO[bytes]:
         with self.store.locked(entry.sha256):  # another process fetching it: wait, then link
             obj = self.store.lookup(entry.sha256, entry.size)
-            fh = open(obj, "rb") if obj is not None else self._download_to_store(entry)  # noqa: SIM115
+            fh = open(obj, "rb") if obj is not None else self._download_to_store(entry, False)  # noqa: SIM115
             try:
                 self._link_in(entry, cache)
             except BaseException:
