@@ -226,7 +226,10 @@ class HashCache:
         try:  # a cache that cannot be written (read-only folder) only costs a re-hash
             internal_dir(self._dir)  # made on demand; a symlink there is refused
             if len(lines) + _size(self._journal) <= max(self.JOURNAL_MIN, _size(self._path) // 2):
-                with open(self._journal, "ab") as fh:
+                # O_NOFOLLOW: a symlink committed as .model_filer/hashes.log must not make
+                # us append to a file outside the model folder.
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                with os.fdopen(os.open(self._journal, flags, 0o644), "ab") as fh:
                     fh.write(b"\n" + lines)  # a torn earlier line stays a line of its own
             else:
                 merged = self._read()

@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,12 +68,19 @@ def claim_partial(folder: Path, sha256: str) -> Path:
     return mine
 
 
+#: Makes the error to raise for a failed write to the local partial file.
+WriteError = Callable[[OSError], BaseException]
+
+
 class _PartialSink:
     """Appends to the partial file; everything it holds, prefix included, is hashed in a thread
     of its own (sha256 runs at a few hundred MB/s: inline it would halve a fast download)."""
 
-    def __init__(self, fh: IO[bytes], digest: Any, held: int) -> None:
+    def __init__(
+        self, fh: IO[bytes], digest: Any, held: int, write_error: WriteError | None = None
+    ) -> None:
         self._fh = fh
+        self._write_error = write_error
         self._writer = HashingWriter(fh, offload_bytes=0, digest=digest)
         self.held = held
         self.started_at: int | None = None
@@ -94,8 +102,13 @@ class _PartialSink:
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        for start in range(0, view.nbytes, _PIECE):  # small pieces: the hash queue stays short
-            self._writer.write(view[start : start + _PIECE])
+        try:
+            for start in range(0, view.nbytes, _PIECE):  # small pieces: a short hash queue
+                self._writer.write(view[start : start + _PIECE])
+        except OSError as exc:  # the local disk, not the remote: say so (a full store falls back)
+            if self._write_error is None:
+                raise
+            raise self._write_error(exc) from exc
         return view.nbytes
 
     def hexdigest(self) -> str:
@@ -113,7 +126,12 @@ def _hash_prefix(fh: IO[bytes], size: int) -> Any:
 
 
 def _attempt(
-    remote: Remote, key: str, size: int, partial: Path, progress: Progress | None
+    remote: Remote,
+    key: str,
+    size: int,
+    partial: Path,
+    progress: Progress | None,
+    write_error: WriteError | None = None,
 ) -> tuple[int, str, int]:
     """One pass: continue from what ``partial`` holds; return (size, sha256, bytes asked)."""
     with open(partial, "a+b") as fh:
@@ -121,7 +139,7 @@ def _attempt(
         if held > size:  # not a prefix of these bytes
             fh.truncate(0)
             held = 0
-        sink = _PartialSink(fh, _hash_prefix(fh, held), held)
+        sink = _PartialSink(fh, _hash_prefix(fh, held), held, write_error)
         fh.seek(held)
         if progress is not None and held:
             progress(held)
@@ -143,20 +161,23 @@ def download(
     sha256: str,
     partial: Path,
     progress: Progress | None = None,
+    write_error: WriteError | None = None,
 ) -> tuple[int, str]:
     """Continue or finish downloading ``key`` (``size`` bytes, ``sha256``) into ``partial``.
 
     Returns the size and sha256 ``partial`` then holds; when they are not the expected ones the
     caller must delete it. An interrupted download leaves ``partial`` for the next attempt.
+    ``write_error`` turns a failed local write (a full disk) into the caller's error, which
+    the remote passes through instead of reporting it as a remote failure.
     """
     with _IN_USE_LOCK:
         _IN_USE.add(str(partial))
     try:
-        got_size, got_sha, started = _attempt(remote, key, size, partial, progress)
+        got_size, got_sha, started = _attempt(remote, key, size, partial, progress, write_error)
         if (got_size, got_sha) != (size, sha256) and started > 0:
             # The prefix we held was damaged (or other bytes): once more, from zero.
             partial.unlink()
-            got_size, got_sha, _ = _attempt(remote, key, size, partial, progress)
+            got_size, got_sha, _ = _attempt(remote, key, size, partial, progress, write_error)
         return got_size, got_sha
     finally:
         with _IN_USE_LOCK:

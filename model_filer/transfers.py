@@ -87,6 +87,12 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
     )
 
 
+def _store_write_error(store: ObjectStore) -> Callable[[OSError], BaseException]:
+    """A failed write into the store (a full disk) is the store's error, so the download
+    falls back to the model folder instead of failing as if the remote had."""
+    return lambda exc: StoreError(store.root, "write a download", exc)
+
+
 def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
     """Move a verified download into place; return its open file, or close it and re-raise.
 
@@ -139,7 +145,13 @@ class Transfers:
             with byte_bar(entry.size, entry.name) as progress:
                 if resumable:
                     size, sha = resume.download(
-                        self.remote, entry.key, entry.size, entry.sha256, tmp, progress
+                        self.remote,
+                        entry.key,
+                        entry.size,
+                        entry.sha256,
+                        tmp,
+                        progress,
+                        None if store is None else _store_write_error(store),
                     )
                 else:
                     size, sha = self._stream(entry.key, entry.size, tmp, progress, store)
@@ -157,8 +169,8 @@ class Transfers:
             fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
             done = True
             return tmp, fh
-        except IntegrityError:
-            raise
+        except (IntegrityError, StoreError):
+            raise  # bad bytes, or a store that cannot hold them: nothing worth resuming
         except OSError as exc:
             keep = resumable  # the next attempt continues from what arrived
             if store is not None and exc.errno in _DISK_FULL:

@@ -463,6 +463,33 @@ def test_a_full_store_falls_back_to_the_folder(tmp_path, remote):
         assert list((store.root / "tmp").iterdir()) == []
 
 
+def test_a_full_store_falls_back_for_a_big_resumable_download_too(tmp_path, remote):
+    """Above the resumable size the partial file's writes fail in the store, not the remote."""
+    author = Filer(tmp_path / "author", str(remote), "local", store=ObjectStore(tmp_path / "s1"))
+    data = os.urandom(20 * MIB)
+    author.dump(data, "big", push=True)
+    with small_filesystem(tmp_path / "small", "4m") as small:
+        store = ObjectStore(small / "store")
+        clone = clone_of(author, tmp_path / "clone", store=store)
+        with pytest.warns(StoreWarning, match="No space left on device"):
+            assert clone.load("big") == data  # downloaded straight into the model folder
+        assert objects_of(store) == {}
+        assert not list((store.root / "partial").glob("*"))  # nothing kept in the full store
+
+
+def test_a_symlinked_hash_journal_is_never_written_through(tmp_path, remote):
+    filer = Filer(tmp_path / "models", str(remote), "local")
+    filer.dump([1], "m", push=True)
+    outside = tmp_path / "victim.txt"
+    outside.write_text("precious\n")
+    journal = filer.local_dir / ".model_filer" / "hashes.log"
+    journal.unlink(missing_ok=True)
+    journal.symlink_to(outside)  # as a hostile repository could commit it
+    filer.model_path("m").unlink()
+    assert filer.load("m") == [1]  # re-linked and recorded: the record is not written there
+    assert outside.read_text() == "precious\n"
+
+
 # -- concurrency and crashes -------------------------------------------------------------------
 PULL = """
 import sys
