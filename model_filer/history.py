@@ -68,12 +68,16 @@ class RegistryReader:
                 entry = self._block(block, where) if block is not None else None
                 if block is None or entry is not None:
                     entries = {name: entry} if entry is not None else {}
-                    return Registry(base.remote_type, base.remote_address, entries)
+                    return Registry(
+                        base.remote_type, base.remote_address, entries, base.remote_id
+                    )
         return parse(text, where, filename=filename)
 
     def _split(self, text: bytes, filename: str) -> tuple[Registry, list[bytes]] | None:
         if len(text) > MAX_REGISTRY_BYTES or not text.startswith(HEADER.encode()):
             return None
+        if b"\n<<<<<<< " in text or b"\n>>>>>>> " in text:
+            return None  # conflict markers anywhere: the full parser refuses the whole file
         head, sep, body = text.partition(b"\nmodels:\n")
         if not sep or not body.endswith(b"\n"):
             return None
@@ -179,7 +183,7 @@ def registry_at(filer: Filer, rev: str) -> tuple[Registry | None, str]:
     if text is None:
         return None, label
     reg = parse(text, label, filename=path)
-    filer.remote.check_matches(reg.remote_address, label)
+    filer.remote.check_matches(reg.remote_address, label, reg.remote_id)
     return reg, label
 
 
@@ -206,7 +210,7 @@ def entry_at(filer: Filer, name: str, rev: str) -> Entry:
             hint=f"Run `model-filer log --all --dir {filer.local_dir}` to see where models exist.",
         )
     reg = RegistryReader().pick(text, label, path, name)
-    filer.remote.check_matches(reg.remote_address, label)
+    filer.remote.check_matches(reg.remote_address, label, reg.remote_id)
     entry = reg.entries.get(name)
     if entry is None:
         full, _ = registry_at(filer, rev)  # the error lists every name there
@@ -352,7 +356,7 @@ def _parse_blobs(
                 reg = reader.parse(text, label, where.registry)
             else:
                 reg = reader.pick(text, label, where.registry, name)
-            filer.remote.check_matches(reg.remote_address, where.registry)
+            filer.remote.check_matches(reg.remote_address, where.registry, reg.remote_id)
         except ModelFilerError:
             reg = _UNREADABLE
         out[blob] = reg

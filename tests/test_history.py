@@ -16,6 +16,7 @@ from model_filer.errors import (
     IntegrityError,
     LocalOnlyError,
     ModelFilerError,
+    RegistryError,
     RemoteMismatchError,
     UnknownModelError,
     UnknownRevisionError,
@@ -348,3 +349,12 @@ def test_s3_version_once_fetched_loads_with_the_endpoint_closed(
     assert offline.load("a", rev="HEAD") == [2]
     with pytest.raises(ModelFilerError):
         Filer(repo / "models", s3_address).remote.size_of("a/" + "0" * 64 + ".pkl")
+
+
+def test_conflict_markers_anywhere_in_a_revisions_registry_are_refused(hist: History) -> None:
+    registry = hist.folder / ".local_registry"
+    text = registry.read_text()
+    registry.write_text(text.replace("\n  c:\n", "\n<<<<<<< HEAD\n  c:\n", 1))
+    commit(hist.repo, "a bad merge")
+    with pytest.raises(RegistryError, match="conflict markers"):
+        hist.filer.load("a", rev="HEAD")  # the marker sits in another entry's block
