@@ -167,12 +167,15 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from .history import named_at_heads_and_tags
     from .store import ObjectStore
 
-    done = ObjectStore().prune(args.max_size)
+    keep = named_at_heads_and_tags(Path(args.dir))
+    done = ObjectStore().prune(args.max_size, keep)
     print(
         f"Evicted {done.evicted} object(s), freed {_human(done.freed)}; the store holds "
-        f"{_human(done.remaining)} ({done.in_use} object(s) in use by checkouts are kept)."
+        f"{_human(done.remaining)} ({done.in_use} object(s) in use by checkouts are kept; "
+        f"{len(keep)} named at this repository's branch heads and tags go last)."
     )
     return 0
 
@@ -356,6 +359,12 @@ def _cache_parsers(cache: argparse.ArgumentParser) -> None:
     p = sub.add_parser("prune", help="evict least recently used objects no checkout uses")
     p.add_argument(
         "--max-size", required=True, type=parse_size, metavar="SIZE", help="e.g. 20GB, 500MiB"
+    )
+    p.add_argument(
+        "-d",
+        "--dir",
+        default=".",
+        help="a folder in the git repository whose branch heads' and tags' models go last",
     )
     p.set_defaults(func=cmd_cache_prune)
     p = sub.add_parser("verify", help="re-hash every object; remove bad ones")

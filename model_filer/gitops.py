@@ -159,6 +159,19 @@ def registries_at(repo: Repo, rev: str) -> dict[str, bytes]:
     return {p: blob for p in paths if (blob := blobs[f"{sha}:{p}"]) is not None}
 
 
+def head_and_tag_commits(repo: Repo) -> list[str]:
+    """The commits that local branch heads and tags point at (annotated tags peeled)."""
+    out = run(
+        ["for-each-ref", "--format=%(objectname) %(*objectname)", "refs/heads", "refs/tags"],
+        _top(repo),
+    ).stdout.decode()
+    commits = set()
+    for line in out.splitlines():
+        direct, _, peeled = line.partition(" ")
+        commits.add(peeled.strip() or direct)
+    return sorted(c for c in commits if c)
+
+
 def changed_registries(repo: Repo, old: str | None, new: str) -> list[str]:
     """Registry paths present at ``new`` that differ from ``old`` (all of them without ``old``)."""
     if not old or old == NULL_REF:  # after a clone

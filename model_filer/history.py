@@ -68,9 +68,7 @@ class RegistryReader:
                 entry = self._block(block, where) if block is not None else None
                 if block is None or entry is not None:
                     entries = {name: entry} if entry is not None else {}
-                    return Registry(
-                        base.remote_type, base.remote_address, entries, base.remote_id
-                    )
+                    return Registry(base.remote_type, base.remote_address, entries, base.remote_id)
         return parse(text, where, filename=filename)
 
     def _split(self, text: bytes, filename: str) -> tuple[Registry, list[bytes]] | None:
@@ -422,3 +420,18 @@ def diff_registries(old: Registry | None, new: Registry | None) -> list[DiffRow]
 def registry_pathspecs(names: Sequence[str]) -> list[str]:
     """Pathspecs matching every file called one of ``names``, anywhere in the repository."""
     return [f":(top,glob)**/{n}" for n in names]
+
+
+def named_at_heads_and_tags(folder: Path) -> frozenset[str]:
+    """The sha256s that any registry names at any local branch head or tag of the git
+    repository containing ``folder`` (none outside git): what ``cache prune`` evicts last."""
+    try:
+        repo = gitops.open_repo(folder)
+    except ModelFilerError:
+        return frozenset()
+    named: set[str] = set()
+    for commit in gitops.head_and_tag_commits(repo):
+        for path, text in gitops.registries_at(repo, commit).items():
+            with contextlib.suppress(ModelFilerError):  # an unreadable one protects nothing
+                named.update(e.sha256 for e in parse(text, path, filename=path).entries.values())
+    return frozenset(named)

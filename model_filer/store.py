@@ -450,13 +450,21 @@ class ObjectStore:
             link=self.describe_link(dest_dir),
         )
 
-    def prune(self, max_bytes: int) -> PruneReport:
-        """Evict least recently used objects no checkout holds until at most ``max_bytes``."""
+    def prune(self, max_bytes: int, keep: frozenset[str] = frozenset()) -> PruneReport:
+        """Evict least recently used objects no checkout holds until at most ``max_bytes``.
+
+        Objects in ``keep`` (those a registry names at a branch head or tag) go last: only
+        when evicting every other idle object still leaves the store over ``max_bytes``.
+        """
         found = list(self.objects())
         total = sum(st.st_size for _, st in found)
-        idle = [(self._last_use(sha, st), sha, st) for sha, st in found if not self.in_use(sha, st)]
+        idle = [
+            (sha in keep, self._last_use(sha, st), sha, st)
+            for sha, st in found
+            if not self.in_use(sha, st)
+        ]
         evicted = freed = 0
-        for _, sha, st in sorted(idle):
+        for _, _, sha, st in sorted(idle):
             if total <= max_bytes:
                 break
             try:

@@ -25,7 +25,7 @@ from model_filer.cli import main as cli_main
 from model_filer.errors import StoreError, StoreWarning
 from model_filer.store import ObjectStore, default_root
 from tests.support.faultproxy import FaultProxy
-from tests.support.gitrepo import closed_port
+from tests.support.gitrepo import closed_port, commit, git, init_repo
 
 MIB = 1024 * 1024
 
@@ -307,7 +307,7 @@ def test_cache_prune_evicts_least_recently_used_objects_no_checkout_links(filer,
     assert set(objects_of(store)) == {sha["kept"], sha["newer"]}
 
     assert cli_main(["cache", "prune", "--max-size", "0"]) == 0
-    assert "(1 object(s) in use by checkouts are kept)" in capsys.readouterr().out
+    assert "(1 object(s) in use by checkouts are kept;" in capsys.readouterr().out
     assert set(objects_of(store)) == {sha["kept"]}
     assert filer.load("older") == filer.load("older")  # downloaded again on use
 
@@ -488,6 +488,34 @@ def test_a_symlinked_hash_journal_is_never_written_through(tmp_path, remote):
     filer.model_path("m").unlink()
     assert filer.load("m") == [1]  # re-linked and recorded: the record is not written there
     assert outside.read_text() == "precious\n"
+
+
+def test_prune_evicts_objects_named_at_branch_heads_and_tags_last(tmp_path, remote, store, capsys):
+    repo = init_repo(tmp_path / "repo")
+    models = repo / "models"
+    filer = Filer(models, str(remote), "local", store=store)
+    filer.dump(os.urandom(MIB), "a", push=True)
+    commit(repo, "a v1")
+    git(repo, "tag", "v1")
+    v1 = filer.list_files()[0].sha256
+    filer.remove("a")
+    filer.dump(os.urandom(MIB), "a", push=True)
+    commit(repo, "a v2")  # v2 is linked from the checkout: in use
+    v2 = filer.list_files()[0].sha256
+    filer.dump(os.urandom(MIB), "junk")
+    junk = next(e.sha256 for e in filer.list_files() if e.name == "junk")
+    filer.remove("junk")  # never committed: named nowhere
+    sizes = {sha: st.st_size for sha, st in objects_of(store).items()}
+    assert set(sizes) == {v1, v2, junk}
+
+    bound = sizes[v1] + sizes[v2]  # evicting one idle object is enough
+    assert cli_main(["cache", "prune", "--max-size", str(bound), "--dir", str(models)]) == 0
+    assert set(objects_of(store)) == {v1, v2}  # the tag's version stayed, the unnamed went
+    assert "2 named at this repository's branch heads and tags" in capsys.readouterr().out
+
+    assert cli_main(["cache", "prune", "--max-size", "0", "--dir", str(models)]) == 0
+    assert set(objects_of(store)) == {v2}  # forced out by the size; in-use v2 always stays
+    assert filer.load("a", rev="v1") is not None  # and v1 comes back from the remote
 
 
 # -- concurrency and crashes -------------------------------------------------------------------
