@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -514,3 +515,42 @@ def print_table(rows: Sequence[Row], runs: int, light_runs: int) -> None:
     for r in rows:
         if r.note:
             print(f"  {r.name}: {r.note}")
+
+
+def run_rows(
+    bench: Bench,
+    root: Path,
+    names: Sequence[str],
+    workloads: dict[str, Callable[[Any], Row]],
+    runs: int,
+    json_path: Path | None,
+) -> int:
+    """Run each named workload on ``bench`` (a failing one becomes a failed row), print the
+    table, remove the temp ``root``, and write the rows as JSON when asked."""
+    rows: list[Row] = []
+    started = time.monotonic()
+    try:
+        for name in names:
+            log(f"[{name}]")
+            t0 = time.monotonic()
+            try:
+                row = workloads[name](bench)
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                log(f"[{name}] failed: {exc}")
+                row = Row(name, name, ok=False, note=f"error: {str(exc).splitlines()[0]}")
+            rows.append(row)
+            log(
+                f"[{name}] {row.result} {row.ours} vs {row.base} ({row.ratio}) "
+                f"in {time.monotonic() - t0:.0f} s"
+            )
+    finally:
+        bench.close()
+        shutil.rmtree(root, ignore_errors=True)
+    print()
+    print_table(rows, runs, bench.light_runs)
+    print(f"\nTotal {time.monotonic() - started:.0f} s.")
+    if json_path:
+        json_path.write_text(
+            json.dumps([r.__dict__ | {"result": r.result} for r in rows], indent=2)
+        )
+    return 0

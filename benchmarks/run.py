@@ -18,18 +18,14 @@ and removes its temp root at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import DVC_VENV, REPO, BenchError, log
-from .harness import FULL, QUICK, Bench, Row, print_table
+from .common import DVC_VENV, REPO
+from .harness import FULL, QUICK, Bench, run_rows
 from .workers import worker_main
 from .workloads import WORKLOADS
 
@@ -71,33 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="mf-bench-", dir=args.tmp))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(root, sizes, runs, args.install_dvc)
-    rows: list[Row] = []
-    started = time.monotonic()
-    try:
-        for name in names:
-            log(f"[{name}]")
-            t0 = time.monotonic()
-            try:
-                row = WORKLOADS[name](bench)
-            except (BenchError, OSError, subprocess.SubprocessError) as exc:
-                log(f"[{name}] failed: {exc}")
-                row = Row(name, name, ok=False, note=f"error: {str(exc).splitlines()[0]}")
-            rows.append(row)
-            log(
-                f"[{name}] {row.result} {row.ours} vs {row.base} ({row.ratio}) "
-                f"in {time.monotonic() - t0:.0f} s"
-            )
-    finally:
-        bench.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print()
-    print_table(rows, runs, bench.light_runs)
-    print(f"\nTotal {time.monotonic() - started:.0f} s.")
-    if args.json:
-        args.json.write_text(
-            json.dumps([r.__dict__ | {"result": r.result} for r in rows], indent=2)
-        )
-    return 0
+    return run_rows(bench, root, names, WORKLOADS, runs, args.json)
 
 
 if __name__ == "__main__":

@@ -439,33 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Scale(root, harness.FULL, args.runs, args.install_dvc)
     bench.growth_runs = args.growth_runs
-    rows: list[harness.Row] = []
-    started = time.monotonic()
-    try:
-        for name in args.only or list(WORKLOADS):
-            common.log(f"[{name}]")
-            t0 = time.monotonic()
-            try:
-                row = WORKLOADS[name](bench)
-            except (common.BenchError, OSError, subprocess.SubprocessError) as exc:
-                common.log(f"[{name}] failed: {exc}")
-                row = harness.Row(name, name, ok=False, note=f"error: {str(exc).splitlines()[0]}")
-            rows.append(row)
-            common.log(
-                f"[{name}] {row.result} {row.ours} vs {row.base} ({row.ratio}) "
-                f"in {time.monotonic() - t0:.0f} s"
-            )
-    finally:
-        bench.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print()
-    harness.print_table(rows, args.runs, bench.light_runs)
-    print(f"\nTotal {time.monotonic() - started:.0f} s.")
-    if args.json:
-        args.json.write_text(
-            json.dumps([r.__dict__ | {"result": r.result} for r in rows], indent=2)
-        )
-    return 0
+    names = args.only or list(WORKLOADS)
+    return harness.run_rows(bench, root, names, WORKLOADS, args.runs, args.json)
 
 
 if __name__ == "__main__":
