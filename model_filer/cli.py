@@ -155,10 +155,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _folder(text: str) -> Path:
+    """``--dir`` of the cache commands: an existing folder, or a message that says so."""
+    path = Path(text)
+    if not path.is_dir():
+        raise ModelFilerError(
+            f"{path} is not a folder. Pass an existing model folder (or any folder of the "
+            "repository) with --dir."
+        )
+    return path
+
+
 def cmd_cache_info(args: argparse.Namespace) -> int:
     from .store import ObjectStore
 
-    info = ObjectStore().info(Path(args.dir))
+    info = ObjectStore().info(_folder(args.dir))
     print(f"location:  {info.root}")
     print(f"objects:   {info.objects} ({info.linked} linked from a checkout)")
     print(f"bytes:     {_human(info.bytes)}")
@@ -170,7 +181,7 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     from .history import named_at_heads_and_tags
     from .store import ObjectStore
 
-    keep = named_at_heads_and_tags(Path(args.dir))
+    keep = named_at_heads_and_tags(_folder(args.dir))
     done = ObjectStore().prune(args.max_size, keep)
     print(
         f"Evicted {done.evicted} object(s), freed {_human(done.freed)}; the store holds "

@@ -49,6 +49,8 @@ def run(
             check=False,
         )
     except FileNotFoundError:
+        if cwd is not None and not Path(cwd).is_dir():  # the missing file was the folder
+            raise ModelFilerError(f"{cwd} is not a folder: pass an existing one.") from None
         raise ModelFilerError("git is not installed or not on PATH. Install git.") from None
     if check and done.returncode != 0:
         raise GitError(args, done.returncode, done.stderr.decode(errors="replace"))
@@ -136,11 +138,11 @@ def open_repo(path: Path | None = None) -> Repo:
 
 
 def _commit(repo: Repo, rev: str) -> str:
-    """The commit sha ``rev`` names."""
-    done = run(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], _top(repo), check=False)
-    if done.returncode != 0:
+    """The commit sha ``rev`` names (see :func:`commit_of`)."""
+    sha = commit_of(rev, _top(repo))
+    if sha is None:
         raise ModelFilerError(f"Unknown git revision {rev!r}.")
-    return done.stdout.decode().strip()
+    return sha
 
 
 def _top(repo: Repo) -> Path:

@@ -125,7 +125,7 @@ class RegistryReader:
             if entry is None or entry.name in entries:
                 return None  # the full parser gives the precise error
             entries[entry.name] = entry
-        return Registry(base.remote_type, base.remote_address, entries)
+        return Registry(base.remote_type, base.remote_address, entries, base.remote_id)
 
 
 # -- where the registry lives in git --------------------------------------------------------

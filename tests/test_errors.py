@@ -86,3 +86,10 @@ def test_push_all_to_a_missing_remote_folder_raises_one_grouped_error(tmp_path):
     assert str(info.value).count("does not exist") == 1
     assert info.value.causes() == {BucketNotFoundError}
     assert all(e.state == "local" for e in filer.list_files())
+
+
+def test_a_git_call_in_a_missing_folder_names_the_folder_not_git(tmp_path):
+    from model_filer import gitops
+
+    with pytest.raises(ModelFilerError, match=r"absent is not a folder"):
+        gitops.run(["status"], tmp_path / "absent")

@@ -291,6 +291,15 @@ def test_cache_info_says_where_what_and_how(filer, store, capsys, monkeypatch):
     assert "link type: copy (MODEL_FILER_LINK=copy)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["info", "prune"])
+def test_cache_commands_refuse_a_dir_that_is_no_folder(command, tmp_path, capsys):
+    extra = ["--max-size", "1GB"] if command == "prune" else []
+    assert cli_main(["cache", command, *extra, "--dir", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("model-filer: error: ") and "is not a folder" in err
+    assert "Traceback" not in err
+
+
 def test_cache_prune_evicts_least_recently_used_objects_no_checkout_links(filer, store, capsys):
     for name in ("kept", "older", "newer"):
         filer.dump(os.urandom(1000), name, push=True)
