@@ -7,7 +7,6 @@ every commit and must feel instant; the hooks that transfer import them when the
 
 from __future__ import annotations
 
-from .discovery import filer_for
 from .errors import ModelFilerError, UntrustedRemoteError
 from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
@@ -42,7 +41,6 @@ __all__ = [
     "can_trust",
     "changed_registries",
     "count_bar",
-    "filer_for",
     "get_remote",
     "in_git_repo",
     "open_repo",

@@ -13,7 +13,6 @@ matches names: it imports nothing, so the commit hook can use it without the ML 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -264,6 +263,8 @@ def project_patterns(start: Path) -> list[str]:
     path = find_pyproject(start)
     if path is None:
         return []
+    import tomllib  # only when a project has a pyproject.toml: hooks import this module
+
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
