@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -554,3 +555,16 @@ def run_rows(
             json.dumps([r.__dict__ | {"result": r.result} for r in rows], indent=2)
         )
     return 0
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark script shares: DVC, JSON output, temp root, worker mode."""
+    parser.add_argument(
+        "--install-dvc",
+        action="store_true",
+        help=f"create {DVC_VENV.relative_to(REPO)} with dvc and dvc-s3 from PyPI if missing",
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--tmp", type=Path, help="parent of the temp root (default: system tmp)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)

@@ -24,8 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import DVC_VENV, REPO
-from .harness import FULL, QUICK, Bench, run_rows
+from .harness import FULL, QUICK, Bench, add_run_arguments, run_rows
 from .workers import worker_main
 from .workloads import WORKLOADS
 
@@ -43,15 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"run only these workloads: {', '.join(WORKLOADS)}",
     )
     parser.add_argument("--runs", type=int, help="runs per workload (default 5; 1 with --quick)")
-    parser.add_argument(
-        "--install-dvc",
-        action="store_true",
-        help=f"create {DVC_VENV.relative_to(REPO)} with dvc and dvc-s3 from PyPI if missing",
-    )
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-    parser.add_argument("--tmp", type=Path, help="parent of the temp root (default: system tmp)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)
+    add_run_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -419,11 +419,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--growth-runs", type=int, help="runs of the 10,000-dump row (default: --runs)"
     )
-    parser.add_argument("--install-dvc", action="store_true", help="as benchmarks/run.py")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-    parser.add_argument("--tmp", type=Path, help="parent of the temp root")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)
+    harness.add_run_arguments(parser)
     return parser.parse_args(argv)
 
 
