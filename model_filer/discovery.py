@@ -51,8 +51,12 @@ def read_registry(path: Path) -> Registry:
     """Read a registry file that must exist."""
     reg = read(path)
     if reg is None:
-        raise RegistryError(f"No registry at {path}. Run `model-filer status` to list them.")
+        raise _no_registry(path)
     return reg
+
+
+def _no_registry(path: Path) -> RegistryError:
+    return RegistryError(f"No registry at {path}. Run `model-filer status` to list them.")
 
 
 def filer_for(path: Path, remote_address: str | None = None, network: Network = PATIENT) -> Filer:
@@ -60,7 +64,8 @@ def filer_for(path: Path, remote_address: str | None = None, network: Network = 
     rtype = remote_type_of(path)
     if rtype is None:
         raise ModelFilerError(f"{path} is not a registry file (expected .<type>_registry).")
-    reg = read_registry(path)
-    return Filer(
-        path.parent, remote_address or reg.remote_address, remote_type=rtype, network=network
-    )
+    if remote_address is None:
+        remote_address = read_registry(path).remote_address
+    elif not path.is_file():  # the Filer reads (and checks) the registry once itself
+        raise _no_registry(path)
+    return Filer(path.parent, remote_address, remote_type=rtype, network=network)
