@@ -96,17 +96,24 @@ class Entries(dict[str, Entry]):
     """A registry's entries by name, noting which names changed since its text was built.
 
     A dump into a registry of 10,000 entries then re-sorts and re-joins nothing but the one
-    entry it changed. Mutators other than item assignment and deletion mark everything.
+    entry it changed. Mutators other than item assignment and deletion mark everything. The
+    lower-cased names are counted as they change (once asked for), so the case-twin check of
+    a dump costs a lookup, not a pass over every name.
     """
 
-    __slots__ = ("changed", "version")
+    __slots__ = ("changed", "lower", "version")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.changed: set[str] | None = None  # since the text was built; None: everything
         self.version = 0  # counts changes, for "changed since?" questions
+        self.lower: dict[str, int] | None = None  # lower-cased name -> how many; None: unknown
 
     def __setitem__(self, name: str, entry: Entry) -> None:
+        lower = self.lower
+        if lower is not None and name not in self:
+            low = name.lower()
+            lower[low] = lower.get(low, 0) + 1
         super().__setitem__(name, entry)
         self.version += 1
         if self.changed is not None:
@@ -114,12 +121,29 @@ class Entries(dict[str, Entry]):
 
     def __delitem__(self, name: str) -> None:
         super().__delitem__(name)
+        lower = self.lower
+        if lower is not None:
+            low = name.lower()
+            if lower[low] > 1:
+                lower[low] -= 1
+            else:
+                del lower[low]
         self.version += 1
         if self.changed is not None:
             self.changed.add(name)
 
+    def lowered(self) -> dict[str, int]:
+        """How many names lower-case to each string (counted once, then kept in step)."""
+        if self.lower is None:
+            from collections import Counter
+
+            # list() first: one C-level snapshot, even while another thread adds a name.
+            self.lower = dict(Counter(map(str.lower, list(self))))
+        return self.lower
+
     def _all_changed(self, method: str, *args: Any, **kwargs: Any) -> Any:
         self.changed = None
+        self.lower = None
         self.version += 1
         return getattr(super(), method)(*args, **kwargs)
 
@@ -153,7 +177,6 @@ class Registry:
 
     __slots__ = (
         "_body",
-        "_lower",
         "_texts",
         "entries",
         "remote_address",
@@ -177,8 +200,6 @@ class Registry:
         self._texts: dict[str, tuple[Entry, bytes]] = {}
         # The sorted names and their texts as last written, kept in step with ``entries``.
         self._body: tuple[list[str], list[bytes]] | None = None
-        # The lower-cased names, as of the entries' change count (see case_twin).
-        self._lower: tuple[int | None, set[str]] | None = None
 
     def _key(self) -> tuple[str, str, dict[str, Entry], str | None]:
         return (self.remote_type, self.remote_address, self.entries, self.remote_id)
@@ -198,6 +219,9 @@ class Registry:
         """A copy whose entries can change without touching this one."""
         new = Registry(self.remote_type, self.remote_address, self.entries, self.remote_id)
         new._texts = self._texts  # shared: each text is checked against its entry's identity
+        lower = getattr(self.entries, "lower", None)
+        if lower is not None:
+            new.entries.lower = dict(lower)  # type: ignore[attr-defined]
         changed = getattr(self.entries, "changed", None)
         if self._body is not None and changed is not None:
             new._body = (list(self._body[0]), list(self._body[1]))
@@ -242,15 +266,14 @@ class Registry:
 
     def case_twin(self, name: str) -> str | None:
         """Another entry's name that differs from ``name`` only in case (one file on macOS
-        and Windows), if any. The set of lower-cased names is rebuilt (in C, by ``map``)
-        only when the entries changed."""
-        version = getattr(self.entries, "version", None)
-        if self._lower is None or version is None or self._lower[0] != version:
-            self._lower = (version, set(map(str.lower, self.entries)))
+        and Windows), if any: a lookup in the entries' lower-cased names."""
+        entries = self.entries
         low = name.lower()
-        if low not in self._lower[1]:
-            return None
-        return next((n for n in self.entries if n != name and n.lower() == low), None)
+        if isinstance(entries, Entries):
+            count = entries.lowered().get(low, 0)
+            if count == 0 or (count == 1 and name in entries):
+                return None
+        return next((n for n in list(entries) if n != name and n.lower() == low), None)
 
     def remote_fields(self) -> dict[str, str]:
         """The ``remote:`` mapping as written: type, address, and the ID when known."""
@@ -411,35 +434,72 @@ def parse(
     return Registry(rtype, address, entries, remote_id)
 
 
-# Last parse of each registry path: a hook or CLI command reads the same file several
-# times, and parsing (not reading) is what costs. Keyed by the exact bytes, so never stale.
-_PARSED: dict[str, tuple[bytes, Registry]] = {}
-# The stat of the file that held those bytes, for :func:`peek` only.
-_STATS: dict[str, tuple[int, ...]] = {}
+class _Memo(NamedTuple):
+    """The registry last read or written at a path, with the exact bytes it came from."""
+
+    data: bytes
+    reg: Registry
+    state: tuple[Any, ...]  # _state(reg) then: any change to reg since makes the memo void
+    stat: tuple[int, ...]  # the file's stat then, for peek only
+
+
+# A hook or CLI command reads the same file several times, and parsing (not reading) is
+# what costs; a dump's transaction takes the registry over instead of parsing 3 MB again.
+# Keyed by the exact bytes, so never stale.
+_MEMO: dict[str, _Memo] = {}
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def read(path: Path) -> Registry | None:
-    """Read the registry at ``path``; ``None`` when the file does not exist."""
+def _state(reg: Registry) -> tuple[Any, ...]:
+    entries = reg.entries
+    return (id(entries), getattr(entries, "version", None), reg.remote_fields())
+
+
+def _remember(path: Path, data: bytes, reg: Registry, st: os.stat_result) -> None:
+    """Make ``reg`` the memo of ``path`` (``reg`` is then shared: not to change)."""
+    if isinstance(reg.entries, Entries):
+        reg.entries.lowered()  # built by its owner now: peekers in other threads only look
+    _MEMO[str(path)] = _Memo(data, reg, _state(reg), _stat_key(st))
+
+
+def _recall(path: Path, data: bytes | None = None) -> Registry | None:
+    """The memo of ``path`` if it is of ``data`` (any bytes when ``None``) and unchanged."""
+    memo = _MEMO.get(str(path))
+    if memo is None or (data is not None and memo.data != data) or _state(memo.reg) != memo.state:
+        return None
+    return memo.reg
+
+
+def _read_bytes(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """The file's bytes (bounded: a huge file is refused, not loaded) and its stat."""
     try:
-        with open(path, "rb") as fh:  # bounded read: a huge file is refused, not loaded
-            text = fh.read(MAX_REGISTRY_BYTES + 1)
+        with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
+            # Sized to the file: asking for the whole bound allocates 32 MiB on every read.
+            text = fh.read(min(st.st_size, MAX_REGISTRY_BYTES) + 1)
+            if len(text) > st.st_size:  # it grew meanwhile (written in place by someone)
+                text += fh.read(MAX_REGISTRY_BYTES + 1 - len(text))
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read the registry ({exc.strerror}).") from None
-    memo = _PARSED.get(str(path))
-    if memo is not None and memo[0] == text:
-        _STATS[str(path)] = _stat_key(st)
-        return memo[1].copy()
-    reg = parse(text, str(path), filename=str(path))
-    _PARSED[str(path)] = (text, reg.copy())
-    _STATS[str(path)] = _stat_key(st)
-    return reg
+    return text, st
+
+
+def read(path: Path) -> Registry | None:
+    """Read the registry at ``path``; ``None`` when the file does not exist."""
+    got = _read_bytes(path)
+    if got is None:
+        return None
+    text, st = got
+    reg = _recall(path, text)
+    if reg is None:
+        reg = parse(text, str(path), filename=str(path))
+    _remember(path, text, reg, st)
+    return reg.copy()
 
 
 def peek(path: Path) -> Registry | None:
@@ -449,11 +509,11 @@ def peek(path: Path) -> Registry | None:
     held is returned without reading 3 MB again; else the file is read. Only for checks that
     are made again under the lock on bytes read then (a dump's early refusal).
     """
-    memo, known = _PARSED.get(str(path)), _STATS.get(str(path))
-    if memo is not None and known is not None:
+    memo, reg = _MEMO.get(str(path)), _recall(path)
+    if memo is not None and reg is not None:
         with contextlib.suppress(OSError):
-            if _stat_key(os.stat(path)) == known:
-                return memo[1]
+            if _stat_key(os.stat(path)) == memo.stat:
+                return reg
     return read(path)
 
 
@@ -544,31 +604,39 @@ class RegistryFile:
             same = False
         if not same:
             write_bytes_atomic(self.path, self.local_dir, data, "registry")
-        # The next read of these bytes needs no parse: we made them from ``reg``.
-        _PARSED[str(self.path)] = (data, reg.copy())
-        _STATS[str(self.path)] = _stat_key(os.stat(self.path))  # (the lock is held)
+        # The next read of these bytes needs no parse, nor a copy: we made them from ``reg``
+        # (a change to ``reg`` after this voids the memo; the lock is held for the stat).
+        _remember(self.path, data, reg, os.stat(self.path))
         self._written = (id(reg.entries), getattr(reg.entries, "version", None))
 
     @contextlib.contextmanager
     def transaction(self, new: Registry) -> Iterator[Registry]:
         """Lock, read (or start from ``new``), yield for changes, write back on success.
 
-        A block that already wrote ``reg`` itself (to order the write before a rename) and
+        The registry read is this process's memo of those exact bytes when it has one, taken
+        over rather than copied (10,000 entries); it is given back if nothing changed. A
+        block that already wrote ``reg`` itself (to order the write before a rename) and
         changed nothing since is not written again. Whether anything changed is known from
         :class:`Entries`' change count, without copying and comparing 10,000 entries.
         """
         with self.lock():
-            reg = self.read() or new
-            remote, entries = (reg.remote_type, reg.remote_address, reg.remote_id), reg.entries
-            start = getattr(entries, "version", None)
+            got = _read_bytes(self.path)
+            reg, taken = new, None
+            if got is not None:
+                taken = _recall(self.path, got[0])
+                _MEMO.pop(str(self.path), None)  # ours now: no reader may share what we change
+                reg = taken or parse(got[0], str(self.path), filename=str(self.path))
+            state = _state(reg)
             self._written = None
-            yield reg
-            now = getattr(reg.entries, "version", None)
-            unchanged = (
-                reg.entries is entries
-                and start is not None
-                and remote == (reg.remote_type, reg.remote_address, reg.remote_id)
-                and (now == start or self._written == (id(entries), now))
-            )
-            if not unchanged:
+            try:
+                yield reg
+            except BaseException:
+                if got is not None and _state(reg) == state:  # untouched: still those bytes
+                    _remember(self.path, got[0], reg, got[1])
+                raise
+            now = _state(reg)
+            written = now[1] is not None and self._written == (id(reg.entries), now[1])
+            if now[1] is None or (now != state and not written):  # (None: changes unknown)
                 self.write(reg)
+            elif self._written is None and got is not None:
+                _remember(self.path, got[0], reg, got[1])

@@ -446,3 +446,99 @@ def test_unreadable_registry_path_is_a_registry_error(tmp_path):
     (tmp_path / ".s3_registry").mkdir()
     with pytest.raises(RegistryError, match="cannot read the registry"):
         RegistryFile(tmp_path, "s3").read()
+
+
+# -- the in-process memo: a transaction takes it over, never shares what it changes ----------
+
+
+def test_a_failed_transaction_leaves_no_trace_in_later_reads(tmp_path):
+    """The registry a transaction took over from the memo was changed, then the block
+    failed: later reads and transactions must see the file, not the half-changed object."""
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    with pytest.raises(RuntimeError), rf.transaction(make_registry()) as reg:
+        reg.entries["m2"] = make_entry("m2", SHA_B)
+        del reg.entries["m1"]
+        raise RuntimeError("boom")
+    assert rf.read() == make_registry(make_entry("m1"))
+    with rf.transaction(make_registry()) as reg:
+        assert set(reg.entries) == {"m1"}
+        reg.entries["m3"] = make_entry("m3", SHA_C)
+    assert set(rf.read().entries) == {"m1", "m3"}
+
+
+def test_an_untouched_failed_transaction_keeps_the_memo(tmp_path, monkeypatch):
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    with pytest.raises(RuntimeError), rf.transaction(make_registry()):
+        raise RuntimeError("refused before any change")
+    monkeypatch.setattr(registry, "parse", lambda *a, **k: pytest.fail("parsed again"))
+    assert set(rf.read().entries) == {"m1"}
+
+
+def test_changing_a_registry_after_its_transaction_does_not_change_later_reads(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    with rf.transaction(make_registry()) as reg:
+        reg.entries["m1"] = make_entry("m1")
+    reg.entries["ghost"] = make_entry("ghost", SHA_B)  # the writer's object, not the file
+    reg.remote_address = "s3://elsewhere"
+    assert rf.read() == make_registry(make_entry("m1"))
+    assert registry.peek(rf.path) == make_registry(make_entry("m1"))
+
+
+def test_a_read_copy_can_change_without_touching_the_memo(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    mine = rf.read()
+    mine.entries["m2"] = make_entry("m2", SHA_B)
+    assert set(rf.read().entries) == {"m1"}
+    with rf.transaction(make_registry()) as reg:
+        assert set(reg.entries) == {"m1"}
+
+
+def test_a_file_changed_behind_the_memo_is_read_again(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    other = make_registry(make_entry("m1"), make_entry("m2", SHA_B))
+    rf.path.write_bytes(other.dumps())  # another process (or git) replaced it
+    with rf.transaction(make_registry()) as reg:
+        assert reg == other
+
+
+def test_read_of_a_file_that_grows_while_read_gets_every_byte(tmp_path):
+    """The read is sized by fstat; bytes appended after that are read too."""
+    rf = RegistryFile(tmp_path, "s3")
+    text = make_registry(make_entry("m1"), make_entry("m2", SHA_B)).dumps()
+    head, tail = text[:100], text[100:]
+    rf.path.write_bytes(head)
+    real_fstat = os.fstat
+
+    def fstat_then_append(fd):
+        st = real_fstat(fd)
+        with open(rf.path, "ab") as fh:
+            fh.write(tail)
+        return st
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(registry.os, "fstat", fstat_then_append):
+        got = registry._read_bytes(rf.path)
+    assert got is not None and got[0] == text
+
+
+def test_case_twins_follow_additions_and_removals():
+    reg = make_registry(make_entry("Model"), make_entry("other"))
+    assert reg.case_twin("model") == "Model"
+    assert reg.case_twin("Model") is None
+    del reg.entries["Model"]
+    assert reg.case_twin("model") is None
+    reg.entries["MODEL"] = make_entry("MODEL")
+    reg.entries["model"] = make_entry("model")  # a legacy registry may hold both
+    assert reg.case_twin("model") == "MODEL" and reg.case_twin("MODEL") == "model"
+    del reg.entries["MODEL"]
+    assert reg.case_twin("model") is None
+    copied = reg.copy()
+    copied.entries["mODEL"] = make_entry("mODEL")
+    assert copied.case_twin("model") == "mODEL" and reg.case_twin("model") is None
+    reg.entries.update({"OTHER": make_entry("OTHER")})  # a bulk change: counted again
+    assert reg.case_twin("other") == "OTHER"
