@@ -6,6 +6,9 @@
 >>> model = filer.load("my_model")                            # doctest: +SKIP
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BucketNotFoundError,
     CredentialsError,
@@ -30,12 +33,39 @@ from .errors import (
     UntrustedModelWarning,
     VersionMismatchWarning,
 )
-from .filer import Filer
-from .registry import Entry
-from .remotes import FAIL_FAST, PATIENT, Network
-from .transfers import TransferReport
+
+if TYPE_CHECKING:
+    from .filer import Filer
+    from .registry import Entry
+    from .remotes import FAIL_FAST, PATIENT, Network
+    from .transfers import TransferReport
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562): the git hooks import model_filer.hookapi, and a hook that
+# only reads a registry should not pay for the Filer, the transfers and the object store.
+_LAZY = {
+    "Filer": "filer",
+    "Entry": "registry",
+    "FAIL_FAST": "remotes",
+    "PATIENT": "remotes",
+    "Network": "remotes",
+    "TransferReport": "transfers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'model_filer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "FAIL_FAST",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -527,3 +528,20 @@ def test_the_catalogue_has_at_least_30_distinct_bad_inputs():
     ids = [p.id for p in (*API_CASES, *CLI_CASES, *HOOK_CASES)]
     assert len(ids) == len(set(ids)) >= 30
     assert os.path.basename(__file__) == "test_bad_inputs.py"
+
+
+def test_the_package_names_resolve_on_first_use_and_unknown_ones_are_refused() -> None:
+    code = (
+        "import sys, model_filer\n"
+        "assert 'model_filer.filer' not in sys.modules\n"
+        "from model_filer import Filer, Entry, Network, TransferReport, FAIL_FAST, PATIENT\n"
+        "assert Filer.__module__ == 'model_filer.filer'\n"
+        "assert set(model_filer.__all__) <= set(dir(model_filer))\n"
+        "try:\n"
+        "    model_filer.NoSuchThing\n"
+        "except AttributeError as exc:\n"
+        "    assert 'NoSuchThing' in str(exc)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
