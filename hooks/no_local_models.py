@@ -27,7 +27,7 @@ from model_filer.hookapi import (
     in_git_repo,
     parse,
     project_patterns,
-    read_blobs,
+    read_staged,
     registry_filename,
     remote_type_of,
     staged_paths,
@@ -40,10 +40,8 @@ def _from_disk(paths: Sequence[str], top: Path) -> dict[str, bytes | None]:
 
 
 def _contents(paths: Sequence[str]) -> dict[str, bytes | None]:
-    if in_git_repo():
-        blobs = read_blobs([f":{p}" for p in paths])
-        return {p: blobs[f":{p}"] for p in paths}
-    return _from_disk(paths, Path.cwd())
+    staged = read_staged(paths) if paths else {}
+    return _from_disk(paths, Path.cwd()) if staged is None else staged
 
 
 def _working_tree_registries(paths: Sequence[str]) -> dict[str, Registry]:

@@ -62,6 +62,9 @@ def output(args: Sequence[str], cwd: Path | None = None) -> str:
     return run(args, cwd).stdout.decode(errors="replace").strip()
 
 
+_C_LOCALE = {"LC_ALL": "C"}  # git's messages untranslated, where one is matched
+
+
 def in_git_repo(cwd: Path | None = None) -> bool:
     """Whether ``cwd`` (default: the current directory) is inside a git working tree."""
     return run(["rev-parse", "--git-dir"], cwd, check=False).returncode == 0
@@ -96,13 +99,16 @@ def staged_paths(cwd: Path | None = None) -> list[str]:
     return [p for p in out.decode().split("\0") if p]
 
 
-def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes | None]:
+def read_blobs(
+    specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, bytes | None]:
     """Contents of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing."""
     if not specs:
         return {}
     if any("\n" in s for s in specs):
         raise ModelFilerError("A path with a newline cannot be read from git; rename it.")
-    out = run(["cat-file", "--batch"], cwd, data="".join(f"{s}\n" for s in specs).encode()).stdout
+    query = "".join(f"{s}\n" for s in specs).encode()
+    out = run(["cat-file", "--batch"], cwd, data=query, env=env).stdout
     result: dict[str, bytes | None] = {}
     pos = 0
     for spec in specs:
@@ -116,6 +122,18 @@ def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes
         else:
             result[spec] = None  # "<spec> missing" (or not a blob)
     return result
+
+
+def read_staged(paths: Sequence[str], cwd: Path | None = None) -> dict[str, bytes | None] | None:
+    """The index's versions of ``paths`` (``None`` for one not staged), or ``None`` outside
+    a git working tree: one git process, where asking first would be two."""
+    try:
+        blobs = read_blobs([f":{p}" for p in paths], cwd, env=_C_LOCALE)
+    except GitError as exc:
+        if exc.returncode == 128 and "not a git repository" in exc.stderr:
+            return None
+        raise
+    return {p: blobs[f":{p}"] for p in paths}
 
 
 # -- revisions and the repository (plain git: the checkout hook must start fast) -----------

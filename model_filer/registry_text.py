@@ -20,12 +20,13 @@ which accepts it or refuses it with its usual message.
 from __future__ import annotations
 
 import functools
+import gc
 import re
 
 from . import yamlio
 from .errors import InvalidNameError, RegistryError
 from .files import remote_type_of
-from .names import check_key, check_name
+from .names import check_key, name_is_safe
 from .registry import (
     _IMPORT_RE,
     FORMAT_VERSION,
@@ -125,9 +126,12 @@ def _verified_entry(block: str, where: str) -> Entry | None:
     return entry
 
 
+_RESOLVED_FIRST = yamlio.RESOLVED_FIRST
+
+
 def _plain(value: str) -> bool:
     """Whether PyYAML writes ``value`` (of the characters _ENTRY_RE allows) plain."""
-    return value[0] not in yamlio.RESOLVED_FIRST or yamlio.scalar(value) == value
+    return value[0] not in _RESOLVED_FIRST or yamlio.scalar(value) == value
 
 
 def plain_sha256(sha: str) -> bool:
@@ -141,38 +145,62 @@ def plain_sha256(sha: str) -> bool:
     return not (sha.isdigit() or (sha.startswith("0b") and not sha[2:].strip("01")))
 
 
+_PLAIN_SEEN: dict[str, bool] = {}  # serializer, python and library values repeat: judged once
+_new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
+
+
+def _plain_seen(value: str) -> bool:
+    known = _PLAIN_SEEN.get(value)
+    if known is None:
+        if len(_PLAIN_SEEN) > 4096:
+            _PLAIN_SEEN.clear()
+        known = _PLAIN_SEEN[value] = _plain(value)
+    return known
+
+
 def _matched_entry(match: re.Match[str]) -> Entry | None:
-    """The entry of a block _ENTRY_RE matched, if valid and written as PyYAML would."""
+    """The entry of a block _ENTRY_RE matched, if valid and written as PyYAML would.
+
+    The regex fixed each field's characters; what it cannot say is checked here, as
+    _parse_entry would (10,000 times per read of a big registry, so without raising).
+    """
     (name, state, key, sha, size_text, serializer, created, python, lib, version, none, listed) = (
         match.groups()
     )
     size = int(size_text)
     if size > MAX_MODEL_BYTES or not plain_sha256(sha):
         return None
-    if not (_plain(name) and _plain(serializer) and _plain(python)):
+    if name[0] in _RESOLVED_FIRST and not _plain(name):
+        return None
+    if not (_plain_seen(serializer) and _plain_seen(python) and name_is_safe(name)):
         return None
     if (key is None) == (state == "synced"):
         return None  # (a local entry with a key is valid, but rare: the full path reads it)
-    if lib is not None and not (_plain(lib) and _plain(version)):
-        return None
-    try:
-        check_name(name)
-        # The usual key, <name>/<sha256>.pkl, is safe and plain once the name is.
-        if key is not None and key != f"{name}/{sha}.pkl":
+    library = None
+    if lib is not None:
+        if not (_plain_seen(lib) and _plain_seen(version)):
+            return None
+        library = {"name": lib, "version": version}
+    # The usual key, <name>/<sha256>.pkl, is safe and plain once the name is.
+    if key is not None and key != f"{name}/{sha}.pkl":
+        try:
             check_key(key, "")
-            if not _plain(key):
-                return None
-    except InvalidNameError:
-        return None
-    library = None if lib is None else {"name": lib, "version": version}
+        except InvalidNameError:
+            return None
+        if not _plain(key):
+            return None
     imports = None
-    if none is not None or listed is not None:
-        imports = [line[6:] for line in (listed or "").splitlines()]
-        if (none is None) == (not imports) or not all(
-            _IMPORT_RE.fullmatch(i) and _plain(i) for i in imports
-        ):
+    if none is not None:
+        if listed:
+            return None  # "imports: []" followed by items
+        imports = []
+    elif listed is not None:
+        imports = [line[6:] for line in listed.splitlines()]
+        if not imports or not all(_IMPORT_RE.fullmatch(i) and _plain(i) for i in imports):
             return None  # "imports:" with no items, or an odd name: the generic path judges
-    return Entry(name, state, sha, size, serializer, created, python, key, library, imports)
+    return _new_entry(
+        Entry, (name, state, sha, size, serializer, created, python, key, library, imports)
+    )
 
 
 def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Registry | None:
@@ -202,25 +230,36 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
     names: list[str] = []
     chunks: list[bytes] = []
     previous = ""
-    pos, end, match_at = 0, len(body), _ENTRY_RE.match
-    while pos < end:
-        match = match_at(body, pos)
-        entry = None if match is None else _matched_entry(match)
-        if entry is not None and _ends_block(body, match.end()):  # type: ignore[union-attr]
-            block = match[0]  # type: ignore[index]
-        else:  # another shape: cut the block out and check it the generic way
-            stop = _next(body, pos)
-            block = body[pos:stop]
-            entry = _verified_entry(block, where)
-        if entry is None or entry.name <= previous:  # sorted, no duplicates: canonical
-            return None
-        previous = entry.name
-        entries[previous] = entry
-        chunk = block.encode()
-        texts[previous] = (entry, chunk)
-        names.append(previous)
-        chunks.append(chunk)
-        pos += len(block)
+    pos, end, match_at, put = 0, len(body), _ENTRY_RE.match, dict.__setitem__
+    collecting = gc.isenabled()
+    gc.disable()  # 10,000 entries of new objects: the collector would walk them all, often
+    try:
+        while pos < end:
+            match = match_at(body, pos)
+            entry = None
+            if match is not None:
+                stop = match.end()  # the next line must start the next entry (or nothing)
+                nxt = body[stop : stop + 3]
+                if stop == end or (nxt[:2] == "  " and nxt[2:] != " "):
+                    entry = _matched_entry(match)
+            if entry is not None:
+                block = match[0]  # type: ignore[index]
+            else:  # another shape: cut the block out and check it the generic way
+                stop = _next(body, pos)
+                block = body[pos:stop]
+                entry = _verified_entry(block, where)
+            if entry is None or entry.name <= previous:  # sorted, no duplicates: canonical
+                return None
+            previous = entry.name
+            put(entries, previous, entry)  # (Entries' own bookkeeping is for later changes)
+            chunk = block.encode()
+            texts[previous] = (entry, chunk)
+            names.append(previous)
+            chunks.append(chunk)
+            pos += len(block)
+    finally:
+        if collecting:
+            gc.enable()
     reg._body = (names, chunks)
     reg.entries.changed = set()  # type: ignore[attr-defined]  # the body is this text
     return reg
@@ -230,8 +269,3 @@ def _next(body: str, pos: int) -> int:
     """Where the entry block after the one at ``pos`` starts (the end of the text if none)."""
     found = _NEXT_BLOCK.search(body, pos)
     return found.end() if found else len(body)
-
-
-def _ends_block(body: str, pos: int) -> bool:
-    """Whether the line at ``pos`` starts the next entry (not a field of this one)."""
-    return pos == len(body) or (body.startswith("  ", pos) and body[pos + 2 : pos + 3] != " ")

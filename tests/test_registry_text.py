@@ -240,6 +240,8 @@ def test_a_hand_edited_registry_is_read_by_the_full_parser(old, new):
         ("  m00001:\n", "  m00000:\n", "duplicate key"),
         ("  m00001:\n", "  m..1:\n", "Invalid model name"),
         ("    size: 1\n", "    size: -1\n", "out of range"),
+        ("  m00001:\n", "  con.m1:\n", "reserved device name"),
+        ("  m00001:\n", "  m00001.:\n", "Invalid model name"),
     ],
 )
 def test_an_invalid_canonical_registry_is_refused_with_the_full_parsers_words(old, new, message):
@@ -389,3 +391,30 @@ def test_patched_text_equals_a_fresh_build_after_any_changes(seed):
         else:
             reg = parse(reg.dumps(), "r")
         assert reg.dumps() == full_yaml(reg)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t + "  ",  # two spaces at the very end: no next line to look at
+        lambda t: t + "  \n",
+        lambda t: t.replace("    imports: []\n", "    imports: []\n    - builtins.dict\n", 1),
+        lambda t: t.replace("    imports:\n    - builtins.dict\n", "    imports:\n", 1),
+        lambda t: t.replace("    - builtins.dict\n", "    - 'builtins.dict'\n", 1),
+        lambda t: t.replace("    python: 3.11.7\n", "    python: 3.11.7\n    extra: 1\n", 1),
+    ],
+)
+def test_odd_shapes_at_entry_edges_take_the_full_parser_and_get_its_answer(edit):
+    text = valid_registry(8).dumps().decode()
+    odd = edit(text).encode()
+    assert odd != text.encode()
+    registry_text._VERIFIED.clear()
+    assert registry_text.parse_canonical(odd, "r") is None
+    try:
+        expected = parse(odd, "r", loader=yamlio.Loader)
+    except RegistryError as exc:
+        with pytest.raises(RegistryError) as info:
+            parse(odd, "r")
+        assert str(info.value) == str(exc)
+    else:
+        assert parse(odd, "r") == expected
