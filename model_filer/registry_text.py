@@ -23,7 +23,7 @@ import functools
 import gc
 import re
 
-from . import yamlio
+from . import yamltext
 from .errors import InvalidNameError, RegistryError
 from .files import remote_type_of
 from .names import check_key, name_is_safe
@@ -71,20 +71,26 @@ def header_text(
     remote_type: str, address: str, has_entries: bool, remote_id: str | None = None
 ) -> str:
     """Everything before the first entry: comment header, format, remote, ``models:``."""
-    doc = {
-        "format": FORMAT_VERSION,
-        "remote": Registry(remote_type, address, remote_id=remote_id).remote_fields(),
-        "models": {},
-    }
-    text = HEADER + yamlio.dump(doc)
-    if not text.endswith(_EMPTY_MODELS):  # pragma: no cover - PyYAML changed its output
-        raise AssertionError(f"unexpected registry header {text!r}")
-    return text[: -len(_EMPTY_MODELS)] + "models:\n" if has_entries else text
+    remote = Registry(remote_type, address, remote_id=remote_id).remote_fields()
+    fields = yamltext.block("remote", remote, indent=0)
+    if fields is None:  # an address outside the plain subset: PyYAML writes it
+        from . import yamlio
+
+        doc = {"format": FORMAT_VERSION, "remote": remote, "models": {}}
+        text = HEADER + yamlio.dump(doc)
+        if not text.endswith(_EMPTY_MODELS):  # pragma: no cover - PyYAML changed its output
+            raise AssertionError(f"unexpected registry header {text!r}")
+        text = text[: -len(_EMPTY_MODELS)]
+    else:
+        text = f"{HEADER}format: {FORMAT_VERSION}\n{fields}"
+    return text + ("models:\n" if has_entries else _EMPTY_MODELS)
 
 
 def _text_of(entry: Entry, fields: dict[str, object]) -> str:
-    text = yamlio.block(entry.name, fields)
+    text = yamltext.block(entry.name, fields)
     if text is None:  # an unusual value: let PyYAML write it, in the same context
+        from . import yamlio
+
         text = yamlio.dump({"models": {entry.name: fields}}).partition("\n")[2]
     return text
 
@@ -112,7 +118,7 @@ def _verified_entry(block: str, where: str) -> Entry | None:
     entry = _VERIFIED.get(block)
     if entry is not None:
         return entry
-    read = yamlio.read_block(block)
+    read = yamltext.read_block(block)
     if read is None:
         return None
     name, data = read
@@ -126,12 +132,12 @@ def _verified_entry(block: str, where: str) -> Entry | None:
     return entry
 
 
-_RESOLVED_FIRST = yamlio.RESOLVED_FIRST
+_RESOLVED_FIRST = yamltext.RESOLVED_FIRST
 
 
 def _plain(value: str) -> bool:
     """Whether PyYAML writes ``value`` (of the characters _ENTRY_RE allows) plain."""
-    return value[0] not in _RESOLVED_FIRST or yamlio.scalar(value) == value
+    return value[0] not in _RESOLVED_FIRST or yamltext.scalar(value) == value
 
 
 def plain_sha256(sha: str) -> bool:
@@ -212,7 +218,7 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
     match = _HEAD_RE.match(doc)
     if match is None:
         return None
-    remote_type, address = yamlio.read_scalar(match[1]), yamlio.read_scalar(match[2])
+    remote_type, address = yamltext.read_scalar(match[1]), yamltext.read_scalar(match[2])
     if not isinstance(remote_type, str) or not isinstance(address, str):
         return None
     remote_id, has_entries = match[3], match[4] is None

@@ -8,7 +8,7 @@ import string
 import pytest
 import yaml
 
-from model_filer import registry_text, yamlio
+from model_filer import registry_text, yamlio, yamltext
 from model_filer.errors import RegistryError
 from model_filer.registry import HEADER, Entry, Registry, RegistryFile, parse
 
@@ -151,10 +151,10 @@ def test_block_writer_matches_pyyaml_for_any_fields(seed):
     fields = {rand_str(rng) or "f": rand_value(rng) for _ in range(rng.randint(1, 6))}
     name = rand_name(rng)
     expected = yamlio.dump({"models": {name: fields}}).partition("\n")[2]
-    text = yamlio.block(name, fields)
+    text = yamltext.block(name, fields)
     assert text is None or text == expected
     if text is not None:
-        assert yamlio.read_block(text) is not None
+        assert yamltext.read_block(text) is not None
 
 
 @pytest.mark.parametrize("seed", range(300))
@@ -326,7 +326,7 @@ def test_the_sha256_plainness_rule_is_never_wrong_when_it_says_plain():
     shas += ["".join(rng.choice("0123456789") for _ in range(64)) for _ in range(50)]
     shas += ["0b" + "".join(rng.choice("01") for _ in range(62)) for _ in range(50)]
     for sha in shas:
-        plain = yamlio.scalar(sha) == sha
+        plain = yamltext.scalar(sha) == sha
         assert registry_text.plain_sha256(sha) <= plain, sha  # (unsure: the exact path)
         if any(c in "abcdef" for c in sha[2:]):
             assert registry_text.plain_sha256(sha) == plain, sha
@@ -418,3 +418,70 @@ def test_odd_shapes_at_entry_edges_take_the_full_parser_and_get_its_answer(edit)
         assert str(info.value) == str(exc)
     else:
         assert parse(odd, "r") == expected
+
+
+def test_the_implicit_type_table_is_pyyamls():
+    """yamltext copies PyYAML's YAML 1.1 resolver table so reads need no PyYAML: same
+    patterns (text and flags), same tags, under the same first characters."""
+    theirs = {
+        first: [(tag, regexp.pattern, regexp.flags) for tag, regexp in resolvers]
+        for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+    }
+    ours: dict[str, list] = {}
+    for tag, regexp, firsts in yamltext.IMPLICIT:
+        for first in [*firsts, *([""] if tag.endswith(":null") else [])]:
+            ours.setdefault(first, []).append((tag, regexp.pattern, regexp.flags))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_scalars_are_quoted_exactly_when_pyyaml_quotes_them(seed):
+    rng = seeded(40_000 + seed)
+    alphabet = "0123456789._-+:eExXbo" + string.ascii_letters[:6] + "nNyYtT~<=/"
+    value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+    ours = yamltext.scalar(value)
+    if ours is not None:
+        assert yamlio.dump({"k": value}) == f"k: {ours}\n"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "s3://bucket/models",
+        "/srv/models",
+        "/tmp/remote dir",
+        "C:/models",
+        "1.5",
+        "true",
+        "~",
+        "x" * 1001,
+        "/ünïcode/models",
+        "a: b",
+        "#models",
+    ],
+)
+@pytest.mark.parametrize("remote_id", [None, "fedcba9876543210" * 2])
+@pytest.mark.parametrize("has_entries", [True, False])
+def test_the_header_is_pyyamls_for_any_address(address, remote_id, has_entries):
+    registry_text.header_text.cache_clear()
+    remote = Registry("s3", address, remote_id=remote_id).remote_fields()
+    expected = HEADER + yamlio.dump({"format": 1, "remote": remote, "models": {}})
+    if has_entries:
+        expected = expected[: -len("models: {}\n")] + "models:\n"
+    assert registry_text.header_text("s3", address, has_entries, remote_id) == expected
+
+
+def test_reading_a_canonical_registry_imports_no_pyyaml(tmp_path):
+    path = tmp_path / ".local_registry"
+    path.write_bytes(valid_registry(20).dumps())
+    code = (
+        "import sys\n"
+        "from model_filer.registry import read\n"
+        f"reg = read(__import__('pathlib').Path({str(path)!r}))\n"
+        "assert len(reg.entries) == 20\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML imported'\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True)
