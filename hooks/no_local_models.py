@@ -19,18 +19,23 @@ from pathlib import Path
 
 from model_filer.hookapi import (
     MODEL_SUFFIX,
+    Blob,
     ModelFilerError,
     Registry,
+    Summary,
     TrustedSet,
     available_types,
     can_trust,
+    default_root,
     in_git_repo,
+    known,
     parse,
     project_patterns,
     read_staged,
     registry_filename,
     remote_type_of,
     staged_paths,
+    summarize,
     toplevel,
 )
 
@@ -39,30 +44,34 @@ def _from_disk(paths: Sequence[str], top: Path) -> dict[str, bytes | None]:
     return {p: (top / p).read_bytes() if (top / p).is_file() else None for p in paths}
 
 
-def _contents(paths: Sequence[str]) -> dict[str, bytes | None]:
+def _contents(paths: Sequence[str]) -> dict[str, Blob | None]:
+    """The staged blobs of ``paths``; outside a git repository, the files (no blob id)."""
     staged = read_staged(paths) if paths else {}
-    return _from_disk(paths, Path.cwd()) if staged is None else staged
+    if staged is not None:
+        return staged
+    return {p: None if d is None else Blob("", d) for p, d in _from_disk(paths, Path.cwd()).items()}
 
 
-def _working_tree_registries(paths: Sequence[str]) -> dict[str, Registry]:
-    """The working tree's versions of registries ``paths``, where they exist and parse."""
+def _working_tree_names(paths: Sequence[str]) -> dict[str, list[str]]:
+    """Entry names in the working tree's versions of registries ``paths``, where they parse."""
     if not paths:
         return {}
     top = toplevel() if in_git_repo() else Path.cwd()
-    registries = {}
+    names = {}
     for path, text in _from_disk(paths, top).items():
         if text is not None:
             with contextlib.suppress(ModelFilerError):
-                registries[path] = parse(text, path, filename=path)
-    return registries
+                names[path] = list(parse(text, path, filename=path).entries)
+    return names
 
 
-def _registry_problems(path: str, reg: Registry) -> list[str]:
+def _registry_problems(path: str, local: Sequence[str]) -> list[str]:
     folder = shlex.quote(posixpath.dirname(path) or ".")
-    local = sorted(n for n, e in reg.entries.items() if e.state == "local")
     if not local:
         return []
-    lines = [f"{path}: {name} is local (its bytes exist only on this machine)" for name in local]
+    lines = [
+        f"{path}: {name} is local (its bytes exist only on this machine)" for name in sorted(local)
+    ]
     lines.append(
         f"  fix: model-filer push --dir {folder} --all   (or drop them: model-filer rm --dir "
         f"{folder} --locals), then: git add {shlex.quote(path)}"
@@ -70,12 +79,16 @@ def _registry_problems(path: str, reg: Registry) -> list[str]:
     return lines
 
 
+def _trusted(path: str) -> TrustedSet:
+    return TrustedSet(project=project_patterns(Path(posixpath.dirname(path) or ".")))
+
+
 def _untrusted_problems(path: str, reg: Registry) -> list[str]:
     """Entries whose recorded imports the project's trusted set does not cover, by name."""
     recorded = {n: e.imports for n, e in reg.entries.items() if e.imports}
     if not recorded:
         return []
-    trusted = TrustedSet(project=project_patterns(Path(posixpath.dirname(path) or ".")))
+    trusted = _trusted(path)
     # Judged once per distinct name: 10,000 entries share a handful of imports.
     judged = {
         i: trusted.covers_name(i) for i in {i for imports in recorded.values() for i in imports}
@@ -102,14 +115,14 @@ def _untrusted_problems(path: str, reg: Registry) -> list[str]:
 
 
 def _model_file_problems(
-    models: Sequence[str], registries: Sequence[tuple[str, Registry]]
+    models: Sequence[str], registries: Sequence[tuple[str, Sequence[str]]]
 ) -> list[str]:
     if not models:
         return []  # (10,000 entries need not be joined into paths to find nothing)
     named = {
         posixpath.join(posixpath.dirname(path), name + MODEL_SUFFIX)
-        for path, reg in registries
-        for name in reg.entries
+        for path, names in registries
+        for name in names
     }
     return [
         f"{m}: a model file is staged; its bytes belong on the remote, not in git\n"
@@ -117,6 +130,20 @@ def _model_file_problems(
         for m in models
         if m in named
     ]
+
+
+def _summary(blob: Blob, path: str, store: Path) -> Summary | None:
+    """What the commit asks of a registry this machine's model_filer wrote (known by its
+    blob id), read without validating it again; ``None`` for any other blob, or when an
+    import needs judging entry by entry."""
+    if not blob.oid or not known(store, blob.oid):
+        return None
+    summary = summarize(blob.data)
+    if summary is None or (
+        summary.imports and not all(map(_trusted(path).covers_name, summary.imports))
+    ):
+        return None
+    return summary
 
 
 def check(paths: Sequence[str]) -> list[str]:
@@ -130,26 +157,38 @@ def check(paths: Sequence[str]) -> list[str]:
         for t in available_types()
     }
     contents = _contents(sorted(set(registry_paths) | beside))
+    store = default_root()
     problems: list[str] = []
-    registries: dict[str, Registry] = {}
-    for path, text in contents.items():
-        if text is None:
+    named: dict[str, Sequence[str]] = {}
+    for path, blob in contents.items():
+        if blob is None:
+            continue
+        judged = path in registry_paths
+        try:
+            summary = _summary(blob, path, store) if judged else None
+        except ModelFilerError:  # a malformed [tool.model_filer] trusted: reported below
+            summary = None
+        if summary is not None:
+            named[path] = summary.names
+            problems.extend(_registry_problems(path, summary.local))
             continue
         try:
-            registries[path] = parse(text, path, filename=path)
+            reg = parse(blob.data, path, filename=path)
         except ModelFilerError as exc:
-            if path in registry_paths:
+            if judged:
                 problems.append(f"{exc}")
             continue
-        if path in registry_paths:
-            problems.extend(_registry_problems(path, registries[path]))
+        named[path] = list(reg.entries)
+        if judged:
+            local = [n for n, e in reg.entries.items() if e.state == "local"]
+            problems.extend(_registry_problems(path, local))
             try:
-                problems.extend(_untrusted_problems(path, registries[path]))
+                problems.extend(_untrusted_problems(path, reg))
             except ModelFilerError as exc:  # a malformed [tool.model_filer] trusted
                 problems.append(f"{exc}")
     # A model file named only by the working tree's registry (not staged, or staged before
     # the model was dumped) is still a model file: ask both versions.
-    named_by = [*registries.items(), *_working_tree_registries(sorted(beside)).items()]
+    named_by = [*named.items(), *_working_tree_names(sorted(beside)).items()]
     return problems + _model_file_problems(models, named_by)
 
 

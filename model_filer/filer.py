@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from . import serializers
+from . import serializers, verified
 from .errors import ImmutableEntryError, ModelExistsError, StoreError, UnknownModelError
 from .files import ensure_gitignore
 from .folder import ModelFolder
@@ -71,6 +71,7 @@ class Filer:
             self._new_registry,
             self._check,
             lambda entry, st: self.store.vouches(entry.sha256, entry.size, st),
+            lambda data: verified.record(self.store.root, data),  # the commit hook skips them
         )
         self.transfers = Transfers(self.folder, self.remote, self.store)
         self.folder.read()  # fail early on an unreadable registry or another remote's

@@ -52,6 +52,8 @@ class ModelFolder:
         Called with every registry read; raises when it belongs to another remote.
     vouch : callable, optional
         Whether a file is the local store's verified object of an entry (a hardlink to it).
+    on_write : callable, optional
+        Given the bytes of every registry write made from validated entries.
     """
 
     def __init__(
@@ -61,10 +63,11 @@ class ModelFolder:
         new_registry: Callable[[], Registry],
         check_remote: RemoteCheck,
         vouch: Vouch | None = None,
+        on_write: Callable[[bytes], None] | None = None,
     ) -> None:
         self.local_dir = local_dir
         self._vouch = vouch
-        self.registry_file = RegistryFile(local_dir, remote_type)
+        self.registry_file = RegistryFile(local_dir, remote_type, on_write)
         self._new_registry = new_registry
         self._check_remote = check_remote
 

@@ -99,17 +99,24 @@ def staged_paths(cwd: Path | None = None) -> list[str]:
     return [p for p in out.decode().split("\0") if p]
 
 
-def read_blobs(
+class Blob(NamedTuple):
+    """A git blob: its id and its bytes."""
+
+    oid: str
+    data: bytes
+
+
+def cat_blobs(
     specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> dict[str, bytes | None]:
-    """Contents of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing."""
+) -> dict[str, Blob | None]:
+    """The blobs of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing."""
     if not specs:
         return {}
     if any("\n" in s for s in specs):
         raise ModelFilerError("A path with a newline cannot be read from git; rename it.")
     query = "".join(f"{s}\n" for s in specs).encode()
     out = run(["cat-file", "--batch"], cwd, data=query, env=env).stdout
-    result: dict[str, bytes | None] = {}
+    result: dict[str, Blob | None] = {}
     pos = 0
     for spec in specs:
         end = out.index(b"\n", pos)
@@ -117,18 +124,23 @@ def read_blobs(
         pos = end + 1
         if len(header) == 3 and header[1] == b"blob":
             size = int(header[2])
-            result[spec] = out[pos : pos + size]
+            result[spec] = Blob(header[0].decode(), out[pos : pos + size])
             pos += size + 1
         else:
             result[spec] = None  # "<spec> missing" (or not a blob)
     return result
 
 
-def read_staged(paths: Sequence[str], cwd: Path | None = None) -> dict[str, bytes | None] | None:
-    """The index's versions of ``paths`` (``None`` for one not staged), or ``None`` outside
-    a git working tree: one git process, where asking first would be two."""
+def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes | None]:
+    """Contents of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing."""
+    return {s: None if b is None else b.data for s, b in cat_blobs(specs, cwd).items()}
+
+
+def read_staged(paths: Sequence[str], cwd: Path | None = None) -> dict[str, Blob | None] | None:
+    """The index's blobs of ``paths`` (``None`` for one not staged), or ``None`` outside a
+    git working tree: one git process, where asking first would be two."""
     try:
-        blobs = read_blobs([f":{p}" for p in paths], cwd, env=_C_LOCALE)
+        blobs = cat_blobs([f":{p}" for p in paths], cwd, env=_C_LOCALE)
     except GitError as exc:
         if exc.returncode == 128 and "not a git repository" in exc.stderr:
             return None

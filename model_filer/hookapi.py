@@ -7,10 +7,12 @@ every commit and must feel instant; the hooks that transfer import them when the
 
 from __future__ import annotations
 
+from .cachedir import default_root
 from .errors import ModelFilerError, UntrustedRemoteError
 from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
     NULL_REF,
+    Blob,
     changed_registries,
     in_git_repo,
     open_repo,
@@ -26,23 +28,28 @@ from .remote_trust import override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
 from .trust import TrustedSet, can_trust, project_patterns
+from .verified import Summary, known, summarize
 
 __all__ = [
     "FAIL_FAST",
     "MODEL_SUFFIX",
     "NULL_REF",
+    "Blob",
     "Entry",
     "ModelFilerError",
     "Registry",
     "Remote",
+    "Summary",
     "TrustedSet",
     "UntrustedRemoteError",
     "available_types",
     "can_trust",
     "changed_registries",
     "count_bar",
+    "default_root",
     "get_remote",
     "in_git_repo",
+    "known",
     "open_repo",
     "override_of",
     "parse",
@@ -54,6 +61,7 @@ __all__ = [
     "registry_filename",
     "remote_type_of",
     "staged_paths",
+    "summarize",
     "toplevel",
     "trusted_filer",
 ]

@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -177,6 +177,7 @@ class Registry:
 
     __slots__ = (
         "_body",
+        "_invalid",
         "_texts",
         "entries",
         "remote_address",
@@ -197,9 +198,11 @@ class Registry:
         self.entries: dict[str, Entry] = Entries(entries or ())
         # name -> (entry, its canonical UTF-8 text): an entry is written out once, not per
         # dump. Trusted only for the very Entry object it was made from (entries are immutable).
-        self._texts: dict[str, tuple[Entry, bytes]] = {}
+        self._texts: dict[str, tuple[Entry, bytes, bool]] = {}  # (and whether it validated)
         # The sorted names and their texts as last written, kept in step with ``entries``.
         self._body: tuple[list[str], list[bytes]] | None = None
+        # Names in the body whose entry failed validation (only code can build one).
+        self._invalid: set[str] = set()
 
     def _key(self) -> tuple[str, str, dict[str, Entry], str | None]:
         return (self.remote_type, self.remote_address, self.entries, self.remote_id)
@@ -225,6 +228,7 @@ class Registry:
         changed = getattr(self.entries, "changed", None)
         if self._body is not None and changed is not None:
             new._body = (list(self._body[0]), list(self._body[1]))
+            new._invalid = set(self._invalid)
             new.entries.changed = set(changed)  # type: ignore[attr-defined]
         return new
 
@@ -234,7 +238,12 @@ class Registry:
         if cached is None or cached[0] is not entry:
             from .registry_text import entry_text
 
-            cached = self._texts[name] = (entry, entry_text(entry).encode())
+            text, valid = entry_text(entry)
+            cached = self._texts[name] = (entry, text.encode(), valid)
+        if cached[2]:
+            self._invalid.discard(name)
+        else:
+            self._invalid.add(name)
         return cached[1]
 
     def _sorted_texts(self) -> list[bytes]:
@@ -245,6 +254,7 @@ class Registry:
             if len(self._texts) > 2 * len(entries) + 64:  # forget removed entries now and then
                 self._texts = {n: t for n, t in self._texts.items() if n in entries}
             names = sorted(entries)
+            self._invalid = set()
             self._body = (names, [self._text(n) for n in names])
         else:
             names, chunks = self._body
@@ -255,6 +265,7 @@ class Registry:
                     if present:
                         del names[i], chunks[i]
                         self._texts.pop(name, None)
+                        self._invalid.discard(name)
                 elif present:
                     chunks[i] = self._text(name)
                 else:
@@ -274,6 +285,10 @@ class Registry:
             if count == 0 or (count == 1 and name in entries):
                 return None
         return next((n for n in list(entries) if n != name and n.lower() == low), None)
+
+    def validated(self) -> bool:
+        """Whether every entry of the text last made by :meth:`dumps` passed validation."""
+        return self._body is not None and not self._invalid
 
     def remote_fields(self) -> dict[str, str]:
         """The ``remote:`` mapping as written: type, address, and the ID when known."""
@@ -578,10 +593,16 @@ class FolderLock:
 class RegistryFile:
     """The registry of one model folder, with locked read-modify-write."""
 
-    def __init__(self, local_dir: Path, remote_type: str) -> None:
+    def __init__(
+        self,
+        local_dir: Path,
+        remote_type: str,
+        on_write: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.local_dir = local_dir
         self.path = local_dir / registry_filename(remote_type)
         self.remote_type = remote_type
+        self._on_write = on_write  # told the bytes of each write made from validated entries
         self._written: tuple[int, int | None] | None = None  # entries and version written
 
     def lock(self) -> FolderLock:
@@ -608,6 +629,8 @@ class RegistryFile:
         # (a change to ``reg`` after this voids the memo; the lock is held for the stat).
         _remember(self.path, data, reg, os.stat(self.path))
         self._written = (id(reg.entries), getattr(reg.entries, "version", None))
+        if self._on_write is not None and reg.validated():
+            self._on_write(data)
 
     @contextlib.contextmanager
     def transaction(self, new: Registry) -> Iterator[Registry]:

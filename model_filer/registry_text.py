@@ -95,17 +95,18 @@ def _text_of(entry: Entry, fields: dict[str, object]) -> str:
     return text
 
 
-def entry_text(entry: Entry) -> str:
-    """The entry's block under ``models:``, exactly as PyYAML writes it there."""
+def entry_text(entry: Entry) -> tuple[str, bool]:
+    """The entry's block under ``models:``, exactly as PyYAML writes it there, and whether
+    the entry is valid (an Entry can be built in code with any values)."""
     fields = entry.to_yaml_dict()
     text = _text_of(entry, fields)
-    try:  # remembered only if valid: an Entry can be built with any values
+    try:
         valid = _parse_entry(entry.name, fields, "") == entry
     except RegistryError:
         valid = False
     if valid:
         _remember(text, entry)
-    return text
+    return text, valid
 
 
 def _remember(text: str, entry: Entry) -> None:
@@ -259,7 +260,7 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
             previous = entry.name
             put(entries, previous, entry)  # (Entries' own bookkeeping is for later changes)
             chunk = block.encode()
-            texts[previous] = (entry, chunk)
+            texts[previous] = (entry, chunk, True)
             names.append(previous)
             chunks.append(chunk)
             pos += len(block)

@@ -33,11 +33,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+from .cachedir import default_root
 from .errors import ModelFilerError, StoreError, StoreWarning
 from .files import owned_temp_name, remove_dead_temps_in
-from .hashing import sha256_stream
 
-CACHE_ENV = "MODEL_FILER_CACHE_DIR"
 LINK_ENV = "MODEL_FILER_LINK"
 READ_ONLY = 0o444
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -48,17 +47,6 @@ _NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.
 # Failures that say the filesystem cannot do it at all, so the next link need not try. (EXDEV
 # is left out: a bind mount of the same filesystem gives it for some folders only.)
 _NEVER = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EPERM}
-
-
-def default_root() -> Path:
-    """``$MODEL_FILER_CACHE_DIR``, else ``$XDG_CACHE_HOME/model_filer``, else
-    ``~/.cache/model_filer``."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "model_filer"
 
 
 def forced_copy() -> bool:
@@ -281,6 +269,8 @@ class ObjectStore:
         """Hash the object again: keep and re-seal it if it holds ``sha``, else delete it."""
         obj = self.object_path(sha)
         try:
+            from .hashing import sha256_stream  # (not on the hooks' path, which import this)
+
             with open(obj, "rb") as fh:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):

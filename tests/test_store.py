@@ -205,12 +205,12 @@ def test_cli_pull_says_what_it_linked(filer, remote, capsys, monkeypatch):
 def test_a_linked_model_is_present_without_hashing(filer, tmp_path, monkeypatch):
     filer.dump(os.urandom(MIB), "m", push=True)
     clone = clone_of(filer, tmp_path / "clone")
-    import model_filer.store as store_module
+    import model_filer.hashing as hashing_module
 
     def no_hashing(fh):
         raise AssertionError("a store object was hashed again")
 
-    monkeypatch.setattr(store_module, "sha256_stream", no_hashing)
+    monkeypatch.setattr(hashing_module, "sha256_stream", no_hashing)
     assert clone.pull().linked == ["m"]
 
 

@@ -1,0 +1,107 @@
+"""Registry bytes model_filer wrote itself, known by their git blob id: hooks need not re-read them.
+
+The commit hook judges every staged registry, and parsing and validating 10,000 entries costs
+about 0.1 s on every commit. The bytes the library writes come from validated entries in the
+canonical form, so it records their git blob id (``git hash-object`` of the same bytes) when it
+writes them. The hook gets the staged blob's id from git for free; when that id is recorded, it
+reads what it needs (entry names, local entries, imports) with a few regexes over the canonical
+text. Any other blob, however it got there, is parsed and validated in full.
+
+The records live in the machine's object store folder (``<store>/verified``), never in the
+working tree: a clone or a pull request cannot plant one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from pathlib import Path
+from typing import NamedTuple
+
+from .yamltext import read_scalar
+
+VERIFIED_DIR = "verified"
+KEEP = 256  # records kept (most recently written); older ones are removed now and then
+_OID_RE = re.compile(r"[0-9a-f]{40}")
+# Canonical form (registry_text): entries follow "models:", one block each, its name on a line
+# of its own at two spaces, "state" always its first field, list items only under "imports".
+_MODELS = b"\nmodels:\n"
+_NO_MODELS = b"\nmodels: {}\n"
+_NAME_RE = re.compile(rb"^  ([^ \n][^\n]*):$", re.M)
+_LOCAL_RE = re.compile(rb"^  ([^ \n][^\n]*):\n    state: local$", re.M)
+_IMPORT_RE = re.compile(rb"^    - ([^\n]+)$", re.M)
+
+
+class Summary(NamedTuple):
+    """What the commit hook asks of a registry, read from bytes the library wrote."""
+
+    names: list[str]
+    local: list[str]
+    imports: set[str]
+
+
+def blob_id(data: bytes) -> str:
+    """Git's (SHA-1) blob id of ``data``: what ``git hash-object`` prints for it."""
+    import hashlib
+
+    digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def record(root: Path, data: bytes) -> None:
+    """Note that ``data``, just written as a registry, is canonical and valid.
+
+    Best effort: without a record the hook validates the registry in full, nothing worse.
+    """
+    folder = root / VERIFIED_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / blob_id(data)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        os.utime(path)  # the newest are kept
+        if int.from_bytes(os.urandom(1), "little") < 8:  # ~1 write in 32 looks for old ones
+            _prune(folder)
+    except OSError:
+        pass
+
+
+def _prune(folder: Path) -> None:
+    entries = []
+    with os.scandir(folder) as found:
+        for item in found:
+            with contextlib.suppress(OSError):
+                entries.append((item.stat(follow_symlinks=False).st_mtime_ns, item.path))
+    entries.sort(reverse=True)
+    for _, path in entries[KEEP:]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def known(root: Path, oid: str) -> bool:
+    """Whether the blob ``oid`` holds registry bytes this machine's model_filer wrote."""
+    if not _OID_RE.fullmatch(oid):
+        return False  # (a SHA-256 repository's ids are never recorded: full validation)
+    try:
+        st = os.stat(root / VERIFIED_DIR / oid, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode)
+
+
+def summarize(data: bytes) -> Summary | None:
+    """Names, local entries and imports of canonical registry bytes (``None`` if not that
+    shape). Only for bytes :func:`known` vouches for: this reads, it does not validate."""
+    start = data.find(_MODELS)
+    if start < 0:
+        return Summary([], [], set()) if data.endswith(_NO_MODELS) else None
+    body = data[start + len(_MODELS) :]
+    try:
+        names = [str(read_scalar(n.decode())) for n in _NAME_RE.findall(body)]
+        local = [str(read_scalar(n.decode())) for n in _LOCAL_RE.findall(body)]
+        imports = {str(read_scalar(i.decode())) for i in _IMPORT_RE.findall(body)}
+    except UnicodeDecodeError:
+        return None
+    return Summary(names, local, imports)

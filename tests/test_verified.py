@@ -1,0 +1,208 @@
+"""Registry bytes the library wrote, known by their git blob id (model_filer/verified.py).
+
+The commit hook skips validation only for a blob this machine's model_filer wrote; these tests
+check that the id is git's, that only such bytes get a record, that the quick reading agrees
+with the full parser, and that the hook gives the same verdict either way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from model_filer_hooks.no_local_models import main
+
+from model_filer import UntrustedModelWarning, verified
+from model_filer.registry import Entry, Registry, RegistryFile, parse
+from tests.support.gitrepo import git, model_filer, staged
+
+REGISTRY = "models/.local_registry"
+
+
+def staged_oid(repo: Path, path: str = REGISTRY) -> str:
+    return git(repo, "ls-files", "-s", path).stdout.split()[1]
+
+
+def records(store: Path) -> list[str]:
+    folder = store / verified.VERIFIED_DIR
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def entry(name: str, state: str = "synced", imports: list[str] | None = None) -> Entry:
+    sha = (name.encode().hex() * 64)[:64]
+    return Entry(
+        name=name,
+        state=state,
+        sha256=sha,
+        size=len(name),
+        serializer="pickle-5",
+        created="2024-05-01T12:00:00+00:00",
+        python="3.11.7",
+        key=f"{name}/{sha}.pkl" if state == "synced" else None,
+        library={"name": "sklearn", "version": "1.4.2"} if len(name) % 2 else None,
+        imports=imports,
+    )
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 70_001])
+def test_the_blob_id_is_gits(tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    expected = subprocess.run(
+        ["git", "hash-object", str(tmp_path / "f")], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert verified.blob_id(data) == expected
+
+
+def test_every_registry_write_records_the_blob_git_stages(repo, remote, object_store):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn")
+    staged(repo, REGISTRY)
+    first = staged_oid(repo)
+    filer.push("churn")
+    staged(repo, REGISTRY)
+    second = staged_oid(repo)
+    assert first != second
+    assert {first, second} <= set(records(object_store))
+    assert verified.known(object_store, second)
+
+
+def test_a_registry_with_an_entry_that_fails_validation_is_not_recorded(tmp_path, object_store):
+    bad = entry("m1")._replace(sha256="not-a-sha")
+    rf = RegistryFile(tmp_path, "local", lambda data: verified.record(object_store, data))
+    rf.write(Registry("local", "/srv", {"m1": bad}))
+    assert records(object_store) == []
+    rf.write(Registry("local", "/srv", {"m1": entry("m1")}))
+    assert records(object_store) == [verified.blob_id(rf.path.read_bytes())]
+
+
+def test_recording_is_best_effort(tmp_path):
+    blocked = tmp_path / "store"
+    blocked.write_text("a file where the store folder would be")
+    verified.record(blocked, b"registry bytes")  # no error: the hook just validates in full
+    assert not verified.known(blocked, verified.blob_id(b"registry bytes"))
+
+
+@pytest.mark.parametrize(
+    "oid", ["", "../../etc/passwd", "A" * 40, "a" * 39, "a" * 64, "a" * 40 + "\n"]
+)
+def test_only_a_sha1_blob_id_is_looked_up(object_store, oid):
+    (object_store / verified.VERIFIED_DIR).mkdir(parents=True, exist_ok=True)
+    assert not verified.known(object_store, oid)
+
+
+def test_a_record_that_is_not_a_plain_file_does_not_count(object_store, tmp_path):
+    folder = object_store / verified.VERIFIED_DIR
+    folder.mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (folder / ("a" * 40)).symlink_to(target)
+    (folder / ("b" * 40)).mkdir()
+    assert not verified.known(object_store, "a" * 40)
+    assert not verified.known(object_store, "b" * 40)
+
+
+def test_old_records_are_pruned_to_the_newest(object_store):
+    folder = object_store / verified.VERIFIED_DIR
+    folder.mkdir(parents=True)
+    for i in range(verified.KEEP + 20):
+        path = folder / f"{i:040x}"
+        path.write_text("")
+        os.utime(path, ns=(i * 10**9, i * 10**9))
+    verified._prune(folder)
+    kept = records(object_store)
+    assert len(kept) == verified.KEEP
+    assert f"{0:040x}" not in kept and f"{verified.KEEP + 19:040x}" in kept
+
+
+def registries() -> list[Registry]:
+    imports = [None, [], ["builtins.dict"], ["numpy.dtype", "numpy.ndarray"]]
+    many = {
+        f"m{i:03d}": entry(f"m{i:03d}", ("local", "synced")[i % 2], imports[i % 4])
+        for i in range(40)
+    }
+    odd = {  # names PyYAML quotes, and the shortest and longest names
+        n: entry(n, "local", ["sklearn.tree.DecisionTreeClassifier"])
+        for n in ("1.5", "true", "0x1F", "n", "z" * 100)
+    }
+    return [
+        Registry("local", "/srv/models"),
+        Registry("local", "/srv/models", many, "fedcba9876543210" * 2),
+        Registry("s3", "s3://bucket/models", odd),
+        Registry("s3", "s3://bucket/models", {"only": entry("only", "synced")}),
+    ]
+
+
+@pytest.mark.parametrize("reg", registries(), ids=["empty", "many", "quoted", "one"])
+def test_the_quick_reading_agrees_with_the_full_parser(reg):
+    data = reg.dumps()
+    full = parse(data, "r")
+    summary = verified.summarize(data)
+    assert summary is not None
+    assert summary.names == sorted(full.entries)
+    assert summary.local == sorted(n for n, e in full.entries.items() if e.state == "local")
+    assert summary.imports == {i for e in full.entries.values() for i in e.imports or ()}
+
+
+def test_the_hook_gives_the_same_verdict_with_and_without_the_record(
+    repo, remote, object_store, capsys
+):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn")
+    filer.dump({"w": 2}, "prices", push=True)
+    staged(repo, REGISTRY)
+    assert verified.known(object_store, staged_oid(repo))
+    quick = main([REGISTRY]), capsys.readouterr().out
+    for record in records(object_store):
+        os.unlink(object_store / verified.VERIFIED_DIR / record)
+    full = main([REGISTRY]), capsys.readouterr().out
+    assert quick == full
+    assert quick[0] == 1 and f"{REGISTRY}: churn is local" in quick[1]
+
+
+def test_a_recorded_blob_is_not_parsed_by_the_hook(repo, remote):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn")
+    staged(repo, REGISTRY)
+    code = (
+        "import sys\n"
+        "from model_filer_hooks.no_local_models import main\n"
+        f"assert main([{REGISTRY!r}]) == 1\n"
+        "assert 'model_filer.registry_text' not in sys.modules, 'parsed'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{REGISTRY}: churn is local" in done.stdout
+
+
+class Custom:
+    """A class of a test module: outside the trusted set."""
+
+
+def test_an_untrusted_import_in_a_recorded_blob_is_judged_entry_by_entry(repo, remote, capsys):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "plain", push=True)
+    with pytest.warns(UntrustedModelWarning):
+        filer.dump(Custom(), "custom", push=True)
+    staged(repo, REGISTRY)
+    assert main([REGISTRY]) == 1
+    out = capsys.readouterr().out
+    assert f"{REGISTRY}: custom imports tests.test_verified." in out
+    assert "plain" not in out
+
+
+def test_a_hand_edited_registry_is_validated_in_full(repo, remote, capsys, object_store):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn", push=True)
+    text = (repo / REGISTRY).read_text()
+    # Quoting that PyYAML would not write: same data, but not bytes the library wrote.
+    (repo / REGISTRY).write_text(text.replace("state: synced", "state: 'local'"))
+    staged(repo, REGISTRY)
+    assert not verified.known(object_store, staged_oid(repo))
+    assert main([REGISTRY]) == 1
+    assert f"{REGISTRY}: churn is local" in capsys.readouterr().out
