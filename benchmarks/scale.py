@@ -297,6 +297,27 @@ def bench_commit_hook_10k(b: Scale) -> harness.Row:
     return row
 
 
+def bench_commit_hook_10k_unknown(b: Scale) -> harness.Row:
+    """The same hook on a blob this machine's model_filer did not write (a teammate's, a
+    hand edit): no record in the store, so every entry is parsed and validated."""
+    repo = b.staged_many()
+    hook = [str(BIN / "no-local-models"), "models/.local_registry"]
+    env = harness.another_machine(b.env, b.root)
+    mine, theirs = harness.alternate(
+        b.light_runs,
+        lambda i: harness.time_process(hook, repo, env)[0],
+        lambda i: pass_sample(b, repo),
+    )
+    return whole_process_row(
+        "commit-hook-10k-unknown",
+        f"no-local-models, {MODELS:,} entries, blob not written here",
+        mine,
+        theirs,
+        0.30,
+        "full validation: the store has no record of this blob",
+    )
+
+
 def bench_prefetch_10k(b: Scale) -> harness.Row:
     repo, _ = b.many_repo()
     env = dict(
@@ -405,6 +426,7 @@ WORKLOADS: dict[str, Callable[[Scale], harness.Row]] = {
     "dump-10k": bench_dump_10k,
     "dump-growth": bench_growth,
     "commit-hook-10k": bench_commit_hook_10k,
+    "commit-hook-10k-unknown": bench_commit_hook_10k_unknown,
     "prefetch-10k": bench_prefetch_10k,
     "check-remote-10k": bench_check_remote_10k,
     "dvc-pull": bench_dvc_pull,

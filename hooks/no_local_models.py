@@ -169,7 +169,7 @@ def check(paths: Sequence[str]) -> list[str]:
         except ModelFilerError:  # a malformed [tool.model_filer] trusted: reported below
             summary = None
         if summary is not None:
-            named[path] = summary.names
+            named[path] = summary.names() if models else []
             problems.extend(_registry_problems(path, summary.local))
             continue
         try:

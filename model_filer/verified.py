@@ -27,19 +27,29 @@ KEEP = 256  # records kept (most recently written); older ones are removed now a
 _OID_RE = re.compile(r"[0-9a-f]{40}")
 # Canonical form (registry_text): entries follow "models:", one block each, its name on a line
 # of its own at two spaces, "state" always its first field, list items only under "imports".
+# Each pattern starts with a literal, which the regex engine finds fast in 3 MB.
 _MODELS = b"\nmodels:\n"
 _NO_MODELS = b"\nmodels: {}\n"
-_NAME_RE = re.compile(rb"^  ([^ \n][^\n]*):$", re.M)
-_LOCAL_RE = re.compile(rb"^  ([^ \n][^\n]*):\n    state: local$", re.M)
-_IMPORT_RE = re.compile(rb"^    - ([^\n]+)$", re.M)
+_NAME_RE = re.compile(rb"\n  ([^ \n][^\n]*):(?=\n)")
+_LOCAL = b"\n    state: local\n"  # (its entry's name is the line before)
+_IMPORT_RE = re.compile(rb"\n    - ([^\n]+)")
 
 
 class Summary(NamedTuple):
     """What the commit hook asks of a registry, read from bytes the library wrote."""
 
-    names: list[str]
+    data: bytes
+    start: int  # the newline before the first entry
     local: list[str]
     imports: set[str]
+
+    def names(self) -> list[str]:
+        """Every entry's name (asked only when a model file is staged)."""
+        return [_scalar(n) for n in _NAME_RE.findall(self.data, self.start)]
+
+
+def _scalar(text: bytes) -> str:
+    return str(read_scalar(text.decode()))
 
 
 def blob_id(data: bytes) -> str:
@@ -92,16 +102,22 @@ def known(root: Path, oid: str) -> bool:
 
 
 def summarize(data: bytes) -> Summary | None:
-    """Names, local entries and imports of canonical registry bytes (``None`` if not that
-    shape). Only for bytes :func:`known` vouches for: this reads, it does not validate."""
-    start = data.find(_MODELS)
-    if start < 0:
-        return Summary([], [], set()) if data.endswith(_NO_MODELS) else None
-    body = data[start + len(_MODELS) :]
+    """Local entries and imports of canonical registry bytes (``None`` if not that shape).
+    Only for bytes :func:`known` vouches for: this reads, it does not validate."""
+    found = data.find(_MODELS)
+    if found < 0:
+        return Summary(b"", 0, [], set()) if data.endswith(_NO_MODELS) else None
+    start = found + len(_MODELS) - 1
     try:
-        names = [str(read_scalar(n.decode())) for n in _NAME_RE.findall(body)]
-        local = [str(read_scalar(n.decode())) for n in _LOCAL_RE.findall(body)]
-        imports = {str(read_scalar(i.decode())) for i in _IMPORT_RE.findall(body)}
+        local = []
+        at = data.find(_LOCAL, start)
+        while at >= 0:  # rare in a registry being committed: found by a plain search
+            line = data[data.rfind(b"\n", start, at) + 1 : at]
+            if not (line.startswith(b"  ") and line.endswith(b":")):
+                return None
+            local.append(_scalar(line[2:-1]))
+            at = data.find(_LOCAL, at + 1)
+        imports = {_scalar(i) for i in _IMPORT_RE.findall(data, start)}
     except UnicodeDecodeError:
         return None
-    return Summary(names, local, imports)
+    return Summary(data, start, local, imports)

@@ -142,7 +142,7 @@ def test_the_quick_reading_agrees_with_the_full_parser(reg):
     full = parse(data, "r")
     summary = verified.summarize(data)
     assert summary is not None
-    assert summary.names == sorted(full.entries)
+    assert summary.names() == sorted(full.entries)
     assert summary.local == sorted(n for n, e in full.entries.items() if e.state == "local")
     assert summary.imports == {i for e in full.entries.values() for i in e.imports or ()}
 
