@@ -71,7 +71,8 @@ class Filer:
             self._new_registry,
             self._check,
             lambda entry, st: self.store.vouches(entry.sha256, entry.size, st),
-            lambda data: verified.record(self.store.root, data),  # the commit hook skips them
+            # What the commit hook then knows it need not validate again (in the background).
+            lambda data: verified.record_later(self.store.root, self.folder.registry_path, data),
         )
         self.transfers = Transfers(self.folder, self.remote, self.store)
         self.folder.read()  # fail early on an unreadable registry or another remote's

@@ -65,6 +65,7 @@ def test_every_registry_write_records_the_blob_git_stages(repo, remote, object_s
     filer.push("churn")
     staged(repo, REGISTRY)
     second = staged_oid(repo)
+    verified.record_later.wait()  # recorded in the background
     assert first != second
     assert {first, second} <= set(records(object_store))
     assert verified.known(object_store, second)
@@ -154,6 +155,7 @@ def test_the_hook_gives_the_same_verdict_with_and_without_the_record(
     filer.dump({"w": 1}, "churn")
     filer.dump({"w": 2}, "prices", push=True)
     staged(repo, REGISTRY)
+    verified.record_later.wait()
     assert verified.known(object_store, staged_oid(repo))
     quick = main([REGISTRY]), capsys.readouterr().out
     for record in records(object_store):
@@ -167,6 +169,7 @@ def test_a_recorded_blob_is_not_parsed_by_the_hook(repo, remote):
     filer = model_filer(repo / "models", remote)
     filer.dump({"w": 1}, "churn")
     staged(repo, REGISTRY)
+    verified.record_later.wait()
     code = (
         "import sys\n"
         "from model_filer_hooks.no_local_models import main\n"
@@ -190,6 +193,7 @@ def test_an_untrusted_import_in_a_recorded_blob_is_judged_entry_by_entry(repo, r
     with pytest.warns(UntrustedModelWarning):
         filer.dump(Custom(), "custom", push=True)
     staged(repo, REGISTRY)
+    verified.record_later.wait()
     assert main([REGISTRY]) == 1
     out = capsys.readouterr().out
     assert f"{REGISTRY}: custom imports tests.test_verified." in out
@@ -203,6 +207,30 @@ def test_a_hand_edited_registry_is_validated_in_full(repo, remote, capsys, objec
     # Quoting that PyYAML would not write: same data, but not bytes the library wrote.
     (repo / REGISTRY).write_text(text.replace("state: synced", "state: 'local'"))
     staged(repo, REGISTRY)
+    verified.record_later.wait()
     assert not verified.known(object_store, staged_oid(repo))
     assert main([REGISTRY]) == 1
     assert f"{REGISTRY}: churn is local" in capsys.readouterr().out
+
+
+def test_the_last_record_of_a_process_is_written_before_it_exits(tmp_path, object_store):
+    code = (
+        "from model_filer import Filer\n"
+        f"Filer({str(tmp_path / 'models')!r}, {str(tmp_path)!r}, 'local').dump(1, 'm')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    data = (tmp_path / "models" / ".local_registry").read_bytes()
+    assert verified.known(object_store, verified.blob_id(data))
+
+
+def test_the_recorder_keeps_only_the_newest_bytes_of_a_registry(tmp_path):
+    recorder = verified.Recorder()
+    registry = tmp_path / ".local_registry"
+    with recorder._lock:  # hold the thread back while three writes arrive
+        recorder._running = True
+        for data in (b"one", b"two", b"three"):
+            recorder._pending[str(registry)] = (tmp_path, data)
+    recorder._running = False
+    recorder(tmp_path, registry, b"four")
+    recorder.wait()
+    assert records(tmp_path) == [verified.blob_id(b"four")]
