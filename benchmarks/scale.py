@@ -249,8 +249,10 @@ def bench_growth(b: Scale) -> harness.Row:
         folder, remote = b.fresh("growth"), b.fresh("growth-remote")
         remote.mkdir()
         try:
+            # From empty, store included: its own store, which the other rows never see.
+            env = harness.another_machine(b.env, b.root)
             result = run_worker(
-                "growth", {"dir": str(folder), "address": str(remote), "count": GROWTH}, b.env
+                "growth", {"dir": str(folder), "address": str(remote), "count": GROWTH}, env
             )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -300,22 +302,37 @@ def bench_commit_hook_10k(b: Scale) -> harness.Row:
 def bench_commit_hook_10k_unknown(b: Scale) -> harness.Row:
     """The same hook on a blob this machine's model_filer did not write (a teammate's, a
     hand edit): no record in the store, so every entry is parsed and validated."""
-    repo = b.staged_many()
     hook = [str(BIN / "no-local-models"), "models/.local_registry"]
     env = harness.another_machine(b.env, b.root)
+    return hook_row(
+        b,
+        b.staged_many(),
+        hook,
+        env,
+        "commit-hook-10k-unknown",
+        f"no-local-models, {MODELS:,} entries, blob not written here",
+        0.30,
+        "full validation: the store has no record of this blob",
+    )
+
+
+def hook_row(
+    b: Scale,
+    repo: Path,
+    hook: list[str],
+    env: dict[str, str],
+    name: str,
+    label: str,
+    limit: float,
+    note: str = "",
+) -> harness.Row:
+    """A whole hook process, alternated with ``python -c pass``."""
     mine, theirs = harness.alternate(
         b.light_runs,
         lambda i: harness.time_process(hook, repo, env)[0],
         lambda i: pass_sample(b, repo),
     )
-    return whole_process_row(
-        "commit-hook-10k-unknown",
-        f"no-local-models, {MODELS:,} entries, blob not written here",
-        mine,
-        theirs,
-        0.30,
-        "full validation: the store has no record of this blob",
-    )
+    return whole_process_row(name, label, mine, theirs, limit, note)
 
 
 def bench_prefetch_10k(b: Scale) -> harness.Row:
@@ -348,19 +365,14 @@ def bench_prefetch_10k(b: Scale) -> harness.Row:
 
 
 def bench_check_remote_10k(b: Scale) -> harness.Row:
-    repo = b.s3_many_repo()
     env = dict(b.proxy_env, PRE_COMMIT_FROM_REF=common.NULL_SHA, PRE_COMMIT_TO_REF="HEAD")
-    hook = [str(BIN / "check-remote-models")]
-    mine, theirs = harness.alternate(
-        b.light_runs,
-        lambda i: harness.time_process(hook, repo, env)[0],
-        lambda i: pass_sample(b, repo),
-    )
-    return whole_process_row(
+    return hook_row(
+        b,
+        b.s3_many_repo(),
+        [str(BIN / "check-remote-models")],
+        env,
         "check-remote-10k",
         f"check-remote-models, {MODELS:,} synced on S3, +20 ms/req vs python -c pass",
-        mine,
-        theirs,
         3.0,
     )
 

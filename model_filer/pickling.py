@@ -45,7 +45,8 @@ def pickle_into_store(
                 return _pickle_into(src, model, name, folder.local_dir)
             try:
                 with store.locked(entry.sha256):
-                    store.enter(tmp, entry.sha256, entry.size)
+                    # Recorded once, by the dump's settle after the renames into place.
+                    store.enter(tmp, entry.sha256, entry.size, record=False)
                     store.link(entry.sha256, src, folder.model_path(name))
             except StoreError as exc:  # e.g. the store was deleted meanwhile
                 import shutil

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from .yamltext import read_scalar
 
 VERIFIED_DIR = "verified"
-KEEP = 256  # records kept (most recently written); older ones are removed now and then
+KEEP = 4096  # records kept (most recently written); older ones are removed now and then
 _OID_RE = re.compile(r"[0-9a-f]{40}")
 # Canonical form (registry_text): entries follow "models:", one block each, its name on a line
 # of its own at two spaces, "state" always its first field, list items only under "imports".
@@ -74,7 +74,7 @@ def record(root: Path, data: bytes) -> None:
         path = folder / blob_id(data)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
         os.utime(path)  # the newest are kept
-        if int.from_bytes(os.urandom(1), "little") < 8:  # ~1 write in 32 looks for old ones
+        if int.from_bytes(os.urandom(1), "little") < 4:  # ~1 write in 64 looks for old ones
             _prune(folder)
     except OSError:
         pass
