@@ -13,12 +13,12 @@ working tree: a clone or a pull request cannot plant one.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import stat
 import threading
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -85,46 +85,50 @@ class Recorder:
 
     Hashing 3 MB (10,000 entries) costs ~2 ms, which SHA-1 spends without the GIL: on another
     core it overlaps the caller's next work. Only the newest bytes of each registry wait; the
-    thread ends when none do, and being a normal thread, the interpreter lets it finish its
-    last record before exiting.
+    thread ends as soon as none do (one that lingered for the next write measured slower, its
+    wake-ups contending for the GIL). At exit, whatever is pending is recorded first.
     """
 
     def __init__(self) -> None:
         self._reset()
         os.register_at_fork(after_in_child=self._reset)  # the thread does not survive a fork
+        atexit.register(self.flush)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Path, bytes]] = {}
-        self._running = False
+        self._thread: threading.Thread | None = None
 
     def __call__(self, root: Path, registry: Path, data: bytes) -> None:
         with self._lock:
             self._pending[str(registry)] = (root, data)
-            if self._running:
+            if self._thread is not None:
+                return  # the running thread takes it
+            self._thread = threading.Thread(target=self._run, name="model_filer-verified")
+            self._thread.daemon = True  # (flush() at exit waits for it)
+            try:
+                self._thread.start()
                 return
-            self._running = True
-        try:
-            threading.Thread(target=self._run, name="model_filer-verified").start()
-        except RuntimeError:  # the interpreter is shutting down: record it now
-            self._run()
+            except RuntimeError:  # the interpreter is shutting down: record it now
+                self._thread = None
+                del self._pending[str(registry)]
+        record(root, data)
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 if not self._pending:
-                    self._running = False
+                    self._thread = None
                     return
                 root, data = self._pending.pop(next(iter(self._pending)))
             record(root, data)
 
-    def wait(self) -> None:
-        """Until every pending record is written (for tests and benchmarks)."""
-        while True:
-            with self._lock:
-                if not self._running:
-                    return
-            time.sleep(0.001)
+    def flush(self) -> None:
+        """Record everything pending, now (at exit, and for tests and benchmarks)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
 
 
 record_later = Recorder()

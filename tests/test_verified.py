@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_every_registry_write_records_the_blob_git_stages(repo, remote, object_s
     filer.push("churn")
     staged(repo, REGISTRY)
     second = staged_oid(repo)
-    verified.record_later.wait()  # recorded in the background
+    verified.record_later.flush()  # recorded in the background
     assert first != second
     assert {first, second} <= set(records(object_store))
     assert verified.known(object_store, second)
@@ -155,7 +156,7 @@ def test_the_hook_gives_the_same_verdict_with_and_without_the_record(
     filer.dump({"w": 1}, "churn")
     filer.dump({"w": 2}, "prices", push=True)
     staged(repo, REGISTRY)
-    verified.record_later.wait()
+    verified.record_later.flush()
     assert verified.known(object_store, staged_oid(repo))
     quick = main([REGISTRY]), capsys.readouterr().out
     for record in records(object_store):
@@ -169,7 +170,7 @@ def test_a_recorded_blob_is_not_parsed_by_the_hook(repo, remote):
     filer = model_filer(repo / "models", remote)
     filer.dump({"w": 1}, "churn")
     staged(repo, REGISTRY)
-    verified.record_later.wait()
+    verified.record_later.flush()
     code = (
         "import sys\n"
         "from model_filer_hooks.no_local_models import main\n"
@@ -193,7 +194,7 @@ def test_an_untrusted_import_in_a_recorded_blob_is_judged_entry_by_entry(repo, r
     with pytest.warns(UntrustedModelWarning):
         filer.dump(Custom(), "custom", push=True)
     staged(repo, REGISTRY)
-    verified.record_later.wait()
+    verified.record_later.flush()
     assert main([REGISTRY]) == 1
     out = capsys.readouterr().out
     assert f"{REGISTRY}: custom imports tests.test_verified." in out
@@ -207,7 +208,7 @@ def test_a_hand_edited_registry_is_validated_in_full(repo, remote, capsys, objec
     # Quoting that PyYAML would not write: same data, but not bytes the library wrote.
     (repo / REGISTRY).write_text(text.replace("state: synced", "state: 'local'"))
     staged(repo, REGISTRY)
-    verified.record_later.wait()
+    verified.record_later.flush()
     assert not verified.known(object_store, staged_oid(repo))
     assert main([REGISTRY]) == 1
     assert f"{REGISTRY}: churn is local" in capsys.readouterr().out
@@ -226,11 +227,24 @@ def test_the_last_record_of_a_process_is_written_before_it_exits(tmp_path, objec
 def test_the_recorder_keeps_only_the_newest_bytes_of_a_registry(tmp_path):
     recorder = verified.Recorder()
     registry = tmp_path / ".local_registry"
-    with recorder._lock:  # hold the thread back while three writes arrive
-        recorder._running = True
-        for data in (b"one", b"two", b"three"):
-            recorder._pending[str(registry)] = (tmp_path, data)
-    recorder._running = False
-    recorder(tmp_path, registry, b"four")
-    recorder.wait()
-    assert records(tmp_path) == [verified.blob_id(b"four")]
+    busy = threading.Thread(target=lambda: None)
+    recorder._thread = busy  # as if a thread were still busy: the writes only wait
+    for data in (b"one", b"two", b"three"):
+        recorder(tmp_path, registry, data)
+    assert list(recorder._pending.values()) == [(tmp_path, b"three")]
+    recorder._thread = None
+    recorder(tmp_path, tmp_path / "other" / ".local_registry", b"other")
+    recorder.flush()
+    assert records(tmp_path) == sorted([verified.blob_id(b"three"), verified.blob_id(b"other")])
+    assert recorder._thread is None
+
+
+def test_the_recorder_thread_ends_when_idle(tmp_path):
+    recorder = verified.Recorder()
+    recorder(tmp_path, tmp_path / ".local_registry", b"one")
+    thread = recorder._thread
+    if thread is not None:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert recorder._thread is None
+    assert records(tmp_path) == [verified.blob_id(b"one")]
