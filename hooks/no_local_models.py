@@ -25,6 +25,7 @@ from model_filer.hookapi import (
     Summary,
     TrustedSet,
     available_types,
+    blob_id,
     can_trust,
     default_root,
     in_git_repo,
@@ -132,13 +133,22 @@ def _model_file_problems(
     ]
 
 
-def _summary(blob: Blob, path: str, store: Path) -> Summary | None:
+def _store() -> Path | None:
+    try:
+        return default_root()
+    except (RuntimeError, OSError):  # no home folder: nothing is known, all is validated
+        return None
+
+
+def _summary(blob: Blob, path: str, store: Path | None) -> Summary | None:
     """What the commit asks of a registry this machine's model_filer wrote (known by its
     blob id), read without validating it again; ``None`` for any other blob, or when an
     import needs judging entry by entry."""
-    if not blob.oid or not known(store, blob.oid):
+    if store is None or not blob.oid or not known(store, blob.oid):
         return None
-    summary = summarize(blob.data)
+    if blob_id(blob.data) != blob.oid:  # what git gave is what was recorded (2 ms)
+        return None
+    summary = summarize(blob.data, remote_type_of(path))
     if summary is None or (
         summary.imports and not all(map(_trusted(path).covers_name, summary.imports))
     ):
@@ -157,7 +167,7 @@ def check(paths: Sequence[str]) -> list[str]:
         for t in available_types()
     }
     contents = _contents(sorted(set(registry_paths) | beside))
-    store = default_root()
+    store = _store()
     problems: list[str] = []
     named: dict[str, Sequence[str]] = {}
     for path, blob in contents.items():
@@ -166,10 +176,11 @@ def check(paths: Sequence[str]) -> list[str]:
         judged = path in registry_paths
         try:
             summary = _summary(blob, path, store) if judged else None
-        except ModelFilerError:  # a malformed [tool.model_filer] trusted: reported below
-            summary = None
+            if summary is not None:
+                named[path] = summary.names() if models else []
+        except (ModelFilerError, UnicodeDecodeError):  # e.g. a malformed [tool.model_filer]
+            summary = None  # trusted: the full path reports it
         if summary is not None:
-            named[path] = summary.names() if models else []
             problems.extend(_registry_problems(path, summary.local))
             continue
         try:

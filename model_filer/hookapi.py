@@ -28,7 +28,7 @@ from .remote_trust import override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
 from .trust import TrustedSet, can_trust, project_patterns
-from .verified import Summary, known, summarize
+from .verified import Summary, blob_id, known, summarize
 
 __all__ = [
     "FAIL_FAST",
@@ -43,6 +43,7 @@ __all__ = [
     "TrustedSet",
     "UntrustedRemoteError",
     "available_types",
+    "blob_id",
     "can_trust",
     "changed_registries",
     "count_bar",

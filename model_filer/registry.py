@@ -462,6 +462,10 @@ class _Memo(NamedTuple):
 # what costs; a dump's transaction takes the registry over instead of parsing 3 MB again.
 # Keyed by the exact bytes, so never stale.
 _MEMO: dict[str, _Memo] = {}
+# Orders the memo's hand-overs between threads: a transaction takes the registry out under it,
+# and a reader copies it under it, so no reader copies (or puts back) what a transaction is
+# changing.
+_MEMO_LOCK = threading.Lock()
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, ...]:
@@ -477,7 +481,17 @@ def _remember(path: Path, data: bytes, reg: Registry, st: os.stat_result) -> Non
     """Make ``reg`` the memo of ``path`` (``reg`` is then shared: not to change)."""
     if isinstance(reg.entries, Entries):
         reg.entries.lowered()  # built by its owner now: peekers in other threads only look
-    _MEMO[str(path)] = _Memo(data, reg, _state(reg), _stat_key(st))
+    memo = _Memo(data, reg, _state(reg), _stat_key(st))
+    with _MEMO_LOCK:
+        _MEMO[str(path)] = memo
+
+
+def _take(path: Path, data: bytes) -> Registry | None:
+    """The memo of ``path`` if it is of ``data``, removed: the caller now owns it."""
+    with _MEMO_LOCK:
+        reg = _recall(path, data)
+        _MEMO.pop(str(path), None)  # no reader may share what the taker changes
+    return reg
 
 
 def _recall(path: Path, data: bytes | None = None) -> Registry | None:
@@ -510,9 +524,12 @@ def read(path: Path) -> Registry | None:
     if got is None:
         return None
     text, st = got
-    reg = _recall(path, text)
-    if reg is None:
-        reg = parse(text, str(path), filename=str(path))
+    with _MEMO_LOCK:  # (a transaction takes the memo out under this lock before changing it)
+        reg = _recall(path, text)
+        if reg is not None:
+            _MEMO[str(path)] = _MEMO[str(path)]._replace(stat=_stat_key(st))
+            return reg.copy()
+    reg = parse(text, str(path), filename=str(path))
     _remember(path, text, reg, st)
     return reg.copy()
 
@@ -603,7 +620,7 @@ class RegistryFile:
         self.path = local_dir / registry_filename(remote_type)
         self.remote_type = remote_type
         self._on_write = on_write  # told the bytes of each write made from validated entries
-        self._written: tuple[int, int | None] | None = None  # entries and version written
+        self._written: tuple[Any, ...] | None = None  # _state() of the registry last written
 
     def lock(self) -> FolderLock:
         """The folder's lock: held for every registry change and file rename."""
@@ -628,7 +645,7 @@ class RegistryFile:
         # The next read of these bytes needs no parse, nor a copy: we made them from ``reg``
         # (a change to ``reg`` after this voids the memo; the lock is held for the stat).
         _remember(self.path, data, reg, os.stat(self.path))
-        self._written = (id(reg.entries), getattr(reg.entries, "version", None))
+        self._written = _state(reg)
         if self._on_write is not None and reg.validated():
             self._on_write(data)
 
@@ -644,10 +661,9 @@ class RegistryFile:
         """
         with self.lock():
             got = _read_bytes(self.path)
-            reg, taken = new, None
+            reg = new
             if got is not None:
-                taken = _recall(self.path, got[0])
-                _MEMO.pop(str(self.path), None)  # ours now: no reader may share what we change
+                taken = _take(self.path, got[0])
                 reg = taken or parse(got[0], str(self.path), filename=str(self.path))
             state = _state(reg)
             self._written = None
@@ -658,7 +674,7 @@ class RegistryFile:
                     _remember(self.path, got[0], reg, got[1])
                 raise
             now = _state(reg)
-            written = now[1] is not None and self._written == (id(reg.entries), now[1])
+            written = now[1] is not None and self._written == now
             if now[1] is None or (now != state and not written):  # (None: changes unknown)
                 self.write(reg)
             elif self._written is None and got is not None:

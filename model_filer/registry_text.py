@@ -55,7 +55,7 @@ _ENTRY_RE = re.compile(
     r"    sha256: (?P<sha256>[0-9a-f]{64})\n"
     r"    size: (?P<size>0|[1-9][0-9]{0,15})\n"
     rf"    serializer: (?P<serializer>{_P})\n"
-    r"    created: '(?P<created>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)'\n"
+    r"    created: '(?P<created>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+00:00)'\n"
     rf"    python: (?P<python>{_P})\n"
     rf"(?:    library:\n      name: (?P<lib>{_P})\n      version: (?P<version>{_P})\n)?"
     r"(?:    imports:(?P<none> \[\])?\n(?P<imports>(?:    - [A-Za-z_][A-Za-z0-9_.]{0,511}\n)*))?"
@@ -87,26 +87,33 @@ def header_text(
 
 
 def _text_of(entry: Entry, fields: dict[str, object]) -> str:
-    text = yamltext.block(entry.name, fields)
-    if text is None:  # an unusual value: let PyYAML write it, in the same context
-        from . import yamlio
+    return _text_and_kind(entry, fields)[0]
 
-        text = yamlio.dump({"models": {entry.name: fields}}).partition("\n")[2]
-    return text
+
+def _text_and_kind(entry: Entry, fields: dict[str, object]) -> tuple[str, bool]:
+    """The entry's text, and whether it is of the plain subset (one line a field, a simple
+    key): what :mod:`model_filer.verified` reads without a parser."""
+    text = yamltext.block(entry.name, fields)
+    if text is not None:
+        return text, True
+    from . import yamlio  # an unusual value (a long name or field): PyYAML writes it
+
+    return yamlio.dump({"models": {entry.name: fields}}).partition("\n")[2], False
 
 
 def entry_text(entry: Entry) -> tuple[str, bool]:
     """The entry's block under ``models:``, exactly as PyYAML writes it there, and whether
-    the entry is valid (an Entry can be built in code with any values)."""
+    the entry is valid (an Entry can be built in code with any values) and its text in the
+    plain subset: only registries of such entries are recorded as verified."""
     fields = entry.to_yaml_dict()
-    text = _text_of(entry, fields)
+    text, plain = _text_and_kind(entry, fields)
     try:
         valid = _parse_entry(entry.name, fields, "") == entry
     except RegistryError:
         valid = False
     if valid:
         _remember(text, entry)
-    return text, valid
+    return text, valid and plain
 
 
 def _remember(text: str, entry: Entry) -> None:
@@ -249,6 +256,7 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
                 nxt = body[stop : stop + 3]
                 if stop == end or (nxt[:2] == "  " and nxt[2:] != " "):
                     entry = _matched_entry(match)
+            plain = entry is not None
             if entry is not None:
                 block = match[0]  # type: ignore[index]
             else:  # another shape: cut the block out and check it the generic way
@@ -260,7 +268,11 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
             previous = entry.name
             put(entries, previous, entry)  # (Entries' own bookkeeping is for later changes)
             chunk = block.encode()
-            texts[previous] = (entry, chunk, True)
+            if not plain:  # (a long value PyYAML wrote is not what verified.py reads)
+                plain = yamltext.block(previous, entry.to_yaml_dict()) is not None
+                if not plain:
+                    reg._invalid.add(previous)
+            texts[previous] = (entry, chunk, plain)
             names.append(previous)
             chunks.append(chunk)
             pos += len(block)

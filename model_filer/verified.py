@@ -22,9 +22,11 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
+from .registry import FORMAT_VERSION, HEADER, MAX_REGISTRY_BYTES
 from .yamltext import read_scalar
 
-VERIFIED_DIR = "verified"
+# Versioned: a later model_filer that validates more does not trust what this one recorded.
+VERIFIED_DIR = os.path.join("verified", "v1")
 KEEP = 4096  # records kept (most recently written); older ones are removed now and then
 _OID_RE = re.compile(r"[0-9a-f]{40}")
 # Canonical form (registry_text): entries follow "models:", one block each, its name on a line
@@ -72,7 +74,7 @@ def record(root: Path, data: bytes) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / blob_id(data)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644))
         os.utime(path)  # the newest are kept
         if int.from_bytes(os.urandom(1), "little") < 4:  # ~1 write in 64 looks for old ones
             _prune(folder)
@@ -91,7 +93,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)  # the thread does not survive a fork
+        if hasattr(os, "register_at_fork"):  # the thread does not survive a fork
+            os.register_at_fork(after_in_child=self._reset)
         atexit.register(self.flush)
 
     def _reset(self) -> None:
@@ -115,13 +118,17 @@ class Recorder:
         record(root, data)
 
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    root, data = self._pending.pop(next(iter(self._pending)))
+                with contextlib.suppress(Exception):  # best effort, like record() itself
+                    record(root, data)
+        finally:
             with self._lock:
-                if not self._pending:
-                    self._thread = None
-                    return
-                root, data = self._pending.pop(next(iter(self._pending)))
-            record(root, data)
+                self._thread = None
 
     def flush(self) -> None:
         """Record everything pending, now (at exit, and for tests and benchmarks)."""
@@ -147,19 +154,31 @@ def _prune(folder: Path) -> None:
 
 
 def known(root: Path, oid: str) -> bool:
-    """Whether the blob ``oid`` holds registry bytes this machine's model_filer wrote."""
-    if not _OID_RE.fullmatch(oid):
+    """Whether the blob ``oid`` holds registry bytes this user's model_filer wrote here.
+
+    Only an absolute store folder counts (a relative one could lie inside the repository),
+    and only a record the current user owns.
+    """
+    if not _OID_RE.fullmatch(oid) or not root.is_absolute():
         return False  # (a SHA-256 repository's ids are never recorded: full validation)
     try:
         st = os.stat(root / VERIFIED_DIR / oid, follow_symlinks=False)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode)
+    owner = os.getuid() if hasattr(os, "getuid") else st.st_uid
+    return stat.S_ISREG(st.st_mode) and st.st_uid == owner
 
 
-def summarize(data: bytes) -> Summary | None:
-    """Local entries and imports of canonical registry bytes (``None`` if not that shape).
+def summarize(data: bytes, remote_type: str | None = None) -> Summary | None:
+    """Local entries and imports of canonical registry bytes (``None`` if not that shape, too
+    large for a registry, or of another remote type than ``remote_type``, its file's).
     Only for bytes :func:`known` vouches for: this reads, it does not validate."""
+    if len(data) > MAX_REGISTRY_BYTES:
+        return None
+    if remote_type is not None:
+        head = f"{HEADER}format: {FORMAT_VERSION}\nremote:\n  type: {remote_type}\n"
+        if not data.startswith(head.encode()):
+            return None
     found = data.find(_MODELS)
     if found < 0:
         return Summary(b"", 0, [], set()) if data.endswith(_NO_MODELS) else None

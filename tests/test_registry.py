@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import os
@@ -542,3 +543,48 @@ def test_case_twins_follow_additions_and_removals():
     assert copied.case_twin("model") == "mODEL" and reg.case_twin("model") is None
     reg.entries.update({"OTHER": make_entry("OTHER")})  # a bulk change: counted again
     assert reg.case_twin("other") == "OTHER"
+
+
+def test_threads_never_see_nor_keep_the_changes_of_a_failed_transaction(tmp_path):
+    """Readers copy (and put back) the memo while transactions take it over and fail."""
+    import threading
+
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    stop, seen = threading.Event(), []
+
+    def failing() -> None:
+        for i in range(150):
+            with contextlib.suppress(RuntimeError), rf.transaction(make_registry()) as reg:
+                reg.entries[f"ghost{i}"] = make_entry(f"ghost{i}", SHA_B)
+                del reg.entries["m1"]
+                raise RuntimeError("refused after changing it")
+
+    def reading() -> None:
+        while not stop.is_set():
+            seen.append(set(rf.read().entries))
+            peeked = registry.peek(rf.path)
+            assert peeked is not None and peeked.case_twin("M1") in ("m1", None)
+
+    readers = [threading.Thread(target=reading) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        failing()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert seen and all(names == {"m1"} for names in seen)
+    with rf.transaction(make_registry()) as reg:
+        reg.entries["m2"] = make_entry("m2", SHA_C)
+    assert set(parse(rf.path.read_bytes(), "r").entries) == {"m1", "m2"}
+
+
+def test_a_remote_change_after_the_blocks_own_write_is_written_too(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    with rf.transaction(make_registry()) as reg:
+        reg.entries["m1"] = make_entry("m1")
+        rf.write(reg)  # as commit_dump does, to order the write before a rename
+        reg.remote_id = "f" * 32
+    assert rf.read().remote_id == "f" * 32

@@ -248,3 +248,65 @@ def test_the_recorder_thread_ends_when_idle(tmp_path):
         assert not thread.is_alive()
     assert recorder._thread is None
     assert records(tmp_path) == [verified.blob_id(b"one")]
+
+
+def test_a_registry_with_text_pyyaml_wrote_is_not_recorded(tmp_path, object_store):
+    """A name over 100 characters is written by PyYAML (long keys may become complex keys),
+    which the hook's plain searches would misread: such a registry is never recorded."""
+    long = "n" * 128
+    rf = RegistryFile(tmp_path, "local", lambda data: verified.record(object_store, data))
+    rf.write(Registry("local", "/srv", {long: entry(long, "local"), "m1": entry("m1")}))
+    assert records(object_store) == []
+    with rf.transaction(Registry("local", "/srv")) as reg:  # read back, changed, written
+        reg.entries["m2"] = entry("m2")
+    assert records(object_store) == []
+    with rf.transaction(Registry("local", "/srv")) as reg:
+        del reg.entries[long]
+    assert records(object_store) == [verified.blob_id(rf.path.read_bytes())]
+
+
+def test_the_quick_reading_refuses_another_remote_type_and_oversized_bytes(monkeypatch):
+    data = Registry("local", "/srv", {"m1": entry("m1", "local")}).dumps()
+    assert verified.summarize(data, "local") is not None
+    assert verified.summarize(data, "s3") is None  # the full parser refuses the mismatch
+    monkeypatch.setattr(verified, "MAX_REGISTRY_BYTES", len(data) - 1)
+    assert verified.summarize(data, "local") is None
+
+
+def test_a_relative_store_folder_vouches_for_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    verified.record(Path("store"), b"bytes")
+    assert verified.known((tmp_path / "store").resolve(), verified.blob_id(b"bytes"))
+    assert not verified.known(Path("store"), verified.blob_id(b"bytes"))
+
+
+def test_the_hook_checks_the_bytes_against_the_recorded_id(repo, remote, object_store):
+    from model_filer_hooks.no_local_models import _summary
+
+    from model_filer.gitops import Blob
+
+    data = Registry("local", "/srv", {"m1": entry("m1", "local")}).dumps()
+    verified.record(object_store, data)
+    oid = verified.blob_id(data)
+    assert _summary(Blob(oid, data), REGISTRY, object_store) is not None
+    tampered = data.replace(b"state: local", b"state: synced")
+    assert _summary(Blob(oid, tampered), REGISTRY, object_store) is None
+
+
+def test_the_recorder_carries_on_after_an_unexpected_error(tmp_path, monkeypatch):
+    recorder = verified.Recorder()
+    real, calls = verified.record, []
+
+    def flaky(root: Path, data: bytes) -> None:
+        calls.append(data)
+        if len(calls) == 1:
+            raise ValueError("unexpected")
+        real(root, data)
+
+    monkeypatch.setattr(verified, "record", flaky)
+    recorder(tmp_path, tmp_path / ".local_registry", b"one")
+    recorder.flush()
+    assert recorder._thread is None and records(tmp_path) == []
+    recorder(tmp_path, tmp_path / ".local_registry", b"two")
+    recorder.flush()
+    assert records(tmp_path) == [verified.blob_id(b"two")]
