@@ -1,13 +1,14 @@
-"""Registry bytes model_filer wrote itself, known by their git blob id: hooks need not re-read them.
+"""Registry bytes model_filer wrote itself, known by their git blob id: not validated twice.
 
 The commit hook judges every staged registry, and parsing and validating 10,000 entries costs
-about 0.1 s on every commit. The bytes the library writes come from validated entries in the
-canonical form, so it records their git blob id (``git hash-object`` of the same bytes) when it
-writes them. The hook gets the staged blob's id from git for free; when that id is recorded, it
-reads what it needs (entry names, local entries, imports) with a few regexes over the canonical
-text. Any other blob, however it got there, is parsed and validated in full.
+about 0.1 s on every commit. The bytes the library writes come from validated entries, in the
+plain subset of the canonical form (one line a field), so it records their git blob id
+(``git hash-object`` of the same bytes) when it writes them. The hook gets the staged blob's
+id from git; when that id is recorded, and the bytes hash to it, it reads what it needs (entry
+names, local entries, imports) with plain searches over the text. Any other blob, however it
+got there, is parsed and validated in full.
 
-The records live in the machine's object store folder (``<store>/verified``), never in the
+The records live in the machine's object store folder (``<store>/verified/v1``), never in the
 working tree: a clone or a pull request cannot plant one.
 """
 
