@@ -215,8 +215,11 @@ def test_a_hand_edited_registry_is_validated_in_full(repo, remote, capsys, objec
 
 
 def test_the_last_record_of_a_process_is_written_before_it_exits(tmp_path, object_store):
-    code = (
-        "from model_filer import Filer\n"
+    code = (  # a slow record: a daemon thread not waited for would die with the process
+        "import time\n"
+        "from model_filer import Filer, verified\n"
+        "real = verified.record\n"
+        "verified.record = lambda root, data: (time.sleep(0.5), real(root, data))\n"
         f"Filer({str(tmp_path / 'models')!r}, {str(tmp_path)!r}, 'local').dump(1, 'm')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
