@@ -124,10 +124,9 @@ class Entries(dict[str, Entry]):
         lower = self.lower
         if lower is not None:
             low = name.lower()
-            if lower[low] > 1:
-                lower[low] -= 1
-            else:
-                del lower[low]
+            count = lower.pop(low, 0) - 1
+            if count > 0:
+                lower[low] = count
         self.version += 1
         if self.changed is not None:
             self.changed.add(name)
