@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="skip models larger than SIZE (e.g. 500MB); load() fetches them later",
     )
-    parser.add_argument("--jobs", type=int, default=None, help="parallel downloads (default 16)")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="parallel downloads (default: 4 per CPU, at most 16)"
+    )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a model could not be fetched"
     )
