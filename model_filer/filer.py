@@ -250,7 +250,7 @@ class Filer:
         names : iterable of str, optional
             Models to fetch; all synced entries when omitted.
         jobs : int, optional
-            Parallel transfers (default 16).
+            Parallel transfers (default: 4 per CPU, at most 16).
         on_done : callable, optional
             Called with 1 as each model finishes; replaces the default progress bar.
         where : callable, optional
