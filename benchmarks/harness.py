@@ -397,43 +397,62 @@ class Bench:
         )
         return folder, address
 
+    def models_repo(
+        self,
+        name: str,
+        address: str,
+        remote_type: str,
+        count: int,
+        nbytes: int,
+        env: dict[str, str] | None = None,
+    ) -> Path:
+        """A committed git repo whose models/ holds ``count`` synced models (setup)."""
+        repo = self.root / name
+        self._git_init(repo)
+        self.setup_worker(
+            "make_many",
+            env,
+            dir=str(repo / "models"),
+            address=address,
+            remote_type=remote_type,
+            count=count,
+            nbytes=nbytes,
+            push=True,
+        )
+        run(["git", "add", "-A"], repo, self.env)
+        run(["git", "commit", "-q", "-m", "models"], repo, self.env)
+        return repo
+
+    def staged_copy(self, src: Path, name: str) -> Path:
+        """A copy of the committed repo ``src`` with its last commit staged, not committed
+        (as at `git commit`)."""
+        repo = self.root / name
+        shutil.copytree(src, repo, symlinks=True)
+        run(["git", "reset", "-q", "--soft", "HEAD~1"], repo, self.env)
+        staged = run(["git", "diff", "--cached", "--name-only"], repo, self.env).split()
+        if "models/.local_registry" not in staged:
+            raise BenchError(f"registry not staged in {repo}: {staged}")
+        return repo
+
     def hook_repo(self) -> Path:
         """A committed repo: models/ holds ``hook_models`` synced models on a local remote."""
 
         def make() -> Path:
-            repo, remote = self.root / "hook-repo", self.root / "hook-remote"
+            remote = self.root / "hook-remote"
             remote.mkdir()
             log(f"setup: git repo with {self.sizes.hook_models} synced models (local remote)")
-            self._git_init(repo)
-            self.setup_worker(
-                "make_many",
-                dir=str(repo / "models"),
-                address=str(remote),
-                remote_type="local",
-                count=self.sizes.hook_models,
-                nbytes=self.sizes.hook_bytes,
-                push=True,
+            return self.models_repo(
+                "hook-repo", str(remote), "local", self.sizes.hook_models, self.sizes.hook_bytes
             )
-            run(["git", "add", "-A"], repo, self.env)
-            run(["git", "commit", "-q", "-m", "models"], repo, self.env)
-            return repo
 
         made: Path = self.once("hook_repo", make)
         return made
 
     def staged_repo(self) -> Path:
-        """The hook repo with the registry staged, not committed (as at `git commit`)."""
-
-        def make() -> Path:
-            repo = self.root / "staged-repo"
-            shutil.copytree(self.hook_repo(), repo, symlinks=True)
-            run(["git", "reset", "-q", "--soft", "HEAD~1"], repo, self.env)
-            staged = run(["git", "diff", "--cached", "--name-only"], repo, self.env).split()
-            if "models/.local_registry" not in staged:
-                raise BenchError(f"registry not staged in {repo}: {staged}")
-            return repo
-
-        made: Path = self.once("staged_repo", make)
+        """The hook repo with the registry staged, not committed."""
+        made: Path = self.once(
+            "staged_repo", lambda: self.staged_copy(self.hook_repo(), "staged-repo")
+        )
         return made
 
     def _git_init(self, repo: Path) -> None:

@@ -118,7 +118,7 @@ def worker_main(name: str, args_json: str) -> int:
 # ================================================================================================
 
 
-class Scale(harness.Bench):  # type: ignore[misc]
+class Scale(harness.Bench):
     """run.py's Bench with 10,000-model fixtures."""
 
     growth_runs: int | None = None
@@ -127,56 +127,27 @@ class Scale(harness.Bench):  # type: ignore[misc]
         """A committed git repo whose models/ holds 10,000 synced models (a folder remote)."""
 
         def make() -> tuple[Path, Path]:
-            repo, remote = self.root / "scale-repo", self.root / "scale-remote"
+            remote = self.root / "scale-remote"
             remote.mkdir()
             common.log(f"setup: git repo with {MODELS} synced models (folder remote)")
-            self._git_init(repo)
-            self.setup_worker(
-                "make_many",
-                dir=str(repo / "models"),
-                address=str(remote),
-                remote_type="local",
-                count=MODELS,
-                nbytes=1000,
-                push=True,
-            )
-            harness.run(["git", "add", "-A"], repo, self.env)
-            harness.run(["git", "commit", "-q", "-m", "models"], repo, self.env)
-            return repo, remote
+            return self.models_repo("scale-repo", str(remote), "local", MODELS, 1000), remote
 
         made: tuple[Path, Path] = self.once("scale_repo", make)
         return made
 
     def staged_many(self) -> Path:
-        def make() -> Path:
-            repo = self.root / "scale-staged"
-            shutil.copytree(self.many_repo()[0], repo, symlinks=True)
-            harness.run(["git", "reset", "-q", "--soft", "HEAD~1"], repo, self.env)
-            return repo
-
-        made: Path = self.once("scale_staged", make)
+        made: Path = self.once(
+            "scale_staged", lambda: self.staged_copy(self.many_repo()[0], "scale-staged")
+        )
         return made
 
     def s3_many_repo(self) -> Path:
         """A committed repo of 10,000 models pushed to S3 (setup without the proxy)."""
 
         def make() -> Path:
-            repo = self.root / "scale-s3-repo"
-            self._git_init(repo)
             common.log(f"setup: {MODELS} models pushed to S3 (a few minutes)")
-            self.setup_worker(
-                "make_many",
-                self.s3_env,
-                dir=str(repo / "models"),
-                address=f"s3://{common.BUCKET}/scale",
-                remote_type="s3",
-                count=MODELS,
-                nbytes=100,
-                push=True,
-            )
-            harness.run(["git", "add", "-A"], repo, self.env)
-            harness.run(["git", "commit", "-q", "-m", "models"], repo, self.env)
-            return repo
+            address = f"s3://{common.BUCKET}/scale"
+            return self.models_repo("scale-s3-repo", address, "s3", MODELS, 100, self.s3_env)
 
         made: Path = self.once("scale_s3_repo", make)
         return made
@@ -384,28 +355,15 @@ def bench_dump_512(b: Scale) -> harness.Row:
     remote.mkdir(exist_ok=True)
     series: dict[str, harness.Series] = {k: harness.Series() for k in ("ours", "pickle", "sha256")}
 
-    def ours() -> harness.Sample:
-        folder = b.fresh("dump")
-        try:
-            return b.worker("dump_ours", dir=str(folder), address=str(remote), nbytes=size)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def pickled() -> harness.Sample:
-        folder = b.fresh("dump-base")
-        folder.mkdir()
-        try:
-            return b.worker("dump_base", path=str(folder / "model.pkl"), nbytes=size)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    ours, pickled = workloads.dump_samplers(b, size, remote)
 
     def hashed() -> harness.Sample:
         result = run_worker("hash", {"nbytes": size}, b.env)
         return harness.Sample(float(result["seconds"]), float(result["maxrss_mib"]))
 
     sides: list[tuple[str, Callable[[], harness.Sample]]] = [
-        ("ours", ours),
-        ("pickle", pickled),
+        ("ours", lambda: ours(0)),
+        ("pickle", lambda: pickled(0)),
         ("sha256", hashed),
     ]
     for i in range(b.runs):

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.isolation import AWS_VARIABLES_TO_REMOVE, GIT_VARIABLES_TO_REMOVE
+from benchmarks import harness
 from tests.support.s3server import start_seaweedfs
 
 MIB = 1024 * 1024
@@ -47,21 +47,9 @@ TARGET_MS = 50.0
 
 def isolate(root: Path) -> None:
     """This process and its children talk only to our server, repos and store."""
-    for name in (*AWS_VARIABLES_TO_REMOVE, *GIT_VARIABLES_TO_REMOVE):
-        os.environ.pop(name, None)
-    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "GIT_CONFIG_GLOBAL"):
-        path = root / name.lower()
-        path.write_text("")
-        os.environ[name] = str(path)
-    os.environ.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@model-filer.invalid",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@model-filer.invalid",
-        MODEL_FILER_CACHE_DIR=str(root / "store"),
-    )
+    env = harness.isolated_env(root)
+    os.environ.clear()
+    os.environ.update(env, MODEL_FILER_CACHE_DIR=str(root / "store"))
     os.environ.pop("MODEL_FILER_LINK", None)
     os.environ.pop("MODEL_FILER_SKIP_PREFETCH", None)
 

@@ -29,10 +29,11 @@ from .harness import (
 # ================================================================================================
 
 
-def bench_dump(b: Bench) -> Row:
-    size = b.sizes.dump_bytes
-    remote = b.root / "dump-remote"
-    remote.mkdir(exist_ok=True)
+def dump_samplers(
+    b: Bench, size: int, remote: Path
+) -> tuple[Callable[[int], Sample], Callable[[int], Sample]]:
+    """One dump of a ``size``-byte array by model_filer, and by ``pickle.dump``, each in a
+    fresh process and folder (deleted after)."""
 
     def ours(i: int) -> Sample:
         folder = b.fresh("dump")
@@ -49,6 +50,15 @@ def bench_dump(b: Bench) -> Row:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    return ours, base
+
+
+def bench_dump(b: Bench) -> Row:
+    size = b.sizes.dump_bytes
+    remote = b.root / "dump-remote"
+    remote.mkdir(exist_ok=True)
+
+    ours, base = dump_samplers(b, size, remote)
     mine, theirs = alternate(b.runs, ours, base, sync=True)
     ratio = mine.median / theirs.median
     return Row(
@@ -368,22 +378,9 @@ def bench_dvc_pull(b: Bench) -> Row:
     env = b.s3_env
 
     def make_origin() -> Path:
-        origin = b.root / "pull-origin"
-        b._git_init(origin)
         log(f"setup: {n} models pushed to S3 in a git repo")
-        b.setup_worker(
-            "make_many",
-            env,
-            dir=str(origin / "models"),
-            address=f"s3://{BUCKET}/clone-models",
-            remote_type="s3",
-            count=n,
-            nbytes=b.sizes.hook_bytes,
-            push=True,
-        )
-        run(["git", "add", "-A"], origin, b.env)
-        run(["git", "commit", "-q", "-m", "models"], origin, b.env)
-        return origin
+        address = f"s3://{BUCKET}/clone-models"
+        return b.models_repo("pull-origin", address, "s3", n, b.sizes.hook_bytes, env)
 
     origin = b.once("pull_origin", make_origin)
 
