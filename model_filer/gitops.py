@@ -193,15 +193,18 @@ def registries_at(repo: Repo, rev: str) -> dict[str, bytes]:
 
 def head_and_tag_commits(repo: Repo) -> list[str]:
     """The commits that local branch heads and tags point at (annotated tags peeled)."""
+    fields = "%(objectname) %(objecttype) %(*objectname) %(*objecttype)"
     out = run(
-        ["for-each-ref", "--format=%(objectname) %(*objectname)", "refs/heads", "refs/tags"],
-        _top(repo),
+        ["for-each-ref", f"--format={fields}", "refs/heads", "refs/tags"], _top(repo)
     ).stdout.decode()
     commits = set()
     for line in out.splitlines():
-        direct, _, peeled = line.partition(" ")
-        commits.add(peeled.strip() or direct)
-    return sorted(c for c in commits if c)
+        direct, kind, *peeled = line.split()
+        if peeled:  # an annotated tag: what it points at
+            direct, kind = peeled[0], peeled[1] if len(peeled) > 1 else ""
+        if kind == "commit":  # (a tag may name a tree or a blob: no registry there)
+            commits.add(direct)
+    return sorted(commits)
 
 
 def changed_registries(repo: Repo, old: str | None, new: str) -> list[str]:

@@ -320,14 +320,18 @@ class Transfers:
                     raise _not_pushed(entry)
                 return fh
         except OSError as exc:  # a read-only deployment copy cannot receive a download
-            if exc.errno not in READ_ONLY_ERRNOS:
-                raise
-            raise FolderNotWritableError(
-                f"{entry.name!r} is not present (or not current) in {self.folder.local_dir}, "
-                f"and that folder is read-only ({exc.strerror}), so it cannot be downloaded "
-                f"there. Pull it where the folder is writable (`model-filer pull --dir "
-                f"{self.folder.local_dir} {entry.name}`), then copy the folder again."
-            ) from None
+            raise self._not_writable(exc, entry.name, "is not present (or not current)") from None
+
+    def _not_writable(self, exc: OSError, name: str, state: str) -> FolderNotWritableError:
+        """``exc`` as the error of a read-only model folder; re-raised when it is another."""
+        if exc.errno not in READ_ONLY_ERRNOS:
+            raise exc
+        return FolderNotWritableError(
+            f"{name!r} {state} in {self.folder.local_dir}, and that folder is read-only "
+            f"({exc.strerror}), so it cannot be downloaded there. Pull it where the folder is "
+            f"writable (`model-filer pull --dir {self.folder.local_dir} {name}`), then copy "
+            "the folder again."
+        )
 
     def upload(self, entry: Entry, cache: HashCache) -> str:
         """Upload a model file that still holds ``entry``'s bytes; return its object key."""
@@ -370,23 +374,29 @@ class Transfers:
                 if not self.store.has(entry.sha256):
                     todo.append(entry)
                     continue
-                with self.folder.model_lock(entry.name):
-                    if self.folder.holds(entry, cache):  # another process may have won
-                        report.skipped.append(entry.name)
-                    elif self.from_store(entry, cache):
-                        report.linked.append(entry.name)
-                    else:
-                        todo.append(entry)
+                try:
+                    with self.folder.model_lock(entry.name):
+                        if self.folder.holds(entry, cache):  # another process may have won
+                            report.skipped.append(entry.name)
+                        elif self.from_store(entry, cache):
+                            report.linked.append(entry.name)
+                        else:
+                            todo.append(entry)
+                except OSError as exc:
+                    raise self._not_writable(exc, entry.name, "is missing or stale") from None
             if on_done is not None and report.linked:
                 on_done(len(report.linked))
 
             def one(entry: Entry) -> None:
-                if entry.size <= UNLOCKED_FETCH:
-                    self.fetch(entry, cache).close()  # the object's lock still orders it
-                    return
-                with self.folder.model_lock(entry.name):
-                    if not self.folder.holds(entry, cache):  # another process may have won
-                        self.fetch(entry, cache).close()
+                try:
+                    if entry.size <= UNLOCKED_FETCH:
+                        self.fetch(entry, cache).close()  # the object's lock still orders it
+                        return
+                    with self.folder.model_lock(entry.name):
+                        if not self.folder.holds(entry, cache):  # another process may have won
+                            self.fetch(entry, cache).close()
+                except OSError as exc:  # reported with the others, not raised from a thread
+                    raise self._not_writable(exc, entry.name, "is missing or stale") from None
 
             if self._reachable(todo, report):
                 self.run_parallel(todo, one, report, jobs, "pull", on_done)

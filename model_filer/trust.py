@@ -273,7 +273,10 @@ def project_patterns(start: Path) -> list[str]:
             f"{path}: cannot read it ({exc}). Fix the file: model_filer reads its "
             "[tool.model_filer] trusted list."
         ) from None
-    section = doc.get("tool", {}).get("model_filer", {})
+    tool = doc.get("tool", {})
+    if not isinstance(tool, dict):
+        raise TrustConfigError(f"{path}: [tool] must be a table. Fix the file.")
+    section = tool.get("model_filer", {})
     if not isinstance(section, dict):
         raise TrustConfigError(f"{path}: [tool.model_filer] must be a table.")
     trusted = section.get("trusted", [])

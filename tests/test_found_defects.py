@@ -31,25 +31,30 @@ for name in sys.argv[3:]:
 def _load_without_write_permission(
     folder: Path, remote: Path, *names: str
 ) -> subprocess.CompletedProcess[str]:
-    """Load in a process that file permissions bind: root without its override capabilities
-    (root ignores permissions, and another user could not reach this interpreter)."""
+    return _without_write_permission(["-c", _LOAD_READ_ONLY, str(folder), str(remote), *names])
+
+
+def _without_write_permission(
+    args: list[str], env_store: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Python ``args`` in a process that file permissions bind: root without its override
+    capabilities (root ignores permissions, and another user could not reach this
+    interpreter)."""
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to drop the permission-override capabilities")
+    env = None if env_store is None else {**os.environ, "MODEL_FILER_CACHE_DIR": str(env_store)}
     return subprocess.run(
         [
             setpriv,
             "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable",
             sys.executable,
-            "-c",
-            _LOAD_READ_ONLY,
-            str(folder),
-            str(remote),
-            *names,
+            *args,
         ],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
 
 
@@ -75,6 +80,29 @@ def test_a_read_only_copy_loads_present_models_and_names_the_folder_for_missing_
     assert missing and "refused" in missing[0], done.stdout
     assert "FolderNotWritableError" in missing[0]  # a ModelFilerError, not a raw OSError
     assert str(deploy) in missing[0] and "read-only" in missing[0]
+
+
+def test_a_pull_into_a_read_only_copy_names_the_folder_without_a_traceback(
+    tmp_path: Path, remote: Path
+) -> None:
+    filer = Filer(tmp_path / "models", str(remote), remote_type="local")
+    filer.dump({"w": [3]}, "missing", push=True)
+    filer.dump(os.urandom(64), "small", push=True)
+    deploy = tmp_path / "deploy"
+    subprocess.run(["cp", "-a", str(filer.local_dir), str(deploy)], check=True)
+    for name in ("missing", "small"):
+        (deploy / f"{name}.pkl").unlink()
+    subprocess.run(["chmod", "-R", "a-w", str(deploy)], check=True)
+    try:
+        done = _without_write_permission(
+            ["-m", "model_filer", "pull", "--all", "--dir", str(deploy)],
+            env_store=tmp_path / "empty-store",  # nothing to link: a download is needed
+        )
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(deploy)], check=True)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert str(deploy) in done.stdout + done.stderr and "read-only" in done.stdout + done.stderr
 
 
 def test_a_name_differing_only_in_case_is_refused(tmp_path: Path, remote: Path) -> None:

@@ -506,6 +506,13 @@ def test_prune_evicts_objects_named_at_branch_heads_and_tags_last(tmp_path, remo
     filer.dump(os.urandom(MIB), "a", push=True)
     commit(repo, "a v1")
     git(repo, "tag", "v1")
+    git(repo, "tag", "-a", "-m", "a tree", "tree-tag", "HEAD^{tree}")  # names no commit
+    git(
+        repo,
+        "tag",
+        "blob-tag",
+        git(repo, "rev-parse", "HEAD:models/.local_registry").stdout.strip(),
+    )
     v1 = filer.list_files()[0].sha256
     filer.remove("a")
     filer.dump(os.urandom(MIB), "a", push=True)

@@ -246,6 +246,12 @@ def test_a_tool_section_that_is_not_a_table_is_refused(project: Project) -> None
         trusted_set(project.models)
 
 
+def test_a_top_level_tool_key_that_is_not_a_table_is_refused(project: Project) -> None:
+    project.pyproject('tool = "x"\n')
+    with pytest.raises(TrustConfigError, match=r"\[tool\] must be a table"):
+        trusted_set(project.models)
+
+
 @pytest.mark.parametrize(
     "trusted, message",
     [
