@@ -189,9 +189,11 @@ class S3Remote(Remote):
 
     @staticmethod
     def _subscribers(progress: Progress | None) -> list[Any]:
+        if not progress:
+            return []  # (boto3 is imported only for a progress bar)
         from boto3.s3.transfer import ProgressCallbackInvoker
 
-        return [ProgressCallbackInvoker(progress)] if progress else []
+        return [ProgressCallbackInvoker(progress)]
 
     def _full_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
