@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .discovery import filer_for, find_registries, read_registry, registries_in
-from .errors import ModelFilerError
+from .errors import IntegrityError, ModelFilerError
 from .filer import Filer
 from .files import remote_type_of
+from .hashing import HashCache
+from .registry import Entry
 
 USER_ERROR = 2
 
@@ -75,25 +77,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        from .remote_trust import local_filer, override_of
+        from .remote_trust import override_of
 
-        filer = local_filer(path)
+        reg = read_registry(path)
+        override = override_of(path, reg)
+        filer = filer_for(path, override.address if override else None)
         cache = filer.folder.cache()
-        override = override_of(path, read_registry(path))
         where = f"  (this machine: {override.address})" if override else ""
-        print(f"{path}  ->  {read_registry(path).remote_address}{where}")
-        for entry in filer.list_files():
-            local = filer.model_path(entry.name)
-            if not local.exists():
-                where = "not downloaded" if entry.state == "synced" else "FILE MISSING"
-            elif cache.lookup(local) == entry.sha256:
-                where = "present"
-            else:
-                where = "present (unverified: run `model-filer verify`)"
+        print(f"{path}  ->  {reg.remote_address}{where}")
+        entries = filer.list_files()
+        for entry in entries:
+            where = _presence(filer, entry, cache)
             print(f"  {entry.name} ({entry.state})  {_human(entry.size)}  {where}")
-        if not filer.list_files():
+        if not entries:
             print("  [no files exist]")
     return 0
+
+
+def _presence(filer: Filer, entry: Entry, cache: HashCache) -> str:
+    """Whether the model file holds the entry's bytes, as far as is known without hashing
+    (the hash cache, or a link to the local store's verified object)."""
+    if not filer.model_path(entry.name).exists():
+        return "not downloaded" if entry.state == "synced" else "FILE MISSING"
+    try:
+        fh = filer.folder.open_current(entry, cache, rehash=False)
+    except IntegrityError:
+        fh = None
+    if fh is None:
+        return "present (unverified: run `model-filer verify`)"
+    fh.close()
+    return "present"
 
 
 def cmd_push(args: argparse.Namespace) -> int:

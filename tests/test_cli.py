@@ -81,6 +81,24 @@ def test_status_of_one_registry(repo, filer, capsys):
     assert "FILE MISSING" in out
 
 
+def test_status_calls_a_model_present_after_another_checkout_linked_it(
+    repo, remote, tmp_path, capsys
+):
+    """A second checkout's hardlink to the same store object moves the inode's ctime, which
+    the first folder's hash cache keys on: the store still vouches for the file."""
+    first = Filer(repo / "models", str(remote), "local")
+    first.dump({"w": 1}, "m", push=True)
+    first.load("m")
+    second = tmp_path / "second" / "models"
+    second.mkdir(parents=True)
+    (second / ".local_registry").write_bytes((repo / REGISTRY).read_bytes())
+    assert Filer(second, str(remote), "local").pull().linked == ["m"]
+    capsys.readouterr()
+    assert main(["status", REGISTRY]) == 0
+    out = capsys.readouterr().out
+    assert "m (synced)" in out and "present" in out and "unverified" not in out
+
+
 def test_status_with_no_registries(repo, capsys):
     assert main(["status"]) == 0
     assert "No registries under ." in capsys.readouterr().out
