@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import posixpath
 import shlex
 import sys
@@ -28,7 +29,6 @@ from model_filer.hookapi import (
     blob_id,
     can_trust,
     default_root,
-    in_git_repo,
     known,
     parse,
     project_patterns,
@@ -57,7 +57,10 @@ def _working_tree_names(paths: Sequence[str]) -> dict[str, list[str]]:
     """Entry names in the working tree's versions of registries ``paths``, where they parse."""
     if not paths:
         return {}
-    top = toplevel() if in_git_repo() else Path.cwd()
+    try:
+        top = toplevel()  # (one git process: asking in_git_repo first made it two)
+    except ModelFilerError:
+        top = Path.cwd()
     names = {}
     for path, text in _from_disk(paths, top).items():
         if text is not None:
@@ -81,7 +84,14 @@ def _registry_problems(path: str, local: Sequence[str]) -> list[str]:
 
 
 def _trusted(path: str) -> TrustedSet:
-    return TrustedSet(project=project_patterns(Path(posixpath.dirname(path) or ".")))
+    return _trusted_in(posixpath.dirname(path) or ".")
+
+
+@functools.cache
+def _trusted_in(folder: str) -> TrustedSet:
+    """The trusted set of a model folder: its pyproject.toml is found and read once a run
+    (:func:`check` clears this; a malformed one raises each time: errors are not cached)."""
+    return TrustedSet(project=project_patterns(Path(folder)))
 
 
 def _untrusted_problems(path: str, reg: Registry) -> list[str]:
@@ -158,6 +168,7 @@ def _summary(blob: Blob, path: str, store: Path | None) -> Summary | None:
 
 def check(paths: Sequence[str]) -> list[str]:
     """Problems found in the staged versions of ``paths`` (registries and model files)."""
+    _trusted_in.cache_clear()  # read once a run, and afresh the next run
     registry_paths = [p for p in paths if remote_type_of(p)]
     models = [p for p in paths if p.endswith(MODEL_SUFFIX)]
     # A staged model file is judged against the registry beside it, staged or not.

@@ -65,11 +65,6 @@ def output(args: Sequence[str], cwd: Path | None = None) -> str:
 _C_LOCALE = {"LC_ALL": "C"}  # git's messages untranslated, where one is matched
 
 
-def in_git_repo(cwd: Path | None = None) -> bool:
-    """Whether ``cwd`` (default: the current directory) is inside a git working tree."""
-    return run(["rev-parse", "--git-dir"], cwd, check=False).returncode == 0
-
-
 def toplevel(cwd: Path | None = None) -> Path:
     """The top folder of the working tree (paths from git are relative to it)."""
     try:
