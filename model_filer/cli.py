@@ -341,7 +341,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
-    from .remote_trust import set_address, trust
+    from .remote_trust import require_per_machine, set_address, trust
+    from .remotes import get_remote
 
     path = _registry(args.dir, args.remote_type)
     reg = read_registry(path)
@@ -349,13 +350,13 @@ def cmd_remote(args: argparse.Namespace) -> int:
         done = trust(path, reg)
         print(f"This clone now fetches {path}'s models from {done.address} ({done.key}).")
         return 0
-    Filer(path.parent, args.address, reg.remote_type).remote.check_matches(
-        reg.remote_address, str(path), reg.remote_id
-    )  # the registry's remote, not another folder
+    require_per_machine(reg)  # (before the folder is looked at: the right error first)
     if not Path(args.address).expanduser().is_dir():
         raise ModelFilerError(
             f"{args.address} does not exist (is the share mounted?). Mount it, then run this again."
         )
+    remote = get_remote(reg.remote_type, args.address)
+    remote.check_matches(reg.remote_address, str(path), reg.remote_id)  # the registry's remote
     done = set_address(path, reg, args.address)
     print(f"On this machine {path}'s remote is {done.address} (not committed; git config).")
     return 0

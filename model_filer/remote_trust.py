@@ -132,6 +132,16 @@ def trust(registry_path: Path, reg: Registry) -> Trusted:
     return _record(cwd, key, canonical(reg.remote_type, reg.remote_address), override=False)
 
 
+def require_per_machine(reg: Registry) -> None:
+    """Refuse a remote whose address cannot differ between machines (all but a folder)."""
+    if reg.remote_type != "local":
+        raise ModelFilerError(
+            f"An {reg.remote_type} address is the same on every machine; only a local-folder "
+            "remote can have a per-machine address. For another S3 endpoint set "
+            "AWS_ENDPOINT_URL."
+        )
+
+
 def set_address(registry_path: Path, reg: Registry, address: str) -> Trusted:
     """Record where this machine reaches ``reg``'s remote; the caller has checked the folder."""
     cwd = registry_path.parent
@@ -139,12 +149,7 @@ def set_address(registry_path: Path, reg: Registry, address: str) -> Trusted:
         raise ModelFilerError(
             f"{cwd} is not inside a git repository: pass the address to Filer() instead."
         )
-    if reg.remote_type != "local":
-        raise ModelFilerError(
-            f"An {reg.remote_type} address is the same on every machine; only a local-folder "
-            "remote can have a per-machine address. For another S3 endpoint set "
-            "AWS_ENDPOINT_URL."
-        )
+    require_per_machine(reg)
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
     return _record(cwd, key, canonical(reg.remote_type, address), override=True)
 

@@ -235,6 +235,21 @@ def test_remote_set_refuses_another_folder(
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_remote_set_on_an_s3_registry_says_only_a_folder_can_differ(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.gitrepo import registry_bytes, sample_entry
+
+    (repo / "models").mkdir()
+    (repo / "models" / ".s3_registry").write_bytes(
+        registry_bytes("s3", "s3://bucket/models", sample_entry("m"))
+    )
+    assert cli(["remote", "set", "--dir", "models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "only a local-folder remote can have a per-machine address" in err
+    assert "Traceback" not in err
+
+
 def test_a_merge_keeps_the_remote_id_one_side_recorded(tmp_path: Path) -> None:
     from model_filer.errors import RegistryError
     from model_filer.merge import merge
