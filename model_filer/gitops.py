@@ -101,29 +101,41 @@ class Blob(NamedTuple):
     data: bytes
 
 
-def cat_blobs(
+def _cat(
     specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> dict[str, Blob | None]:
-    """The blobs of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing."""
-    if not specs:
-        return {}
+) -> list[tuple[str, str, bytes] | None]:
+    """(id, type, bytes) of each object spec, from one ``git cat-file --batch``; ``None``
+    for a missing one. Every object's bytes are stepped over, whatever its type."""
     if any("\n" in s for s in specs):
         raise ModelFilerError("A path with a newline cannot be read from git; rename it.")
     query = "".join(f"{s}\n" for s in specs).encode()
     out = run(["cat-file", "--batch"], cwd, data=query, env=env).stdout
-    result: dict[str, Blob | None] = {}
+    found: list[tuple[str, str, bytes] | None] = []
     pos = 0
-    for spec in specs:
+    for _ in specs:
         end = out.index(b"\n", pos)
         header = out[pos:end].split()
         pos = end + 1
-        if len(header) == 3 and header[1] == b"blob":
+        if len(header) == 3 and header[2].isdigit():  # (else "<spec> missing")
             size = int(header[2])
-            result[spec] = Blob(header[0].decode(), out[pos : pos + size])
+            found.append((header[0].decode(), header[1].decode(), out[pos : pos + size]))
             pos += size + 1
         else:
-            result[spec] = None  # "<spec> missing" (or not a blob)
-    return result
+            found.append(None)
+    return found
+
+
+def cat_blobs(
+    specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Blob | None]:
+    """The blobs of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing
+    (or not a blob)."""
+    if not specs:
+        return {}
+    return {
+        spec: Blob(got[0], got[2]) if got is not None and got[1] == "blob" else None
+        for spec, got in zip(specs, _cat(specs, cwd, env), strict=True)
+    }
 
 
 def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes | None]:
@@ -258,24 +270,10 @@ def read_at(rev: str, path: str, cwd: Path) -> tuple[str | None, bytes | None]:
     """
     if not rev or any(c in rev for c in "\0\n") or "\n" in path:
         return None, None
-    specs = f"{rev}^{{commit}}\n{rev}:{path}\n".encode()
-    out = run(["cat-file", "--batch"], cwd, data=specs).stdout
-    found: list[tuple[bytes, bytes] | None] = []
-    pos = 0
-    for _ in range(2):
-        end = out.index(b"\n", pos)
-        header = out[pos:end].split()
-        pos = end + 1
-        if len(header) == 3 and header[1] in (b"commit", b"blob"):
-            size = int(header[2])
-            found.append((header[0], out[pos : pos + size]))
-            pos += size + 1
-        else:
-            found.append(None)
-    commit, blob = found
-    if commit is None:
+    commit, blob = _cat([f"{rev}^{{commit}}", f"{rev}:{path}"], cwd)
+    if commit is None or commit[1] != "commit":
         return None, None
-    return commit[0].decode(), blob[1] if blob is not None else None
+    return commit[0], blob[2] if blob is not None and blob[1] == "blob" else None
 
 
 def commit_of(rev: str, cwd: Path) -> str | None:
