@@ -194,7 +194,7 @@ class Registry:
         self.remote_type = remote_type
         self.remote_address = remote_address
         self.remote_id = remote_id
-        self.entries: dict[str, Entry] = Entries(entries or ())
+        self.entries = Entries(entries or ())
         # name -> (entry, its canonical UTF-8 text): an entry is written out once, not per
         # dump. Trusted only for the very Entry object it was made from (entries are immutable).
         self._texts: dict[str, tuple[Entry, bytes, bool]] = {}  # (and whether it validated)
@@ -221,14 +221,13 @@ class Registry:
         """A copy whose entries can change without touching this one."""
         new = Registry(self.remote_type, self.remote_address, self.entries, self.remote_id)
         new._texts = self._texts  # shared: each text is checked against its entry's identity
-        lower = getattr(self.entries, "lower", None)
-        if lower is not None:
-            new.entries.lower = dict(lower)  # type: ignore[attr-defined]
-        changed = getattr(self.entries, "changed", None)
+        if self.entries.lower is not None:
+            new.entries.lower = dict(self.entries.lower)
+        changed = self.entries.changed
         if self._body is not None and changed is not None:
             new._body = (list(self._body[0]), list(self._body[1]))
             new._invalid = set(self._invalid)
-            new.entries.changed = set(changed)  # type: ignore[attr-defined]
+            new.entries.changed = set(changed)
         return new
 
     def _text(self, name: str) -> bytes:
@@ -248,7 +247,7 @@ class Registry:
     def _sorted_texts(self) -> list[bytes]:
         """Every entry's text in name order: rebuilt whole, or patched where names changed."""
         entries = self.entries
-        changed = entries.changed if isinstance(entries, Entries) else None
+        changed = entries.changed
         if self._body is None or changed is None:
             if len(self._texts) > 2 * len(entries) + 64:  # forget removed entries now and then
                 self._texts = {n: t for n, t in self._texts.items() if n in entries}
@@ -270,8 +269,7 @@ class Registry:
                 else:
                     names.insert(i, name)
                     chunks.insert(i, self._text(name))
-        if isinstance(entries, Entries):
-            entries.changed = set()
+        entries.changed = set()
         return self._body[1]
 
     def case_twin(self, name: str) -> str | None:
@@ -279,10 +277,9 @@ class Registry:
         and Windows), if any: a lookup in the entries' lower-cased names."""
         entries = self.entries
         low = name.lower()
-        if isinstance(entries, Entries):
-            count = entries.lowered().get(low, 0)
-            if count == 0 or (count == 1 and name in entries):
-                return None
+        count = entries.lowered().get(low, 0)
+        if count == 0 or (count == 1 and name in entries):
+            return None
         return next((n for n in list(entries) if n != name and n.lower() == low), None)
 
     def validated(self) -> bool:
@@ -473,13 +470,12 @@ def _stat_key(st: os.stat_result) -> tuple[int, ...]:
 
 def _state(reg: Registry) -> tuple[Any, ...]:
     entries = reg.entries
-    return (id(entries), getattr(entries, "version", None), reg.remote_fields())
+    return (id(entries), entries.version, reg.remote_fields())
 
 
 def _remember(path: Path, data: bytes, reg: Registry, st: os.stat_result) -> None:
     """Make ``reg`` the memo of ``path`` (``reg`` is then shared: not to change)."""
-    if isinstance(reg.entries, Entries):
-        reg.entries.lowered()  # built by its owner now: peekers in other threads only look
+    reg.entries.lowered()  # built by its owner now: peekers in other threads only look
     memo = _Memo(data, reg, _state(reg), _stat_key(st))
     with _MEMO_LOCK:
         _MEMO[str(path)] = memo
@@ -673,8 +669,7 @@ class RegistryFile:
                     _remember(self.path, got[0], reg, got[1])
                 raise
             now = _state(reg)
-            written = now[1] is not None and self._written == now
-            if now[1] is None or (now != state and not written):  # (None: changes unknown)
+            if now != state and now != self._written:
                 self.write(reg)
             elif self._written is None and got is not None:
                 _remember(self.path, got[0], reg, got[1])

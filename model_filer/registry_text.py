@@ -280,7 +280,7 @@ def parse_canonical(text: bytes, where: str, filename: str | None = None) -> Reg
         if collecting:
             gc.enable()
     reg._body = (names, chunks)
-    reg.entries.changed = set()  # type: ignore[attr-defined]  # the body is this text
+    reg.entries.changed = set()  # the body is this text
     return reg
 
 
