@@ -25,14 +25,13 @@ from . import gitops
 from .errors import ModelFilerError
 from .files import registry_filename
 from .history import RegistryReader, registry_pathspecs, repo_path
-from .names import check_name, object_key
+from .names import is_object_key, object_key
 
 if TYPE_CHECKING:
     from .filer import Filer
     from .remotes import RemoteObject
 
 DEFAULT_GRACE = timedelta(days=14)
-_OUR_KEY = re.compile(r"(?P<name>[^/]+)/(?P<sha>[0-9a-f]{64})\.pkl")
 _ANY_SHA = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 
@@ -100,18 +99,6 @@ def protected(filer: Filer) -> Protected:
     return Protected(frozenset(keys), frozenset(shas), len(texts))
 
 
-def ours(key: str) -> bool:
-    """Whether ``key`` has the form model_filer writes: ``<name>/<sha256>.pkl``."""
-    match = _OUR_KEY.fullmatch(key)
-    if match is None:
-        return False
-    try:
-        check_name(match["name"])
-    except ModelFilerError:
-        return False
-    return True
-
-
 def plan(filer: Filer, grace: timedelta = DEFAULT_GRACE, now: datetime | None = None) -> Plan:
     """List the objects ``gc`` may delete: one git walk, then one LIST of the remote."""
     if grace < timedelta(0):
@@ -121,7 +108,7 @@ def plan(filer: Filer, grace: timedelta = DEFAULT_GRACE, now: datetime | None = 
     candidates: list[RemoteObject] = []
     named = young = 0
     for obj in _listing(filer):
-        if not ours(obj.key):
+        if not is_object_key(obj.key):
             continue  # not written by model_filer: never ours to delete
         if obj.key in keep.keys or obj.key.split("/")[1][:64] in keep.shas:
             named += 1
@@ -140,7 +127,7 @@ def collect(filer: Filer, candidates: list[RemoteObject]) -> list[str]:
     """Delete the ``candidates`` of a :func:`plan`; return the keys deleted."""
     deleted = []
     for obj in candidates:
-        if not ours(obj.key):  # a plan built by hand must not widen what gc may touch
+        if not is_object_key(obj.key):  # a plan built by hand must not widen what gc may touch
             raise ModelFilerError(f"{obj.key!r} was not written by model_filer; not deleted.")
         filer.remote.delete(obj.key)
         deleted.append(obj.key)

@@ -94,3 +94,19 @@ def check_key(key: object, where: str) -> str:
 def object_key(name: str, sha256: str, suffix: str = ".pkl") -> str:
     """Key of a model's bytes relative to the remote root: never reused for other bytes."""
     return f"{name}/{sha256}{suffix}"
+
+
+_OBJECT_KEY_RE = re.compile(r"(?P<name>[^/]+)/[0-9a-f]{64}\.pkl")
+
+
+def is_object_key(key: str) -> bool:
+    """Whether ``key`` has the form :func:`object_key` writes (``<name>/<sha256>.pkl``, with a
+    valid name): only such objects are model_filer's to delete or abort."""
+    match = _OBJECT_KEY_RE.fullmatch(key)
+    if match is None:
+        return False
+    try:
+        check_name(match["name"])
+    except InvalidNameError:
+        return False
+    return True

@@ -24,7 +24,7 @@ from model_filer.cli import main
 from model_filer.errors import ModelFilerError, RegistryError
 from model_filer.gitops import read_blobs
 from model_filer.merge import merge_texts
-from model_filer.names import object_key
+from model_filer.names import is_object_key, object_key
 from model_filer.registry import Entry, parse
 from tests.support.gitrepo import commit, git, init_repo
 
@@ -133,7 +133,7 @@ def check_invariant(repo: Repo, before: set[str]) -> None:
             sink = Sink()
             repo.filer.remote.download(entry.key, sink, None, entry.size)
             assert sink.hash.hexdigest() == entry.sha256, entry
-    ours_left = {k for k in after if gcmod.ours(k)}
+    ours_left = {k for k in after if is_object_key(k)}
     assert ours_left == before & named(entries) - set(FOREIGN)
     assert set(FOREIGN) & before <= after
 

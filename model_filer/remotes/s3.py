@@ -27,7 +27,7 @@ from ..errors import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
-from ..names import check_key
+from ..names import check_key, is_object_key
 from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -36,7 +36,6 @@ STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s
 RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
 UPLOAD_PARTS_IN_FLIGHT = 8
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload of ours is aborted
-_OUR_KEY_RE = re.compile(r"[^/]+/[0-9a-f]{64}\.pkl")  # names.object_key
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MB = 1024 * 1024
 # s3transfer TransferConfig settings (the benchmark's raw-boto3 baseline uses the same).
@@ -521,7 +520,7 @@ class S3Remote(Remote):
         for upload in self._uploads(root):
             ukey = str(upload.get("Key", ""))
             initiated = upload.get("Initiated")
-            if ukey == except_key or not _OUR_KEY_RE.fullmatch(ukey[len(root) :]):
+            if ukey == except_key or not is_object_key(ukey[len(root) :]):
                 continue  # not an object key of ours: never touch another tool's upload
             if isinstance(initiated, datetime.datetime) and initiated < cutoff:
                 with contextlib.suppress(Exception):
