@@ -221,18 +221,7 @@ class ModelFolder:
         """Whether the model file holds ``entry``'s bytes (a ``stat`` when the cache knows)."""
         if cache.lookup_name(entry.name + MODEL_SUFFIX) == entry.sha256:
             return True  # one stat, no path objects: 10,000 present models cost little
-        path = self.model_path(entry.name)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return False
-        known = cache.lookup_stat(path, st)
-        if known is not None:
-            return known == entry.sha256
-        if self._vouch is not None and self._vouch(entry, st):
-            cache.record(path, entry.sha256, st)
-            return True
-        try:
+        try:  # (the cache by stat, the store's vouch, else one hash: open_current decides)
             fh = self.open_current(entry, cache)
         except IntegrityError:
             return False
