@@ -25,7 +25,7 @@ from model_filer import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
-from model_filer.remotes.s3 import parse_address
+from model_filer.remotes.s3 import _timestamp, parse_address
 from model_filer.store import ObjectStore
 
 REGISTRY = ".s3_registry"
@@ -309,6 +309,40 @@ def test_invalid_addresses_are_refused(tmp_path, address):
 def test_a_non_string_address_is_refused(tmp_path):
     with pytest.raises(InvalidNameError, match="must be a string"):
         Filer(tmp_path, None)
+
+
+# -- times the store sends ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Wed, 02 Dec 2026 03:50:39 GMT",  # a header (Last-Modified)
+        "2026-12-02T03:50:39.000Z",  # a listing (LastModified, Initiated)
+        "2026-12-02T03:50:39Z",
+        "2026-12-02T03:50:39.123456+00:00",
+        "Wed, 02 Dec 2026 03:50:39 +0100",  # the rest: botocore's own parser
+        "1700000000",
+        "2026-12-02",
+    ],
+)
+def test_times_parse_as_botocore_parses_them(text):
+    from botocore.utils import parse_timestamp
+
+    expected = parse_timestamp(text)
+    got = _timestamp(text)
+    assert (got, got.utcoffset()) == (expected, expected.utcoffset())
+
+
+def test_listed_times_are_aware_and_current(filer, s3_address):
+    import datetime
+
+    filer.dump({"w": 1}, "timed", push=True)
+    listed = list(filer.remote.list_objects())
+    assert listed, "the pushed model is listed"
+    now = datetime.datetime.now(datetime.UTC)
+    for obj in listed:
+        assert abs(obj.modified - now) < datetime.timedelta(hours=1)
 
 
 # -- store errors -----------------------------------------------------------------------------
