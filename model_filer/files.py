@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -54,12 +55,29 @@ def internal_dir(local_dir: Path) -> Path:
     would write, and clean up, outside the model folder.
     """
     path = local_dir / INTERNAL_DIR
-    if path.is_symlink():
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = 0  # absent, or unreadable: mkdir says which
+    if stat.S_ISDIR(mode):
+        return path  # one lstat: a pull asks this once or twice per model
+    if stat.S_ISLNK(mode):
         raise ModelFilerError(
             f"{path} is a symbolic link; model_filer will not write through it. Remove it "
             f"(`git rm --cached {path}` and `rm {path}`), then retry."
         )
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create the folder ``path`` and its parents unless it exists; return it.
+
+    One ``stat`` when it exists. ``Path.mkdir(exist_ok=True)`` costs a failed ``mkdir``, a
+    ``stat`` and a Python exception instead, which a pull paid several times per model.
+    """
+    if not os.path.isdir(path):
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -85,7 +103,7 @@ def folder_lock(local_dir: Path, name: str) -> FileLock:
 def atomic_write(final: Path, local_dir: Path, purpose: str) -> Iterator[IO[bytes]]:
     """Open a temp file that replaces ``final`` only if the block completes."""
     tmp = temp_path(local_dir, purpose)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(tmp.parent)
     try:
         with open(tmp, "wb") as fh:
             yield fh

@@ -21,6 +21,7 @@ from .files import (
     INTERNAL_DIR,
     MODEL_SUFFIX,
     STAGED_DIR,
+    ensure_dir,
     folder_lock,
     internal_dir,
     remove_dead_temps,
@@ -172,7 +173,7 @@ class ModelFolder:
     def temp(self, purpose: str) -> Path:
         """A fresh temp file path owned by this process, on this folder's filesystem."""
         path = temp_path(self.local_dir, purpose)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         return path
 
     def model_lock(self, name: str) -> contextlib.AbstractContextManager[object]:

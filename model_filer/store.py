@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from .cachedir import default_root
 from .errors import ModelFilerError, StoreError, StoreWarning
-from .files import owned_temp_name, remove_dead_temps_in
+from .files import ensure_dir, owned_temp_name, remove_dead_temps_in
 
 LINK_ENV = "MODEL_FILER_LINK"
 READ_ONLY = 0o444
@@ -152,10 +152,9 @@ class ObjectStore:
 
     def _dir(self, path: Path, action: str) -> Path:
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            return ensure_dir(path)
         except OSError as exc:
             raise StoreError(self.root, action, exc) from exc
-        return path
 
     def temp(self, purpose: str) -> Path:
         """A fresh temp file path in the store, owned by this process.
@@ -174,9 +173,8 @@ class ObjectStore:
         """Hold the lock of one object (across processes) for the block."""
         from filelock import FileLock
 
-        lock_dir = self._dir(self.root / "locks", "create its lock folder")
-        lock = FileLock(str(lock_dir / f"{sha}.lock"), timeout=timeout)
-        try:
+        try:  # (filelock creates the lock folder)
+            lock = FileLock(str(self.root / "locks" / f"{sha}.lock"), timeout=timeout)
             lock.acquire()
         except OSError as exc:
             raise StoreError(self.root, "lock an object", exc) from exc
@@ -197,14 +195,25 @@ class ObjectStore:
         path = self._meta_path(sha)
         self._dir(path.parent, "record an object")
         tmp = self.temp("meta")
+        text = json.dumps(data, sort_keys=True).encode()
+        done = False
         try:
-            tmp.write_bytes(json.dumps(data, sort_keys=True).encode())
+            # os-level calls: a pull writes one record per model, and a Python file object
+            # adds three syscalls to each (fstat, isatty, lseek).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                if os.write(fd, text) != len(text):  # a regular file: only when the disk is full
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
+            done = True
         except OSError as exc:
             raise StoreError(self.root, "record an object", exc) from exc
         finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if not done:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     @staticmethod
     def _seal(path: Path) -> None:
@@ -308,12 +317,16 @@ class ObjectStore:
         return obj
 
     # -- linking into checkouts (the object's lock held) ------------------------------------
-    def link_mode(self, dest_dir: Path) -> str:
-        """How an object would reach ``dest_dir``: ``reflink``, ``hardlink`` or ``copy``."""
+    def link_mode(self, dest_dir: Path, dev: int | None = None) -> str:
+        """How an object would reach ``dest_dir``: ``reflink``, ``hardlink`` or ``copy``.
+
+        ``dev`` is the store's device when the caller has it (from an object's ``stat``).
+        """
         if forced_copy():
             return "copy"
         try:
-            dev = os.stat(self.root).st_dev
+            if dev is None:
+                dev = os.stat(self.root).st_dev
             if os.stat(dest_dir).st_dev != dev:
                 return "copy"
         except OSError:
@@ -327,9 +340,10 @@ class ObjectStore:
         knows a checkout uses the object. The object must be trusted (:meth:`lookup`).
         """
         obj = self.object_path(sha)
-        mode = self.link_mode(dest.parent)
+        mode = "link"
         try:
             dev = os.stat(obj).st_dev
+            mode = self.link_mode(dest.parent, dev)
             if mode == "reflink":
                 mode = self._try(dev, mode, "hardlink", _NO_REFLINK, lambda: reflink(obj, dest))
             if mode == "hardlink":

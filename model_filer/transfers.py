@@ -105,9 +105,8 @@ def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
         place()
     except BaseException:
         fh.close()
-        raise
-    finally:
         tmp.unlink(missing_ok=True)
+        raise
     return fh
 
 
@@ -221,9 +220,10 @@ class Transfers:
         try:
             self.store.link(entry.sha256, dest, self.folder.model_path(entry.name))
             self.folder.install(dest, entry, cache)
-            self.store.settle(entry.sha256)
-        finally:
+        except BaseException:
             dest.unlink(missing_ok=True)
+            raise
+        self.store.settle(entry.sha256)
 
     def from_store(self, entry: Entry, cache: HashCache) -> bool:
         """Link ``entry``'s bytes from the local store if it has them: no network, no hashing.
