@@ -506,6 +506,42 @@ def test_a_file_changed_behind_the_memo_is_read_again(tmp_path):
         assert reg == other
 
 
+@pytest.mark.parametrize("where", ["start", "past the first piece", "last byte"])
+def test_a_same_size_change_behind_the_memo_is_read_again(tmp_path, where):
+    """The memo's bytes are checked against the file a piece at a time: a change of the same
+    size anywhere (written in place, as an editor may) is seen."""
+    many = [make_entry(f"m{i:04d}") for i in range(1500)]  # ~300 KB: more than one piece
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(*many))
+    data = rf.path.read_bytes()
+    assert len(data) > registry._PIECE
+    at = {"start": data.index(b"m0000"), "past the first piece": data.index(b"m1499")}
+    if where == "last byte":
+        changed = data[:-2] + b"\n\n"
+        assert registry._read_bytes(rf.path, data) is not None
+        rf.path.write_bytes(changed)
+        got = registry._read_bytes(rf.path, data)
+        assert got is not None and got[0] == changed and got[0] is not data
+        return
+    changed = data[: at[where]] + b"n" + data[at[where] + 1 :]
+    with open(rf.path, "r+b") as fh:  # in place: same inode, same size
+        fh.write(changed)
+    with rf.transaction(make_registry()) as reg:
+        assert sorted(reg.entries)[-1].startswith("n") and len(reg.entries) == 1500
+
+
+def test_the_memo_bytes_are_recognised_without_a_copy(tmp_path):
+    rf = RegistryFile(tmp_path, "s3")
+    rf.write(make_registry(make_entry("m1")))
+    known = registry._MEMO[str(rf.path)].data
+    got = registry._read_bytes(rf.path, known)
+    assert got is not None and got[0] is known
+    longer = known + b"# more\n"
+    rf.path.write_bytes(longer)
+    got = registry._read_bytes(rf.path, known)
+    assert got is not None and got[0] == longer
+
+
 def test_read_of_a_file_that_grows_while_read_gets_every_byte(tmp_path):
     """The read is sized by fstat; bytes appended after that are read too."""
     rf = RegistryFile(tmp_path, "s3")
