@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -86,11 +87,15 @@ def record(root: Path, data: bytes) -> None:
 class Recorder:
     """Records written registries from a background thread, so a dump does not wait for it.
 
-    Hashing 3 MB (10,000 entries) costs ~2 ms, which SHA-1 spends without the GIL: on another
-    core it overlaps the caller's next work. Only the newest bytes of each registry wait; the
-    thread ends as soon as none do (one that lingered for the next write measured slower, its
-    wake-ups contending for the GIL). At exit, whatever is pending is recorded first.
+    The thread records a registry once it has gone ``QUIET`` seconds without a newer write:
+    a loop of 10,000 dumps hashes its last registry, not each of them (SHA-1 of 3 MB is ~2 ms
+    a write, and the thread started for each one contended with the loop for the GIL). Only
+    the newest bytes of each registry wait. At exit, and on :meth:`flush`, whatever is
+    pending is recorded at once. A commit made within ``QUIET`` of a write only takes the
+    hook's full check.
     """
+
+    QUIET = 0.05
 
     def __init__(self) -> None:
         self._reset()
@@ -102,10 +107,13 @@ class Recorder:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Path, bytes]] = {}
         self._thread: threading.Thread | None = None
+        self._last = 0.0  # time.monotonic() of the newest write
+        self._now = threading.Event()  # set by flush(): record without waiting
 
     def __call__(self, root: Path, registry: Path, data: bytes) -> None:
         with self._lock:
             self._pending[str(registry)] = (root, data)
+            self._last = time.monotonic()
             if self._thread is not None:
                 return  # the running thread takes it
             self._thread = threading.Thread(target=self._run, name="model_filer-verified")
@@ -124,9 +132,15 @@ class Recorder:
                 with self._lock:
                     if not self._pending:
                         return
-                    root, data = self._pending.pop(next(iter(self._pending)))
+                    wait = self._last + self.QUIET - time.monotonic()
+                    item = None
+                    if wait <= 0 or self._now.is_set():
+                        item = self._pending.pop(next(iter(self._pending)))
+                if item is None:
+                    self._now.wait(wait)  # a newer write meanwhile pushes the time on
+                    continue
                 with contextlib.suppress(Exception):  # best effort, like record() itself
-                    record(root, data)
+                    record(*item)
         finally:
             with self._lock:
                 self._thread = None
@@ -136,7 +150,9 @@ class Recorder:
         with self._lock:
             thread = self._thread
         if thread is not None:
+            self._now.set()
             thread.join()
+            self._now.clear()
 
 
 record_later = Recorder()

@@ -63,6 +63,7 @@ def test_every_registry_write_records_the_blob_git_stages(repo, remote, object_s
     filer.dump({"w": 1}, "churn")
     staged(repo, REGISTRY)
     first = staged_oid(repo)
+    verified.record_later.flush()  # (a newer write within Recorder.QUIET would replace it)
     filer.push("churn")
     staged(repo, REGISTRY)
     second = staged_oid(repo)
@@ -240,6 +241,29 @@ def test_the_recorder_keeps_only_the_newest_bytes_of_a_registry(tmp_path):
     recorder.flush()
     assert records(tmp_path) == sorted([verified.blob_id(b"three"), verified.blob_id(b"other")])
     assert recorder._thread is None
+
+
+def test_a_burst_of_writes_records_only_its_last(tmp_path):
+    recorder = verified.Recorder()
+    recorder.QUIET = 0.5  # the burst below takes microseconds: far quicker than this
+    registry = tmp_path / ".local_registry"
+    for i in range(20):
+        recorder(tmp_path, registry, b"v%d" % i)
+    thread = recorder._thread
+    assert thread is not None
+    thread.join(timeout=10)
+    assert records(tmp_path) == [verified.blob_id(b"v19")]
+
+
+def test_flush_records_at_once_without_waiting_for_quiet(tmp_path):
+    recorder = verified.Recorder()
+    recorder.QUIET = 600.0
+    recorder(tmp_path, tmp_path / ".local_registry", b"now")
+    flusher = threading.Thread(target=recorder.flush)
+    flusher.start()
+    flusher.join(timeout=60)  # (a flush that waited for QUIET would still be running)
+    assert not flusher.is_alive() and recorder._thread is None
+    assert records(tmp_path) == [verified.blob_id(b"now")]
 
 
 def test_the_recorder_thread_ends_when_idle(tmp_path):
