@@ -235,6 +235,10 @@ class ModelFolder:
         """Rename verified bytes into place and remember them (saved now, or by the caller)."""
         path = self.model_path(entry.name)
         os.replace(src, path)
+        # rename(2) does nothing when both names are hard links of one file (the same bytes
+        # dumped again, or another process linked the same object first): drop ``src``.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(src)
         own = cache is None
         cache = self.cache() if cache is None else cache
         cache.record(path, entry.sha256)

@@ -440,6 +440,28 @@ def test_a_store_deleted_while_in_use(filer, store, remote, tmp_path):
     assert list(objects_of(store)) == [filer.list_files()[0].sha256]
 
 
+def test_dumping_the_same_bytes_again_leaves_nothing_staged(filer):
+    """The file and the staged copy are hard links of one object: a rename between them does
+    nothing, and the staged name would make every later read run the crash recovery."""
+    filer.dump({"v": 1}, "a")
+    filer.dump({"v": 1}, "a", overwrite=True)
+    staged = filer.local_dir / ".model_filer" / "staged"
+    assert list(staged.iterdir()) == [] and not filer.folder.interrupted()
+    assert filer.load("a") == {"v": 1}
+
+
+def test_linking_a_model_already_in_place_leaves_no_temp_file(filer):
+    """Two processes link the same object: the second's rename onto the same inode does
+    nothing, and its temp link must not stay (it would keep the object 'in use')."""
+    filer.dump({"v": 2}, "b")
+    entry = filer.list_files()[0]
+    twin = filer.folder.temp("b.link")
+    os.link(filer.model_path("b"), twin)
+    filer.folder.install(twin, entry)
+    assert not twin.exists()
+    assert filer.load("b") == {"v": 2}
+
+
 @contextlib.contextmanager
 def small_filesystem(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
