@@ -136,6 +136,7 @@ class ObjectStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = default_root() if root is None else Path(root)
         self._swept = False  # dead processes' temp files removed yet (once per instance)
+        self._locks_made = False
 
     def __repr__(self) -> str:
         return f"ObjectStore({str(self.root)!r})"
@@ -173,8 +174,12 @@ class ObjectStore:
         """Hold the lock of one object (across processes) for the block."""
         from filelock import FileLock
 
-        try:  # (filelock creates the lock folder)
-            lock = FileLock(str(self.root / "locks" / f"{sha}.lock"), timeout=timeout)
+        lock_dir = self.root / "locks"
+        if not self._locks_made:  # once: recent filelock makes it again if it goes, and
+            self._dir(lock_dir, "create its lock folder")  # older ones do not make it at all
+            self._locks_made = True
+        try:
+            lock = FileLock(str(lock_dir / f"{sha}.lock"), timeout=timeout)
             lock.acquire()
         except OSError as exc:
             raise StoreError(self.root, "lock an object", exc) from exc
@@ -200,7 +205,7 @@ class ObjectStore:
         try:
             # os-level calls: a pull writes one record per model, and a Python file object
             # adds three syscalls to each (fstat, isatty, lseek).
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             try:
                 if os.write(fd, text) != len(text):  # a regular file: only when the disk is full
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
@@ -320,7 +325,7 @@ class ObjectStore:
     def link_mode(self, dest_dir: Path, dev: int | None = None) -> str:
         """How an object would reach ``dest_dir``: ``reflink``, ``hardlink`` or ``copy``.
 
-        ``dev`` is the store's device when the caller has it (from an object's ``stat``).
+        ``dev`` is the device of the object to link, when the caller has its ``stat``.
         """
         if forced_copy():
             return "copy"
