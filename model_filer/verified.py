@@ -3,7 +3,8 @@
 The commit hook judges every staged registry, and parsing and validating 10,000 entries costs
 about 0.1 s on every commit. The bytes the library writes come from validated entries, in the
 plain subset of the canonical form (one line a field), so it records their git blob id
-(``git hash-object`` of the same bytes) when it writes them. The hook gets the staged blob's
+(``git hash-object`` of the same bytes) once a write is not followed by a newer one within
+50 ms (see :class:`Recorder`). The hook gets the staged blob's
 id from git; when that id is recorded, and the bytes hash to it, it reads what it needs (entry
 names, local entries, imports) with plain searches over the text. Any other blob, however it
 got there, is parsed and validated in full.
@@ -91,8 +92,8 @@ class Recorder:
     a loop of 10,000 dumps hashes its last registry, not each of them (SHA-1 of 3 MB is ~2 ms
     a write, and the thread started for each one contended with the loop for the GIL). Only
     the newest bytes of each registry wait. At exit, and on :meth:`flush`, whatever is
-    pending is recorded at once. A commit made within ``QUIET`` of a write only takes the
-    hook's full check.
+    pending is recorded at once. A commit made within ``QUIET`` of a write, or after a
+    process that ended with ``os._exit`` (no exit handlers), only takes the hook's full check.
     """
 
     QUIET = 0.05
@@ -106,14 +107,15 @@ class Recorder:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Path, bytes]] = {}
+        self._written: dict[str, float] = {}  # time.monotonic() of each pending write
         self._thread: threading.Thread | None = None
-        self._last = 0.0  # time.monotonic() of the newest write
-        self._now = threading.Event()  # set by flush(): record without waiting
+        self._now = threading.Event()  # set while a flush() waits: record without waiting
+        self._flushing = 0
 
     def __call__(self, root: Path, registry: Path, data: bytes) -> None:
         with self._lock:
             self._pending[str(registry)] = (root, data)
-            self._last = time.monotonic()
+            self._written[str(registry)] = time.monotonic()
             if self._thread is not None:
                 return  # the running thread takes it
             self._thread = threading.Thread(target=self._run, name="model_filer-verified")
@@ -123,36 +125,53 @@ class Recorder:
                 return
             except RuntimeError:  # the interpreter is shutting down: record it now
                 self._thread = None
-                del self._pending[str(registry)]
+                del self._pending[str(registry)], self._written[str(registry)]
         record(root, data)
 
+    def _next(self) -> tuple[tuple[Path, bytes] | None, float]:
+        """A pending write whose time has come (lock held), else how long to wait for one."""
+        now, wait = time.monotonic(), self.QUIET
+        for key, written in self._written.items():
+            left = written + self.QUIET - now
+            if left <= 0 or self._now.is_set():
+                del self._written[key]
+                return self._pending.pop(key), 0.0
+            wait = min(wait, left)
+        return None, wait
+
     def _run(self) -> None:
+        me = threading.current_thread()
         try:
             while True:
                 with self._lock:
                     if not self._pending:
+                        self._thread = None  # (in the same hold: a write now starts a thread)
                         return
-                    wait = self._last + self.QUIET - time.monotonic()
-                    item = None
-                    if wait <= 0 or self._now.is_set():
-                        item = self._pending.pop(next(iter(self._pending)))
+                    item, wait = self._next()
                 if item is None:
-                    self._now.wait(wait)  # a newer write meanwhile pushes the time on
+                    self._now.wait(wait)  # a newer write meanwhile pushes its time on
                     continue
                 with contextlib.suppress(Exception):  # best effort, like record() itself
                     record(*item)
         finally:
             with self._lock:
-                self._thread = None
+                if self._thread is me:  # (an error ended it early)
+                    self._thread = None
 
     def flush(self) -> None:
         """Record everything pending, now (at exit, and for tests and benchmarks)."""
         with self._lock:
             thread = self._thread
-        if thread is not None:
+            self._flushing += 1
             self._now.set()
-            thread.join()
-            self._now.clear()
+        try:
+            if thread is not None:
+                thread.join()
+        finally:
+            with self._lock:
+                self._flushing -= 1
+                if not self._flushing:
+                    self._now.clear()
 
 
 record_later = Recorder()

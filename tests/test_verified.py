@@ -245,21 +245,32 @@ def test_the_recorder_keeps_only_the_newest_bytes_of_a_registry(tmp_path):
 
 def test_a_burst_of_writes_records_only_its_last(tmp_path):
     recorder = verified.Recorder()
-    recorder.QUIET = 0.5  # the burst below takes microseconds: far quicker than this
-    registry = tmp_path / ".local_registry"
+    recorder.QUIET = 600.0  # the thread waits: every write of the burst comes first
+    registry, other = tmp_path / ".local_registry", tmp_path / "other" / ".local_registry"
     for i in range(20):
         recorder(tmp_path, registry, b"v%d" % i)
+    recorder(tmp_path, other, b"other")
+    assert recorder._thread is not None and records(tmp_path) == []
+    recorder.flush()
+    assert records(tmp_path) == sorted([verified.blob_id(b"v19"), verified.blob_id(b"other")])
+    assert recorder._thread is None
+
+
+def test_a_write_is_recorded_without_a_flush_once_quiet(tmp_path):
+    recorder = verified.Recorder()
+    recorder.QUIET = 0.0  # every write is due at once
+    recorder(tmp_path, tmp_path / ".local_registry", b"quiet")
     thread = recorder._thread
-    assert thread is not None
-    thread.join(timeout=10)
-    assert records(tmp_path) == [verified.blob_id(b"v19")]
+    if thread is not None:
+        thread.join(timeout=60)
+    assert records(tmp_path) == [verified.blob_id(b"quiet")]
 
 
 def test_flush_records_at_once_without_waiting_for_quiet(tmp_path):
     recorder = verified.Recorder()
     recorder.QUIET = 600.0
     recorder(tmp_path, tmp_path / ".local_registry", b"now")
-    flusher = threading.Thread(target=recorder.flush)
+    flusher = threading.Thread(target=recorder.flush, daemon=True)
     flusher.start()
     flusher.join(timeout=60)  # (a flush that waited for QUIET would still be running)
     assert not flusher.is_alive() and recorder._thread is None
