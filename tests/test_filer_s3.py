@@ -334,6 +334,17 @@ def test_times_parse_as_botocore_parses_them(text):
     assert (got, got.utcoffset()) == (expected, expected.utcoffset())
 
 
+def test_the_client_parses_the_stores_times_with_the_quick_parser(filer, monkeypatch):
+    from model_filer.remotes import s3
+
+    seen: list[str] = []
+    real = s3._timestamp
+    monkeypatch.setattr(s3, "_timestamp", lambda value: seen.append(value) or real(value))
+    filer.dump({"w": 1}, "timed", push=True)  # (the client is made here, after the patch)
+    assert next(iter(filer.remote.list_objects())).modified.tzinfo is not None
+    assert any(value.endswith("Z") for value in seen), seen  # the listing's times came here
+
+
 def test_listed_times_are_aware_and_current(filer, s3_address):
     import datetime
 

@@ -110,8 +110,8 @@ def _timestamp(value: Any) -> Any:
 
     A header's ``Wed, 02 Dec 2026 03:50:39 GMT`` and a listing's ISO 8601 time take the
     standard library (~10 µs); dateutil took ~0.1 ms for each, paid once per GET of a pull
-    and once per object listed by ``check-remote-models``. Anything else, or a time
-    without a zone, goes to botocore's own parser, so the result is the same aware datetime.
+    and once per object listed by ``check-remote-models``. They give the instant and offset
+    botocore's parser gives. Anything else, or a time without a zone, goes to that parser.
     """
     import email.utils  # (not on the hooks' path: botocore has imported it by now)
 
@@ -122,7 +122,7 @@ def _timestamp(value: Any) -> Any:
                 if value.endswith("GMT")
                 else datetime.datetime.fromisoformat(value)
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
         else:
             if parsed.tzinfo is not None:
