@@ -178,8 +178,8 @@ class ObjectStore:
         if not self._locks_made:  # once: recent filelock makes it again if it goes, and
             self._dir(lock_dir, "create its lock folder")  # older ones do not make it at all
             self._locks_made = True
-        try:
-            lock = FileLock(str(lock_dir / f"{sha}.lock"), timeout=timeout)
+        try:  # (one thread uses this lock object: no thread-local state needed)
+            lock = FileLock(str(lock_dir / f"{sha}.lock"), timeout=timeout, thread_local=False)
             lock.acquire()
         except OSError as exc:
             raise StoreError(self.root, "lock an object", exc) from exc
@@ -365,6 +365,23 @@ class ObjectStore:
                 copies = {*(meta.get("copies") or []), os.path.abspath(final or dest)}
                 self._write_meta(sha, {**meta, "copies": sorted(copies)})
         return mode
+
+    def link_new(self, sha: str, final: Path) -> bool:
+        """Hard-link the object of ``sha`` as ``final`` if nothing is there; whether it did.
+
+        One atomic step where hard links are how objects reach ``final``'s folder (a fresh
+        clone's pull): no temp name and rename. ``False`` when a file is there already or
+        another kind of link is due: the caller goes the way of :meth:`link` and a rename.
+        """
+        obj = self.object_path(sha)
+        try:
+            dev = os.stat(obj).st_dev
+            if self.link_mode(final.parent, dev) != "hardlink":  # (not yet learned: reflink)
+                return False
+            os.link(obj, final)
+        except OSError:
+            return False  # (the long way says what is wrong, if anything is)
+        return True
 
     def _try(
         self, dev: int, mode: str, fallback: str, unable: set[int], make: Callable[[], None]

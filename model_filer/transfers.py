@@ -216,13 +216,17 @@ class Transfers:
 
     def _link_in(self, entry: Entry, cache: HashCache) -> None:
         """Link the store's object of ``entry`` into the model folder (object lock held)."""
-        dest = self.folder.temp(f"{entry.name}.link")
-        try:
-            self.store.link(entry.sha256, dest, self.folder.model_path(entry.name))
-            self.folder.install(dest, entry, cache)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
+        final = self.folder.model_path(entry.name)
+        if self.store.link_new(entry.sha256, final):
+            cache.record(final, entry.sha256)
+        else:  # a file to replace, or a reflink or copy to make: whole before the rename
+            dest = self.folder.temp(f"{entry.name}.link")
+            try:
+                self.store.link(entry.sha256, dest, final)
+                self.folder.install(dest, entry, cache)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
         self.store.settle(entry.sha256)
 
     def from_store(self, entry: Entry, cache: HashCache) -> bool:

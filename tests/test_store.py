@@ -462,6 +462,28 @@ def test_linking_a_model_already_in_place_leaves_no_temp_file(filer):
     assert filer.load("b") == {"v": 2}
 
 
+@pytest.mark.parametrize("from_store", [True, False], ids=["linked", "downloaded"])
+def test_a_pull_places_missing_and_stale_models_as_links_of_the_objects(
+    filer, store, tmp_path, from_store
+):
+    """A missing model is hard-linked in place in one step; a stale file there is replaced
+    the long way (a temp link renamed over it). Either way: the object's inode, nothing left
+    in the temp folder."""
+    for i in range(3):
+        filer.dump({"v": i}, f"m{i}", push=True)
+    clone = clone_of(
+        filer, tmp_path / "clone", None if from_store else ObjectStore(tmp_path / "s2")
+    )
+    clone.model_path("m1").write_bytes(b"stale bytes of another version")
+    clone.pull()
+    for i in range(3):
+        entry = next(e for e in clone.list_files() if e.name == f"m{i}")
+        st = os.stat(clone.model_path(f"m{i}"))
+        assert st.st_ino == os.stat(clone.store.object_path(entry.sha256)).st_ino
+        assert clone.load(f"m{i}") == {"v": i}
+    assert list((clone.local_dir / ".model_filer" / "tmp").glob("*")) == []
+
+
 @contextlib.contextmanager
 def small_filesystem(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
