@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    BatchError,
     BucketNotFoundError,
     CredentialsError,
     ImmutableEntryError,
@@ -70,6 +71,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "FAIL_FAST",
     "PATIENT",
+    "BatchError",
     "BucketNotFoundError",
     "CredentialsError",
     "Entry",

@@ -230,6 +230,10 @@ class UntrustedModelWarning(ModelFilerWarning):
     """A dumped model imports globals outside the trusted set: load will refuse it."""
 
 
+class BatchError(ModelFilerError):
+    """A call that cannot run inside ``filer.batch()`` (the registry is held for the block)."""
+
+
 class StoreError(ModelFilerError):
     """The local object store cannot be used (unwritable, full, deleted, misconfigured).
 

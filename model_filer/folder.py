@@ -12,11 +12,12 @@ import contextlib
 import errno
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .errors import IntegrityError, UnknownModelError
+from .errors import BatchError, IntegrityError, UnknownModelError
 from .files import (
     INTERNAL_DIR,
     MODEL_SUFFIX,
@@ -38,6 +39,22 @@ _STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
 RemoteCheck = Callable[[Registry, str], None]
 #: Whether a file (its stat) is a verified store object holding the entry's bytes.
 Vouch = Callable[[Entry, os.stat_result], bool]
+
+
+class _Batch:
+    """The registry a batch holds, and its dumps staged so far (by name: the last one wins)."""
+
+    def __init__(self, reg: Registry, thread: int) -> None:
+        self.reg = reg
+        self.thread = thread
+        self.staged: dict[str, tuple[Path, Entry]] = {}
+
+    def stage(self, staged: Path, entry: Entry) -> None:
+        earlier = self.staged.pop(entry.name, None)
+        if earlier is not None and earlier[0] != staged:
+            earlier[0].unlink(missing_ok=True)  # the same name dumped again in the block
+        self.staged[entry.name] = (staged, entry)
+        self.reg.entries[entry.name] = entry
 
 
 class ModelFolder:
@@ -71,6 +88,7 @@ class ModelFolder:
         self.registry_file = RegistryFile(local_dir, remote_type, on_write)
         self._new_registry = new_registry
         self._check_remote = check_remote
+        self._batch: _Batch | None = None  # the open batch (one thread's: it holds the lock)
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -87,12 +105,29 @@ class ModelFolder:
         return HashCache(self.local_dir)
 
     # -- registry -----------------------------------------------------------------------------
+    def _in_batch(self, what: str) -> _Batch | None:
+        """The open batch if this thread holds it; ``what`` is refused inside it."""
+        batch = self._batch
+        if batch is None or batch.thread != threading.get_ident():
+            return None
+        if what:
+            raise BatchError(
+                f"{what} cannot run inside filer.batch(): the block holds the registry until "
+                "it ends, and only dump() is batched. Call it after the with-block."
+            )
+        return batch
+
+    def batching(self) -> bool:
+        """Whether this thread holds an open batch (:meth:`batch`)."""
+        return self._in_batch("") is not None
+
     def read(self) -> Registry:
         """The registry as it is now (empty when none exists yet), without a lock.
 
         The file is replaced atomically, so a reader sees a whole version. A dump that a
         killed process left half done is finished first, under the lock, when one waits.
         """
+        self._in_batch("Reading the registry (load, pull, push, list_files, ...)")
         if self.interrupted():
             try:
                 with self.transaction() as reg:
@@ -110,6 +145,9 @@ class ModelFolder:
         """The registry for an early, advisory look (not to change): no re-read of bytes this
         process last read or wrote while the file's stat is unchanged. Whatever is decided
         from it is checked again under the lock."""
+        batch = self._in_batch("")
+        if batch is not None:
+            return batch.reg  # (the batch's own, with its dumps so far)
         found = self.registry_file.peek()
         if found is None:
             return self._new_registry()
@@ -127,6 +165,7 @@ class ModelFolder:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Registry]:
         """Lock, recover, yield the registry for changes, write it back if it changed."""
+        self._in_batch("A registry change other than a dump (remove, push, ...)")
         with self.registry_file.transaction(self._new_registry()) as reg:
             self._check_remote(reg, str(self.registry_path))
             self._recover(reg)
@@ -161,14 +200,54 @@ class ModelFolder:
         dies after the write, the next operation's recovery completes the rename; before it,
         the recovery rolls it back.
         """
+        batch = self._in_batch("")
+        if batch is not None:  # staged now; the registry is written once, when the block ends
+            check(batch.reg)
+            batch.stage(self._stage(tmp, entry), entry)
+            return
         with self.transaction() as reg:
             check(reg)
-            staged = internal_dir(self.local_dir) / STAGED_DIR / f"{entry.name}.{entry.sha256}"
-            staged.parent.mkdir(exist_ok=True)
-            os.replace(tmp, staged)
+            staged = self._stage(tmp, entry)
             reg.entries[entry.name] = entry
             self.registry_file.write(reg)
             self.install(staged, entry)
+
+    def _stage(self, tmp: Path, entry: Entry) -> Path:
+        staged = internal_dir(self.local_dir) / STAGED_DIR / f"{entry.name}.{entry.sha256}"
+        staged.parent.mkdir(exist_ok=True)
+        os.replace(tmp, staged)
+        return staged
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[list[Entry]]:
+        """Hold the registry for a block of dumps: written once at its end, with every model
+        moved into place after it (see :meth:`Filer.batch`); yields the entries committed.
+
+        The crash protocol is a dump's: until the one write, each dump is a staged file that
+        the next recovery deletes; after it, one the recovery moves into place.
+        """
+        if self._in_batch("") is not None:
+            raise BatchError("filer.batch() is already open in this thread: batches do not nest.")
+        with self.transaction() as reg:
+            batch = _Batch(reg, threading.get_ident())
+            self._batch = batch
+            done: list[Entry] = []
+            try:
+                yield done
+                if batch.staged:
+                    self.registry_file.write(reg)
+                    for staged, entry in batch.staged.values():
+                        self.install(staged, entry)
+                        done.append(entry)
+            except BaseException:
+                self._batch = None
+                # As after a crash: staged dumps the file names are moved into place, the rest
+                # deleted (if this fails too, the next operation's recovery does it).
+                with contextlib.suppress(Exception):
+                    self._recover(self.registry_file.read() or self._new_registry())
+                raise
+            finally:
+                self._batch = None
 
     def temp(self, purpose: str) -> Path:
         """A fresh temp file path owned by this process, on this folder's filesystem."""
