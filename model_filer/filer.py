@@ -75,7 +75,6 @@ class Filer:
             lambda data: verified.record_later(self.store.root, self.folder.registry_path, data),
         )
         self.transfers = Transfers(self.folder, self.remote, self.store)
-        self._batch_pushes: list[str] | None = None  # names to push when the batch ends
         self.folder.read()  # fail early on an unreadable registry or another remote's
 
     def _new_registry(self) -> Registry:
@@ -143,12 +142,12 @@ class Filer:
         ensure_gitignore(self.local_dir)
         src, entry = pickle_into_store(model, name, self.folder, self.store)
         try:
-            self.folder.commit_dump(src, entry, lambda reg: self._check_dump(reg, name, overwrite))
+            held = self.folder.commit_dump(
+                src, entry, lambda reg: self._check_dump(reg, name, overwrite), push
+            )
         finally:
             src.unlink(missing_ok=True)
-        if self.folder.batching():  # in place, settled and pushed when the batch ends
-            if push and self._batch_pushes is not None:
-                self._batch_pushes.append(name)
+        if held:  # by an open batch: in place, settled and pushed when it ends
             return
         with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
             self.store.settle(entry.sha256)  # the renames into place moved its ctime
@@ -160,15 +159,23 @@ class Filer:
         """Write the registry once for all the dumps of a ``with`` block.
 
         Each plain ``dump`` rewrites the whole registry: at 10,000 entries that is 4 MB per
-        call. Inside ``with filer.batch():`` a dump pickles and stages its model as usual,
-        and the registry is written once when the block ends, then every model file is moved
-        into place. The block is all or nothing: if it raises, none of its dumps is
-        recorded. Models dumped with ``push=True`` are pushed after the write, in parallel.
+        call. Inside ``with filer.batch():`` a dump pickles its model as usual and the
+        registry is written once when the block ends; then every model file is moved into
+        place, and the models dumped with ``push=True`` are pushed, in parallel.
 
-        The registry stays locked for the block: other processes' changes, and other
-        threads of this one, wait for its end. Only ``dump`` runs inside it; anything else
-        that reads or changes the registry (``load``, ``push``, ``list_files``, ...) raises
-        :class:`BatchError`, and so does a nested ``batch``.
+        An exception raised in the block, or a kill before its end, records none of its
+        dumps. Once the registry is written they are all recorded: if moving a file into
+        place fails after that, the next operation finishes it (the pushes are then not
+        made: ``push_all()`` later); a failed push raises :class:`TransferError` with the
+        dumps recorded as ``local``.
+
+        The registry stays locked for the block: other processes' changes wait for its end
+        (their reads do not). Dumps from other threads of this process join the batch. In
+        the thread that opened it, whatever else would read or change the registry
+        (``load``, ``push``, ``remove``, ``list_files``, ``show_files``, another
+        :class:`Filer` of the folder, a nested ``batch``) raises :class:`BatchError` rather
+        than wait for its own lock. Dumps from other processes wait for the block to end, so
+        do not wait for them inside it.
 
         Examples
         --------
@@ -176,19 +183,13 @@ class Filer:
         ...     for store_id, model in models.items():
         ...         filer.dump(model, f"store-{store_id}")
         """
-        pushes: list[str] = []
-        with self.folder.batch() as done:
-            self._batch_pushes = pushes
-            try:
-                yield
-            finally:
-                self._batch_pushes = None
-        for entry in done:
+        with self.folder.batch() as batch:
+            yield
+        for entry in batch.done:
             with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
                 self.store.settle(entry.sha256)  # the renames into place moved its ctime
-        if pushes:
-            wanted = set(pushes)
-            self._push_entries([e for e in done if e.name in wanted])
+        if batch.pushes:
+            self._push_entries([e for e in batch.done if e.name in batch.pushes])
 
     def load(self, name: str, rev: str | None = None, trusted: Iterable[str] | None = None) -> Any:
         """Load a model: from the local file when it holds the registry's bytes, else download.

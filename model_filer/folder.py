@@ -42,19 +42,48 @@ Vouch = Callable[[Entry, os.stat_result], bool]
 
 
 class _Batch:
-    """The registry a batch holds, and its dumps staged so far (by name: the last one wins)."""
+    """An open batch: the registry it holds, and its dumps so far (by name: the last wins).
+
+    Dumps wait as owner-tagged temp files, not staged ones: a reader elsewhere sees no
+    half-done dump (and takes no lock), and a killed batch's files are a dead process's
+    temps, which the next operation deletes.
+    """
 
     def __init__(self, reg: Registry, thread: int) -> None:
         self.reg = reg
-        self.thread = thread
-        self.staged: dict[str, tuple[Path, Entry]] = {}
+        self.thread = thread  # the one that opened it: only it may not use the registry
+        self.lock = threading.Lock()  # dumps from other threads of the process join it
+        self.closed = False
+        self.held: dict[str, tuple[Path, Entry]] = {}
+        self.pushes: set[str] = set()  # names dumped with push=True (the last dump says)
+        self.done: list[Entry] = []  # in place once the block ended
 
-    def stage(self, staged: Path, entry: Entry) -> None:
-        earlier = self.staged.pop(entry.name, None)
-        if earlier is not None and earlier[0] != staged:
-            earlier[0].unlink(missing_ok=True)  # the same name dumped again in the block
-        self.staged[entry.name] = (staged, entry)
-        self.reg.entries[entry.name] = entry
+    def add(
+        self,
+        tmp: Path,
+        entry: Entry,
+        check: Callable[[Registry], None],
+        push: bool,
+        temp: Callable[[str], Path],
+    ) -> bool:
+        """Hold a dump for the end of the block; ``False`` when the block has ended."""
+        with self.lock:
+            if self.closed:
+                return False
+            check(self.reg)
+            held = temp(f"{entry.name}.batch")
+            os.replace(tmp, held)
+            earlier = self.held.pop(entry.name, None)
+            if earlier is not None:
+                earlier[0].unlink(missing_ok=True)  # the same name dumped again in the block
+            self.held[entry.name] = (held, entry)
+            self.reg.entries[entry.name] = entry
+            (self.pushes.add if push else self.pushes.discard)(entry.name)
+            return True
+
+
+_OPEN: dict[str, _Batch] = {}  # open batches of this process, by the folder's real path
+_OPEN_LOCK = threading.Lock()
 
 
 class ModelFolder:
@@ -88,7 +117,6 @@ class ModelFolder:
         self.registry_file = RegistryFile(local_dir, remote_type, on_write)
         self._new_registry = new_registry
         self._check_remote = check_remote
-        self._batch: _Batch | None = None  # the open batch (one thread's: it holds the lock)
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -105,21 +133,23 @@ class ModelFolder:
         return HashCache(self.local_dir)
 
     # -- registry -----------------------------------------------------------------------------
-    def _in_batch(self, what: str) -> _Batch | None:
-        """The open batch if this thread holds it; ``what`` is refused inside it."""
-        batch = self._batch
-        if batch is None or batch.thread != threading.get_ident():
+    def _open_batch(self) -> _Batch | None:
+        """The batch open on this folder in this process, if any (whichever thread's)."""
+        if not _OPEN:
             return None
-        if what:
+        return _OPEN.get(os.path.realpath(self.local_dir))
+
+    def _refuse_in_batch(self, what: str) -> None:
+        """Refuse ``what`` in the thread holding a batch: it would wait on its own lock.
+
+        Other threads are not refused: they wait for the block to end, as other processes do.
+        """
+        batch = self._open_batch()
+        if batch is not None and batch.thread == threading.get_ident():
             raise BatchError(
                 f"{what} cannot run inside filer.batch(): the block holds the registry until "
                 "it ends, and only dump() is batched. Call it after the with-block."
             )
-        return batch
-
-    def batching(self) -> bool:
-        """Whether this thread holds an open batch (:meth:`batch`)."""
-        return self._in_batch("") is not None
 
     def read(self) -> Registry:
         """The registry as it is now (empty when none exists yet), without a lock.
@@ -127,7 +157,7 @@ class ModelFolder:
         The file is replaced atomically, so a reader sees a whole version. A dump that a
         killed process left half done is finished first, under the lock, when one waits.
         """
-        self._in_batch("Reading the registry (load, pull, push, list_files, ...)")
+        self._refuse_in_batch("Reading the registry (load, pull, push, list_files, ...)")
         if self.interrupted():
             try:
                 with self.transaction() as reg:
@@ -145,9 +175,9 @@ class ModelFolder:
         """The registry for an early, advisory look (not to change): no re-read of bytes this
         process last read or wrote while the file's stat is unchanged. Whatever is decided
         from it is checked again under the lock."""
-        batch = self._in_batch("")
-        if batch is not None:
-            return batch.reg  # (the batch's own, with its dumps so far)
+        batch = self._open_batch()
+        if batch is not None and batch.thread == threading.get_ident():
+            return batch.reg  # (its own, with its dumps so far; read-only here)
         found = self.registry_file.peek()
         if found is None:
             return self._new_registry()
@@ -165,7 +195,7 @@ class ModelFolder:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Registry]:
         """Lock, recover, yield the registry for changes, write it back if it changed."""
-        self._in_batch("A registry change other than a dump (remove, push, ...)")
+        self._refuse_in_batch("A registry change other than a dump (remove, push, ...)")
         with self.registry_file.transaction(self._new_registry()) as reg:
             self._check_remote(reg, str(self.registry_path))
             self._recover(reg)
@@ -193,24 +223,26 @@ class ModelFolder:
                 else:
                     staged.unlink()
 
-    def commit_dump(self, tmp: Path, entry: Entry, check: Callable[[Registry], None]) -> None:
+    def commit_dump(
+        self, tmp: Path, entry: Entry, check: Callable[[Registry], None], push: bool = False
+    ) -> bool:
         """Record a freshly pickled ``tmp`` as ``entry`` and move it into place.
 
         The file is staged under its sha256 before the registry is written: if the process
         dies after the write, the next operation's recovery completes the rename; before it,
-        the recovery rolls it back.
+        the recovery rolls it back. Inside an open batch (any thread of this process), the
+        dump is held for the block's end instead; returns whether it was.
         """
-        batch = self._in_batch("")
-        if batch is not None:  # staged now; the registry is written once, when the block ends
-            check(batch.reg)
-            batch.stage(self._stage(tmp, entry), entry)
-            return
+        batch = self._open_batch()
+        if batch is not None and batch.add(tmp, entry, check, push, self.temp):
+            return True
         with self.transaction() as reg:
             check(reg)
             staged = self._stage(tmp, entry)
             reg.entries[entry.name] = entry
             self.registry_file.write(reg)
             self.install(staged, entry)
+        return False
 
     def _stage(self, tmp: Path, entry: Entry) -> Path:
         staged = internal_dir(self.local_dir) / STAGED_DIR / f"{entry.name}.{entry.sha256}"
@@ -219,35 +251,56 @@ class ModelFolder:
         return staged
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[list[Entry]]:
-        """Hold the registry for a block of dumps: written once at its end, with every model
-        moved into place after it (see :meth:`Filer.batch`); yields the entries committed.
+    def batch(self) -> Iterator[_Batch]:
+        """Hold the registry for a block of dumps (see :meth:`Filer.batch`).
 
-        The crash protocol is a dump's: until the one write, each dump is a staged file that
-        the next recovery deletes; after it, one the recovery moves into place.
+        At the block's end the held dumps are staged, the registry is written once, and each
+        file is moved into place: a plain dump's crash protocol, for all of them at once.
+        Before that write nothing of the block is recorded; after it, all of it is, and a
+        failure while moving files is left to the next recovery, as after a crash.
         """
-        if self._in_batch("") is not None:
-            raise BatchError("filer.batch() is already open in this thread: batches do not nest.")
+        key = os.path.realpath(self.local_dir)
+        with _OPEN_LOCK:
+            if key in _OPEN:
+                raise BatchError(
+                    "filer.batch() is already open on this folder in this process: batches "
+                    "do not nest. Dump inside the open one."
+                )
         with self.transaction() as reg:
             batch = _Batch(reg, threading.get_ident())
-            self._batch = batch
-            done: list[Entry] = []
+            with _OPEN_LOCK:
+                _OPEN[key] = batch
+            staged: list[tuple[Path, Entry]] = []
+            written = False
             try:
-                yield done
-                if batch.staged:
+                try:
+                    yield batch
+                finally:
+                    with batch.lock:  # a dump still under way joins; later ones commit alone
+                        batch.closed = True
+                    with _OPEN_LOCK:
+                        _OPEN.pop(key, None)
+                for held, entry in batch.held.values():
+                    staged.append((self._stage(held, entry), entry))
+                if staged:
                     self.registry_file.write(reg)
-                    for staged, entry in batch.staged.values():
-                        self.install(staged, entry)
-                        done.append(entry)
+                written = True
+                cache = self.cache()
+                try:
+                    for path, entry in staged:
+                        self.install(path, entry, cache)
+                        batch.done.append(entry)
+                finally:
+                    cache.save()
             except BaseException:
-                self._batch = None
-                # As after a crash: staged dumps the file names are moved into place, the rest
-                # deleted (if this fails too, the next operation's recovery does it).
+                for held, _ in batch.held.values():
+                    held.unlink(missing_ok=True)  # (gone already once staged)
+                # Staged files: moved into place if the file names them, else deleted. If
+                # this fails too, the next operation's recovery does it.
                 with contextlib.suppress(Exception):
-                    self._recover(self.registry_file.read() or self._new_registry())
+                    on_disk = reg if written else self.registry_file.read()
+                    self._recover(on_disk or self._new_registry())
                 raise
-            finally:
-                self._batch = None
 
     def temp(self, purpose: str) -> Path:
         """A fresh temp file path owned by this process, on this folder's filesystem."""

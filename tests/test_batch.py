@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from model_filer import BatchError, Filer, ModelExistsError
+from model_filer import BatchError, Filer, ModelExistsError, TransferError
+from model_filer.folder import ModelFolder
 from model_filer.registry import RegistryFile
 
 
@@ -22,6 +27,21 @@ def filer(tmp_path: Path, remote: Path) -> Filer:
 def staged(filer: Filer) -> list[str]:
     folder = filer.local_dir / ".model_filer" / "staged"
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def held(filer: Filer) -> list[str]:
+    """The dumps a batch holds (or a killed one left): owner-tagged temp files."""
+    folder = filer.local_dir / ".model_filer" / "tmp"
+    return sorted(p.name for p in folder.glob("*.batch.tmp")) if folder.is_dir() else []
+
+
+@pytest.fixture
+def watchdog() -> Iterator[None]:
+    """A broken guard would make the batch's thread wait forever on its own lock: end the
+    run with a traceback instead of hanging it."""
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def count_writes(filer: Filer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -43,13 +63,17 @@ def test_a_batch_writes_the_registry_once(filer, monkeypatch):
         for i in range(30):
             filer.dump({"v": i}, f"m{i:02d}")
         assert not filer.model_path("m00").exists()  # in place when the block ends
+        assert len(held(filer)) == 30 and staged(filer) == []
+        assert not filer.folder.interrupted()  # readers elsewhere take no lock meanwhile
     assert len(writes) == 1
+    # Checked before any read (a read would run the recovery, which could hide a gap):
+    assert staged(filer) == [] and held(filer) == []
+    assert all(filer.model_path(f"m{i:02d}").exists() for i in range(30))
+    assert os.stat(filer.model_path("m05")).st_nlink == 2  # linked to the store's object
     assert sorted(e.name for e in filer.list_files()) == ["before"] + [
         f"m{i:02d}" for i in range(30)
     ]
     assert [filer.load(f"m{i:02d}") for i in (0, 29)] == [{"v": 0}, {"v": 29}]
-    assert staged(filer) == [] and not filer.folder.interrupted()
-    assert os.stat(filer.model_path("m05")).st_nlink == 2  # linked to the store's object
 
 
 def test_an_empty_batch_writes_nothing(filer, monkeypatch):
@@ -67,7 +91,8 @@ def test_a_batch_that_raises_records_none_of_its_dumps(filer):
         filer.dump({"v": 2}, "a")
         filer.dump({"v": 3}, "b")
         raise RuntimeError("stop")
-    assert staged(filer) == [] and not filer.folder.interrupted()  # cleaned up at once
+    assert staged(filer) == [] and held(filer) == []  # cleaned up at once
+    assert not filer.folder.interrupted()
     assert filer.registry_path.read_bytes() == before
     assert [e.name for e in filer.list_files()] == ["keep"]
     assert not filer.model_path("a").exists() and not filer.model_path("b").exists()
@@ -86,7 +111,7 @@ def test_a_batch_that_raises_records_none_of_its_dumps(filer):
     ],
     ids=["load", "list_files", "push", "remove", "show_files"],
 )
-def test_only_dump_runs_inside_a_batch(filer, call):
+def test_only_dump_runs_inside_a_batch(filer, call, watchdog):
     filer.dump({"v": 0}, "before")
     with filer.batch():
         filer.dump({"v": 1}, "inside")
@@ -97,9 +122,19 @@ def test_only_dump_runs_inside_a_batch(filer, call):
     assert names == ["after-the-refusal", "before", "inside"]
 
 
-def test_batches_do_not_nest(filer):
+def test_batches_do_not_nest(filer, watchdog):
     with filer.batch(), pytest.raises(BatchError, match="do not nest"), filer.batch():
         pass
+
+
+def test_another_filer_of_the_folder_is_refused_in_the_batch_thread(filer, remote, watchdog):
+    filer.dump({"v": 0}, "before")
+    with filer.batch():
+        filer.dump({"v": 1}, "inside")
+        spelled_otherwise = filer.local_dir / ".." / filer.local_dir.name
+        with pytest.raises(BatchError):
+            Filer(spelled_otherwise, str(remote), "local")
+    assert len(filer.list_files()) == 2
 
 
 def test_a_name_dumped_twice_in_a_batch(filer):
@@ -108,38 +143,70 @@ def test_a_name_dumped_twice_in_a_batch(filer):
         with pytest.raises(ModelExistsError):
             filer.dump({"v": 2}, "twice")
         filer.dump({"v": 3}, "twice", overwrite=True)
+        assert len(held(filer)) == 1  # the first one's file is dropped at once
+    assert staged(filer) == [] and held(filer) == []
     assert filer.load("twice") == {"v": 3}
-    assert len(filer.list_files()) == 1 and staged(filer) == []
+    assert len(filer.list_files()) == 1
 
 
 def test_push_in_a_batch_happens_after_the_write(filer, remote):
     with filer.batch():
         filer.dump({"v": 1}, "pushed", push=True)
         filer.dump({"v": 2}, "kept")
+        filer.dump({"v": 3}, "changed-its-mind", push=True)
+        filer.dump({"v": 4}, "changed-its-mind", overwrite=True)  # the last dump says
         assert not any(remote.rglob("*.pkl"))  # nothing is uploaded before the block ends
     states = {e.name: e.state for e in filer.list_files()}
-    assert states == {"pushed": "synced", "kept": "local"}
+    assert states == {"pushed": "synced", "kept": "local", "changed-its-mind": "local"}
 
 
-def test_another_thread_waits_for_the_batch_and_nothing_is_lost(filer):
+def test_a_failed_push_after_the_batch_leaves_its_dumps_recorded(filer, remote):
+    with pytest.raises(TransferError), filer.batch():
+        filer.dump({"v": 1}, "a", push=True)
+        shutil.rmtree(remote)  # the share is gone by the time the block ends
+        remote.write_text("not a folder")
+    assert {e.name: e.state for e in filer.list_files()} == {"a": "local"}
+    assert filer.load("a") == {"v": 1}
+
+
+def test_a_failure_after_the_write_is_finished_by_the_recovery(filer, monkeypatch):
+    real, calls = ModelFolder.install, []
+
+    def flaky(self, src, entry, cache=None):
+        calls.append(entry.name)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error (injected)")
+        real(self, src, entry, cache)
+
+    monkeypatch.setattr(ModelFolder, "install", flaky)
+    with pytest.raises(OSError, match="injected"), filer.batch():
+        for name in ("a", "b", "c"):
+            filer.dump({"v": name}, name)
+    monkeypatch.setattr(ModelFolder, "install", real)
+    assert {e.name for e in filer.list_files()} == {"a", "b", "c"}  # recorded: the write was made
+    assert [filer.load(n) for n in ("a", "b", "c")] == [{"v": "a"}, {"v": "b"}, {"v": "c"}]
+    assert staged(filer) == [] and held(filer) == []
+
+
+def test_dumps_from_a_thread_pool_join_the_batch(filer, monkeypatch, watchdog):
     filer.dump({"v": 0}, "first")
-    started, errors = threading.Event(), []
+    writes = count_writes(filer, monkeypatch)
+    with filer.batch(), ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: filer.dump({"v": i}, f"t{i:02d}"), range(20)))
+        assert len(held(filer)) == 20  # held by the batch, not committed one by one
+    assert len(writes) == 1
+    assert {e.name for e in filer.list_files()} == {"first"} | {f"t{i:02d}" for i in range(20)}
 
-    def other() -> None:
-        started.set()
-        try:
-            filer.dump({"v": "thread"}, "from-thread")  # waits for the registry's lock
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
 
+def test_another_threads_read_waits_for_the_batch(filer, watchdog):
+    filer.dump({"v": 0}, "first")
+    seen: list[set[str]] = []
     with filer.batch():
-        thread = threading.Thread(target=other)
-        thread.start()
-        started.wait()
-        filer.dump({"v": "batch"}, "from-batch")
-    thread.join(timeout=120)
-    assert not thread.is_alive() and errors == []
-    assert {e.name for e in filer.list_files()} == {"first", "from-batch", "from-thread"}
+        filer.dump({"v": 1}, "inside")
+        reader = threading.Thread(target=lambda: seen.append({e.name for e in filer.list_files()}))
+        reader.start()  # a plain read of the file: it needs no lock
+        reader.join(timeout=120)
+    assert seen == [{"first"}]  # what the file held: the batch is not recorded yet
 
 
 def test_a_batch_killed_midway_leaves_the_registry_as_it_was(filer, tmp_path, remote):
@@ -154,10 +221,11 @@ with filer.batch():
         filer.dump({{"v": i}}, f"m{{i}}")
     os._exit(9)  # killed before the block ends: no write, no clean-up
 """
-    result = subprocess.run([sys.executable, "-c", code], check=False)
+    result = subprocess.run([sys.executable, "-c", code], check=False, timeout=300)
     assert result.returncode == 9
-    assert len(staged(filer)) == 5  # what a killed batch leaves behind
+    assert len(held(filer)) == 5 and staged(filer) == []  # a dead process's temp files
     assert filer.registry_path.read_bytes() == before
     again = Filer(filer.local_dir, str(remote), "local")
-    assert [e.name for e in again.list_files()] == ["before"]  # the recovery ran first
-    assert staged(again) == [] and not again.model_path("m0").exists()
+    assert [e.name for e in again.list_files()] == ["before"]
+    again.dump({"v": 1}, "after")  # the next change removes the dead process's files
+    assert held(again) == [] and not again.model_path("m0").exists()
