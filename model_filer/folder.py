@@ -84,6 +84,8 @@ class _Batch:
 
 _OPEN: dict[str, _Batch] = {}  # open batches of this process, by the folder's real path
 _OPEN_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child is not in its parent's batch
+    os.register_at_fork(after_in_child=_OPEN.clear)
 
 
 class ModelFolder:

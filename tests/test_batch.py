@@ -229,3 +229,15 @@ with filer.batch():
     assert [e.name for e in again.list_files()] == ["before"]
     again.dump({"v": 1}, "after")  # the next change removes the dead process's files
     assert held(again) == [] and not again.model_path("m0").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_in_a_batch_is_not_in_it(filer):
+    with filer.batch():
+        filer.dump({"v": 1}, "parent")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if filer.folder._open_batch() is None else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [e.name for e in filer.list_files()] == ["parent"]
