@@ -49,9 +49,11 @@ class _Batch:
     temps, which the next operation deletes.
     """
 
-    def __init__(self, reg: Registry, thread: int) -> None:
+    def __init__(self, reg: Registry, thread: int, registry: str) -> None:
         self.reg = reg
+        reg.entries.lowered()  # counted now: case-twin checks read it while threads add
         self.thread = thread  # the one that opened it: only it may not use the registry
+        self.registry = registry  # the registry file's name (a folder may hold two kinds)
         self.lock = threading.Lock()  # dumps from other threads of the process join it
         self.closed = False
         self.held: dict[str, tuple[Path, Entry]] = {}
@@ -73,19 +75,29 @@ class _Batch:
             check(self.reg)
             held = temp(f"{entry.name}.batch")
             os.replace(tmp, held)
-            earlier = self.held.pop(entry.name, None)
-            if earlier is not None:
-                earlier[0].unlink(missing_ok=True)  # the same name dumped again in the block
+            earlier = self.held.get(entry.name)
             self.held[entry.name] = (held, entry)
             self.reg.entries[entry.name] = entry
             (self.pushes.add if push else self.pushes.discard)(entry.name)
+            if earlier is not None and earlier[0] != held:  # the same name dumped again
+                with contextlib.suppress(OSError):
+                    earlier[0].unlink()
             return True
 
 
 _OPEN: dict[str, _Batch] = {}  # open batches of this process, by the folder's real path
 _OPEN_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"):  # a forked child is not in its parent's batch
-    os.register_at_fork(after_in_child=_OPEN.clear)
+
+
+def _forget_batches_after_fork() -> None:
+    """A forked child is not in its parent's batch (and its lock may have been held)."""
+    global _OPEN_LOCK
+    _OPEN.clear()
+    _OPEN_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_batches_after_fork)
 
 
 class ModelFolder:
@@ -135,18 +147,24 @@ class ModelFolder:
         return HashCache(self.local_dir)
 
     # -- registry -----------------------------------------------------------------------------
-    def _open_batch(self) -> _Batch | None:
-        """The batch open on this folder in this process, if any (whichever thread's)."""
+    def _open_batch(self, same_registry: bool = True) -> _Batch | None:
+        """The batch open on this folder in this process, if any (whichever thread's); with
+        ``same_registry``, only one of this registry (a folder may hold an S3 and a local one).
+        """
         if not _OPEN:
             return None
-        return _OPEN.get(os.path.realpath(self.local_dir))
+        batch = _OPEN.get(os.path.realpath(self.local_dir))
+        if batch is None or (same_registry and batch.registry != self.registry_path.name):
+            return None
+        return batch
 
-    def _refuse_in_batch(self, what: str) -> None:
-        """Refuse ``what`` in the thread holding a batch: it would wait on its own lock.
+    def _refuse_in_batch(self, what: str, same_registry: bool = True) -> None:
+        """Refuse ``what`` in the thread holding a batch (a change would wait on its own
+        lock; a read would miss the block's dumps).
 
         Other threads are not refused: they wait for the block to end, as other processes do.
         """
-        batch = self._open_batch()
+        batch = self._open_batch(same_registry)
         if batch is not None and batch.thread == threading.get_ident():
             raise BatchError(
                 f"{what} cannot run inside filer.batch(): the block holds the registry until "
@@ -197,7 +215,8 @@ class ModelFolder:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Registry]:
         """Lock, recover, yield the registry for changes, write it back if it changed."""
-        self._refuse_in_batch("A registry change other than a dump (remove, push, ...)")
+        # (any registry of the folder: they share the lock the batch holds)
+        self._refuse_in_batch("A registry change other than a dump (remove, push, ...)", False)
         with self.registry_file.transaction(self._new_registry()) as reg:
             self._check_remote(reg, str(self.registry_path))
             self._recover(reg)
@@ -259,17 +278,19 @@ class ModelFolder:
         At the block's end the held dumps are staged, the registry is written once, and each
         file is moved into place: a plain dump's crash protocol, for all of them at once.
         Before that write nothing of the block is recorded; after it, all of it is, and a
-        failure while moving files is left to the next recovery, as after a crash.
+        failure while moving files is followed by the recovery at once (or, if that fails
+        too, by the next operation's).
         """
         key = os.path.realpath(self.local_dir)
         with _OPEN_LOCK:
-            if key in _OPEN:
-                raise BatchError(
-                    "filer.batch() is already open on this folder in this process: batches "
-                    "do not nest. Dump inside the open one."
-                )
-        with self.transaction() as reg:
-            batch = _Batch(reg, threading.get_ident())
+            open_ = _OPEN.get(key)
+        if open_ is not None and open_.thread == threading.get_ident():
+            raise BatchError(
+                "filer.batch() is already open on this folder in this thread: batches do not "
+                "nest. Dump inside the open one."
+            )
+        with self.transaction() as reg:  # (another thread's batch: wait for its end)
+            batch = _Batch(reg, threading.get_ident(), self.registry_path.name)
             with _OPEN_LOCK:
                 _OPEN[key] = batch
             staged: list[tuple[Path, Entry]] = []
@@ -296,7 +317,8 @@ class ModelFolder:
                     cache.save()
             except BaseException:
                 for held, _ in batch.held.values():
-                    held.unlink(missing_ok=True)  # (gone already once staged)
+                    with contextlib.suppress(OSError):
+                        held.unlink(missing_ok=True)  # (gone already once staged)
                 # Staged files: moved into place if the file names them, else deleted. If
                 # this fails too, the next operation's recovery does it.
                 with contextlib.suppress(Exception):

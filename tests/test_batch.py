@@ -183,6 +183,9 @@ def test_a_failure_after_the_write_is_finished_by_the_recovery(filer, monkeypatc
         for name in ("a", "b", "c"):
             filer.dump({"v": name}, name)
     monkeypatch.setattr(ModelFolder, "install", real)
+    # Finished at once, before any read could run the recovery:
+    assert all(filer.model_path(n).exists() for n in ("a", "b", "c"))
+    assert staged(filer) == [] and held(filer) == []
     assert {e.name for e in filer.list_files()} == {"a", "b", "c"}  # recorded: the write was made
     assert [filer.load(n) for n in ("a", "b", "c")] == [{"v": "a"}, {"v": "b"}, {"v": "c"}]
     assert staged(filer) == [] and held(filer) == []
@@ -198,7 +201,7 @@ def test_dumps_from_a_thread_pool_join_the_batch(filer, monkeypatch, watchdog):
     assert {e.name for e in filer.list_files()} == {"first"} | {f"t{i:02d}" for i in range(20)}
 
 
-def test_another_threads_read_waits_for_the_batch(filer, watchdog):
+def test_another_threads_read_sees_the_file_without_waiting(filer, watchdog):
     filer.dump({"v": 0}, "first")
     seen: list[set[str]] = []
     with filer.batch():
@@ -241,3 +244,58 @@ def test_a_child_forked_in_a_batch_is_not_in_it(filer):
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert [e.name for e in filer.list_files()] == ["parent"]
+
+
+def test_a_batch_from_another_thread_waits_for_the_open_one(filer, watchdog):
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with filer.batch():
+                filer.dump({"v": "second"}, "second")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with filer.batch():
+        filer.dump({"v": "first"}, "first")
+        thread = threading.Thread(target=second)
+        thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and errors == []
+    assert {e.name for e in filer.list_files()} == {"first", "second"}
+
+
+def test_a_batch_does_not_capture_the_folders_other_registry(filer, s3_address, watchdog):
+    """A folder may hold an S3 registry beside the local one: a dump to the other goes to
+    its own registry, and waits for the batch only because the two share the folder's lock."""
+    s3 = Filer(filer.local_dir, s3_address, "s3")
+    errors: list[BaseException] = []
+
+    def dump_to_s3() -> None:
+        try:
+            s3.dump({"v": "s3"}, "in-s3")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with filer.batch():
+        filer.dump({"v": 1}, "in-batch")
+        assert s3.list_files() == []  # reads of the other registry are not refused
+        with pytest.raises(BatchError):
+            s3.dump({"v": 2}, "refused")  # a change would wait on the lock this thread holds
+        thread = threading.Thread(target=dump_to_s3)
+        thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and errors == []
+    assert [e.name for e in filer.list_files()] == ["in-batch"]
+    assert [e.name for e in s3.list_files()] == ["in-s3"]
+
+
+def test_case_twins_are_refused_across_the_threads_of_a_batch(filer, watchdog):
+    filer.dump({"v": 0}, "Model")
+    with filer.batch(), ThreadPoolExecutor(2) as pool:
+        pool.submit(filer.dump, {"v": 1}, "Other").result()
+        with pytest.raises(ModelExistsError, match="differs only in case"):
+            filer.dump({"v": 2}, "OTHER")
+        with pytest.raises(ModelExistsError, match="differs only in case"):
+            filer.dump({"v": 3}, "model")
+    assert {e.name for e in filer.list_files()} == {"Model", "Other"}
