@@ -45,22 +45,24 @@ def check_name(name: object) -> str:
         raise InvalidNameError(
             f"Model name must be a string, got {type(name).__name__}. Use {NAME_RULE}."
         )
-    if not _NAME_RE.fullmatch(name) or ".." in name or name.endswith("."):
+    if not _NAME_RE.fullmatch(name) or not name_is_safe(name):
+        if _NAME_RE.fullmatch(name) and _reserved(name):
+            raise InvalidNameError(
+                f"Invalid model name {name!r}: a reserved device name on Windows. Use another name."
+            )
         raise InvalidNameError(f"Invalid model name {show(name)}. Use {NAME_RULE}.")
-    if name.split(".")[0].lower() in _WINDOWS_RESERVED:
-        raise InvalidNameError(
-            f"Invalid model name {name!r}: a reserved device name on Windows. Use another name."
-        )
     return name
+
+
+def _reserved(name: str) -> bool:
+    return name.partition(".")[0].lower() in _WINDOWS_RESERVED
 
 
 def name_is_safe(name: str) -> bool:
     """:func:`check_name`'s answer for a name already known to be 1-128 of its characters,
     starting with a letter or digit (a registry's fast reader matched it): no exception
-    raised and caught 10,000 times."""
-    return not (
-        ".." in name or name[-1] == "." or name.partition(".")[0].lower() in _WINDOWS_RESERVED
-    )
+    raised and caught 10,000 times. The rules beyond the characters live here only."""
+    return not (".." in name or name[-1] == "." or _reserved(name))
 
 
 def check_sha256(value: object, where: str) -> str:
@@ -103,10 +105,8 @@ def is_object_key(key: str) -> bool:
     """Whether ``key`` has the form :func:`object_key` writes (``<name>/<sha256>.pkl``, with a
     valid name): only such objects are model_filer's to delete or abort."""
     match = _OBJECT_KEY_RE.fullmatch(key)
-    if match is None:
-        return False
-    try:
-        check_name(match["name"])
-    except InvalidNameError:
-        return False
-    return True
+    return (
+        match is not None
+        and bool(_NAME_RE.fullmatch(match["name"]))
+        and name_is_safe(match["name"])
+    )
