@@ -514,6 +514,16 @@ def _holds(fh: io.BufferedReader, data: bytes) -> bool:
     return at == len(data)
 
 
+def _stat_if_holds(path: Path, data: bytes) -> os.stat_result | None:
+    """The file's stat if it holds exactly ``data`` (a size that differs needs no read)."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            return st if st.st_size == len(data) and _holds(fh, data) else None
+    except FileNotFoundError:
+        return None
+
+
 def _read_bytes(path: Path, known: bytes | None = None) -> tuple[bytes, os.stat_result] | None:
     """The file's bytes (bounded: a huge file is refused, not loaded) and its stat.
 
@@ -661,15 +671,13 @@ class RegistryFile:
     def write(self, reg: Registry) -> None:
         """Replace the file with ``reg`` (call with the lock held); unchanged bytes are kept."""
         data = reg.dumps()
-        try:  # unchanged bytes: keep the mtime, skip the write (a size differs: no read)
-            same = os.stat(self.path).st_size == len(data) and self.path.read_bytes() == data
-        except FileNotFoundError:
-            same = False
-        if not same:
+        st = _stat_if_holds(self.path, data)  # unchanged bytes: keep the mtime, skip the write
+        if st is None:
             write_bytes_atomic(self.path, self.local_dir, data, "registry")
+            st = os.stat(self.path)
         # The next read of these bytes needs no parse, nor a copy: we made them from ``reg``
         # (a change to ``reg`` after this voids the memo; the lock is held for the stat).
-        _remember(self.path, data, reg, os.stat(self.path))
+        _remember(self.path, data, reg, st)
         self._written = _state(reg)
         if self._on_write is not None and reg.validated():
             self._on_write(data)

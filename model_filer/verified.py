@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from .files import ensure_dir
 from .registry import FORMAT_VERSION, HEADER, MAX_REGISTRY_BYTES
 from .yamltext import read_scalar
 
@@ -75,7 +76,7 @@ def record(root: Path, data: bytes) -> None:
     """
     folder = root / VERIFIED_DIR
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_dir(folder)
         path = folder / blob_id(data)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644))
         os.utime(path)  # the newest are kept
