@@ -149,10 +149,13 @@ class Filer:
             src.unlink(missing_ok=True)
         if held:  # by an open batch: in place, settled and pushed when it ends
             return
-        with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
-            self.store.settle(entry.sha256)  # the renames into place moved its ctime
+        self._settle(entry)
         if push:
             self.push(name)
+
+    def _settle(self, entry: Entry) -> None:
+        with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
+            self.store.settle(entry.sha256)  # the renames into place moved its ctime
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -188,8 +191,7 @@ class Filer:
         with self.folder.batch() as batch:
             yield
         for entry in batch.done:
-            with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
-                self.store.settle(entry.sha256)  # the renames into place moved its ctime
+            self._settle(entry)
         if batch.pushes:
             self._push_entries([e for e in batch.done if e.name in batch.pushes])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import threading
@@ -79,25 +80,15 @@ class _Batch:
             self.held[entry.name] = (held, entry)
             self.reg.entries[entry.name] = entry
             (self.pushes.add if push else self.pushes.discard)(entry.name)
-            if earlier is not None and earlier[0] != held:  # the same name dumped again
+            if earlier is not None:  # the same name dumped again (``held`` is a new name)
                 with contextlib.suppress(OSError):
                     earlier[0].unlink()
             return True
 
 
 _OPEN: dict[str, _Batch] = {}  # open batches of this process, by the folder's real path
-_OPEN_LOCK = threading.Lock()
-
-
-def _forget_batches_after_fork() -> None:
-    """A forked child is not in its parent's batch (and its lock may have been held)."""
-    global _OPEN_LOCK
-    _OPEN.clear()
-    _OPEN_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_batches_after_fork)
+if hasattr(os, "register_at_fork"):  # a forked child is not in its parent's batch
+    os.register_at_fork(after_in_child=_OPEN.clear)
 
 
 class ModelFolder:
@@ -147,13 +138,23 @@ class ModelFolder:
         return HashCache(self.local_dir)
 
     # -- registry -----------------------------------------------------------------------------
+    @functools.cached_property
+    def _key(self) -> str:
+        """The folder's real path: how the process's open batches are found."""
+        return os.path.realpath(self.local_dir)
+
+    def _own_batch(self, same_registry: bool = True) -> _Batch | None:
+        """The open batch if this thread opened it."""
+        batch = self._open_batch(same_registry)
+        return batch if batch is not None and batch.thread == threading.get_ident() else None
+
     def _open_batch(self, same_registry: bool = True) -> _Batch | None:
         """The batch open on this folder in this process, if any (whichever thread's); with
         ``same_registry``, only one of this registry (a folder may hold an S3 and a local one).
         """
         if not _OPEN:
             return None
-        batch = _OPEN.get(os.path.realpath(self.local_dir))
+        batch = _OPEN.get(self._key)
         if batch is None or (same_registry and batch.registry != self.registry_path.name):
             return None
         return batch
@@ -164,8 +165,7 @@ class ModelFolder:
 
         Other threads are not refused: they wait for the block to end, as other processes do.
         """
-        batch = self._open_batch(same_registry)
-        if batch is not None and batch.thread == threading.get_ident():
+        if self._own_batch(same_registry) is not None:
             raise BatchError(
                 f"{what} cannot run inside filer.batch(): the block holds the registry until "
                 "it ends, and only dump() is batched. Call it after the with-block."
@@ -195,8 +195,8 @@ class ModelFolder:
         """The registry for an early, advisory look (not to change): no re-read of bytes this
         process last read or wrote while the file's stat is unchanged. Whatever is decided
         from it is checked again under the lock."""
-        batch = self._open_batch()
-        if batch is not None and batch.thread == threading.get_ident():
+        batch = self._own_batch()
+        if batch is not None:
             return batch.reg  # (its own, with its dumps so far; read-only here)
         found = self.registry_file.peek()
         if found is None:
@@ -225,14 +225,14 @@ class ModelFolder:
     def interrupted(self) -> bool:
         """Whether a dump may be half done (a staged file waits): recovery must run first."""
         try:
-            return bool(os.listdir(self.local_dir / INTERNAL_DIR / STAGED_DIR))
+            return bool(os.listdir(self._staged_dir))
         except OSError:
             return False
 
     def _recover(self, reg: Registry) -> None:
         """Finish or roll back a dump that a killed process left half done (lock held)."""
         remove_dead_temps(self.local_dir)
-        staged_dir = self.local_dir / INTERNAL_DIR / STAGED_DIR
+        staged_dir = self._staged_dir
         with contextlib.suppress(FileNotFoundError):
             for staged in staged_dir.iterdir():
                 match = _STAGED_RE.fullmatch(staged.name)
@@ -265,9 +265,14 @@ class ModelFolder:
             self.install(staged, entry)
         return False
 
+    @property
+    def _staged_dir(self) -> Path:
+        """Dumps between their registry write and their rename (see :meth:`commit_dump`)."""
+        return self.local_dir / INTERNAL_DIR / STAGED_DIR
+
     def _stage(self, tmp: Path, entry: Entry) -> Path:
-        staged = internal_dir(self.local_dir) / STAGED_DIR / f"{entry.name}.{entry.sha256}"
-        staged.parent.mkdir(exist_ok=True)
+        internal_dir(self.local_dir)  # (refuses a symlinked folder)
+        staged = ensure_dir(self._staged_dir) / f"{entry.name}.{entry.sha256}"
         os.replace(tmp, staged)
         return staged
 
@@ -281,18 +286,15 @@ class ModelFolder:
         failure while moving files is followed by the recovery at once (or, if that fails
         too, by the next operation's).
         """
-        key = os.path.realpath(self.local_dir)
-        with _OPEN_LOCK:
-            open_ = _OPEN.get(key)
-        if open_ is not None and open_.thread == threading.get_ident():
+        key = self._key
+        if self._own_batch(same_registry=False) is not None:
             raise BatchError(
                 "filer.batch() is already open on this folder in this thread: batches do not "
                 "nest. Dump inside the open one."
             )
         with self.transaction() as reg:  # (another thread's batch: wait for its end)
             batch = _Batch(reg, threading.get_ident(), self.registry_path.name)
-            with _OPEN_LOCK:
-                _OPEN[key] = batch
+            _OPEN[key] = batch  # (one dict operation: atomic under the GIL)
             staged: list[tuple[Path, Entry]] = []
             written = False
             try:
@@ -301,8 +303,7 @@ class ModelFolder:
                 finally:
                     with batch.lock:  # a dump still under way joins; later ones commit alone
                         batch.closed = True
-                    with _OPEN_LOCK:
-                        _OPEN.pop(key, None)
+                    _OPEN.pop(key, None)
                 for held, entry in batch.held.values():
                     staged.append((self._stage(held, entry), entry))
                 if staged:
