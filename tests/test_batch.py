@@ -260,6 +260,8 @@ def test_a_batch_from_another_thread_waits_for_the_open_one(filer, watchdog):
         filer.dump({"v": "first"}, "first")
         thread = threading.Thread(target=second)
         thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive() and errors == []  # waiting (a refusal would have ended it)
     thread.join(timeout=120)
     assert not thread.is_alive() and errors == []
     assert {e.name for e in filer.list_files()} == {"first", "second"}

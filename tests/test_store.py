@@ -464,7 +464,7 @@ def test_linking_a_model_already_in_place_leaves_no_temp_file(filer):
 
 @pytest.mark.parametrize("from_store", [True, False], ids=["linked", "downloaded"])
 def test_a_pull_places_missing_and_stale_models_as_links_of_the_objects(
-    filer, store, tmp_path, from_store
+    filer, store, tmp_path, from_store, monkeypatch
 ):
     """A missing model is hard-linked in place in one step; a stale file there is replaced
     the long way (a temp link renamed over it). Either way: the object's inode, nothing left
@@ -475,7 +475,20 @@ def test_a_pull_places_missing_and_stale_models_as_links_of_the_objects(
         filer, tmp_path / "clone", None if from_store else ObjectStore(tmp_path / "s2")
     )
     clone.model_path("m1").write_bytes(b"stale bytes of another version")
-    clone.pull()
+    in_one_step: list[str] = []
+    real = ObjectStore.link_new
+
+    def counted(self: ObjectStore, sha: str, final: Path) -> bool:
+        made = real(self, sha, final)
+        if made:
+            in_one_step.append(final.name)
+        return made
+
+    monkeypatch.setattr(ObjectStore, "link_new", counted)
+    clone.pull(jobs=1)  # in name order: m0 first
+    # Once the store has learned its link kind (the first model), missing ones take one step;
+    # the stale one never does.
+    assert "m1.pkl" not in in_one_step and "m2.pkl" in in_one_step
     for i in range(3):
         entry = next(e for e in clone.list_files() if e.name == f"m{i}")
         st = os.stat(clone.model_path(f"m{i}"))
