@@ -345,6 +345,33 @@ def test_the_client_parses_the_stores_times_with_the_quick_parser(filer, monkeyp
     assert any(value.endswith("Z") for value in seen), seen  # the listing's times came here
 
 
+def test_transfers_report_their_progress_to_the_callback(filer, tmp_path):
+    """The transfer manager's progress reaches the callback (a bar on a terminal)."""
+    data = os.urandom(5 * 1024 * 1024)  # over SMALL_OBJECT: through the transfer manager
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    key = f"progress/{hashlib.sha256(data).hexdigest()}.pkl"
+    sent: list[int] = []
+    filer.remote.upload(src, key, hashlib.sha256(data).hexdigest(), sent.append)
+    received: list[int] = []
+
+    class Sink:
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        def write(self, chunk: bytes) -> int:
+            self.chunks.append(bytes(chunk))
+            return len(chunk)
+
+        def seekable(self) -> bool:
+            return False
+
+    sink = Sink()
+    filer.remote.download(key, sink, received.append, len(data))
+    assert b"".join(sink.chunks) == data
+    assert sum(sent) == len(data) and sum(received) == len(data)
+
+
 def test_listed_times_are_aware_and_current(filer, s3_address):
     import datetime
 

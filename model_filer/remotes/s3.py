@@ -219,10 +219,16 @@ class S3Remote(Remote):
     @staticmethod
     def _subscribers(progress: Progress | None) -> list[Any]:
         if not progress:
-            return []  # (boto3 is imported only for a progress bar)
-        from boto3.s3.transfer import ProgressCallbackInvoker
+            return []
+        from s3transfer.subscribers import BaseSubscriber  # (boto3's own wrapper is 6 lines)
 
-        return [ProgressCallbackInvoker(progress)]
+        callback = progress
+
+        class _Progress(BaseSubscriber):  # type: ignore[misc]
+            def on_progress(self, bytes_transferred: int, **kwargs: Any) -> None:
+                callback(bytes_transferred)
+
+        return [_Progress()]
 
     def _full_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
