@@ -252,17 +252,14 @@ def bench_commit_hook_10k(b: Scale) -> harness.Row:
         [PY, "-c", workloads.IMPORT_CHECK, "models/.local_registry"], repo, b.env
     )
     check = json.loads(out.strip().splitlines()[-1])
-    mine, theirs = harness.alternate(
-        b.light_runs,
-        lambda i: harness.time_process(hook, repo, b.env)[0],
-        lambda i: pass_sample(b, repo),
-    )
     heavy = ", ".join(check["heavy"]) or "no boto3, no GitPython"
-    row = whole_process_row(
+    row = hook_row(
+        b,
+        repo,
+        hook,
+        b.env,
         "commit-hook-10k",
         f"no-local-models, {MODELS:,} staged entries vs python -c pass",
-        mine,
-        theirs,
         0.30,
         f"exit {check['rc']}; imports: {heavy}",
     )
