@@ -226,7 +226,7 @@ class Filer:
         self.folder.clean_dead_temps()
         entry = self.folder.entry(name)
         with self.open(entry) as fh:
-            model = serializers.load(fh, entry.serializer, name, trust_set)
+            model = serializers.load(fh, entry.serializer, name, trust_set, self.registry_path)
         serializers.warn_versions(entry)
         return model
 
