@@ -334,3 +334,24 @@ def test_every_error_and_warning_the_library_defines_or_raises_is_exported() -> 
     assert len(used) > 30  # the walk saw the library
     missing = {where: cls.__name__ for where, cls in used.items() if cls not in exported}
     assert not missing
+
+
+def test_load_of_an_unknown_name_suggests_the_closest_known_names(tmp_path: Path) -> None:
+    filer = Filer(tmp_path / "models", str(tmp_path), remote_type="local")
+    for name in ("churn", "churn_v2", "fraud"):
+        filer.dump(1, name)
+    with pytest.raises(UnknownModelError) as info:
+        filer.load("chrun")
+    assert info.value.suggestions == {"chrun": ["churn", "churn_v2"]}
+    assert str(info.value).startswith(
+        f"No model 'chrun' in {filer.registry_path}. Did you mean 'churn' or 'churn_v2'? "
+        "Known there: churn, churn_v2, fraud."
+    )
+    with pytest.raises(UnknownModelError) as several:
+        filer.pull(["chrun", "frud", "zzz"])
+    assert "Did you mean 'churn' or 'churn_v2' for 'chrun'; 'fraud' for 'frud'?" in str(
+        several.value
+    )
+    with pytest.raises(UnknownModelError) as unlike:
+        filer.load("zzz")
+    assert "Did you mean" not in str(unlike.value) and unlike.value.suggestions == {}
