@@ -355,3 +355,9 @@ def test_load_of_an_unknown_name_suggests_the_closest_known_names(tmp_path: Path
     with pytest.raises(UnknownModelError) as unlike:
         filer.load("zzz")
     assert "Did you mean" not in str(unlike.value) and unlike.value.suggestions == {}
+
+
+def test_the_readme_lists_every_exported_error_and_warning() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Errors", 1)[1].split("\n### ", 1)[0]
+    assert [name for name in sorted(EXPORTED) if f"{name}`" not in section] == []
