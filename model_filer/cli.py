@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from . import __version__
 from .discovery import filer_for, find_registries, read_registry, registries_in
 from .errors import IntegrityError, ModelFilerError
 from .filer import Filer
@@ -396,8 +397,112 @@ def _cache_parsers(cache: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_cache_verify)
 
 
+#: What ``model-filer [COMMAND] --help`` says first and last: one line, and an example.
+_DESCRIBED: dict[str, tuple[str, str]] = {
+    "": (
+        "Keep pickled models out of git: a registry in the repository, the bytes in S3 or a "
+        "shared folder.",
+        "model-filer status",
+    ),
+    "status": (
+        "List every registry under PATH, each model's state and whether its file is here.",
+        "model-filer status models",
+    ),
+    "push": (
+        "Upload local models to the remote their registry names and mark them synced.",
+        "model-filer push --dir models --all",
+    ),
+    "pull": (
+        "Download the synced models that are missing here or stale.",
+        "model-filer pull --dir models churn_model",
+    ),
+    "rm": (
+        "Remove models from the registry with their local files; the remote objects stay "
+        "unless --remote.",
+        "model-filer rm --dir models --locals",
+    ),
+    "verify": (
+        "Hash the local model files again and compare them with the registry.",
+        "model-filer verify --dir models",
+    ),
+    "cache": (
+        "Inspect, prune or check the local object store that checkouts share.",
+        "model-filer cache info",
+    ),
+    "cache info": (
+        "Show the local object store's location, objects, bytes and link type.",
+        "model-filer cache info --dir models",
+    ),
+    "cache prune": (
+        "Evict the least recently used objects that no checkout uses, down to a size.",
+        "model-filer cache prune --max-size 10GB",
+    ),
+    "cache verify": (
+        "Hash every object of the local store again and remove the bad ones.",
+        "model-filer cache verify",
+    ),
+    "install-hooks": (
+        "Install plain git hooks and the registry merge driver in this repository.",
+        "model-filer install-hooks --merge-driver-only",
+    ),
+    "merge-registry": (
+        "Merge two versions of a registry entry by entry; git runs it as a merge driver.",
+        "model-filer merge-registry %O %A %B %P",
+    ),
+    "log": (
+        "Show how a model changed through the git history, newest first.",
+        "model-filer log --dir models churn_model",
+    ),
+    "diff": (
+        "Show the models added, removed and changed between two revisions.",
+        "model-filer diff --dir models v1.0 HEAD",
+    ),
+    "gc": (
+        "List, or delete with --delete, the remote objects no reachable registry names.",
+        "model-filer gc --remote --dir models",
+    ),
+    "remote": (
+        "Trust the remote a registry names, or set where this machine mounts it.",
+        "model-filer remote trust --dir models",
+    ),
+    "remote trust": (
+        "Fetch from the remote the registry names now (recorded in this clone's git config).",
+        "model-filer remote trust --dir models",
+    ),
+    "remote set": (
+        "Set where this machine mounts a registry's local-folder remote (not committed).",
+        "model-filer remote set --dir models /Volumes/models",
+    ),
+    "demo": (
+        "Run the whole workflow in a temp folder, with a local-folder remote.",
+        "model-filer demo",
+    ),
+}
+
+
+def _commands(
+    p: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """``p`` and every subcommand's parser under it, each with its command words."""
+    yield path, p
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def _describe(top: argparse.ArgumentParser) -> None:
+    for path, p in _commands(top):
+        described = _DESCRIBED.get(" ".join(path))
+        if described is not None:
+            p.description, example = described
+            p.epilog = f"example:\n  {example}"
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="model-filer", description=__doc__.splitlines()[0])
+    top = argparse.ArgumentParser(prog="model-filer")
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("status", help="models of every registry under PATH and their state")
@@ -437,7 +542,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--template-dir",
         metavar="DIR",
-        help="write the hooks into DIR/hooks for `git clone --template=DIR` (they then run "
+        help="write the hooks into DIR/hooks for git clone --template=DIR (they then run "
         "during the clone itself) instead of into this repository",
     )
     p.set_defaults(func=cmd_install_hooks)
@@ -479,6 +584,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole workflow in a temp folder, local remote")
     p.add_argument("--keep", action="store_true", help="keep the temp folder to look at")
     p.set_defaults(func=cmd_demo)
+    _describe(top)
     return top
 
 

@@ -56,7 +56,9 @@ def read_registry(path: Path) -> Registry:
 
 
 def _no_registry(path: Path) -> RegistryError:
-    return RegistryError(f"No registry at {path}. Run `model-filer status` to list them.")
+    return RegistryError(
+        f"No registry at {path}. Run `model-filer status` to list them.", path=path
+    )
 
 
 def filer_for(path: Path, remote_address: str | None = None, network: Network = PATIENT) -> Filer:

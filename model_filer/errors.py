@@ -2,18 +2,37 @@
 
 Every failure a user can cause is a :class:`ModelFilerError`; its message says what happened and
 what to type next, so the CLI and the hooks can print it as one line instead of a traceback.
+Each one pickles with its message and fields (a worker of joblib or multiprocessing sends it
+back whole), and one that means a standard condition also subclasses the standard class:
+``except LookupError`` catches a missing model or object, ``except ConnectionError`` (an
+``OSError``) an unreachable store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 SHOWN_NAMES = 5  # names listed per cause; the rest are counted
 SHOWN_CAUSES = 5  # distinct causes listed in one bulk error
+SUGGESTED = 3  # closest known names offered for an unknown one
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An error of ``cls`` with ``args``, its ``__init__`` not called (unpickling)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
 
 
 class ModelFilerError(Exception):
     """Base class of every error model_filer raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's reduce calls cls(*self.args): wrong for an error whose __init__ takes
+        # fields and builds the message from them. Rebuild it from its args and fields instead.
+        return _rebuilt, (type(self), self.args), self.__dict__
 
 
 class InvalidNameError(ModelFilerError, ValueError):
@@ -27,8 +46,35 @@ def name_list(names: Iterable[str], shown: int = SHOWN_NAMES) -> str:
     return f"{head} and {len(names) - shown} more" if len(names) > shown else head
 
 
+def close_names(names: Sequence[str], known: Sequence[str]) -> dict[str, list[str]]:
+    """The known names closest to each unknown one (difflib's ratio, best first).
+
+    Only the first few unknown names are looked up: each look-up reads every known name.
+    """
+    import difflib  # only for a message: most runs never build one
+
+    found = {n: difflib.get_close_matches(n, known, SUGGESTED) for n in names[:SHOWN_NAMES]}
+    return {n: close for n, close in found.items() if close}
+
+
+def _either(names: Sequence[str]) -> str:
+    """``'a', 'b' or 'c'``."""
+    quoted = [repr(n) for n in names]
+    return " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+
+
+def _did_you_mean(suggestions: Mapping[str, list[str]], asked: int) -> str:
+    if not suggestions:
+        return ""
+    if asked == 1:
+        (close,) = suggestions.values()
+        return f" Did you mean {_either(close)}?"
+    parts = [f"{_either(close)} for {name!r}" for name, close in suggestions.items()]
+    return f" Did you mean {'; '.join(parts)}?"
+
+
 class UnknownModelError(ModelFilerError, KeyError):
-    """The registry has no entry of that name (or names).
+    """The registry has no entry of that name (or names); also a ``KeyError``.
 
     Attributes
     ----------
@@ -38,6 +84,8 @@ class UnknownModelError(ModelFilerError, KeyError):
         The registry file (with ``@ <rev>`` when read from git history).
     known : list of str
         The names the registry does have.
+    suggestions : dict of str to list of str
+        For each unknown name that resembles known ones, the closest (best first).
     """
 
     def __init__(
@@ -54,11 +102,13 @@ class UnknownModelError(ModelFilerError, KeyError):
         self.registry = str(registry)
         self.known = sorted(known)
         self.rev = rev
+        self.suggestions = close_names(self.names, self.known)
         where = f"{self.registry} at revision {rev!r}" if rev else self.registry
         what = ", ".join(map(repr, self.names))
         known_text = name_list(self.known, 20) or "none"
+        mean = _did_you_mean(self.suggestions, len(self.names))
         super().__init__(
-            f"No model {what} in {where}{consequence}. Known there: {known_text}. {hint}"
+            f"No model {what} in {where}{consequence}.{mean} Known there: {known_text}. {hint}"
         )
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -107,7 +157,31 @@ class IntegrityError(ModelFilerError):
 
 
 class RegistryError(ModelFilerError):
-    """A registry file cannot be read: bad YAML, conflict markers, wrong fields or types."""
+    """A registry file cannot be read: bad YAML, conflict markers, wrong fields or types.
+
+    Attributes
+    ----------
+    path : str or None
+        The registry file (as its reader named it: a path, or a path and a revision).
+    """
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+
+@contextlib.contextmanager
+def about_registry(path: object) -> Iterator[None]:
+    """Give a :class:`RegistryError` raised in the block ``path`` when it names none.
+
+    The parser's many checks know where they are in the file, not which file it is.
+    """
+    try:
+        yield
+    except RegistryError as exc:
+        if exc.path is None:
+            exc.path = str(path)
+        raise
 
 
 class UnknownRemoteTypeError(ModelFilerError, ValueError):
@@ -115,11 +189,33 @@ class UnknownRemoteTypeError(ModelFilerError, ValueError):
 
 
 class RemoteError(ModelFilerError):
-    """The remote store failed or refused an operation."""
+    """The remote store failed or refused an operation.
+
+    Attributes
+    ----------
+    key : str or None
+        The object's key, when one object was concerned.
+    address : str or None
+        The remote's address (``s3://bucket/prefix`` or a folder; never credentials).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, address: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.address = address
+
+    def located(self, key: str | None, address: str) -> RemoteError:
+        """This error, with ``key`` and ``address`` filled in where it had none."""
+        self.key = self.key if self.key is not None else key
+        self.address = self.address if self.address is not None else address
+        return self
 
 
-class RemoteUnreachableError(RemoteError):
-    """The remote store could not be reached (network, DNS, timeout, server errors)."""
+class RemoteUnreachableError(RemoteError, ConnectionError):
+    """The remote store could not be reached (network, DNS, timeout, server errors).
+
+    Also a ``ConnectionError``, and so an ``OSError``, as the standard library's are.
+    """
 
 
 class CredentialsError(RemoteError):
@@ -130,8 +226,8 @@ class BucketNotFoundError(RemoteError):
     """The bucket or remote folder does not exist."""
 
 
-class RemoteObjectMissingError(RemoteError):
-    """A ``synced`` entry's object is not on the remote."""
+class RemoteObjectMissingError(RemoteError, LookupError):
+    """A ``synced`` entry's object is not on the remote; also a ``LookupError``."""
 
 
 class TransferError(ModelFilerError):
@@ -187,6 +283,17 @@ class VersionMismatchWarning(ModelFilerWarning):
 
 class UnknownRevisionError(ModelFilerError):
     """A git revision names no commit in the repository (history, issue 10)."""
+
+
+class GitError(ModelFilerError):
+    """A git command failed; ``git_args``, ``returncode`` and ``stderr`` say which and why."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
+        self.git_args = list(args)
+        self.returncode = returncode
+        self.stderr = stderr
+        lines = stderr.strip().splitlines()
+        super().__init__(f"git {args[0]} failed: {lines[-1] if lines else returncode}")
 
 
 class TrustConfigError(ModelFilerError, ValueError):

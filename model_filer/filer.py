@@ -104,9 +104,10 @@ class Filer:
             )
         if entry is not None and entry.state == "synced":
             raise ImmutableEntryError(
-                f"{name!r} is synced and cannot be overwritten: a committed registry may point "
-                f"at it. Dump under a new name, or filer.remove({name!r}, remove_remote=True) "
-                "first if you are sure."
+                f"{name!r} is synced and cannot be overwritten: committed registries may name "
+                f"its bytes. To replace it, run filer.remove({name!r}) and dump again: the "
+                "remote object stays, so older commits still load their version (`model-filer "
+                "gc --remote` reclaims the space later). Or dump under a new name."
             )
         if entry is not None and not overwrite:
             raise ModelExistsError(
@@ -226,7 +227,7 @@ class Filer:
         self.folder.clean_dead_temps()
         entry = self.folder.entry(name)
         with self.open(entry) as fh:
-            model = serializers.load(fh, entry.serializer, name, trust_set)
+            model = serializers.load(fh, entry.serializer, name, trust_set, self.registry_path)
         serializers.warn_versions(entry)
         return model
 
@@ -340,8 +341,11 @@ class Filer:
         ----------
         name : str
         remove_remote : bool, default False
-            Also delete the remote object. Other commits' registries may still name it, so
-            this breaks them: use with care.
+            Also delete the remote object. Every commit whose registry names those bytes then
+            stops loading them (``RemoteObjectMissingError``), in every clone. To replace a
+            synced model, ``remove(name)`` and dump again: remote keys hold the content hash,
+            so the old bytes stay for the old commits, and ``model-filer gc --remote`` deletes
+            what no commit names any more.
         """
         check_name(name)
 

@@ -14,21 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import ModelFilerError
+from .errors import GitError, ModelFilerError
 from .files import remote_type_of
 
 NULL_REF = "0" * 40
-
-
-class GitError(ModelFilerError):
-    """A git command failed; ``args`` and ``stderr`` say which and why."""
-
-    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
-        self.git_args = list(args)
-        self.returncode = returncode
-        self.stderr = stderr
-        lines = stderr.strip().splitlines()
-        super().__init__(f"git {args[0]} failed: {lines[-1] if lines else returncode}")
 
 
 def run(

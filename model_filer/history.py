@@ -231,7 +231,7 @@ def load_at(filer: Filer, name: str, rev: str, trusted: TrustedSet) -> Any:
     """
     entry = entry_at(filer, name, rev)
     with open_verified(filer, entry, rev) as fh:
-        model = serializers.load(fh, entry.serializer, name, trusted)
+        model = serializers.load(fh, entry.serializer, name, trusted, filer.registry_path)
     serializers.warn_versions(entry)
     return model
 

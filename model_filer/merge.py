@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import RegistryError
+from .errors import RegistryError, about_registry
 from .registry import Entry, Registry, parse
 
 
@@ -65,5 +65,6 @@ def merge(base: Registry | None, ours: Registry, theirs: Registry) -> MergeResul
 
 def merge_texts(base: bytes, ours: bytes, theirs: bytes, where: str) -> MergeResult:
     """Parse and merge three versions; an empty ``base`` means no common ancestor."""
-    base_reg = parse(base, f"{where} (ancestor)") if base.strip() else None
-    return merge(base_reg, parse(ours, f"{where} (ours)"), parse(theirs, f"{where} (theirs)"))
+    with about_registry(where):
+        base_reg = parse(base, f"{where} (ancestor)") if base.strip() else None
+        return merge(base_reg, parse(ours, f"{where} (ours)"), parse(theirs, f"{where} (theirs)"))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from .errors import InvalidNameError, RegistryError
+from .errors import InvalidNameError, RegistryError, about_registry
 from .files import internal_dir, registry_filename, remote_type_of, write_bytes_atomic
 from .names import check_key, check_name, check_sha256, show
 
@@ -392,8 +392,14 @@ def parse(
     """Parse and validate a registry's bytes; raise :class:`RegistryError` on anything odd.
 
     ``filename`` (the file's path) must then name the remote type the content records:
-    a ``.local_registry`` that says ``s3`` is refused, not trusted.
+    a ``.local_registry`` that says ``s3`` is refused, not trusted. The error's ``path`` is
+    ``filename``, else ``where``.
     """
+    with about_registry(filename or where):
+        return _parse(text, where, loader, filename)
+
+
+def _parse(text: bytes, where: str, loader: type[Any] | None, filename: str | None) -> Registry:
     if len(text) > MAX_REGISTRY_BYTES:
         raise RegistryError(
             f"{where}: {len(text)} bytes is too large for a registry "
@@ -544,7 +550,9 @@ def _read_bytes(path: Path, known: bytes | None = None) -> tuple[bytes, os.stat_
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise RegistryError(f"{path}: cannot read the registry ({exc.strerror}).") from None
+        raise RegistryError(
+            f"{path}: cannot read the registry ({exc.strerror}).", path=path
+        ) from None
     return text, st
 
 

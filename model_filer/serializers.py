@@ -71,12 +71,18 @@ def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = N
     )
 
 
-def load(fh: IO[bytes], serializer: str, name: str, trusted: trust.TrustedSet) -> Any:
-    """Unpickle from ``fh``, importing only ``trusted``: call only on verified bytes."""
+def load(
+    fh: IO[bytes], serializer: str, name: str, trusted: trust.TrustedSet, registry: object = None
+) -> Any:
+    """Unpickle from ``fh``, importing only ``trusted``: call only on verified bytes.
+
+    ``registry`` is the registry file that records the model (for the error's ``path``).
+    """
     if not _PICKLE_RE.fullmatch(serializer):
         raise RegistryError(
             f"Model {name!r} was written with serializer {serializer!r}, which this model_filer "
-            "cannot read. Upgrade with `pip install -U ds-model-filer`."
+            "cannot read. Upgrade with `pip install -U ds-model-filer`.",
+            path=registry,
         )
     from . import safe_pickle  # imported when used: every hook imports this module
 

@@ -216,7 +216,7 @@ def test_a_synced_model_is_immutable(filer, local_dir, overwrite):
     before = (local_dir / REGISTRY).read_bytes()
     with pytest.raises(ImmutableEntryError) as info:
         filer.dump({"v": 2}, "my_model", overwrite=overwrite)
-    assert "remove_remote=True" in str(info.value)
+    assert "filer.remove('my_model') and dump again" in str(info.value)
     assert (local_dir / REGISTRY).read_bytes() == before
     assert filer.load("my_model") == {"v": 1}
 

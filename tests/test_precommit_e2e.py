@@ -10,6 +10,8 @@ pull, merge and push with plain ``git`` commands, and pre-commit runs the hooks 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from model_filer import Filer
 from model_filer.registry import parse
@@ -472,3 +475,41 @@ def test_worktrees_and_clones_on_this_machine_link_and_share_the_bytes(team, s3_
     )
     total = int(used.stdout.splitlines()[-1].split()[0])
     assert MIB <= total < 1.5 * MIB, used.stdout
+
+
+# -- the README's configuration, as a user pastes it ------------------------------------------
+def test_the_readme_config_works_as_pasted_and_autoupdate_pins_it(
+    tmp_path: Path, pre_commit_home: Path, hook_repo: tuple[Path, str]
+) -> None:
+    """Pasted with only its repository URL replaced (the one thing it says to change),
+    the README's config installs; the README's ``pre-commit autoupdate`` line then pins
+    ``rev:`` to the commit (this snapshot has no tags), and the hooks install from that."""
+    path, sha = hook_repo
+    readme = (CHECKOUT / "README.md").read_text()
+    block = re.search(r"```yaml\n(default_install_hook_types.*?)```", readme, re.S)
+    assert block is not None
+    url = re.search(r"repo: (\S+)", block.group(1))
+    assert url is not None
+    user = init_repo(tmp_path / "user")
+    config = user / ".pre-commit-config.yaml"
+    config.write_text(block.group(1).replace(url.group(1), str(path)))
+    env = environ(PRE_COMMIT_HOME=str(pre_commit_home), PRE_COMMIT_COLOR="never")
+
+    def pre_commit(*argv: str) -> str:
+        done = subprocess.run(
+            [PRE_COMMIT, *argv], cwd=user, env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, output(done)
+        return output(done)
+
+    pre_commit("install-hooks")  # as pasted
+    command = re.search(r"^pre-commit autoupdate [^#\n]*", readme, re.M)
+    assert command is not None and url.group(1) in command.group(0)
+    words = shlex.split(command.group(0).replace(url.group(1), str(path)))
+    pre_commit(*words[1:])
+    pinned = yaml.safe_load(config.read_text())["repos"][0]
+    assert pinned["rev"] == sha
+    assert pinned["repo"] == str(path)
+    assert "mutable reference" not in pre_commit("install-hooks")
+    pre_commit("install")
+    assert (user / ".git" / "hooks" / "post-checkout").is_file()

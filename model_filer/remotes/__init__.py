@@ -138,7 +138,8 @@ class Remote(ABC):
 
         raise RemoteError(
             f"The {self.remote_type!r} remote cannot list its objects, so `model-filer gc` "
-            "cannot run on it."
+            "cannot run on it.",
+            address=self.address,
         )
 
 

@@ -92,11 +92,15 @@ class LocalRemote(Remote):
             except (FileNotFoundError, NotADirectoryError):
                 return None
             except (OSError, UnicodeDecodeError) as exc:
-                raise RemoteError(f"Cannot read the remote ID {path}: {exc}.") from None
+                raise RemoteError(
+                    f"Cannot read the remote ID {path}: {exc}.", key=ID_FILE, address=self.address
+                ) from None
             if not ID_RE.fullmatch(text):
                 raise RemoteError(
                     f"{path} is not a model_filer remote ID (32 hex digits). Restore it from "
-                    "a backup of the share, or remove it if this folder holds no models."
+                    "a backup of the share, or remove it if this folder holds no models.",
+                    key=ID_FILE,
+                    address=self.address,
                 )
             self._id = text
         return self._id
@@ -121,7 +125,9 @@ class LocalRemote(Remote):
         except OSError as exc:
             raise RemoteError(
                 f"Cannot write the remote ID {final}: {exc.strerror}. Check the folder's "
-                "permissions."
+                "permissions.",
+                key=ID_FILE,
+                address=self.address,
             ) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -131,7 +137,11 @@ class LocalRemote(Remote):
                 if (created := self.identity()) is not None:
                     return created
             time.sleep(0.01)
-        raise RemoteError(f"{final} stays empty or malformed. Remove it, then push again.")
+        raise RemoteError(
+            f"{final} stays empty or malformed. Remove it, then push again.",
+            key=ID_FILE,
+            address=self.address,
+        )
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -143,7 +153,8 @@ class LocalRemote(Remote):
         if not self.root.is_dir():
             raise BucketNotFoundError(
                 f"Remote folder {self.root} does not exist (is the share mounted?). "
-                f"Create it with `mkdir -p {self.root}` or pass the right path."
+                f"Create it with `mkdir -p {self.root}` or pass the right path.",
+                address=self.address,
             )
 
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
@@ -160,7 +171,9 @@ class LocalRemote(Remote):
         except OSError as exc:
             raise RemoteError(
                 f"Cannot write {dest}: {exc.strerror}. "
-                "Check the folder's permissions and free space."
+                "Check the folder's permissions and free space.",
+                key=key,
+                address=self.address,
             ) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -200,10 +213,14 @@ class LocalRemote(Remote):
         except FileNotFoundError:
             raise RemoteObjectMissingError(
                 f"{self.url(key)} does not exist on the remote. Was it removed with "
-                "remove_remote=True? Dump and push the model again."
+                "remove_remote=True? Dump and push the model again.",
+                key=key,
+                address=self.address,
             ) from None
         except OSError as exc:
-            raise RemoteError(f"Cannot read {self.url(key)}: {exc.strerror}.") from None
+            raise RemoteError(
+                f"Cannot read {self.url(key)}: {exc.strerror}.", key=key, address=self.address
+            ) from None
 
     def size_of(self, key: str) -> int | None:
         self._require_root()
@@ -223,7 +240,9 @@ class LocalRemote(Remote):
         except (FileNotFoundError, NotADirectoryError):
             return sizes
         except OSError as exc:
-            raise RemoteError(f"Cannot list {base}: {exc.strerror}.") from None
+            raise RemoteError(
+                f"Cannot list {base}: {exc.strerror}.", key=prefix or None, address=self.address
+            ) from None
         stack = tops
         while stack:
             item = stack.pop()

@@ -234,6 +234,10 @@ class S3Remote(Remote):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _error(self, exc: BaseException, action: str, key: str | None = None) -> RemoteError:
+        """``exc`` as our error, naming ``key`` and this remote's address."""
+        return self._translate(exc, action, key).located(key, self.address)
+
+    def _translate(self, exc: BaseException, action: str, key: str | None) -> RemoteError:
         from botocore import exceptions as bex
 
         where = self.url(key) if key else self.address
@@ -274,7 +278,8 @@ class S3Remote(Remote):
     def _no_bucket(self) -> BucketNotFoundError:
         return BucketNotFoundError(
             f"Bucket {self.bucket!r} does not exist. Create it "
-            f"(`aws s3 mb s3://{self.bucket}`) or fix the remote address."
+            f"(`aws s3 mb s3://{self.bucket}`) or fix the remote address.",
+            address=self.address,
         )
 
     def _check_bucket(self) -> None:
@@ -303,7 +308,9 @@ class S3Remote(Remote):
             if isinstance(cause, BotoCoreError | ClientError | OSError):
                 raise self._error(cause, action, key) from None
             raise RemoteUnreachableError(
-                f"Failed to {action} {self.url(key or '')}: {scrub(str(exc))}. Try again."
+                f"Failed to {action} {self.url(key or '')}: {scrub(str(exc))}. Try again.",
+                key=key,
+                address=self.address,
             ) from None
 
     # -- the interface ----------------------------------------------------------------------
@@ -437,7 +444,9 @@ class S3Remote(Remote):
                 return True, data
         raise RemoteUnreachableError(
             f"The store kept cutting {self.url(key)} short. Check the network, then try again "
-            "(the bytes already fetched are kept)."
+            "(the bytes already fetched are kept).",
+            key=key,
+            address=self.address,
         )
 
     @staticmethod
@@ -583,7 +592,9 @@ class S3Remote(Remote):
             if attempt == STREAM_ATTEMPTS - 1:  # the body was cut short every time
                 raise RemoteUnreachableError(
                     f"The store kept cutting {self.url(key)} short ({len(data)} of {size} "
-                    "bytes). Check the network, then try again."
+                    "bytes). Check the network, then try again.",
+                    key=key,
+                    address=self.address,
                 )
         sink.write(data)
         if progress is not None:
