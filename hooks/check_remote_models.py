@@ -29,10 +29,27 @@ from model_filer.hookapi import (
 )
 
 
-def pushed_revisions(stdin_lines: Sequence[str]) -> list[str]:
-    """Local commits being pushed: pre-commit's env var, else git's stdin lines."""
-    if to_ref := os.environ.get("PRE_COMMIT_TO_REF"):
-        return [to_ref]
+def under_pre_commit() -> bool:
+    """Whether pre-commit runs this hook (it read git's stdin lines, and names the refs)."""
+    return any(
+        os.environ.get(v) for v in ("PRE_COMMIT", "PRE_COMMIT_TO_REF", "PRE_COMMIT_LOCAL_BRANCH")
+    )
+
+
+def pushed_revisions(stdin_lines: Sequence[str] | None) -> list[str]:
+    """Local commits being pushed: the one pre-commit names, else git's stdin lines.
+
+    ``stdin_lines`` is ``None`` when git's lines are not ours to read (pre-commit read them,
+    or a person runs the hook by hand). pre-commit names a sha and a range (``TO_REF``) only
+    when the remote has an ancestor; for a push that includes the root commit, the first
+    push of a repository, it names only the local ref (``LOCAL_BRANCH``): that ref is checked,
+    and ``HEAD`` when nothing is named. Every registry as committed there is checked, as for
+    git's own lines: no range is needed.
+    """
+    env = os.environ
+    if stdin_lines is None or under_pre_commit():
+        named = env.get("PRE_COMMIT_TO_REF") or env.get("PRE_COMMIT_LOCAL_BRANCH")
+        return [named or "HEAD"]
     revs = []
     for line in stdin_lines:
         parts = line.split()
@@ -122,8 +139,9 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
     tasks: dict[tuple[str, str], dict[str, tuple[str, Entry]]] = {}
     problems: list[str] = []
     for rev in revisions:
+        shown = rev[:10] if len(rev) == 40 and set(rev) <= set("0123456789abcdef") else rev
         for path, text in registries_at(repo, rev).items():
-            where = f"{path} at {rev[:10]}"
+            where = f"{path} at {shown}"
             try:
                 reg = parse(text, where, filename=path)
                 here = override_of(top / path, reg, top)  # the share's path on this machine
@@ -147,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("git_args", nargs="*", help=argparse.SUPPRESS)  # remote name and url
     args = parser.parse_args(argv)
     del args
-    stdin = [] if os.environ.get("PRE_COMMIT_TO_REF") or sys.stdin.isatty() else sys.stdin
+    theirs = under_pre_commit() or sys.stdin is None or sys.stdin.isatty()
     try:
-        problems = check(pushed_revisions(list(stdin)))
+        problems = check(pushed_revisions(None if theirs else list(sys.stdin)))
     except ModelFilerError as exc:
         print(f"check-remote-models: {exc}", file=sys.stderr)
         return 1

@@ -472,3 +472,30 @@ def test_worktrees_and_clones_on_this_machine_link_and_share_the_bytes(team, s3_
     )
     total = int(used.stdout.splitlines()[-1].split()[0])
     assert MIB <= total < 1.5 * MIB, used.stdout
+
+
+# -- a repository's first push (issue 18, item 5) ----------------------------------------------
+def test_a_first_push_of_a_registry_naming_a_missing_model_is_refused(team, s3_client, s3_env):
+    """pre-commit gives no range for a push that includes the root commit: only the ref."""
+    alice = init_repo(team.tmp / "alice")
+    (alice / ".pre-commit-config.yaml").write_text(team.config)
+    team.run(alice, PRE_COMMIT, "install")
+    filer = team.filer(alice)
+    filer.dump({"v": 1}, "churn", push=True)
+    team.commit(alice, "hooks and a model")
+    entry = filer.list_files()[0]
+    prefix = team.address.removeprefix(f"s3://{s3_env.bucket}/")
+    s3_client.delete_object(Bucket=s3_env.bucket, Key=f"{prefix}/{entry.key}")
+    git(alice, "remote", "add", "origin", str(team.origin))
+
+    refused = team.git(alice, "push", "-u", "origin", "main", check=False)
+
+    assert refused.returncode != 0, output(refused)
+    text = output(refused)
+    assert "push refused" in text
+    assert f"{REGISTRY} at refs/heads/main: churn: " in text
+    assert "churn:" in text and "is missing from the remote" in text
+    assert git(team.origin, "branch", "--list", "main").stdout.strip() == ""
+
+    filer.push("churn")  # the file is still here: push repairs the remote
+    team.git(alice, "push", "-u", "origin", "main")
