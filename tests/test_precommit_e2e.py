@@ -499,3 +499,35 @@ def test_a_first_push_of_a_registry_naming_a_missing_model_is_refused(team, s3_c
 
     filer.push("churn")  # the file is still here: push repairs the remote
     team.git(alice, "push", "-u", "origin", "main")
+
+
+# -- the merge driver in a fresh clone (issue 18, item 3) --------------------------------------
+def test_a_fresh_clone_merges_two_branches_that_each_added_a_model(team):
+    """No `model-filer install-hooks` in the clone, no model-filer on PATH: the checkout hook
+    that `git clone` runs sets the driver up from the committed .gitattributes."""
+    alice = team.founder()
+    team.run(alice, MODEL_FILER, "install-hooks", "--merge-driver-only")
+    team.filer(alice).dump({"v": 0}, "base", push=True)
+    team.commit(alice, "merge driver and a first model")
+    team.git(alice, "push", "-q")
+    template = team.tmp / "git-template"
+    team.run(alice, PRE_COMMIT, "init-templatedir", str(template))
+    cloned = team.git(team.tmp, "clone", "--template", str(template), str(team.origin), "bob")
+    assert "set up the registry merge driver in this clone" in output(cloned)
+    bob = team.tmp / "bob"
+    driver = git(bob, "config", "merge.model-filer-registry.driver").stdout
+    assert str(team.home) in driver  # the hook environment's Python, found again at merge time
+    for branch, name in (("left", "model_b"), ("right", "model_c")):
+        team.git(bob, "checkout", "-q", "-b", branch, "main")
+        team.filer(bob).dump({"v": name}, name, push=True)
+        team.commit(bob, f"add {name}")
+    team.git(bob, "checkout", "-q", "left")
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "model-filer").exists()
+    )
+
+    merged = team.git(bob, "merge", "--no-edit", "right", check=False, PATH=path)
+
+    assert merged.returncode == 0, output(merged)
+    assert "CONFLICT" not in output(merged)
+    assert [e.name for e in team.filer(bob).list_files()] == ["base", "model_b", "model_c"]
