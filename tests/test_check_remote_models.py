@@ -84,7 +84,8 @@ def test_a_deleted_object_is_refused_and_listed(repo, filer, hook_env, capsys):
     assert f"{REGISTRY} at {head(repo)[:10]}: prices:" in out
     assert "is missing from the remote" in out
     assert "churn" not in out
-    assert "model-filer push --dir DIR NAME" in out
+    assert "model-filer push --dir models prices " in out  # real folder and name
+    assert "model-filer rm --dir models prices," in out
 
 
 def test_a_size_mismatch_is_refused(repo, filer, hook_env, capsys):
