@@ -436,7 +436,8 @@ def conflict_advice(where: str, path: str | None) -> str:
         f"{where}: unresolved merge conflict markers. To merge it entry by entry, keeping both "
         "branches' models: set up the registry merge driver (`model-filer install-hooks "
         "--merge-driver-only`; if `model-filer` is not found, `pip install ds-model-filer` "
-        f"first), then `git checkout -m -- {quoted}`. Markers left after that surround a model "
+        f"first), then `git checkout -m -- {quoted}` (pre-commit's checkout hook then reports "
+        "'Unmerged files' until `git add`: expected). Markers left after that surround a model "
         "changed differently on both branches: keep one of its two versions, delete the marker "
         f"lines, then `git add {quoted}`."
     )

@@ -502,9 +502,10 @@ def test_a_first_push_of_a_registry_naming_a_missing_model_is_refused(team, s3_c
 
 
 # -- the merge driver in a fresh clone (issue 18, item 3) --------------------------------------
-def test_a_fresh_clone_merges_two_branches_that_each_added_a_model(team):
-    """No `model-filer install-hooks` in the clone, no model-filer on PATH: the checkout hook
-    that `git clone` runs sets the driver up from the committed .gitattributes."""
+def _fresh_clone_with_two_branches(team: Team) -> tuple[Path, str]:
+    """bob's clone, made through pre-commit's template folder (the hooks run during the
+    clone), with branches left and right that each add a model; and a PATH that has no
+    model-filer command."""
     alice = team.founder()
     team.run(alice, MODEL_FILER, "install-hooks", "--merge-driver-only")
     team.filer(alice).dump({"v": 0}, "base", push=True)
@@ -515,8 +516,6 @@ def test_a_fresh_clone_merges_two_branches_that_each_added_a_model(team):
     cloned = team.git(team.tmp, "clone", "--template", str(template), str(team.origin), "bob")
     assert "set up the registry merge driver in this clone" in output(cloned)
     bob = team.tmp / "bob"
-    driver = git(bob, "config", "merge.model-filer-registry.driver").stdout
-    assert str(team.home) in driver  # the hook environment's Python, found again at merge time
     for branch, name in (("left", "model_b"), ("right", "model_c")):
         team.git(bob, "checkout", "-q", "-b", branch, "main")
         team.filer(bob).dump({"v": name}, name, push=True)
@@ -525,9 +524,46 @@ def test_a_fresh_clone_merges_two_branches_that_each_added_a_model(team):
     path = os.pathsep.join(
         p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "model-filer").exists()
     )
+    return bob, path
+
+
+def test_a_fresh_clone_merges_two_branches_that_each_added_a_model(team):
+    """No `model-filer install-hooks` in the clone, no model-filer on PATH: the checkout hook
+    that `git clone` runs sets the driver up from the committed .gitattributes."""
+    bob, path = _fresh_clone_with_two_branches(team)
+    driver = git(bob, "config", "merge.model-filer-registry.driver").stdout
+    assert str(team.home) in driver  # the hook environment's Python, found again at merge time
 
     merged = team.git(bob, "merge", "--no-edit", "right", check=False, PATH=path)
 
     assert merged.returncode == 0, output(merged)
     assert "CONFLICT" not in output(merged)
+    assert [e.name for e in team.filer(bob).list_files()] == ["base", "model_b", "model_c"]
+
+
+def test_a_clone_whose_driver_is_gone_gets_markers_the_commit_hook_refuses(team):
+    """The driver's Python deleted (`pre-commit gc`), none on PATH: markers, never "ours"."""
+    bob, path = _fresh_clone_with_two_branches(team)
+    driver = git(bob, "config", "merge.model-filer-registry.driver").stdout.strip()
+    gone = driver.replace(str(team.home), str(team.tmp / "deleted-pre-commit-home"))
+    git(bob, "config", "merge.model-filer-registry.driver", gone)
+
+    merged = team.git(bob, "merge", "--no-edit", "right", check=False, PATH=path)
+
+    assert merged.returncode != 0
+    assert f"git checkout -m -- {REGISTRY}" in output(merged)
+    assert "<<<<<<< " in (bob / REGISTRY).read_text()
+    git(bob, "add", REGISTRY)
+    refused = team.git(bob, "commit", "--no-edit", check=False, PATH=path)
+    assert refused.returncode != 0
+    assert "unresolved merge conflict markers" in output(refused)
+    assert f"git checkout -m -- {REGISTRY}" in output(refused)
+
+    team.run(bob, MODEL_FILER, "install-hooks", "--merge-driver-only")  # the recovery
+    # (pre-commit's post-checkout hook refuses to run while a path is unmerged, so the
+    # command's status is 1; the file is merged again all the same.)
+    team.git(bob, "checkout", "-m", "--", REGISTRY, check=False)
+    assert "<<<<<<<" not in (bob / REGISTRY).read_text()
+    git(bob, "add", REGISTRY)
+    team.git(bob, "commit", "--no-edit")
     assert [e.name for e in team.filer(bob).list_files()] == ["base", "model_b", "model_c"]
