@@ -322,11 +322,9 @@ class Registry:
 
 def _restore(path: str | None) -> str:
     """How to get a registry back from git: with its real path when known."""
-    return (
-        f"Restore it with `git checkout HEAD -- {shlex.quote(path)}`"
-        if path
-        else ("Restore it from git")
-    )
+    if not path:
+        return "Restore it from git"
+    return f"Restore it with `git checkout HEAD -- {shlex.quote(path)}`"
 
 
 def _fix(path: str | None) -> str:
@@ -351,13 +349,12 @@ def _field(
     return value
 
 
-def _check_key_names_bytes(key: str, sha256: str, here: str, path: str | None) -> None:
+def _check_key_names_bytes(name: str, key: str, sha256: str, here: str, path: str | None) -> None:
     """Refuse a key that does not name the entry's bytes: the remote layout (names.py)
     says which hash each key form names, so every form is judged by this one check."""
     named = key_sha256(key)
     if named == sha256:
         return
-    name = key.partition("/")[0]
     if named is None:
         raise RegistryError(
             f"{here}: key {key} is not a key model_filer writes (for these bytes it "
@@ -403,7 +400,7 @@ def _parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> E
     except InvalidNameError as exc:
         raise RegistryError(str(exc)) from None
     if key is not None:
-        _check_key_names_bytes(key, data["sha256"], here, path)
+        _check_key_names_bytes(name, key, data["sha256"], here, path)
     if library is not None and (
         set(library) != {"name", "version"}
         or not all(isinstance(library[k], str) for k in ("name", "version"))
@@ -481,10 +478,10 @@ def parse(
             f"(this model_filer reads {FORMAT_VERSION}). "
             "Upgrade with `pip install -U ds-model-filer`."
         )
-    remote = _field(doc, "remote", dict, where)
-    rtype = _field(remote, "type", str, where + " remote")
-    address = _field(remote, "address", str, where + " remote")
-    remote_id = _field(remote, "id", str, where + " remote", required=False)
+    remote = _field(doc, "remote", dict, where, path=filename)
+    rtype = _field(remote, "type", str, where + " remote", path=filename)
+    address = _field(remote, "address", str, where + " remote", path=filename)
+    remote_id = _field(remote, "id", str, where + " remote", required=False, path=filename)
     if remote_id is not None and not REMOTE_ID_RE.fullmatch(remote_id):
         raise RegistryError(f"{where}: remote id {show(remote_id)} is malformed. {_fix(filename)}")
     models = doc.get("models") or {}
