@@ -185,15 +185,16 @@ def _merge_driver(repo: Repo) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
-        return 0
+    skip = os.environ.get(SKIP_ENV, "").strip() not in ("", "0")
     stage = _stage(args)
     refs = _refs(args, stage)
     if refs is None:
         return 0
     try:
         repo = open_repo()
-        _merge_driver(repo)
+        _merge_driver(repo)  # (even when skipping: a clone's first merge needs it)
+        if skip:
+            return 0
         # Mid-rebase checkouts are skipped: post-rewrite runs once the rebase is done (git
         # runs it before removing its rebase state, so that hook must not be skipped).
         if stage != "post-rewrite" and rebase_in_progress(repo):

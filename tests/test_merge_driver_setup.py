@@ -212,3 +212,15 @@ def test_a_driver_that_refuses_leaves_a_line_merge_with_markers(producer, remote
     assert "different remotes" in merged.stdout + merged.stderr
     text = (clone / REGISTRY).read_text()
     assert "<<<<<<< " in text and str(tmp_path / "one") in text and str(tmp_path / "two") in text
+
+
+def test_skipping_the_prefetch_still_sets_up_the_driver(producer, tmp_path, monkeypatch):
+    """`MODEL_FILER_SKIP_PREFETCH=1 git clone ...`: the clone's first merge needs it anyway."""
+    clone = fresh_clone(producer, tmp_path)
+    (clone / "models" / "base_model.pkl").unlink(missing_ok=True)
+    monkeypatch.setenv("MODEL_FILER_SKIP_PREFETCH", "1")
+
+    assert after_clone_hook(clone, monkeypatch) == 0
+
+    assert git(clone, "config", DRIVER_KEY).stdout.strip() == driver_command()
+    assert not (clone / "models" / "base_model.pkl").exists()  # nothing fetched
