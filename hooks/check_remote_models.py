@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
+import shlex
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +31,27 @@ from model_filer.hookapi import (
 )
 
 
-def pushed_revisions(stdin_lines: Sequence[str]) -> list[str]:
-    """Local commits being pushed: pre-commit's env var, else git's stdin lines."""
-    if to_ref := os.environ.get("PRE_COMMIT_TO_REF"):
-        return [to_ref]
+def under_pre_commit() -> bool:
+    """Whether pre-commit runs this hook (it read git's stdin lines, and names the refs)."""
+    return any(
+        os.environ.get(v) for v in ("PRE_COMMIT", "PRE_COMMIT_TO_REF", "PRE_COMMIT_LOCAL_BRANCH")
+    )
+
+
+def pushed_revisions(stdin_lines: Sequence[str] | None) -> list[str]:
+    """Local commits being pushed: the one pre-commit names, else git's stdin lines.
+
+    ``stdin_lines`` is ``None`` when git's lines are not ours to read (pre-commit read them,
+    or a person runs the hook by hand). pre-commit names a sha and a range (``TO_REF``) only
+    when the remote has an ancestor; for a push that includes the root commit, the first
+    push of a repository, it names only the local ref (``LOCAL_BRANCH``): that ref is checked,
+    and ``HEAD`` when nothing is named. Every registry as committed there is checked, as for
+    git's own lines: no range is needed.
+    """
+    env = os.environ
+    if stdin_lines is None or under_pre_commit():
+        named = env.get("PRE_COMMIT_TO_REF") or env.get("PRE_COMMIT_LOCAL_BRANCH")
+        return [named or "HEAD"]
     revs = []
     for line in stdin_lines:
         parts = line.split()
@@ -90,8 +109,9 @@ def _problem(remote: Remote, where: str, entry: Entry, sizes: dict[str, int]) ->
 
 def _check_remote(
     remote: Remote, tasks: list[tuple[str, Entry]], pool: ThreadPoolExecutor
-) -> list[str]:
-    """Problems with ``tasks`` (where, entry) on one remote: one LIST per prefix, no HEADs."""
+) -> list[tuple[str, Entry | None, str]]:
+    """Problems with ``tasks`` (where, entry) on one remote: one LIST per prefix, no HEADs.
+    Each is (where, the entry a push would repair or ``None``, the text)."""
     prefixes = list_prefixes([entry.key or "" for _, entry in tasks])
     sizes: dict[str, int] = {}
     errors: list[tuple[str, ModelFilerError]] = []
@@ -103,15 +123,28 @@ def _check_remote(
             errors.append((prefix, exc))
 
     list(pool.map(one, prefixes))
-    problems = []
+    problems: list[tuple[str, Entry | None, str]] = []
     for where, entry in tasks:
         key = entry.key or ""
         failed = next((exc for prefix, exc in errors if key.startswith(prefix)), None)
         if failed is not None:
-            problems.append(f"{where}: {entry.name}: cannot check {remote.url(key)}: {failed}")
+            text = f"{where}: {entry.name}: cannot check {remote.url(key)}: {failed}"
+            problems.append((where, None, text))
         elif (problem := _problem(remote, where, entry, sizes)) is not None:
-            problems.append(problem)
+            problems.append((where, entry, problem))
     return problems
+
+
+def _fixes(folders: dict[str, set[str]]) -> list[str]:
+    """The commands that repair missing objects, with the real folders and names."""
+    lines = []
+    for folder, names in sorted(folders.items()):
+        args = f"--dir {shlex.quote(folder)} {' '.join(sorted(names))}"
+        lines.append(
+            f"  fix: on the machine that has them: model-filer push {args}   (or drop the "
+            f"entries: model-filer rm {args}, then commit)"
+        )
+    return lines
 
 
 def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
@@ -120,10 +153,13 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
     top = Path(repo.working_tree_dir)
     remotes: dict[tuple[str, str], Remote] = {}
     tasks: dict[tuple[str, str], dict[str, tuple[str, Entry]]] = {}
+    folder_of: dict[str, str] = {}  # where -> the registry's folder
     problems: list[str] = []
     for rev in revisions:
+        shown = rev[:10] if len(rev) == 40 and set(rev) <= set("0123456789abcdef") else rev
         for path, text in registries_at(repo, rev).items():
-            where = f"{path} at {rev[:10]}"
+            where = f"{path} at {shown}"
+            folder_of[where] = posixpath.dirname(path) or "."
             try:
                 reg = parse(text, where, filename=path)
                 here = override_of(top / path, reg, top)  # the share's path on this machine
@@ -136,10 +172,14 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
             for entry in reg.entries.values():
                 if entry.state == "synced" and entry.key is not None:
                     tasks.setdefault(key, {}).setdefault(entry.key, (where, entry))
+    repairable: dict[str, set[str]] = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for key, found in tasks.items():
-            problems.extend(_check_remote(remotes[key], list(found.values()), pool))
-    return problems
+            for where, broken, message in _check_remote(remotes[key], list(found.values()), pool):
+                problems.append(message)
+                if broken is not None:
+                    repairable.setdefault(folder_of[where], set()).add(broken.name)
+    return problems + _fixes(repairable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,19 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("git_args", nargs="*", help=argparse.SUPPRESS)  # remote name and url
     args = parser.parse_args(argv)
     del args
-    stdin = [] if os.environ.get("PRE_COMMIT_TO_REF") or sys.stdin.isatty() else sys.stdin
+    theirs = under_pre_commit() or sys.stdin is None or sys.stdin.isatty()
     try:
-        problems = check(pushed_revisions(list(stdin)))
+        problems = check(pushed_revisions(None if theirs else list(sys.stdin)))
     except ModelFilerError as exc:
         print(f"check-remote-models: {exc}", file=sys.stderr)
         return 1
     if problems:
         print("model_filer: push refused: registries name models their remote does not have:")
         print("\n".join(problems))
-        print(
-            "  fix: on the machine that has them, `model-filer push --dir DIR NAME`, or "
-            "remove the entries (`model-filer rm --dir DIR NAME`) and commit."
-        )
         return 1
     return 0
 

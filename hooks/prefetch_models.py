@@ -23,9 +23,11 @@ from model_filer.hookapi import (
     FAIL_FAST,
     Entry,
     ModelFilerError,
+    Repo,
     UntrustedRemoteError,
     changed_registries,
     count_bar,
+    ensure_merge_driver,
     open_repo,
     parse_size,
     rebase_in_progress,
@@ -168,16 +170,31 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
     return failed
 
 
+def _merge_driver(repo: Repo) -> None:
+    """Set up the registry merge driver when the clone lacks it (never fails the checkout)."""
+    try:
+        done = ensure_merge_driver(repo)
+    except (ModelFilerError, OSError) as exc:
+        done = (
+            f"the registry merge driver is not set up ({exc}): run "
+            "`model-filer install-hooks --merge-driver-only`"
+        )
+    if done is not None:
+        print(f"prefetch-models: {done}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
-        return 0
+    skip = os.environ.get(SKIP_ENV, "").strip() not in ("", "0")
     stage = _stage(args)
     refs = _refs(args, stage)
     if refs is None:
         return 0
     try:
         repo = open_repo()
+        _merge_driver(repo)  # (even when skipping: a clone's first merge needs it)
+        if skip:
+            return 0
         # Mid-rebase checkouts are skipped: post-rewrite runs once the rebase is done (git
         # runs it before removing its rebase state, so that hook must not be skipped).
         if stage != "post-rewrite" and rebase_in_progress(repo):

@@ -7,6 +7,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import __version__
 from .discovery import filer_for, find_registries, read_registry, registries_in
 from .errors import IntegrityError, ModelFilerError
 from .filer import Filer
-from .files import remote_type_of
+from .files import registry_filename, remote_type_of
 from .hashing import HashCache
 from .registry import Entry
 
@@ -36,8 +37,11 @@ def _registry(folder: str, remote_type: str | None) -> Path:
     if remote_type_of(path.name):
         return path
     if path.exists() and not path.is_dir():
+        from .remotes import available_types
+
+        names = " or ".join(registry_filename(t) for t in available_types())
         raise ModelFilerError(
-            f"{path} is neither a model folder nor a registry file (.<type>_registry). "
+            f"{path} is neither a model folder nor a registry file ({names}). "
             "Pass the model folder with --dir."
         )
     found = [p for p in registries_in(path) if remote_type in (None, remote_type_of(p.name))]
@@ -241,20 +245,23 @@ def cmd_merge_registry(args: argparse.Namespace) -> int:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise ModelFilerError(
-            f"merge-registry: no such file {', '.join(missing)}. Git runs this driver as "
-            "`model-filer merge-registry %O %A %B %P`; set it up with "
+            f"merge-registry: no such file {', '.join(missing)}. Git runs this driver for "
+            "registry files during a merge; set it up in this clone with "
             "`model-filer install-hooks --merge-driver-only`."
         )
     where = args.path or "registry"
     base, ours, theirs = (p.read_bytes() for p in paths)
+    # Refused (unreadable side, other remotes): %A is left as it is, and the command git
+    # runs (install.driver_command) makes a line merge with conflict markers of it.
     result = merge_texts(base, ours, theirs, where)
     # %A is git's own temp file: git reads the merge result from it.
-    paths[1].write_bytes(result.registry.dumps())
+    paths[1].write_bytes(result.text())
     if result.conflicts:
+        quoted = shlex.quote(where)
         print(
             f"model-filer: {where}: {', '.join(result.conflicts)} changed differently on both "
-            "branches; kept ours. Pick one: dump the model again, or edit the entry, then "
-            f"`git add {where}`.",
+            "branches: both versions are left between conflict markers. Keep one version of "
+            f"each (delete the other and the marker lines), then `git add {quoted}`.",
             file=sys.stderr,
         )
         return 1

@@ -25,7 +25,7 @@ from . import gitops
 from .errors import ModelFilerError
 from .files import registry_filename
 from .history import RegistryReader, registry_pathspecs, repo_path
-from .names import is_object_key, object_key
+from .names import is_object_key, key_sha256, object_key
 
 if TYPE_CHECKING:
     from .filer import Filer
@@ -110,7 +110,7 @@ def plan(filer: Filer, grace: timedelta = DEFAULT_GRACE, now: datetime | None = 
     for obj in _listing(filer):
         if not is_object_key(obj.key):
             continue  # not written by model_filer: never ours to delete
-        if obj.key in keep.keys or obj.key.split("/")[1][:64] in keep.shas:
+        if obj.key in keep.keys or key_sha256(obj.key) in keep.shas:
             named += 1
         elif obj.modified > cutoff:
             young += 1

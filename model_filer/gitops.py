@@ -404,3 +404,28 @@ def config_unset(key: str, cwd: Path | None = None) -> None:
     done = run(["config", "--local", "--unset-all", key], cwd, check=False)
     if done.returncode not in (0, 5):  # 5: no such key
         raise GitError(["config", "--unset-all", key], done.returncode, done.stderr.decode())
+
+
+def config_file_text(repo: Repo) -> str:
+    """This clone's own config file (what ``git config --local`` reads) as text; ``""`` when
+    unreadable. Read without a git process, for a look on every checkout before asking git."""
+    common = Path(repo.git_dir)
+    try:  # a linked worktree's git folder points at the shared one
+        common = common / (common / "commondir").read_text().strip()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return ""
+    try:
+        return (common / "config").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def config_line(key: str, value: str) -> str:
+    """The line ``git config`` writes for ``key = value`` in its section (git's quoting: a
+    value with ``;``, ``#``, CR or edge spaces in double quotes; ``"``, ``\\``, tab and
+    newline escaped)."""
+    quote = '"' if value[:1] == " " or value[-1:] == " " or any(c in value for c in ";#\r") else ""
+    escaped = value.translate({ord("\\"): "\\\\", ord('"'): '\\"', 9: "\\t", 10: "\\n"})
+    return f"\t{key} = {quote}{escaped}{quote}\n"

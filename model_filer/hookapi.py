@@ -13,6 +13,7 @@ from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
     NULL_REF,
     Blob,
+    Repo,
     changed_registries,
     open_repo,
     read_staged,
@@ -21,6 +22,7 @@ from .gitops import (
     staged_paths,
     toplevel,
 )
+from .install import ensure_merge_driver
 from .progress import count_bar
 from .registry import Entry, Registry, parse
 from .remote_trust import override_of, trusted_filer
@@ -38,6 +40,7 @@ __all__ = [
     "ModelFilerError",
     "Registry",
     "Remote",
+    "Repo",
     "Summary",
     "TrustedSet",
     "UntrustedRemoteError",
@@ -47,6 +50,7 @@ __all__ = [
     "changed_registries",
     "count_bar",
     "default_root",
+    "ensure_merge_driver",
     "get_remote",
     "known",
     "open_repo",

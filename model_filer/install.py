@@ -72,11 +72,66 @@ def write_hooks(hooks_dir: Path) -> list[str]:
     return done
 
 
+NAME = "model_filer registry merge (entry by entry)"
+
+
+def driver_command(python: str | None = None) -> str:
+    """The shell command git runs to merge a registry (git fills in ``%O %A %B %P``).
+
+    It is resolved at merge time: the Python that set it up while it exists (under
+    pre-commit, a cache environment that ``pre-commit gc`` deletes after a ``rev:`` bump;
+    the checkout hook then sets its own), else ``model-filer`` on PATH. When neither can run,
+    or the driver refuses (an unreadable side, two remotes), the registry gets git's line
+    merge with conflict markers, which no registry parse accepts: git itself would keep
+    "ours" without a marker. The exit status then says "conflict".
+    """
+    py = shlex.quote(python or sys.executable).replace("%", "%%")  # git expands %
+    run = "merge-registry %O %A %B %P"
+    return (
+        f'py={py}; if [ -x "$py" ]; then "$py" -m model_filer {run}; '
+        f"elif command -v model-filer >/dev/null 2>&1; then model-filer {run}; "
+        "else echo 'model-filer: the registry merge driver cannot run here (neither' \"$py\" "
+        "'nor model-filer on PATH); install it (pip install ds-model-filer), then run: git "
+        "checkout -m --' %P >&2; false; fi || { grep -q '^<<<<<<< ' %A || "
+        "git merge-file -L ours -L base -L theirs %A %O %B; exit 1; }"
+    )
+
+
+def _configure_driver(top: Path) -> None:
+    gitops.config_set(f"merge.{DRIVER}.name", NAME, top)
+    gitops.config_set(f"merge.{DRIVER}.driver", driver_command(), top)
+
+
+def ensure_merge_driver(repo: gitops.Repo) -> str | None:
+    """Set up the merge driver in this clone when its ``.gitattributes`` names it; say so.
+
+    The checkout hook's job: ``.gitattributes`` is committed but the driver's command lives
+    in each clone's git config, and a clone made with the hooks runs this on ``git clone``.
+    Set up already (the common case), it costs a read of two small files and no git process.
+    A driver of the user's own (a command that is not model_filer's) is left alone.
+    """
+    top = Path(repo.working_tree_dir)
+    try:
+        attributes = (top / ".gitattributes").read_text(errors="replace")
+    except OSError:
+        return None
+    if f"merge={DRIVER}" not in attributes:
+        return None
+    ours = gitops.config_line("name", NAME) + gitops.config_line("driver", driver_command())
+    if f'[merge "{DRIVER}"]\n{ours}' in gitops.config_file_text(repo):
+        return None
+    current = (gitops.config_get_regexp(rf"^merge\.{DRIVER}\.", top) or {}).get(
+        f"merge.{DRIVER}.driver"
+    )
+    if current == driver_command() or (current is not None and "merge-registry" not in current):
+        return None
+    _configure_driver(top)
+    return f"set up the registry merge driver in this clone (git config merge.{DRIVER}.driver)"
+
+
 def install_merge_driver(top: Path) -> str:
     """Register the registry merge driver in git config and ``.gitattributes``."""
-    command = f"{shlex.quote(sys.executable)} -m model_filer merge-registry %O %A %B %P"
-    gitops.config_set(f"merge.{DRIVER}.name", "model_filer registry merge (entry by entry)", top)
-    gitops.config_set(f"merge.{DRIVER}.driver", command, top)
+    _configure_driver(top)
     attributes = top / ".gitattributes"
     at_head = None if attributes.exists() else gitops.show_at_head(top, ".gitattributes")
     if at_head is not None:

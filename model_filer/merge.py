@@ -1,7 +1,9 @@
 """Three-way merge of registries, entry by entry: git's merge driver for registry files.
 
 Two branches that each added or changed different models merge cleanly; the same model
-changed two different ways is a conflict, reported by name.
+changed two different ways is a conflict, reported by name and written with git's conflict
+markers around its two versions (:meth:`MergeResult.text`): a plain ``git add`` of the result
+cannot keep one side silently, since no registry with markers parses.
 """
 
 from __future__ import annotations
@@ -14,10 +16,33 @@ from .registry import Entry, Registry, parse
 
 @dataclass
 class MergeResult:
-    """The merged registry and the names that conflicted (ours kept for those)."""
+    """The merged registry and the names that conflicted (ours kept for those in
+    ``registry``; ``theirs`` holds their side of each conflicting name, ``None`` if deleted)."""
 
     registry: Registry
     conflicts: list[str] = field(default_factory=list)
+    theirs: dict[str, Entry | None] = field(default_factory=dict)
+
+    def text(self, ours_label: str = "ours", theirs_label: str = "theirs") -> bytes:
+        """The merged registry's bytes; each conflicting entry's two versions (a deleted one
+        is empty) between git's conflict markers, one whole entry block a side."""
+        reg = self.registry
+        if not self.conflicts:
+            return reg.dumps()
+        from .registry_text import entry_text, header_text
+
+        parts = [header_text(reg.remote_type, reg.remote_address, True, reg.remote_id)]
+        for name in sorted(set(reg.entries) | set(self.theirs)):
+            ours = reg.entries.get(name)
+            mine = entry_text(ours)[0] if ours is not None else ""
+            if name not in self.theirs:
+                parts.append(mine)
+                continue
+            theirs = self.theirs[name]
+            yours = entry_text(theirs)[0] if theirs is not None else ""
+            parts += [f"<<<<<<< {ours_label}\n", mine, "=======\n", yours]
+            parts.append(f">>>>>>> {theirs_label}\n")
+        return "".join(parts).encode()
 
 
 def _pick(
@@ -60,7 +85,7 @@ def merge(base: Registry | None, ours: Registry, theirs: Registry) -> MergeResul
             conflicts.append(name)
         if entry is not None:
             result.entries[name] = entry
-    return MergeResult(result, conflicts)
+    return MergeResult(result, conflicts, {n: theirs.entries.get(n) for n in conflicts})
 
 
 def merge_texts(base: bytes, ours: bytes, theirs: bytes, where: str) -> MergeResult:

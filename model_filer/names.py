@@ -93,16 +93,32 @@ def check_key(key: object, where: str) -> str:
     return key
 
 
+# The remote layout, said once: every key model_filer writes is ``<name>/<sha256><suffix>``,
+# named by the sha256 of the bytes it holds. A new form (say a chunk manifest's suffix) is added
+# to KEY_SUFFIXES, and gc's "is it ours?" and the registry's "does the key name the entry's
+# bytes?" (:func:`key_sha256`) follow without another edit.
+KEY_SUFFIXES = (".pkl",)
+_OBJECT_KEY_RE = re.compile(
+    r"(?P<name>[^/]+)/(?P<sha>[0-9a-f]{64})(?:" + "|".join(map(re.escape, KEY_SUFFIXES)) + ")"
+)
+
+
 def object_key(name: str, sha256: str, suffix: str = ".pkl") -> str:
     """Key of a model's bytes relative to the remote root: never reused for other bytes."""
+    if suffix not in KEY_SUFFIXES:
+        raise ValueError(f"{suffix!r} is not a key form of the remote layout ({KEY_SUFFIXES}).")
     return f"{name}/{sha256}{suffix}"
 
 
-_OBJECT_KEY_RE = re.compile(r"(?P<name>[^/]+)/[0-9a-f]{64}\.pkl")
+def key_sha256(key: str) -> str | None:
+    """The sha256 of the bytes ``key`` holds, as the key itself names it; ``None`` for a key
+    of no form :func:`object_key` writes."""
+    match = _OBJECT_KEY_RE.fullmatch(key)
+    return None if match is None else match["sha"]
 
 
 def is_object_key(key: str) -> bool:
-    """Whether ``key`` has the form :func:`object_key` writes (``<name>/<sha256>.pkl``, with a
+    """Whether ``key`` has a form :func:`object_key` writes (``<name>/<sha256>.pkl``, with a
     valid name): only such objects are model_filer's to delete or abort."""
     match = _OBJECT_KEY_RE.fullmatch(key)
     return (

@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from .errors import InvalidNameError, RegistryError, about_registry
 from .files import internal_dir, registry_filename, remote_type_of, write_bytes_atomic
-from .names import check_key, check_name, check_sha256, show
+from .names import check_key, check_name, check_sha256, key_sha256, object_key, show
 
 FORMAT_VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
@@ -32,7 +33,6 @@ HEADER = (
     "# model_filer registry: commit this file, not the model files.\n"
     "# Written by model_filer; edit it with model-filer commands, not by hand.\n"
 )
-_FIX = "Restore the file with `git checkout -- <registry>` or fix the entry."
 REMOTE_ID_RE = re.compile(r"[0-9a-f]{32}")
 _ENTRY_FIELDS = (
     "state",
@@ -320,69 +320,123 @@ class Registry:
         return b"".join(parts)
 
 
-def _field(data: dict[str, Any], key: str, kind: type, where: str, required: bool = True) -> Any:
+def _restore(path: str | None) -> str:
+    """How to get a registry back from git: with its real path when known."""
+    if not path:
+        return "Restore it from git"
+    return f"Restore it with `git checkout HEAD -- {shlex.quote(path)}`"
+
+
+def _fix(path: str | None) -> str:
+    return f"{_restore(path)} or fix the entry."
+
+
+def _field(
+    data: dict[str, Any],
+    key: str,
+    kind: type,
+    where: str,
+    required: bool = True,
+    path: str | None = None,
+) -> Any:
     value = data.get(key)
     if value is None and not required:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise RegistryError(
-            f"{where}: field {key!r} must be {kind.__name__}, got {show(value)}. {_FIX}"
+            f"{where}: field {key!r} must be {kind.__name__}, got {show(value)}. {_fix(path)}"
         )
     return value
 
 
-def _parse_entry(name: Any, data: Any, where: str) -> Entry:
+def _check_key_names_bytes(name: str, key: str, sha256: str, here: str, path: str | None) -> None:
+    """Refuse a key that does not name the entry's bytes: the remote layout (names.py)
+    says which hash each key form names, so every form is judged by this one check."""
+    named = key_sha256(key)
+    if named == sha256:
+        return
+    if named is None:
+        raise RegistryError(
+            f"{here}: key {key} is not a key model_filer writes (for these bytes it "
+            f"would be {object_key(name, sha256)}). {_fix(path)}"
+        )
+    raise RegistryError(
+        f"{here}: its key {key} holds the bytes with sha256 {named}, but its sha256 field says "
+        f"{sha256}: one of them was edited by hand. {_fix(path)}"
+    )
+
+
+def _parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> Entry:
+    """Validate one entry; ``path`` (the registry's real path, when known) goes into the fix."""
+    fix = _fix(path)
     try:
         check_name(name)
     except InvalidNameError as exc:
-        raise RegistryError(f"{where}: {exc} {_FIX}") from None
+        raise RegistryError(f"{where}: {exc} {fix}") from None
     here = f"{where}: entry {show(name)}"
     if not isinstance(data, dict):
-        raise RegistryError(f"{here} must be a mapping of fields. {_FIX}")
+        raise RegistryError(f"{here} must be a mapping of fields. {fix}")
     unknown = set(data) - set(_ENTRY_FIELDS)
     if unknown:
         raise RegistryError(
             f"{here} has unknown fields {sorted(map(str, unknown))}. "
             "Upgrade model_filer (`pip install -U ds-model-filer`) or fix the file."
         )
-    state = _field(data, "state", str, here)
+    state = _field(data, "state", str, here, path=path)
     if state not in STATES:
-        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {show(state)}. {_FIX}")
-    size = _field(data, "size", int, here)
+        raise RegistryError(f"{here}: state must be 'local' or 'synced', got {show(state)}. {fix}")
+    size = _field(data, "size", int, here, path=path)
     if not 0 <= size <= MAX_MODEL_BYTES:
-        raise RegistryError(f"{here}: size {size} is out of range (0 to 1 PiB). {_FIX}")
-    key = _field(data, "key", str, here, required=state == "synced")
-    library = _field(data, "library", dict, here, required=False)
+        raise RegistryError(f"{here}: size {size} is out of range (0 to 1 PiB). {fix}")
+    key = _field(data, "key", str, here, required=state == "synced", path=path)
+    library = _field(data, "library", dict, here, required=False, path=path)
     try:
         check_sha256(data.get("sha256"), here)
     except InvalidNameError as exc:
-        raise RegistryError(f"{exc} {_FIX}") from None
+        raise RegistryError(f"{exc} {fix}") from None
     try:
         if key is not None:
             check_key(key, here)  # its message already says how to fix it
     except InvalidNameError as exc:
         raise RegistryError(str(exc)) from None
+    if key is not None:
+        _check_key_names_bytes(name, key, data["sha256"], here, path)
     if library is not None and (
         set(library) != {"name", "version"}
         or not all(isinstance(library[k], str) for k in ("name", "version"))
     ):
-        raise RegistryError(f"{here}: library must be {{name: str, version: str}}. {_FIX}")
-    imports = _field(data, "imports", list, here, required=False)
+        raise RegistryError(f"{here}: library must be {{name: str, version: str}}. {fix}")
+    imports = _field(data, "imports", list, here, required=False, path=path)
     if imports is not None and not all(
         isinstance(i, str) and len(i) <= 512 and _IMPORT_RE.fullmatch(i) for i in imports
     ):
-        raise RegistryError(f"{here}: imports must be a list of module.qualname names. {_FIX}")
+        raise RegistryError(f"{here}: imports must be a list of module.qualname names. {fix}")
     return Entry(
         name=name,
         state=state,
         sha256=data["sha256"],
         size=size,
         key=key,
-        serializer=_field(data, "serializer", str, here),
-        created=_field(data, "created", str, here),
-        python=_field(data, "python", str, here),
+        serializer=_field(data, "serializer", str, here, path=path),
+        created=_field(data, "created", str, here, path=path),
+        python=_field(data, "python", str, here, path=path),
         library=library,
         imports=imports,
+    )
+
+
+def conflict_advice(where: str, path: str | None) -> str:
+    """What to do about a registry left with conflict markers: merge it again with the
+    driver, which keeps both sides' models (``git checkout --ours`` would drop theirs)."""
+    quoted = shlex.quote(path) if path else "the registry"
+    return (
+        f"{where}: unresolved merge conflict markers. To merge it entry by entry, keeping both "
+        "branches' models: set up the registry merge driver (`model-filer install-hooks "
+        "--merge-driver-only`; if `model-filer` is not found, `pip install ds-model-filer` "
+        f"first), then `git checkout -m -- {quoted}` (pre-commit's checkout hook then reports "
+        "'Unmerged files' until `git add`: expected). Markers left after that surround a model "
+        "changed differently on both branches: keep one of its two versions, delete the marker "
+        f"lines, then `git add {quoted}`."
     )
 
 
@@ -406,10 +460,7 @@ def _parse(text: bytes, where: str, loader: type[Any] | None, filename: str | No
             f"(limit {MAX_REGISTRY_BYTES}). Restore it from git."
         )
     if b"\n<<<<<<< " in b"\n" + text or b"\n>>>>>>> " in text:
-        raise RegistryError(
-            f"{where}: unresolved merge conflict markers. Resolve with "
-            "`git checkout --theirs/--ours` or set up `model-filer install-hooks` (merge driver)."
-        )
+        raise RegistryError(conflict_advice(where, filename))
     if loader is None:
         from .registry_text import parse_canonical
 
@@ -423,8 +474,7 @@ def _parse(text: bytes, where: str, loader: type[Any] | None, filename: str | No
     except yamlio.YAMLError as exc:
         detail = str(exc).replace("\n", " ")
         raise RegistryError(
-            f"{where}: not valid registry YAML ({detail}). "
-            "Restore it with `git checkout -- <file>`."
+            f"{where}: not valid registry YAML ({detail}). {_restore(filename)}."
         ) from None
     if not isinstance(doc, dict):
         raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
@@ -434,12 +484,12 @@ def _parse(text: bytes, where: str, loader: type[Any] | None, filename: str | No
             f"(this model_filer reads {FORMAT_VERSION}). "
             "Upgrade with `pip install -U ds-model-filer`."
         )
-    remote = _field(doc, "remote", dict, where)
-    rtype = _field(remote, "type", str, where + " remote")
-    address = _field(remote, "address", str, where + " remote")
-    remote_id = _field(remote, "id", str, where + " remote", required=False)
+    remote = _field(doc, "remote", dict, where, path=filename)
+    rtype = _field(remote, "type", str, where + " remote", path=filename)
+    address = _field(remote, "address", str, where + " remote", path=filename)
+    remote_id = _field(remote, "id", str, where + " remote", required=False, path=filename)
     if remote_id is not None and not REMOTE_ID_RE.fullmatch(remote_id):
-        raise RegistryError(f"{where}: remote id {show(remote_id)} is malformed. {_FIX}")
+        raise RegistryError(f"{where}: remote id {show(remote_id)} is malformed. {_fix(filename)}")
     models = doc.get("models") or {}
     if not isinstance(models, dict):
         raise RegistryError(f"{where}: 'models' must be a mapping. Restore it from git.")
@@ -447,9 +497,9 @@ def _parse(text: bytes, where: str, loader: type[Any] | None, filename: str | No
     if named is not None and named != rtype:
         raise RegistryError(
             f"{where}: records remote type {show(rtype)} but its name is for {named!r}. "
-            "Restore it with `git checkout -- <file>`."
+            f"{_restore(filename)}."
         )
-    entries = {name: _parse_entry(name, data, where) for name, data in models.items()}
+    entries = {name: _parse_entry(name, data, where, filename) for name, data in models.items()}
     return Registry(rtype, address, entries, remote_id)
 
 

@@ -26,7 +26,7 @@ import re
 from . import yamltext
 from .errors import InvalidNameError, RegistryError
 from .files import remote_type_of
-from .names import check_key, name_is_safe
+from .names import check_key, key_sha256, name_is_safe, object_key
 from .registry import (
     _IMPORT_RE,
     FORMAT_VERSION,
@@ -195,13 +195,14 @@ def _matched_entry(match: re.Match[str]) -> Entry | None:
         if not (_plain_seen(lib) and _plain_seen(version)):
             return None
         library = {"name": lib, "version": version}
-    # The usual key, <name>/<sha256>.pkl, is safe and plain once the name is.
-    if key is not None and key != f"{name}/{sha}.pkl":
+    # The usual key, object_key(name, sha), is safe, plain and names these bytes once the
+    # name is valid; any other key is judged by the full path (it may be refused there).
+    if key is not None and key != object_key(name, sha):
         try:
             check_key(key, "")
         except InvalidNameError:
             return None
-        if not _plain(key):
+        if not _plain(key) or key_sha256(key) != sha:
             return None
     imports = None
     if none is not None:

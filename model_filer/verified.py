@@ -9,7 +9,7 @@ id from git; when that id is recorded, and the bytes hash to it, it reads what i
 names, local entries, imports) with plain searches over the text. Any other blob, however it
 got there, is parsed and validated in full.
 
-The records live in the machine's object store folder (``<store>/verified/v1``), never in the
+The records live in the machine's object store folder (``<store>/verified/v2``), never in the
 working tree: a clone or a pull request cannot plant one.
 """
 
@@ -30,7 +30,7 @@ from .registry import FORMAT_VERSION, HEADER, MAX_REGISTRY_BYTES
 from .yamltext import read_scalar
 
 # Versioned: a later model_filer that validates more does not trust what this one recorded.
-VERIFIED_DIR = os.path.join("verified", "v1")
+VERIFIED_DIR = os.path.join("verified", "v2")  # v2: a key must name its sha256
 KEEP = 4096  # records kept (most recently written); older ones are removed now and then
 _OID_RE = re.compile(r"[0-9a-f]{40}")
 # Canonical form (registry_text): entries follow "models:", one block each, its name on a line

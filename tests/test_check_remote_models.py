@@ -84,7 +84,8 @@ def test_a_deleted_object_is_refused_and_listed(repo, filer, hook_env, capsys):
     assert f"{REGISTRY} at {head(repo)[:10]}: prices:" in out
     assert "is missing from the remote" in out
     assert "churn" not in out
-    assert "model-filer push --dir DIR NAME" in out
+    assert "model-filer push --dir models prices " in out  # real folder and name
+    assert "model-filer rm --dir models prices," in out
 
 
 def test_a_size_mismatch_is_refused(repo, filer, hook_env, capsys):
@@ -322,3 +323,26 @@ def test_list_sizes_of_a_missing_store_says_so(tmp_path, s3_env):
         model_filer(tmp_path / "m", tmp_path / "unmounted").remote.list_sizes("")
     with pytest.raises(BucketNotFoundError, match="Create it"):
         Filer(tmp_path / "m", "s3://no-such-bucket-mf13/p").remote.list_sizes("a")
+
+
+def test_pre_commits_first_push_names_only_the_local_ref(hook_env):
+    """A push that includes the root commit: pre-commit sets no TO_REF, only the ref."""
+    hook_env.setenv("PRE_COMMIT", "1")
+    hook_env.setenv("PRE_COMMIT_LOCAL_BRANCH", "refs/heads/main")
+    assert pushed_revisions(None) == ["refs/heads/main"]
+    hook_env.delenv("PRE_COMMIT_LOCAL_BRANCH")
+    assert pushed_revisions(None) == ["HEAD"]  # pre-commit named none
+
+
+def test_a_first_push_under_pre_commit_checks_the_registries_at_the_ref(
+    repo, filer, hook_env, capsys
+):
+    object_of(filer, "churn").unlink()
+    hook_env.setenv("PRE_COMMIT", "1")
+    hook_env.setenv("PRE_COMMIT_LOCAL_BRANCH", "refs/heads/main")
+
+    assert main(["origin", "/srv/git/repo.git"]) == 1
+
+    out = capsys.readouterr().out
+    assert f"{REGISTRY} at refs/heads/main: churn: " in out
+    assert "prices" not in out

@@ -220,9 +220,19 @@ def test_with_the_driver_a_real_conflict_is_reported(repo, remote):
     assert merged.returncode != 0
     out = merged.stdout + merged.stderr
     assert f"{REGISTRY}: shared changed differently on both branches" in out
+    assert "both versions are left between conflict markers" in out
     assert "CONFLICT" in out
-    # The file still parses (ours kept for the conflicting entry), so tools keep working.
-    assert "<<<<<<<" not in (repo / REGISTRY).read_text()
+    # Both versions of the one conflicting entry, whole, between markers; the rest merged.
+    text = (repo / REGISTRY).read_text()
+    head, _, rest = text.partition("<<<<<<< ours\n")
+    mine, _, rest = rest.partition("=======\n")
+    theirs, _, tail = rest.partition(">>>>>>> theirs\n")
+    assert "  base_model:\n" in head and "<<<<<<<" not in tail
+    assert mine.startswith("  shared:\n") and theirs.startswith("  shared:\n")
+    assert mine != theirs
+    # A plain `git add` cannot keep one side silently: the registry does not parse.
+    with pytest.raises(RegistryError, match=f"git checkout -m -- {REGISTRY}"):
+        parse((repo / REGISTRY).read_bytes(), REGISTRY, filename=REGISTRY)
 
 
 def test_the_cli_form_installs_only_the_driver(repo, remote):
@@ -271,3 +281,14 @@ def test_a_folder_with_spaces(repo, remote):
     assert merged.returncode == 0, merged.stdout + merged.stderr
     names = [e.name for e in model_filer(folder, remote).list_files()]
     assert names == ["base_model", "model_b", "model_c"]
+
+
+@pytest.mark.parametrize("deleted_on", ["ours", "theirs"])
+def test_a_conflict_with_a_deletion_leaves_an_empty_side(deleted_on):
+    new = changed(A, "4")
+    ours, theirs = (reg(B), reg(new, B)) if deleted_on == "ours" else (reg(new, B), reg(B))
+    text = merge(reg(A, B), ours, theirs).text().decode()
+    mine, _, theirs_text = text.partition("<<<<<<< ours\n")[2].partition("=======\n")
+    theirs_text = theirs_text.partition(">>>>>>> theirs\n")[0]
+    assert (mine, theirs_text)[0 if deleted_on == "ours" else 1] == ""
+    assert "  b:\n" in text.split(">>>>>>> theirs\n")[1]  # the rest stays merged

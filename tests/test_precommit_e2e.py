@@ -513,3 +513,98 @@ def test_the_readme_config_works_as_pasted_and_autoupdate_pins_it(
     assert "mutable reference" not in pre_commit("install-hooks")
     pre_commit("install")
     assert (user / ".git" / "hooks" / "post-checkout").is_file()
+
+
+# -- a repository's first push (issue 18, item 5) ----------------------------------------------
+def test_a_first_push_of_a_registry_naming_a_missing_model_is_refused(team, s3_client, s3_env):
+    """pre-commit gives no range for a push that includes the root commit: only the ref."""
+    alice = init_repo(team.tmp / "alice")
+    (alice / ".pre-commit-config.yaml").write_text(team.config)
+    team.run(alice, PRE_COMMIT, "install")
+    filer = team.filer(alice)
+    filer.dump({"v": 1}, "churn", push=True)
+    team.commit(alice, "hooks and a model")
+    entry = filer.list_files()[0]
+    prefix = team.address.removeprefix(f"s3://{s3_env.bucket}/")
+    s3_client.delete_object(Bucket=s3_env.bucket, Key=f"{prefix}/{entry.key}")
+    git(alice, "remote", "add", "origin", str(team.origin))
+
+    refused = team.git(alice, "push", "-u", "origin", "main", check=False)
+
+    assert refused.returncode != 0, output(refused)
+    text = output(refused)
+    assert "push refused" in text
+    assert f"{REGISTRY} at refs/heads/main: churn: " in text
+    assert "churn:" in text and "is missing from the remote" in text
+    assert git(team.origin, "branch", "--list", "main").stdout.strip() == ""
+
+    filer.push("churn")  # the file is still here: push repairs the remote
+    team.git(alice, "push", "-u", "origin", "main")
+
+
+# -- the merge driver in a fresh clone (issue 18, item 3) --------------------------------------
+def _fresh_clone_with_two_branches(team: Team) -> tuple[Path, str]:
+    """bob's clone, made through pre-commit's template folder (the hooks run during the
+    clone), with branches left and right that each add a model; and a PATH that has no
+    model-filer command."""
+    alice = team.founder()
+    team.run(alice, MODEL_FILER, "install-hooks", "--merge-driver-only")
+    team.filer(alice).dump({"v": 0}, "base", push=True)
+    team.commit(alice, "merge driver and a first model")
+    team.git(alice, "push", "-q")
+    template = team.tmp / "git-template"
+    team.run(alice, PRE_COMMIT, "init-templatedir", str(template))
+    cloned = team.git(team.tmp, "clone", "--template", str(template), str(team.origin), "bob")
+    assert "set up the registry merge driver in this clone" in output(cloned)
+    bob = team.tmp / "bob"
+    for branch, name in (("left", "model_b"), ("right", "model_c")):
+        team.git(bob, "checkout", "-q", "-b", branch, "main")
+        team.filer(bob).dump({"v": name}, name, push=True)
+        team.commit(bob, f"add {name}")
+    team.git(bob, "checkout", "-q", "left")
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "model-filer").exists()
+    )
+    return bob, path
+
+
+def test_a_fresh_clone_merges_two_branches_that_each_added_a_model(team):
+    """No `model-filer install-hooks` in the clone, no model-filer on PATH: the checkout hook
+    that `git clone` runs sets the driver up from the committed .gitattributes."""
+    bob, path = _fresh_clone_with_two_branches(team)
+    driver = git(bob, "config", "merge.model-filer-registry.driver").stdout
+    assert str(team.home) in driver  # the hook environment's Python, found again at merge time
+
+    merged = team.git(bob, "merge", "--no-edit", "right", check=False, PATH=path)
+
+    assert merged.returncode == 0, output(merged)
+    assert "CONFLICT" not in output(merged)
+    assert [e.name for e in team.filer(bob).list_files()] == ["base", "model_b", "model_c"]
+
+
+def test_a_clone_whose_driver_is_gone_gets_markers_the_commit_hook_refuses(team):
+    """The driver's Python deleted (`pre-commit gc`), none on PATH: markers, never "ours"."""
+    bob, path = _fresh_clone_with_two_branches(team)
+    driver = git(bob, "config", "merge.model-filer-registry.driver").stdout.strip()
+    gone = driver.replace(str(team.home), str(team.tmp / "deleted-pre-commit-home"))
+    git(bob, "config", "merge.model-filer-registry.driver", gone)
+
+    merged = team.git(bob, "merge", "--no-edit", "right", check=False, PATH=path)
+
+    assert merged.returncode != 0
+    assert f"git checkout -m -- {REGISTRY}" in output(merged)
+    assert "<<<<<<< " in (bob / REGISTRY).read_text()
+    git(bob, "add", REGISTRY)
+    refused = team.git(bob, "commit", "--no-edit", check=False, PATH=path)
+    assert refused.returncode != 0
+    assert "unresolved merge conflict markers" in output(refused)
+    assert f"git checkout -m -- {REGISTRY}" in output(refused)
+
+    team.run(bob, MODEL_FILER, "install-hooks", "--merge-driver-only")  # the recovery
+    # (pre-commit's post-checkout hook refuses to run while a path is unmerged, so the
+    # command's status is 1; the file is merged again all the same.)
+    team.git(bob, "checkout", "-m", "--", REGISTRY, check=False)
+    assert "<<<<<<<" not in (bob / REGISTRY).read_text()
+    git(bob, "add", REGISTRY)
+    team.git(bob, "commit", "--no-edit")
+    assert [e.name for e in team.filer(bob).list_files()] == ["base", "model_b", "model_c"]

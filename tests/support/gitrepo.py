@@ -85,9 +85,10 @@ def sample_entry(name: str, state: str = "synced", size: int = 10, **fields: Any
         "serializer": "pickle-5",
         "created": "2024-01-01T00:00:00+00:00",
         "python": "3.11.9",
-        "key": f"{name}/{'ab' * 32}.pkl" if state == "synced" else None,
     }
     values.update(fields)
+    if "key" not in fields:  # the key names the bytes' hash, as every key model_filer writes
+        values["key"] = f"{name}/{values['sha256']}.pkl" if state == "synced" else None
     return Entry(**values)
 
 
