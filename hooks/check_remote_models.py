@@ -21,9 +21,9 @@ from model_filer.hookapi import (
     Entry,
     ModelFilerError,
     Remote,
+    fetch_address,
     get_remote,
     open_repo,
-    override_of,
     parse,
     registries_at,
 )
@@ -126,8 +126,9 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
             where = f"{path} at {rev[:10]}"
             try:
                 reg = parse(text, where, filename=path)
-                here = override_of(top / path, reg, top)  # the share's path on this machine
-                key = (reg.remote_type, here.address if here else reg.remote_address)
+                # Where this clone reaches the remote (the share's path on this machine),
+                # or a refusal: an untrusted remote is not asked about the pushed models.
+                key = (reg.remote_type, fetch_address(top / path, reg, action="check"))
                 if key not in remotes:
                     remotes[key] = get_remote(*key, FAIL_FAST)
             except ModelFilerError as exc:
