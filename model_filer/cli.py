@@ -68,7 +68,7 @@ def _found(args: argparse.Namespace) -> list[Path]:
             f"No registry under {root.resolve()}. Pass the model folder with --dir, or dump a "
             "model first."
         )
-    if args.remote_address and len(found) > 1:
+    if getattr(args, "remote_address", None) and len(found) > 1:
         raise ModelFilerError(
             f"--remote-address names one remote, but {len(found)} registries were found "
             f"({_listed(found)}). Pass the model folder with --dir."
