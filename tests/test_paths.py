@@ -91,10 +91,10 @@ def test_pull_by_name_from_the_root_fetches_from_the_registry_that_holds_it(
 
 
 def test_verify_log_and_push_from_the_root_read_every_registry(
-    clone: Path, capsys: pytest.CaptureFixture[str]
+    clone: Path, remote: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli(["pull", "--all"]) == 0
-    Filer("nested/artifacts").dump({"a": 3}, "draft")
+    Filer("nested/artifacts", str(remote), "local").dump({"a": 3}, "draft")
     capsys.readouterr()
 
     assert cli(["verify"]) == 0
@@ -109,10 +109,10 @@ def test_verify_log_and_push_from_the_root_read_every_registry(
 
 # -- commands that delete or trust act only on registries they are told about ---------------------
 def test_rm_locals_without_dir_lists_what_it_would_remove_and_asks_for_all(
-    clone: Path, capsys: pytest.CaptureFixture[str]
+    clone: Path, remote: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    Filer("models").dump({"d": 1}, "draft")
-    Filer("nested/artifacts").dump({"d": 2}, "scratch")
+    Filer("models", str(remote), "local").dump({"d": 1}, "draft")
+    Filer("nested/artifacts", str(remote), "local").dump({"d": 2}, "scratch")
     capsys.readouterr()
 
     assert cli(["rm", "--locals"]) == 2
@@ -121,14 +121,19 @@ def test_rm_locals_without_dir_lists_what_it_would_remove_and_asks_for_all(
     assert "models/.local_registry: draft" in err
     assert "nested/artifacts/.local_registry: scratch" in err
     assert "--dir" in err and "`model-filer rm --locals --all`" in err
-    assert {e.name for e in Filer("models").list_files()} == {"churn", "draft"}
+    assert {e.name for e in Filer("models", str(remote), "local").list_files()} == {
+        "churn",
+        "draft",
+    }
     assert cli(["rm", "--locals", "--all"]) == 0
-    assert {e.name for e in Filer("models").list_files()} == {"churn"}
-    assert {e.name for e in Filer("nested/artifacts").list_files()} == {"vocab"}
+    assert {e.name for e in Filer("models", str(remote), "local").list_files()} == {"churn"}
+    assert {e.name for e in Filer("nested/artifacts", str(remote), "local").list_files()} == {
+        "vocab"
+    }
 
 
 def test_rm_inside_a_model_folder_still_needs_dir(
-    clone: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    clone: Path, remote: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(clone / "models")
 
@@ -136,13 +141,13 @@ def test_rm_inside_a_model_folder_still_needs_dir(
 
     assert "`model-filer rm churn --all`" in capsys.readouterr().err
     assert cli(["rm", "--dir", ".", "churn"]) == 0
-    assert Filer(".").list_files() == []
+    assert Filer(".", str(remote), "local").list_files() == []
 
 
 def test_gc_delete_without_dir_lists_the_objects_and_asks_for_all(
     clone: Path, remote: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    filer = Filer("models")
+    filer = Filer("models", str(remote), "local")
     filer.dump({"tmp": 1}, "tmp", push=True)
     key = filer.list_files()[1].key
     assert key is not None and key.startswith("tmp/")
