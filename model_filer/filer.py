@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import serializers, verified
-from .errors import ImmutableEntryError, ModelExistsError, StoreError, UnknownModelError
+from .errors import (
+    ImmutableEntryError,
+    ModelExistsError,
+    ModelFilerError,
+    StoreError,
+    UnknownModelError,
+)
 from .files import ensure_gitignore
 from .folder import ModelFolder
 from .names import check_name
@@ -104,7 +110,10 @@ class Filer:
             from .remote_trust import vouch
 
             self._vouch = False
-            vouch(self.registry_path, self.folder.peek(), self.remote.address)
+            # The registry is written: a git config that cannot take the record must not
+            # turn the done dump into an error (`model-filer remote trust` records it later).
+            with contextlib.suppress(ModelFilerError):
+                vouch(self.registry_path, self.folder.peek(), self.remote.address)
 
     def _new_registry(self) -> Registry:
         return Registry(self.remote_type, self.remote.address, remote_id=self.remote.identity())

@@ -300,3 +300,25 @@ def test_the_seed_signature_keeps_working(team: Team, tmp_path: Path) -> None:
     assert Filer(str(team.consumer / "artifacts"), str(team.share), "local").load("vocab") == {
         "vocab": 2
     }
+
+
+# -- recording trust never fails the work it follows -------------------------------------------
+def test_first_dumps_from_many_processes_of_a_fresh_clone_all_succeed_and_vouch(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process's first write records trust in the clone's git config at once; git
+    refuses a config write while another holds its lock, which must not fail a dump."""
+    from tests.test_concurrency import run_together
+
+    repo = init_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    folders = [f"models{i}" for i in range(8)]
+
+    def dump(folder: str) -> str:
+        Filer(folder, str(remote), "local").dump({"f": folder}, "m")
+        return folder
+
+    assert sorted(run_together([lambda f=f: dump(f) for f in folders])) == folders
+
+    for folder in folders:
+        assert Filer(folder).remote.address == str(remote)  # every registry was vouched for
