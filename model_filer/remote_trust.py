@@ -166,15 +166,16 @@ def _bootstrap(clone: Clone) -> Clone:
     return clone._replace(since=commit or "none")
 
 
-def _clone_of(registry_path: Path) -> tuple[Clone, str] | None:
-    """This clone's trust (recorded once) and the registry's path in it; ``None`` outside git."""
+def _clone_of(registry_path: Path, decide: bool = True) -> tuple[Clone, str] | None:
+    """This clone's trust and the registry's path in it; ``None`` outside git. Before a
+    decision (``decide``) the clone's own registries are recorded, once."""
     found = repo_prefix(registry_path.parent)
     if found is None:
         return None
     clone = _read(found[0])
     if clone is None:
         return None
-    return _bootstrap(clone), found[1] + registry_path.name
+    return (_bootstrap(clone) if decide else clone), found[1] + registry_path.name
 
 
 def fetch_address(
@@ -279,7 +280,7 @@ def vouch(registry_path: Path, reg: Registry, address: str) -> None:
     only when it is the one the registry records (not a per-machine path), and never replaces
     an override set with ``model-filer remote set``.
     """
-    found = _clone_of(registry_path)
+    found = _clone_of(registry_path, decide=False)  # (a dump need not wait for that)
     if found is None:
         return
     clone, path = found
