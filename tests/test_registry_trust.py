@@ -6,7 +6,6 @@ a consumer clones. Pull requests then add registries, swap them or move their re
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from model_filer_hooks.prefetch_models import main as prefetch
 from model_filer import Filer
 from model_filer.cli import main as cli
 from model_filer.errors import RegistryError, RemoteMismatchError, UntrustedRemoteError
-from model_filer.hashing import sha256_file
-from model_filer.names import object_key
 from model_filer.registry import Registry
 from tests.support.gitrepo import (
     NULL_SHA,
@@ -27,7 +24,6 @@ from tests.support.gitrepo import (
     head,
     init_repo,
     model_files,
-    sample_entry,
 )
 from tests.support.machines import another_machine
 
@@ -71,29 +67,24 @@ def _clone_hook(consumer: Path) -> int:
     return prefetch(["--hook-stage", "post-checkout", NULL_SHA, head(consumer), "1"])
 
 
-def _evil_folder(registry: Registry, name: str) -> None:
-    """An attacker's folder holding a pickle, recorded as ``name`` in ``registry``."""
-    folder = Path(registry.remote_address)
-    folder.mkdir(exist_ok=True)
-    bad = folder / "bad.pkl"
-    bad.write_bytes(pickle.dumps(EVIL, protocol=5))
-    sha = sha256_file(bad)
-    key = object_key(name, sha)
-    (folder / key).parent.mkdir(parents=True, exist_ok=True)
-    bad.rename(folder / key)
-    size = (folder / key).stat().st_size
-    registry.entries[name] = sample_entry(name, sha256=sha, size=size, key=key)
-
-
 def _pull_request(
-    team: Team, branch: str, folder: str, evil: Path, drop: str | None = None
+    team: Team,
+    branch: str,
+    folder: str,
+    evil: str,
+    remote_type: str = "local",
+    drop: str | None = None,
 ) -> None:
-    """On the producer: a branch adding ``folder/.local_registry`` naming ``evil``."""
+    """On the producer: a branch adding ``folder``'s registry naming ``evil``, where the
+    attacker pushed a pickle (from a machine of theirs: a folder outside any repository)."""
+    if remote_type == "local":
+        Path(evil).mkdir(exist_ok=True)
+    attacker = team.tmp / f"attacker-{branch}"
+    Filer(attacker, evil, remote_type).dump(EVIL, "m", push=True)
     git(team.producer, "checkout", "-q", "-b", branch)
-    reg = Registry("local", str(evil))
-    _evil_folder(reg, "m")
     (team.producer / folder).mkdir(exist_ok=True)
-    (team.producer / folder / ".local_registry").write_bytes(reg.dumps())
+    name = f".{remote_type}_registry"
+    (team.producer / folder / name).write_bytes((attacker / name).read_bytes())
     if drop is not None:
         git(team.producer, "rm", "-q", drop)
     commit(team.producer, f"add {folder}")
@@ -136,28 +127,32 @@ def test_the_author_pushes_to_both_remotes_the_filer_was_given(
 
 
 # -- registries first seen through a merge -----------------------------------------------------
+@pytest.mark.parametrize("remote_type", ["s3", "local"])
 def test_a_pull_request_adding_a_registry_that_names_a_new_remote_is_refused_everywhere(
-    team: Team, capsys: pytest.CaptureFixture[str]
+    team: Team, capsys: pytest.CaptureFixture[str], remote_type: str
 ) -> None:
     assert _clone_hook(team.consumer) == 0
-    evil = team.tmp / "evil-share"
-    _pull_request(team, "evil", "evil", evil)
+    evil = team.s3 + "-evil" if remote_type == "s3" else str(team.tmp / "evil-share")
+    _pull_request(team, "evil", "evil", evil, remote_type)
+    registry = f"evil/.{remote_type}_registry"
     capsys.readouterr()
 
     assert team.merge_from_producer("evil") == 0  # a merge never fails for it
 
     out = capsys.readouterr().out
-    assert "evil/.local_registry names local remote" in out
+    assert f"{registry} names {remote_type} remote {evil}" in out
     assert "Nothing was fetched from it" in out
     assert "model-filer remote trust --dir evil" in out
     assert not (team.consumer / "evil" / "m.pkl").exists()
     # The CLI, the library and the pre-push check ask the same question.
     assert cli(["pull", "--dir", "evil", "--all"]) == 2
     assert "model-filer remote trust --dir evil" in capsys.readouterr().err
+    assert cli(["push", "--dir", "evil", "--all"]) == 2
+    assert "Nothing was pushed to it" in capsys.readouterr().err
     with pytest.raises(UntrustedRemoteError, match="remote trust --dir"):
         Filer(team.consumer / "evil")
     problems = check([head(team.consumer)])
-    assert len(problems) == 1 and "evil/.local_registry" in problems[0]
+    assert len(problems) == 1 and registry in problems[0]
     assert "was not asked whether it holds the pushed models" in problems[0]
     assert not (team.consumer / "evil" / "m.pkl").exists()
 
@@ -165,7 +160,7 @@ def test_a_pull_request_adding_a_registry_that_names_a_new_remote_is_refused_eve
 def test_a_refused_push_says_nothing_was_pushed(
     team: Team, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _pull_request(team, "evil", "evil", team.tmp / "evil-share")
+    _pull_request(team, "evil", "evil", str(team.tmp / "evil-share"))
     team.merge_from_producer("evil")
     capsys.readouterr()
 
@@ -180,7 +175,7 @@ def test_a_pull_request_swapping_the_s3_registry_for_a_local_one_fetches_nothing
     team: Team, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _clone_hook(team.consumer) == 0
-    evil = team.tmp / "evil-share"
+    evil = str(team.tmp / "evil-share")
     _pull_request(team, "swap", "models", evil, drop="models/.s3_registry")
     (team.consumer / "models" / "churn.pkl").unlink()
     capsys.readouterr()
@@ -198,7 +193,7 @@ def test_a_pull_request_swapping_the_s3_registry_for_a_local_one_fetches_nothing
 def test_trusting_a_new_registry_lets_the_cli_fetch_it(
     team: Team, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    evil = team.tmp / "their-share"
+    evil = str(team.tmp / "their-share")
     _pull_request(team, "theirs", "theirs", evil)
     team.merge_from_producer("theirs")
 
@@ -255,12 +250,12 @@ def test_a_merge_moving_a_known_registry_to_another_trusted_remote_stays_refused
 def test_a_filer_given_an_address_pushes_without_asking_and_vouches_for_the_registry(
     team: Team, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    evil = team.tmp / "their-share"
+    evil = str(team.tmp / "their-share")
     _pull_request(team, "theirs", "theirs", evil)
     team.merge_from_producer("theirs")
     assert cli(["pull", "--dir", "theirs", "--all"]) == 2
 
-    Filer(team.consumer / "theirs", str(evil), "local").dump({"mine": 1}, "mine", push=True)
+    Filer(team.consumer / "theirs", evil, "local").dump({"mine": 1}, "mine", push=True)
 
     assert cli(["pull", "--dir", "theirs", "--all"]) == 0
     assert cli(["push", "--dir", "theirs", "--all"]) == 0
