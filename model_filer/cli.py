@@ -7,6 +7,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,6 +79,11 @@ def _found(args: argparse.Namespace) -> list[Path]:
 
 def _listed(paths: Sequence[Path]) -> str:
     return ", ".join(str(p) for p in paths)
+
+
+def _dir_option(args: argparse.Namespace) -> str:
+    """`` --dir D`` as the user passed it, for a command shown in a message; else nothing."""
+    return f" --dir {shlex.quote(args.dir)}" if args.dir is not None else ""
 
 
 def _label(args: argparse.Namespace, path: Path) -> str:
@@ -229,8 +235,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     if args.locals and (args.names or args.remote):
         raise ModelFilerError(
-            "rm --locals removes every local model: run `model-filer rm --locals` alone, "
-            "without names or --remote."
+            f"rm --locals removes every local model: run `model-filer rm{_dir_option(args)} "
+            "--locals` alone, without names or --remote."
         )
     if not args.locals and not args.names:
         raise ModelFilerError("Pass the names of the models to remove, or --locals.")
@@ -511,10 +517,17 @@ def _remote_set(args: argparse.Namespace) -> int:
     from .remotes import get_remote
 
     if args.dir is None:
+        local = [p for p in find_registries(Path(".")) if remote_type_of(p.name) == "local"]
+        example = (
+            f"`model-filer remote set --dir {shlex.quote(str(local[0].parent))} "
+            f"{shlex.quote(args.address)}`"
+            if local
+            else "`model-filer status` lists the model folders (none with a local-folder "
+            "remote here)"
+        )
         raise ModelFilerError(
-            f"remote set needs the model folder whose remote is at {args.address} on this "
-            f"machine: `model-filer remote set --dir models {args.address}` (`model-filer "
-            "status` lists the folders)."
+            f"remote set needs --dir: the model folder whose remote is at {args.address} on "
+            f"this machine. E.g. {example}."
         )
     path = _registry(args.dir, args.remote_type)
     reg = read_registry(path)

@@ -181,3 +181,25 @@ def test_remote_trust_without_dir_lists_the_registries_and_asks_for_all(
     assert cli(["pull", "--dir", "extra", "--all"]) == 2  # still untrusted
     assert cli(["remote", "trust", "--all"]) == 0
     assert "for extra/.local_registry's models" in capsys.readouterr().out
+
+
+def test_remote_set_without_dir_names_a_real_folder_to_pass(
+    clone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["remote", "set", str(tmp_path)]) == 2
+
+    err = capsys.readouterr().err
+    assert "remote set needs --dir" in err
+    assert f"`model-filer remote set --dir models {tmp_path}`" in err
+    assert "Traceback" not in err
+
+
+def test_a_remote_address_with_several_registries_found_needs_dir(
+    clone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["pull", "--all", "--remote-address", str(tmp_path)]) == 2
+
+    err = capsys.readouterr().err
+    assert "--remote-address names one remote, but 2 registries were found" in err
+    assert "models/.local_registry, nested/artifacts/.local_registry" in err
+    assert model_files(clone / "models") == []
