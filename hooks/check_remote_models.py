@@ -128,7 +128,8 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
                 reg = parse(text, where, filename=path)
                 # Where this clone reaches the remote (the share's path on this machine),
                 # or a refusal: an untrusted remote is not asked about the pushed models.
-                key = (reg.remote_type, fetch_address(top / path, reg, action="check"))
+                folder = os.path.dirname(path) or "."
+                key = (reg.remote_type, fetch_address(top / path, reg, folder, "check"))
                 if key not in remotes:
                     remotes[key] = get_remote(*key, FAIL_FAST)
             except ModelFilerError as exc:
@@ -155,7 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"check-remote-models: {exc}", file=sys.stderr)
         return 1
     if problems:
-        print("model_filer: push refused: registries name models their remote does not have:")
+        print(
+            "model_filer: push refused: registries name models their remote does not have, "
+            "or remotes this clone does not trust:"
+        )
         print("\n".join(problems))
         print(
             "  fix: on the machine that has them, `model-filer push --dir DIR NAME`, or "

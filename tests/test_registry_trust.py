@@ -154,6 +154,7 @@ def test_a_pull_request_adding_a_registry_that_names_a_new_remote_is_refused_eve
     problems = check([head(team.consumer)])
     assert len(problems) == 1 and registry in problems[0]
     assert "was not asked whether it holds the pushed models" in problems[0]
+    assert "`model-filer remote trust --dir evil`" in problems[0]
     assert not (team.consumer / "evil" / "m.pkl").exists()
 
 
