@@ -91,15 +91,12 @@ def _label(args: argparse.Namespace, path: Path) -> str:
     return str(args.dir) if args.dir is not None else str(path.parent)
 
 
-def _filer(
-    args: argparse.Namespace, path: Path | None = None, action: Action | None = "fetch"
-) -> Filer:
+def _filer(args: argparse.Namespace, path: Path, action: Action | None = "fetch") -> Filer:
     """A registry's Filer: at --remote-address, else at the address this clone trusts for it
     (``action``: what is about to be done with the remote), or this machine's address
     (``action=None``: commands that never reach the remote)."""
     from .remote_trust import local_filer, trusted_filer
 
-    path = path if path is not None else _registry(args.dir or ".", args.remote_type)
     if args.remote_address:
         return filer_for(path, args.remote_address, typed=True)
     if action is None:

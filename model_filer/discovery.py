@@ -78,6 +78,4 @@ def filer_for(
         remote_address = read_registry(path).remote_address
     elif not path.is_file():  # the Filer reads (and checks) the registry once itself
         raise _no_registry(path)
-    filer = Filer(path.parent, remote_address, remote_type=rtype, network=network)
-    filer._vouch = typed
-    return filer
+    return Filer(path.parent, remote_address, remote_type=rtype, network=network, _vouch=typed)

@@ -74,11 +74,13 @@ class Filer:
         *,
         network: Network = PATIENT,
         store: ObjectStore | None = None,
+        _vouch: bool = True,
     ) -> None:
         # Once, here: a relative folder must not follow a later os.chdir.
         self.local_dir = Path(os.path.abspath(Path(local_dir).expanduser()))
-        # Whether writes vouch for the registry's remote (an address the user typed).
-        self._vouch = remote_address is not None
+        # Whether writes vouch for the registry's remote: an address the user typed (not one
+        # the CLI or a hook read from the registry: ``_vouch=False``).
+        self._vouch = _vouch and remote_address is not None
         if remote_address is None:
             remote_type, remote_address = self._registry_remote(remote_type)
         remote_type = "s3" if remote_type is None else remote_type

@@ -318,3 +318,17 @@ def test_first_dumps_from_many_processes_of_a_fresh_clone_all_succeed_and_vouch(
 
     for folder in folders:
         assert Filer(folder).remote.address == str(remote)  # every registry was vouched for
+
+
+def test_a_cli_command_writing_an_untrusted_registry_does_not_make_it_trusted(
+    team: Team, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only an address the user typed vouches: ``rm`` writes the registry with the address
+    the registry itself records."""
+    _pull_request(team, "evil", "evil", str(team.tmp / "evil-share"))
+    team.merge_from_producer("evil")
+
+    assert cli(["rm", "--dir", "evil", "m"]) == 0  # the registry is written
+
+    assert cli(["pull", "--dir", "evil", "--all"]) == 2
+    assert "model-filer remote trust --dir evil" in capsys.readouterr().err
