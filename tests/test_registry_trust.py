@@ -332,3 +332,17 @@ def test_a_cli_command_writing_an_untrusted_registry_does_not_make_it_trusted(
 
     assert cli(["pull", "--dir", "evil", "--all"]) == 2
     assert "model-filer remote trust --dir evil" in capsys.readouterr().err
+
+
+def test_a_filer_without_an_address_uses_this_machines_path_of_the_share(
+    team: Team, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mounted = team.tmp / "Volumes" / "share"
+    mounted.parent.mkdir()
+    team.share.rename(mounted)  # this machine mounts the team's share elsewhere
+    assert cli(["remote", "set", "--dir", "artifacts", str(mounted)]) == 0
+
+    filer = Filer("artifacts")
+
+    assert filer.remote.address == str(mounted)
+    assert filer.load("vocab") == {"vocab": 2}
