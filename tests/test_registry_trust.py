@@ -346,3 +346,20 @@ def test_a_filer_without_an_address_uses_this_machines_path_of_the_share(
 
     assert filer.remote.address == str(mounted)
     assert filer.load("vocab") == {"vocab": 2}
+
+
+def test_registries_merged_before_model_filer_first_runs_are_not_the_clones_own(
+    team: Team, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The clone's own registries are those of the commit ``git clone`` checked out (its
+    reflog), not whatever HEAD holds when model_filer first looks."""
+    _pull_request(team, "evil", "evil", str(team.tmp / "evil-share"))
+    git(team.consumer, "pull", "-q", "--no-rebase", "origin", "evil")  # no hooks installed
+
+    assert cli(["pull", "--all"]) == 2  # the first model_filer command in this clone
+
+    err = capsys.readouterr().err
+    assert "evil/.local_registry names local remote" in err
+    assert model_files(team.consumer / "models") == ["churn.pkl"]
+    assert model_files(team.consumer / "artifacts") == ["vocab.pkl"]
+    assert model_files(team.consumer / "evil") == []
