@@ -23,9 +23,9 @@ from model_filer.hookapi import (
     Entry,
     ModelFilerError,
     Remote,
+    fetch_address,
     get_remote,
     open_repo,
-    override_of,
     parse,
     registries_at,
 )
@@ -162,8 +162,10 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
             folder_of[where] = posixpath.dirname(path) or "."
             try:
                 reg = parse(text, where, filename=path)
-                here = override_of(top / path, reg, top)  # the share's path on this machine
-                key = (reg.remote_type, here.address if here else reg.remote_address)
+                # Where this clone reaches the remote (the share's path on this machine),
+                # or a refusal: an untrusted remote is not asked about the pushed models.
+                folder = os.path.dirname(path) or "."
+                key = (reg.remote_type, fetch_address(top / path, reg, folder, "check"))
                 if key not in remotes:
                     remotes[key] = get_remote(*key, FAIL_FAST)
             except ModelFilerError as exc:
@@ -194,7 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"check-remote-models: {exc}", file=sys.stderr)
         return 1
     if problems:
-        print("model_filer: push refused: registries name models their remote does not have:")
+        print(
+            "model_filer: push refused: registries name models their remote does not have, "
+            "or remotes this clone does not trust:"
+        )
         print("\n".join(problems))
         return 1
     return 0

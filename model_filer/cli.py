@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .discovery import filer_for, find_registries, read_registry, registries_in
@@ -19,6 +20,9 @@ from .filer import Filer
 from .files import registry_filename, remote_type_of
 from .hashing import HashCache
 from .registry import Entry
+
+if TYPE_CHECKING:
+    from .remote_trust import Action
 
 USER_ERROR = 2
 
@@ -57,15 +61,93 @@ def _registry(folder: str, remote_type: str | None) -> Path:
     return found[0]
 
 
-def _filer(args: argparse.Namespace, fetch: bool = True) -> Filer:
-    """The folder's Filer: at --remote-address, else where this clone trusts (transfers) or
-    this machine's address (commands that transfer nothing)."""
+def _found(args: argparse.Namespace) -> list[Path]:
+    """The registries a command acts on: --dir's, else every one under the current folder,
+    found the way ``status`` finds them."""
+    if args.dir is not None:
+        return [_registry(args.dir, args.remote_type)]
+    root = Path(".")
+    found = [p for p in find_registries(root) if args.remote_type in (None, remote_type_of(p.name))]
+    if not found:
+        raise ModelFilerError(
+            f"No registry under {root.resolve()}. Pass the model folder with --dir, or dump a "
+            "model first."
+        )
+    if getattr(args, "remote_address", None) and len(found) > 1:
+        raise ModelFilerError(
+            f"--remote-address names one remote, but {len(found)} registries were found "
+            f"({_listed(found)}). Pass the model folder with --dir."
+        )
+    return found
+
+
+def _listed(paths: Sequence[Path]) -> str:
+    return ", ".join(str(p) for p in paths)
+
+
+def _dir_option(args: argparse.Namespace) -> str:
+    """`` --dir D`` as the user passed it, for a command shown in a message; else nothing."""
+    return f" --dir {shlex.quote(args.dir)}" if args.dir is not None else ""
+
+
+def _label(args: argparse.Namespace, path: Path) -> str:
+    """The folder as the user would type it after --dir."""
+    return str(args.dir) if args.dir is not None else str(path.parent)
+
+
+def _filer(args: argparse.Namespace, path: Path, action: Action | None = "fetch") -> Filer:
+    """A registry's Filer: at --remote-address, else at the address this clone trusts for it
+    (``action``: what is about to be done with the remote), or this machine's address
+    (``action=None``: commands that never reach the remote)."""
     from .remote_trust import local_filer, trusted_filer
 
-    path = _registry(args.dir, args.remote_type)
     if args.remote_address:
-        return filer_for(path, args.remote_address)
-    return trusted_filer(path, args.dir) if fetch else local_filer(path)
+        return filer_for(path, args.remote_address, typed=True)
+    if action is None:
+        return local_filer(path)
+    return trusted_filer(path, _label(args, path), action=action)
+
+
+def _each(paths: Sequence[Path], run: Callable[[Path], int], headed: bool = False) -> int:
+    """Run a command for each registry; with several, a refusal of one does not stop the
+    others (each is reported, and the exit status is the worst). ``headed``: print each
+    registry's path before its output."""
+    if len(paths) == 1:
+        return run(paths[0])
+    worst = 0
+    for path in paths:
+        if headed:
+            print(f"== {path}")
+        try:
+            worst = max(worst, run(path))
+        except ModelFilerError as exc:
+            print(f"model-filer: error: {exc}", file=sys.stderr)
+            worst = USER_ERROR
+    return worst
+
+
+def _holding(paths: Sequence[Path], names: Sequence[str] | None) -> dict[Path, list[str] | None]:
+    """For each registry, the ``names`` it holds (``None``: all); names none holds refused."""
+    if names is None or len(paths) == 1:
+        return {p: None if names is None else list(names) for p in paths}
+    held = {p: [n for n in names if n in read_registry(p).entries] for p in paths}
+    missing = [n for n in names if not any(n in found for found in held.values())]
+    if missing:
+        raise ModelFilerError(
+            f"No registry found under {Path('.').resolve()} holds {', '.join(missing)} "
+            f"(searched: {_listed(paths)}). Check the names with `model-filer status`."
+        )
+    return {p: found for p, found in held.items() if found}
+
+
+def _ask_for_all(verb: str, touched: Sequence[str], again: str) -> None:
+    """Refuse to act on registries the command found by itself, saying what it would touch
+    (called only without --dir and --all)."""
+    lines = "\n".join(f"  {line}" for line in touched)
+    raise ModelFilerError(
+        f"{verb} acts only on registries you name, and found these by itself:\n{lines}\n"
+        f"Pass one folder with --dir, or run `model-filer {again} --all` for all of the above."
+    )
 
 
 def _names(args: argparse.Namespace, verb: str) -> list[str] | None:
@@ -115,48 +197,88 @@ def _presence(filer: Filer, entry: Entry, cache: HashCache) -> str:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    filer = _filer(args)
     names = _names(args, "push")
-    if names is None:
-        pushed = filer.push_all(jobs=args.jobs)
-    else:
-        for name in names:
-            filer.push(name)
-        pushed = names
-    print(f"Pushed {len(pushed)} model(s). Commit {filer.registry_path}.")
-    return 0
+    targets = _holding(_found(args), names)
+
+    def push(path: Path) -> int:
+        filer = _filer(args, path, action="push")
+        wanted = targets[path]
+        if wanted is None:
+            pushed = filer.push_all(jobs=args.jobs)
+        else:
+            for name in wanted:
+                filer.push(name)
+            pushed = wanted
+        print(f"Pushed {len(pushed)} model(s). Commit {path}.")
+        return 0
+
+    return _each(list(targets), push)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    filer = _filer(args)
-    report = filer.pull(_names(args, "pull"), jobs=args.jobs)
-    linked = f"; {len(report.linked)} linked from the local store" if report.linked else ""
-    print(f"Fetched {len(report.done)} model(s){linked}; {len(report.skipped)} already present.")
-    report.raise_failures("pull")
-    return 0
+    targets = _holding(_found(args), _names(args, "pull"))
+
+    def pull(path: Path) -> int:
+        filer = _filer(args, path)
+        report = filer.pull(targets[path], jobs=args.jobs)
+        linked = f"; {len(report.linked)} linked from the local store" if report.linked else ""
+        where = f" into {path.parent}" if len(targets) > 1 else ""
+        print(
+            f"Fetched {len(report.done)} model(s){where}{linked}; {len(report.skipped)} "
+            "already present."
+        )
+        report.raise_failures("pull")
+        return 0
+
+    return _each(list(targets), pull)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    filer = _filer(args, fetch=False)
+    if args.locals and (args.names or args.remote):
+        raise ModelFilerError(
+            f"rm --locals removes every local model: run `model-filer rm{_dir_option(args)} "
+            "--locals` alone, without names or --remote."
+        )
+    if not args.locals and not args.names:
+        raise ModelFilerError("Pass the names of the models to remove, or --locals.")
+    if args.dir is not None:
+        return _rm(args, _registry(args.dir, args.remote_type), args.names)
+    paths = _found(args)
+    found = {p: _locals(p) for p in paths} if args.locals else _holding(paths, args.names)
+    targets = {p: names for p, names in found.items() if names}
+    if not targets:
+        print(f"No local models in the registries under {Path('.').resolve()}; none removed.")
+        return 0
+    if not args.all:
+        what = "--locals" if args.locals else " ".join(args.names)
+        touched = [f"{p}: {', '.join(n or [])}" for p, n in targets.items()]
+        _ask_for_all("rm", touched, f"rm {what}{' --remote' if args.remote else ''}")
+    return _each(list(targets), lambda p: _rm(args, p, targets[p]))
+
+
+def _locals(path: Path) -> list[str]:
+    return sorted(n for n, e in read_registry(path).entries.items() if e.state == "local")
+
+
+def _rm(args: argparse.Namespace, path: Path, names: list[str] | None) -> int:
+    # Deleting remote objects reaches the remote: only one this clone trusts.
+    filer = _filer(args, path, action="delete" if args.remote else None)
     if args.locals:
-        if args.names or args.remote:
-            raise ModelFilerError(
-                "rm --locals removes every local model: run `model-filer rm --locals` alone, "
-                "without names or --remote."
-            )
         removed = filer.remove_locals()
         print(f"Removed {len(removed)} local model(s): {', '.join(removed) or 'none'}.")
         return 0
-    if not args.names:
-        raise ModelFilerError("Pass the names of the models to remove, or --locals.")
-    for name in args.names:
+    for name in names or []:
         filer.remove(name, remove_remote=args.remote)
-    print(f"Removed {', '.join(args.names)}{' and their remote objects' if args.remote else ''}.")
+    removed_remote = " and their remote objects" if args.remote else ""
+    print(f"Removed {', '.join(names or [])}{removed_remote}.")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    filer = _filer(args, fetch=False)
+    return _each(_found(args), lambda path: _verify(_filer(args, path, action=None)))
+
+
+def _verify(filer: Filer) -> int:
     bad = 0
     for entry in filer.list_files():
         path = filer.model_path(entry.name)
@@ -274,13 +396,17 @@ def _short(sha: str | None) -> str:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    if args.all == bool(args.name):
+        raise ModelFilerError("Pass one model NAME to `model-filer log`, or --all, not both.")
+    return _each(_found(args), lambda path: _log(args, path), headed=True)
+
+
+def _log(args: argparse.Namespace, path: Path) -> int:
     import json
 
     from .history import iso_date, log
 
-    if args.all == bool(args.name):
-        raise ModelFilerError("Pass one model NAME to `model-filer log`, or --all, not both.")
-    rows = log(_filer(args), None if args.all else args.name)
+    rows = log(_filer(args, path, action=None), None if args.all else args.name)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
@@ -296,11 +422,15 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    return _each(_found(args), lambda path: _diff(args, path), headed=True)
+
+
+def _diff(args: argparse.Namespace, path: Path) -> int:
     import json
 
     from .history import diff
 
-    rows = diff(_filer(args), args.rev1, args.rev2)
+    rows = diff(_filer(args, path, action=None), args.rev1, args.rev2)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
@@ -329,35 +459,82 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
     if args.grace < 0:
         raise ModelFilerError(f"--grace must be 0 or more days, got {args.grace:g}.")
-    filer = _filer(args)
+    from .remote_trust import remote_key
+
+    groups: dict[str, Path] = {}  # one plan per remote: it counts every registry naming it
+    for path in _found(args):
+        reg = read_registry(path)
+        groups.setdefault(remote_key(reg.remote_type, reg.remote_address, reg.remote_id), path)
     print(f"model-filer: {gc.UNFETCHED_WARNING}", file=sys.stderr)
-    found = gc.plan(filer, timedelta(days=args.grace))
-    for obj in found.candidates:
-        print(f"{obj.key}  {_human(obj.size)}  {obj.modified.isoformat(timespec='seconds')}")
-    count = len(found.candidates)
-    summary = (
-        f"{count} unreferenced object(s), {_human(found.total)} ({found.total} bytes) on "
-        f"{filer.remote.address}; kept {found.kept_named} named by {found.registries} "
-        f"registry version(s) and {found.kept_young} younger than {args.grace:g} day(s)."
-    )
-    if not args.delete:
-        print(summary + (" Run again with --delete to delete them." if count else ""))
+    asked = args.dir is not None or args.all
+    pending: list[str] = []
+
+    def one(path: Path) -> int:
+        filer = _filer(args, path, action="delete" if args.delete and asked else "fetch")
+        found = gc.plan(filer, timedelta(days=args.grace))
+        for obj in found.candidates:
+            print(f"{obj.key}  {_human(obj.size)}  {obj.modified.isoformat(timespec='seconds')}")
+        count = len(found.candidates)
+        summary = (
+            f"{count} unreferenced object(s), {_human(found.total)} ({found.total} bytes) on "
+            f"{filer.remote.address}; kept {found.kept_named} named by {found.registries} "
+            f"registry version(s) and {found.kept_young} younger than {args.grace:g} day(s)."
+        )
+        if not args.delete:
+            print(summary + (" Run again with --delete to delete them." if count else ""))
+            return 0
+        if not asked:
+            print(summary)
+            if count:
+                pending.append(f"{count} object(s) on {filer.remote.address} ({path})")
+            return 0
+        deleted = gc.collect(filer, found.candidates)
+        print(summary + f" Deleted {len(deleted)}.")
         return 0
-    deleted = gc.collect(filer, found.candidates)
-    print(summary + f" Deleted {len(deleted)}.")
-    return 0
+
+    code = _each(list(groups.values()), one)
+    if pending:
+        _ask_for_all("gc --delete", pending, f"gc --remote --delete --grace {args.grace:g}")
+    return code
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
-    from .remote_trust import require_per_machine, set_address, trust
+    from .remote_trust import describe, trust
+
+    if args.action == "set":
+        return _remote_set(args)
+    if args.dir is not None:
+        paths = [_registry(args.dir, args.remote_type)]
+    else:
+        paths = _found(args)
+        if not args.all:
+            touched = [f"{p}: {describe(read_registry(p))}" for p in paths]
+            _ask_for_all("remote trust", touched, "remote trust")
+    for path in paths:
+        done = trust(path, read_registry(path))
+        print(f"This clone now uses {done.address} ({done.key}) for {path}'s models.")
+    return 0
+
+
+def _remote_set(args: argparse.Namespace) -> int:
+    from .remote_trust import require_per_machine, set_address
     from .remotes import get_remote
 
+    if args.dir is None:
+        local = [p for p in find_registries(Path(".")) if remote_type_of(p.name) == "local"]
+        example = (
+            f"`model-filer remote set --dir {shlex.quote(str(local[0].parent))} "
+            f"{shlex.quote(args.address)}`"
+            if local
+            else "`model-filer status` lists the model folders (none with a local-folder "
+            "remote here)"
+        )
+        raise ModelFilerError(
+            f"remote set needs --dir: the model folder whose remote is at {args.address} on "
+            f"this machine. E.g. {example}."
+        )
     path = _registry(args.dir, args.remote_type)
     reg = read_registry(path)
-    if args.action == "trust":
-        done = trust(path, reg)
-        print(f"This clone now fetches {path}'s models from {done.address} ({done.key}).")
-        return 0
     require_per_machine(reg)  # (before the folder is looked at: the right error first)
     if not Path(args.address).expanduser().is_dir():
         raise ModelFilerError(
@@ -377,7 +554,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _folder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--dir", default=".", help="model folder or registry file (default .)")
+    p.add_argument(
+        "-d", "--dir", help="model folder or registry file (default: every registry under .)"
+    )
     p.add_argument("--remote-type", help="which registry, when a folder holds several")
     p.add_argument("--remote-address", help="override the remote address the registry records")
 
@@ -535,6 +714,7 @@ def parser() -> argparse.ArgumentParser:
         help="also delete the remote object (breaks older commits!)",
     )
     p.add_argument("--locals", action="store_true", help="remove every local model")
+    p.add_argument("--all", action="store_true", help="without --dir: in every registry found")
     p.set_defaults(func=cmd_rm)
     p = sub.add_parser("verify", help="re-hash local model files against the registry")
     _folder_options(p)
@@ -575,6 +755,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="store_true", help="collect on the remote (required)")
     p.add_argument("--grace", type=float, default=14.0, metavar="DAYS", help="default 14")
     p.add_argument("--delete", action="store_true", help="delete them (default: list only)")
+    p.add_argument("--all", action="store_true", help="without --dir: every remote found")
     p.set_defaults(func=cmd_gc)
     p = sub.add_parser("remote", help="trust a registry's remote, or set its path here")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -585,8 +766,10 @@ def parser() -> argparse.ArgumentParser:
         a = actions.add_parser(action, help=helptext)
         if action == "set":
             a.add_argument("address", metavar="ADDRESS", help="e.g. /Volumes/models")
-        a.add_argument("-d", "--dir", default=".", help="model folder or registry file")
+        a.add_argument("-d", "--dir", help="model folder or registry file")
         a.add_argument("--remote-type", help="which registry, when a folder holds several")
+        if action == "trust":
+            a.add_argument("--all", action="store_true", help="without --dir: every registry")
         a.set_defaults(func=cmd_remote)
     p = sub.add_parser("demo", help="the whole workflow in a temp folder, local remote")
     p.add_argument("--keep", action="store_true", help="keep the temp folder to look at")

@@ -61,8 +61,18 @@ def _no_registry(path: Path) -> RegistryError:
     )
 
 
-def filer_for(path: Path, remote_address: str | None = None, network: Network = PATIENT) -> Filer:
-    """The Filer of a registry file, with the remote it records (or ``remote_address``)."""
+def filer_for(
+    path: Path,
+    remote_address: str | None = None,
+    network: Network = PATIENT,
+    typed: bool = False,
+) -> Filer:
+    """The Filer of a registry file, with the remote it records (or ``remote_address``).
+
+    Its writes vouch for the registry's remote only when ``typed``: the user typed the
+    address (``--remote-address``). An address read from the registry, or from this clone's
+    trust, is not the user's word.
+    """
     rtype = remote_type_of(path)
     if rtype is None:
         raise ModelFilerError(f"{path} is not a registry file (expected .<type>_registry).")
@@ -70,4 +80,4 @@ def filer_for(path: Path, remote_address: str | None = None, network: Network = 
         remote_address = read_registry(path).remote_address
     elif not path.is_file():  # the Filer reads (and checks) the registry once itself
         raise _no_registry(path)
-    return Filer(path.parent, remote_address, remote_type=rtype, network=network)
+    return Filer(path.parent, remote_address, remote_type=rtype, network=network, _vouch=typed)

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import serializers, verified
-from .errors import ImmutableEntryError, ModelExistsError, StoreError, UnknownModelError
+from .errors import (
+    ImmutableEntryError,
+    ModelExistsError,
+    ModelFilerError,
+    StoreError,
+    UnknownModelError,
+)
 from .files import ensure_gitignore
 from .folder import ModelFolder
 from .names import check_name
@@ -31,12 +37,17 @@ class Filer:
     Parameters
     ----------
     local_dir : str or os.PathLike
-        Folder of the model files and the registry (``.<remote_type>_registry``).
-    remote_address : str
+        Folder of the model files and the registry (``.<remote_type>_registry``). ``~`` is
+        expanded and a relative path is resolved once, here: a later ``os.chdir`` does not
+        move it.
+    remote_address : str, optional
         Where the bytes live: ``s3://bucket/prefix``, ``bucket/prefix`` or ``bucket`` for
-        ``'s3'``; a folder path for ``'local'``.
-    remote_type : str, default 's3'
-        ``'s3'`` or ``'local'``.
+        ``'s3'``; a folder path for ``'local'``. An address given here is trusted, and so is
+        the registry written with it. Omitted, it is read from the folder's one registry,
+        whose remote must be one this clone trusts (see ``model-filer remote trust``).
+    remote_type : str, optional
+        ``'s3'`` (the default with an address) or ``'local'``; without an address, the
+        registry's type, which this must match if given.
     network : Network, optional
         Timeouts and retries of the remote (git hooks pass a fail-fast policy).
     store : ObjectStore, optional
@@ -49,21 +60,32 @@ class Filer:
     UnknownRemoteTypeError, InvalidNameError
         For an unknown type or a malformed address.
     RegistryError, RemoteMismatchError
-        When an existing registry cannot be read or belongs to another remote.
+        When an existing registry cannot be read or belongs to another remote; without an
+        address, when the folder holds no registry, several, or one of another type.
+    UntrustedRemoteError
+        Without an address, when the registry names a remote this clone does not trust.
     """
 
     def __init__(
         self,
         local_dir: str | os.PathLike[str],
-        remote_address: str,
-        remote_type: str = "s3",
+        remote_address: str | None = None,
+        remote_type: str | None = None,
         *,
         network: Network = PATIENT,
         store: ObjectStore | None = None,
+        _vouch: bool = True,
     ) -> None:
+        # Once, here: a relative folder must not follow a later os.chdir.
+        self.local_dir = Path(os.path.abspath(Path(local_dir).expanduser()))
+        # Whether writes vouch for the registry's remote: an address the user typed (not one
+        # the CLI or a hook read from the registry: ``_vouch=False``).
+        self._vouch = _vouch and remote_address is not None
+        if remote_address is None:
+            remote_type, remote_address = self._registry_remote(remote_type)
+        remote_type = "s3" if remote_type is None else remote_type
         self.remote: Remote = get_remote(remote_type, remote_address, network)
         self.remote_type = remote_type
-        self.local_dir = Path(local_dir)
         self.store = ObjectStore() if store is None else store
         self.folder = ModelFolder(
             self.local_dir,
@@ -71,11 +93,29 @@ class Filer:
             self._new_registry,
             self._check,
             lambda entry, st: self.store.vouches(entry.sha256, entry.size, st),
-            # What the commit hook then knows it need not validate again (in the background).
-            lambda data: verified.record_later(self.store.root, self.folder.registry_path, data),
+            self._written,
         )
         self.transfers = Transfers(self.folder, self.remote, self.store)
         self.folder.read()  # fail early on an unreadable registry or another remote's
+
+    def _registry_remote(self, remote_type: str | None) -> tuple[str, str]:
+        """The type and the address this clone uses for the folder's one registry."""
+        from .remote_trust import fetch_address, registry_of
+
+        path, reg = registry_of(self.local_dir, remote_type)
+        return reg.remote_type, fetch_address(path, reg, str(self.local_dir), action="use")
+
+    def _written(self, data: bytes) -> None:
+        # What the commit hook then knows it need not validate again (in the background).
+        verified.record_later(self.store.root, self.folder.registry_path, data)
+        if self._vouch:  # once per Filer: the user gave the address, so its registry is trusted
+            from .remote_trust import vouch
+
+            self._vouch = False
+            # The registry is written: a git config that cannot take the record must not
+            # turn the done dump into an error (`model-filer remote trust` records it later).
+            with contextlib.suppress(ModelFilerError):
+                vouch(self.registry_path, self.folder.peek(), self.remote.address)
 
     def _new_registry(self) -> Registry:
         return Registry(self.remote_type, self.remote.address, remote_id=self.remote.identity())

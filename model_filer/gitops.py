@@ -9,7 +9,9 @@ linked from the local object store).
 from __future__ import annotations
 
 import os
+import random
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -394,16 +396,31 @@ def config_get_regexp(pattern: str, cwd: Path | None = None) -> dict[str, str] |
     return {key.decode(): value.decode() for key, _, value in items}
 
 
+_CONFIG_LOCK_WAIT = 10.0  # seconds: git config writes are quick, so this is contention
+
+
+def _config_write(args: list[str], cwd: Path | None, ok: tuple[int, ...]) -> None:
+    """``git config ARGS``, again while another process holds the config's lock: git refuses
+    at once rather than wait, and parallel processes record trust at the same moment."""
+    deadline = time.monotonic() + _CONFIG_LOCK_WAIT
+    while True:
+        done = run(["config", "--local", *args], cwd, env=_C_LOCALE, check=False)
+        if done.returncode in ok:
+            return
+        stderr = done.stderr.decode(errors="replace")
+        if "could not lock config file" not in stderr or time.monotonic() > deadline:
+            raise GitError(["config", *args], done.returncode, stderr)
+        time.sleep(random.uniform(0.005, 0.03))  # noqa: S311 - jitter, not a secret
+
+
 def config_set(key: str, value: str, cwd: Path | None = None) -> None:
     """Set ``key`` in this clone's own config (``.git/config``)."""
-    run(["config", "--local", key, value], cwd)
+    _config_write([key, value], cwd, (0,))
 
 
 def config_unset(key: str, cwd: Path | None = None) -> None:
     """Remove ``key`` from this clone's config (absent is fine)."""
-    done = run(["config", "--local", "--unset-all", key], cwd, check=False)
-    if done.returncode not in (0, 5):  # 5: no such key
-        raise GitError(["config", "--unset-all", key], done.returncode, done.stderr.decode())
+    _config_write(["--unset-all", key], cwd, (0, 5))  # 5: no such key
 
 
 def config_file_text(repo: Repo) -> str:

@@ -25,7 +25,7 @@ from .gitops import (
 from .install import ensure_merge_driver
 from .progress import count_bar
 from .registry import Entry, Registry, parse
-from .remote_trust import override_of, trusted_filer
+from .remote_trust import fetch_address, override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
 from .trust import TrustedSet, can_trust, project_patterns
@@ -51,6 +51,7 @@ __all__ = [
     "count_bar",
     "default_root",
     "ensure_merge_driver",
+    "fetch_address",
     "get_remote",
     "known",
     "open_repo",

@@ -201,9 +201,6 @@ API_CASES = [
         id="remote-type-unknown",
     ),
     pytest.param(
-        lambda c: Filer(c.models, c.remote, None), mf.UnknownRemoteTypeError, id="remote-type-none"
-    ),
-    pytest.param(
         lambda c: Filer(c.models, "s3://My_Bucket/x"), mf.InvalidNameError, id="s3-bucket-invalid"
     ),
     pytest.param(

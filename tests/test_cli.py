@@ -247,7 +247,7 @@ def test_verify_ignores_models_not_downloaded(repo, filer):
         (["rm", "--dir", "models"], ["Pass the names of the models to remove, or --locals"]),
         (["rm", "--dir", "models", "--locals", "draft"], ["without names or --remote"]),
         (["rm", "--dir", "models", "--locals", "--remote"], ["without names or --remote"]),
-        (["push", "--all"], ["No registry in ."]),
+        (["push", "--all", "--remote-type", "s3"], ["No registry under"]),
         (["push", "--dir", "nowhere", "--all"], ["No registry in nowhere"]),
         (["verify", "--dir", "README"], ["README is neither a model folder nor a registry"]),
         (["status", "nowhere/.local_registry"], ["No registry at nowhere/.local_registry"]),

@@ -629,7 +629,7 @@ def test_load_warns_about_another_library_version(filer):
 # -- bad input --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("remote_type", ["ftp", "S3", "../s3", "", None, "local/../s3"])
+@pytest.mark.parametrize("remote_type", ["ftp", "S3", "../s3", "", "local/../s3"])
 def test_unknown_remote_type(tmp_path, remote_type):
     with pytest.raises(UnknownRemoteTypeError) as info:
         Filer(tmp_path, str(tmp_path), remote_type=remote_type)

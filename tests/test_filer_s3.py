@@ -308,7 +308,7 @@ def test_invalid_addresses_are_refused(tmp_path, address):
 
 def test_a_non_string_address_is_refused(tmp_path):
     with pytest.raises(InvalidNameError, match="must be a string"):
-        Filer(tmp_path, None)
+        Filer(tmp_path, 42)  # (None: read the address from the registry)
 
 
 # -- times the store sends ----------------------------------------------------------------------

@@ -164,6 +164,15 @@ class Team:
         self.git(repo, "push", "-q", "-u", "origin", "main")
         return repo
 
+    def empty_registry(self, repo: Path) -> None:
+        """Commit and push an empty ``models/.s3_registry`` on the current branch, so that
+        clones made after it trust its remote (a registry first met later is refused)."""
+        filer = self.filer(repo)
+        filer.dump({}, "placeholder")
+        filer.remove("placeholder")
+        self.commit(repo, "models/ on S3")
+        self.git(repo, "push", "-q")
+
     def clone(self, name: str) -> Path:
         """``git clone`` then ``pre-commit install``: hooks run from the next command on."""
         repo = self.tmp / name
@@ -309,6 +318,7 @@ def test_a_new_model_arrives_on_pull_and_on_pull_rebase(team):
 
 def test_a_checkout_completes_while_the_remote_is_unreachable(team):
     alice = team.founder()
+    team.empty_registry(alice)
     team.git(alice, "checkout", "-q", "-b", "feature")
     team.filer(alice).dump({"v": 1}, "churn", push=True)
     team.commit(alice, "churn")
@@ -397,6 +407,32 @@ def test_a_clone_through_pre_commits_template_dir_fetches_during_the_clone(team)
     assert team.filer(team.tmp / "dave").load("churn") == {"v": 1}
 
 
+def test_a_fresh_clone_fetches_from_both_remotes_of_the_repository(team):
+    """``models/`` on S3 and ``artifacts/`` on a shared folder: the clone's own registries
+    are each trusted with their own remote, and the hook fetches both during the clone."""
+    alice = team.founder()
+    share = team.tmp / "share"
+    share.mkdir()
+    team.filer(alice).dump({"v": 1}, "churn", push=True)
+    Filer(alice / "artifacts", str(share), "local", store=ObjectStore(team.store(alice))).dump(
+        {"vocab": ["a"]}, "vocab", push=True
+    )
+    team.commit(alice, "models on S3, artifacts on the share")
+    team.git(alice, "push", "-q")
+    template = team.tmp / "git-template"
+    team.run(alice, PRE_COMMIT, "init-templatedir", str(template))
+
+    cloned = team.git(team.tmp, "clone", "--template", str(template), str(team.origin), "dave")
+
+    assert "2 model(s) fetched, 0 already present, 0 failed" in output(cloned)
+    dave = team.tmp / "dave"
+    assert model_files(dave / "models") == ["churn.pkl"]
+    assert model_files(dave / "artifacts") == ["vocab.pkl"]
+    (dave / "artifacts" / "vocab.pkl").unlink()
+    pulled = team.run(dave, MODEL_FILER, "pull", "--all")  # from the root, both registries
+    assert "Fetched 1 model(s) into artifacts" in pulled.stdout
+
+
 # -- the local object store ----------------------------------------------------------------
 MIB = 1024 * 1024
 SWITCHED = "0 model(s) fetched, 1 linked from the local store, 0 already present, 0 failed."
@@ -409,6 +445,7 @@ def two_versions(team: Team, s3_client: Any, bucket: str) -> tuple[Path, bytes, 
     from S3, after which any download fails.
     """
     alice = team.founder()
+    team.empty_registry(alice)
     versions = {"A": os.urandom(MIB), "B": os.urandom(MIB)}
     for branch, data in versions.items():
         team.git(alice, "checkout", "-q", "-b", branch, "main")
