@@ -234,7 +234,7 @@ def _unreachable_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Fi
     address = "s3://some-bucket/team"
     folder = tmp_path / "models"
     folder.mkdir()
-    entries = [sample_entry("a"), sample_entry("b", sha256="cd" * 32, key="b/x.pkl")]
+    entries = [sample_entry("a"), sample_entry("b", sha256="cd" * 32)]
     (folder / ".s3_registry").write_bytes(registry_bytes("s3", address, *entries))
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY")
@@ -259,7 +259,7 @@ def test_an_unreachable_store_is_a_connection_error_through_load_and_pull(
     assert "s3cr3t-value-never-shown" not in shown and "AKIAEXAMPLEKEY" not in shown
     report = filer.pull(["b"])  # one model: no probe, the download's own handlers
     assert isinstance(report.failed["b"], RemoteUnreachableError)
-    assert report.failed["b"].key == "b/x.pkl"
+    assert report.failed["b"].key == f"b/{'cd' * 32}.pkl"
 
 
 def test_registry_errors_carry_the_registry_path(tmp_path: Path) -> None:
