@@ -30,6 +30,7 @@ from model_filer.hookapi import (
     can_trust,
     default_root,
     known,
+    never_reason,
     parse,
     project_patterns,
     read_staged,
@@ -111,11 +112,7 @@ def _untrusted_problems(path: str, reg: Registry) -> list[str]:
             names.update(untrusted)
             lines.append(f"{path}: {name} imports {', '.join(untrusted)}, outside the trusted set")
     never = sorted(n for n in names if not can_trust(n))
-    if never:
-        lines.append(
-            f"  {', '.join(never)}: dunder names and classes defined in a script (__main__) "
-            "cannot be trusted: define them in an importable module and dump again"
-        )
+    lines.extend(f"  {n} can never be trusted: {never_reason(n)}" for n in never)
     if names - set(never):
         fix = trusted.fix(names).replace("\n", "\n    ")
         lines.append(

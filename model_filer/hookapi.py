@@ -26,7 +26,7 @@ from .registry import Entry, Registry, parse
 from .remote_trust import override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
-from .trust import TrustedSet, can_trust, project_patterns
+from .trust import TrustedSet, can_trust, never_reason, project_patterns
 from .verified import Summary, blob_id, known, summarize
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "default_root",
     "get_remote",
     "known",
+    "never_reason",
     "open_repo",
     "override_of",
     "parse",

@@ -24,11 +24,13 @@ import pickle
 import pickletools
 import sys
 from pickle import whichmodule  # type: ignore[attr-defined]  # public, not in typeshed
-from types import BuiltinMethodType, FunctionType, MethodType, ModuleType
+from types import BuiltinFunctionType, BuiltinMethodType, FunctionType, MethodType, ModuleType
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from . import torch_weights, trust
 from .errors import UntrustedModelError, UntrustedModelWarning
-from .trust import TrustedSet, can_trust, is_safe_name
+from .torch_weights import NestedRefusal
+from .trust import TrustedSet, is_safe_name
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -37,8 +39,6 @@ _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
 PRESCAN_BUDGET = 256 * 1024  # bytes of opcodes: a 50 MB, 90-tree forest has 25 KiB beside payloads
-_SCRIPT = "defined in a script: move it to an importable module to trust it"
-_DUNDER = "a dunder or malformed name"
 
 
 class _Refused(Exception):
@@ -96,23 +96,83 @@ def _class_attribute(obj: object, name: object, *default: object) -> Any:
     return value
 
 
+class _NeverObjects:
+    """The never-list by identity: each row's object, once its module is imported.
+
+    Only modules already in ``sys.modules`` are looked at, and through their ``__dict__``
+    (no module ``__getattr__``): checking a pickle never imports a library it does not name.
+    """
+
+    def __init__(self) -> None:
+        self.pending = dict(trust.NEVER_BY_SPEC)
+        for served in trust.SERVED:  # found under their own name: _screened serves them
+            module, _, qualname = served.rpartition(".")
+            self.pending[f"{module}:{qualname}"] = ""
+        self.found: dict[int, tuple[object, str]] = {}
+        self.modules = -1
+
+    def _refresh(self) -> None:
+        if len(sys.modules) == self.modules:
+            return
+        self.modules = len(sys.modules)
+        for spec, why in list(self.pending.items()):
+            module, _, qualname = spec.partition(":")
+            obj: Any = sys.modules.get(module)
+            for part in qualname.split(".") if obj is not None else ():
+                obj = vars(obj).get(part) if hasattr(obj, "__dict__") else None
+            if obj is not None:
+                self.found[id(obj)] = (obj, why or spec.replace(":", "."))
+                del self.pending[spec]
+
+    def reason(self, obj: object) -> str | None:
+        """Why ``obj`` is never trusted (its row, or its defining package); ``None`` if not.
+
+        A served object (``torch.storage._load_from_bytes``) gives its own name.
+        """
+        self._refresh()
+        hit = self.found.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        module = getattr(obj, "__module__", None)
+        if isinstance(obj, type | FunctionType | BuiltinFunctionType) and isinstance(module, str):
+            return trust.never_module(module)
+        return None
+
+
+_NEVER = _NeverObjects()
+
+
+def _screened(obj: Any, full: str) -> Any:
+    """``obj``, or its safe substitute; raise :class:`_Refused` if it is never trusted."""
+    why = _NEVER.reason(obj)
+    if why is None:
+        return obj
+    if why in trust.SERVED:
+        return torch_weights.load_from_bytes
+    raise _Refused(full, why)
+
+
 def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
     """The global ``module.name`` if ``trusted`` allows it; raise :class:`_Refused` otherwise.
 
     Judged by name before any import; a glob-trusted name must then be a class defined in a
     trusted module (its own ``__module__``), so a glob never trusts a function or a module
-    attribute such as ``sklearn.utils.os.system``.
+    attribute such as ``sklearn.utils.os.system``. Whatever a name resolves to is then
+    checked against the never-list by identity (``posix.system`` is ``os.system``), and
+    ``torch.storage._load_from_bytes`` is replaced by its safe substitute.
     """
     module, name = _compat(module, name)
     full = f"{module}.{name}"
-    if module == "__main__":
-        raise _Refused(full, _SCRIPT)
-    if not is_safe_name(module, name):
-        raise _Refused(full, _DUNDER)
+    why = trust.never_reason(full)
+    if why is not None:
+        raise _Refused(full, why)
     sys.audit("pickle.find_class", module, name)
     if trusted.is_exact(module, name):
         obj = _walk(module, name)
-        return _class_attribute if obj is getattr else obj
+        return _class_attribute if obj is getattr else _screened(obj, full)
+    cls = trusted.pyx_class(module, name)
+    if cls is not None:
+        return _pyx_unpickle(module, name, cls, trusted)
     if not trusted.glob_covers(module, name):
         raise _Refused(full)
     obj = _walk(module, name)
@@ -120,7 +180,18 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
         raise _Refused(full)  # a function: trusted by its exact name only
     if not trusted.glob_covers(obj.__module__, obj.__qualname__):
         raise _Refused(full)  # defined elsewhere, or a class the defaults leave out
-    return obj
+    return _screened(obj, full)
+
+
+def _pyx_unpickle(module: str, name: str, cls: str, trusted: TrustedSet) -> Any:
+    """Cython's ``module.__pyx_unpickle_C``, trusted because the class ``module.C`` is."""
+    klass = resolve(module, cls, trusted)
+    obj = _walk(module, name)
+    if not (isinstance(klass, type) and callable(obj)) or getattr(obj, "__module__", None) != (
+        klass.__module__
+    ):
+        raise _Refused(f"{module}.{name}")  # not a reconstructor beside its class
+    return _screened(obj, f"{module}.{name}")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -381,8 +452,9 @@ def _refusal(
     for module, qualname in found.imports if found is not None else ():
         module, qualname = _compat(module, qualname)
         full = f"{module}.{qualname}"
-        if not can_trust(full):
-            never.setdefault(full, _SCRIPT if module == "__main__" else _DUNDER)
+        why = trust.never_reason(full)
+        if why is not None:
+            never.setdefault(full, why)
         elif not _by_name(module, qualname, trusted):
             untrusted.add(full)
     listed = [f"{n} ({why})" for n, why in sorted(never.items())]
@@ -394,10 +466,7 @@ def _refusal(
 
 def _by_name(module: str, qualname: str, trusted: TrustedSet) -> bool:
     """The check of a global by its name alone, before anything is imported."""
-    module, qualname = _compat(module, qualname)
-    return can_trust(f"{module}.{qualname}") and (
-        trusted.is_exact(module, qualname) or trusted.glob_covers(module, qualname)
-    )
+    return trusted.admits_name(*_compat(module, qualname))
 
 
 def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
@@ -433,6 +502,9 @@ def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
         return _Unpickler(fh, trusted).load()
     except _Refused as exc:
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
+    except NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes
+        refused = _Refused(torch_weights.NAME, exc.reason)
+        raise _refusal(name, trusted, found or _scan_quietly(fh, start), refused) from None
     except Exception:
         found = found or _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
         if found is not None and found.ext:

@@ -309,30 +309,30 @@ def test_the_hook_refuses_imports_outside_the_trusted_set(repo: Path, capsys: An
     stage_registry(
         repo,
         sample_entry("ok", imports=["numpy.ndarray", "sklearn.tree._tree.Tree"]),
-        sample_entry("bad", imports=["mypkg.models.MyModel", "numpy.ndarray", "posix.system"]),
+        sample_entry("bad", imports=["mypkg.models.MyModel", "numpy.ndarray", "shutil.rmtree"]),
     )
     assert no_local_models([REGISTRY]) == 1
     out = capsys.readouterr().out
     assert (
-        f"{REGISTRY}: bad imports mypkg.models.MyModel, posix.system, outside the trusted set"
+        f"{REGISTRY}: bad imports mypkg.models.MyModel, shutil.rmtree, outside the trusted set"
     ) in out
     assert "ok imports" not in out
-    assert 'trusted = ["mypkg.models.MyModel", "posix.system"]' in out
+    assert 'trusted = ["mypkg.models.MyModel", "shutil.rmtree"]' in out
 
 
 def test_the_hook_says_a_script_class_cannot_be_trusted(repo: Path, capsys: Any) -> None:
     stage_registry(repo, sample_entry("m", imports=["__main__.Model", "mypkg.Model"]))
     assert no_local_models([REGISTRY]) == 1
     out = capsys.readouterr().out
-    assert "__main__.Model: dunder names and classes defined in a script (__main__)" in out
+    assert "__main__.Model can never be trusted: defined in a script: move it to an" in out
     assert 'trusted = ["mypkg.Model"]' in out
 
 
 def test_the_hook_accepts_them_once_the_project_trusts_them(repo: Path, capsys: Any) -> None:
     (repo / "pyproject.toml").write_text(
-        '[tool.model_filer]\ntrusted = ["mypkg.models.*", "posix.system"]\n'
+        '[tool.model_filer]\ntrusted = ["mypkg.models.*", "shutil.rmtree"]\n'
     )
-    stage_registry(repo, sample_entry("m", imports=["mypkg.models.MyModel", "posix.system"]))
+    stage_registry(repo, sample_entry("m", imports=["mypkg.models.MyModel", "shutil.rmtree"]))
     assert no_local_models([REGISTRY]) == 0
     assert capsys.readouterr().out == ""
 
