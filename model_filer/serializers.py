@@ -89,18 +89,35 @@ def python_version() -> str:
 
 def library_of(model: Any) -> dict[str, str] | None:
     """The top-level library a model's class comes from and its version, if it has one."""
-    top = type(model).__module__.partition(".")[0]
-    module = sys.modules.get(top)
-    version = getattr(module, "__version__", None)
-    if top in ("builtins", "__main__") or not isinstance(version, str):
+    top = getattr(type(model), "__module__", None)
+    top = plain_text(top.partition(".")[0]) if isinstance(top, str) else None
+    if top is None or top in ("builtins", "__main__"):
         return None
-    return {"name": top, "version": version}
+    version = current_version(top)
+    return None if version is None else {"name": top, "version": version}
 
 
 def current_version(library: str) -> str | None:
     """The running version of a library already imported (unpickling imported it)."""
-    version = getattr(sys.modules.get(library), "__version__", None)
-    return version if isinstance(version, str) else None
+    return plain_text(getattr(sys.modules.get(library), "__version__", None))
+
+
+def plain_text(value: object) -> str | None:
+    """``value`` as a plain, short ``str`` for the registry, or ``None``.
+
+    Versions are often ``str`` subclasses (torch's ``TorchVersion``), which the safe YAML
+    dumper refuses; anything else is rendered with ``str`` when that gives a sensible line.
+    """
+    if value is None or isinstance(value, bytes | bytearray):
+        return None
+    try:
+        text = str(value)
+    except Exception:  # a __str__ that fails: record no version rather than fail a dump
+        return None
+    # A str subclass's __str__ may return itself: copy through unbound str methods (no
+    # override runs) into an exact str.
+    text = str.encode(text, "utf-8", "surrogatepass").decode("utf-8", "surrogatepass").strip()
+    return text if 0 < len(text) <= 100 and text.isprintable() else None
 
 
 def warn_versions(entry: Entry) -> None:
