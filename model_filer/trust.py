@@ -94,6 +94,37 @@ _BUILTINS = (
     "bool bytearray bytes complex dict float frozenset getattr int list object range set slice "
     "str tuple"
 )
+_SKLEARN_FUNCTIONS = {
+    "sklearn.feature_selection._univariate_selection": (
+        "f_classif f_regression chi2 r_regression f_oneway"
+    ),
+    "sklearn.feature_selection._mutual_info": "mutual_info_classif mutual_info_regression",
+    "sklearn.cluster._kmeans": "_kmeans_single_lloyd _kmeans_single_elkan",
+    "sklearn.metrics._classification": (
+        "accuracy_score balanced_accuracy_score brier_score_loss d2_brier_score "
+        "d2_log_loss_score f1_score fbeta_score jaccard_score log_loss matthews_corrcoef "
+        "precision_score recall_score"
+    ),
+    "sklearn.metrics._ranking": "average_precision_score roc_auc_score top_k_accuracy_score",
+    "sklearn.metrics._regression": (
+        "d2_absolute_error_score explained_variance_score max_error mean_absolute_error "
+        "mean_absolute_percentage_error mean_gamma_deviance mean_poisson_deviance "
+        "mean_squared_error mean_squared_log_error median_absolute_error r2_score "
+        "root_mean_squared_error root_mean_squared_log_error"
+    ),
+    "sklearn.metrics._scorer": "negative_likelihood_ratio positive_likelihood_ratio",
+    "sklearn.metrics.cluster._supervised": (
+        "adjusted_mutual_info_score adjusted_rand_score completeness_score "
+        "fowlkes_mallows_score homogeneity_score mutual_info_score normalized_mutual_info_score "
+        "rand_score v_measure_score"
+    ),
+}
+
+
+def _functions(by_module: dict[str, str]) -> list[str]:
+    return [f"{module}.{f}" for module, names in by_module.items() for f in names.split()]
+
+
 _TORCH_REBUILDERS = (
     "tensor tensor_v2 tensor_v3 parameter parameter_with_state qtensor sparse_tensor "
     "meta_tensor_no_storage nested_tensor wrapper_subclass device_tensor_from_numpy "
@@ -143,11 +174,9 @@ DEFAULT_FUNCTIONS = frozenset(
         "numpy.random._pickle.__randomstate_ctor",
         "numpy.random._pickle.__generator_ctor",
         "numpy.random._pickle.__bit_generator_ctor",
-        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
         # pandas' reconstructors and singletons
         "pandas.NA",
         "pandas._libs.missing.NA",
-        "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked",
         "pandas._libs.internals._unpickle_block",
         "pandas._libs.tslibs.nattype._nat_unpickle",
         "pandas._libs.tslibs.nattype.__nat_unpickle",
@@ -163,6 +192,12 @@ DEFAULT_FUNCTIONS = frozenset(
         "sklearn.metrics._dist_metrics.newObj",
         "sklearn.neighbors._kd_tree.newObj",
         "sklearn.neighbors._ball_tree.newObj",
+        # scikit-learn's functions held as parameters of estimators fitted with their
+        # defaults: score functions, named scorers (scoring="..."), pooling, k-means steps
+        *_functions(_SKLEARN_FUNCTIONS),
+        "numpy.mean",
+        "numpy.ma.core._mareconstruct",  # masked arrays, as in a search's cv_results_
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",  # held by SplineTransformer
         # PyTorch: what torch.load(weights_only=True) admits by default (torch's
         # _weights_only_unpickler._get_allowed_globals) that a plain pickle of tensors,
         # Parameters and state_dicts names; _load_from_bytes is served by a safe substitute.
