@@ -466,9 +466,14 @@ class TrustedSet:
         )
 
     def fix(self, names: Iterable[str]) -> str:
-        """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own."""
+        """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own.
+
+        Never-names are left out, the project's own included: they have no effect there
+        (``_load_from_bytes`` is served without them), and the line must not offer them.
+        """
         names = {n for n in names if can_trust(n)}
-        listed = [*self.project, *sorted(names - set(self.project))]
+        own = [p for p in self.project if p.endswith("*") or (can_trust(p) and p not in SERVED)]
+        listed = [*own, *sorted(names - set(own))]
         items = ", ".join(f'"{n}"' for n in listed)
         return f"[tool.model_filer]\ntrusted = [{items}]"
 
