@@ -246,7 +246,7 @@ NEVER: tuple[tuple[str, str, str], ...] = (
         "dill._dill:Unpickler dill:load_session dill._dill:load_session "
         "cloudpickle:loads cloudpickle:load "
         "joblib.numpy_pickle:load joblib:load joblib.numpy_pickle:NumpyUnpickler "
-        "numpy:load numpy.lib.npyio:load numpy.lib._npyio_impl:load "
+        "numpy:load numpy.lib.npyio:load numpy.lib._npyio_impl:load "  # (npyio: numpy 1.x)
         "numpy.lib.format:read_array numpy.lib._format_impl:read_array "
         "pandas:read_pickle pandas.io.pickle:read_pickle pandas.compat.pickle_compat:loads "
         "pandas.compat.pickle_compat:Unpickler "
@@ -259,8 +259,8 @@ NEVER: tuple[tuple[str, str, str], ...] = (
         _ONLY_DATA,
     ),
     (
-        "builtins:eval builtins:exec builtins:compile builtins:breakpoint builtins:code "
-        "builtins:function types:CodeType types:FunctionType runpy:run_path runpy:run_module "
+        "builtins:eval builtins:exec builtins:compile builtins:breakpoint "
+        "types:CodeType types:FunctionType runpy:run_path runpy:run_module "
         "importlib:import_module importlib:__import__ "
         "dill._dill:_create_code dill._dill:_create_function dill._dill:_import_module "
         "cloudpickle.cloudpickle:subimport cloudpickle.cloudpickle:_make_function "
@@ -269,7 +269,7 @@ NEVER: tuple[tuple[str, str, str], ...] = (
         "define the code in an importable module and dump objects of its classes",
     ),
     (
-        "posix:system os:system posix:popen os:popen os:execv os:execve os:execl os:execlp "
+        "posix:system os:system os:popen os:execv os:execve os:execl os:execlp "
         "os:execvp os:execvpe os:spawnv os:spawnve os:spawnl os:spawnlp os:spawnvp "
         "posix:posix_spawn posix:posix_spawnp posix:execv posix:execve posix:fork "
         "subprocess:Popen subprocess:run subprocess:call subprocess:check_call "
