@@ -23,6 +23,7 @@ import os
 import pickle
 import pickletools
 import sys
+from collections.abc import Callable
 from pickle import whichmodule  # type: ignore[attr-defined]  # public, not in typeshed
 from types import BuiltinFunctionType, BuiltinMethodType, FunctionType, MethodType, ModuleType
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
@@ -55,6 +56,7 @@ class Scan(NamedTuple):
     imports: frozenset[tuple[str, str]]
     ext: tuple[int, ...]
     computed: bool = False  # a STACK_GLOBAL whose names are not plain strings of the stream
+    buffers: int = 0  # out-of-band buffers written after the pickle (RecordingPickler)
 
     def names(self) -> list[str]:
         """The imports as a sorted ``module.qualname`` list."""
@@ -195,8 +197,8 @@ def _pyx_unpickle(module: str, name: str, cls: str, trusted: TrustedSet) -> Any:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh: IO[bytes], trusted: TrustedSet) -> None:
-        super().__init__(fh)
+    def __init__(self, fh: IO[bytes], trusted: TrustedSet, buffers: list[Any] | None) -> None:
+        super().__init__(fh, buffers=buffers)
         self._trusted = trusted
 
     def find_class(self, module: str, name: str) -> Any:
@@ -404,13 +406,49 @@ class RecordingPickler(pickle.Pickler):
     """
 
     def __init__(
-        self, file: SupportsWrite[bytes], protocol: int | None = None, **kwargs: Any
+        self,
+        file: SupportsWrite[bytes],
+        protocol: int | None = None,
+        out_of_band: bool = False,
+        **kwargs: Any,
     ) -> None:
+        if out_of_band:
+            kwargs["buffer_callback"] = self._in_band
         super().__init__(file, protocol, **kwargs)
         if protocol is None:
             protocol = pickle.DEFAULT_PROTOCOL
         self._protocol = pickle.HIGHEST_PROTOCOL if protocol < 0 else protocol
         self._imports: set[tuple[str, str]] = set()
+        self._out_of_band = out_of_band and self._protocol >= 5
+        self._placeholders: dict[int, tuple[pickle.PickleBuffer, Any]] = {}
+        self.buffers: list[Callable[[], bytes]] = []  # each makes one out-of-band buffer
+
+    def _in_band(self, buffer: pickle.PickleBuffer) -> bool:
+        """``buffer_callback``: torch's storage bytes go out of band, all else in band."""
+        made = self._placeholders.pop(id(buffer), None)
+        if made is None:
+            return True
+        storage = made[1]
+        self.buffers.append(lambda: storage.__reduce_ex__(self._protocol)[1][0])
+        return False
+
+    def _storage_out_of_band(self, obj: Any, value: Any) -> Any:
+        """``(_load_from_bytes, (bytes,))``, a torch storage's reduction, with a writable
+        placeholder buffer for its bytes: the pickler writes ``NEXT_BUFFER``, and the bytes
+        are made again when written after the pickle (not all held in memory meanwhile)."""
+        loader = getattr(sys.modules.get("torch.storage"), "_load_from_bytes", None)
+        if not (
+            loader is not None
+            and type(value) is tuple
+            and len(value) == 2
+            and value[0] is loader
+            and len(value[1]) == 1
+            and isinstance(value[1][0], bytes)
+        ):
+            return value
+        placeholder = pickle.PickleBuffer(bytearray())
+        self._placeholders[id(placeholder)] = (placeholder, obj)
+        return loader, (placeholder,)
 
     def _note(self, obj: Any, name: str) -> None:
         self._imports.add((whichmodule(obj, name), name))
@@ -423,13 +461,15 @@ class RecordingPickler(pickle.Pickler):
         value = reduce(obj) if reduce is not None else obj.__reduce_ex__(self._protocol)
         if isinstance(value, str):
             self._note(obj, value)
+        elif self._out_of_band and reduce is None:
+            value = self._storage_out_of_band(obj, value)
         return value
 
     def scan(self) -> Scan:
         """What was written: the globals, and the EXT codes copyreg turned some into."""
         registry: dict[tuple[str, str], int] = getattr(copyreg, "_extension_registry", {})
         ext = tuple(sorted(code for key, code in registry.items() if key in self._imports))
-        return Scan(frozenset(self._imports), ext)
+        return Scan(frozenset(self._imports), ext, buffers=len(self.buffers))
 
 
 # -- loading -------------------------------------------------------------------------------
@@ -476,7 +516,7 @@ def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
     )
 
 
-def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
+def load(fh: IO[bytes], trusted: TrustedSet, name: str, buffers: list[Any] | None = None) -> Any:
     """Unpickle from ``fh`` importing only ``trusted``; else raise :class:`UntrustedModelError`.
 
     First the opcodes are scanned (payloads skipped with a seek) and every global they name
@@ -485,10 +525,12 @@ def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
     ``PRESCAN_BUDGET`` bytes of opcodes (millions of small objects, where a Python scan would
     cost several loads) skips the first step: ``find_class`` alone still never imports nor
     calls anything untrusted, though trusted reconstructors before the refused global run.
-    ``trusted.everything`` (``"*"``) is a plain ``pickle.load``.
+    ``trusted.everything`` (``"*"`` for this call) is a plain ``pickle.load``. ``buffers``
+    are the file's out-of-band buffers (torch storages), as lazy slices of it.
     """
-    if trusted.everything:
-        return pickle.load(fh)  # noqa: S301 - the caller trusted everything, explicitly
+    if trusted.everything:  # the caller trusted everything, explicitly
+        plain = None if buffers is None else [b.read_all() for b in buffers]
+        return pickle.load(fh, buffers=plain)  # noqa: S301
     start = fh.tell()
     try:
         found: Scan | None = scan(fh, PRESCAN_BUDGET)
@@ -499,7 +541,7 @@ def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
     if found is not None and not _judge_names(found, trusted):
         raise _refusal(name, trusted, found, None)
     try:
-        return _Unpickler(fh, trusted).load()
+        return _Unpickler(fh, trusted, buffers).load()
     except _Refused as exc:
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
     except NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes

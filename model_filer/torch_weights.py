@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pickle
 import re
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 NAME = "torch.storage._load_from_bytes"
 
@@ -88,7 +89,78 @@ def _why(message: str) -> str:
     return re.split(r"\s*(?:Please|Check the documentation|WeightsUnpickler error:)", last)[0]
 
 
-def load_from_bytes(b: bytes) -> Any:
+class FileSlice:
+    """``length`` bytes at ``offset`` of a model file: a storage written out of band.
+
+    Handed to the unpickler as a protocol 5 out-of-band buffer; :func:`load_from_bytes`
+    reads it as a file, so torch reads the storage straight into the tensor's memory (one
+    copy, as ``torch.load`` of a file does) instead of from a bytes object read first.
+    """
+
+    def __init__(self, fh: IO[bytes], offset: int, length: int) -> None:
+        self.fh, self.offset, self.length = fh, offset, length
+        try:
+            self.fd: int | None = fh.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self.fd = None  # an in-memory file (tests): read through fh, then put it back
+
+    def pread(self, view: memoryview, at: int) -> int:
+        """Fill ``view`` from ``at`` (relative to the slice), never moving ``fh``."""
+        n = min(len(view), self.length - at)
+        if n <= 0:
+            return 0
+        if self.fd is not None:
+            done = 0
+            while done < n:
+                got = os.preadv(self.fd, [view[done:n]], self.offset + at + done)
+                if got == 0:
+                    raise EOFError("model file truncated")
+                done += got
+            return n
+        here = self.fh.tell()
+        try:
+            self.fh.seek(self.offset + at)
+            data = self.fh.read(n)
+        finally:
+            self.fh.seek(here)
+        view[: len(data)] = data
+        return len(data)
+
+    def read_all(self) -> bytearray:
+        """The whole slice in memory (what plain ``pickle.load`` gets with ``"*"``)."""
+        data = bytearray(self.length)
+        self.pread(memoryview(data), 0)
+        return data
+
+
+class _SliceReader(io.RawIOBase):
+    """A read-only, seekable file over a :class:`FileSlice`, for ``torch.load``."""
+
+    def __init__(self, part: FileSlice) -> None:
+        self.part, self.pos = part, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with memoryview(buffer) as view, view.cast("B") as out:
+            n = self.part.pread(out, self.pos)
+        self.pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.part.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     """``torch.storage._load_from_bytes`` through torch's restricted unpickler.
 
     Returns what torch stored (a storage, read into memory it owns: writable, no view of
@@ -96,9 +168,15 @@ def load_from_bytes(b: bytes) -> Any:
     """
     import torch
 
+    if isinstance(b, FileSlice):
+        source: IO[bytes] = io.BufferedReader(_SliceReader(b), 64 * 1024)
+    elif isinstance(b, bytes | bytearray):
+        source = io.BytesIO(b)
+    else:  # what only a crafted pickle passes (a memoryview of another buffer...)
+        raise NestedRefusal(f"its argument is a {type(b).__name__}, not the bytes of a storage")
     with default_allowlist_only():
         try:
-            return torch.load(io.BytesIO(b), weights_only=True, mmap=False)
+            return torch.load(source, weights_only=True, mmap=False)
         except pickle.UnpicklingError as exc:
             raise NestedRefusal(
                 "its nested torch.save bytes were refused by torch.load(weights_only=True) with "

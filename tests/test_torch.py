@@ -433,3 +433,75 @@ def test_the_commit_hook_judges_torch_names_with_the_same_table(repo: Path, caps
     assert "weights imports" not in out and "net imports" not in out
     assert "fix:" not in out  # nothing to add to pyproject.toml would help
     assert f"torch.storage._load_from_bytes: {trust.SERVED[torch_weights.NAME]}" in out
+
+
+# -- storages out of band: what model_filer's own dump writes ---------------------------------
+def _entry(filer: Any) -> Any:
+    from model_filer.registry import parse
+
+    [entry] = parse(filer.registry_path.read_bytes(), "registry").entries.values()
+    return entry
+
+
+def test_dump_writes_storages_out_of_band_and_nothing_else(project: Project) -> None:
+    import numpy as np
+
+    filer = project.filer()
+    filer.dump(_net().state_dict(), "net")
+    filer.dump({"w": np.arange(3)}, "arrays")
+    entries = {e.name: e for e in filer.list_files()}
+    assert entries["net"].serializer == "pickle-5+buffers"
+    assert entries["arrays"].serializer == "pickle-5"  # byte for byte a plain pickle, as before
+    path = project.root / "models" / "arrays.pkl"
+    assert pickle.loads(path.read_bytes())["w"].tolist() == [0, 1, 2]
+
+
+def test_out_of_band_tensors_are_writable_and_own_their_memory(project: Project) -> None:
+    model = _net().state_dict()
+    filer = project.filer()
+    filer.dump(model, "net")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = filer.load("net")
+    assert _equal(loaded, model)
+    for tensor in _tensors(loaded):
+        assert tensor.untyped_storage().resizable()
+        tensor.add_(1)
+    assert _equal(filer.load("net", trusted=["*"]), model)  # plain pickle.load, same bytes
+
+
+@pytest.mark.parametrize("config", ["today's fix", "torch.*", "pyproject *"])
+def test_a_payload_dumped_out_of_band_is_refused(project: Project, config: str) -> None:
+    """A collaborator's model_filer writes the nested bytes after the pickle: same answer."""
+    filer = project.filer()
+    inner = torch_save(evil(project, "exec"))
+    filer.dump(R(torch.storage._load_from_bytes, inner), "m")
+    assert _entry(filer).serializer == "pickle-5+buffers"
+    project.trust(*CONFIGS[config])
+    with pytest.raises(UntrustedModelError, match=r"refused by torch\.load"):
+        filer.load("m")
+    assert not ran(project)
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        filer.load("m", trusted=["*"])
+    assert ran(project)  # live: only a per-call "*" runs it
+
+
+def test_a_file_without_its_buffers_is_refused_clearly(project: Project) -> None:
+    from model_filer.errors import SerializationError
+
+    data = pickle.dumps({"a": 1}, protocol=5)
+    models = project.root / "models"
+    models.mkdir()
+    entry = sample_entry(
+        "m",
+        "local",
+        len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        serializer="pickle-5+buffers",
+    )
+    remote = str(project.root.parent / "remote")
+    (models / ".local_registry").write_bytes(registry_bytes("local", remote, entry))
+    (models / "m.pkl").write_bytes(data)
+    with pytest.raises(SerializationError, match="out-of-band buffers are unreadable"):
+        project.filer().load("m")
