@@ -106,25 +106,30 @@ class _NeverObjects:
     """
 
     def __init__(self) -> None:
-        self.pending = dict(trust.NEVER_BY_SPEC)
+        self.rows: dict[str, list[tuple[str, str]]] = {}  # module: (qualname, why)
+        specs = {**trust.NEVER_BY_SPEC}
         for served in trust.SERVED:  # found under their own name: _screened serves them
             module, _, qualname = served.rpartition(".")
-            self.pending[f"{module}:{qualname}"] = ""
+            specs[f"{module}:{qualname}"] = served
+        for spec, why in specs.items():
+            module, _, qualname = spec.partition(":")
+            self.rows.setdefault(module, []).append((qualname, why))
+        self.seen: dict[str, object] = {}  # module name: the module object its rows came from
         self.found: dict[int, tuple[object, str]] = {}
-        self.modules = -1
 
     def _refresh(self) -> None:
-        if len(sys.modules) == self.modules:
-            return
-        self.modules = len(sys.modules)
-        for spec, why in list(self.pending.items()):
-            module, _, qualname = spec.partition(":")
-            obj: Any = sys.modules.get(module)
-            for part in qualname.split(".") if obj is not None else ():
-                obj = vars(obj).get(part) if hasattr(obj, "__dict__") else None
-            if obj is not None:
-                self.found[id(obj)] = (obj, why or spec.replace(":", "."))
-                del self.pending[spec]
+        """Resolve the rows of modules imported (or imported again) since the last call."""
+        for name, rows in self.rows.items():
+            module = sys.modules.get(name)
+            if module is None or self.seen.get(name) is module:
+                continue
+            for qualname, why in rows:
+                obj: Any = module
+                for part in qualname.split("."):
+                    obj = vars(obj).get(part) if hasattr(obj, "__dict__") else None
+                if obj is not None:
+                    self.found[id(obj)] = (obj, why)  # kept alive here: ids stay unique
+            self.seen[name] = module
 
     def reason(self, obj: object) -> str | None:
         """Why ``obj`` is never trusted (its row, or its defining package); ``None`` if not.

@@ -222,3 +222,26 @@ def test_operator_gadget_is_refused_under_its_module_glob(marker: Path) -> None:
     with pytest.raises(UntrustedModelError) as info:
         safe_pickle.loads(payload, TrustedSet(project=["operator.*"]), "m")
     assert "a pickle gadget" in info.value.never[0]
+
+
+def test_a_module_imported_again_is_looked_at_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library imported a second time holds new objects: they are the same doors."""
+    import importlib
+    import shelve
+
+    safe_pickle._NEVER.reason(shelve.open)  # its rows resolved from this module object
+    monkeypatch.delitem(sys.modules, "shelve")
+    fresh = importlib.import_module("shelve")
+    assert fresh.open is not shelve.open
+    pkg = f"alias_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{pkg}.py").write_text("from shelve import open as keep\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(safe_pickle._Refused) as info:
+            safe_pickle.resolve(pkg, "keep", TrustedSet([f"{pkg}.keep"]))
+        assert info.value.never
+    finally:
+        sys.modules.pop(pkg, None)
+        sys.modules["shelve"] = shelve
