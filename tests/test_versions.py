@@ -124,7 +124,6 @@ def test_an_unusual_version_is_recorded_plain_or_not_at_all(
 
 
 def test_the_yaml_layer_never_raises_pyyamls_own_error() -> None:
-    torch = pytest.importorskip("torch", reason=TORCH_SKIP)
-    for value in (object(), torch.__version__, Path("x"), 1 + 2j):
+    for value in (object(), _SelfStr("2.13.0+cpu"), Path("x"), 1 + 2j):  # (as torch's version)
         with pytest.raises(RegistryError, match=r"Cannot write a .* value to the registry"):
             yamlio.dump({"a": value})
