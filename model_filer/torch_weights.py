@@ -81,7 +81,7 @@ def _why(message: str) -> str:
     """torch's refusal in a few words, without its advice to load unsafely."""
     found = re.search(r"GLOBAL (\S+) was not an allowed global", message)
     if found:
-        return f"it names {found.group(1)}, which torch's default allowlist does not admit"
+        return f"it names {found.group(1)}, which that allowlist does not admit"
     found = re.search(r"GLOBAL (\S+) whose module (\S+) is blocked", message)
     if found:
         return f"it names {found.group(1)}, whose module torch blocks"
@@ -179,6 +179,8 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
             return torch.load(source, weights_only=True, mmap=False)
         except pickle.UnpicklingError as exc:
             raise NestedRefusal(
-                "its nested torch.save bytes were refused by torch.load(weights_only=True) with "
-                f"torch's default allowlist: {_why(str(exc))}; nothing in them ran"
+                "served by model_filer's safe substitute, which refused its nested torch.save "
+                "bytes (read by torch.load(weights_only=True) with torch's default allowlist "
+                f"only): {_why(str(exc))}; nothing in them ran. Dump tensors or "
+                "model.state_dict(), not objects that pickle code"
             ) from None
