@@ -20,6 +20,7 @@ from pathlib import Path
 
 from model_filer.hookapi import (
     MODEL_SUFFIX,
+    SERVED,
     Blob,
     ModelFilerError,
     Registry,
@@ -30,6 +31,7 @@ from model_filer.hookapi import (
     can_trust,
     default_root,
     known,
+    never_reason,
     parse,
     project_patterns,
     read_staged,
@@ -104,18 +106,16 @@ def _untrusted_problems(path: str, reg: Registry) -> list[str]:
     judged = {
         i: trusted.covers_name(i) for i in {i for imports in recorded.values() for i in imports}
     }
-    lines, names = [], set()
+    lines, names, served = [], set(), set[str]()
     for name, imports in sorted(recorded.items()):
         untrusted = [i for i in imports if not judged[i]]
         if untrusted:
             names.update(untrusted)
+            served.update(i for i in imports if i in SERVED)
             lines.append(f"{path}: {name} imports {', '.join(untrusted)}, outside the trusted set")
     never = sorted(n for n in names if not can_trust(n))
-    if never:
-        lines.append(
-            f"  {', '.join(never)}: dunder names and classes defined in a script (__main__) "
-            "cannot be trusted: define them in an importable module and dump again"
-        )
+    lines.extend(f"  {n} can never be trusted: {never_reason(n)}" for n in never)
+    lines.extend(f"  {n}: {SERVED[n]}" for n in sorted(served))  # (earlier advice named it)
     if names - set(never):
         fix = trusted.fix(names).replace("\n", "\n    ")
         lines.append(

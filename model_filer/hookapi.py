@@ -28,13 +28,14 @@ from .registry import Entry, Registry, parse
 from .remote_trust import fetch_address, override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
-from .trust import TrustedSet, can_trust, project_patterns
+from .trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
 from .verified import Summary, blob_id, known, summarize
 
 __all__ = [
     "FAIL_FAST",
     "MODEL_SUFFIX",
     "NULL_REF",
+    "SERVED",
     "Blob",
     "Entry",
     "ModelFilerError",
@@ -54,6 +55,7 @@ __all__ = [
     "fetch_address",
     "get_remote",
     "known",
+    "never_reason",
     "open_repo",
     "override_of",
     "parse",

@@ -23,12 +23,15 @@ import os
 import pickle
 import pickletools
 import sys
+from collections.abc import Callable
 from pickle import whichmodule  # type: ignore[attr-defined]  # public, not in typeshed
-from types import BuiltinMethodType, FunctionType, MethodType, ModuleType
+from types import BuiltinFunctionType, BuiltinMethodType, FunctionType, MethodType, ModuleType
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from . import torch_weights, trust
 from .errors import UntrustedModelError, UntrustedModelWarning
-from .trust import TrustedSet, can_trust, is_safe_name
+from .torch_weights import NestedRefusal
+from .trust import TrustedSet, is_safe_name
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -37,8 +40,6 @@ _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
 PRESCAN_BUDGET = 256 * 1024  # bytes of opcodes: a 50 MB, 90-tree forest has 25 KiB beside payloads
-_SCRIPT = "defined in a script: move it to an importable module to trust it"
-_DUNDER = "a dunder or malformed name"
 
 
 class _Refused(Exception):
@@ -55,6 +56,7 @@ class Scan(NamedTuple):
     imports: frozenset[tuple[str, str]]
     ext: tuple[int, ...]
     computed: bool = False  # a STACK_GLOBAL whose names are not plain strings of the stream
+    buffers: int = 0  # out-of-band buffers written after the pickle (RecordingPickler)
 
     def names(self) -> list[str]:
         """The imports as a sorted ``module.qualname`` list."""
@@ -96,23 +98,88 @@ def _class_attribute(obj: object, name: object, *default: object) -> Any:
     return value
 
 
+class _NeverObjects:
+    """The never-list by identity: each row's object, once its module is imported.
+
+    Only modules already in ``sys.modules`` are looked at, and through their ``__dict__``
+    (no module ``__getattr__``): checking a pickle never imports a library it does not name.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[str, str]]] = {}  # module: (qualname, why)
+        specs = {**trust.NEVER_BY_SPEC}
+        for served in trust.SERVED:  # found under their own name: _screened serves them
+            module, _, qualname = served.rpartition(".")
+            specs[f"{module}:{qualname}"] = served
+        for spec, why in specs.items():
+            module, _, qualname = spec.partition(":")
+            self.rows.setdefault(module, []).append((qualname, why))
+        self.seen: dict[str, object] = {}  # module name: the module object its rows came from
+        self.found: dict[int, tuple[object, str]] = {}
+
+    def _refresh(self) -> None:
+        """Resolve the rows of modules imported (or imported again) since the last call."""
+        for name, rows in self.rows.items():
+            module = sys.modules.get(name)
+            if module is None or self.seen.get(name) is module:
+                continue
+            for qualname, why in rows:
+                obj: Any = module
+                for part in qualname.split("."):
+                    obj = vars(obj).get(part) if hasattr(obj, "__dict__") else None
+                if obj is not None:
+                    self.found[id(obj)] = (obj, why)  # kept alive here: ids stay unique
+            self.seen[name] = module
+
+    def reason(self, obj: object) -> str | None:
+        """Why ``obj`` is never trusted (its row, or its defining package); ``None`` if not.
+
+        A served object (``torch.storage._load_from_bytes``) gives its own name.
+        """
+        self._refresh()
+        hit = self.found.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        module = getattr(obj, "__module__", None)
+        if isinstance(obj, type | FunctionType | BuiltinFunctionType) and isinstance(module, str):
+            return trust.never_module(module)
+        return None
+
+
+_NEVER = _NeverObjects()
+
+
+def _screened(obj: Any, full: str) -> Any:
+    """``obj``, or its safe substitute; raise :class:`_Refused` if it is never trusted."""
+    why = _NEVER.reason(obj)
+    if why is None:
+        return obj
+    if why in trust.SERVED:
+        return torch_weights.load_from_bytes
+    raise _Refused(full, why)
+
+
 def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
     """The global ``module.name`` if ``trusted`` allows it; raise :class:`_Refused` otherwise.
 
     Judged by name before any import; a glob-trusted name must then be a class defined in a
     trusted module (its own ``__module__``), so a glob never trusts a function or a module
-    attribute such as ``sklearn.utils.os.system``.
+    attribute such as ``sklearn.utils.os.system``. Whatever a name resolves to is then
+    checked against the never-list by identity (``posix.system`` is ``os.system``), and
+    ``torch.storage._load_from_bytes`` is replaced by its safe substitute.
     """
     module, name = _compat(module, name)
     full = f"{module}.{name}"
-    if module == "__main__":
-        raise _Refused(full, _SCRIPT)
-    if not is_safe_name(module, name):
-        raise _Refused(full, _DUNDER)
+    why = trust.never_reason(full)
+    if why is not None:
+        raise _Refused(full, why)
     sys.audit("pickle.find_class", module, name)
     if trusted.is_exact(module, name):
         obj = _walk(module, name)
-        return _class_attribute if obj is getattr else obj
+        return _class_attribute if obj is getattr else _screened(obj, full)
+    cls = trusted.pyx_class(module, name)
+    if cls is not None:
+        return _pyx_unpickle(module, name, cls, trusted)
     if not trusted.glob_covers(module, name):
         raise _Refused(full)
     obj = _walk(module, name)
@@ -120,12 +187,23 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
         raise _Refused(full)  # a function: trusted by its exact name only
     if not trusted.glob_covers(obj.__module__, obj.__qualname__):
         raise _Refused(full)  # defined elsewhere, or a class the defaults leave out
-    return obj
+    return _screened(obj, full)
+
+
+def _pyx_unpickle(module: str, name: str, cls: str, trusted: TrustedSet) -> Any:
+    """Cython's ``module.__pyx_unpickle_C``, trusted because the class ``module.C`` is."""
+    klass = resolve(module, cls, trusted)
+    obj = _walk(module, name)
+    if not (isinstance(klass, type) and callable(obj)) or getattr(obj, "__module__", None) != (
+        klass.__module__
+    ):
+        raise _Refused(f"{module}.{name}")  # not a reconstructor beside its class
+    return _screened(obj, f"{module}.{name}")
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh: IO[bytes], trusted: TrustedSet) -> None:
-        super().__init__(fh)
+    def __init__(self, fh: IO[bytes], trusted: TrustedSet, buffers: list[Any] | None) -> None:
+        super().__init__(fh, buffers=buffers)
         self._trusted = trusted
 
     def find_class(self, module: str, name: str) -> Any:
@@ -333,13 +411,49 @@ class RecordingPickler(pickle.Pickler):
     """
 
     def __init__(
-        self, file: SupportsWrite[bytes], protocol: int | None = None, **kwargs: Any
+        self,
+        file: SupportsWrite[bytes],
+        protocol: int | None = None,
+        out_of_band: bool = False,
+        **kwargs: Any,
     ) -> None:
+        if out_of_band:
+            kwargs["buffer_callback"] = self._in_band
         super().__init__(file, protocol, **kwargs)
         if protocol is None:
             protocol = pickle.DEFAULT_PROTOCOL
         self._protocol = pickle.HIGHEST_PROTOCOL if protocol < 0 else protocol
         self._imports: set[tuple[str, str]] = set()
+        self._out_of_band = out_of_band and self._protocol >= 5
+        self._placeholders: dict[int, tuple[pickle.PickleBuffer, Any]] = {}
+        self.buffers: list[Callable[[], bytes]] = []  # each makes one out-of-band buffer
+
+    def _in_band(self, buffer: pickle.PickleBuffer) -> bool:
+        """``buffer_callback``: torch's storage bytes go out of band, all else in band."""
+        made = self._placeholders.pop(id(buffer), None)
+        if made is None:
+            return True
+        storage = made[1]
+        self.buffers.append(lambda: storage.__reduce_ex__(self._protocol)[1][0])
+        return False
+
+    def _storage_out_of_band(self, obj: Any, value: Any) -> Any:
+        """``(_load_from_bytes, (bytes,))``, a torch storage's reduction, with a writable
+        placeholder buffer for its bytes: the pickler writes ``NEXT_BUFFER``, and the bytes
+        are made again when written after the pickle (not all held in memory meanwhile)."""
+        loader = getattr(sys.modules.get("torch.storage"), "_load_from_bytes", None)
+        if not (
+            loader is not None
+            and type(value) is tuple
+            and len(value) == 2
+            and value[0] is loader
+            and len(value[1]) == 1
+            and isinstance(value[1][0], bytes)
+        ):
+            return value
+        placeholder = pickle.PickleBuffer(bytearray())
+        self._placeholders[id(placeholder)] = (placeholder, obj)
+        return loader, (placeholder,)
 
     def _note(self, obj: Any, name: str) -> None:
         self._imports.add((whichmodule(obj, name), name))
@@ -352,13 +466,15 @@ class RecordingPickler(pickle.Pickler):
         value = reduce(obj) if reduce is not None else obj.__reduce_ex__(self._protocol)
         if isinstance(value, str):
             self._note(obj, value)
+        elif self._out_of_band and reduce is None:
+            value = self._storage_out_of_band(obj, value)
         return value
 
     def scan(self) -> Scan:
         """What was written: the globals, and the EXT codes copyreg turned some into."""
         registry: dict[tuple[str, str], int] = getattr(copyreg, "_extension_registry", {})
         ext = tuple(sorted(code for key, code in registry.items() if key in self._imports))
-        return Scan(frozenset(self._imports), ext)
+        return Scan(frozenset(self._imports), ext, buffers=len(self.buffers))
 
 
 # -- loading -------------------------------------------------------------------------------
@@ -381,8 +497,9 @@ def _refusal(
     for module, qualname in found.imports if found is not None else ():
         module, qualname = _compat(module, qualname)
         full = f"{module}.{qualname}"
-        if not can_trust(full):
-            never.setdefault(full, _SCRIPT if module == "__main__" else _DUNDER)
+        why = trust.never_reason(full)
+        if why is not None:
+            never.setdefault(full, why)
         elif not _by_name(module, qualname, trusted):
             untrusted.add(full)
     listed = [f"{n} ({why})" for n, why in sorted(never.items())]
@@ -394,10 +511,7 @@ def _refusal(
 
 def _by_name(module: str, qualname: str, trusted: TrustedSet) -> bool:
     """The check of a global by its name alone, before anything is imported."""
-    module, qualname = _compat(module, qualname)
-    return can_trust(f"{module}.{qualname}") and (
-        trusted.is_exact(module, qualname) or trusted.glob_covers(module, qualname)
-    )
+    return trusted.admits_name(*_compat(module, qualname))
 
 
 def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
@@ -407,7 +521,7 @@ def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
     )
 
 
-def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
+def load(fh: IO[bytes], trusted: TrustedSet, name: str, buffers: list[Any] | None = None) -> Any:
     """Unpickle from ``fh`` importing only ``trusted``; else raise :class:`UntrustedModelError`.
 
     First the opcodes are scanned (payloads skipped with a seek) and every global they name
@@ -416,10 +530,12 @@ def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
     ``PRESCAN_BUDGET`` bytes of opcodes (millions of small objects, where a Python scan would
     cost several loads) skips the first step: ``find_class`` alone still never imports nor
     calls anything untrusted, though trusted reconstructors before the refused global run.
-    ``trusted.everything`` (``"*"``) is a plain ``pickle.load``.
+    ``trusted.everything`` (``"*"`` for this call) is a plain ``pickle.load``. ``buffers``
+    are the file's out-of-band buffers (torch storages), as lazy slices of it.
     """
-    if trusted.everything:
-        return pickle.load(fh)  # noqa: S301 - the caller trusted everything, explicitly
+    if trusted.everything:  # the caller trusted everything, explicitly
+        plain = None if buffers is None else [b.read_all() for b in buffers]
+        return pickle.load(fh, buffers=plain)  # noqa: S301
     start = fh.tell()
     try:
         found: Scan | None = scan(fh, PRESCAN_BUDGET)
@@ -430,9 +546,12 @@ def load(fh: IO[bytes], trusted: TrustedSet, name: str) -> Any:
     if found is not None and not _judge_names(found, trusted):
         raise _refusal(name, trusted, found, None)
     try:
-        return _Unpickler(fh, trusted).load()
+        return _Unpickler(fh, trusted, buffers).load()
     except _Refused as exc:
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
+    except NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes
+        refused = _Refused(torch_weights.NAME, exc.reason)
+        raise _refusal(name, trusted, found or _scan_quietly(fh, start), refused) from None
     except Exception:
         found = found or _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
         if found is not None and found.ext:

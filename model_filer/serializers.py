@@ -7,6 +7,7 @@ import pickle
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
 
 PROTOCOL = 5  # protocol 4 (3.11's default) copies every numpy buffer; 5 writes them in place
 SERIALIZER = f"pickle-{PROTOCOL}"
+# A protocol 5 pickle whose torch storages follow it out of band (see docs/model-format.md):
+# loading reads each one once, straight into the tensor's memory.
+SERIALIZER_BUFFERS = f"pickle-{PROTOCOL}+buffers"
 _PICKLE_RE = re.compile(r"pickle-[0-5]")
+_MAGIC = b"MFBUF\x00v1"
+_WORD = 8
 
 
 def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
@@ -33,9 +39,10 @@ def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, Scan]:
     from . import safe_pickle  # imported when used: every hook imports this module
 
     writer = HashingWriter(fh)
-    pickler = safe_pickle.RecordingPickler(writer, protocol=PROTOCOL)
+    pickler = safe_pickle.RecordingPickler(writer, protocol=PROTOCOL, out_of_band=True)
     try:
         pickler.dump(model)
+        _write_buffers(writer, pickler.buffers)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise SerializationError(
             f"Cannot pickle {type(model).__name__}: {exc}. Use classes and functions defined "
@@ -45,6 +52,54 @@ def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, Scan]:
     finally:
         sha256 = writer.hexdigest()  # also ends the hashing thread when pickling fails
     return sha256, writer.size, pickler.scan()
+
+
+def _write_buffers(writer: HashingWriter, buffers: list[Callable[[], bytes]]) -> None:
+    """After the pickle: each out-of-band buffer, their sizes, their count, a magic."""
+    if not buffers:
+        return  # a plain pickle-5 file, as before
+    sizes = []
+    for make in buffers:
+        data = make()  # one at a time: a model's storages are never all copied at once
+        writer.write(data)
+        sizes.append(len(data))
+        del data
+    trailer = b"".join(n.to_bytes(_WORD, "little") for n in sizes)
+    writer.write(trailer + len(sizes).to_bytes(_WORD, "little") + _MAGIC)
+
+
+def _unreadable(name: str) -> SerializationError:
+    return SerializationError(
+        f"Model {name!r}: its out-of-band buffers are unreadable (its registry entry says "
+        "its tensors follow the pickle, and they do not). The file was not written by "
+        "model_filer's dump: ask its author to dump it again and push it."
+    )
+
+
+def _read_buffers(fh: IO[bytes], name: str) -> list[Any]:
+    """The out-of-band buffers of the file at ``fh``, as lazy slices of it."""
+    from .torch_weights import FileSlice
+
+    start = fh.tell()
+    end = fh.seek(0, 2)
+    fh.seek(max(start, end - 2 * _WORD))
+    tail = fh.read(2 * _WORD)
+    count = int.from_bytes(tail[:_WORD], "little")
+    sizes_at = end - 2 * _WORD - count * _WORD
+    if tail[_WORD:] != _MAGIC or sizes_at < start:
+        raise _unreadable(name)
+    fh.seek(sizes_at)
+    raw = fh.read(count * _WORD)
+    sizes = [int.from_bytes(raw[i : i + _WORD], "little") for i in range(0, len(raw), _WORD)]
+    offset = sizes_at - sum(sizes)
+    if offset < start:
+        raise _unreadable(name)
+    fh.seek(start)
+    slices = []
+    for size in sizes:
+        slices.append(FileSlice(fh, offset, size))
+        offset += size
+    return slices
 
 
 def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = None) -> Entry:
@@ -63,7 +118,7 @@ def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = N
         state="local",
         sha256=sha256,
         size=size,
-        serializer=SERIALIZER,
+        serializer=SERIALIZER_BUFFERS if found.buffers else SERIALIZER,
         python=python_version(),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         library=library_of(model),
@@ -78,7 +133,8 @@ def load(
 
     ``registry`` is the registry file that records the model (for the error's ``path``).
     """
-    if not _PICKLE_RE.fullmatch(serializer):
+    buffers = _read_buffers(fh, name) if serializer == SERIALIZER_BUFFERS else None
+    if buffers is None and not _PICKLE_RE.fullmatch(serializer):
         raise RegistryError(
             f"Model {name!r} was written with serializer {serializer!r}, which this model_filer "
             "cannot read. Upgrade with `pip install -U ds-model-filer`.",
@@ -86,7 +142,7 @@ def load(
         )
     from . import safe_pickle  # imported when used: every hook imports this module
 
-    return safe_pickle.load(fh, trusted, name)
+    return safe_pickle.load(fh, trusted, name, buffers)
 
 
 def python_version() -> str:
@@ -95,18 +151,35 @@ def python_version() -> str:
 
 def library_of(model: Any) -> dict[str, str] | None:
     """The top-level library a model's class comes from and its version, if it has one."""
-    top = type(model).__module__.partition(".")[0]
-    module = sys.modules.get(top)
-    version = getattr(module, "__version__", None)
-    if top in ("builtins", "__main__") or not isinstance(version, str):
+    top = getattr(type(model), "__module__", None)
+    top = plain_text(top.partition(".")[0]) if isinstance(top, str) else None
+    if top is None or top in ("builtins", "__main__"):
         return None
-    return {"name": top, "version": version}
+    version = current_version(top)
+    return None if version is None else {"name": top, "version": version}
 
 
 def current_version(library: str) -> str | None:
     """The running version of a library already imported (unpickling imported it)."""
-    version = getattr(sys.modules.get(library), "__version__", None)
-    return version if isinstance(version, str) else None
+    return plain_text(getattr(sys.modules.get(library), "__version__", None))
+
+
+def plain_text(value: object) -> str | None:
+    """``value`` as a plain, short ``str`` for the registry, or ``None``.
+
+    Versions are often ``str`` subclasses (torch's ``TorchVersion``), which the safe YAML
+    dumper refuses; anything else is rendered with ``str`` when that gives a sensible line.
+    """
+    if value is None or isinstance(value, bytes | bytearray):
+        return None
+    try:
+        text = str(value)
+    except Exception:  # a __str__ that fails: record no version rather than fail a dump
+        return None
+    # A str subclass's __str__ may return itself: copy through unbound str methods (no
+    # override runs) into an exact str.
+    text = str.encode(text, "utf-8", "surrogatepass").decode("utf-8", "surrogatepass").strip()
+    return text if 0 < len(text) <= 100 and text.isprintable() else None
 
 
 def warn_versions(entry: Entry) -> None:

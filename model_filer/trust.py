@@ -8,6 +8,12 @@ Patterns are exact ``module.qualname`` names or module globs ``"pkg.sub.*"``; ``
 everything. A glob trusts only *classes* defined in those modules (checked on the class's own
 ``__module__`` once resolved); functions are trusted by exact name only. This module only
 matches names: it imports nothing, so the commit hook can use it without the ML libraries.
+
+Some globals are never trusted, whatever the patterns say (:data:`NEVER`): they load a second
+pickle with no restriction, or run code or programs. The loader matches them by the object a
+name resolves to (:mod:`model_filer.safe_pickle`); the commit hook, which imports nothing,
+by the names of the same table. Only ``load(..., trusted=["*"])`` for one call, a plain
+``pickle.load``, admits them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ PYPROJECT = "pyproject.toml"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED_RE = re.compile(rf"{_IDENT}(?:\.{_IDENT})*")
 _DUNDER_RE = re.compile(r"__\w*__")
+SCRIPT = "defined in a script: move it to an importable module to trust it"
+DUNDER = "a dunder or malformed name"
+PYX_UNPICKLE = "__pyx_unpickle_"  # Cython's reconstructor of class C is M.__pyx_unpickle_C
 
 # Modules holding the models and data structures of the common ML stack. Their classes are
 # trusted; their functions are not (see DEFAULT_FUNCTIONS).
@@ -85,6 +94,51 @@ _BUILTINS = (
     "bool bytearray bytes complex dict float frozenset getattr int list object range set slice "
     "str tuple"
 )
+_SKLEARN_FUNCTIONS = {
+    "sklearn.feature_selection._univariate_selection": (
+        "f_classif f_regression chi2 r_regression f_oneway"
+    ),
+    "sklearn.feature_selection._mutual_info": "mutual_info_classif mutual_info_regression",
+    "sklearn.cluster._kmeans": "_kmeans_single_lloyd _kmeans_single_elkan",
+    "sklearn.metrics._classification": (
+        "accuracy_score balanced_accuracy_score brier_score_loss d2_brier_score "
+        "d2_log_loss_score f1_score fbeta_score jaccard_score log_loss matthews_corrcoef "
+        "precision_score recall_score"
+    ),
+    "sklearn.metrics._ranking": "average_precision_score roc_auc_score top_k_accuracy_score",
+    "sklearn.metrics._regression": (
+        "d2_absolute_error_score explained_variance_score max_error mean_absolute_error "
+        "mean_absolute_percentage_error mean_gamma_deviance mean_poisson_deviance "
+        "mean_squared_error mean_squared_log_error median_absolute_error r2_score "
+        "root_mean_squared_error root_mean_squared_log_error"
+    ),
+    "sklearn.metrics._scorer": "negative_likelihood_ratio positive_likelihood_ratio",
+    "sklearn.metrics.cluster._supervised": (
+        "adjusted_mutual_info_score adjusted_rand_score completeness_score "
+        "fowlkes_mallows_score homogeneity_score mutual_info_score normalized_mutual_info_score "
+        "rand_score v_measure_score"
+    ),
+}
+
+
+def _functions(by_module: dict[str, str]) -> list[str]:
+    return [f"{module}.{f}" for module, names in by_module.items() for f in names.split()]
+
+
+_TORCH_REBUILDERS = (
+    "tensor tensor_v2 tensor_v3 parameter parameter_with_state qtensor sparse_tensor "
+    "meta_tensor_no_storage nested_tensor wrapper_subclass device_tensor_from_numpy "
+    "device_tensor_from_cpu_tensor"
+)
+_TORCH_DTYPES = (
+    "bool bfloat16 float16 float32 float64 complex32 complex64 complex128 "
+    "float8_e4m3fn float8_e4m3fnuz float8_e5m2 float8_e5m2fnuz float8_e8m0fnu float4_e2m1fn_x2 "
+    "int8 int16 int32 int64 uint8 uint16 uint32 uint64 qint8 qint32 quint8 quint4x2 quint2x4 "
+    "bits1x8 bits2x4 bits4x2 bits8 bits16 "
+    + " ".join(f"int{n} uint{n}" for n in range(1, 8))
+    + " per_tensor_affine per_tensor_symmetric per_channel_affine per_channel_symmetric "
+    "per_channel_affine_float_qparams"
+)
 # The exact functions (and stdlib classes) that pickles of that stack call.
 DEFAULT_FUNCTIONS = frozenset(
     {
@@ -120,11 +174,9 @@ DEFAULT_FUNCTIONS = frozenset(
         "numpy.random._pickle.__randomstate_ctor",
         "numpy.random._pickle.__generator_ctor",
         "numpy.random._pickle.__bit_generator_ctor",
-        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
         # pandas' reconstructors and singletons
         "pandas.NA",
         "pandas._libs.missing.NA",
-        "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked",
         "pandas._libs.internals._unpickle_block",
         "pandas._libs.tslibs.nattype._nat_unpickle",
         "pandas._libs.tslibs.nattype.__nat_unpickle",
@@ -140,8 +192,157 @@ DEFAULT_FUNCTIONS = frozenset(
         "sklearn.metrics._dist_metrics.newObj",
         "sklearn.neighbors._kd_tree.newObj",
         "sklearn.neighbors._ball_tree.newObj",
+        # scikit-learn's functions held as parameters of estimators fitted with their
+        # defaults: score functions, named scorers (scoring="..."), pooling, k-means steps
+        *_functions(_SKLEARN_FUNCTIONS),
+        "numpy.mean",
+        "numpy.ma.core._mareconstruct",  # masked arrays, as in a search's cv_results_
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",  # held by SplineTransformer
+        # PyTorch: what torch.load(weights_only=True) admits by default (torch's
+        # _weights_only_unpickler._get_allowed_globals) that a plain pickle of tensors,
+        # Parameters and state_dicts names; _load_from_bytes is served by a safe substitute.
+        *(f"torch._utils._rebuild_{f}" for f in _TORCH_REBUILDERS.split()),
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.serialization._get_layout",
+        "torch.storage._load_from_bytes",
+        "torch.Size",
+        "torch.Tensor",
+        "torch.device",
+        "torch.nn.parameter.Parameter",
+        *(f"torch.{t}" for t in _TORCH_DTYPES.split()),
     }
 )
+
+
+# -- the never-list ------------------------------------------------------------------------
+# Globals no pattern trusts: not the defaults, a glob, pyproject.toml (its "*" included) nor
+# trusted=[...]. Only load(..., trusted=["*"]) for one call, a plain pickle.load, runs them.
+# Beside them, names that are never trustable by their form: dunder parts and __main__.
+#
+# How the list was built: from what each library of the stack (and the standard library)
+# offers to turn bytes or a file into objects with an unrestricted unpickler (pickle,
+# _pickle, dill, cloudpickle, joblib, numpy, pandas, torch.serialization, marshal, shelve);
+# what turns text or bytes into code (eval, exec, compile, runpy, importlib, code and function
+# constructors, and the dill and cloudpickle builders of functions and modules); what runs a
+# program (os, posix, subprocess, pty); the pickle gadgets that reach those through
+# attributes (operator.attrgetter and methodcaller reach eval through __globals__; ctypes
+# calls any address); and the torch subpackages and C classes that compile or load code
+# (jit, package, fx, export, hub, _dynamo, _inductor, cpp_extension, TorchScript). Each row
+# is "module:qualname" where it is defined, plus the aliases a pickle may write. The loader
+# compares the object a name resolves to against these rows' objects (identity, so an alias
+# not listed is caught too, and only modules already imported are looked at: checking never
+# imports a library), and the defining module of a class or function against NEVER_MODULES;
+# the commit hook compares the names.
+_ONLY_DATA = "dump the data itself (arrays, tensors, model.state_dict()) instead"
+_REBUILD = (
+    "dump model.state_dict() (the weights) instead, and rebuild the module in code before "
+    "load_state_dict()"
+)
+NEVER: tuple[tuple[str, str, str], ...] = (
+    (
+        "_pickle:loads _pickle:load _pickle:Unpickler pickle:loads pickle:load pickle:Unpickler "
+        "pickle:_loads pickle:_load pickle:_Unpickler "
+        "dill:loads dill:load dill:Unpickler dill._dill:loads dill._dill:load "
+        "dill._dill:Unpickler dill:load_session dill._dill:load_session "
+        "cloudpickle:loads cloudpickle:load "
+        "joblib.numpy_pickle:load joblib:load joblib.numpy_pickle:NumpyUnpickler "
+        "numpy:load numpy.lib.npyio:load numpy.lib._npyio_impl:load "  # (npyio: numpy 1.x)
+        "numpy.lib.format:read_array numpy.lib._format_impl:read_array "
+        "pandas:read_pickle pandas.io.pickle:read_pickle pandas.compat.pickle_compat:loads "
+        "pandas.compat.pickle_compat:Unpickler "
+        "marshal:loads marshal:load shelve:open shelve:Shelf shelve:DbfilenameShelf "
+        "shelve:BsdDbShelf "
+        "torch.serialization:load torch:load torch.serialization:_load "
+        "torch.serialization:_legacy_load torch._C:_pickle_load_obj "
+        "torch.hub:load torch.hub:load_state_dict_from_url torch.utils.model_zoo:load_url",
+        "it loads a second pickle (or file) with no restriction: any code inside would run",
+        _ONLY_DATA,
+    ),
+    (
+        "builtins:eval builtins:exec builtins:compile builtins:breakpoint "
+        "types:CodeType types:FunctionType runpy:run_path runpy:run_module "
+        "importlib:import_module importlib:__import__ "
+        "dill._dill:_create_code dill._dill:_create_function dill._dill:_import_module "
+        "cloudpickle.cloudpickle:subimport cloudpickle.cloudpickle:_make_function "
+        "cloudpickle.cloudpickle:_builtin_type cloudpickle.cloudpickle:_make_skeleton_class",
+        "it runs code (a string, bytecode or a module's import)",
+        "define the code in an importable module and dump objects of its classes",
+    ),
+    (
+        "posix:system os:system os:popen os:execv os:execve os:execl os:execlp "
+        "os:execvp os:execvpe os:spawnv os:spawnve os:spawnl os:spawnlp os:spawnvp "
+        "posix:posix_spawn posix:posix_spawnp posix:execv posix:execve posix:fork "
+        "subprocess:Popen subprocess:run subprocess:call subprocess:check_call "
+        "subprocess:check_output subprocess:getoutput subprocess:getstatusoutput pty:spawn",
+        "it runs a program",
+        _ONLY_DATA,
+    ),
+    (
+        "operator:attrgetter operator:methodcaller",
+        "a pickle gadget: it reaches any attribute, eval included (through __globals__)",
+        _ONLY_DATA,
+    ),
+    (
+        "torch._C:ScriptModule torch._C:ScriptFunction torch._C:ScriptMethod "
+        "torch._C:CompilationUnit torch._C:import_ir_module torch._C:import_ir_module_from_buffer "
+        "torch._C:_import_ir_module_from_package torch._C:_load_for_lite_interpreter "
+        "torch._C:_load_for_lite_interpreter_from_buffer torch._C:_load_jit_module_from_bytes "
+        "torch._C:_load_jit_module_from_file torch._C:_load_mobile_module_from_bytes "
+        "torch._C:_load_mobile_module_from_file torch._C:PyTorchFileReader",
+        "it compiles or loads TorchScript code",
+        _REBUILD,
+    ),
+)
+# Packages whose classes and functions are never trusted, under any glob ("torch.*"
+# included): checked on the name and, once resolved, on the object's own __module__.
+NEVER_MODULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "torch.jit torch.package torch.fx torch.export torch.hub torch._dynamo torch._inductor "
+        "torch.utils.cpp_extension torch._export",
+        "it compiles or loads code (TorchScript, torch.package, torch.fx, torch.export)",
+        _REBUILD,
+    ),
+    ("ctypes _ctypes", "it calls native code at any address", _ONLY_DATA),
+)
+# Never handed to the unpickler, but not refused: served by a safe substitute.
+SERVED = {
+    "torch.storage._load_from_bytes": (
+        "served by model_filer's safe substitute: the nested tensor bytes are loaded with "
+        "torch.load(weights_only=True) and torch's default allowlist, nothing to trust"
+    ),
+}
+
+
+def _rows(table: tuple[tuple[str, str, str], ...]) -> dict[str, str]:
+    return {item: f"{why}; {instead}" for items, why, instead in table for item in items.split()}
+
+
+NEVER_BY_SPEC = _rows(NEVER)  # "module:qualname": why, and what to do instead
+_NEVER_NAMES = {spec.replace(":", "."): why for spec, why in NEVER_BY_SPEC.items()}
+_NEVER_MODULES = _rows(NEVER_MODULES)
+
+
+def never_module(module: str) -> str | None:
+    """Why nothing defined in ``module`` can be trusted, if it is in :data:`NEVER_MODULES`."""
+    if _in(module, _NEVER_MODULES):
+        prefix = next(p for p in _NEVER_MODULES if module == p or module.startswith(p + "."))
+        return f"{prefix}: {_NEVER_MODULES[prefix]}"
+    return None
+
+
+def never_reason(full: str) -> str | None:
+    """Why no pattern can trust the global ``full`` (``module.qualname``) by its name, if so.
+
+    The never-list and the names no pattern can express (dunder parts, ``__main__``).
+    """
+    module, dot, qualname = full.partition(".")
+    if module == "__main__":
+        return SCRIPT
+    if not dot or not is_safe_name(module, qualname):
+        return DUNDER
+    if full in _NEVER_NAMES:
+        return _NEVER_NAMES[full]
+    return never_module(full.rpartition(".")[0])
 
 
 def is_safe_name(module: str, qualname: str) -> bool:
@@ -159,8 +360,7 @@ def is_safe_name(module: str, qualname: str) -> bool:
 
 def can_trust(full: str) -> bool:
     """Whether some pattern could trust the global ``full`` (``module.qualname``)."""
-    module, dot, qualname = full.partition(".")
-    return bool(dot) and module != "__main__" and is_safe_name(module, qualname)
+    return never_reason(full) is None
 
 
 def _in(module: str, prefixes: Iterable[str]) -> bool:
@@ -191,20 +391,26 @@ class TrustedSet:
     Parameters
     ----------
     patterns : iterable of str
-        Exact ``module.qualname`` names, module globs ``"pkg.*"``, or ``"*"``.
+        Exact ``module.qualname`` names, module globs ``"pkg.*"``, or ``"*"``, for one call.
+        ``"*"`` here trusts everything, the never-list included: a plain ``pickle.load``.
     defaults : bool, default True
         Include the built-in defaults for numpy, scipy, scikit-learn, pandas, xgboost,
-        lightgbm and catboost.
+        lightgbm, catboost and PyTorch's tensors.
+    project : sequence of str
+        The project's ``pyproject.toml`` patterns; its ``"*"`` trusts every name but those
+        of the never-list.
     """
 
-    __slots__ = ("default_globs", "everything", "exact", "globs", "project")
+    __slots__ = ("any_name", "default_globs", "everything", "exact", "globs", "project")
 
     def __init__(
         self, patterns: Iterable[str] = (), defaults: bool = True, project: Sequence[str] = ()
     ) -> None:
+        patterns = list(patterns)
+        self.everything = EVERYTHING in patterns
         patterns = [*project, *patterns]
         self.project = tuple(project)  # kept to write the full line a user must add
-        self.everything = EVERYTHING in patterns
+        self.any_name = EVERYTHING in patterns
         self.exact = frozenset(p for p in patterns if not p.endswith("*")) | (
             DEFAULT_FUNCTIONS if defaults else frozenset()
         )
@@ -212,8 +418,8 @@ class TrustedSet:
         self.default_globs = tuple(p[:-2] for p in DEFAULT_GLOBS) if defaults else ()
 
     def is_exact(self, module: str, qualname: str) -> bool:
-        """Whether ``module.qualname`` is trusted by its exact name."""
-        return f"{module}.{qualname}" in self.exact
+        """Whether ``module.qualname`` is trusted by its exact name (or by ``"*"``)."""
+        return self.any_name or f"{module}.{qualname}" in self.exact
 
     def glob_covers(self, module: str, qualname: str | None = None) -> bool:
         """Whether classes defined in ``module`` (named ``qualname``) are trusted by a glob."""
@@ -223,25 +429,51 @@ class TrustedSet:
             and f"{module}.{qualname}" not in DEFAULT_EXCLUDED_CLASSES
         )
 
+    def pyx_class(self, module: str, qualname: str) -> str | None:
+        """The class ``C`` when ``qualname`` is Cython's reconstructor ``__pyx_unpickle_C``
+        of a class ``module.C`` that this set trusts by name; else ``None``.
+
+        Cython writes ``M.__pyx_unpickle_C`` for a ``cdef class M.C`` without its own
+        ``__reduce__``: trusting the class trusts its reconstructor, the one rule for the
+        loader, dump's warning and the commit hook.
+        """
+        cls = qualname.removeprefix(PYX_UNPICKLE)
+        if cls == qualname or not cls or "." in cls:
+            return None
+        trusted = self.is_exact(module, cls) or self.glob_covers(module, cls)
+        return cls if trusted and never_reason(f"{module}.{cls}") is None else None
+
+    def admits_name(self, module: str, qualname: str) -> bool:
+        """The check of a global by its name alone, before anything is imported."""
+        return never_reason(f"{module}.{qualname}") is None and (
+            self.is_exact(module, qualname)
+            or self.glob_covers(module, qualname)
+            or self.pyx_class(module, qualname) is not None
+        )
+
     def covers_name(self, full: str) -> bool:
         """Name-only check of a recorded ``module.qualname``, for reviews and the commit hook.
 
         Without importing, a glob cannot tell a class from a function, so this admits what
-        the loader would refuse as a function; the loader, reading the bytes, decides.
+        the loader would refuse as a function; the loader, reading the bytes, decides. The
+        never-list is refused by name here, by the object it resolves to when loading.
         """
-        if self.everything or full in self.exact:
-            return True
         module, _, qualname = full.rpartition(".")
         return (
             bool(module)
             and _DOTTED_RE.fullmatch(full) is not None
-            and self.glob_covers(module, qualname)
+            and (self.admits_name(module, qualname))
         )
 
     def fix(self, names: Iterable[str]) -> str:
-        """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own."""
+        """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own.
+
+        Never-names are left out, the project's own included: they have no effect there
+        (``_load_from_bytes`` is served without them), and the line must not offer them.
+        """
         names = {n for n in names if can_trust(n)}
-        listed = [*self.project, *sorted(names - set(self.project))]
+        own = [p for p in self.project if p.endswith("*") or (can_trust(p) and p not in SERVED)]
+        listed = [*own, *sorted(names - set(own))]
         items = ", ".join(f'"{n}"' for n in listed)
         return f"[tool.model_filer]\ntrusted = [{items}]"
 

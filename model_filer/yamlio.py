@@ -58,13 +58,28 @@ def load(text: bytes, loader: type[Any] | None = None) -> Any:
 
 
 def dump(doc: Any, dumper: type[Any] | None = None) -> str:
-    """Block-style YAML, keys in the given order, no line wrapping: stable bytes."""
-    return yaml.dump(
-        doc,
-        Dumper=dumper or Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=1 << 16,
-        indent=2,
-    )
+    """Block-style YAML, keys in the given order, no line wrapping: stable bytes.
+
+    A value the safe dumper cannot write (an object that is not a plain str, int, list or
+    dict) raises :class:`RegistryError` naming its type, never PyYAML's own error.
+    """
+    try:
+        return yaml.dump(
+            doc,
+            Dumper=dumper or Dumper,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=1 << 16,
+            indent=2,
+        )
+    except yaml.representer.RepresenterError as exc:
+        from .errors import RegistryError
+
+        value = exc.args[1] if len(exc.args) > 1 else None
+        raise RegistryError(
+            f"Cannot write a {type(value).__module__}.{type(value).__qualname__} value "
+            "to the registry: only plain strings, numbers, lists and maps "
+            "can be written. Nothing was written: this is a model_filer bug, please report "
+            "it with this message."
+        ) from None

@@ -309,30 +309,30 @@ def test_the_hook_refuses_imports_outside_the_trusted_set(repo: Path, capsys: An
     stage_registry(
         repo,
         sample_entry("ok", imports=["numpy.ndarray", "sklearn.tree._tree.Tree"]),
-        sample_entry("bad", imports=["mypkg.models.MyModel", "numpy.ndarray", "posix.system"]),
+        sample_entry("bad", imports=["mypkg.models.MyModel", "numpy.ndarray", "shutil.rmtree"]),
     )
     assert no_local_models([REGISTRY]) == 1
     out = capsys.readouterr().out
     assert (
-        f"{REGISTRY}: bad imports mypkg.models.MyModel, posix.system, outside the trusted set"
+        f"{REGISTRY}: bad imports mypkg.models.MyModel, shutil.rmtree, outside the trusted set"
     ) in out
     assert "ok imports" not in out
-    assert 'trusted = ["mypkg.models.MyModel", "posix.system"]' in out
+    assert 'trusted = ["mypkg.models.MyModel", "shutil.rmtree"]' in out
 
 
 def test_the_hook_says_a_script_class_cannot_be_trusted(repo: Path, capsys: Any) -> None:
     stage_registry(repo, sample_entry("m", imports=["__main__.Model", "mypkg.Model"]))
     assert no_local_models([REGISTRY]) == 1
     out = capsys.readouterr().out
-    assert "__main__.Model: dunder names and classes defined in a script (__main__)" in out
+    assert "__main__.Model can never be trusted: defined in a script: move it to an" in out
     assert 'trusted = ["mypkg.Model"]' in out
 
 
 def test_the_hook_accepts_them_once_the_project_trusts_them(repo: Path, capsys: Any) -> None:
     (repo / "pyproject.toml").write_text(
-        '[tool.model_filer]\ntrusted = ["mypkg.models.*", "posix.system"]\n'
+        '[tool.model_filer]\ntrusted = ["mypkg.models.*", "shutil.rmtree"]\n'
     )
-    stage_registry(repo, sample_entry("m", imports=["mypkg.models.MyModel", "posix.system"]))
+    stage_registry(repo, sample_entry("m", imports=["mypkg.models.MyModel", "shutil.rmtree"]))
     assert no_local_models([REGISTRY]) == 0
     assert capsys.readouterr().out == ""
 
@@ -361,3 +361,37 @@ def test_dump_records_imports_from_the_bytes(project: Project) -> None:
     direct = safe_pickle.imports_of(filer.model_path("m")).names()
     assert direct == [f"{project.pkg}.models.MyModel"]
     assert pickle.loads(filer.model_path("m").read_bytes())["data"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("patterns", "name", "covered"),
+    [
+        ([], "sklearn._loss._loss.__pyx_unpickle_CyHalfMultinomialLoss", True),
+        (["mypkg.fast.Tree"], "mypkg.fast.__pyx_unpickle_Tree", True),
+        (["mypkg.fast.*"], "mypkg.fast.__pyx_unpickle_Tree", True),
+        (["mypkg.fast.Tree"], "mypkg.fast.__pyx_unpickle_Forest", False),
+        (["mypkg.fast.Tree"], "mypkg.other.__pyx_unpickle_Tree", False),
+        (["mypkg.fast.Tree"], "mypkg.fast.__pyx_unpickle_", False),
+        ([], "mypkg.fast.__pyx_unpickle_Tree", False),  # the class is not trusted
+        (["torch.*"], "torch.jit.__pyx_unpickle_ScriptModule", False),  # the never-list
+    ],
+)
+def test_a_cython_reconstructor_is_trusted_with_its_class(
+    patterns: list[str], name: str, covered: bool
+) -> None:
+    """``M.__pyx_unpickle_C`` by the rule the loader, dump's warning and the hook share."""
+    trusted = TrustedSet(project=patterns)
+    assert trusted.covers_name(name) is covered
+    module, _, qualname = name.rpartition(".")
+    assert trusted.admits_name(module, qualname) is covered
+
+
+def test_the_loader_takes_a_reconstructor_only_beside_its_trusted_class() -> None:
+    """Resolved, ``M.__pyx_unpickle_C`` must be a callable of the class's own module."""
+    import sklearn._loss._loss as loss
+
+    trusted = TrustedSet()
+    name = "__pyx_unpickle_CyHalfMultinomialLoss"
+    assert safe_pickle.resolve(loss.__name__, name, trusted) is getattr(loss, name)
+    with pytest.raises(safe_pickle._Refused):  # "sklearn.os" is a module, not a class
+        safe_pickle.resolve("sklearn", "__pyx_unpickle_os", trusted)
