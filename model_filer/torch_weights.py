@@ -29,7 +29,7 @@ _users = 0  # threads inside load_from_bytes: the hook stays installed while any
 _original: Callable[[], dict[str, Any]] | None = None
 
 
-class NestedRefusal(pickle.UnpicklingError):
+class _NestedRefusal(pickle.UnpicklingError):
     """torch's restricted unpickler refused the nested bytes; ``reason`` says what it met."""
 
     def __init__(self, reason: str) -> None:
@@ -164,7 +164,7 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     """``torch.storage._load_from_bytes`` through torch's restricted unpickler.
 
     Returns what torch stored (a storage, read into memory it owns: writable, no view of
-    ``b``). Raises :class:`NestedRefusal` when torch's unpickler refuses the bytes.
+    ``b``). Raises :class:`_NestedRefusal` when torch's unpickler refuses the bytes.
     """
     import torch
 
@@ -173,12 +173,12 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     elif isinstance(b, bytes | bytearray):
         source = io.BytesIO(b)
     else:  # what only a crafted pickle passes (a memoryview of another buffer...)
-        raise NestedRefusal(f"its argument is a {type(b).__name__}, not the bytes of a storage")
+        raise _NestedRefusal(f"its argument is a {type(b).__name__}, not the bytes of a storage")
     with default_allowlist_only():
         try:
             return torch.load(source, weights_only=True, mmap=False)
         except pickle.UnpicklingError as exc:
-            raise NestedRefusal(
+            raise _NestedRefusal(
                 "served by model_filer's safe substitute, which refused its nested torch.save "
                 "bytes (read by torch.load(weights_only=True) with torch's default allowlist "
                 f"only): {_why(str(exc))}; nothing in them ran. Dump tensors or "
