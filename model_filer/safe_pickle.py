@@ -30,7 +30,6 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from . import torch_weights, trust
 from .errors import UntrustedModelError, UntrustedModelWarning
-from .torch_weights import _NestedRefusal
 from .trust import TrustedSet, is_safe_name
 
 if TYPE_CHECKING:
@@ -549,7 +548,7 @@ def load(fh: IO[bytes], trusted: TrustedSet, name: str, buffers: list[Any] | Non
         return _Unpickler(fh, trusted, buffers).load()
     except _Refused as exc:
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
-    except _NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes
+    except torch_weights._NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes
         refused = _Refused(torch_weights.NAME, exc.reason)
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), refused) from None
     except Exception:

@@ -7,7 +7,8 @@ with torch's own restricted unpickler (``weights_only=True``) and torch's *defau
 allowlist only: globals that code in this process added with
 ``torch.serialization.add_safe_globals`` (or its ``safe_globals`` context) do not widen it.
 
-Imported only when a pickle names ``_load_from_bytes``, so torch is already imported.
+It imports torch only inside :func:`load_from_bytes`, which runs only when a pickle names
+``_load_from_bytes``, so torch is already imported then.
 """
 
 from __future__ import annotations
