@@ -40,7 +40,7 @@ class Filer:
     network : Network, optional
         How long the remote waits on a store that does not answer: stall timeouts (seconds
         without a byte) and retries. Default :data:`PATIENT` (a stuck store costs at most
-        90 s); git hooks pass :data:`FAIL_FAST` (13 s).
+        80 s); git hooks pass :data:`FAIL_FAST` (13 s).
     store : ObjectStore, optional
         The local object store the model files link to; default: the user's
         (``MODEL_FILER_CACHE_DIR``, else ``$XDG_CACHE_HOME/model_filer``, else

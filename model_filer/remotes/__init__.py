@@ -57,7 +57,8 @@ class Network(NamedTuple):
     Attributes
     ----------
     connect_timeout : float
-        Seconds to wait for a connection to open.
+        Seconds to wait for a connection to open (urllib3 also applies it to each write of a
+        request body while it is sent).
     read_timeout : float
         Seconds one attempt waits for its next byte (botocore's read timeout, which applies
         to each socket read) before that attempt is dropped and retried.
@@ -77,13 +78,15 @@ class Network(NamedTuple):
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_attempts: int = 5
-    stall_timeout: float = 90.0
+    stall_timeout: float = 80.0
     notice_after: float = 5.0
 
 
-#: Library calls can wait out a flaky network: a stuck store costs them at most 90 s.
+#: Library calls can wait out a flaky network: a stuck store costs them at most 80 s (about
+#: 62 s: after three attempts of 20 s silence, a fourth could end past 80 s).
 PATIENT = Network()
-#: Git hooks must not hold up a checkout or a push: a stuck store costs them at most 13 s.
+#: Git hooks must not hold up a checkout or a push: a stuck store costs them at most 13 s (about
+#: 5 s: after one attempt of 5 s silence, a second could end past 13 s).
 FAIL_FAST = Network(connect_timeout=2.0, read_timeout=5.0, max_attempts=3, stall_timeout=13.0)
 
 

@@ -330,7 +330,8 @@ class S3Remote(Remote):
 
         class _Progress(BaseSubscriber):  # type: ignore[misc]
             def on_progress(self, bytes_transferred: int, **kwargs: Any) -> None:
-                heard()
+                if bytes_transferred > 0:  # (a retry takes back what it will fetch again)
+                    heard()
                 if callback is not None:
                     callback(bytes_transferred)
 
