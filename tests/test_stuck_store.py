@@ -38,6 +38,7 @@ from tests.support.machines import another_machine
 
 ADDRESS = "s3://stuck-store/models"
 MB = 1024 * 1024
+SLOW_SEED = 5  # cuts both test bodies past their first 2 s (checked in the test)
 #: Gives up on the second silent attempt: the first ends after 0.5 s of silence, and
 #: 0.5 + (0.5 + 0.5) + 1 (backoff) <= 3; the second after >= 1.0 s, and 1.0 + 1 + 2 > 3.
 QUICK = Network(
@@ -85,10 +86,11 @@ def test_load_on_a_stuck_store_gives_up_on_the_silence(tmp_path, stuck, size, in
 
 def test_a_call_right_after_a_give_up_does_not_wait_again(stuck):
     first = get_remote("s3", ADDRESS, QUICK)
+    other_bucket = get_remote("s3", "s3://stuck-other/models", QUICK)  # same endpoint
+    other_bucket.client  # noqa: B018 - built now: a busy machine may take a while
     with pytest.raises(RemoteUnreachableError, match="sent nothing"):
         first.size_of("m0/x.pkl")
     seen = stuck.connections
-    other_bucket = get_remote("s3", "s3://stuck-other/models", QUICK)  # same endpoint
 
     with pytest.raises(RemoteUnreachableError, match="did not answer the last call"):
         other_bucket.size_of("m0/x.pkl")
@@ -141,18 +143,32 @@ def test_a_body_that_stops_midway_gives_up_on_the_silence(pushed, s3_env, s3_add
 
 
 # -- a slow link that keeps moving is never cut ---------------------------------------------------
-@pytest.mark.parametrize(("name", "piece"), [("small", 32 * 1024), ("big", 512 * 1024)])
+@pytest.mark.parametrize(("name", "piece"), [("small", 16 * 1024), ("big", 256 * 1024)])
 def test_a_slow_but_moving_download_finishes_past_the_stall_timeout(
     pushed, s3_env, s3_address, name, piece
 ):
+    """The first GET is cut after moving slowly for longer than the read timeout: its retry
+    starts (a clock that counted the moving seconds as silence would give up there), and the
+    whole download takes longer than the stall bound."""
     folder, models = pushed
     pause = 0.25  # between two pieces: well under the read timeout
-    policy = Network(connect_timeout=0.5, read_timeout=1.0, max_attempts=2, stall_timeout=2.0)
-    with FaultProxy(s3_env.endpoint_url, throttle=(piece, pause)) as fp:
+    policy = Network(connect_timeout=0.5, read_timeout=2.0, max_attempts=2, stall_timeout=3.0)
+    only_gets = lambda method, path: method == "GET"  # noqa: E731
+    with FaultProxy(
+        s3_env.endpoint_url,
+        share=1.0,
+        faults=["truncate"],
+        applies=only_gets,
+        budget=1,
+        seed=SLOW_SEED,
+        throttle=(piece, pause),
+    ) as fp:
         os.environ["AWS_ENDPOINT_URL"] = fp.url
         assert Filer(folder, s3_address, "s3", network=policy).load(name) == models[name]
-        # The body alone took longer than the stall bound to arrive.
-        assert (fp.bytes_down // piece) * pause > policy.stall_timeout
+        assert fp.injected["truncate"] == 1
+        moving = -(-fp.cuts[0] // piece) * pause  # seconds the cut body took to arrive
+        assert moving > policy.read_timeout
+        assert fp.bytes_down // piece * pause > policy.stall_timeout
 
 
 # -- the terminal line -------------------------------------------------------------------------

@@ -18,7 +18,8 @@ it. For a configurable share of requests, decided by a seeded RNG, it injects on
 
 Other requests are forwarded unchanged (the ``Host`` header too, so SigV4 signatures verify).
 With ``throttle=(n, seconds)`` every forwarded response body goes out ``n`` bytes at a time, one
-piece every ``seconds``: a slow link that never stalls for longer than ``seconds``.
+piece every ``seconds``: a slow link that never stalls for longer than ``seconds`` (a truncated
+or stalled body too, up to its cut).
 
 :class:`StuckServer` is the other kind of bad network: a stuck VPN or proxy that accepts TCP
 connections, reads what is sent and never answers a byte.
@@ -174,6 +175,7 @@ class FaultProxy:
         self.max_requests = max_requests
         self.throttle = throttle
         self.stuck = False  # set by a ``stall``: nothing is answered any more
+        self.cuts: list[int] = []  # where ``truncate`` and ``stall`` cut bodies, in order
         self.deadline = time.monotonic() + lifetime
         self.requests = 0
         self.bytes_up = 0  # request bodies received whole (what clients sent)
@@ -338,12 +340,18 @@ class FaultProxy:
             return False
         if fault in ("truncate", "stall"):
             cut = self._cut(len(body))
-            conn.sendall(head + body[:cut])
-            self._add(down=cut)
+            with self._lock:
+                self.cuts.append(cut)
+            self._send(conn, head, body[:cut])
             if fault == "stall":
                 self.stuck = True
                 self._stop.wait(max(0.0, self.deadline - time.monotonic()))
             return False
+        self._send(conn, head, body)
+        return "close" not in headers.get("connection", "").lower()
+
+    def _send(self, conn: socket.socket, head: bytes, body: bytes) -> None:
+        """Send a response, its body ``throttle``d if set."""
         if self.throttle is None:
             conn.sendall(head + body)
         else:
@@ -353,7 +361,6 @@ class FaultProxy:
                 time.sleep(pause)
                 conn.sendall(body[start : start + step])
         self._add(down=len(body))
-        return "close" not in headers.get("connection", "").lower()
 
 
 class StuckServer:
