@@ -35,7 +35,6 @@ from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Silen
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
-STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s3transfer)
 RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
 UPLOAD_PARTS_IN_FLIGHT = 8
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload of ours is aborted
@@ -538,7 +537,7 @@ class S3Remote(Remote):
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
         full = self._full_key(key)
-        for _ in range(STREAM_ATTEMPTS):
+        for _ in range(self.network.max_attempts):  # a body cut short: as s3transfer
             try:
                 response = self.client.get_object(
                     Bucket=self.bucket, Key=full, Range=f"bytes={start}-{end}"
@@ -694,7 +693,8 @@ class S3Remote(Remote):
         """
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
-        for attempt in range(STREAM_ATTEMPTS):
+        attempts = self.network.max_attempts  # a body cut short: as s3transfer
+        for attempt in range(attempts):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
             with contextlib.closing(response["Body"]) as stream:
                 if response.get("ContentLength") != size:
@@ -705,7 +705,7 @@ class S3Remote(Remote):
                     data = b""
             if len(data) == size:
                 break
-            if attempt == STREAM_ATTEMPTS - 1:  # the body was cut short every time
+            if attempt == attempts - 1:  # the body was cut short every time
                 raise RemoteUnreachableError(
                     f"The store kept cutting {self.url(key)} short ({len(data)} of {size} "
                     "bytes). Check the network, then try again."
