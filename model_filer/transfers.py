@@ -10,6 +10,7 @@ model folder as before.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Sequence
@@ -344,8 +345,11 @@ class Transfers:
             "the folder again."
         )
 
-    def upload(self, entry: Entry, cache: HashCache) -> str:
-        """Upload a model file that still holds ``entry``'s bytes; return its object key."""
+    def upload(self, entry: Entry, cache: HashCache, notice: bool = True) -> str:
+        """Upload a model file that still holds ``entry``'s bytes; return its object key.
+
+        ``notice=False`` when the caller shows one stall notice for many uploads.
+        """
         path = self.folder.model_path(entry.name)
         fh = self.folder.open_current(entry, cache)  # raises when a local file changed
         if fh is None:
@@ -356,7 +360,11 @@ class Transfers:
         fh.close()
         key = object_key(entry.name, entry.sha256)
         self.remote.ensure_identity()  # recorded in the registry when marked synced
-        with byte_bar(entry.size, entry.name) as progress:
+        waiting = f"{entry.name!r} to {self.remote.url(key)}"
+        with (
+            stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
+            byte_bar(entry.size, entry.name) as progress,
+        ):
             self.remote.upload(path, key, entry.sha256, progress)
         return key
 
@@ -409,9 +417,10 @@ class Transfers:
                 except OSError as exc:  # reported with the others, not raised from a thread
                     raise self._not_writable(exc, entry.name, "is missing or stale") from None
 
-            with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
-                if todo and self._reachable(todo, report):
-                    self.run_parallel(todo, one, report, jobs, "pull", on_done)
+            if todo:
+                with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
+                    if self._reachable(todo, report):
+                        self.run_parallel(todo, one, report, jobs, "pull", on_done)
         finally:
             cache.save()  # once for all models, not once per download
         return report
@@ -424,7 +433,7 @@ class Transfers:
         pushed: dict[str, tuple[str, str]] = {}
 
         def one(entry: Entry) -> None:
-            pushed[entry.name] = (entry.sha256, self.upload(entry, cache))
+            pushed[entry.name] = (entry.sha256, self.upload(entry, cache, notice=False))
 
         report = TransferReport()
         try:
