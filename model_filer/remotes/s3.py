@@ -283,8 +283,8 @@ class S3Remote(Remote):
         self.client  # noqa: B018 - built first: its endpoint names the silence clock
         if self.silence.gave_up_within(self.network.read_timeout):
             raise RemoteUnreachableError(
-                f"Cannot {action} {self.url(key) if key else self.address}: the S3 store at "
-                f"{self._endpoint()} did not answer the last call, which gave up a moment "
+                f"Cannot {action} {self.url(key) if key else self.address}: no answer from "
+                f"the S3 store at {self._endpoint()}, on which the last call gave up a moment "
                 "ago. Check the network (a stuck VPN or proxy?) and AWS_ENDPOINT_URL, then try "
                 "again."
             )
@@ -347,10 +347,10 @@ class S3Remote(Remote):
             return exc  # already ours (e.g. raised while building the client)
         if isinstance(exc, _Stalled):
             return RemoteUnreachableError(
-                f"The S3 store at {self._endpoint()} accepted the connection but sent nothing "
-                f"for {exc.seconds:.0f} s to {action} {where}, so model_filer gave up (a stuck "
-                "VPN or proxy?). Check the network and AWS_ENDPOINT_URL, then try again; "
-                "Filer(..., network=Network(stall_timeout=SECONDS)) waits longer."
+                f"No answer from the S3 store at {self._endpoint()} for {exc.seconds:.0f} s "
+                f"to {action} {where} (a stuck VPN or proxy?), so model_filer gave up. Check "
+                "the network and AWS_ENDPOINT_URL, then try again. To wait longer, pass "
+                "network=model_filer.Network(stall_timeout=300) to Filer."
             )
         if isinstance(exc, bex.ProfileNotFound):
             return CredentialsError(
