@@ -4,6 +4,10 @@ For each pushed commit, every ``synced`` entry of every registry as committed th
 working tree) must exist on its remote with the recorded size; otherwise nobody who pulls
 could load it. Sizes come from listings (one LIST per key prefix, about a page each), not from
 one HEAD per object: 10,000 entries cost about ten requests.
+
+A remote that cannot be checked (down, or a stuck VPN: the hooks' network policy gives up
+within 13 s) refuses the push too: an unanswered check proves nothing, and a push that passed
+would let teammates clone models they cannot load. The message says how to push anyway.
 """
 
 from __future__ import annotations
@@ -60,6 +64,11 @@ def pushed_revisions(stdin_lines: Sequence[str] | None) -> list[str]:
     return revs
 
 
+UNCHECKED = "cannot check"  # in the problem of an entry whose remote did not answer
+OVERRIDE = (
+    "  to push without this check: `git push --no-verify`, or under pre-commit "
+    "`SKIP=check-remote-models git push`."
+)
 FEW = 64  # up to this many models: one listing per model folder (<name>/), in parallel
 PAGE = 1000  # keys a LIST request returns: larger groups are split by one more character
 
@@ -128,7 +137,7 @@ def _check_remote(
         key = entry.key or ""
         failed = next((exc for prefix, exc in errors if key.startswith(prefix)), None)
         if failed is not None:
-            text = f"{where}: {entry.name}: cannot check {remote.url(key)}: {failed}"
+            text = f"{where}: {entry.name}: {UNCHECKED} {remote.url(key)}: {failed}"
             problems.append((where, None, text))
         elif (problem := _problem(remote, where, entry, sizes)) is not None:
             problems.append((where, entry, problem))
@@ -196,11 +205,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"check-remote-models: {exc}", file=sys.stderr)
         return 1
     if problems:
+        unchecked = any(UNCHECKED in problem for problem in problems)
         print(
-            "model_filer: push refused: registries name models their remote does not have, "
-            "or remotes this clone does not trust:"
+            "model_filer: push refused: "
+            + (
+                "cannot check that the remote has the models registries name:"
+                if unchecked
+                else "registries name models their remote does not have, or remotes this "
+                "clone does not trust:"
+            )
         )
         print("\n".join(problems))
+        if unchecked:
+            print("  fix: check the network, then push again.")
+            print(OVERRIDE)
         return 1
     return 0
 

@@ -49,7 +49,9 @@ class Filer:
         ``'s3'`` (the default with an address) or ``'local'``; without an address, the
         registry's type, which this must match if given.
     network : Network, optional
-        Timeouts and retries of the remote (git hooks pass a fail-fast policy).
+        How long the remote waits on a store that does not answer: stall timeouts (seconds
+        without a byte) and retries. Default :data:`PATIENT` (a stuck store costs at most
+        80 s); git hooks pass :data:`FAIL_FAST` (13 s).
     store : ObjectStore, optional
         The local object store the model files link to; default: the user's
         (``MODEL_FILER_CACHE_DIR``, else ``$XDG_CACHE_HOME/model_filer``, else

@@ -10,6 +10,7 @@ model folder as before.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from .files import PARTIAL_DIR, internal_dir
 from .folder import READ_ONLY_ERRNOS, ModelFolder
 from .hashing import CHUNK, HashCache, HashingWriter
 from .names import object_key
-from .progress import byte_bar, count_bar
+from .progress import byte_bar, count_bar, stall_notice
 from .registry import Entry
 from .remotes import Progress, Remote
 from .store import ObjectStore, warn_skipped
@@ -290,13 +291,15 @@ class Transfers:
                     return open(obj, "rb")
                 if entry.state != "synced" or entry.key is None:
                     raise _not_pushed(entry)
-                return self._download_to_store(entry)
+                with stall_notice(self.remote, self._what(entry)):
+                    return self._download_to_store(entry)
         except StoreError as exc:
             warn_skipped(exc)
         if entry.state != "synced" or entry.key is None:
             raise _not_pushed(entry)
         partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
-        tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
+        with stall_notice(self.remote, self._what(entry)):
+            tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
         tmp.unlink(missing_ok=True)  # the open descriptor keeps the verified bytes
         return fh
 
@@ -316,8 +319,9 @@ class Transfers:
                 fh = self.folder.open_current(entry, cache)
                 if fh is not None:
                     return fh
-                if entry.state == "synced":
-                    return self.fetch(entry, cache)  # from the store if it has it, else remote
+                if entry.state == "synced":  # from the store if it has it, else the remote
+                    with stall_notice(self.remote, self._what(entry)):
+                        return self.fetch(entry, cache)
                 if self.from_store(entry, cache):  # never pushed, but dumped on this machine
                     fh = self.folder.open_current(entry, cache)
                 if fh is None:
@@ -325,6 +329,10 @@ class Transfers:
                 return fh
         except OSError as exc:  # a read-only deployment copy cannot receive a download
             raise self._not_writable(exc, entry.name, "is not present (or not current)") from None
+
+    def _what(self, entry: Entry) -> str:
+        """What a download of ``entry`` waits for, for the stall notice."""
+        return f"{entry.name!r} from {self.remote.url(entry.key or '')}"
 
     def _not_writable(self, exc: OSError, name: str, state: str) -> FolderNotWritableError:
         """``exc`` as the error of a read-only model folder; re-raised when it is another."""
@@ -337,8 +345,11 @@ class Transfers:
             "the folder again."
         )
 
-    def upload(self, entry: Entry, cache: HashCache) -> str:
-        """Upload a model file that still holds ``entry``'s bytes; return its object key."""
+    def upload(self, entry: Entry, cache: HashCache, notice: bool = True) -> str:
+        """Upload a model file that still holds ``entry``'s bytes; return its object key.
+
+        ``notice=False`` when the caller shows one stall notice for many uploads.
+        """
         path = self.folder.model_path(entry.name)
         fh = self.folder.open_current(entry, cache)  # raises when a local file changed
         if fh is None:
@@ -349,7 +360,11 @@ class Transfers:
         fh.close()
         key = object_key(entry.name, entry.sha256)
         self.remote.ensure_identity()  # recorded in the registry when marked synced
-        with byte_bar(entry.size, entry.name) as progress:
+        waiting = f"{entry.name!r} to {self.remote.url(key)}"
+        with (
+            stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
+            byte_bar(entry.size, entry.name) as progress,
+        ):
             self.remote.upload(path, key, entry.sha256, progress)
         return key
 
@@ -402,8 +417,10 @@ class Transfers:
                 except OSError as exc:  # reported with the others, not raised from a thread
                     raise self._not_writable(exc, entry.name, "is missing or stale") from None
 
-            if self._reachable(todo, report):
-                self.run_parallel(todo, one, report, jobs, "pull", on_done)
+            if todo:
+                with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
+                    if self._reachable(todo, report):
+                        self.run_parallel(todo, one, report, jobs, "pull", on_done)
         finally:
             cache.save()  # once for all models, not once per download
         return report
@@ -416,11 +433,12 @@ class Transfers:
         pushed: dict[str, tuple[str, str]] = {}
 
         def one(entry: Entry) -> None:
-            pushed[entry.name] = (entry.sha256, self.upload(entry, cache))
+            pushed[entry.name] = (entry.sha256, self.upload(entry, cache, notice=False))
 
         report = TransferReport()
         try:
-            self.run_parallel(list(entries), one, report, jobs, "push")
+            with stall_notice(self.remote, f"a push to {self.remote.address}"):
+                self.run_parallel(list(entries), one, report, jobs, "push")
         finally:
             cache.save()
         return pushed, report

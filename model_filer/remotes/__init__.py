@@ -7,9 +7,13 @@ are imported only when used, so the hooks that never transfer never import boto3
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import math
 import re
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -43,17 +47,92 @@ _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
 
 
 class Network(NamedTuple):
-    """How long a remote keeps trying before it gives up, passed to each remote it builds."""
+    """How long a remote waits on a store that does not answer; passed to each remote built.
+
+    Every bound counts seconds in which no byte arrives (a stall), never the length of a
+    transfer: a download that keeps moving finishes however long it takes. A store that
+    accepts connections and never answers (a stuck VPN or proxy) costs at most
+    ``stall_timeout`` seconds per call.
+
+    Attributes
+    ----------
+    connect_timeout : float
+        Seconds to wait for a connection to open (urllib3 also applies it to each write of a
+        request body while it is sent).
+    read_timeout : float
+        Seconds one attempt waits for its next byte (botocore's read timeout, which applies
+        to each socket read) before that attempt is dropped and retried.
+    max_attempts : int
+        Attempts of one request, by botocore's retries and by s3transfer's retries of a
+        download's streamed body alike.
+    stall_timeout : float
+        Seconds a store may stay silent across all the retries of a call before it gives up
+        with :class:`~model_filer.RemoteUnreachableError`: a retry that could end later than
+        that is not started. The first attempt always runs, so a call waits at most
+        ``max(stall_timeout, connect_timeout + read_timeout)``.
+    notice_after : float
+        Seconds of silence after which a terminal (stderr is a tty) shows a line saying what
+        is being waited for.
+    """
 
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    read_timeout: float = 20.0
     max_attempts: int = 5
+    stall_timeout: float = 80.0
+    notice_after: float = 5.0
 
 
-#: Library calls can wait out a flaky network.
+#: Library calls can wait out a flaky network: a stuck store costs them at most 80 s (about
+#: 62 s: after three attempts of 20 s silence, a fourth could end past 80 s).
 PATIENT = Network()
-#: Git hooks must not hold up a checkout or a push for minutes on a dead network.
-FAIL_FAST = Network(connect_timeout=2.0, max_attempts=2)
+#: Git hooks must not hold up a checkout or a push: a stuck store costs them at most 13 s (about
+#: 5 s: after one attempt of 5 s silence, a second could end past 13 s).
+FAIL_FAST = Network(connect_timeout=2.0, read_timeout=5.0, max_attempts=3, stall_timeout=13.0)
+
+
+class Silence:
+    """How long a store has sent nothing while calls wait on it; shared by threads.
+
+    A call waits inside :meth:`waiting`; every answer or body byte that arrives calls
+    :meth:`heard`. The clock starts when a call begins with no other call waiting and restarts
+    at each sign of life, so it measures a stall, never how long a moving transfer takes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since = 0.0
+        self._waiting = 0
+        self._gave_up = -math.inf
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count the calling thread as waiting on the store until the block ends."""
+        with self._lock:
+            if not self._waiting:
+                self._since = time.monotonic()
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def heard(self) -> None:
+        """The store sent something: the silence, and a recent give-up, are over."""
+        self._since = time.monotonic()  # (one float store: no lock needed)
+        self._gave_up = -math.inf
+
+    def seconds(self) -> float:
+        """Seconds of silence so far; 0 when no call is waiting."""
+        return time.monotonic() - self._since if self._waiting else 0.0
+
+    def give_up(self) -> None:
+        """A call gave up on the silence: calls starting soon need not wait for it again."""
+        self._gave_up = time.monotonic()
+
+    def gave_up_within(self, seconds: float) -> bool:
+        """Whether a call gave up less than ``seconds`` ago, with no sign of life since."""
+        return time.monotonic() - self._gave_up < seconds
 
 
 class RemoteObject(NamedTuple):
@@ -72,6 +151,8 @@ class Remote(ABC):
     def __init__(self, address: str, network: Network = PATIENT) -> None:
         self.address = address
         self.network = network
+        #: How long the store has been silent; a remote that can tell updates it.
+        self.silence = Silence()
 
     @abstractmethod
     def check_matches(

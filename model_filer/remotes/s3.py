@@ -12,6 +12,7 @@ import collections
 import contextlib
 import datetime
 import hashlib
+import io
 import os
 import re
 import threading
@@ -29,11 +30,11 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key, is_object_key
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
+from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Silence, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
+CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
-STREAM_ATTEMPTS = 5  # GETs of a small object whose body arrives cut short (as s3transfer)
 RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
 UPLOAD_PARTS_IN_FLIGHT = 8
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload of ours is aborted
@@ -68,6 +69,46 @@ _CRED_CODES = {
 }
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+MAX_BACKOFF = 20.0  # botocore's standard mode sleeps up to min(20, 2 ** (attempts - 1)) s
+
+
+class _Stalled(Exception):
+    """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
+
+    Neither botocore nor s3transfer retries an exception of this type, so raising it from
+    botocore's retry event stops every layer at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer for {seconds:.0f} s")
+        self.seconds = seconds
+
+
+class _Sending(io.BytesIO):
+    """A part's bytes as a body whose every read, as they are sent, is a sign of life.
+
+    The store answers an upload only at its end; on a slow uplink, 8 parts in flight may take
+    minutes each. A stuck store stops taking bytes (the socket's buffer fills), so the reads
+    stop, and the silence then counts.
+    """
+
+    def __init__(self, data: bytes, silence: Silence) -> None:
+        super().__init__(data)
+        self._silence = silence
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self._silence.heard()
+        return super().read(size)
+
+
+# One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
+_SILENCES: dict[str, Silence] = {}
+_SILENCES_LOCK = threading.Lock()
+
+
+def _silence_of(endpoint: str) -> Silence:
+    with _SILENCES_LOCK:
+        return _SILENCES.setdefault(endpoint, Silence())
 
 
 def _part_size(size: int) -> int:
@@ -179,7 +220,8 @@ class S3Remote(Remote):
                 from botocore.config import Config
 
                 config = Config(
-                    retries={"mode": "standard", "max_attempts": self.network.max_attempts},
+                    # (botocore's "max_attempts" counts retries; this counts attempts)
+                    retries={"mode": "standard", "total_max_attempts": self.network.max_attempts},
                     # Pinned, whatever AWS_RESPONSE_CHECKSUM_VALIDATION says: with
                     # "when_required", s3transfer (0.18+) downloads the first part before
                     # scheduling the rest and deadlocks on a streamed object of over 10 parts.
@@ -199,10 +241,70 @@ class S3Remote(Remote):
                     _remember_secrets(session)
                     parsers = session.get_component("response_parser_factory")
                     parsers.set_parser_defaults(timestamp_parser=_timestamp)
-                    self._client = session.create_client("s3", config=config)
+                    client = session.create_client("s3", config=config)
                 except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
                     raise self._error(exc, "connect to", None) from None
+                self.silence = _silence_of(client.meta.endpoint_url)
+                # First, before botocore's own retry handler: a stall past the policy's
+                # bound raises here, which no layer retries.
+                client.meta.events.register_first("needs-retry.s3", self._after_attempt)
+                client.meta.events.register_first("before-call.s3", self._before_call)
+                self._client = client
             return self._client
+
+    # -- the stall bound (see model_filer.remotes.Network) --------------------------------------
+    def _after_attempt(
+        self, attempts: int, caught_exception: BaseException | None = None, **_: Any
+    ) -> None:
+        """botocore's ``needs-retry``: an answer is a sign of life; a failure may be the last."""
+        if caught_exception is None:
+            self.silence.heard()  # any answer, an error status too
+        else:
+            self._check_stall(min(MAX_BACKOFF, 2.0 ** (attempts - 1)))
+
+    def _before_call(self, **_: Any) -> None:
+        """botocore's ``before-call``: bounds s3transfer's retries of a stalled body, and the
+        calls that follow one that stalled (a call's first attempt itself always runs)."""
+        if self.silence.seconds() >= self.network.read_timeout:
+            self._check_stall(0.0)
+
+    def _check_stall(self, backoff: float) -> None:
+        """Raise :class:`_Stalled` if another attempt could end past the stall bound."""
+        silent = self.silence.seconds()
+        net = self.network
+        worst = net.connect_timeout + net.read_timeout
+        if silent and silent + backoff + worst > max(net.stall_timeout, worst):
+            self.silence.give_up()
+            raise _Stalled(silent)
+
+    @contextlib.contextmanager
+    def _waiting(self, action: str, key: str | None) -> Iterator[None]:
+        """Run a call as one wait on the store; fail at once if a call just gave up on it."""
+        self.client  # noqa: B018 - built first: its endpoint names the silence clock
+        if self.silence.gave_up_within(self.network.read_timeout):
+            raise RemoteUnreachableError(
+                f"Cannot {action} {self.url(key) if key else self.address}: no answer from "
+                f"the S3 store at {self._endpoint()}, on which the last call gave up a moment "
+                "ago. Check the network (a stuck VPN or proxy?) and AWS_ENDPOINT_URL, then try "
+                "again."
+            )
+        with self.silence.waiting():
+            yield
+
+    def _endpoint(self) -> str:
+        return str(self._client.meta.endpoint_url) if self._client is not None else "?"
+
+    def _read(self, body: Any, size: int) -> bytes:
+        """A body of ``size`` bytes, read a piece at a time: each piece is a sign of life.
+
+        A body cut short raises botocore's ``IncompleteReadError`` (as ``read()`` does).
+        """
+        parts = []
+        while size > 0 and (data := body.read(min(CHUNK, size))):
+            self.silence.heard()
+            parts.append(data)
+            size -= len(data)
+        return b"".join(parts)
 
     def _manager(self, kind: str) -> Any:
         """The transfer manager for uploads or downloads, shared by all threads."""
@@ -212,21 +314,25 @@ class S3Remote(Remote):
                 from s3transfer.manager import TransferConfig, TransferManager
 
                 settings = UPLOAD_SETTINGS if kind == "upload" else DOWNLOAD_SETTINGS
-                config = TransferConfig(**settings)
+                # s3transfer's retries of a cut or stalled body obey the same policy (the
+                # stall bound is checked before each of its GETs too).
+                config = TransferConfig(**settings, num_download_attempts=self.network.max_attempts)
                 self._managers[kind] = TransferManager(client, config)
             return self._managers[kind]
 
-    @staticmethod
-    def _subscribers(progress: Progress | None) -> list[Any]:
-        if not progress:
-            return []
+    def _subscribers(self, progress: Progress | None) -> list[Any]:
+        """Every chunk s3transfer moves is a sign of life, and goes to ``progress`` if any."""
         from s3transfer.subscribers import BaseSubscriber  # (boto3's own wrapper is 6 lines)
 
         callback = progress
+        heard = self.silence.heard
 
         class _Progress(BaseSubscriber):  # type: ignore[misc]
             def on_progress(self, bytes_transferred: int, **kwargs: Any) -> None:
-                callback(bytes_transferred)
+                if bytes_transferred > 0:  # (a retry takes back what it will fetch again)
+                    heard()
+                if callback is not None:
+                    callback(bytes_transferred)
 
         return [_Progress()]
 
@@ -243,6 +349,13 @@ class S3Remote(Remote):
         where = self.url(key) if key else self.address
         if isinstance(exc, RemoteError):
             return exc  # already ours (e.g. raised while building the client)
+        if isinstance(exc, _Stalled):
+            return RemoteUnreachableError(
+                f"No answer from the S3 store at {self._endpoint()} for {exc.seconds:.0f} s "
+                f"to {action} {where} (a stuck VPN or proxy?), so model_filer gave up. Check "
+                "the network and AWS_ENDPOINT_URL, then try again. To wait longer, pass "
+                "network=model_filer.Network(stall_timeout=300) to Filer."
+            )
         if isinstance(exc, bex.ProfileNotFound):
             return CredentialsError(
                 f"{scrub(str(exc))}. Set AWS_PROFILE to a profile in ~/.aws/config, or unset "
@@ -286,7 +399,8 @@ class S3Remote(Remote):
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            with self._waiting("list", None):
+                self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING_CODES | _MISSING_BUCKET_CODES:
@@ -300,12 +414,13 @@ class S3Remote(Remote):
         from s3transfer.exceptions import RetriesExceededError, S3UploadFailedError
 
         try:
-            return fn(*args, **kwargs)
-        except (BotoCoreError, ClientError, OSError) as exc:
+            with self._waiting(action, key):
+                return fn(*args, **kwargs)
+        except (BotoCoreError, ClientError, OSError, _Stalled) as exc:
             raise self._error(exc, action, key) from None
         except (RetriesExceededError, S3UploadFailedError) as exc:
             cause = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
-            if isinstance(cause, BotoCoreError | ClientError | OSError):
+            if isinstance(cause, BotoCoreError | ClientError | OSError | _Stalled):
                 raise self._error(cause, action, key) from None
             raise RemoteUnreachableError(
                 f"Failed to {action} {self.url(key or '')}: {scrub(str(exc))}. Try again.",
@@ -328,6 +443,10 @@ class S3Remote(Remote):
             )
 
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+        with self._waiting("upload to", key):
+            self._upload(src, key, sha256, progress)
+
+    def _upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
         size = src.stat().st_size
         # Keys embed the sha256, so an object already there holds these bytes: for a big
         # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
@@ -352,18 +471,22 @@ class S3Remote(Remote):
         self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
     ) -> None:
         try:
-            small = size is not None and size <= SMALL_OBJECT
-            if small and self._call("download", key, self._get_small, key, sink, progress, size):
-                return
-            # A non-seekable sink makes s3transfer write parts in order (deduplicating what
-            # a retried part re-sends), so the caller hashes while the transfer runs.
-            future = self._manager("download").download(
-                self.bucket, self._full_key(key), sink, subscribers=self._subscribers(progress)
-            )
-            self._call("download", key, future.result)
+            with self._waiting("download", key):
+                self._download(key, sink, progress, size)
         except RemoteObjectMissingError:
             self._check_bucket()  # a missing bucket also answers 404 to HEAD
             raise
+
+    def _download(self, key: str, sink: Sink, progress: Progress | None, size: int | None) -> None:
+        small = size is not None and size <= SMALL_OBJECT
+        if small and self._call("download", key, self._get_small, key, sink, progress, size):
+            return
+        # A non-seekable sink makes s3transfer write parts in order (deduplicating what
+        # a retried part re-sends), so the caller hashes while the transfer runs.
+        future = self._manager("download").download(
+            self.bucket, self._full_key(key), sink, subscribers=self._subscribers(progress)
+        )
+        self._call("download", key, future.result)
 
     # -- resumable transfers (see model_filer.resume) ------------------------------------------
     def download_from(
@@ -421,7 +544,7 @@ class S3Remote(Remote):
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
         full = self._full_key(key)
-        for _ in range(STREAM_ATTEMPTS):
+        for _ in range(self.network.max_attempts):  # a body cut short: as s3transfer
             try:
                 response = self.client.get_object(
                     Bucket=self.bucket, Key=full, Range=f"bytes={start}-{end}"
@@ -437,7 +560,7 @@ class S3Remote(Remote):
                 return False, response["Body"]
             with contextlib.closing(response["Body"]) as body:
                 try:
-                    data = body.read()
+                    data = self._read(body, end - start + 1)
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
                     continue
             if len(data) == end - start + 1:
@@ -449,11 +572,11 @@ class S3Remote(Remote):
             address=self.address,
         )
 
-    @staticmethod
-    def _stream_whole(body: Any, sink: RangeSink, progress: Progress | None) -> None:
+    def _stream_whole(self, body: Any, sink: RangeSink, progress: Progress | None) -> None:
         sink.restart(0)
         with contextlib.closing(body):
             for data in body.iter_chunks(MB):
+                self.silence.heard()
                 sink.write(data)
                 if progress is not None:
                     progress(len(data))
@@ -514,8 +637,9 @@ class S3Remote(Remote):
             with open(src, "rb") as fh:
                 fh.seek((number - 1) * part)
                 data = fh.read(part)
+            body = _Sending(data, self.silence)
             response = client.upload_part(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=data
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body
             )
             etags[number] = response["ETag"]
             if progress is not None:
@@ -578,18 +702,19 @@ class S3Remote(Remote):
         """
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
-        for attempt in range(STREAM_ATTEMPTS):
+        attempts = self.network.max_attempts  # a body cut short: as s3transfer
+        for attempt in range(attempts):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
             with contextlib.closing(response["Body"]) as stream:
                 if response.get("ContentLength") != size:
                     return False
                 try:
-                    data = stream.read(size)
+                    data = self._read(stream, size)
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
                     data = b""
             if len(data) == size:
                 break
-            if attempt == STREAM_ATTEMPTS - 1:  # the body was cut short every time
+            if attempt == attempts - 1:  # the body was cut short every time
                 raise RemoteUnreachableError(
                     f"The store kept cutting {self.url(key)} short ({len(data)} of {size} "
                     "bytes). Check the network, then try again.",
@@ -605,7 +730,8 @@ class S3Remote(Remote):
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+            with self._waiting("check", key):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING_CODES:
@@ -641,7 +767,12 @@ class S3Remote(Remote):
         root = f"{self.prefix}/" if self.prefix else ""
         pages = self._call("list", None, self.client.get_paginator, "list_objects_v2")
         try:
-            for page in pages.paginate(Bucket=self.bucket, Prefix=root + prefix):
+            listing = iter(pages.paginate(Bucket=self.bucket, Prefix=root + prefix))
+            while True:
+                with self._waiting("list", None):  # only while a page is asked, not consumed
+                    page = next(listing, None)
+                if page is None:
+                    return
                 for item in page.get("Contents", []):
                     key = item["Key"][len(root) :]
                     yield RemoteObject(key, int(item["Size"]), item["LastModified"])

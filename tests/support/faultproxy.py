@@ -9,11 +9,20 @@ it. For a configurable share of requests, decided by a seeded RNG, it injects on
 ``503``         answer ``503 ServiceUnavailable``
 ``slowdown``    answer ``503 SlowDown`` (S3's throttling answer, an XML error body)
 ``truncate``    forward, then send the headers and only part of the body, and close
+``stall``       forward, then send the headers and only part of the body; from then on answer
+                nothing, on any connection, holding them open (a link that stopped moving);
+                not in ``FAULTS``
 ``echo``        answer ``400 InvalidArgument`` whose message echoes the request's credential
                 headers (``Authorization``, ``X-Amz-Security-Token``): a server that puts request
                 details into errors, for the secrets tests
 
 Other requests are forwarded unchanged (the ``Host`` header too, so SigV4 signatures verify).
+With ``throttle=(n, seconds)`` every forwarded response body goes out ``n`` bytes at a time, one
+piece every ``seconds``: a slow link that never stalls for longer than ``seconds`` (a truncated
+or stalled body too, up to its cut).
+
+:class:`StuckServer` is the other kind of bad network: a stuck VPN or proxy that accepts TCP
+connections, reads what is sent and never answers a byte.
 The proxy is bounded: it listens on loopback only, refuses a non-loopback upstream, serves at
 most ``max_requests`` requests and stops by itself after ``lifetime`` seconds.
 """
@@ -150,11 +159,12 @@ class FaultProxy:
         budget: int | None = None,
         lifetime: float = 300.0,
         max_requests: int = 100_000,
+        throttle: tuple[int, float] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname not in LOOPBACK or parts.port is None:
             raise ValueError(f"upstream must be http://127.0.0.1:PORT, got {upstream!r}")
-        unknown = set(faults) - {*FAULTS, "echo"}
+        unknown = set(faults) - {*FAULTS, "echo", "stall"}
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}")
         self.upstream = (parts.hostname, parts.port)
@@ -163,6 +173,9 @@ class FaultProxy:
         self.applies = applies
         self.budget = budget
         self.max_requests = max_requests
+        self.throttle = throttle
+        self.stuck = False  # set by a ``stall``: nothing is answered any more
+        self.cuts: list[int] = []  # where ``truncate`` and ``stall`` cut bodies, in order
         self.deadline = time.monotonic() + lifetime
         self.requests = 0
         self.bytes_up = 0  # request bodies received whole (what clients sent)
@@ -305,6 +318,9 @@ class FaultProxy:
             return False
         self._add(up=len(request.body))
         fault = self._decide(request)
+        if self.stuck:
+            self._stop.wait(max(0.0, self.deadline - time.monotonic()))
+            return False
         head_only = request.method == "HEAD"
         if fault == "drop":
             return False
@@ -320,13 +336,96 @@ class FaultProxy:
             conn.sendall(_error_response(400, "Bad Request", "InvalidArgument", message, head_only))
             return False
         head, body, headers = self._forward(request)
-        if fault == "drop_after" or (fault == "truncate" and not body):
+        if fault == "drop_after" or (fault in ("truncate", "stall") and not body):
             return False
-        if fault == "truncate":
+        if fault in ("truncate", "stall"):
             cut = self._cut(len(body))
-            conn.sendall(head + body[:cut])
-            self._add(down=cut)
+            with self._lock:
+                self.cuts.append(cut)
+            self._send(conn, head, body[:cut])
+            if fault == "stall":
+                self.stuck = True
+                self._stop.wait(max(0.0, self.deadline - time.monotonic()))
             return False
-        conn.sendall(head + body)
-        self._add(down=len(body))
+        self._send(conn, head, body)
         return "close" not in headers.get("connection", "").lower()
+
+    def _send(self, conn: socket.socket, head: bytes, body: bytes) -> None:
+        """Send a response, its body ``throttle``d if set."""
+        if self.throttle is None:
+            conn.sendall(head + body)
+        else:
+            conn.sendall(head)
+            step, pause = self.throttle
+            for start in range(0, len(body), step):
+                time.sleep(pause)
+                conn.sendall(body[start : start + step])
+        self._add(down=len(body))
+
+
+class StuckServer:
+    """A listener on 127.0.0.1 that accepts connections, reads them and never answers.
+
+    ``connections`` counts the connections accepted: one per attempt a client made. It holds
+    every connection open until :meth:`stop` (or ``lifetime`` seconds), as a stuck proxy does.
+    """
+
+    def __init__(self, lifetime: float = 600.0) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + lifetime
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="stuck", daemon=True)
+        self.port = self._server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def start(self) -> StuckServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> StuckServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        with self._server:
+            while not self._stop.is_set() and time.monotonic() < self._deadline:
+                try:
+                    conn, _ = self._server.accept()
+                except TimeoutError:
+                    self._drain()
+                    continue
+                conn.setblocking(False)
+                with self._lock:
+                    self._conns.append(conn)
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def _drain(self) -> None:
+        """Read what clients sent, so that their writes never block: only answers are missing."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                while conn.recv(65536):
+                    pass
