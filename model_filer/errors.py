@@ -17,6 +17,7 @@ from typing import Any
 SHOWN_NAMES = 5  # names listed per cause; the rest are counted
 SHOWN_CAUSES = 5  # distinct causes listed in one bulk error
 SUGGESTED = 3  # closest known names offered for an unknown one
+GIT_SAID = 600  # characters of git's own message kept in a GitError
 
 
 def _rebuilt(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
@@ -292,8 +293,12 @@ class GitError(ModelFilerError):
         self.git_args = list(args)
         self.returncode = returncode
         self.stderr = stderr
-        lines = stderr.strip().splitlines()
-        super().__init__(f"git {args[0]} failed: {lines[-1] if lines else returncode}")
+        # All of git's lines: its first says why, a later one often the command that fixes
+        # it (a repository owned by another user: `git config --global --add safe.directory`).
+        said = " ".join(line.strip() for line in stderr.splitlines() if line.strip())
+        if len(said) > GIT_SAID:
+            said = said[: GIT_SAID - 3] + "..."
+        super().__init__(f"git {args[0]} failed: {said or f'exit status {returncode}'}")
 
 
 class TrustConfigError(ModelFilerError, ValueError):

@@ -160,6 +160,8 @@ def open_repo(path: Path | None = None) -> Repo:
     """The repository containing ``path`` (default: the current directory)."""
     done = run(["rev-parse", "--show-toplevel", "--absolute-git-dir"], path, check=False)
     lines = done.stdout.decode(errors="replace").splitlines()
+    if done.returncode != 0 and _inside_a_repository(path or Path.cwd()):
+        raise GitError(["rev-parse"], done.returncode, done.stderr.decode(errors="replace"))
     if done.returncode != 0 or len(lines) != 2:
         raise ModelFilerError(f"{path or Path.cwd()} is not inside a git repository.")
     return Repo(lines[0], lines[1])
@@ -231,6 +233,18 @@ NULL_BLOB = "0" * 40
 _PREFIXES: dict[str, tuple[Path, str]] = {}  # a folder does not move between repositories
 
 
+def _inside_a_repository(folder: Path) -> bool:
+    """Whether ``folder`` or a parent holds a ``.git`` (a folder, or a worktree's file).
+
+    Asked only after git failed: only a folder that no repository contains may be treated
+    as outside git. Any other failure (git missing, a repository git refuses as owned by
+    another user) must stop a trust decision, not skip it.
+    """
+    return any(
+        (parent / ".git").exists() for parent in (folder.resolve(), *folder.resolve().parents)
+    )
+
+
 def repo_prefix(folder: Path) -> tuple[Path, str] | None:
     """The work tree's top folder and ``folder``'s path inside it; ``None`` outside git."""
     memo = _PREFIXES.get(str(folder.absolute()))
@@ -244,7 +258,9 @@ def repo_prefix(folder: Path) -> tuple[Path, str] | None:
     try:
         out = run(["rev-parse", "--show-toplevel", "--show-prefix"], probe).stdout.decode()
     except ModelFilerError:
-        return None
+        if not _inside_a_repository(probe):
+            return None
+        raise  # git refused a repository (unsafe owner, broken .git): never "outside git"
     top, _, prefix = out.partition("\n")
     rest = folder.resolve().relative_to(probe.resolve()).as_posix()
     prefix = prefix.strip()
@@ -391,7 +407,10 @@ def config_get_regexp(pattern: str, cwd: Path | None = None) -> dict[str, str] |
     if done.returncode == 1:  # nothing matches
         return {}
     if done.returncode != 0:
-        return None
+        if cwd is None or not _inside_a_repository(cwd):
+            return None
+        run(["rev-parse", "--git-dir"], cwd)  # raises with why git refuses the repository
+        raise GitError(["config", "--get-regexp", pattern], done.returncode, done.stderr.decode())
     items = (item.partition(b"\n") for item in done.stdout.split(b"\0") if item)
     return {key.decode(): value.decode() for key, _, value in items}
 

@@ -6,6 +6,7 @@ a consumer clones. Pull requests then add registries, swap them or move their re
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from model_filer_hooks.prefetch_models import main as prefetch
 
 from model_filer import Filer
 from model_filer.cli import main as cli
-from model_filer.errors import RegistryError, RemoteMismatchError, UntrustedRemoteError
+from model_filer.errors import GitError, RegistryError, RemoteMismatchError, UntrustedRemoteError
 from model_filer.registry import Registry
 from tests.support.gitrepo import (
     NULL_SHA,
@@ -363,3 +364,39 @@ def test_registries_merged_before_model_filer_first_runs_are_not_the_clones_own(
     assert model_files(team.consumer / "models") == ["churn.pkl"]
     assert model_files(team.consumer / "artifacts") == ["vocab.pkl"]
     assert model_files(team.consumer / "evil") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the clone to another user")
+def test_a_clone_git_refuses_to_read_is_refused_not_treated_as_outside_git(
+    team: Team, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clone owned by another user (CI containers, a shared checkout): git refuses it as
+    'dubious ownership'. The trust rule must stop there, never use whatever address a
+    registry names as if there were no clone to protect."""
+    _pull_request(team, "evil", "evil", str(team.tmp / "evil-share"))
+    team.merge_from_producer("evil")
+    capsys.readouterr()
+    checked_out = head(team.consumer)
+    for path in [team.consumer, *team.consumer.rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+
+    with pytest.raises(GitError, match=r"safe\.directory") as refused:
+        Filer(team.consumer / "evil")
+    assert "dubious ownership" in str(refused.value)
+    assert cli(["pull", "--dir", "evil", "--all"]) == 2
+    assert "safe.directory" in capsys.readouterr().err
+    clone_hook = ["--hook-stage", "post-checkout", NULL_SHA, checked_out, "1"]
+    assert prefetch(clone_hook) == 0  # the checkout is never failed for it
+    assert "safe.directory" in capsys.readouterr().out
+    assert not (team.consumer / "evil" / "m.pkl").exists()
+
+
+def test_a_broken_git_folder_is_refused_not_treated_as_outside_git(team: Team) -> None:
+    """git cannot read the repository at all (a damaged .git): a trust decision fails."""
+    _pull_request(team, "evil", "evil", str(team.tmp / "evil-share"))
+    team.merge_from_producer("evil")
+    (team.consumer / ".git" / "HEAD").write_text("garbage\n")
+
+    with pytest.raises(GitError):
+        Filer(team.consumer / "evil")
+    assert not (team.consumer / "evil" / "m.pkl").exists()
