@@ -160,6 +160,27 @@ def test_an_unreachable_endpoint_never_shows_the_credentials(
     assert_no_secret(texts, SECRET, TOKEN)
 
 
+ENDPOINT_PASSWORD = "FAKE-PASSWORD-8c2nq5Lw1Tz7Bm4Xs9Fd"
+
+
+def test_a_password_in_the_endpoint_url_never_appears(
+    world, tmp_path, s3_address, monkeypatch, caplog
+):
+    """``AWS_ENDPOINT_URL=http://user:password@host`` (a proxy or a MinIO gateway that takes
+    basic auth): botocore names the endpoint in its connection errors."""
+    port = closed_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://admin:{ENDPOINT_PASSWORD}@127.0.0.1:{port}")
+    clone = fresh_clone(world, tmp_path)
+    messages, outputs = run_all(
+        world, clone, s3_address, caplog, skip=("push_all", "pull", "cli push", "prefetch")
+    )
+    for op, message in messages.items():
+        assert message.startswith("RemoteUnreachableError"), (op, message)
+    texts = [*messages.values(), *outputs, *registry_texts(world / "models", clone)]
+    assert any(f"127.0.0.1:{port}" in text for text in texts)  # the endpoint is still named
+    assert_no_secret(texts, ENDPOINT_PASSWORD, SECRET, TOKEN)
+
+
 def test_a_missing_bucket_never_shows_the_real_secret(world, tmp_path, s3_env, monkeypatch, caplog):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret_key)  # valid: the bucket is
     monkeypatch.delenv("AWS_SESSION_TOKEN")  # what is missing here

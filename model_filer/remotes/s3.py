@@ -189,6 +189,8 @@ def scrub(text: str) -> str:
     """Remove credential values from a message, whatever boto3 put in it."""
     for secret in _secrets():
         text = text.replace(secret, "***")
+    # A URL's user:password@ (AWS_ENDPOINT_URL through a proxy that takes basic auth).
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@", r"\1***@", text)
     return re.sub(r"(?i)(signature|x-amz-security-token|credential)=[^&\s'\"]+", r"\1=***", text)
 
 
