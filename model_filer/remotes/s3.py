@@ -294,7 +294,7 @@ class S3Remote(Remote):
             yield
 
     def _endpoint(self) -> str:
-        return str(self._client.meta.endpoint_url) if self._client is not None else "?"
+        return scrub(str(self._client.meta.endpoint_url)) if self._client is not None else "?"
 
     def _read(self, body: Any, size: int) -> bytes:
         """A body of ``size`` bytes, read a piece at a time: each piece is a sign of life.
