@@ -396,8 +396,12 @@ def _short(sha: str | None) -> str:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    if args.all == bool(args.name):
+    if args.all and args.name:
         raise ModelFilerError("Pass one model NAME to `model-filer log`, or --all, not both.")
+    if not args.all and not args.name:
+        raise ModelFilerError(
+            "Pass the model NAME whose history to show (`model-filer log NAME`), or --all."
+        )
     return _each(_found(args), lambda path: _log(args, path), headed=True)
 
 

@@ -15,6 +15,7 @@ from typing import IO, Any
 from . import serializers, verified
 from .errors import (
     ImmutableEntryError,
+    InvalidNameError,
     ModelExistsError,
     ModelFilerError,
     StoreError,
@@ -25,7 +26,7 @@ from .folder import ModelFolder
 from .names import check_name
 from .pickling import pickle_into_store
 from .registry import Entry, Registry
-from .remotes import PATIENT, Network, Remote, get_remote
+from .remotes import PATIENT, Network, Remote, check_type, get_remote
 from .store import ObjectStore
 from .transfers import TransferReport, Transfers
 from .trust import trusted_set
@@ -78,6 +79,13 @@ class Filer:
         store: ObjectStore | None = None,
         _vouch: bool = True,
     ) -> None:
+        if not isinstance(local_dir, str | os.PathLike):
+            raise InvalidNameError(
+                f"local_dir must be a folder path (a str or a Path), not {local_dir!r}. Pass "
+                "the folder of the models, e.g. Filer('models', 's3://bucket/prefix')."
+            )
+        if remote_type is not None:
+            check_type(remote_type)  # before a registry is read for it
         # Once, here: a relative folder must not follow a later os.chdir.
         self.local_dir = Path(os.path.abspath(Path(local_dir).expanduser()))
         # Whether writes vouch for the registry's remote: an address the user typed (not one

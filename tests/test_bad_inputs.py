@@ -219,6 +219,18 @@ API_CASES = [
     pytest.param(
         lambda c: Filer(c.models, "  ", "local"), mf.InvalidNameError, id="local-address-blank"
     ),
+    pytest.param(lambda c: Filer(None), mf.InvalidNameError, id="local-dir-none"),
+    pytest.param(lambda c: Filer(42, "x", "local"), mf.InvalidNameError, id="local-dir-not-a-path"),
+    pytest.param(
+        lambda c: Filer(c.models, remote_type=1),
+        mf.UnknownRemoteTypeError,
+        id="remote-type-not-a-string-without-address",
+    ),
+    pytest.param(
+        lambda c: Filer(c.models, remote_type="gcs"),
+        mf.UnknownRemoteTypeError,
+        id="remote-type-unknown-without-address",
+    ),
     pytest.param(lambda c: c.filer().dump(1, "a/b"), mf.InvalidNameError, id="name-with-slash"),
     pytest.param(lambda c: c.filer().dump(1, ".."), mf.InvalidNameError, id="name-dotdot"),
     pytest.param(lambda c: c.filer().dump(1, ""), mf.InvalidNameError, id="name-empty"),
@@ -335,6 +347,7 @@ CLI_CASES = [
         id="status-of-a-missing-registry",
     ),
     pytest.param(lambda c: ["rm", "--dir", str(_cli_world(c))], id="rm-without-names"),
+    pytest.param(lambda c: ["log", "--dir", str(_cli_world(c))], id="log-without-a-name"),
     pytest.param(
         lambda c: ["rm", "--dir", str(_cli_world(c)), "--locals", "m"],
         id="rm-locals-with-names",

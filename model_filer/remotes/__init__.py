@@ -248,13 +248,18 @@ def available_types() -> list[str]:
     )
 
 
-def get_remote(remote_type: str, address: str, network: Network = PATIENT) -> Remote:
-    """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy."""
+def check_type(remote_type: object) -> str:
+    """The module of ``remote_type``; :class:`UnknownRemoteTypeError` when none is installed."""
     name = f"{__name__}.{remote_type}" if isinstance(remote_type, str) else ""
     if not _TYPE_RE.fullmatch(str(remote_type)) or importlib.util.find_spec(name) is None:
         raise UnknownRemoteTypeError(
             f"Unknown remote_type {remote_type!r}. Use one of: {', '.join(available_types())}."
         )
-    module = importlib.import_module(name)
+    return name
+
+
+def get_remote(remote_type: str, address: str, network: Network = PATIENT) -> Remote:
+    """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy."""
+    module = importlib.import_module(check_type(remote_type))
     remote: Remote = module.REMOTE(address, network)
     return remote
