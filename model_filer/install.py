@@ -78,17 +78,17 @@ NAME = "model_filer registry merge (entry by entry)"
 def driver_command(python: str | None = None) -> str:
     """The shell command git runs to merge a registry (git fills in ``%O %A %B %P``).
 
-    It is resolved at merge time: the Python that set it up while it exists (under
-    pre-commit, a cache environment that ``pre-commit gc`` deletes after a ``rev:`` bump;
-    the checkout hook then sets its own), else ``model-filer`` on PATH. When neither can run,
-    or the driver refuses (an unreadable side, two remotes), the registry gets git's line
-    merge with conflict markers, which no registry parse accepts: git itself would keep
-    "ours" without a marker. The exit status then says "conflict".
+    It is resolved at merge time: the Python that set it up while it still imports
+    model_filer (under pre-commit, a cache environment that ``pre-commit gc`` deletes after a
+    ``rev:`` bump; the checkout hook then sets its own), else ``model-filer`` on PATH. When
+    neither can run, or the driver refuses (an unreadable side, two remotes), the registry
+    gets git's line merge with conflict markers, which no registry parse accepts: git itself
+    would keep "ours" without a marker. The exit status then says "conflict".
     """
     py = shlex.quote(python or sys.executable).replace("%", "%%")  # git expands %
     run = "merge-registry %O %A %B %P"
     return (
-        f'py={py}; if [ -x "$py" ]; then "$py" -m model_filer {run}; '
+        f'py={py}; if "$py" -c "import model_filer" 2>/dev/null; then "$py" -m model_filer {run}; '
         f"elif command -v model-filer >/dev/null 2>&1; then model-filer {run}; "
         "else echo 'model-filer: the registry merge driver cannot run here (neither' \"$py\" "
         "'nor model-filer on PATH); install it (pip install ds-model-filer), then run: git "

@@ -195,6 +195,26 @@ def test_the_driver_outlives_the_environment_that_set_it_up(producer, remote, tm
     assert names_in(clone, remote) == ["base_model", "model_b", "model_c"]
 
 
+def test_a_driver_whose_python_lost_model_filer_falls_back_to_path(producer, remote, tmp_path):
+    """The Python is still there but model_filer is not (uninstalled, or an interpreter link
+    that now points at another environment): PATH's model-filer merges, no markers."""
+    clone = fresh_clone(producer, tmp_path)
+    python = throwaway_env(tmp_path / "env")
+    subprocess.run(
+        [str(python), "-m", "model_filer", "install-hooks", "--merge-driver-only"],
+        cwd=clone,
+        check=True,
+    )
+    two_branches(clone, remote)
+    for pth in (tmp_path / "env").glob("lib/python*/site-packages/model_filer_tests.pth"):
+        pth.unlink()  # the interpreter stays; model_filer is gone from it
+
+    merged = merge(clone, path_with_model_filer())
+
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert names_in(clone, remote) == ["base_model", "model_b", "model_c"]
+
+
 def test_a_driver_that_refuses_leaves_a_line_merge_with_markers(producer, remote, tmp_path):
     """Two remotes cannot be merged entry by entry: git's line merge, markers, conflict."""
     clone = fresh_clone(producer, tmp_path)
