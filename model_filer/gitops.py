@@ -167,6 +167,19 @@ def open_repo(path: Path | None = None) -> Repo:
     return Repo(lines[0], lines[1])
 
 
+def clone_commit(repo: Repo) -> str | None:
+    """The commit ``git clone`` checked out, from the oldest entry of HEAD's reflog; ``None``
+    for a repository that was not cloned (or whose reflog is gone)."""
+    try:
+        with (Path(repo.git_dir) / "logs" / "HEAD").open("rb") as fh:
+            first = fh.readline().decode(errors="replace")
+    except OSError:
+        return None
+    fields, _, message = first.partition("\t")
+    parts = fields.split()
+    return parts[1] if len(parts) > 1 and message.startswith("clone: ") else None
+
+
 def _commit(repo: Repo, rev: str) -> str:
     """The commit sha ``rev`` names (see :func:`commit_of`)."""
     sha = commit_of(rev, _top(repo))

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from .errors import ModelFilerError, RemoteMismatchError, UntrustedRemoteError
 from .gitops import (
+    clone_commit,
     commit_of,
     config_get_regexp,
     config_set,
@@ -132,25 +133,13 @@ def _record_path(clone: Clone, path: str, key: str) -> None:
     clone.paths[path] = key
 
 
-def _clone_commit(top: Path) -> str | None:
-    """The commit ``git clone`` checked out, from the oldest entry of HEAD's reflog."""
-    log = Path(open_repo(top).git_dir) / "logs" / "HEAD"
-    try:
-        with log.open("rb") as fh:
-            first = fh.readline().decode(errors="replace")
-    except OSError:
-        return None
-    fields, _, message = first.partition("\t")
-    parts = fields.split()
-    return parts[1] if len(parts) > 1 and message.startswith("clone: ") else None
-
-
 def _bootstrap(clone: Clone) -> Clone:
     """Record, once, the remote each registry of the clone's commit names (the clone's own)."""
     if clone.since is not None:
         return clone
-    commit = _clone_commit(clone.top) or commit_of("HEAD", clone.top)
-    for path, text in (registries_at(open_repo(clone.top), commit) if commit else {}).items():
+    repo = open_repo(clone.top)
+    commit = clone_commit(repo) or commit_of("HEAD", clone.top)
+    for path, text in (registries_at(repo, commit) if commit else {}).items():
         if path in clone.paths:
             continue
         try:
