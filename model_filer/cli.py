@@ -275,10 +275,16 @@ def _rm(args: argparse.Namespace, path: Path, names: list[str] | None) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    return _each(_found(args), lambda path: _verify(_filer(args, path, action=None)))
+    found = _found(args)
+
+    def verify(path: Path) -> int:
+        where = f"{path.parent}: " if len(found) > 1 else ""  # which registry, as pull says
+        return _verify(_filer(args, path, action=None), where)
+
+    return _each(found, verify)
 
 
-def _verify(filer: Filer) -> int:
+def _verify(filer: Filer, where: str = "") -> int:
     bad = 0
     for entry in filer.list_files():
         path = filer.model_path(entry.name)
@@ -291,7 +297,8 @@ def _verify(filer: Filer) -> int:
         if sha != entry.sha256:
             bad += 1
             print(f"{path}: sha256 {sha} does not match the registry ({entry.sha256})")
-    print("All present model files match the registry." if not bad else f"{bad} mismatch(es).")
+    done = "all present model files match the registry." if not bad else f"{bad} mismatch(es)."
+    print(f"{where}{done}" if where else done.capitalize())
     return 1 if bad else 0
 
 
