@@ -111,13 +111,14 @@ class Team:
         return self.tmp / "stores" / self.machines.get(repo.name, repo.name)
 
     def env(self, repo: Path, **changes: str | None) -> dict[str, str]:
-        """The test's environment (with the S3 variables) plus PRE_COMMIT_HOME and the store."""
-        return environ(
-            PRE_COMMIT_HOME=str(self.home),
-            PRE_COMMIT_COLOR="never",
-            MODEL_FILER_CACHE_DIR=str(self.store(repo)),
-            **changes,
-        )
+        """The test's environment (with the S3 variables) plus PRE_COMMIT_HOME and the store;
+        ``changes`` win (a clone's store is its new repository's, not the parent folder's)."""
+        ours: dict[str, str | None] = {
+            "PRE_COMMIT_HOME": str(self.home),
+            "PRE_COMMIT_COLOR": "never",
+            "MODEL_FILER_CACHE_DIR": str(self.store(repo)),
+        }
+        return environ(**{**ours, **changes})
 
     def git(
         self, repo: Path, *args: str, check: bool = True, **env: str | None
