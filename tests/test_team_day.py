@@ -104,6 +104,14 @@ def alice_starts(day: Day, model: Any, weights: dict[str, Any] | None) -> Path:
     team.commit(alice, "models on S3, artifacts on the share")
     git(alice, "remote", "add", "origin", str(team.origin))
 
+    # The first push is checked, both registries: the share's object gone, it is refused.
+    vocab = day.share / day.filer(alice, "artifacts").list_files()[0].key
+    vocab.rename(vocab.with_name("moved-away"))
+    refused = team.git(alice, "push", "-u", "origin", "main", check=False)
+    assert refused.returncode != 0
+    assert f"{ARTIFACTS} at refs/heads/main: vocab: " in output(refused), output(refused)
+    assert "churn" not in output(refused).split("push refused")[1]  # S3's are there
+    vocab.with_name("moved-away").rename(vocab)
     first = team.git(alice, "push", "-u", "origin", "main")
     assert passed(first, PUSH_CHECK)
 
@@ -165,8 +173,16 @@ def both_add_and_bob_merges(day: Day, alice: Path, bob: Path) -> None:
     pushed = team.git(bob, "push")
     assert passed(pushed, PUSH_CHECK)
 
-    got = team.git(alice, "pull", "-q")
+    # alice has a commit of her own meanwhile: her pull rebases it, the driver merges.
+    day.filer(alice, "models").dump({"s": 3}, "segments", push=True)
+    team.commit(alice, "segments")
+    got = team.git(alice, "pull", "--rebase", check=False)
+    assert got.returncode == 0, output(got)
+    assert "CONFLICT" not in output(got)
     assert "2 model(s) fetched" in output(got), output(got)
+    assert "segments" in names(day, alice, "models")
+    team.git(alice, "push", "-q")
+    team.git(bob, "pull", "-q")
     assert "tokens.pkl" in model_files(alice / "artifacts")
     assert "retention.pkl" in model_files(alice / "models")
 
