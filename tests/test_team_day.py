@@ -10,6 +10,7 @@ and what lands on disk. One team serves the whole day, so the file stays quick.
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from model_filer import Filer, ImmutableEntryError
 from model_filer.store import ObjectStore
 from tests.support.faultproxy import StuckServer
 from tests.support.gitrepo import git, head, init_repo, model_files
+from tests.support.machines import another_machine
 from tests.support.precommit_team import MODEL_FILER, PRE_COMMIT, REGISTRY, Team, output
 
 pytestmark = pytest.mark.skipif(
@@ -279,3 +281,37 @@ def test_a_team_day(team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
     alice_adds_a_new_share(day, alice, bob)
     carol_clones_while_s3_is_stuck(day, alice)
     bob_reads_from_anywhere(day, bob, monkeypatch)
+
+
+def test_a_clone_by_template_fetches_two_registries_of_one_type_on_two_shares(tmp_path):
+    """git clone exports GIT_DIR to its checkout hook (and no GIT_WORK_TREE), so a git call
+    from a model folder took that folder for the repository: trust was recorded for
+    ``.local_registry``, and the second share's registry was refused as a changed remote."""
+    author = init_repo(tmp_path / "author")
+    for folder in ("artifacts", "extra"):
+        share = tmp_path / f"{folder}-share"
+        share.mkdir()
+        Filer(author / folder, str(share), "local").dump({"in": folder}, folder, push=True)
+    git(author, "add", "-A")
+    git(author, "commit", "-qm", "two folders, two shares")
+    template = tmp_path / "git-template"
+    done = subprocess.run(
+        [MODEL_FILER, "install-hooks", "--template-dir", str(template)],
+        cwd=author,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    another_machine()  # the teammate downloads
+
+    cloned = git(tmp_path, "clone", f"--template={template}", str(author), "teammate")
+
+    text = cloned.stdout + cloned.stderr
+    assert "2 model(s) fetched" in text and "0 failed" in text, text
+    assert model_files(tmp_path / "teammate" / "extra") == ["extra.pkl"]
+    recorded = git(tmp_path / "teammate", "config", "--get-regexp", "^model-filer-registry\\.")
+    assert sorted(line.split()[0] for line in recorded.stdout.splitlines()) == [
+        "model-filer-registry.artifacts/.local_registry.remote",
+        "model-filer-registry.extra/.local_registry.remote",
+    ]
