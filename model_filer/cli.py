@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .discovery import filer_for, find_registries, read_registry, registries_in
-from .errors import IntegrityError, ModelFilerError
+from .errors import IntegrityError, ModelFilerError, UntrustedRemoteError
 from .filer import Filer
 from .files import registry_filename, remote_type_of
 from .hashing import HashCache
@@ -164,13 +164,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        from .remote_trust import override_of
+        from .remote_trust import fetch_address, override_of
 
         reg = read_registry(path)
         override = override_of(path, reg)
         filer = filer_for(path, override.address if override else None)
         cache = filer.folder.cache()
         where = f"  (this machine: {override.address})" if override else ""
+        try:  # the rule pull and push apply, asked here so status says why they refuse
+            fetch_address(path, reg, action="use")
+        except UntrustedRemoteError:
+            folder = shlex.quote(str(path.parent))
+            where += f"  (not trusted in this clone: `model-filer remote trust --dir {folder}`)"
         print(f"{path}  ->  {reg.remote_address}{where}")
         entries = filer.list_files()
         for entry in entries:

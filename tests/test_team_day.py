@@ -232,6 +232,10 @@ def alice_adds_a_new_share(day: Day, alice: Path, bob: Path) -> None:
     assert head(bob) == head(alice)
     assert "model-filer remote trust --dir extra" in output(pulled), output(pulled)
     assert model_files(bob / "extra") == []
+    status = team.run(bob, MODEL_FILER, "status")  # says which remote waits for trust
+    shown = status.stdout.split("extra/.local_registry", 1)[1].splitlines()[0]
+    assert "not trusted in this clone: `model-filer remote trust --dir extra`" in shown
+    assert "trust" not in status.stdout.split("extra/.local_registry", 1)[0]
 
     # Meanwhile bob pushes his own model from the root: the share he has not trusted yet,
     # with nothing to push, is no reason to fail (nor to be told to commit it).
