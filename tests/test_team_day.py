@@ -261,6 +261,9 @@ def carol_clones_while_s3_is_stuck(day: Day) -> None:
     assert model_files(carol / "models") == []
     assert "model-filer pull --dir models --all" in text, text
     assert day.reader(carol, "models").load("prices") == {"p": 2}  # the store is back
+    day.team.run(carol, MODEL_FILER, "pull", "--dir", "models", "--all")  # the advice
+    wanted = [f"{name}.pkl" for name in names(day, carol, "models")]
+    assert model_files(carol / "models") == wanted
 
 
 # -- 7. a filer without an address, and the CLI from the root ---------------------------------
