@@ -31,6 +31,7 @@ from model_filer.hookapi import (
     get_remote,
     open_repo,
     parse,
+    pin_work_tree,
     registries_at,
 )
 
@@ -194,6 +195,7 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_work_tree()  # git clone's hook: GIT_DIR exported, the top is here
     parser = argparse.ArgumentParser(prog="check-remote-models", description=__doc__)
     parser.add_argument("git_args", nargs="*", help=argparse.SUPPRESS)  # remote name and url
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ from model_filer.hookapi import (
     known,
     never_reason,
     parse,
+    pin_work_tree,
     project_patterns,
     read_staged,
     registry_filename,
@@ -215,6 +216,7 @@ def check(paths: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_work_tree()  # git clone's hook: GIT_DIR exported, the top is here
     parser = argparse.ArgumentParser(prog="no-local-models", description=__doc__)
     parser.add_argument("filenames", nargs="*", help="staged files (default: ask git)")
     args = parser.parse_args(argv)

@@ -30,6 +30,7 @@ from model_filer.hookapi import (
     ensure_merge_driver,
     open_repo,
     parse_size,
+    pin_work_tree,
     rebase_in_progress,
     trusted_filer,
 )
@@ -184,6 +185,7 @@ def _merge_driver(repo: Repo) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_work_tree()  # git clone's hook: GIT_DIR exported, the top is here
     args = _parser().parse_args(argv)
     skip = os.environ.get(SKIP_ENV, "").strip() not in ("", "0")
     stage = _stage(args)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .discovery import filer_for, find_registries, read_registry, registries_in
-from .errors import IntegrityError, ModelFilerError
+from .errors import IntegrityError, ModelFilerError, UntrustedRemoteError
 from .filer import Filer
 from .files import registry_filename, remote_type_of
 from .hashing import HashCache
@@ -164,13 +164,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        from .remote_trust import override_of
+        from .remote_trust import fetch_address, override_of
 
         reg = read_registry(path)
         override = override_of(path, reg)
         filer = filer_for(path, override.address if override else None)
         cache = filer.folder.cache()
         where = f"  (this machine: {override.address})" if override else ""
+        try:  # the rule pull and push apply, asked here so status says why they refuse
+            fetch_address(path, reg, action="use")
+        except UntrustedRemoteError:
+            folder = shlex.quote(str(path.parent))
+            where += f"  (not trusted in this clone: `model-filer remote trust --dir {folder}`)"
         print(f"{path}  ->  {reg.remote_address}{where}")
         entries = filer.list_files()
         for entry in entries:
@@ -198,7 +203,13 @@ def _presence(filer: Filer, entry: Entry, cache: HashCache) -> str:
 
 def cmd_push(args: argparse.Namespace) -> int:
     names = _names(args, "push")
-    targets = _holding(_found(args), names)
+    found = _found(args)
+    if names is None and len(found) > 1:  # --all over found registries: those with a local one
+        found = [p for p in found if _has_local(p)]
+        if not found:
+            print("No local model to push: every model is synced.")
+            return 0
+    targets = _holding(found, names)
 
     def push(path: Path) -> int:
         filer = _filer(args, path, action="push")
@@ -213,6 +224,11 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 0
 
     return _each(list(targets), push)
+
+
+def _has_local(path: Path) -> bool:
+    """Whether the registry holds a model to push (one pushed nowhere yet needs no remote)."""
+    return any(e.state == "local" for e in read_registry(path).entries.values())
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -275,10 +291,16 @@ def _rm(args: argparse.Namespace, path: Path, names: list[str] | None) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    return _each(_found(args), lambda path: _verify(_filer(args, path, action=None)))
+    found = _found(args)
+
+    def verify(path: Path) -> int:
+        where = f"{path.parent}: " if len(found) > 1 else ""  # which registry, as pull says
+        return _verify(_filer(args, path, action=None), where)
+
+    return _each(found, verify)
 
 
-def _verify(filer: Filer) -> int:
+def _verify(filer: Filer, where: str = "") -> int:
     bad = 0
     for entry in filer.list_files():
         path = filer.model_path(entry.name)
@@ -291,7 +313,8 @@ def _verify(filer: Filer) -> int:
         if sha != entry.sha256:
             bad += 1
             print(f"{path}: sha256 {sha} does not match the registry ({entry.sha256})")
-    print("All present model files match the registry." if not bad else f"{bad} mismatch(es).")
+    done = "all present model files match the registry." if not bad else f"{bad} mismatch(es)."
+    print(f"{where}{done}" if where else done.capitalize())
     return 1 if bad else 0
 
 

@@ -56,6 +56,18 @@ def output(args: Sequence[str], cwd: Path | None = None) -> str:
 _C_LOCALE = {"LC_ALL": "C"}  # git's messages untranslated, where one is matched
 
 
+def pin_work_tree() -> None:
+    """Make this process's git calls find the work tree from any folder, as git's hook does.
+
+    ``git clone`` runs its checkout hook with ``GIT_DIR`` exported and no ``GIT_WORK_TREE``;
+    git then takes the *current* folder as the work tree's top, so a git call made from a model
+    folder would see that folder as the repository (and ``models/.s3_registry`` as
+    ``.s3_registry``). A hook starts at the top: pin it there. Call it first thing in a hook.
+    """
+    if os.environ.get("GIT_DIR") and not os.environ.get("GIT_WORK_TREE"):
+        os.environ["GIT_WORK_TREE"] = os.getcwd()
+
+
 def toplevel(cwd: Path | None = None) -> Path:
     """The top folder of the working tree (paths from git are relative to it)."""
     try:
