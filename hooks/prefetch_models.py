@@ -36,7 +36,7 @@ from model_filer.hookapi import (
 )
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
-SHOWN = 10  # failures named one by one; a dead network would otherwise print one per model
+SHOWN = 10  # models named per cause of failure; the rest are counted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,11 +154,16 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
             fetched += len(report.done)
             linked += len(report.linked)
             current += len(report.skipped)
-            failures = sorted(report.failed.items())
-            for name, error in failures[:SHOWN]:
-                print(f"prefetch-models: {folder}/{name} not fetched: {error}")
-            if len(failures) > SHOWN:
-                print(f"prefetch-models: ... and {len(failures) - SHOWN} more in {folder}")
+            # One line per cause: a stuck or dead store is one sentence, not one per model.
+            by_cause: dict[str, list[str]] = {}
+            for name, error in sorted(report.failed.items()):
+                by_cause.setdefault(str(error), []).append(f"{folder}/{name}")
+            for cause, names in sorted(by_cause.items(), key=lambda kv: -len(kv[1])):
+                print(f"prefetch-models: {names[0]} not fetched: {cause}")
+                for name in names[1:SHOWN]:
+                    print(f"prefetch-models: {name} not fetched: the same")
+                if len(names) > SHOWN:
+                    print(f"prefetch-models: ... and {len(names) - SHOWN} more, the same")
             if report.failed:
                 print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
                 failed += len(report.failed)

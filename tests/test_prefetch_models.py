@@ -281,7 +281,7 @@ def test_a_missing_remote_folder_warns_and_never_fails(world, hook_env, capsys):
     out = capsys.readouterr().out
     assert "models_y/b not fetched" in out
     assert "models_y/c not fetched" in out
-    assert "does not exist" in out
+    assert out.count("does not exist") == 1  # one cause, said once
     assert "model-filer pull --dir models_y --all" in out
     assert "0 model(s) fetched, 0 already present, 2 failed" in out
     assert world.files("models_y") == []
@@ -470,7 +470,7 @@ def test_s3_an_unreachable_store_warns_and_never_fails(s3_world, hook_env, capsy
     out = capsys.readouterr().out
     assert "models_y/b not fetched" in out
     assert "models_y/c not fetched" in out
-    assert "Cannot reach the S3 store" in out
+    assert out.count("Cannot reach the S3 store") == 1  # one cause, said once
     assert "model-filer pull --dir models_y --all" in out
     assert s3_world.files("models_y") == []
 
