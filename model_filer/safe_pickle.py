@@ -326,15 +326,39 @@ class _Reader:
         return data
 
 
-# Each opcode's effect on the stack, from pickletools' metadata: items popped below a mark
-# (or in all, without one), whether it pops to a mark, items pushed. The calls: where the
-# callable (or BUILD's target) sits, counted from the top; OBJ's is just above its mark.
+# Each opcode's effect on the stack, from pickletools' metadata: its kind for the symbolic
+# run, items popped below a mark (or in all, without one), whether it pops to a mark, items
+# pushed. For a call, where the callable (or BUILD's target) sits, counted from the top;
+# OBJ's is just above its mark, INST's is its argument.
+_PUSH, _NAME, _MARK, _STORE, _FETCH, _DUP, _POP, _CALL, _OBJ, _INST, _GENERIC, _NOTHING = range(12)
+_KIND = {
+    **dict.fromkeys(("GLOBAL", "STACK_GLOBAL"), _NAME),
+    "MARK": _MARK,
+    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"), _STORE),
+    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _FETCH),
+    "DUP": _DUP,
+    "POP": _POP,
+    **dict.fromkeys(("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"), _CALL),
+    "OBJ": _OBJ,
+    "INST": _INST,
+}
 _CALLEE = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3, "BUILD": 2}
-_EFFECT: list[tuple[str, int, bool, int]] = [("", 0, False, 0)] * 256
+_EFFECT: list[tuple[int, int, bool, int]] = [(_NOTHING, 0, False, 0)] * 256
 for _op in pickletools.opcodes:
     _marked = pickletools.markobject in _op.stack_before
     _below = _op.stack_before.index(pickletools.markobject) if _marked else len(_op.stack_before)
-    _EFFECT[_op.code.encode("latin-1")[0]] = (_op.name, _below, _marked, len(_op.stack_after))
+    _after = len(_op.stack_after)
+    _kind = _KIND.get(_op.name, _GENERIC)
+    if _kind == _GENERIC and (_below, _marked, _after) == (0, False, 1):
+        _kind = _PUSH  # most opcodes: a value pushed
+    elif _kind == _GENERIC and (_below, _marked, _after) == (0, False, 0):
+        _kind = _NOTHING  # PROTO, FRAME
+    _EFFECT[_op.code.encode("latin-1")[0]] = (
+        _kind,
+        _CALLEE.get(_op.name, _below),
+        _marked,
+        _after,
+    )
 
 
 class _Calls:
@@ -343,6 +367,11 @@ class _Calls:
     Each stack item is the name of the global it is (pushed by ``GLOBAL``/``STACK_GLOBAL``,
     copied by ``DUP``, the memo and ``GET``) or ``None`` for anything else: the result of a
     call is never a global here, so a value-only global can only reach a call as itself.
+
+    It starts at the first watched global, on an empty stack: what lies below (items, marks,
+    memo entries) holds no watched global. A pop below its start is a no-op, a mark below it
+    takes every item it has: so a watched global is never missed; at worst ``OBJ`` under such
+    a mark counts its first argument as its callable (refused: fails closed).
     """
 
     __slots__ = ("called", "marks", "memo", "stack", "watch")
@@ -365,36 +394,39 @@ class _Calls:
         return items
 
     def step(self, code: int, arg: object) -> None:
-        """Apply the opcode ``code`` (its argument: a memo index or a global's name)."""
-        name, below, marked, pushed = _EFFECT[code]
+        """Apply the opcode ``code`` (its argument: a memo index, ``MEMOIZE``'s too, or a
+        global's name)."""
+        kind, below, marked, pushed = _EFFECT[code]
         stack = self.stack
-        top = stack[-1] if stack else None
-        if name in ("GLOBAL", "STACK_GLOBAL"):
+        if kind == _PUSH:
+            stack.append(None)
+        elif kind == _NAME:
             del stack[len(stack) - below :]
             stack.append(arg if isinstance(arg, str) else None)
-        elif name == "MARK":
+        elif kind == _STORE:
+            self.memo[arg] = stack[-1] if stack else None  # type: ignore[index]
+        elif kind == _FETCH:
+            stack.append(self.memo.get(arg))  # type: ignore[call-overload]
+        elif kind == _CALL:
+            if len(stack) >= below:
+                self._call(stack[-below])
+            del stack[max(0, len(stack) - below) :]
+            stack.append(None)
+        elif kind == _MARK:
             self.marks.append(len(stack))
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int):
-            self.memo[arg] = top
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = top
-        elif name in ("GET", "BINGET", "LONG_BINGET") and isinstance(arg, int):
-            stack.append(self.memo.get(arg))
-        elif name == "DUP":
-            stack.append(top)
-        elif name == "POP":
+        elif kind == _DUP:
+            stack.append(stack[-1] if stack else None)
+        elif kind == _POP:
             if self.marks and self.marks[-1] == len(stack):
                 self.marks.pop()
             elif stack:
                 stack.pop()
-        else:
-            if name in _CALLEE and len(stack) >= _CALLEE[name]:
-                self._call(stack[-_CALLEE[name]])
+        elif kind != _NOTHING:  # OBJ, INST and the containers
             if marked:
                 items = self._to_mark()
-                if name == "OBJ" and items:
+                if kind == _OBJ and items:
                     self._call(items[0])
-                elif name == "INST" and isinstance(arg, str):
+                elif kind == _INST and isinstance(arg, str):
                     self._call(arg)
             del stack[max(0, len(stack) - below) :]
             stack.extend([None] * pushed)
@@ -414,8 +446,8 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
     picklers write them (strings, or memo copies of strings). Those are exactly what the
     unpickler will use; when they are anything else, ``computed`` is set. With ``budget``,
     raise ``_OverBudget`` after that many bytes of opcodes (payloads are skipped, not read).
-    With ``watch`` (``module.qualname`` names), the stack is also run symbolically and
-    ``called`` lists those of them that loading would call (:class:`_Calls`).
+    With ``watch`` (``module.qualname`` names), ``called`` lists those of them that loading
+    would call: from the first of them named, the stack is run symbolically (:class:`_Calls`).
     """
     r = _Reader(fh, budget)
     computed = False
@@ -426,7 +458,7 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
     last: str | None = None  # the last two values pushed, when they are strings
     before: str | None = None
     table = _TABLE
-    sim = None if watch is None else _Calls(watch)
+    sim: _Calls | None = None
     while True:
         buf = r.buf if len(r.buf) - r.pos >= 9 else r.fill(9)  # an opcode and its size
         pos = r.pos
@@ -457,9 +489,9 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
                 continue
         elif n == _NO_ARG:
             if role == _MEMOIZE:
-                memo[len(memo)] = last
                 if sim is not None:
-                    sim.step(code, None)
+                    sim.step(code, len(memo))  # the index the unpickler uses: all entries
+                memo[len(memo)] = last
                 continue
             if role == _STACK_GLOBAL:
                 if before is None or last is None:
@@ -467,6 +499,8 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
                 else:
                     imports.add((before, last))
                     arg = f"{before}.{last}"
+                    if watch is not None and sim is None and arg in watch:
+                        sim = _Calls(watch)
             elif role == _BUFFER:
                 buffers += 1
             elif role == _STOP:
@@ -479,6 +513,8 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
                 pair = (raw.decode("utf-8", "replace"), second.decode("utf-8", "replace"))
                 imports.add(pair)
                 arg = f"{pair[0]}.{pair[1]}"
+                if watch is not None and sim is None and arg in watch:
+                    sim = _Calls(watch)
             elif role == _STRING:
                 value = _text(raw.strip(b"'\"") if buf[pos - 1] == ord("S") else raw)
             elif role in (_PUT, _GET):
@@ -502,7 +538,10 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
             else:
                 r.skip(size)
         if sim is not None:
-            sim.step(code, arg)
+            if _EFFECT[code][0] == _PUSH:  # most opcodes: spare a call
+                sim.stack.append(None)
+            else:
+                sim.step(code, arg)
         before, last = last, value
 
 
@@ -666,17 +705,10 @@ def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
     )
 
 
-def _names_value_only(found: Scan) -> bool:
-    return any(f"{m}.{q}" in trust.VALUE_ONLY for m, q in found.imports)
-
-
-def _full_scan(fh: IO[bytes], start: int, watch: bool) -> Scan | None:
-    """The whole pickle scanned, its calls run symbolically when ``watch``; ``None`` when
-    skipped (no budget left, and no ``EXT`` code could skip ``find_class``)."""
+def _full_scan(fh: IO[bytes], start: int) -> Scan:
+    """The whole pickle at ``start`` scanned, with the calls of value-only globals."""
     fh.seek(start)
-    if watch:
-        return scan(fh, watch=trust.VALUE_ONLY)
-    return scan(fh) if _extensions_registered() else None
+    return scan(fh, watch=trust.VALUE_ONLY)
 
 
 def load(
@@ -700,17 +732,13 @@ def load(
         return pickle.load(fh, buffers=plain)  # noqa: S301
     start = fh.tell()
     try:
-        found: Scan | None = scan(fh, PRESCAN_BUDGET)
+        found: Scan | None = scan(fh, PRESCAN_BUDGET, trust.VALUE_ONLY)
     except _OverBudget:  # EXT codes could skip find_class if copyreg cached one: scan them all
-        found = _full_scan(fh, start, watch=False)
-    watched = found is not None and _names_value_only(found)
-    if watched:  # where those functions sit on the stack: a second pass, for these only
-        found = _full_scan(fh, start, watch=True)
+        found = _full_scan(fh, start) if _extensions_registered() else None
     try:
-        return _checked_load(fh, start, trusted, name, buffers, found, watched)
+        return _checked_load(fh, start, trusted, name, buffers, found)
     except _NeedsScan:  # a huge pickle, unscanned, names one: nothing untrusted has run yet
-        found = _full_scan(fh, start, watch=True)
-        return _checked_load(fh, start, trusted, name, buffers, found, True)
+        return _checked_load(fh, start, trusted, name, buffers, _full_scan(fh, start))
 
 
 def _checked_load(
@@ -720,16 +748,18 @@ def _checked_load(
     name: str,
     buffers: Iterable[Any] | None,
     found: Scan | None,
-    watched: bool,
 ) -> Any:
-    """Judge ``found`` by name, then unpickle with ``find_class`` checking each global."""
+    """Judge ``found`` by name, then unpickle with ``find_class`` checking each global.
+
+    Unscanned (``found`` is ``None``), ``find_class`` stops at a value-only global.
+    """
     fh.seek(start)
     if found is not None and not _judge_names(found, trusted):
         raise _refusal(name, trusted, found, None)
     if found is not None and isinstance(buffers, torch_weights.Buffers):
         buffers.expect(found.buffers)  # as many as the pickle takes, or the file is not ours
     try:
-        return _Unpickler(fh, trusted, buffers, watched).load()
+        return _Unpickler(fh, trusted, buffers, watched=found is not None).load()
     except _Refused as exc:
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
     except torch_weights._NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes

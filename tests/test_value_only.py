@@ -47,6 +47,9 @@ ROUTES = {
     "REDUCE": P2 + MEAN + ARGS + b"R.",
     "memo PUT then GET": P2 + MEAN + b"q\x070" + b"h\x07" + ARGS + b"R.",
     "MEMOIZE then BINGET": b"\x80\x04" + MEAN + b"\x940h\x00" + ARGS + b"R.",
+    "MEMOIZE after others": (
+        b"\x80\x04\x8c\x01a\x94\x8c\x01b\x940" + MEAN + b"\x940h\x02" + ARGS + b"R."
+    ),
     "text PUT then GET": P2 + MEAN + b"p5\n0g5\n" + ARGS + b"R.",
     "DUP": P2 + MEAN + b"20" + ARGS + b"R.",
     "STACK_GLOBAL": b"\x80\x04\x8c\x05numpy\x8c\x04mean\x93" + ARGS + b"R.",
