@@ -101,6 +101,30 @@ def _bodies(cls: type, fn: Any, where: str, depth: int, seen: set[int]) -> list[
     return out
 
 
+def _calls_a_parameter(fn: Any) -> list[str]:
+    """Parameters of ``fn`` it calls, as given or kept on ``self`` (``self.f = f; self.f()``):
+    a class that calls what it is given would call a function trusted as a value only."""
+    tree = _tree(fn)
+    if tree is None:
+        return []
+    params = {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)} - {"self", "cls"}
+    out = []
+    for sub in ast.walk(tree):
+        if not isinstance(sub, ast.Call):
+            continue
+        f = sub.func
+        if isinstance(f, ast.Name) and f.id in params:
+            out.append(f.id)
+        elif (
+            isinstance(f, ast.Attribute)
+            and isinstance(f.value, ast.Name)
+            and f.value.id == "self"
+            and f.attr in params
+        ):
+            out.append(f"self.{f.attr}")
+    return out
+
+
 def hits_of(cls: type, depth: int = 3) -> list[str]:
     """``method: name`` for each suspect call reached from the load-time methods of ``cls``."""
     found = []
@@ -111,6 +135,11 @@ def hits_of(cls: type, depth: int = 3) -> list[str]:
             for name, _ in sorted(_called(body)):
                 if name in SUSPECT:
                     found.append(f"{where}: {name}()")
+        if fn is not None and method in ("__init__", "__new__", "__setstate__"):
+            found += [
+                f"{method}: calls its parameter {p}()"
+                for p in _calls_a_parameter(getattr(fn, "__func__", fn))
+            ]
     return sorted(set(found))
 
 

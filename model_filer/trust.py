@@ -70,6 +70,10 @@ DEFAULT_EXCLUDED = (
     "scipy.optimize._constraints",
     "scipy.optimize._shgo",
     "scipy.optimize._shgo_lib",
+    "scipy.optimize._basinhopping",
+    "scipy.integrate._ivp",  # ODE solvers call fun(t0, y0) when built
+    "scipy.sparse.linalg._eigen.arpack",
+    "scipy.stats._sampling",
     "pandas.io",
     "pandas.util",
     "pandas.testing",
@@ -101,6 +105,9 @@ DEFAULT_EXCLUDED_CLASSES = frozenset(
         "pandas.api.typing.JsonReader",  # pandas.io readers: they open files or URLs
         "pandas.api.typing.SASReader",
         "pandas.api.typing.StataReader",
+        # they call the functions they are given when built (audit: calls of a parameter)
+        "scipy.stats._distribution_infrastructure.MonotonicTransformedDistribution",
+        "scipy.special._orthogonal.orthopoly1d",
     }
 )
 _BUILTINS = (

@@ -334,6 +334,12 @@ AUDITED = [
     ("scipy.optimize._constraints", "PreparedConstraint"),
     ("scipy.optimize._shgo", "SHGO"),
     ("sklearn.callback._scoring_monitor", "ScoringMonitor"),
+    ("scipy.integrate._ivp.rk", "RK45"),
+    ("scipy.optimize._basinhopping", "BasinHoppingRunner"),
+    ("scipy.sparse.linalg._eigen.arpack.arpack", "_SymmetricArpackParams"),
+    ("scipy.stats._sampling", "CustomDistPINV"),
+    ("scipy.stats._distribution_infrastructure", "MonotonicTransformedDistribution"),
+    ("scipy.special._orthogonal", "orthopoly1d"),
 ]
 
 
