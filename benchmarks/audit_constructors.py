@@ -143,8 +143,9 @@ def hits_of(cls: type, depth: int = 3) -> list[str]:
     return sorted(set(found))
 
 
-def walk(package: str, skip: tuple[str, ...]) -> dict[str, list[str]]:
-    """``module.qualname``: hits, for the classes defined under ``package``."""
+def walk(package: str, skip: tuple[str, ...], excluded: frozenset[str]) -> dict[str, list[str]]:
+    """``module.qualname``: hits, for the classes defined under ``package`` (but ``skip``
+    modules and ``excluded`` classes or subclasses of ``module:qualname`` bases)."""
     out: dict[str, list[str]] = {}
     root = importlib.import_module(package)
     names = [package]
@@ -168,6 +169,10 @@ def walk(package: str, skip: tuple[str, ...]) -> dict[str, list[str]]:
             if any(own == s or own.startswith(s + ".") for s in skip):
                 continue
             full = f"{own}.{obj.__qualname__}"
+            if full in excluded or any(
+                f"{b.__module__}:{b.__qualname__}" in excluded for b in obj.__mro__
+            ):
+                continue
             if full not in out:
                 out[full] = hits_of(obj)
     return out
@@ -181,13 +186,15 @@ def main() -> int:
     parser.add_argument("--all", action="store_true", help="keep the modules already left out")
     args = parser.parse_args()
     skip: tuple[str, ...] = ()
+    excluded: frozenset[str] = frozenset()
     if not args.all:
+        excluded = trust.DEFAULT_EXCLUDED_CLASSES | set(trust.NEVER_BASES_BY_SPEC)
         skip = trust.DEFAULT_EXCLUDED + tuple(
             p for row in trust.NEVER_MODULES for p in row[0].split()
         )
     total = 0
     for package in args.packages:
-        classes = walk(package, skip)
+        classes = walk(package, skip, excluded)
         total += len(classes)
         for full, hits in sorted(classes.items()):
             if hits:

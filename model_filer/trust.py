@@ -359,16 +359,19 @@ NEVER_MODULES: tuple[tuple[str, str, str], ...] = (
     (
         "torch.jit torch.package torch.fx torch.export torch.hub torch._dynamo torch._inductor "
         "torch.utils.cpp_extension torch._export torch._higher_order_ops torch._functorch "
-        "torch._lazy torch.library torch._library torch.compiler torch.onnx",
-        "it compiles or loads code (TorchScript, torch.package, torch.fx, torch.export), or "
-        "registers operators",
+        "torch._lazy torch.library torch._library torch._ops torch.compiler torch.onnx "
+        # they call the function they are given, with the pickle's arguments
+        "torch.ao.quantization.fake_quantize torch.ao.quantization._learnable_fake_quantize "
+        "torch.ao.quantization.fx torch.ao.ns",
+        "it compiles or loads code (TorchScript, torch.package, torch.fx, torch.export), "
+        "registers operators, or calls the function it is given",
         _REBUILD,
     ),
     (
         "torch.distributed torch.multiprocessing torch.utils.data torch.utils.benchmark "
         "torch.utils.tensorboard torch.utils.bottleneck torch.utils.collect_env torch.testing "
-        "torch.cuda torch.backends.xeon torch.profiler torch.autograd.profiler "
-        "torch.autograd.profiler_legacy",
+        "torch.cuda torch.xpu torch.mtia torch.mps torch.backends.xeon torch.profiler "
+        "torch.autograd.profiler torch.autograd.profiler_legacy",
         "it starts processes, threads or servers, opens sockets or files, or loads native "
         "libraries (torch.distributed, DataLoader workers, benchmark, profiler, cuda)",
         _REBUILD,

@@ -543,6 +543,9 @@ TORCH_NEVER = [
     ("torch.backends.xeon.run_cpu", "_Launcher"),
     ("torch.serialization", "_open_file"),
     ("torch.library", "Library"),
+    ("torch.xpu.memory", "XPUPluggableAllocator"),
+    ("torch._ops", "HigherOrderOperator"),
+    ("torch.ao.quantization.fake_quantize", "FakeQuantize"),
 ]
 
 
