@@ -8,6 +8,10 @@ glob-trusted one must resolve to a class defined in a trusted module. A pickle o
 small objects skips the first step (a Python scan would cost more than the load); the second
 alone still imports and calls nothing untrusted.
 
+Value-only defaults (``trust.VALUE_ONLY``: functions estimators keep as parameters) may be
+named but never called: the scan runs the stack symbolically from the first one it meets and
+refuses a pickle that would call one; an unscanned load that meets one starts again, scanned.
+
 ``EXT1/2/4`` opcodes are refused: one whose code is in ``copyreg._extension_cache`` would skip
 ``find_class`` entirely. Without registered extensions (the standard library and the ML stack
 register none) the unpickler cannot resolve them anyway.
