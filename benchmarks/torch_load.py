@@ -15,7 +15,10 @@ printed. Rows:
   ``torch.load(path, weights_only=True)`` of the ``torch.save`` file: target <= 1.15x in
   time, peak RSS within 150 MiB;
 - for reference, the safe loader on the same state_dict pickled in band (``pickle-5``, as
-  model_filer wrote it before): each storage is read into a bytes object, then copied.
+  model_filer wrote it before): each storage is read into a bytes object, then copied;
+- dump: model_filer's serializer (recording pickler, storages out of band, hashed as it
+  writes) against ``torch.save`` of the same state_dict to a file, in this process,
+  alternating, medians of ``--runs``.
 
 The files are in the page cache for every side. The temp folder is removed at the end.
 """
@@ -49,7 +52,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def make(root: Path, mib: int) -> None:
+def make(root: Path, mib: int) -> Any:
     """The state_dict, dumped with model_filer, saved with torch.save, pickled in band."""
     import pickle
 
@@ -65,6 +68,30 @@ def make(root: Path, mib: int) -> None:
     Filer(root / "models", str(root / "remote"), remote_type="local").dump(state, "net")
     torch.save(state, root / "net.pt")
     (root / "inband.pkl").write_bytes(pickle.dumps(state, protocol=5))
+    return state
+
+
+def dump_cost(state: Any, root: Path, runs: int) -> None:
+    """model_filer's dump of ``state`` (bytes written and hashed) against ``torch.save``."""
+    import torch
+
+    from model_filer import serializers
+
+    def ours() -> None:
+        with open(root / "dump.pkl", "wb") as fh:
+            serializers.dump(state, fh)
+
+    def theirs() -> None:
+        torch.save(state, root / "dump.pt")
+
+    times: dict[str, list[float]] = {"model_filer": [], "torch.save": []}
+    for run in range(runs):
+        for side, fn in [("model_filer", ours), ("torch.save", theirs)][:: 1 if run % 2 else -1]:
+            wall = time.perf_counter()
+            fn()
+            times[side].append(time.perf_counter() - wall)
+    mf, ts = (statistics.median(times[s]) for s in ("model_filer", "torch.save"))
+    print(f"dump model_filer: wall {mf * 1000:.1f} / torch.save {ts * 1000:.1f} ms = {mf / ts:.2f}")
 
 
 def worker(side: str, root: str) -> None:
@@ -115,7 +142,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="mf-torch-load-"))
     try:
         os.environ["MODEL_FILER_CACHE_DIR"] = str(root / "cache")
-        make(root, args.mib)
+        state = make(root, args.mib)
         samples: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
         for run in range(args.runs):  # take turns, swapping who goes first
             for side in SIDES[:: 1 if run % 2 else -1]:
@@ -150,6 +177,7 @@ def main() -> int:
                 f"peak RSS {side}: {rss:.0f} MiB   torch.load {base_rss:.0f} MiB   "
                 f"diff {rss - base_rss:+.0f} MiB{rss_verdict}"
             )
+        dump_cost(state, root, args.runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

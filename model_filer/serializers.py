@@ -18,6 +18,7 @@ from .registry import Entry
 
 if TYPE_CHECKING:
     from .safe_pickle import Scan
+    from .torch_weights import Buffers
 
 PROTOCOL = 5  # protocol 4 (3.11's default) copies every numpy buffer; 5 writes them in place
 SERIALIZER = f"pickle-{PROTOCOL}"
@@ -76,9 +77,12 @@ def _unreadable(name: str) -> SerializationError:
     )
 
 
-def _read_buffers(fh: IO[bytes], name: str) -> list[Any]:
-    """The out-of-band buffers of the file at ``fh``, as lazy slices of it."""
-    from .torch_weights import FileSlice
+def _read_buffers(fh: IO[bytes], name: str) -> Buffers:
+    """The out-of-band buffers of the file at ``fh``: their sizes, made into lazy slices of
+    the file as the unpickler takes them (the load checks it takes as many as listed)."""
+    from array import array
+
+    from .torch_weights import MAX_BUFFERS, Buffers
 
     start = fh.tell()
     end = fh.seek(0, 2)
@@ -86,20 +90,17 @@ def _read_buffers(fh: IO[bytes], name: str) -> list[Any]:
     tail = fh.read(2 * _WORD)
     count = int.from_bytes(tail[:_WORD], "little")
     sizes_at = end - 2 * _WORD - count * _WORD
-    if tail[_WORD:] != _MAGIC or sizes_at < start:
+    if tail[_WORD:] != _MAGIC or count > MAX_BUFFERS or sizes_at < start:
         raise _unreadable(name)
     fh.seek(sizes_at)
-    raw = fh.read(count * _WORD)
-    sizes = [int.from_bytes(raw[i : i + _WORD], "little") for i in range(0, len(raw), _WORD)]
+    sizes = array("Q", fh.read(count * _WORD))  # 8 bytes each, not a Python object each
+    if sys.byteorder != "little":
+        sizes.byteswap()
     offset = sizes_at - sum(sizes)
-    if offset < start:
+    if len(sizes) != count or offset < start:
         raise _unreadable(name)
     fh.seek(start)
-    slices = []
-    for size in sizes:
-        slices.append(FileSlice(fh, offset, size))
-        offset += size
-    return slices
+    return Buffers(fh, offset, sizes, sizes_at, lambda: _unreadable(name))
 
 
 def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = None) -> Entry:

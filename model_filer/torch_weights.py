@@ -19,7 +19,7 @@ import os
 import pickle
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 NAME = "torch.storage._load_from_bytes"
@@ -30,12 +30,18 @@ _users = 0  # threads inside load_from_bytes: the hook stays installed while any
 _original: Callable[[], dict[str, Any]] | None = None
 
 
-class _NestedRefusal(pickle.UnpicklingError):
-    """torch's restricted unpickler refused the nested bytes; ``reason`` says what it met."""
+BUFFER = "an out-of-band buffer (NEXT_BUFFER)"
+MAX_BUFFERS = 1 << 20  # out-of-band buffers a file may hold: a state_dict has thousands
 
-    def __init__(self, reason: str) -> None:
+
+class _NestedRefusal(pickle.UnpicklingError):
+    """A refusal met while loading, outside ``find_class``: ``name`` is the global (or thing)
+    refused, ``reason`` says why (torch's restricted unpickler refused the nested bytes, or
+    the pickle tried to change an out-of-band buffer)."""
+
+    def __init__(self, reason: str, name: str = NAME) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.name = reason, name
 
 
 def _user_globals_unless_inside() -> dict[str, Any]:
@@ -87,7 +93,10 @@ def _why(message: str) -> str:
     if found:
         return f"it names {found.group(1)}, whose module torch blocks"
     last = message.strip().split("\n\n")[-1].strip()
-    return re.split(r"\s*(?:Please|Check the documentation|WeightsUnpickler error:)", last)[0]
+    if "TorchScript" in message:  # torch's advice is to load it unsafely: not ours
+        return "they are a TorchScript archive (code), not the bytes of a storage"
+    advice = r"\s*(?:Please|Check the documentation|WeightsUnpickler error:|In PyTorch \d)"
+    return re.split(advice, last)[0]
 
 
 class FileSlice:
@@ -96,42 +105,102 @@ class FileSlice:
     Handed to the unpickler as a protocol 5 out-of-band buffer; :func:`load_from_bytes`
     reads it as a file, so torch reads the storage straight into the tensor's memory (one
     copy, as ``torch.load`` of a file does) instead of from a bytes object read first.
+    The pickle holds it on its stack: it is opaque and immutable (no attribute to set,
+    ``BUILD`` refused), and checked against the file's size when made and when read.
     """
 
-    def __init__(self, fh: IO[bytes], offset: int, length: int) -> None:
-        self.fh, self.offset, self.length = fh, offset, length
+    __slots__ = ("_end", "_fd", "_fh", "_length", "_offset")
+    _end: int
+    _fd: int | None
+    _fh: IO[bytes]
+    _length: int
+    _offset: int
+
+    def __init__(self, fh: IO[bytes], offset: int, length: int, end: int) -> None:
+        if not 0 <= offset <= offset + length <= end:
+            raise ValueError("an out-of-band buffer outside its file")
         try:
-            self.fd: int | None = fh.fileno()
+            fd: int | None = fh.fileno()
         except (AttributeError, OSError, io.UnsupportedOperation):
-            self.fd = None  # an in-memory file (tests): read through fh, then put it back
+            fd = None  # an in-memory file (tests): read through fh, then put it back
+        for slot, value in zip(self.__slots__, (end, fd, fh, length, offset), strict=True):
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("an out-of-band buffer cannot be changed")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("an out-of-band buffer cannot be changed")
+
+    def __setstate__(self, state: object) -> None:
+        """``BUILD`` on a buffer: only a crafted pickle does it."""
+        raise _NestedRefusal("a pickle that tries to change an out-of-band buffer", BUFFER)
+
+    @property
+    def length(self) -> int:
+        """The slice's size in bytes."""
+        return self._length
 
     def pread(self, view: memoryview, at: int) -> int:
-        """Fill ``view`` from ``at`` (relative to the slice), never moving ``fh``."""
-        n = min(len(view), self.length - at)
-        if n <= 0:
+        """Fill ``view`` from ``at`` (relative to the slice), never moving the file."""
+        n = min(len(view), self._length - at)
+        if n <= 0 or at < 0:
             return 0
-        if self.fd is not None:
+        start = self._offset + at
+        if start + n > self._end:  # the slice was checked against the file: never here
+            raise EOFError("model file truncated")
+        if self._fd is not None:
             done = 0
             while done < n:
-                got = os.preadv(self.fd, [view[done:n]], self.offset + at + done)
+                got = os.preadv(self._fd, [view[done:n]], start + done)
                 if got == 0:
                     raise EOFError("model file truncated")
                 done += got
             return n
-        here = self.fh.tell()
+        here = self._fh.tell()
         try:
-            self.fh.seek(self.offset + at)
-            data = self.fh.read(n)
+            self._fh.seek(start)
+            data = self._fh.read(n)
         finally:
-            self.fh.seek(here)
+            self._fh.seek(here)
         view[: len(data)] = data
         return len(data)
 
     def read_all(self) -> bytearray:
         """The whole slice in memory (what plain ``pickle.load`` gets with ``"*"``)."""
-        data = bytearray(self.length)
+        data = bytearray(self._length)
         self.pread(memoryview(data), 0)
         return data
+
+
+class Buffers:
+    """A file's out-of-band buffers, made one at a time as the unpickler takes them.
+
+    ``sizes`` are the trailer's (at most :data:`MAX_BUFFERS`); the first buffer starts at
+    ``offset``. ``unreadable`` makes the error for a file whose pickle takes another count.
+    """
+
+    def __init__(
+        self,
+        fh: IO[bytes],
+        offset: int,
+        sizes: Sequence[int],
+        end: int,
+        unreadable: Callable[[], Exception],
+    ) -> None:
+        self._fh, self._offset, self._sizes, self._end = fh, offset, sizes, end
+        self._unreadable = unreadable
+
+    def expect(self, count: int) -> None:
+        """Raise unless the pickle takes exactly as many buffers as the trailer lists."""
+        if count != len(self._sizes):
+            raise self._unreadable()
+
+    def __iter__(self) -> Iterator[FileSlice]:
+        offset = self._offset
+        for size in self._sizes:
+            yield FileSlice(self._fh, offset, size, self._end)
+            offset += size
 
 
 class _SliceReader(io.RawIOBase):
@@ -153,7 +222,7 @@ class _SliceReader(io.RawIOBase):
         return n
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.part.length}[whence]
+        base = {0: 0, 1: self.pos, 2: self.part.length}[whence]  # (length: read-only)
         self.pos = max(0, base + offset)
         return self.pos
 
@@ -178,10 +247,13 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     with default_allowlist_only():
         try:
             return torch.load(source, weights_only=True, mmap=False)
-        except pickle.UnpicklingError as exc:
+        except _NestedRefusal:
+            raise
+        except Exception as exc:  # not a storage torch reads: typed, not raw
+            why = _why(str(exc)) or f"{type(exc).__name__}: they end too early"
             raise _NestedRefusal(
                 "served by model_filer's safe substitute, which refused its nested torch.save "
                 "bytes (read by torch.load(weights_only=True) with torch's default allowlist "
-                f"only): {_why(str(exc))}; nothing in them ran. Dump tensors or "
+                f"only): {why}; nothing in them ran. Dump tensors or "
                 "model.state_dict(), not objects that pickle code"
             ) from None

@@ -62,14 +62,28 @@ DEFAULT_EXCLUDED = (
     "scipy.io",
     "scipy._lib",
     "scipy.datasets",
+    "scipy.odr",  # ODR(..., overwrite=True) deletes its report files when built
+    # their classes start a process pool (workers=N) or call the functions they are given
+    # when built: a function trusted as a value only would be called through them
+    "scipy.optimize._differentialevolution",
+    "scipy.optimize._differentiable_functions",
+    "scipy.optimize._constraints",
+    "scipy.optimize._shgo",
+    "scipy.optimize._shgo_lib",
+    "scipy.optimize._basinhopping",
+    "scipy.integrate._ivp",  # ODE solvers call fun(t0, y0) when built
+    "scipy.sparse.linalg._eigen.arpack",
+    "scipy.stats._sampling",
     "pandas.io",
     "pandas.util",
     "pandas.testing",
     "pandas._testing",
     "pandas.plotting",
+    "pandas.core.computation",  # Expr(...) evaluates its string when built (also NEVER)
     "sklearn.datasets",
     "sklearn.utils._testing",
     "sklearn.externals",
+    "sklearn.callback",  # ScoringMonitor.__setstate__ opens a socket listener and a thread
     "xgboost.tracker",
     "xgboost.collective",
     "xgboost.federated",
@@ -88,6 +102,12 @@ DEFAULT_EXCLUDED_CLASSES = frozenset(
         "pandas.HDFStore",
         "pandas.ExcelFile",
         "pandas.ExcelWriter",
+        "pandas.api.typing.JsonReader",  # pandas.io readers: they open files or URLs
+        "pandas.api.typing.SASReader",
+        "pandas.api.typing.StataReader",
+        # they call the functions they are given when built (audit: calls of a parameter)
+        "scipy.stats._distribution_infrastructure.MonotonicTransformedDistribution",
+        "scipy.special._orthogonal.orthopoly1d",
     }
 )
 _BUILTINS = (
@@ -214,6 +234,21 @@ DEFAULT_FUNCTIONS = frozenset(
 )
 
 
+# Defaults a pickle may name as a VALUE (an estimator's score function, a scorer's metric, a
+# pooling function, a k-means step...) but never CALL while loading: not the callable of
+# REDUCE, NEWOBJ, NEWOBJ_EX, OBJ or INST, nor the target of BUILD. They are functions that
+# trust their arguments (``_kmeans_single_lloyd`` on a crafted sparse matrix writes out of
+# bounds). The loader checks it on the opcodes (:func:`model_filer.safe_pickle.scan`), and
+# scans every pickle that names one; the commit hook, name-only, admits them by name.
+VALUE_ONLY = frozenset(
+    {
+        *_functions(_SKLEARN_FUNCTIONS),
+        "numpy.mean",
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",
+    }
+)
+
+
 # -- the never-list ------------------------------------------------------------------------
 # Globals no pattern trusts: not the defaults, a glob, pyproject.toml (its "*" included) nor
 # trusted=[...]. Only load(..., trusted=["*"]) for one call, a plain pickle.load, runs them.
@@ -261,25 +296,50 @@ NEVER: tuple[tuple[str, str, str], ...] = (
     (
         "builtins:eval builtins:exec builtins:compile builtins:breakpoint "
         "types:CodeType types:FunctionType runpy:run_path runpy:run_module "
-        "importlib:import_module importlib:__import__ "
+        "importlib:import_module importlib:__import__ importlib:reload "
+        "builtins:open io:open _io:open io:FileIO _io:FileIO "
+        "builtins:setattr builtins:delattr builtins:vars builtins:globals builtins:locals "
+        "builtins:help builtins:input "
+        "typing:get_type_hints typing:ForwardRef typing:_eval_type "
         "dill._dill:_create_code dill._dill:_create_function dill._dill:_import_module "
         "cloudpickle.cloudpickle:subimport cloudpickle.cloudpickle:_make_function "
         "cloudpickle.cloudpickle:_builtin_type cloudpickle.cloudpickle:_make_skeleton_class",
-        "it runs code (a string, bytecode or a module's import)",
+        "it runs code (a string, bytecode or a module's import), opens a file or changes "
+        "an object's attributes",
         "define the code in an importable module and dump objects of its classes",
     ),
     (
         "posix:system os:system os:popen os:execv os:execve os:execl os:execlp "
         "os:execvp os:execvpe os:spawnv os:spawnve os:spawnl os:spawnlp os:spawnvp "
-        "posix:posix_spawn posix:posix_spawnp posix:execv posix:execve posix:fork "
+        "os:execle os:execlpe os:spawnle os:spawnlpe os:spawnvpe os:_execvpe os:_spawnvef "
+        "os:_wrap_close posix:posix_spawn posix:posix_spawnp posix:execv posix:execve "
+        "posix:fork posix:forkpty posix:kill posix:killpg posix:open "
         "subprocess:Popen subprocess:run subprocess:call subprocess:check_call "
-        "subprocess:check_output subprocess:getoutput subprocess:getstatusoutput pty:spawn",
+        "subprocess:check_output subprocess:getoutput subprocess:getstatusoutput pty:spawn "
+        "pty:fork multiprocessing:Process multiprocessing:Pool",
         "it runs a program",
         _ONLY_DATA,
     ),
     (
-        "operator:attrgetter operator:methodcaller",
+        "operator:attrgetter operator:methodcaller operator:itemgetter",
         "a pickle gadget: it reaches any attribute, eval included (through __globals__)",
+        _ONLY_DATA,
+    ),
+    (
+        "pkgutil:resolve_name pkgutil:get_data pkgutil:find_loader pkgutil:get_loader "
+        "pkgutil:iter_modules pkgutil:walk_packages logging.config:dictConfig "
+        "logging.config:fileConfig logging.config:listen logging.config:BaseConfigurator "
+        "logging.config:DictConfigurator",
+        "it resolves a name to any object (os.system included), or imports a module",
+        _ONLY_DATA,
+    ),
+    (
+        "torch.serialization:_opener torch.serialization:_open_file "
+        "torch.serialization:_open_buffer_reader torch.serialization:_open_buffer_writer "
+        "torch.serialization:_open_zipfile_reader torch.serialization:_open_zipfile_writer_file "
+        "torch.serialization:_open_zipfile_writer_buffer "
+        "torch.serialization:set_default_mmap_options",
+        "it opens or writes a file, or changes how torch loads files",
         _ONLY_DATA,
     ),
     (
@@ -298,11 +358,42 @@ NEVER: tuple[tuple[str, str, str], ...] = (
 NEVER_MODULES: tuple[tuple[str, str, str], ...] = (
     (
         "torch.jit torch.package torch.fx torch.export torch.hub torch._dynamo torch._inductor "
-        "torch.utils.cpp_extension torch._export",
-        "it compiles or loads code (TorchScript, torch.package, torch.fx, torch.export)",
+        "torch.utils.cpp_extension torch._export torch._higher_order_ops torch._functorch "
+        "torch._lazy torch.library torch._library torch._ops torch.compiler torch.onnx "
+        # they call the function they are given, with the pickle's arguments
+        "torch.ao.quantization.fake_quantize torch.ao.quantization._learnable_fake_quantize "
+        "torch.ao.quantization.fx torch.ao.ns",
+        "it compiles or loads code (TorchScript, torch.package, torch.fx, torch.export), "
+        "registers operators, or calls the function it is given",
+        _REBUILD,
+    ),
+    (
+        "torch.distributed torch.multiprocessing torch.utils.data torch.utils.benchmark "
+        "torch.utils.tensorboard torch.utils.bottleneck torch.utils.collect_env torch.testing "
+        "torch.cuda torch.xpu torch.mtia torch.mps torch.backends.xeon torch.profiler "
+        "torch.autograd.profiler torch.autograd.profiler_legacy",
+        "it starts processes, threads or servers, opens sockets or files, or loads native "
+        "libraries (torch.distributed, DataLoader workers, benchmark, profiler, cuda)",
         _REBUILD,
     ),
     ("ctypes _ctypes", "it calls native code at any address", _ONLY_DATA),
+    (
+        "pydoc pdb bdb profile cProfile timeit trace code codeop runpy importlib inspect "
+        "sys gc unittest.mock pandas.core.computation",
+        "it runs code from a string (eval, exec, a debugger, a profiler, a pager) or resolves a "
+        "name to any object (pydoc.locate, importlib, inspect, sys.modules, gc)",
+        "define the code in an importable module and dump objects of its classes",
+    ),
+)
+# Classes whose subclasses are never trusted: checked on the class's MRO once resolved.
+NEVER_BASES: tuple[tuple[str, str, str], ...] = (
+    (
+        "scipy.stats._distn_infrastructure:rv_generic",
+        "a scipy.stats distribution: its __setstate__ runs exec() on a string the pickle "
+        "gives (_parse_arg_template)",
+        "keep the distribution's name and parameters (e.g. {'dist': 'loguniform', 'a': 1e-3}) "
+        "and build it in code; for a search, dump search.best_estimator_",
+    ),
 )
 # Never handed to the unpickler, but not refused: served by a safe substitute.
 SERVED = {
@@ -318,6 +409,7 @@ def _rows(table: tuple[tuple[str, str, str], ...]) -> dict[str, str]:
 
 
 NEVER_BY_SPEC = _rows(NEVER)  # "module:qualname": why, and what to do instead
+NEVER_BASES_BY_SPEC = _rows(NEVER_BASES)
 _NEVER_NAMES = {spec.replace(":", "."): why for spec, why in NEVER_BY_SPEC.items()}
 _NEVER_MODULES = _rows(NEVER_MODULES)
 

@@ -245,3 +245,146 @@ def test_a_module_imported_again_is_looked_at_again(
     finally:
         sys.modules.pop(pkg, None)
         sys.modules["shelve"] = shelve
+
+
+# -- the review of issue 23: doors the defaults, a glob or a pyproject "*" still opened ----------
+class WithState(R):
+    """Pickles as ``f(*args)`` then ``BUILD`` with ``state``."""
+
+    def __init__(self, state: Any, f: Any, *args: Any) -> None:
+        super().__init__(f, *args)
+        self.state = state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.f, self.args, self.state
+
+
+class Expr:
+    """Pickles as ``pandas.core.computation.expr.Expr(source, "python", "pandas", None, level)``:
+    its constructor evaluates ``source`` in the frame ``level`` calls up."""
+
+    def __init__(self, source: str, level: int) -> None:
+        self.source, self.level = source, level
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        from pandas.core.computation.expr import Expr as PandasExpr
+
+        return PandasExpr, (self.source, "python", "pandas", None, self.level)
+
+
+DEFAULTS_AND_PATTERNS = {
+    "defaults": lambda full, mod: TrustedSet(),
+    "exact per call": lambda full, mod: TrustedSet([full]),
+    "module glob": lambda full, mod: TrustedSet([f"{mod}.*"]),
+    "pyproject star": lambda full, mod: TrustedSet(project=["*"]),
+}
+
+
+@pytest.mark.parametrize("trusted", sorted(DEFAULTS_AND_PATTERNS))
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_a_pandas_expression_is_never_evaluated(trusted: str, level: int, marker: Path) -> None:
+    pytest.importorskip("pandas")
+    payload = pickle.dumps(Expr(f"os.system('touch {marker}')", level), protocol=5)
+    judge = DEFAULTS_AND_PATTERNS[trusted]("pandas.core.computation.expr.Expr", "pandas")
+    with pytest.raises(UntrustedModelError) as info:
+        safe_pickle.loads(payload, judge, "m")
+    assert "pandas.core.computation.expr.Expr (pandas.core.computation:" in info.value.never[0]
+    assert not judge.covers_name("pandas.core.computation.expr.Expr")  # the commit hook
+
+
+def _distribution_payload(marker: Path) -> bytes:
+    """A scipy.stats distribution whose pickled ``_parse_arg_template`` runs a command: its
+    ``__setstate__`` execs that string."""
+    import copyreg
+
+    import scipy.stats
+
+    dist = type(scipy.stats.norm)(name="norm")
+    state = {
+        k: v for k, v in vars(dist).items() if not callable(v) and not k.startswith("_parse_args")
+    }
+    state["_parse_arg_template"] = f"__import__('os').system('touch {marker}')\n" + "".join(
+        f"def {n}(*a): pass\n" for n in ("_parse_args", "_parse_args_stats", "_parse_args_rvs")
+    )
+    return pickle.dumps(WithState(state, copyreg._reconstructor, type(dist), object, None))
+
+
+@pytest.mark.parametrize("trusted", sorted(DEFAULTS_AND_PATTERNS))
+def test_a_scipy_distribution_never_execs_its_pickled_template(trusted: str, marker: Path) -> None:
+    pytest.importorskip("scipy")
+    payload = _distribution_payload(marker)
+    judge = DEFAULTS_AND_PATTERNS[trusted]("scipy.stats._continuous_distns.norm_gen", "scipy")
+    with pytest.raises(UntrustedModelError) as info:
+        safe_pickle.loads(payload, judge, "m")
+    assert "a scipy.stats distribution: its __setstate__ runs exec()" in " ".join(info.value.never)
+    safe_pickle.loads(payload, TrustedSet(["*"]), "m")  # live: a plain pickle.load runs it
+    assert marker.exists()
+    marker.unlink()
+
+
+# Classes the defaults admitted whose constructor or __setstate__ opens files or URLs, deletes
+# files, opens sockets, starts process pools, or calls the functions it is given (audit).
+AUDITED = [
+    ("pandas.api.typing", "JsonReader"),
+    ("pandas.api.typing", "StataReader"),
+    ("pandas.api.typing", "SASReader"),
+    ("scipy.odr._odrpack", "ODR"),
+    ("scipy.optimize._differentialevolution", "DifferentialEvolutionSolver"),
+    ("scipy.optimize._differentiable_functions", "VectorFunction"),
+    ("scipy.optimize._constraints", "PreparedConstraint"),
+    ("scipy.optimize._shgo", "SHGO"),
+    ("sklearn.callback._scoring_monitor", "ScoringMonitor"),
+    ("scipy.integrate._ivp.rk", "RK45"),
+    ("scipy.optimize._basinhopping", "BasinHoppingRunner"),
+    ("scipy.sparse.linalg._eigen.arpack.arpack", "_SymmetricArpackParams"),
+    ("scipy.stats._sampling", "CustomDistPINV"),
+    ("scipy.stats._distribution_infrastructure", "MonotonicTransformedDistribution"),
+    ("scipy.special._orthogonal", "orthopoly1d"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), AUDITED, ids=[".".join(a) for a in AUDITED])
+def test_the_defaults_leave_out_what_the_audit_found(module: str, name: str) -> None:
+    pytest.importorskip(module)
+    with pytest.raises(safe_pickle._Refused):
+        safe_pickle.resolve(module, name, TrustedSet())
+    safe_pickle.resolve(module, name, TrustedSet([f"{module}.{name}"]))  # by its exact name
+
+
+def _runner_payloads(marker: Path) -> dict[str, bytes]:
+    import cProfile
+    import pkgutil
+    import pydoc
+    import timeit
+
+    touch = f"touch {marker}"
+    code = f"__import__('os').system({touch!r})"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return {
+        "timeit.timeit": pickle.dumps(R(timeit.timeit, code, "pass", None, 1), protocol=5),
+        "cProfile.run": pickle.dumps(R(cProfile.run, code), protocol=5),
+        "pydoc.pipepager": pickle.dumps(R(pydoc.pipepager, "x", touch), protocol=5),
+        "os.spawnlpe": pickle.dumps(
+            R(os.spawnlpe, os.P_WAIT, "sh", "sh", "-c", touch, env), protocol=5
+        ),
+        "os.execle is refused (never called here)": pickle.dumps(R(os.execle, "sh"), protocol=5),
+        "pydoc.locate then call": pickle.dumps(R(R(pydoc.locate, "os.system"), touch), protocol=5),
+        "pkgutil.resolve_name then call": pickle.dumps(
+            R(R(pkgutil.resolve_name, "os:system"), touch), protocol=5
+        ),
+        "sys.modules.get": g("sys.modules", "get", "os"),
+        "builtins.open": g("builtins", "open", str(marker), "w"),
+    }
+
+
+RUNNERS = sorted(_runner_payloads(Path("/nonexistent")))
+
+
+@pytest.mark.parametrize("case", RUNNERS)
+def test_runners_and_name_resolvers_are_refused_under_a_pyproject_star(
+    case: str, marker: Path
+) -> None:
+    payload = _runner_payloads(marker)[case]
+    with pytest.raises(UntrustedModelError) as info:
+        safe_pickle.loads(payload, TrustedSet(project=["*"]), "m")
+    assert info.value.never and info.value.untrusted == []

@@ -505,3 +505,146 @@ def test_a_file_without_its_buffers_is_refused_clearly(project: Project) -> None
     (models / "m.pkl").write_bytes(data)
     with pytest.raises(SerializationError, match="out-of-band buffers are unreadable"):
         project.filer().load("m")
+
+
+# -- the review of issue 23 -------------------------------------------------------------------
+class SubprocessPayload:
+    """torch.distributed's ``SubprocessHandler(...)`` runs a program when built."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        from torch.distributed.elastic.multiprocessing.subprocess_handler.subprocess_handler import (  # noqa: E501
+            SubprocessHandler,
+        )
+
+        command = ("-c", f"touch {self.marker}")
+        return SubprocessHandler, ("/bin/sh", command, {}, None, None, 0, None)
+
+
+@pytest.mark.parametrize("config", ["torch.*", "torch.distributed.*", "pyproject *"])
+def test_a_torch_glob_never_starts_a_process(project: Project, config: str) -> None:
+    data = pickle.dumps(SubprocessPayload(project.marker), protocol=5)
+    patterns = ["*"] if config == "pyproject *" else [config]
+    with pytest.raises(UntrustedModelError) as info:
+        safe_pickle.loads(data, TrustedSet(project=patterns), "m")
+    assert "torch.distributed: it starts processes" in info.value.never[0]
+    assert not ran(project)
+
+
+TORCH_NEVER = [
+    ("torch.utils.data", "DataLoader"),
+    ("torch.utils.data.datapipes.datapipe", "_DataPipeSerializationWrapper"),
+    ("torch.multiprocessing", "Process"),
+    ("torch.utils.benchmark", "Timer"),
+    ("torch.profiler", "profile"),
+    ("torch.cuda", "Stream"),
+    ("torch.backends.xeon.run_cpu", "_Launcher"),
+    ("torch.serialization", "_open_file"),
+    ("torch.library", "Library"),
+    ("torch.xpu.memory", "XPUPluggableAllocator"),
+    ("torch._ops", "HigherOrderOperator"),
+    ("torch.ao.quantization.fake_quantize", "FakeQuantize"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), TORCH_NEVER, ids=[".".join(t) for t in TORCH_NEVER])
+def test_torch_subpackages_that_run_things_are_never_trusted(module: str, name: str) -> None:
+    with pytest.raises(safe_pickle._Refused) as info:
+        safe_pickle.resolve(module, name, TrustedSet(["torch.*", f"{module}.{name}"]))
+    assert info.value.never
+
+
+def _buffers_file(body: bytes, buffers: list[bytes], listed: int | None = None) -> bytes:
+    """A ``pickle-5+buffers`` file: ``body`` (a pickle), its buffers, sizes, count, magic."""
+    sizes = b"".join(len(b).to_bytes(8, "little") for b in buffers)
+    count = len(buffers) if listed is None else listed
+    return body + b"".join(buffers) + sizes + count.to_bytes(8, "little") + b"MFBUF\x00v1"
+
+
+def test_a_pickle_cannot_repoint_a_buffer(project: Project, tmp_path: Path) -> None:
+    """The review's proof: BUILD on the buffer's slice pointed it at another open file."""
+    from model_filer import serializers
+
+    secret = tmp_path / "secret.pt"
+    torch.save(torch.tensor([1337.0, 4242.0]), secret)
+    with open(secret, "rb") as other:
+        state = {"fd": other.fileno(), "offset": 0, "length": secret.stat().st_size}
+        state |= {"_fd": other.fileno(), "_offset": 0, "_length": secret.stat().st_size}
+        body = (
+            b"\x80\x05ctorch.storage\n_load_from_bytes\n\x97"
+            + pickle.dumps(state, protocol=5)[2:-1]
+            + b"b\x85R."
+        )
+        data = _buffers_file(body, [b"XXXX"])
+        with pytest.raises(UntrustedModelError) as info:
+            serializers.load(io.BytesIO(data), "pickle-5+buffers", "m", TrustedSet())
+    assert info.value.never == [
+        "an out-of-band buffer (NEXT_BUFFER) (a pickle that tries to change an out-of-band buffer)"
+    ]
+    part = torch_weights.FileSlice(io.BytesIO(b"abcd"), 0, 4, 4)
+    for name in ("fd", "_fd", "_offset", "_fh", "length"):
+        with pytest.raises(AttributeError):
+            setattr(part, name, 0)
+    with pytest.raises(ValueError, match="outside its file"):
+        torch_weights.FileSlice(io.BytesIO(b"abcd"), 2, 4, 4)
+
+
+def test_a_trailer_lists_no_more_buffers_than_the_pickle_takes(project: Project) -> None:
+    from model_filer import serializers
+    from model_filer.errors import SerializationError
+
+    huge = torch_weights.MAX_BUFFERS + 1  # the review's 2,000,000 slices from a 15 MiB file
+    data = b"\x80\x05N." + bytes(8 * huge) + huge.to_bytes(8, "little") + b"MFBUF\x00v1"
+    with pytest.raises(SerializationError, match="out-of-band buffers are unreadable"):
+        serializers._read_buffers(io.BytesIO(data), "m")
+    extra = _buffers_file(pickle.dumps(None, protocol=5), [b"a", b"b", b"c"])
+    with pytest.raises(SerializationError, match="out-of-band buffers are unreadable"):
+        serializers.load(io.BytesIO(extra), "pickle-5+buffers", "m", TrustedSet())
+
+
+def test_buffers_are_made_as_the_unpickler_takes_them() -> None:
+    from model_filer import serializers
+
+    data = _buffers_file(pickle.dumps(None, protocol=5), [b"ab", b"cde"])
+    buffers = serializers._read_buffers(io.BytesIO(data), "m")
+    assert not isinstance(buffers, list)
+    assert [bytes(b.read_all()) for b in buffers] == [b"ab", b"cde"]
+
+
+def _load_from_bytes_of(payload: bytes) -> bytes:
+    return pickle.dumps(R(torch.storage._load_from_bytes, payload), protocol=5)
+
+
+def _torchscript() -> bytes:
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "TorchScript archive", "empty"])
+def test_nested_bytes_torch_cannot_read_are_a_typed_refusal(kind: str) -> None:
+    """The review's proof: RuntimeError, EOFError and torch's advice escaped raw."""
+    payload = {"garbage": lambda: b"\x80\x02K\x01.", "empty": bytes}.get(kind, _torchscript)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns it would dispatch to torch.jit.load
+        with pytest.raises(UntrustedModelError) as info:
+            safe_pickle.loads(_load_from_bytes_of(payload), TrustedSet(), "m")
+    [never] = info.value.never
+    assert "refused its nested torch.save bytes" in never
+    assert "weights_only=False" not in str(info.value) and "In PyTorch" not in str(info.value)
+
+
+def test_dump_reduces_each_storage_once(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each storage's bytes are made once (torch.save of it), not once to recognise it and
+    again to write it."""
+    from model_filer import serializers
+
+    calls = []
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda *a, **k: calls.append(1) or save(*a, **k))
+    state = {"w": torch.randn(1000), "b": torch.randn(10)}
+    _, _, found = serializers._dump(state, io.BytesIO())
+    assert found.buffers == 2
+    assert len(calls) == 2
