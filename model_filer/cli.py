@@ -423,7 +423,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         raise ModelFilerError("Pass one model NAME to `model-filer log`, or --all, not both.")
     if not args.all and not args.name:
         raise ModelFilerError(
-            "Pass the model NAME whose history to show (`model-filer log NAME`), or --all."
+            "Pass one model NAME to `model-filer log` (`model-filer log NAME` shows its "
+            "history), or --all for every model."
         )
     return _each(_found(args), lambda path: _log(args, path), headed=True)
 
