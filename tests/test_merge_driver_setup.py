@@ -176,15 +176,21 @@ def throwaway_env(where: Path) -> Path:
     return where / "bin" / "python"
 
 
-def test_the_driver_outlives_the_environment_that_set_it_up(producer, remote, tmp_path):
-    """As `pre-commit gc` deletes a hook environment after a `rev:` bump."""
-    clone = fresh_clone(producer, tmp_path)
-    python = throwaway_env(tmp_path / "env")
+def driver_set_up_from_a_throwaway_env(clone: Path, env: Path) -> Path:
+    """The merge driver set up in ``clone`` by the Python of a new environment at ``env``."""
+    python = throwaway_env(env)
     subprocess.run(
         [str(python), "-m", "model_filer", "install-hooks", "--merge-driver-only"],
         cwd=clone,
         check=True,
     )
+    return python
+
+
+def test_the_driver_outlives_the_environment_that_set_it_up(producer, remote, tmp_path):
+    """As `pre-commit gc` deletes a hook environment after a `rev:` bump."""
+    clone = fresh_clone(producer, tmp_path)
+    python = driver_set_up_from_a_throwaway_env(clone, tmp_path / "env")
     assert str(python) in git(clone, "config", DRIVER_KEY).stdout
     two_branches(clone, remote)
     shutil.rmtree(tmp_path / "env")
@@ -199,12 +205,7 @@ def test_a_driver_whose_python_lost_model_filer_falls_back_to_path(producer, rem
     """The Python is still there but model_filer is not (uninstalled, or an interpreter link
     that now points at another environment): PATH's model-filer merges, no markers."""
     clone = fresh_clone(producer, tmp_path)
-    python = throwaway_env(tmp_path / "env")
-    subprocess.run(
-        [str(python), "-m", "model_filer", "install-hooks", "--merge-driver-only"],
-        cwd=clone,
-        check=True,
-    )
+    driver_set_up_from_a_throwaway_env(clone, tmp_path / "env")
     two_branches(clone, remote)
     for pth in (tmp_path / "env").glob("lib/python*/site-packages/model_filer_tests.pth"):
         pth.unlink()  # the interpreter stays; model_filer is gone from it
