@@ -62,10 +62,14 @@ def pin_work_tree() -> None:
     ``git clone`` runs its checkout hook with ``GIT_DIR`` exported and no ``GIT_WORK_TREE``;
     git then takes the *current* folder as the work tree's top, so a git call made from a model
     folder would see that folder as the repository (and ``models/.s3_registry`` as
-    ``.s3_registry``). A hook starts at the top: pin it there. Call it first thing in a hook.
+    ``.s3_registry``). A hook starts at the top: pin it there. A relative ``GIT_DIR``
+    (``git --git-dir=.git commit``) is made absolute too, or a call from a model folder would
+    look for ``models/.git``. Call it first thing in a hook.
     """
-    if os.environ.get("GIT_DIR") and not os.environ.get("GIT_WORK_TREE"):
-        os.environ["GIT_WORK_TREE"] = os.getcwd()
+    if git_dir := os.environ.get("GIT_DIR"):
+        os.environ["GIT_DIR"] = os.path.abspath(git_dir)
+        if not os.environ.get("GIT_WORK_TREE"):
+            os.environ["GIT_WORK_TREE"] = os.getcwd()
 
 
 def toplevel(cwd: Path | None = None) -> Path:

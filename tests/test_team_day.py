@@ -330,3 +330,30 @@ def test_a_clone_by_template_fetches_two_registries_of_one_type_on_two_shares(tm
         "model-filer-registry.artifacts/.local_registry.remote",
         "model-filer-registry.extra/.local_registry.remote",
     ]
+
+
+def test_hooks_under_a_relative_git_dir_find_the_repository(tmp_path):
+    """``git --git-dir=.git checkout`` (or ``GIT_DIR=.git git ...``) exports a *relative*
+    GIT_DIR to the hooks: a git call from a model folder then looked for ``models/.git``."""
+    author = init_repo(tmp_path / "author")
+    git(author, "commit", "-q", "--allow-empty", "-m", "before the models")
+    share = tmp_path / "share"
+    share.mkdir()
+    Filer(author / "models", str(share), "local").dump({"v": 1}, "churn", push=True)
+    git(author, "add", "-A")
+    git(author, "commit", "-qm", "a model")
+    git(tmp_path, "clone", "-q", str(author), "teammate")
+    teammate = tmp_path / "teammate"
+    another_machine()
+    done = subprocess.run(
+        [MODEL_FILER, "install-hooks"], cwd=teammate, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (teammate / "models" / "churn.pkl").unlink(missing_ok=True)
+    git(teammate, "checkout", "-q", "HEAD~1")  # no registry there
+
+    switched = git(teammate, "--git-dir=.git", "checkout", "main")
+
+    text = switched.stdout + switched.stderr
+    assert "not a git repository" not in text, text
+    assert model_files(teammate / "models") == ["churn.pkl"], text
