@@ -85,10 +85,13 @@ def driver_command(python: str | None = None) -> str:
     gets git's line merge with conflict markers, which no registry parse accepts: git itself
     would keep "ours" without a marker. The exit status then says "conflict".
     """
+    # -P: git runs the driver in the work tree's top folder, which Python would otherwise put
+    # first on sys.path, so a branch committing a model_filer/ folder would run its code.
     py = shlex.quote(python or sys.executable).replace("%", "%%")  # git expands %
     run = "merge-registry %O %A %B %P"
     return (
-        f'py={py}; if "$py" -c "import model_filer" 2>/dev/null; then "$py" -m model_filer {run}; '
+        f'py={py}; if "$py" -P -c "import model_filer" 2>/dev/null; '
+        f'then "$py" -P -m model_filer {run}; '
         f"elif command -v model-filer >/dev/null 2>&1; then model-filer {run}; "
         "else echo 'model-filer: the registry merge driver cannot run here (neither' \"$py\" "
         "'nor model-filer on PATH); install it (pip install ds-model-filer), then run: git "

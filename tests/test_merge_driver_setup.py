@@ -216,6 +216,24 @@ def test_a_driver_whose_python_lost_model_filer_falls_back_to_path(producer, rem
     assert names_in(clone, remote) == ["base_model", "model_b", "model_c"]
 
 
+def test_a_model_filer_folder_on_a_branch_is_not_what_the_driver_runs(producer, remote, tmp_path):
+    """git runs the driver in the work tree's top folder: a branch that commits a
+    ``model_filer/`` package there must not be imported in place of the installed one."""
+    clone = fresh_clone(producer, tmp_path)
+    install_hooks(clone, hooks=False)
+    two_branches(clone, remote)
+    marker = tmp_path / "ran"
+    (clone / "model_filer").mkdir()  # committed on the branch being merged into
+    (clone / "model_filer" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    commit(clone, "a package named model_filer")
+
+    merged = merge(clone, path_without_model_filer())
+
+    assert not marker.exists()
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert names_in(clone, remote) == ["base_model", "model_b", "model_c"]
+
+
 def test_a_driver_that_refuses_leaves_a_line_merge_with_markers(producer, remote, tmp_path):
     """Two remotes cannot be merged entry by entry: git's line merge, markers, conflict."""
     clone = fresh_clone(producer, tmp_path)
