@@ -28,7 +28,9 @@ def _script(hook: str, previous: Path) -> str:
     module, extra, reads_stdin = HOOKS[hook]
     python = shlex.quote(sys.executable)
     run_previous = f'"{previous}" "$@"'
-    ours = f'{python} -m {module} {extra} "$@"'.replace("  ", " ")
+    # -P: git runs hooks in the work tree's top folder; without it a checked-out branch's
+    # own model_filer_hooks/ folder would be imported (run) in place of the installed one.
+    ours = f'{python} -P -m {module} {extra} "$@"'.replace("  ", " ")
     if reads_stdin:  # both hooks need git's stdin: keep a copy
         run_previous = f'printf "%s\\n" "$input" | {run_previous}'
         ours = f'printf "%s\\n" "$input" | {ours}'

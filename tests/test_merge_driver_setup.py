@@ -234,6 +234,25 @@ def test_a_model_filer_folder_on_a_branch_is_not_what_the_driver_runs(producer, 
     assert names_in(clone, remote) == ["base_model", "model_b", "model_c"]
 
 
+def test_the_plain_hooks_never_import_a_checked_out_hooks_package(producer, tmp_path):
+    """git runs hooks in the top folder: checking out a branch that commits a
+    ``model_filer_hooks/`` package must not run it (the installed hooks run)."""
+    clone = fresh_clone(producer, tmp_path)
+    install_hooks(clone)
+    marker = tmp_path / "ran"
+    git(clone, "checkout", "-q", "-b", "evil")
+    package = clone / "model_filer_hooks"
+    package.mkdir()
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (package / "prefetch_models.py").write_text("")
+    commit(clone, "a package named model_filer_hooks")
+    git(clone, "checkout", "-q", "main")
+
+    git(clone, "checkout", "-q", "evil")
+
+    assert not marker.exists()
+
+
 def test_a_driver_that_refuses_leaves_a_line_merge_with_markers(producer, remote, tmp_path):
     """Two remotes cannot be merged entry by entry: git's line merge, markers, conflict."""
     clone = fresh_clone(producer, tmp_path)
