@@ -175,7 +175,17 @@ def _timestamp(value: Any) -> Any:
 
 def _secrets() -> set[str]:
     from_env = {os.environ.get(k, "") for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
-    return {v for v in from_env | _RESOLVED_SECRETS if len(v) >= 8}
+    found = {v for v in from_env | _RESOLVED_SECRETS if len(v) >= 8}
+    # An endpoint's own password (http://user:password@proxy), however it is spelled: its
+    # '@' or '/' would stop the URL pattern of scrub() early.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if "@" in endpoint:
+        from urllib.parse import unquote
+
+        userinfo = endpoint.partition("://")[2].rpartition("@")[0]
+        password = userinfo.partition(":")[2]
+        found |= {p for p in (password, unquote(password)) if p}
+    return found
 
 
 def _remember_secrets(session: Any) -> None:
@@ -190,7 +200,7 @@ def scrub(text: str) -> str:
     for secret in _secrets():
         text = text.replace(secret, "***")
     # A URL's user:password@ (AWS_ENDPOINT_URL through a proxy that takes basic auth).
-    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@", r"\1***@", text)
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"]*@", r"\1***@", text)
     return re.sub(r"(?i)(signature|x-amz-security-token|credential)=[^&\s'\"]+", r"\1=***", text)
 
 
