@@ -205,7 +205,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     names = _names(args, "push")
     found = _found(args)
     if names is None and len(found) > 1:  # --all over found registries: those with a local one
-        found = [p for p in found if _has_local(p)]
+        found = [p for p in found if _locals(p)]
         if not found:
             print("No local model to push: every model is synced.")
             return 0
@@ -224,11 +224,6 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 0
 
     return _each(list(targets), push)
-
-
-def _has_local(path: Path) -> bool:
-    """Whether the registry holds a model to push (one pushed nowhere yet needs no remote)."""
-    return any(e.state == "local" for e in read_registry(path).entries.values())
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
