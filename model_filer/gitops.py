@@ -176,8 +176,10 @@ def open_repo(path: Path | None = None) -> Repo:
     """The repository containing ``path`` (default: the current directory)."""
     done = run(["rev-parse", "--show-toplevel", "--absolute-git-dir"], path, check=False)
     lines = done.stdout.decode(errors="replace").splitlines()
-    if done.returncode != 0 and _inside_a_repository(path or Path.cwd()):
-        raise GitError(["rev-parse"], done.returncode, done.stderr.decode(errors="replace"))
+    if done.returncode != 0 and (dot_git := _dot_git(path or Path.cwd())) is not None:
+        raise _unusable(
+            dot_git, ["rev-parse"], done.returncode, done.stderr.decode("utf-8", "replace")
+        )
     if done.returncode != 0 or len(lines) != 2:
         raise ModelFilerError(f"{path or Path.cwd()} is not inside a git repository.")
     return Repo(lines[0], lines[1])
@@ -262,16 +264,22 @@ NULL_BLOB = "0" * 40
 _PREFIXES: dict[str, tuple[Path, str]] = {}  # a folder does not move between repositories
 
 
-def _inside_a_repository(folder: Path) -> bool:
-    """Whether ``folder`` or a parent holds a ``.git`` (a folder, or a worktree's file).
+def _dot_git(folder: Path) -> Path | None:
+    """The ``.git`` (a folder, or a worktree's file) in ``folder`` or a parent, if any.
 
     Asked only after git failed: only a folder that no repository contains may be treated
     as outside git. Any other failure (git missing, a repository git refuses as owned by
     another user) must stop a trust decision, not skip it.
     """
-    return any(
-        (parent / ".git").exists() for parent in (folder.resolve(), *folder.resolve().parents)
-    )
+    for parent in (folder.resolve(), *folder.resolve().parents):
+        if (parent / ".git").exists():
+            return parent / ".git"
+    return None
+
+
+def _unusable(dot_git: Path, args: Sequence[str], returncode: int, stderr: str) -> GitError:
+    """The error for a repository git refuses: git's reason, and which ``.git`` it is."""
+    return GitError(args, returncode, f"{stderr}\n({dot_git} is there, but git cannot use it.)")
 
 
 def repo_prefix(folder: Path) -> tuple[Path, str] | None:
@@ -286,10 +294,13 @@ def repo_prefix(folder: Path) -> tuple[Path, str] | None:
         probe = probe.parent
     try:
         out = run(["rev-parse", "--show-toplevel", "--show-prefix"], probe).stdout.decode()
-    except ModelFilerError:
-        if not _inside_a_repository(probe):
+    except ModelFilerError as exc:
+        dot_git = _dot_git(probe)
+        if dot_git is None:
             return None
-        raise  # git refused a repository (unsafe owner, broken .git): never "outside git"
+        if isinstance(exc, GitError):  # git refused a repository (unsafe owner, broken .git)
+            raise _unusable(dot_git, exc.git_args, exc.returncode, exc.stderr) from None
+        raise  # git is missing: never "outside git" either
     top, _, prefix = out.partition("\n")
     rest = folder.resolve().relative_to(probe.resolve()).as_posix()
     prefix = prefix.strip()
@@ -436,10 +447,12 @@ def config_get_regexp(pattern: str, cwd: Path | None = None) -> dict[str, str] |
     if done.returncode == 1:  # nothing matches
         return {}
     if done.returncode != 0:
-        if cwd is None or not _inside_a_repository(cwd):
+        dot_git = None if cwd is None else _dot_git(cwd)
+        if dot_git is None:
             return None
-        run(["rev-parse", "--git-dir"], cwd)  # raises with why git refuses the repository
-        raise GitError(["config", "--get-regexp", pattern], done.returncode, done.stderr.decode())
+        why = run(["rev-parse", "--git-dir"], cwd, check=False)  # says why git refuses it
+        stderr = (why.stderr or done.stderr).decode("utf-8", "replace")
+        raise _unusable(dot_git, ["config", "--get-regexp", pattern], done.returncode, stderr)
     items = (item.partition(b"\n") for item in done.stdout.split(b"\0") if item)
     return {key.decode(): value.decode() for key, _, value in items}
 

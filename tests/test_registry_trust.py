@@ -397,6 +397,7 @@ def test_a_broken_git_folder_is_refused_not_treated_as_outside_git(team: Team) -
     team.merge_from_producer("evil")
     (team.consumer / ".git" / "HEAD").write_text("garbage\n")
 
-    with pytest.raises(GitError):
+    with pytest.raises(GitError) as refused:
         Filer(team.consumer / "evil")
+    assert f"{team.consumer / '.git'} is there, but git cannot use it" in str(refused.value)
     assert not (team.consumer / "evil" / "m.pkl").exists()
