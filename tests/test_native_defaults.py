@@ -64,13 +64,15 @@ def frag(o):
 X = sp.csr_matrix(np.ones((4, 2)))
 X.indices = np.array([0, 1, 0, 1, 0, 1, 0, 50_000_000], dtype=np.int32)  # far outside
 setitem = sp.csr_matrix.__setitem__
+STEP = _kmeans_single_lloyd
 ROUTES = {
     # numpy.vectorize(_kmeans_single_lloyd), then REDUCE on the instance (poc4)
-    "vectorize": b"\\x80\\x02" + frag(np.vectorize) + frag((_kmeans_single_lloyd, None, None, {0, 1, 2}))
+    "vectorize": b"\\x80\\x02" + frag(np.vectorize) + frag((STEP, None, None, {0, 1, 2}))
     + b"R" + frag((X, np.ones(4), np.zeros((2, 2)))) + b"R.",
     # BUILD on the class sets csr_matrix.__setitem__, SETITEM on a crafted matrix calls it (poc2)
-    "class BUILD": b"\\x80\\x02cscipy.sparse._csr\\ncsr_matrix\\nN" + frag({"__setitem__": _kmeans_single_lloyd})
-    + b"\\x86b0" + frag(X) + frag(np.ones(4)) + frag(np.zeros((2, 2))) + b"s.",
+    "class BUILD": b"\\x80\\x02cscipy.sparse._csr\\ncsr_matrix\\nN"
+    + frag({"__setitem__": STEP}) + b"\\x86b0"
+    + frag(X) + frag(np.ones(4)) + frag(np.zeros((2, 2))) + b"s.",
 }
 try:
     safe_pickle.loads(ROUTES[sys.argv[1]], TrustedSet(), "m")
@@ -83,9 +85,7 @@ print("LOADED")
 
 
 @pytest.mark.parametrize("route", ["vectorize", "class BUILD"])
-def test_the_reviews_kmeans_proofs_are_refused_with_nothing_run(
-    route: str, tmp_path: Path
-) -> None:
+def test_the_reviews_kmeans_proofs_are_refused_with_nothing_run(route: str, tmp_path: Path) -> None:
     here = str(Path(model_filer.__file__).parents[1])  # this model_filer, not another
     done = subprocess.run(
         [sys.executable, "-c", CHILD, route],
