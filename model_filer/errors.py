@@ -327,6 +327,7 @@ class UntrustedModelError(ModelFilerError):
         self, name: str, untrusted: list[str], never: list[str], fix: str, why: str = ""
     ) -> None:
         self.name, self.untrusted, self.never, self.fix = name, untrusted, never, fix
+        self.why = why
         parts = [f"Model {name!r} was not loaded: nothing in it ran."]
         if untrusted:
             parts.append(

@@ -113,6 +113,7 @@ def test_the_kmeans_refusal_says_why_and_how_to_opt_in() -> None:
         safe_pickle.loads(pickle.dumps(model, protocol=5), TrustedSet(), "clusters")
     error = info.value
     assert error.untrusted == [LLOYD] and error.never == []
+    assert error.why == trust.not_by_default([LLOYD])
     assert f"Not trusted by default: {LLOYD}: {WHY_NATIVE}" in str(error)
     assert "dump its fitted attributes" in str(error)
     assert f'trusted = ["{LLOYD}"]' in str(error)
