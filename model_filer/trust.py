@@ -237,7 +237,8 @@ DEFAULT_FUNCTIONS = frozenset(
 
 # Functions estimators keep that the defaults leave out, and why: a pickle that may name a
 # function may also call it, with arguments of its choosing, while loading. The defaults above
-# are pure computations over arrays (like the constructors of trusted classes); these are not.
+# compute over arrays in Python, numpy and scipy; these run unchecked native code or start
+# processes.
 # A project trusts one by its exact name in pyproject.toml, knowingly. The refusal of load and
 # the warning of dump quote the reason (:func:`not_by_default`).
 _NATIVE = (

@@ -39,6 +39,10 @@ def test_the_native_kmeans_steps_are_left_out_with_their_reason() -> None:
         assert WHY_NATIVE in trust.NOT_BY_DEFAULT[name]
         assert not TrustedSet().covers_name(name)  # the commit hook refuses it too
     assert not set(trust.NOT_BY_DEFAULT) & trust.DEFAULT_FUNCTIONS
+    for kind in ("classif", "regression"):  # they start joblib workers: left out, saying so
+        name = f"sklearn.feature_selection._mutual_info.mutual_info_{kind}"
+        assert "joblib worker processes" in trust.NOT_BY_DEFAULT[name]
+        assert not TrustedSet().covers_name(name)
     assert not hasattr(trust, "VALUE_ONLY")
 
 
