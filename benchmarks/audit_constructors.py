@@ -103,7 +103,8 @@ def _bodies(cls: type, fn: Any, where: str, depth: int, seen: set[int]) -> list[
 
 def _calls_a_parameter(fn: Any) -> list[str]:
     """Parameters of ``fn`` it calls, as given or kept on ``self`` (``self.f = f; self.f()``):
-    a class that calls what it is given would call a function trusted as a value only."""
+    a class that calls what it is given would call any trusted function with a pickle's
+    arguments."""
     tree = _tree(fn)
     if tree is None:
         return []

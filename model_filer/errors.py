@@ -319,14 +319,20 @@ class UntrustedModelError(ModelFilerError):
         ``EXT`` opcodes); only ``trusted=["*"]`` loads such a pickle.
     fix : str
         The ``pyproject.toml`` lines that would trust ``untrusted``.
+    why : str
+        Why the defaults leave out some of ``untrusted`` (``trust.NOT_BY_DEFAULT``), or "".
     """
 
-    def __init__(self, name: str, untrusted: list[str], never: list[str], fix: str) -> None:
+    def __init__(
+        self, name: str, untrusted: list[str], never: list[str], fix: str, why: str = ""
+    ) -> None:
         self.name, self.untrusted, self.never, self.fix = name, untrusted, never, fix
+        self.why = why
         parts = [f"Model {name!r} was not loaded: nothing in it ran."]
         if untrusted:
             parts.append(
-                f"Its pickle imports {', '.join(untrusted)}, outside the trusted set. If you "
+                f"Its pickle imports {', '.join(untrusted)}, outside the trusted set. "
+                f"{why + ' ' if why else ''}If you "
                 f"trust the model's author and these names, add to pyproject.toml:\n{fix}\n"
                 "or pass trusted=[...] to load() for one call."
             )

@@ -8,9 +8,9 @@ glob-trusted one must resolve to a class defined in a trusted module. A pickle o
 small objects skips the first step (a Python scan would cost more than the load); the second
 alone still imports and calls nothing untrusted.
 
-Value-only defaults (``trust.VALUE_ONLY``: functions estimators keep as parameters) may be
-named but never called: the scan runs the stack symbolically from the first one it meets and
-refuses a pickle that would call one; an unscanned load that meets one starts again, scanned.
+A trusted function may be called by a pickle, with arguments of its choosing: the defaults
+trust only functions that compute over arrays (``trust.DEFAULT_FUNCTIONS``), and leave out,
+with the reason, those that would not be safe to call so (``trust.NOT_BY_DEFAULT``).
 
 ``EXT1/2/4`` opcodes are refused: one whose code is in ``copyreg._extension_cache`` would skip
 ``find_class`` entirely. Without registered extensions (the standard library and the ML stack
@@ -45,16 +45,6 @@ _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
 PRESCAN_BUDGET = 256 * 1024  # bytes of opcodes: a 50 MB, 90-tree forest has 25 KiB beside payloads
 
 
-VALUE_ONLY_WHY = (
-    "a function trusted as a value only (an estimator's parameter), which this pickle calls: "
-    "loading never calls it"
-)
-
-
-class _NeedsScan(Exception):
-    """An unscanned load met a value-only global: scan the whole pickle first."""
-
-
 class _Refused(Exception):
     """A global outside the trusted set; ``never`` when no pattern could ever trust it."""
 
@@ -70,7 +60,6 @@ class Scan(NamedTuple):
     ext: tuple[int, ...]
     computed: bool = False  # a STACK_GLOBAL whose names are not plain strings of the stream
     buffers: int = 0  # out-of-band buffers: written after it (dump), NEXT_BUFFER opcodes (scan)
-    called: frozenset[str] = frozenset()  # value-only globals called (scanned with ``watch``)
 
     def names(self) -> list[str]:
         """The imports as a sorted ``module.qualname`` list."""
@@ -222,16 +211,11 @@ def _pyx_unpickle(module: str, name: str, cls: str, trusted: TrustedSet) -> Any:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(
-        self, fh: IO[bytes], trusted: TrustedSet, buffers: Iterable[Any] | None, watched: bool
-    ) -> None:
+    def __init__(self, fh: IO[bytes], trusted: TrustedSet, buffers: Iterable[Any] | None) -> None:
         super().__init__(fh, buffers=buffers)
         self._trusted = trusted
-        self._watched = watched  # its calls were checked: value-only globals are not called
 
     def find_class(self, module: str, name: str) -> Any:
-        if not self._watched and f"{module}.{name}" in trust.VALUE_ONLY:
-            raise _NeedsScan  # nothing untrusted has run: the load starts again, scanned
         return resolve(module, name, self._trusted)
 
 
@@ -330,112 +314,6 @@ class _Reader:
         return data
 
 
-# Each opcode's effect on the stack, from pickletools' metadata: its kind for the symbolic
-# run, items popped below a mark (or in all, without one), whether it pops to a mark, items
-# pushed. For a call, where the callable (or BUILD's target) sits, counted from the top;
-# OBJ's is just above its mark, INST's is its argument.
-_PUSH, _NAME, _MARK, _STORE, _FETCH, _DUP, _POP, _CALL, _OBJ, _INST, _GENERIC, _NOTHING = range(12)
-_KIND = {
-    **dict.fromkeys(("GLOBAL", "STACK_GLOBAL"), _NAME),
-    "MARK": _MARK,
-    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"), _STORE),
-    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _FETCH),
-    "DUP": _DUP,
-    "POP": _POP,
-    **dict.fromkeys(("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"), _CALL),
-    "OBJ": _OBJ,
-    "INST": _INST,
-}
-_CALLEE = {"REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3, "BUILD": 2}
-_EFFECT: list[tuple[int, int, bool, int]] = [(_NOTHING, 0, False, 0)] * 256
-for _op in pickletools.opcodes:
-    _marked = pickletools.markobject in _op.stack_before
-    _below = _op.stack_before.index(pickletools.markobject) if _marked else len(_op.stack_before)
-    _after = len(_op.stack_after)
-    _kind = _KIND.get(_op.name, _GENERIC)
-    if _kind == _GENERIC and (_below, _marked, _after) == (0, False, 1):
-        _kind = _PUSH  # most opcodes: a value pushed
-    elif _kind == _GENERIC and (_below, _marked, _after) == (0, False, 0):
-        _kind = _NOTHING  # PROTO, FRAME
-    _EFFECT[_op.code.encode("latin-1")[0]] = (
-        _kind,
-        _CALLEE.get(_op.name, _below),
-        _marked,
-        _after,
-    )
-
-
-class _Calls:
-    """A symbolic run of the unpickler's stack and memo, to see which globals it would call.
-
-    Each stack item is the name of the global it is (pushed by ``GLOBAL``/``STACK_GLOBAL``,
-    copied by ``DUP``, the memo and ``GET``) or ``None`` for anything else: the result of a
-    call is never a global here, so a value-only global can only reach a call as itself.
-
-    It starts at the first watched global, on an empty stack: what lies below (items, marks,
-    memo entries) holds no watched global. A pop below its start is a no-op, a mark below it
-    takes every item it has: so a watched global is never missed; at worst ``OBJ`` under such
-    a mark counts its first argument as its callable (refused: fails closed).
-    """
-
-    __slots__ = ("called", "marks", "memo", "stack", "watch")
-
-    def __init__(self, watch: frozenset[str]) -> None:
-        self.watch = watch
-        self.stack: list[str | None] = []
-        self.marks: list[int] = []
-        self.memo: dict[int, str | None] = {}
-        self.called: set[str] = set()
-
-    def _call(self, name: str | None) -> None:
-        if name is not None and name in self.watch:
-            self.called.add(name)
-
-    def _to_mark(self) -> list[str | None]:
-        at = self.marks.pop() if self.marks else 0
-        items = self.stack[at:]
-        del self.stack[at:]
-        return items
-
-    def step(self, code: int, arg: object) -> None:
-        """Apply the opcode ``code`` (its argument: a memo index, ``MEMOIZE``'s too, or a
-        global's name)."""
-        kind, below, marked, pushed = _EFFECT[code]
-        stack = self.stack
-        if kind == _PUSH:
-            stack.append(None)
-        elif kind == _NAME:
-            del stack[len(stack) - below :]
-            stack.append(arg if isinstance(arg, str) else None)
-        elif kind == _STORE:
-            self.memo[arg] = stack[-1] if stack else None  # type: ignore[index]
-        elif kind == _FETCH:
-            stack.append(self.memo.get(arg))  # type: ignore[call-overload]
-        elif kind == _CALL:
-            if len(stack) >= below:
-                self._call(stack[-below])
-            del stack[max(0, len(stack) - below) :]
-            stack.append(None)
-        elif kind == _MARK:
-            self.marks.append(len(stack))
-        elif kind == _DUP:
-            stack.append(stack[-1] if stack else None)
-        elif kind == _POP:
-            if self.marks and self.marks[-1] == len(stack):
-                self.marks.pop()
-            elif stack:
-                stack.pop()
-        elif kind != _NOTHING:  # OBJ, INST and the containers
-            if marked:
-                items = self._to_mark()
-                if kind == _OBJ and items:
-                    self._call(items[0])
-                elif kind == _INST and isinstance(arg, str):
-                    self._call(arg)
-            del stack[max(0, len(stack) - below) :]
-            stack.extend([None] * pushed)
-
-
 def _text(raw: bytes) -> str | None:
     try:
         return raw.decode("utf-8")
@@ -443,15 +321,13 @@ def _text(raw: bytes) -> str | None:
         return None
 
 
-def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None = None) -> Scan:
+def scan(fh: IO[bytes], budget: int | None = None) -> Scan:
     """List the globals and ``EXT`` codes of the pickle at ``fh``'s position, running nothing.
 
     ``STACK_GLOBAL`` takes its names from the stack: the two values pushed just before it, as
     picklers write them (strings, or memo copies of strings). Those are exactly what the
     unpickler will use; when they are anything else, ``computed`` is set. With ``budget``,
     raise ``_OverBudget`` after that many bytes of opcodes (payloads are skipped, not read).
-    With ``watch`` (``module.qualname`` names), ``called`` lists those of them that loading
-    would call: from the first of them named, the stack is run symbolically (:class:`_Calls`).
     """
     r = _Reader(fh, budget)
     computed = False
@@ -462,30 +338,23 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
     last: str | None = None  # the last two values pushed, when they are strings
     before: str | None = None
     table = _TABLE
-    sim: _Calls | None = None
     while True:
         buf = r.buf if len(r.buf) - r.pos >= 9 else r.fill(9)  # an opcode and its size
         pos = r.pos
         if len(buf) - pos < 9 and len(buf) - pos < 1 + _arg_bytes(table, buf, pos):
             raise EOFError("pickle data was truncated")
-        code = buf[pos]
-        info = table[code]
+        info = table[buf[pos]]
         if info is None:
-            raise pickle.UnpicklingError(f"invalid opcode {code:#x}")
+            raise pickle.UnpicklingError(f"invalid opcode {buf[pos]:#x}")
         role, n = info
         r.pos = pos = pos + 1
         value: str | None = None
-        arg: object = None  # for the symbolic run: a memo index or a global's name
         if n >= 0:  # a fixed-size argument, already in the buffer (at most 8 bytes)
             r.pos = pos + n
             if role == _GET:
-                arg = int.from_bytes(buf[pos : pos + n], "little")
-                value = memo.get(arg)
+                value = memo.get(int.from_bytes(buf[pos : pos + n], "little"))
             elif role == _PUT:
-                arg = int.from_bytes(buf[pos : pos + n], "little")
-                memo[arg] = last
-                if sim is not None:
-                    sim.step(code, arg)
+                memo[int.from_bytes(buf[pos : pos + n], "little")] = last
                 continue
             elif role == _EXT:
                 ext.append(int.from_bytes(buf[pos : pos + n], "little", signed=n == 4))
@@ -493,8 +362,6 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
                 continue
         elif n == _NO_ARG:
             if role == _MEMOIZE:
-                if sim is not None:
-                    sim.step(code, len(memo))  # the index the unpickler uses: all entries
                 memo[len(memo)] = last
                 continue
             if role == _STACK_GLOBAL:
@@ -502,33 +369,22 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
                     computed = True
                 else:
                     imports.add((before, last))
-                    arg = f"{before}.{last}"
-                    if watch is not None and sim is None and arg in watch:
-                        sim = _Calls(watch)
             elif role == _BUFFER:
                 buffers += 1
             elif role == _STOP:
-                called = frozenset(sim.called) if sim is not None else frozenset()
-                return Scan(frozenset(imports), tuple(ext), computed, buffers, called)
+                return Scan(frozenset(imports), tuple(ext), computed, buffers)
         elif n == pickletools.UP_TO_NEWLINE:
             raw = r.line()
             if role == _NAMES:
                 second = r.line()
-                pair = (raw.decode("utf-8", "replace"), second.decode("utf-8", "replace"))
-                imports.add(pair)
-                arg = f"{pair[0]}.{pair[1]}"
-                if watch is not None and sim is None and arg in watch:
-                    sim = _Calls(watch)
+                imports.add((raw.decode("utf-8", "replace"), second.decode("utf-8", "replace")))
             elif role == _STRING:
                 value = _text(raw.strip(b"'\"") if buf[pos - 1] == ord("S") else raw)
             elif role in (_PUT, _GET):
-                arg = int(raw)
                 if role == _PUT:
-                    memo[arg] = last
-                    if sim is not None:
-                        sim.step(code, arg)
+                    memo[int(raw)] = last
                     continue
-                value = memo.get(arg)
+                value = memo.get(int(raw))
         else:  # data preceded by its length
             width = _LENGTH_BYTES[n]
             size = int.from_bytes(buf[pos : pos + width], "little", signed=n == -3)
@@ -541,11 +397,6 @@ def scan(fh: IO[bytes], budget: int | None = None, watch: frozenset[str] | None 
                 r.pos += size
             else:
                 r.skip(size)
-        if sim is not None:
-            if _EFFECT[code][0] == _PUSH:  # most opcodes: spare a call
-                sim.stack.append(None)
-            else:
-                sim.step(code, arg)
         before, last = last, value
 
 
@@ -693,8 +544,9 @@ def _refusal(
     listed += [f"EXT opcode {code} (copyreg extension)" for code in found.ext] if found else []
     if found is not None and found.computed:
         listed.append("a global whose name is computed while loading (STACK_GLOBAL)")
-    listed += [f"{n} ({VALUE_ONLY_WHY})" for n in sorted(found.called)] if found else []
-    return UntrustedModelError(name, sorted(untrusted), listed, trusted.fix(untrusted))
+    return UntrustedModelError(
+        name, sorted(untrusted), listed, trusted.fix(untrusted), trust.not_by_default(untrusted)
+    )
 
 
 def _by_name(module: str, qualname: str, trusted: TrustedSet) -> bool:
@@ -704,15 +556,9 @@ def _by_name(module: str, qualname: str, trusted: TrustedSet) -> bool:
 
 def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
     """Whether every global of ``found`` passes the by-name check (classes come later)."""
-    return not (found.ext or found.computed or found.called) and all(
+    return not (found.ext or found.computed) and all(
         _by_name(m, q, trusted) for m, q in found.imports
     )
-
-
-def _full_scan(fh: IO[bytes], start: int) -> Scan:
-    """The whole pickle at ``start`` scanned, with the calls of value-only globals."""
-    fh.seek(start)
-    return scan(fh, watch=trust.VALUE_ONLY)
 
 
 def load(
@@ -726,8 +572,6 @@ def load(
     ``PRESCAN_BUDGET`` bytes of opcodes (millions of small objects, where a Python scan would
     cost several loads) skips the first step: ``find_class`` alone still never imports nor
     calls anything untrusted, though trusted reconstructors before the refused global run.
-    A pickle that names a value-only default (:data:`model_filer.trust.VALUE_ONLY`) is always
-    scanned whole, its stack run symbolically: it is refused if loading would call one.
     ``trusted.everything`` (``"*"`` for this call) is a plain ``pickle.load``. ``buffers``
     are the file's out-of-band buffers (torch storages), as lazy slices of it.
     """
@@ -736,41 +580,22 @@ def load(
         return pickle.load(fh, buffers=plain)  # noqa: S301
     start = fh.tell()
     try:
-        found: Scan | None = scan(fh, PRESCAN_BUDGET, trust.VALUE_ONLY)
-    except _OverBudget:  # EXT codes could skip find_class if copyreg cached one: scan them all
-        found = _full_scan(fh, start) if _extensions_registered() else None
-    try:
-        return _checked_load(fh, start, trusted, name, buffers, found)
-    except _NeedsScan:  # a huge pickle, unscanned, names one: nothing untrusted has run yet
-        return _checked_load(fh, start, trusted, name, buffers, _full_scan(fh, start))
-
-
-def _checked_load(
-    fh: IO[bytes],
-    start: int,
-    trusted: TrustedSet,
-    name: str,
-    buffers: Iterable[Any] | None,
-    found: Scan | None,
-) -> Any:
-    """Judge ``found`` by name, then unpickle with ``find_class`` checking each global.
-
-    Unscanned (``found`` is ``None``), ``find_class`` stops at a value-only global.
-    """
+        found: Scan | None = scan(fh, PRESCAN_BUDGET)
+    except _OverBudget:
+        fh.seek(start)  # EXT codes could skip find_class if copyreg cached one: scan them all
+        found = scan(fh) if _extensions_registered() else None
     fh.seek(start)
     if found is not None and not _judge_names(found, trusted):
         raise _refusal(name, trusted, found, None)
     if found is not None and isinstance(buffers, torch_weights.Buffers):
         buffers.expect(found.buffers)  # as many as the pickle takes, or the file is not ours
     try:
-        return _Unpickler(fh, trusted, buffers, watched=found is not None).load()
+        return _Unpickler(fh, trusted, buffers).load()
     except _Refused as exc:
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
     except torch_weights._NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes
         refused = _Refused(exc.name, exc.reason)
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), refused) from None
-    except _NeedsScan:
-        raise
     except Exception:
         found = found or _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
         if found is not None and found.ext:
@@ -812,9 +637,10 @@ def warn_untrusted(
     fixable, never = untrusted_imports(found, trusted)
     parts = []
     if fixable:
+        why = trust.not_by_default(fixable)
         parts.append(
-            f"imports {', '.join(fixable)}, outside the trusted set. To trust them, add to "
-            f"pyproject.toml:\n{trusted.fix(fixable)}"
+            f"imports {', '.join(fixable)}, outside the trusted set. {why + ' ' if why else ''}"
+            f"To trust them, add to pyproject.toml:\n{trusted.fix(fixable)}"
         )
     if never:
         parts.append(f"uses {', '.join(never)}, which no pattern can trust")

@@ -64,7 +64,7 @@ DEFAULT_EXCLUDED = (
     "scipy.datasets",
     "scipy.odr",  # ODR(..., overwrite=True) deletes its report files when built
     # their classes start a process pool (workers=N) or call the functions they are given
-    # when built: a function trusted as a value only would be called through them
+    # when built: any trusted function would be called through them
     "scipy.optimize._differentialevolution",
     "scipy.optimize._differentiable_functions",
     "scipy.optimize._constraints",
@@ -118,8 +118,6 @@ _SKLEARN_FUNCTIONS = {
     "sklearn.feature_selection._univariate_selection": (
         "f_classif f_regression chi2 r_regression f_oneway"
     ),
-    "sklearn.feature_selection._mutual_info": "mutual_info_classif mutual_info_regression",
-    "sklearn.cluster._kmeans": "_kmeans_single_lloyd _kmeans_single_elkan",
     "sklearn.metrics._classification": (
         "accuracy_score balanced_accuracy_score brier_score_loss d2_brier_score "
         "d2_log_loss_score f1_score fbeta_score jaccard_score log_loss matthews_corrcoef "
@@ -213,7 +211,10 @@ DEFAULT_FUNCTIONS = frozenset(
         "sklearn.neighbors._kd_tree.newObj",
         "sklearn.neighbors._ball_tree.newObj",
         # scikit-learn's functions held as parameters of estimators fitted with their
-        # defaults: score functions, named scorers (scoring="..."), pooling, k-means steps
+        # defaults: score functions, named scorers (scoring="..."), pooling. A pickle may call
+        # them, with its own arguments: they compute over arrays in numpy and scipy, start
+        # no thread or process of their own (BLAS's pool aside, as any array operation), and
+        # read no file (checked in scikit-learn's source; NOT_BY_DEFAULT has the others)
         *_functions(_SKLEARN_FUNCTIONS),
         "numpy.mean",
         "numpy.ma.core._mareconstruct",  # masked arrays, as in a search's cv_results_
@@ -234,19 +235,41 @@ DEFAULT_FUNCTIONS = frozenset(
 )
 
 
-# Defaults a pickle may name as a VALUE (an estimator's score function, a scorer's metric, a
-# pooling function, a k-means step...) but never CALL while loading: not the callable of
-# REDUCE, NEWOBJ, NEWOBJ_EX, OBJ or INST, nor the target of BUILD. They are functions that
-# trust their arguments (``_kmeans_single_lloyd`` on a crafted sparse matrix writes out of
-# bounds). The loader checks it on the opcodes (:func:`model_filer.safe_pickle.scan`), and
-# scans every pickle that names one; the commit hook, name-only, admits them by name.
-VALUE_ONLY = frozenset(
-    {
-        *_functions(_SKLEARN_FUNCTIONS),
-        "numpy.mean",
-        "scipy._lib.array_api_compat.numpy._aliases.asarray",
-    }
+# Functions estimators keep that the defaults leave out, and why: a pickle that may name a
+# function may also call it, with arguments of its choosing, while loading. The defaults above
+# compute over arrays in Python, numpy and scipy; these run unchecked native code or start
+# processes.
+# A project trusts one by its exact name in pyproject.toml, knowingly. The refusal of load and
+# the warning of dump quote the reason (:func:`not_by_default`).
+_NATIVE = (
+    "memory-unsafe native code: Cython compiled without bounds checks, which a pickle can "
+    "call with crafted arrays to write out of bounds. BisectingKMeans keeps it: dump its "
+    "fitted attributes (cluster_centers_, labels_) instead, or trust these exact names "
+    "knowingly"
 )
+_WORKERS = (
+    "it starts joblib worker processes (n_jobs), which a pickle can call it with, and "
+    "pickles its arguments to them. SelectKBest(mutual_info_*) keeps it: trust the exact "
+    "name knowingly"
+)
+NOT_BY_DEFAULT: dict[str, str] = {
+    "sklearn.cluster._kmeans._kmeans_single_lloyd": _NATIVE,
+    "sklearn.cluster._kmeans._kmeans_single_elkan": _NATIVE,
+    "sklearn.feature_selection._mutual_info.mutual_info_classif": _WORKERS,
+    "sklearn.feature_selection._mutual_info.mutual_info_regression": _WORKERS,
+}
+
+
+def not_by_default(names: Iterable[str]) -> str:
+    """Why the defaults leave out those of ``names`` that :data:`NOT_BY_DEFAULT` lists,
+    one sentence per reason; empty if none."""
+    by_why: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        if name in NOT_BY_DEFAULT:
+            by_why.setdefault(NOT_BY_DEFAULT[name], []).append(name)
+    return " ".join(
+        f"Not trusted by default: {', '.join(listed)}: {why}." for why, listed in by_why.items()
+    )
 
 
 # -- the never-list ------------------------------------------------------------------------
@@ -519,6 +542,7 @@ class TrustedSet:
             _in(module, self.default_globs)
             and not _in(module, DEFAULT_EXCLUDED)
             and f"{module}.{qualname}" not in DEFAULT_EXCLUDED_CLASSES
+            and f"{module}.{qualname}" not in NOT_BY_DEFAULT  # for the name-only checks
         )
 
     def pyx_class(self, module: str, qualname: str) -> str | None:

@@ -142,6 +142,7 @@ SAMPLES: dict[str, Any] = {
     "untrusted": ["evil.Class"],
     "never": ["os.system"],
     "fix": '[tool.model_filer]\ntrusted = ["evil.Class"]',
+    "why": "Not trusted by default: evil.Class: it is evil.",
     "root": "/var/cache/model_filer",
     "cause": OSError(28, "No space left on device"),
     "args": ["fetch", "origin"],
