@@ -40,17 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from .common import REPO
+from .workers import peak_rss_mib
 
 MiB = 1 << 20
-
-
-def peak_rss_mib() -> float:
-    """This process's own peak RSS: VmHWM (ru_maxrss also counts the parent's at fork)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def safe_load(path: Path) -> Any:

@@ -28,7 +28,8 @@ from pathlib import Path
 from tests.support.faultproxy import StuckServer
 from tests.support.gitrepo import registry_bytes, sample_entry
 
-from .common import AWS_VARIABLES_TO_REMOVE, BIN, GIT_VARIABLES_TO_REMOVE, PY
+from .common import BIN, PY
+from .harness import isolated_env
 
 ADDRESS = "s3://stuck-bench/models"
 LOAD = f"""
@@ -43,25 +44,17 @@ except ModelFilerError as exc:
 
 
 def _env(root: Path, endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in AWS_VARIABLES_TO_REMOVE}
-    for name in GIT_VARIABLES_TO_REMOVE:
-        env.pop(name, None)
-    env.update(
+    """The benchmarks' isolated environment, pointed at the stuck endpoint."""
+    return dict(
+        isolated_env(root),
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="benchkey",
         AWS_SECRET_ACCESS_KEY="benchsecretbenchsecret",  # noqa: S106 - made up, loopback only
         AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
         MODEL_FILER_CACHE_DIR=str(root / "store"),
         HOME=str(root / "home"),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    return env
 
 
 def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:

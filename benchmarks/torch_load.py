@@ -38,18 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from .common import REPO
+from .workers import peak_rss_mib
 
 MiB = 1 << 20
 SIDES = ("model_filer", "torch.load", "in-band pickle-5")
-
-
-def peak_rss_mib() -> float:
-    """This process's own peak RSS: VmHWM."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def make(root: Path, mib: int) -> Any:
