@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .discovery import filer_for, find_registries, read_registry, registries_in
+from .discovery import find_registries, read_registry, registries_in
 from .errors import IntegrityError, ModelFilerError, UntrustedRemoteError
 from .filer import Filer
 from .files import registry_filename, remote_type_of
 from .hashing import HashCache
+from .hookapi import approved_filer, filer_for, local_filer
 from .registry import Entry
 
 if TYPE_CHECKING:
@@ -96,16 +97,14 @@ def _label(args: argparse.Namespace, path: Path) -> str:
 
 
 def _filer(args: argparse.Namespace, path: Path, action: Action | None = "fetch") -> Filer:
-    """A registry's Filer: at --remote-address, else at the address this clone trusts for it
-    (``action``: what is about to be done with the remote), or this machine's address
-    (``action=None``: commands that never reach the remote)."""
-    from .remote_trust import local_filer, trusted_filer
-
+    """A registry's Filer: at --remote-address, else at the address this clone approved for
+    it (``action``: what is about to be done with the remote), or this machine's address
+    (``action=None``: commands that never reach the remote). The registry is read once."""
     if args.remote_address:
         return filer_for(path, args.remote_address, typed=True)
     if action is None:
         return local_filer(path)
-    return trusted_filer(path, _label(args, path), action=action)
+    return approved_filer(path, _label(args, path), action=action)
 
 
 def _each(paths: Sequence[Path], run: Callable[[Path], int], headed: bool = False) -> int:
@@ -164,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        from .remote_trust import fetch_address, override_of
+        from .remote_trust import approved_address, override_of
 
         reg = read_registry(path)
         override = override_of(path, reg)
@@ -172,7 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         cache = filer.folder.cache()
         where = f"  (this machine: {override.address})" if override else ""
         try:  # the rule pull and push apply, asked here so status says why they refuse
-            fetch_address(path, reg, action="use")
+            approved_address(path, reg, action="use")
         except UntrustedRemoteError:
             folder = shlex.quote(str(path.parent))
             where += f"  (not trusted in this clone: `model-filer remote trust --dir {folder}`)"
@@ -522,7 +521,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
-    from .remote_trust import describe, trust
+    from .remote_trust import approve, describe
 
     if args.action == "set":
         return _remote_set(args)
@@ -534,7 +533,7 @@ def cmd_remote(args: argparse.Namespace) -> int:
             touched = [f"{p}: {describe(read_registry(p))}" for p in paths]
             _ask_for_all("remote trust", touched, "remote trust")
     for path in paths:
-        done = trust(path, read_registry(path))
+        done = approve(path, read_registry(path))
         print(f"This clone now uses {done.address} ({done.key}) for {path}'s models.")
     return 0
 

@@ -67,7 +67,7 @@ def protected(filer: Filer) -> Protected:
         )
     pathspecs = registry_pathspecs([registry_filename(filer.remote_type)])
     blobs = gitops.reachable_blobs(where.top, pathspecs)
-    texts = gitops.read_objects(sorted(blobs), where.top)
+    texts = {i: b.data for i, b in gitops.blobs(sorted(blobs), where.top).items() if b}
     if len(texts) != len(blobs):
         missing = sorted(set(blobs) - set(texts))
         raise ModelFilerError(

@@ -389,7 +389,7 @@ def test_install_hooks_from_a_subfolder(repo, monkeypatch):
 def test_install_hooks_outside_a_repository(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["install-hooks"]) == 2
-    user_error(capsys, "not a git repository", "git init")
+    user_error(capsys, "not inside a git repository", "git init")
 
 
 def test_plain_hooks_end_to_end(tmp_path, repo, remote, monkeypatch):

@@ -8,6 +8,7 @@ gives it an empty global config, an identity and ``main`` as the default branch.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Mapping
@@ -42,6 +43,19 @@ def git(
             f"git {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
         )
     return done
+
+
+def log_git_calls(tmp_path: Path, monkeypatch: Any) -> Path:
+    """Put a wrapper first on PATH that logs each git call's arguments (one line each) to
+    the returned file, then runs the real git."""
+    log = tmp_path / "git-calls.log"
+    shim = tmp_path / "git-shim"
+    shim.mkdir()
+    real_git = shutil.which("git")
+    (shim / "git").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real_git}" "$@"\n')
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    return log
 
 
 def init_repo(path: Path) -> Path:
