@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import pickle
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from tests.support.gitrepo import (
     init_repo,
     log_git_calls,
     model_files,
+    run_counting_registry_opens,
 )
 
 MODELS = {
@@ -172,21 +171,6 @@ def test_a_clone_fetches_every_registry(world, hook_env, capsys):
     assert "2 model(s) fetched" in capsys.readouterr().out
 
 
-_COUNT_OPENS = """
-import sys
-from pathlib import Path
-opened = []
-sys.addaudithook(
-    lambda event, args: opened.append(str(args[0]))
-    if event == "open" and str(args[0]).endswith("_registry") else None
-)
-from model_filer_hooks.prefetch_models import main
-code = main(sys.argv[2:])
-Path(sys.argv[1]).write_text("\\n".join(opened))
-raise SystemExit(code)
-"""
-
-
 def test_a_fresh_clone_reads_each_registry_once_with_three_git_processes(
     tmp_path, hook_env, monkeypatch
 ):
@@ -204,19 +188,12 @@ def test_a_fresh_clone_reads_each_registry_once_with_three_git_processes(
     git(tmp_path, "clone", "-q", str(producer), str(consumer))
     argv = ["--hook-stage", "post-checkout", NULL_SHA, head(consumer), "1"]
     calls = log_git_calls(tmp_path, monkeypatch)
-    opened = tmp_path / "opened"
-    hook = subprocess.run(
-        [sys.executable, "-c", _COUNT_OPENS, str(opened), *argv],
-        cwd=consumer,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    hook, opened = run_counting_registry_opens(consumer, "model_filer_hooks.prefetch_models", argv)
 
     assert hook.returncode == 0, hook.stdout + hook.stderr
     assert "20 linked from the local store" in hook.stdout, hook.stdout
     assert model_files(consumer / "models") == [f"m{i:02}.pkl" for i in range(20)]
-    assert opened.read_text().splitlines() == [str(consumer / "models" / ".local_registry")]
+    assert opened == [str(consumer / "models" / ".local_registry")]
     logged = calls.read_text().splitlines()
     writes = [c for c in logged if c.startswith("config --local ") and "--get-regexp" not in c]
     others = [c for c in logged if c not in writes]
