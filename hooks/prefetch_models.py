@@ -15,7 +15,7 @@ import fnmatch
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -103,19 +103,14 @@ def _refs(args: argparse.Namespace, stage: str) -> tuple[str | None, str] | None
     return ("ORIG_HEAD", "HEAD")
 
 
-@contextlib.contextmanager
-def _terminal() -> Iterator[IO[str] | None]:
+def _terminal() -> contextlib.AbstractContextManager[IO[str] | None]:
     """The user's terminal for live progress: pre-commit captures our stdout and stderr."""
     if sys.stderr.isatty():
-        yield sys.stderr
-        return
+        return contextlib.nullcontext(sys.stderr)
     try:
-        tty = open("/dev/tty", "w")  # noqa: SIM115
+        return open("/dev/tty", "w")
     except OSError:
-        yield None
-        return
-    with tty:
-        yield tty
+        return contextlib.nullcontext()
 
 
 def _wanted(entry: Entry, folder: str, args: argparse.Namespace) -> bool:
