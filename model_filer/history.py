@@ -169,9 +169,16 @@ def repo_path(filer: Filer, why: str) -> RepoPath:
 
 def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob at rev
     """The commit sha ``rev`` names, or :class:`UnknownRevisionError`."""
+    return _known_rev(rev, where, gitops.commit_of(_rev(rev), where.top))
+
+
+def _rev(rev: object) -> str:
     if not isinstance(rev, str):
         raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
-    sha = gitops.commit_of(rev, where.top)
+    return rev
+
+
+def _known_rev(rev: str, where: RepoPath, sha: str | None) -> str:
     if sha is None:
         raise UnknownRevisionError(
             f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
@@ -183,25 +190,22 @@ def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob a
 def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str, str]:
     """The registry's bytes at ``rev`` (None if absent), a label for messages, its path."""
     where = repo_path(filer, f"rev={rev!r} cannot be read")
-    if not isinstance(rev, str):
-        raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
-    sha, text = gitops.read_at(rev, where.registry, where.top)
-    if sha is None:
-        raise UnknownRevisionError(
-            f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
-            "`git fetch` if it is on another clone."
-        )
+    sha, text = gitops.read_at(_rev(rev), where.registry, where.top)
+    _known_rev(rev, where, sha)
     return text, f"{where.registry} at {rev}", where.registry
 
 
 def registry_at(filer: Filer, rev: str) -> tuple[Registry | None, str]:
     """The Filer's registry as committed at ``rev`` (``None`` if absent), and where it is."""
     text, label, path = _registry_text(filer, rev)
-    if text is None:
-        return None, label
-    reg = parse(text, label, filename=path)
+    return (
+        None if text is None else _checked(filer, parse(text, label, filename=path), label)
+    ), label
+
+
+def _checked(filer: Filer, reg: Registry, label: str) -> Registry:
     filer.remote.check_matches(reg.remote_address, label, reg.remote_id)
-    return reg, label
+    return reg
 
 
 def list_at(filer: Filer, rev: str) -> list[Entry]:
@@ -226,16 +230,12 @@ def entry_at(filer: Filer, name: str, rev: str) -> Entry:
             consequence=f" (no registry {label}: no model was committed there)",
             hint=f"Run `model-filer log --all --dir {filer.local_dir}` to see where models exist.",
         )
-    reg = RegistryReader().pick(text, label, path, name)
-    filer.remote.check_matches(reg.remote_address, label, reg.remote_id)
-    entry = reg.entries.get(name)
-    if entry is None:
-        full, _ = registry_at(filer, rev)  # the error lists every name there
-        known = full.entries if full is not None else {}
+    entry = _checked(filer, RegistryReader().pick(text, label, path, name), label).entries.get(name)
+    if entry is None:  # the error lists every name there
         raise UnknownModelError(
             name,
             path,
-            known,
+            parse(text, label, filename=path).entries,
             rev=rev,
             hint=f"Run `model-filer log {name} --dir {filer.local_dir}` to see its history.",
         )

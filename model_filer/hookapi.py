@@ -165,7 +165,7 @@ def filer_for(
     if rtype is None:
         raise ModelFilerError(f"{path} is not a registry file (expected .<type>_registry).")
     if remote_address is None:
-        registry = registry or read_registry(path)
+        registry = read_registry(path) if registry is None else registry
         remote_address = registry.remote_address
     elif registry is None and not path.is_file():  # the Filer reads (and checks) it itself
         read_registry(path)
@@ -188,7 +188,7 @@ def approved_filer(
 ) -> Filer:
     """The Filer of a registry file, at the address this clone approved for it (or refuse);
     ``registry``: its content when the caller has read it."""
-    reg = registry or read_registry(path)
+    reg = read_registry(path) if registry is None else registry
     return filer_for(path, approved_address(path, reg, folder, action), network, registry=reg)
 
 
@@ -196,7 +196,7 @@ def local_filer(path: Path, registry: Registry | None = None) -> Filer:
     """The Filer of a registry file for work that fetches nothing: this machine's address."""
     from .remote_trust import override_of
 
-    reg = registry or read_registry(path)
+    reg = read_registry(path) if registry is None else registry
     override = override_of(path, reg)
     return filer_for(path, override.address if override else None, registry=reg)
 

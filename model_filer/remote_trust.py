@@ -166,7 +166,7 @@ def bootstrap(
         if path in clone.paths:
             continue
         try:
-            reg = known.get(path) or _parse(rest[oid], f"{path} at {commit}", path)
+            reg = known[path] if path in known else _parse(rest[oid], f"{path} at {commit}", path)
             key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
             address = canonical(reg.remote_type, reg.remote_address)
         except ModelFilerError:
