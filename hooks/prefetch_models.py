@@ -16,7 +16,6 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO
 
 from model_filer.hookapi import (
@@ -128,19 +127,6 @@ def _quiet(_: int) -> None:
     """Progress sink when no terminal is attached: the summary line says it all."""
 
 
-def _read(
-    root: Path, registries: Sequence[str]
-) -> dict[str, tuple[str, Registry] | ModelFilerError]:
-    """Each registry of the working tree, read once: its blob id and content, or the error."""
-    read: dict[str, tuple[str, Registry] | ModelFilerError] = {}
-    for rel in registries:
-        try:
-            read[rel] = read_registry_once(root / rel)
-        except ModelFilerError as exc:
-            read[rel] = exc
-    return read
-
-
 def _report_failures(folder: str, failed: dict[str, BaseException], retry: str) -> None:
     """One line per cause: a stuck or dead store is one sentence, not one per model."""
     by_cause: dict[str, list[str]] = {}
@@ -165,18 +151,23 @@ def prefetch(
     of failures. Each registry is read once, and this clone's approvals once (``listed``:
     every registry of a commit, when ``registries`` are all of them)."""
     root = git.repo.top
-    read = _read(root, sorted(registries))
-    fine = {rel: got for rel, got in read.items() if not isinstance(got, ModelFilerError)}
+    read: dict[str, tuple[str, Registry]] = {}
+    unreadable: dict[str, ModelFilerError] = {}  # (said below, where its models are)
+    for rel in sorted(registries):
+        try:
+            read[rel] = read_registry_once(root / rel)
+        except ModelFilerError as exc:
+            unreadable[rel] = exc
     fetched = linked = failed = current = 0
     with _terminal() as tty:
-        for rel, got in read.items():
+        for rel in sorted(registries):
             folder = os.path.dirname(rel) or "."
             retry = f"model-filer pull --dir {shlex.quote(folder)} --all"
             try:
-                if isinstance(got, ModelFilerError):
-                    raise got
-                reg = got[1]
-                clone = git.clone(listed, fine)
+                if rel in unreadable:
+                    raise unreadable[rel]
+                reg = read[rel][1]
+                clone = git.clone(listed, read)
                 address = approved_address(root / rel, reg, folder, "fetch", clone)
                 filer = filer_for(root / rel, address, FAIL_FAST, registry=reg)
                 wanted = [e for _, e in sorted(reg.entries.items()) if _wanted(e, folder, args)]
