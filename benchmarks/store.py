@@ -143,7 +143,7 @@ def bench_switch(root: Path, origin: Path, runs: int) -> tuple[Path, Path]:
         for branch in ("A", "B"):
             linked.append(timed(lambda b=branch: git(bob, "checkout", "-q", b)))
     in_process = []  # the library's share: read the registry, lock, check the store, link
-    from model_filer.discovery import filer_for
+    from model_filer.hookapi import filer_for
 
     for _ in range(runs):
         for branch in ("A", "B"):

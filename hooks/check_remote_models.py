@@ -19,7 +19,6 @@ import shlex
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from model_filer.hookapi import (
     FAIL_FAST,
@@ -27,20 +26,14 @@ from model_filer.hookapi import (
     Entry,
     ModelFilerError,
     Remote,
-    fetch_address,
+    approved_address,
     get_remote,
-    open_repo,
+    hook_git,
     parse,
     pin_work_tree,
     registries_at,
+    under_pre_commit,
 )
-
-
-def under_pre_commit() -> bool:
-    """Whether pre-commit runs this hook (it read git's stdin lines, and names the refs)."""
-    return any(
-        os.environ.get(v) for v in ("PRE_COMMIT", "PRE_COMMIT_TO_REF", "PRE_COMMIT_LOCAL_BRANCH")
-    )
 
 
 def pushed_revisions(stdin_lines: Sequence[str] | None) -> list[str]:
@@ -159,15 +152,15 @@ def _fixes(folders: dict[str, set[str]]) -> list[str]:
 
 def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
     """Problems with the synced entries of registries committed at ``revisions``."""
-    repo = open_repo()
-    top = Path(repo.working_tree_dir)
+    git = hook_git()
+    top = git.repo.top
     remotes: dict[tuple[str, str], Remote] = {}
     tasks: dict[tuple[str, str], dict[str, tuple[str, Entry]]] = {}
     folder_of: dict[str, str] = {}  # where -> the registry's folder
     problems: list[str] = []
     for rev in revisions:
         shown = rev[:10] if len(rev) == 40 and set(rev) <= set("0123456789abcdef") else rev
-        for path, text in registries_at(repo, rev).items():
+        for path, text in registries_at(top, rev).items():
             where = f"{path} at {shown}"
             folder_of[where] = posixpath.dirname(path) or "."
             try:
@@ -175,7 +168,8 @@ def check(revisions: Sequence[str], jobs: int = 16) -> list[str]:
                 # Where this clone reaches the remote (the share's path on this machine),
                 # or a refusal: an untrusted remote is not asked about the pushed models.
                 folder = os.path.dirname(path) or "."
-                key = (reg.remote_type, fetch_address(top / path, reg, folder, "check"))
+                address = approved_address(top / path, reg, folder, "check", git.clone())
+                key = (reg.remote_type, address)
                 if key not in remotes:
                     remotes[key] = get_remote(*key, FAIL_FAST)
             except ModelFilerError as exc:

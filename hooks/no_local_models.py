@@ -31,6 +31,7 @@ from model_filer.hookapi import (
     can_trust,
     default_root,
     known,
+    locate,
     never_reason,
     parse,
     pin_work_tree,
@@ -40,7 +41,6 @@ from model_filer.hookapi import (
     remote_type_of,
     staged_paths,
     summarize,
-    toplevel,
 )
 
 
@@ -60,10 +60,8 @@ def _working_tree_names(paths: Sequence[str]) -> dict[str, list[str]]:
     """Entry names in the working tree's versions of registries ``paths``, where they parse."""
     if not paths:
         return {}
-    try:
-        top = toplevel()  # (one git process: asking in_git_repo first made it two)
-    except ModelFilerError:
-        top = Path.cwd()
+    repo = locate()  # (one git process: asking whether in git first made it two)
+    top = repo.top if repo is not None else Path.cwd()
     names = {}
     for path, text in _from_disk(paths, top).items():
         if text is not None:

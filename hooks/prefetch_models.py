@@ -15,24 +15,27 @@ import fnmatch
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import IO
 
 from model_filer.hookapi import (
     FAIL_FAST,
+    NULL_REF,
     Entry,
+    HookGit,
     ModelFilerError,
-    Repo,
+    Registry,
     UntrustedRemoteError,
+    approved_address,
     changed_registries,
     count_bar,
-    ensure_merge_driver,
-    open_repo,
+    filer_for,
+    hook_git,
     parse_size,
     pin_work_tree,
+    pull_entries,
+    read_registry_once,
     rebase_in_progress,
-    trusted_filer,
 )
 
 SKIP_ENV = "MODEL_FILER_SKIP_PREFETCH"
@@ -99,19 +102,14 @@ def _refs(args: argparse.Namespace, stage: str) -> tuple[str | None, str] | None
     return ("ORIG_HEAD", "HEAD")
 
 
-@contextlib.contextmanager
-def _terminal() -> Iterator[IO[str] | None]:
+def _terminal() -> contextlib.AbstractContextManager[IO[str] | None]:
     """The user's terminal for live progress: pre-commit captures our stdout and stderr."""
     if sys.stderr.isatty():
-        yield sys.stderr
-        return
+        return contextlib.nullcontext(sys.stderr)
     try:
-        tty = open("/dev/tty", "w")  # noqa: SIM115
+        return open("/dev/tty", "w")
     except OSError:
-        yield None
-        return
-    with tty:
-        yield tty
+        return contextlib.nullcontext()
 
 
 def _wanted(entry: Entry, folder: str, args: argparse.Namespace) -> bool:
@@ -129,20 +127,53 @@ def _quiet(_: int) -> None:
     """Progress sink when no terminal is attached: the summary line says it all."""
 
 
-def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) -> int:
-    """Fetch what ``registries`` need; print a summary; return the number of failures."""
+def _report_failures(folder: str, failed: dict[str, BaseException], retry: str) -> None:
+    """One line per cause: a stuck or dead store is one sentence, not one per model."""
+    by_cause: dict[str, list[str]] = {}
+    for name, error in sorted(failed.items()):
+        by_cause.setdefault(str(error), []).append(f"{folder}/{name}")
+    for cause, names in sorted(by_cause.items(), key=lambda kv: -len(kv[1])):
+        print(f"prefetch-models: {names[0]} not fetched: {cause}")
+        for name in names[1:SHOWN]:
+            print(f"prefetch-models: {name} not fetched: the same")
+        if len(names) > SHOWN:
+            print(f"prefetch-models: ... and {len(names) - SHOWN} more, the same")
+    print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
+
+
+def prefetch(
+    git: HookGit,
+    registries: dict[str, str],
+    args: argparse.Namespace,
+    listed: tuple[str, dict[str, str]] | None = None,
+) -> int:
+    """Fetch what ``registries`` (path -> blob id) need; print a summary; return the number
+    of failures. Each registry is read once, and this clone's approvals once (``listed``:
+    every registry of a commit, when ``registries`` are all of them)."""
+    root = git.repo.top
+    read: dict[str, tuple[str, Registry]] = {}
+    unreadable: dict[str, ModelFilerError] = {}  # (said below, where its models are)
+    for rel in sorted(registries):
+        try:
+            read[rel] = read_registry_once(root / rel)
+        except ModelFilerError as exc:
+            unreadable[rel] = exc
     fetched = linked = failed = current = 0
     with _terminal() as tty:
-        for rel in registries:
+        for rel in sorted(registries):
             folder = os.path.dirname(rel) or "."
             retry = f"model-filer pull --dir {shlex.quote(folder)} --all"
             try:
-                filer = trusted_filer(root / rel, folder, network=FAIL_FAST)
-                wanted = [e for e in filer.list_files() if _wanted(e, folder, args)]
+                if rel in unreadable:
+                    raise unreadable[rel]
+                reg = read[rel][1]
+                clone = git.clone(listed, read)
+                address = approved_address(root / rel, reg, folder, "fetch", clone)
+                filer = filer_for(root / rel, address, FAIL_FAST, registry=reg)
+                wanted = [e for _, e in sorted(reg.entries.items()) if _wanted(e, folder, args)]
                 with count_bar(len(wanted), f"prefetch {folder}", tty) as bar:
-                    report = filer.transfers.pull(
-                        wanted, args.jobs, on_done=bar.update if bar is not None else _quiet
-                    )
+                    on_done = bar.update if bar is not None else _quiet
+                    report = pull_entries(filer, wanted, args.jobs, on_done)
             except UntrustedRemoteError as exc:  # its message says how to trust it
                 print(f"prefetch-models: {exc}")
                 failed += 1
@@ -154,18 +185,8 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
             fetched += len(report.done)
             linked += len(report.linked)
             current += len(report.skipped)
-            # One line per cause: a stuck or dead store is one sentence, not one per model.
-            by_cause: dict[str, list[str]] = {}
-            for name, error in sorted(report.failed.items()):
-                by_cause.setdefault(str(error), []).append(f"{folder}/{name}")
-            for cause, names in sorted(by_cause.items(), key=lambda kv: -len(kv[1])):
-                print(f"prefetch-models: {names[0]} not fetched: {cause}")
-                for name in names[1:SHOWN]:
-                    print(f"prefetch-models: {name} not fetched: the same")
-                if len(names) > SHOWN:
-                    print(f"prefetch-models: ... and {len(names) - SHOWN} more, the same")
             if report.failed:
-                print(f"  fetch them later with: {retry}   (or filer.load() fetches on use)")
+                _report_failures(folder, dict(report.failed), retry)
                 failed += len(report.failed)
     if fetched or failed or linked:
         from_store = f"{linked} linked from the local store, " if linked else ""
@@ -176,10 +197,10 @@ def prefetch(root: Path, registries: Sequence[str], args: argparse.Namespace) ->
     return failed
 
 
-def _merge_driver(repo: Repo) -> None:
+def _merge_driver(git: HookGit) -> None:
     """Set up the registry merge driver when the clone lacks it (never fails the checkout)."""
     try:
-        done = ensure_merge_driver(repo)
+        done = git.merge_driver()
     except (ModelFilerError, OSError) as exc:
         done = (
             f"the registry merge driver is not set up ({exc}): run "
@@ -198,16 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refs is None:
         return 0
     try:
-        repo = open_repo()
-        _merge_driver(repo)  # (even when skipping: a clone's first merge needs it)
+        git = hook_git()  # (the repository and this clone's config: two git processes)
+        _merge_driver(git)  # (even when skipping: a clone's first merge needs it)
         if skip:
             return 0
         # Mid-rebase checkouts are skipped: post-rewrite runs once the rebase is done (git
         # runs it before removing its rebase state, so that hook must not be skipped).
-        if stage != "post-rewrite" and rebase_in_progress(repo):
+        if stage != "post-rewrite" and rebase_in_progress(git.repo):
             return 0
-        registries = changed_registries(repo, *refs)
-        failures = prefetch(Path(repo.working_tree_dir), registries, args)
+        old, new = refs
+        registries = changed_registries(git.repo.top, old, new)  # (the third)
+        listed = (new, registries) if old in (None, NULL_REF) else None  # all of them
+        failures = prefetch(git, registries, args, listed)
     except ModelFilerError as exc:
         print(f"prefetch-models: {exc}")
         return 1 if args.strict else 0

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .discovery import filer_for, find_registries, read_registry, registries_in
+from .discovery import find_registries, read_registry, registries_in
 from .errors import IntegrityError, ModelFilerError, UntrustedRemoteError
 from .filer import Filer
 from .files import registry_filename, remote_type_of
 from .hashing import HashCache
-from .registry import Entry
+from .hookapi import approved_filer, filer_for, local_filer
+from .registry import Entry, Registry
 
 if TYPE_CHECKING:
     from .remote_trust import Action
@@ -95,17 +96,24 @@ def _label(args: argparse.Namespace, path: Path) -> str:
     return str(args.dir) if args.dir is not None else str(path.parent)
 
 
-def _filer(args: argparse.Namespace, path: Path, action: Action | None = "fetch") -> Filer:
-    """A registry's Filer: at --remote-address, else at the address this clone trusts for it
-    (``action``: what is about to be done with the remote), or this machine's address
-    (``action=None``: commands that never reach the remote)."""
-    from .remote_trust import local_filer, trusted_filer
+def _read(args: argparse.Namespace, path: Path) -> Registry:
+    """The registry at ``path``, read once per command (each step is handed this one)."""
+    read: dict[Path, Registry] = args.__dict__.setdefault("registries", {})
+    if path not in read:
+        read[path] = read_registry(path)
+    return read[path]
 
+
+def _filer(args: argparse.Namespace, path: Path, action: Action | None = "fetch") -> Filer:
+    """A registry's Filer: at --remote-address, else at the address this clone approved for
+    it (``action``: what is about to be done with the remote), or this machine's address
+    (``action=None``: commands that never reach the remote)."""
+    reg = _read(args, path)
     if args.remote_address:
-        return filer_for(path, args.remote_address, typed=True)
+        return filer_for(path, args.remote_address, typed=True, registry=reg)
     if action is None:
-        return local_filer(path)
-    return trusted_filer(path, _label(args, path), action=action)
+        return local_filer(path, reg)
+    return approved_filer(path, _label(args, path), action=action, registry=reg)
 
 
 def _each(paths: Sequence[Path], run: Callable[[Path], int], headed: bool = False) -> int:
@@ -126,11 +134,13 @@ def _each(paths: Sequence[Path], run: Callable[[Path], int], headed: bool = Fals
     return worst
 
 
-def _holding(paths: Sequence[Path], names: Sequence[str] | None) -> dict[Path, list[str] | None]:
+def _holding(
+    args: argparse.Namespace, paths: Sequence[Path], names: Sequence[str] | None
+) -> dict[Path, list[str] | None]:
     """For each registry, the ``names`` it holds (``None``: all); names none holds refused."""
     if names is None or len(paths) == 1:
         return {p: None if names is None else list(names) for p in paths}
-    held = {p: [n for n in names if n in read_registry(p).entries] for p in paths}
+    held = {p: [n for n in names if n in _read(args, p).entries] for p in paths}
     missing = [n for n in names if not any(n in found for found in held.values())]
     if missing:
         raise ModelFilerError(
@@ -164,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        from .remote_trust import fetch_address, override_of
+        from .remote_trust import approved_address, override_of
 
         reg = read_registry(path)
         override = override_of(path, reg)
@@ -172,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         cache = filer.folder.cache()
         where = f"  (this machine: {override.address})" if override else ""
         try:  # the rule pull and push apply, asked here so status says why they refuse
-            fetch_address(path, reg, action="use")
+            approved_address(path, reg, action="use")
         except UntrustedRemoteError:
             folder = shlex.quote(str(path.parent))
             where += f"  (not trusted in this clone: `model-filer remote trust --dir {folder}`)"
@@ -205,11 +215,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     names = _names(args, "push")
     found = _found(args)
     if names is None and len(found) > 1:  # --all over found registries: those with a local one
-        found = [p for p in found if _locals(p)]
+        found = [p for p in found if _locals(args, p)]
         if not found:
             print("No local model to push: every model is synced.")
             return 0
-    targets = _holding(found, names)
+    targets = _holding(args, found, names)
 
     def push(path: Path) -> int:
         filer = _filer(args, path, action="push")
@@ -227,7 +237,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    targets = _holding(_found(args), _names(args, "pull"))
+    targets = _holding(args, _found(args), _names(args, "pull"))
 
     def pull(path: Path) -> int:
         filer = _filer(args, path)
@@ -255,7 +265,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if args.dir is not None:
         return _rm(args, _registry(args.dir, args.remote_type), args.names)
     paths = _found(args)
-    found = {p: _locals(p) for p in paths} if args.locals else _holding(paths, args.names)
+    found = (
+        {p: _locals(args, p) for p in paths} if args.locals else _holding(args, paths, args.names)
+    )
     targets = {p: names for p, names in found.items() if names}
     if not targets:
         print(f"No local models in the registries under {Path('.').resolve()}; none removed.")
@@ -267,8 +279,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return _each(list(targets), lambda p: _rm(args, p, targets[p]))
 
 
-def _locals(path: Path) -> list[str]:
-    return sorted(n for n, e in read_registry(path).entries.items() if e.state == "local")
+def _locals(args: argparse.Namespace, path: Path) -> list[str]:
+    return sorted(n for n, e in _read(args, path).entries.items() if e.state == "local")
 
 
 def _rm(args: argparse.Namespace, path: Path, names: list[str] | None) -> int:
@@ -486,7 +498,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     groups: dict[str, Path] = {}  # one plan per remote: it counts every registry naming it
     for path in _found(args):
-        reg = read_registry(path)
+        reg = _read(args, path)
         groups.setdefault(remote_key(reg.remote_type, reg.remote_address, reg.remote_id), path)
     print(f"model-filer: {gc.UNFETCHED_WARNING}", file=sys.stderr)
     asked = args.dir is not None or args.all
@@ -494,7 +506,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     def one(path: Path) -> int:
         filer = _filer(args, path, action="delete" if args.delete and asked else "fetch")
-        found = gc.plan(filer, timedelta(days=args.grace))
+        found = gc.plan(filer, timedelta(days=args.grace), current=_read(args, path))
         for obj in found.candidates:
             print(f"{obj.key}  {_human(obj.size)}  {obj.modified.isoformat(timespec='seconds')}")
         count = len(found.candidates)
@@ -522,7 +534,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
-    from .remote_trust import describe, trust
+    from .remote_trust import approve, describe
 
     if args.action == "set":
         return _remote_set(args)
@@ -531,10 +543,10 @@ def cmd_remote(args: argparse.Namespace) -> int:
     else:
         paths = _found(args)
         if not args.all:
-            touched = [f"{p}: {describe(read_registry(p))}" for p in paths]
+            touched = [f"{p}: {describe(_read(args, p))}" for p in paths]
             _ask_for_all("remote trust", touched, "remote trust")
     for path in paths:
-        done = trust(path, read_registry(path))
+        done = approve(path, _read(args, path))
         print(f"This clone now uses {done.address} ({done.key}) for {path}'s models.")
     return 0
 
@@ -557,7 +569,7 @@ def _remote_set(args: argparse.Namespace) -> int:
             f"this machine. E.g. {example}."
         )
     path = _registry(args.dir, args.remote_type)
-    reg = read_registry(path)
+    reg = _read(args, path)
     require_per_machine(reg)  # (before the folder is looked at: the right error first)
     if not Path(args.address).expanduser().is_dir():
         raise ModelFilerError(

@@ -1,7 +1,7 @@
-"""Finding registry files and building the Filer each one belongs to.
+"""Finding registry files: under a folder, in a model folder, the one a ``Filer`` uses.
 
-Used by the CLI and the hooks, which know a registry file but not its remote: the remote type
-is in the file's name and the address inside it.
+The remote type is in a registry file's name and the address inside it; building a Filer for
+one is :mod:`model_filer.hookapi`'s (this module imports no Filer, which imports it).
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ModelFilerError, RegistryError
-from .filer import Filer
-from .files import INTERNAL_DIR, remote_type_of
+from .errors import RegistryError, RemoteMismatchError
+from .files import INTERNAL_DIR, registry_filename, remote_type_of
 from .registry import Registry, read
-from .remotes import PATIENT, Network
 
 _SKIP_DIRS = {
     ".git",
@@ -61,23 +59,35 @@ def _no_registry(path: Path) -> RegistryError:
     )
 
 
-def filer_for(
-    path: Path,
-    remote_address: str | None = None,
-    network: Network = PATIENT,
-    typed: bool = False,
-) -> Filer:
-    """The Filer of a registry file, with the remote it records (or ``remote_address``).
+def registry_of(folder: Path, remote_type: str | None) -> tuple[Path, Registry]:
+    """The one registry of ``folder`` (of ``remote_type`` if given), for ``Filer(folder)``.
 
-    Its writes vouch for the registry's remote only when ``typed``: the user typed the
-    address (``--remote-address``). An address read from the registry, or from this clone's
-    trust, is not the user's word.
+    Raises
+    ------
+    RegistryError
+        None, or several, are there.
+    RemoteMismatchError
+        ``remote_type`` disagrees with the folder's registry.
     """
-    rtype = remote_type_of(path)
-    if rtype is None:
-        raise ModelFilerError(f"{path} is not a registry file (expected .<type>_registry).")
-    if remote_address is None:
-        remote_address = read_registry(path).remote_address
-    elif not path.is_file():  # the Filer reads (and checks) the registry once itself
-        raise _no_registry(path)
-    return Filer(path.parent, remote_address, remote_type=rtype, network=network, _vouch=typed)
+    found = registries_in(folder)
+    chosen = [p for p in found if remote_type in (None, remote_type_of(p.name))]
+    if len(chosen) == 1:
+        return chosen[0], read_registry(chosen[0])
+    if remote_type is not None and len(found) == 1:
+        raise RemoteMismatchError(
+            f"{found[0]} is a {remote_type_of(found[0].name)} registry, but remote_type="
+            f"{remote_type!r} was passed. Drop remote_type to use it, or pass the address "
+            f"of the {remote_type} remote to start {folder / registry_filename(remote_type)}."
+        )
+    if not chosen:
+        raise RegistryError(
+            f"No registry in {folder}, so Filer({str(folder)!r}) has no remote to read. Pass "
+            f"the address: Filer({str(folder)!r}, 's3://bucket/prefix') or "
+            f"Filer({str(folder)!r}, '/path/to/folder', 'local')."
+        )
+    kinds = ", ".join(repr(remote_type_of(p.name)) for p in chosen)
+    raise RegistryError(
+        f"{folder} holds {len(chosen)} registries ({', '.join(p.name for p in chosen)}), so "
+        f"Filer({str(folder)!r}) cannot tell which remote to use. Pass remote_type= (one of "
+        f"{kinds})."
+    )

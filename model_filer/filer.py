@@ -78,6 +78,7 @@ class Filer:
         network: Network = PATIENT,
         store: ObjectStore | None = None,
         _vouch: bool = True,
+        _registry: Registry | None = None,
     ) -> None:
         if not isinstance(local_dir, str | os.PathLike):
             raise InvalidNameError(
@@ -106,14 +107,20 @@ class Filer:
             self._written,
         )
         self.transfers = Transfers(self.folder, self.remote, self.store)
-        self.folder.read()  # fail early on an unreadable registry or another remote's
+        # Fail early on an unreadable registry or another remote's (a caller that has just
+        # read it passes it: a hook reads each registry once).
+        if _registry is None:
+            self.folder.read()
+        else:
+            self._check(_registry, str(self.registry_path))
 
     def _registry_remote(self, remote_type: str | None) -> tuple[str, str]:
         """The type and the address this clone uses for the folder's one registry."""
-        from .remote_trust import fetch_address, registry_of
+        from .discovery import registry_of
+        from .remote_trust import approved_address
 
         path, reg = registry_of(self.local_dir, remote_type)
-        return reg.remote_type, fetch_address(path, reg, str(self.local_dir), action="use")
+        return reg.remote_type, approved_address(path, reg, str(self.local_dir), action="use")
 
     def _written(self, data: bytes) -> None:
         # What the commit hook then knows it need not validate again (in the background).

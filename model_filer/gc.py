@@ -26,6 +26,7 @@ from .errors import ModelFilerError
 from .files import registry_filename
 from .history import RegistryReader, registry_pathspecs, repo_path
 from .names import is_object_key, key_sha256, object_key
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .filer import Filer
@@ -57,8 +58,9 @@ class Plan(NamedTuple):
         return sum(o.size for o in self.candidates)
 
 
-def protected(filer: Filer) -> Protected:
-    """Every key named by a registry version reachable in the repository of ``filer``."""
+def protected(filer: Filer, current: Registry | None = None) -> Protected:
+    """Every key named by a registry version reachable in the repository of ``filer``, or
+    by its working tree's registry (``current`` when the caller has read it)."""
     where = repo_path(filer, "`gc` cannot tell which objects history still needs")
     if gitops.is_shallow(where.top):
         raise ModelFilerError(
@@ -67,7 +69,7 @@ def protected(filer: Filer) -> Protected:
         )
     pathspecs = registry_pathspecs([registry_filename(filer.remote_type)])
     blobs = gitops.reachable_blobs(where.top, pathspecs)
-    texts = gitops.read_objects(sorted(blobs), where.top)
+    texts = {i: b.data for i, b in gitops.blobs(sorted(blobs), where.top).items() if b}
     if len(texts) != len(blobs):
         missing = sorted(set(blobs) - set(texts))
         raise ModelFilerError(
@@ -75,19 +77,19 @@ def protected(filer: Filer) -> Protected:
             f"{missing[0]}), so gc cannot tell what they name. Run `git fsck` and "
             "`git fetch --all`."
         )
-    current = filer.registry_path.read_bytes() if filer.registry_path.is_file() else None
-    if current is not None:
-        texts["worktree"] = current
+    if current is None and filer.registry_path.is_file():
+        texts["worktree"] = filer.registry_path.read_bytes()
     reader = RegistryReader()
-    keys: set[str] = set()
+    regs = [] if current is None else [(where.registry, current)]
     shas: set[str] = set()
     for blob, text in texts.items():
         path = sorted(blobs.get(blob, {where.registry}))[0]
         try:
-            reg = reader.parse(text, f"{path} (blob {blob[:10]})", path)
+            regs.append((path, reader.parse(text, f"{path} (blob {blob[:10]})", path)))
         except ModelFilerError:
             shas.update(m.decode() for m in _ANY_SHA.findall(text))  # unreadable: keep all
-            continue
+    keys: set[str] = set()
+    for path, reg in regs:
         try:
             filer.remote.check_matches(reg.remote_address, path)
         except ModelFilerError:
@@ -96,14 +98,20 @@ def protected(filer: Filer) -> Protected:
             keys.add(object_key(entry.name, entry.sha256))
             if entry.key is not None:
                 keys.add(entry.key)
-    return Protected(frozenset(keys), frozenset(shas), len(texts))
+    return Protected(frozenset(keys), frozenset(shas), len(texts) + (current is not None))
 
 
-def plan(filer: Filer, grace: timedelta = DEFAULT_GRACE, now: datetime | None = None) -> Plan:
-    """List the objects ``gc`` may delete: one git walk, then one LIST of the remote."""
+def plan(
+    filer: Filer,
+    grace: timedelta = DEFAULT_GRACE,
+    now: datetime | None = None,
+    current: Registry | None = None,
+) -> Plan:
+    """List the objects ``gc`` may delete: one git walk, then one LIST of the remote
+    (``current``: the working tree's registry, when the caller has read it)."""
     if grace < timedelta(0):
         raise ModelFilerError(f"The grace period must not be negative, got {grace}.")
-    keep = protected(filer)
+    keep = protected(filer, current)
     cutoff = (now or datetime.now(UTC)) - grace
     candidates: list[RemoteObject] = []
     named = young = 0

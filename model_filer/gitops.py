@@ -1,13 +1,14 @@
-"""Every git call model_filer makes, in one place and one style.
+"""Every git call model_filer makes: plain ``git`` processes, and one ``cat-file --batch`` reader.
 
-Plain ``git`` processes through :func:`run` (as pre-commit's ``cmd_output``): the hooks must
-feel instant, so they spawn ``git cat-file --batch`` once for all files and ``git diff-tree``
-for two revisions instead of importing GitPython (which alone costs more than a branch switch
-linked from the local object store).
+Git is called directly, never through GitPython: its import alone costs about 40 ms of a
+hook's start, and each ``Repo`` keeps two ``git cat-file`` children alive for as long as it
+lives, which a library imported into notebooks must not leave behind. Each function here
+starts its processes and waits for them; none outlives the call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -19,7 +20,8 @@ from typing import NamedTuple
 from .errors import GitError, ModelFilerError
 from .files import remote_type_of
 
-NULL_REF = "0" * 40
+NULL_REF = NULL_BLOB = "0" * 40
+_C_LOCALE = {"LC_ALL": "C"}  # git's messages untranslated, where one is matched
 
 
 def run(
@@ -48,12 +50,8 @@ def run(
     return done
 
 
-def output(args: Sequence[str], cwd: Path | None = None) -> str:
-    """The stripped text ``git ARGS`` prints."""
-    return run(args, cwd).stdout.decode(errors="replace").strip()
-
-
-_C_LOCALE = {"LC_ALL": "C"}  # git's messages untranslated, where one is matched
+def _text(args: Sequence[str], cwd: Path | None = None) -> str:
+    return run(args, cwd).stdout.decode(errors="replace")
 
 
 def pin_work_tree() -> None:
@@ -72,196 +70,14 @@ def pin_work_tree() -> None:
             os.environ["GIT_WORK_TREE"] = os.getcwd()
 
 
-def toplevel(cwd: Path | None = None) -> Path:
-    """The top folder of the working tree (paths from git are relative to it)."""
-    try:
-        return Path(output(["rev-parse", "--show-toplevel"], cwd))
-    except GitError:
-        raise ModelFilerError(
-            f"{cwd or Path.cwd()} is not a git repository. Run `git init` first, "
-            "or run this inside your repository."
-        ) from None
-
-
-def git_path(top: Path, name: str) -> Path:
-    """``git rev-parse --git-path NAME``, absolute (hooks folder, state files)."""
-    path = Path(output(["rev-parse", "--git-path", name], top))
-    return path if path.is_absolute() else top / path
-
-
-def show_at_head(top: Path, path: str) -> str | None:
-    """The content of ``path`` in the HEAD commit, or None (untracked, or no commit yet)."""
-    done = run(["show", f"HEAD:{path}"], top, check=False)
-    return done.stdout.decode(errors="replace") if done.returncode == 0 else None
-
-
-def staged_paths(cwd: Path | None = None) -> list[str]:
-    """Paths added, copied, modified or renamed in the index (what a commit will record)."""
-    out = run(["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"], cwd).stdout
-    return [p for p in out.decode().split("\0") if p]
-
-
-class Blob(NamedTuple):
-    """A git blob: its id and its bytes."""
-
-    oid: str
-    data: bytes
-
-
-def _cat(
-    specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> list[tuple[str, str, bytes] | None]:
-    """(id, type, bytes) of each object spec, from one ``git cat-file --batch``; ``None``
-    for a missing one. Every object's bytes are stepped over, whatever its type."""
-    if any("\n" in s for s in specs):
-        raise ModelFilerError("A path with a newline cannot be read from git; rename it.")
-    query = "".join(f"{s}\n" for s in specs).encode()
-    out = run(["cat-file", "--batch"], cwd, data=query, env=env).stdout
-    found: list[tuple[str, str, bytes] | None] = []
-    pos = 0
-    for _ in specs:
-        end = out.index(b"\n", pos)
-        header = out[pos:end].split()
-        pos = end + 1
-        if len(header) == 3 and header[2].isdigit():  # (else "<spec> missing")
-            size = int(header[2])
-            found.append((header[0].decode(), header[1].decode(), out[pos : pos + size]))
-            pos += size + 1
-        else:
-            found.append(None)
-    return found
-
-
-def cat_blobs(
-    specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> dict[str, Blob | None]:
-    """The blobs of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing
-    (or not a blob)."""
-    if not specs:
-        return {}
-    return {
-        spec: Blob(got[0], got[2]) if got is not None and got[1] == "blob" else None
-        for spec, got in zip(specs, _cat(specs, cwd, env), strict=True)
-    }
-
-
-def read_blobs(specs: Sequence[str], cwd: Path | None = None) -> dict[str, bytes | None]:
-    """Contents of ``<rev>:<path>`` specs (``:path`` is the index); ``None`` when missing."""
-    return {s: None if b is None else b.data for s, b in cat_blobs(specs, cwd).items()}
-
-
-def read_staged(paths: Sequence[str], cwd: Path | None = None) -> dict[str, Blob | None] | None:
-    """The index's blobs of ``paths`` (``None`` for one not staged), or ``None`` outside a
-    git working tree: one git process, where asking first would be two."""
-    try:
-        blobs = cat_blobs([f":{p}" for p in paths], cwd, env=_C_LOCALE)
-    except GitError as exc:
-        if exc.returncode == 128 and "not a git repository" in exc.stderr:
-            return None
-        raise
-    return {p: blobs[f":{p}"] for p in paths}
-
-
-# -- revisions and the repository (plain git: the checkout hook must start fast) -----------
-
-
+# -- where a folder is in git ---------------------------------------------------------------
 class Repo(NamedTuple):
-    """The repository a hook runs in: its working tree and its (per-worktree) git folder."""
+    """A folder's repository: the work tree's top, its (per-worktree) git folder, and the
+    folder's path below the top (``""`` or ``"models/"``)."""
 
-    working_tree_dir: str
-    git_dir: str
-
-
-def open_repo(path: Path | None = None) -> Repo:
-    """The repository containing ``path`` (default: the current directory)."""
-    done = run(["rev-parse", "--show-toplevel", "--absolute-git-dir"], path, check=False)
-    lines = done.stdout.decode(errors="replace").splitlines()
-    if done.returncode != 0 and (dot_git := _dot_git(path or Path.cwd())) is not None:
-        raise _unusable(
-            dot_git, ["rev-parse"], done.returncode, done.stderr.decode("utf-8", "replace")
-        )
-    if done.returncode != 0 or len(lines) != 2:
-        raise ModelFilerError(f"{path or Path.cwd()} is not inside a git repository.")
-    return Repo(lines[0], lines[1])
-
-
-def clone_commit(repo: Repo) -> str | None:
-    """The commit ``git clone`` checked out, from the oldest entry of HEAD's reflog; ``None``
-    for a repository that was not cloned (or whose reflog is gone)."""
-    try:
-        with (Path(repo.git_dir) / "logs" / "HEAD").open("rb") as fh:
-            first = fh.readline().decode(errors="replace")
-    except OSError:
-        return None
-    fields, _, message = first.partition("\t")
-    parts = fields.split()
-    return parts[1] if len(parts) > 1 and message.startswith("clone: ") else None
-
-
-def _commit(repo: Repo, rev: str) -> str:
-    """The commit sha ``rev`` names (see :func:`commit_of`)."""
-    sha = commit_of(rev, _top(repo))
-    if sha is None:
-        raise ModelFilerError(f"Unknown git revision {rev!r}.")
-    return sha
-
-
-def _top(repo: Repo) -> Path:
-    return Path(repo.working_tree_dir)
-
-
-def registries_at(repo: Repo, rev: str) -> dict[str, bytes]:
-    """Every registry file tracked at ``rev``: path -> content."""
-    sha = _commit(repo, rev)
-    top = _top(repo)
-    # One `git ls-tree` and one `git cat-file --batch`: walking the tree object by object in
-    # Python costs seconds in a large repository.
-    listing = run(["ls-tree", "-r", "-z", "--full-tree", "--name-only", sha], top).stdout
-    paths = [p for p in listing.decode().split("\0") if p and remote_type_of(p)]
-    blobs = read_blobs([f"{sha}:{p}" for p in paths], top)
-    return {p: blob for p in paths if (blob := blobs[f"{sha}:{p}"]) is not None}
-
-
-def head_and_tag_commits(repo: Repo) -> list[str]:
-    """The commits that local branch heads and tags point at (annotated tags peeled)."""
-    fields = "%(objectname) %(objecttype) %(*objectname) %(*objecttype)"
-    out = run(
-        ["for-each-ref", f"--format={fields}", "refs/heads", "refs/tags"], _top(repo)
-    ).stdout.decode()
-    commits = set()
-    for line in out.splitlines():
-        direct, kind, *peeled = line.split()
-        if peeled:  # an annotated tag: what it points at
-            direct, kind = peeled[0], peeled[1] if len(peeled) > 1 else ""
-        if kind == "commit":  # (a tag may name a tree or a blob: no registry there)
-            commits.add(direct)
-    return sorted(commits)
-
-
-def changed_registries(repo: Repo, old: str | None, new: str) -> list[str]:
-    """Registry paths present at ``new`` that differ from ``old`` (all of them without ``old``)."""
-    if not old or old == NULL_REF:  # after a clone
-        return sorted(registries_at(repo, new))
-    # One plumbing call (user diff settings do not apply; a rename counts as its new path).
-    args = ["diff-tree", "-r", "-z", "--name-only", "--no-renames", "--diff-filter=d"]
-    done = run([*args, f"{old}^{{commit}}", f"{new}^{{commit}}", "--"], _top(repo), check=False)
-    if done.returncode != 0:  # e.g. an old ref from a discarded history: look at them all
-        return sorted(registries_at(repo, new))
-    return sorted({p for p in done.stdout.decode().split("\0") if p and remote_type_of(p)})
-
-
-def rebase_in_progress(repo: Repo) -> bool:
-    """Whether a rebase is under way (its checkouts are not the user's)."""
-    git_dir = Path(repo.git_dir)
-    return (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists()
-
-
-# -- history: revisions, path logs and reachable registry blobs ----------------------------
-
-NULL_BLOB = "0" * 40
-
-
-_PREFIXES: dict[str, tuple[Path, str]] = {}  # a folder does not move between repositories
+    top: Path
+    git_dir: Path
+    prefix: str = ""
 
 
 def _dot_git(folder: Path) -> Path | None:
@@ -282,32 +98,147 @@ def _unusable(dot_git: Path, args: Sequence[str], returncode: int, stderr: str) 
     return GitError(args, returncode, f"{stderr}\n({dot_git} is there, but git cannot use it.)")
 
 
-def repo_prefix(folder: Path) -> tuple[Path, str] | None:
-    """The work tree's top folder and ``folder``'s path inside it; ``None`` outside git."""
-    memo = _PREFIXES.get(str(folder.absolute()))
-    if memo is not None and memo[0].is_dir():
-        return memo
+def locate(folder: Path | None = None) -> Repo | None:
+    """The repository holding ``folder`` (default: the current one), with one git process;
+    ``None`` outside git. A folder not made yet belongs to its parent's repository."""
+    folder = Path.cwd() if folder is None else folder
     probe = folder
-    while not probe.is_dir():  # a model folder not made yet still belongs to its repo
+    while not probe.is_dir():
         if probe.parent == probe:
             return None
         probe = probe.parent
-    try:
-        out = run(["rev-parse", "--show-toplevel", "--show-prefix"], probe).stdout.decode()
-    except ModelFilerError as exc:
+    args = ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--show-prefix"]
+    done = run(args, probe, check=False)
+    lines = done.stdout.decode(errors="replace").split("\n")
+    if done.returncode != 0 or len(lines) < 3:
         dot_git = _dot_git(probe)
         if dot_git is None:
             return None
-        if isinstance(exc, GitError):  # git refused a repository (unsafe owner, broken .git)
-            raise _unusable(dot_git, exc.git_args, exc.returncode, exc.stderr) from None
-        raise  # git is missing: never "outside git" either
-    top, _, prefix = out.partition("\n")
+        # git refused a repository (unsafe owner, broken .git): never "outside git"
+        raise _unusable(dot_git, args, done.returncode, done.stderr.decode(errors="replace"))
     rest = folder.resolve().relative_to(probe.resolve()).as_posix()
-    prefix = prefix.strip()
-    if rest != ".":
-        prefix = f"{prefix}{rest}/"
-    _PREFIXES[str(folder.absolute())] = (Path(top), prefix)
-    return Path(top), prefix
+    prefix = lines[2] + (f"{rest}/" if rest != "." else "")
+    return Repo(Path(lines[0]), Path(lines[1]), prefix)
+
+
+def open_repo(folder: Path | None = None) -> Repo:
+    """The repository holding ``folder``; :class:`ModelFilerError` outside git."""
+    repo = locate(folder)
+    if repo is None:
+        raise ModelFilerError(
+            f"{folder or Path.cwd()} is not inside a git repository. Run `git init` first, "
+            "or run this inside your repository."
+        )
+    return repo
+
+
+def git_path(top: Path, name: str) -> Path:
+    """``git rev-parse --git-path NAME``, absolute (hooks folder, state files)."""
+    path = Path(_text(["rev-parse", "--git-path", name], top).strip())
+    return path if path.is_absolute() else top / path
+
+
+def clone_commit(repo: Repo) -> str | None:
+    """The commit ``git clone`` checked out, from the oldest entry of HEAD's reflog; ``None``
+    for a repository that was not cloned (or whose reflog is gone)."""
+    try:
+        with (repo.git_dir / "logs" / "HEAD").open("rb") as fh:
+            first = fh.readline().decode(errors="replace")
+    except OSError:
+        return None
+    fields, _, message = first.partition("\t")
+    parts = fields.split()
+    return parts[1] if len(parts) > 1 and message.startswith("clone: ") else None
+
+
+def rebase_in_progress(repo: Repo) -> bool:
+    """Whether a rebase is under way (its checkouts are not the user's)."""
+    return (repo.git_dir / "rebase-merge").exists() or (repo.git_dir / "rebase-apply").exists()
+
+
+def is_shallow(cwd: Path) -> bool:
+    """Whether the repository is a shallow clone (part of its history is missing)."""
+    return _text(["rev-parse", "--is-shallow-repository"], cwd).strip() == "true"
+
+
+def commit_of(rev: str, cwd: Path) -> str | None:
+    """The full sha of the commit ``rev`` names, or ``None`` if it names none."""
+    if not _safe_rev(rev):
+        return None
+    try:
+        out = _text(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd)
+    except ModelFilerError:
+        return None
+    return out.strip() or None
+
+
+def _safe_rev(rev: str) -> bool:
+    """Whether ``rev`` can be passed to git (never read as an option, one line)."""
+    return bool(rev) and not rev.startswith("-") and not any(c in rev for c in "\0\n")
+
+
+# -- the one object reader ------------------------------------------------------------------
+class Blob(NamedTuple):
+    """A git blob: its id and its bytes."""
+
+    oid: str
+    data: bytes
+
+
+def blob_id(data: bytes) -> str:
+    """Git's (SHA-1) blob id of ``data``: what ``git hash-object`` prints for it."""
+    digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def cat(
+    specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> list[tuple[str, str, bytes] | None]:
+    """(id, type, bytes) of each object spec (``<rev>:<path>``, ``:<path>`` for the index, an
+    id), from one ``git cat-file --batch``; ``None`` for a missing one."""
+    if not specs:
+        return []
+    if any("\n" in s for s in specs):
+        raise ModelFilerError("A path with a newline cannot be read from git; rename it.")
+    query = "".join(f"{s}\n" for s in specs).encode()
+    out = run(["cat-file", "--batch"], cwd, data=query, env=env).stdout
+    found: list[tuple[str, str, bytes] | None] = []
+    pos = 0
+    for _ in specs:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) == 3 and header[2].isdigit():  # (else "<spec> missing")
+            size = int(header[2])
+            found.append((header[0].decode(), header[1].decode(), out[pos : pos + size]))
+            pos += size + 1  # every object's bytes are stepped over, whatever its type
+        else:
+            found.append(None)
+    return found
+
+
+def blobs(
+    specs: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Blob | None]:
+    """The blob each spec names; ``None`` when missing (or not a blob)."""
+    specs = list(dict.fromkeys(specs))
+    return {
+        spec: Blob(got[0], got[2]) if got is not None and got[1] == "blob" else None
+        for spec, got in zip(specs, cat(specs, cwd, env), strict=True)
+    }
+
+
+def read_staged(paths: Sequence[str], cwd: Path | None = None) -> dict[str, Blob | None] | None:
+    """The index's blobs of ``paths`` (``None`` for one not staged), or ``None`` outside a
+    git working tree: one git process, where asking first would be two."""
+    try:
+        found = blobs([f":{p}" for p in paths], cwd, env=_C_LOCALE)
+    except GitError as exc:
+        if exc.returncode == 128 and "not a git repository" in exc.stderr:
+            return None
+        raise
+    return {p: found[f":{p}"] for p in paths}
 
 
 def read_at(rev: str, path: str, cwd: Path) -> tuple[str | None, bytes | None]:
@@ -315,30 +246,78 @@ def read_at(rev: str, path: str, cwd: Path) -> tuple[str | None, bytes | None]:
 
     ``(None, None)`` when ``rev`` names no commit; ``(sha, None)`` when the path is absent.
     """
-    if not rev or any(c in rev for c in "\0\n") or "\n" in path:
+    if not _safe_rev(rev) or "\n" in path:
         return None, None
-    commit, blob = _cat([f"{rev}^{{commit}}", f"{rev}:{path}"], cwd)
+    commit, blob = cat([f"{rev}^{{commit}}", f"{rev}:{path}"], cwd)
     if commit is None or commit[1] != "commit":
         return None, None
     return commit[0], blob[2] if blob is not None and blob[1] == "blob" else None
 
 
-def commit_of(rev: str, cwd: Path) -> str | None:
-    """The full sha of the commit ``rev`` names, or ``None`` if it names none."""
-    if not rev or rev.startswith("-") or any(c in rev for c in "\0\n"):
-        return None  # never let a revision be read as an option
-    try:
-        out = run(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd).stdout
-    except ModelFilerError:
-        return None
-    return out.decode().strip() or None
+def staged_paths(cwd: Path | None = None) -> list[str]:
+    """Paths added, copied, modified or renamed in the index (what a commit will record)."""
+    out = run(["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"], cwd).stdout
+    return [p for p in out.decode().split("\0") if p]
 
 
-def is_shallow(cwd: Path) -> bool:
-    """Whether the repository is a shallow clone (part of its history is missing)."""
-    return run(["rev-parse", "--is-shallow-repository"], cwd).stdout.decode().strip() == "true"
+# -- registries at revisions ----------------------------------------------------------------
+def registry_ids(top: Path, rev: str) -> dict[str, str]:
+    """Every registry file tracked at ``rev``: path -> blob id, from one ``git ls-tree``
+    (walking the tree object by object costs seconds in a large repository)."""
+    args = ["ls-tree", "-r", "-z", "--full-tree", f"{rev}^{{commit}}"]
+    done = run(args, top, check=False) if _safe_rev(rev) else None
+    if done is None or done.returncode != 0:
+        raise ModelFilerError(f"Unknown git revision {rev!r}.")
+    found = {}
+    for record in filter(None, done.stdout.decode().split("\0")):
+        meta, _, path = record.partition("\t")
+        _, kind, oid = meta.split()
+        if kind == "blob" and remote_type_of(path):
+            found[path] = oid
+    return found
 
 
+def registries_at(top: Path, rev: str) -> dict[str, bytes]:
+    """Every registry file tracked at ``rev``: path -> content (two git processes)."""
+    ids = registry_ids(top, rev)
+    found = blobs(list(ids.values()), top)
+    return {p: blob.data for p, oid in ids.items() if (blob := found[oid]) is not None}
+
+
+def changed_registries(top: Path, old: str | None, new: str) -> dict[str, str]:
+    """Registry paths present at ``new`` that differ from ``old`` (all of them without
+    ``old``), each with its blob id at ``new``: one git process."""
+    if not old or old == NULL_REF:  # after a clone
+        return registry_ids(top, new)
+    # One plumbing call (user diff settings do not apply; a rename counts as its new path).
+    args = ["diff-tree", "-r", "-z", "--no-renames", "--diff-filter=d"]
+    done = run([*args, f"{old}^{{commit}}", f"{new}^{{commit}}", "--"], top, check=False)
+    if done.returncode != 0:  # e.g. an old ref from a discarded history: look at them all
+        return registry_ids(top, new)
+    fields = done.stdout.decode().split("\0")
+    # Records are ":<modes> <old id> <new id> <status>" then the path.
+    return {
+        path: meta.split()[3]
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False)
+        if meta.startswith(":") and remote_type_of(path)
+    }
+
+
+def head_and_tag_commits(top: Path) -> list[str]:
+    """The commits that local branch heads and tags point at (annotated tags peeled)."""
+    fields = "%(objectname) %(objecttype) %(*objectname) %(*objecttype)"
+    out = _text(["for-each-ref", f"--format={fields}", "refs/heads", "refs/tags"], top)
+    commits = set()
+    for line in out.splitlines():
+        direct, kind, *peeled = line.split()
+        if peeled:  # an annotated tag: what it points at
+            direct, kind = peeled[0], peeled[1] if len(peeled) > 1 else ""
+        if kind == "commit":  # (a tag may name a tree or a blob: no registry there)
+            commits.add(direct)
+    return sorted(commits)
+
+
+# -- history: path logs and reachable registry blobs ----------------------------------------
 class PathChange:
     """One commit's change of files under a pathspec, as ``git log --raw`` reports it."""
 
@@ -349,8 +328,13 @@ class PathChange:
         self.parents = parents
         self.time = time
         self.author = author
-        #: path -> (blob before, blob after) per parent diff; NULL_BLOB for "absent".
+        #: (path, blob before, blob after) per parent diff; NULL_BLOB for "absent".
         self.blobs: list[tuple[str, str, str]] = []
+
+
+def _raw_log(cwd: Path, args: Sequence[str], pathspecs: Sequence[str]) -> str:
+    log_args = ["log", *args, "--raw", "--no-abbrev", "--no-renames", "-m"]
+    return _text([*log_args, "--", *pathspecs], cwd)
 
 
 def path_log(cwd: Path, pathspecs: Sequence[str], revs: Sequence[str]) -> list[PathChange]:
@@ -359,20 +343,7 @@ def path_log(cwd: Path, pathspecs: Sequence[str], revs: Sequence[str]) -> list[P
     One ``git log`` for the whole history (never a process per commit). A merge is diffed
     against each parent (``-m``), so it carries one line per parent it differs from.
     """
-    out = run(
-        [
-            "log",
-            "--format=%x1e%H %P%x1f%ct%x1f%an",
-            "--raw",
-            "--no-abbrev",
-            "--no-renames",
-            "-m",
-            *revs,
-            "--",
-            *pathspecs,
-        ],
-        cwd,
-    ).stdout.decode("utf-8", errors="replace")
+    out = _raw_log(cwd, ["--format=%x1e%H %P%x1f%ct%x1f%an", *revs], pathspecs)
     changes: list[PathChange] = []
     by_commit: dict[str, PathChange] = {}
     for record in out.split("\x1e")[1:]:
@@ -399,46 +370,23 @@ def reachable_blobs(cwd: Path, pathspecs: Sequence[str]) -> dict[str, set[str]]:
     parent (or at a root commit). The index's versions are included: a staged registry may
     name objects no commit names yet.
     """
-    out = run(
-        [
-            "log",
-            "--all",
-            "--full-history",
-            "-m",
-            "--format=",
-            "--raw",
-            "--no-abbrev",
-            "--no-renames",
-            "--",
-            *pathspecs,
-        ],
-        cwd,
-    ).stdout.decode("utf-8", errors="replace")
-    blobs: dict[str, set[str]] = {}
+    out = _raw_log(cwd, ["--all", "--full-history", "--format="], pathspecs)
+    found: dict[str, set[str]] = {}
     for line in out.splitlines():
         if line.startswith(":"):
             meta, _, path = line.partition("\t")
             for blob in meta.split()[2:4]:  # the version before is reachable too (a parent)
                 if blob != NULL_BLOB:
-                    blobs.setdefault(blob, set()).add(path)
-    staged = run(["ls-files", "-s", "-z", "--", *pathspecs], cwd).stdout.decode()
+                    found.setdefault(blob, set()).add(path)
+    staged = _text(["ls-files", "-s", "-z", "--", *pathspecs], cwd)
     for record in filter(None, staged.split("\0")):
         meta, _, path = record.partition("\t")
-        blobs.setdefault(meta.split()[1], set()).add(path)
-    return blobs
+        found.setdefault(meta.split()[1], set()).add(path)
+    return found
 
 
-def read_objects(ids: Sequence[str], cwd: Path) -> dict[str, bytes]:
-    """Contents of blobs by id, with one ``git cat-file --batch``; missing ones are left out."""
-    found = read_blobs(list(dict.fromkeys(ids)), cwd)
-    return {i: data for i, data in found.items() if data is not None}
-
-
-# -- this clone's git config (`git config --local`: never committed) -------------------------
-# Plain `git config` processes: the hooks read it on every checkout, so no GitPython.
-
-
-def config_get_regexp(pattern: str, cwd: Path | None = None) -> dict[str, str] | None:
+# -- this clone's git config (`git config --local`: never committed) ------------------------
+def config_read(pattern: str, cwd: Path | None = None) -> dict[str, str] | None:
     """Local config entries whose key matches ``pattern``: key -> value (the last one wins).
 
     ``None`` when ``cwd`` is not inside a git repository: there is no clone to configure.
@@ -482,28 +430,3 @@ def config_set(key: str, value: str, cwd: Path | None = None) -> None:
 def config_unset(key: str, cwd: Path | None = None) -> None:
     """Remove ``key`` from this clone's config (absent is fine)."""
     _config_write(["--unset-all", key], cwd, (0, 5))  # 5: no such key
-
-
-def config_file_text(repo: Repo) -> str:
-    """This clone's own config file (what ``git config --local`` reads) as text; ``""`` when
-    unreadable. Read without a git process, for a look on every checkout before asking git."""
-    common = Path(repo.git_dir)
-    try:  # a linked worktree's git folder points at the shared one
-        common = common / (common / "commondir").read_text().strip()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return ""
-    try:
-        return (common / "config").read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def config_line(key: str, value: str) -> str:
-    """The line ``git config`` writes for ``key = value`` in its section (git's quoting: a
-    value with ``;``, ``#``, CR or edge spaces in double quotes; ``"``, ``\\``, tab and
-    newline escaped)."""
-    quote = '"' if value[:1] == " " or value[-1:] == " " or any(c in value for c in ";#\r") else ""
-    escaped = value.translate({ord("\\"): "\\\\", ord('"'): '\\"', 9: "\\t", 10: "\\n"})
-    return f"\t{key} = {quote}{escaped}{quote}\n"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import gitops, serializers
 from .errors import (
@@ -28,7 +28,27 @@ from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry,
 from .trust import TrustedSet
 
 if TYPE_CHECKING:
-    from .filer import Filer
+    from .folder import ModelFolder
+    from .remotes import Remote
+    from .transfers import Transfers
+
+
+class Filer(Protocol):
+    """What history needs of a Filer (the Filer calls history: history imports no Filer)."""
+
+    local_dir: Path
+    remote_type: str
+    remote: Remote
+    folder: ModelFolder
+    transfers: Transfers
+
+    @property
+    def registry_path(self) -> Path: ...
+
+    def model_path(self, name: str) -> Path: ...
+
+    def list_files(self, rev: str | None = None) -> list[Entry]: ...
+
 
 _ENTRY_HEAD = re.compile(rb"  ([A-Za-z0-9][A-Za-z0-9_.+-]{0,127}):")
 _SPLIT = re.compile(rb"\n(?=  \S)")
@@ -138,21 +158,27 @@ class RepoPath(NamedTuple):
 
 def repo_path(filer: Filer, why: str) -> RepoPath:
     """Where the Filer's registry is tracked; :class:`ModelFilerError` outside git."""
-    found = gitops.repo_prefix(filer.local_dir)
-    if found is None:
+    repo = gitops.locate(filer.local_dir)
+    if repo is None:
         raise ModelFilerError(
             f"{filer.local_dir} is not inside a git repository, so {why}. Run it in the clone "
             "whose history holds the registry (or `git init` and commit the registry first)."
         )
-    top, prefix = found
-    return RepoPath(top, prefix + registry_filename(filer.remote_type))
+    return RepoPath(repo.top, repo.prefix + registry_filename(filer.remote_type))
 
 
 def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob at rev
     """The commit sha ``rev`` names, or :class:`UnknownRevisionError`."""
+    return _known_rev(rev, where, gitops.commit_of(_rev(rev), where.top))
+
+
+def _rev(rev: object) -> str:
     if not isinstance(rev, str):
         raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
-    sha = gitops.commit_of(rev, where.top)
+    return rev
+
+
+def _known_rev(rev: str, where: RepoPath, sha: str | None) -> str:
     if sha is None:
         raise UnknownRevisionError(
             f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
@@ -164,25 +190,22 @@ def resolve(rev: str, where: RepoPath) -> str:  # for log, which reads no blob a
 def _registry_text(filer: Filer, rev: str) -> tuple[bytes | None, str, str]:
     """The registry's bytes at ``rev`` (None if absent), a label for messages, its path."""
     where = repo_path(filer, f"rev={rev!r} cannot be read")
-    if not isinstance(rev, str):
-        raise UnknownRevisionError(f"A revision must be a string such as 'main~3', got {rev!r}.")
-    sha, text = gitops.read_at(rev, where.registry, where.top)
-    if sha is None:
-        raise UnknownRevisionError(
-            f"{rev!r} names no commit in {where.top}. Check it with `git log --oneline`, or "
-            "`git fetch` if it is on another clone."
-        )
+    sha, text = gitops.read_at(_rev(rev), where.registry, where.top)
+    _known_rev(rev, where, sha)
     return text, f"{where.registry} at {rev}", where.registry
 
 
 def registry_at(filer: Filer, rev: str) -> tuple[Registry | None, str]:
     """The Filer's registry as committed at ``rev`` (``None`` if absent), and where it is."""
     text, label, path = _registry_text(filer, rev)
-    if text is None:
-        return None, label
-    reg = parse(text, label, filename=path)
+    return (
+        None if text is None else _checked(filer, parse(text, label, filename=path), label)
+    ), label
+
+
+def _checked(filer: Filer, reg: Registry, label: str) -> Registry:
     filer.remote.check_matches(reg.remote_address, label, reg.remote_id)
-    return reg, label
+    return reg
 
 
 def list_at(filer: Filer, rev: str) -> list[Entry]:
@@ -207,16 +230,12 @@ def entry_at(filer: Filer, name: str, rev: str) -> Entry:
             consequence=f" (no registry {label}: no model was committed there)",
             hint=f"Run `model-filer log --all --dir {filer.local_dir}` to see where models exist.",
         )
-    reg = RegistryReader().pick(text, label, path, name)
-    filer.remote.check_matches(reg.remote_address, label, reg.remote_id)
-    entry = reg.entries.get(name)
-    if entry is None:
-        full, _ = registry_at(filer, rev)  # the error lists every name there
-        known = full.entries if full is not None else {}
+    entry = _checked(filer, RegistryReader().pick(text, label, path, name), label).entries.get(name)
+    if entry is None:  # the error lists every name there
         raise UnknownModelError(
             name,
             path,
-            known,
+            parse(text, label, filename=path).entries,
             rev=rev,
             hint=f"Run `model-filer log {name} --dir {filer.local_dir}` to see its history.",
         )
@@ -347,7 +366,10 @@ def _parse_blobs(
     """Each distinct registry version, parsed once (only ``name``'s entry when given)."""
     reader = RegistryReader()
     out: dict[str, Registry] = {}
-    for blob, text in gitops.read_objects(sorted(ids), where.top).items():
+    for blob, got in gitops.blobs(sorted(ids), where.top).items():
+        if got is None:
+            continue
+        text = got.data
         label = f"{where.registry} (blob {blob[:10]})"
         try:
             if name is None:
@@ -400,16 +422,11 @@ class DiffRow(NamedTuple):
 
 def diff(filer: Filer, rev1: str, rev2: str | None = None) -> list[DiffRow]:
     """Models added, removed and changed from ``rev1`` to ``rev2`` (default: working tree)."""
-    old_reg, _ = registry_at(filer, rev1)
-    new_reg = registry_at(filer, rev2)[0] if rev2 is not None else filer.folder.read()
-    return diff_registries(old_reg, new_reg)
-
-
-def diff_registries(old: Registry | None, new: Registry | None) -> list[DiffRow]:
-    """What changed between two registry versions, by model name."""
+    old = {e.name: e for e in filer.list_files(rev1)}
+    new = {e.name: e for e in filer.list_files(rev2)}
     rows = []
-    for name in sorted(_names([old, new])):
-        a, b = _get(old, name), _get(new, name)
+    for name in sorted(old.keys() | new.keys()):
+        a, b = old.get(name), new.get(name)
         if a is None or b is None:
             rows.append(DiffRow(name, "added" if a is None else "removed", a, b))
         elif (a.sha256, a.size) != (b.sha256, b.size):
@@ -426,12 +443,14 @@ def named_at_heads_and_tags(folder: Path) -> frozenset[str]:
     """The sha256s that any registry names at any local branch head or tag of the git
     repository containing ``folder`` (none outside git): what ``cache prune`` evicts last."""
     try:
-        repo = gitops.open_repo(folder)
-    except ModelFilerError:
+        repo = gitops.locate(folder)
+    except ModelFilerError:  # git missing or refusing: nothing to protect by
+        repo = None
+    if repo is None:
         return frozenset()
     named: set[str] = set()
-    for commit in gitops.head_and_tag_commits(repo):
-        for path, text in gitops.registries_at(repo, commit).items():
+    for commit in gitops.head_and_tag_commits(repo.top):
+        for path, text in gitops.registries_at(repo.top, commit).items():
             with contextlib.suppress(ModelFilerError):  # an unreadable one protects nothing
                 named.update(e.sha256 for e in parse(text, path, filename=path).entries.values())
     return frozenset(named)

@@ -6,6 +6,7 @@ import os
 import shlex
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import gitops
@@ -14,6 +15,7 @@ from .errors import ModelFilerError
 MARKER = "# installed by model-filer install-hooks"
 DRIVER = "model-filer-registry"
 ATTRIBUTES_LINE = f".*_registry merge={DRIVER}"
+DRIVER_CONFIG = rf"merge\.{DRIVER}"  # its git config keys (read with the approvals: one read)
 # hook -> (module, extra args, whether git feeds it stdin)
 HOOKS = {
     "pre-commit": ("model_filer_hooks.no_local_models", "", False),
@@ -48,7 +50,7 @@ def _script(hook: str, previous: Path) -> str:
 
 def install_hooks(root: Path, hooks: bool = True, merge_driver: bool = True) -> list[str]:
     """Install the hooks (keeping any already there) and the merge driver; return what was done."""
-    top = gitops.toplevel(root)
+    top = gitops.open_repo(root).top
     done = [install_merge_driver(top)] if merge_driver else []
     if not hooks:
         return done
@@ -107,30 +109,24 @@ def _configure_driver(top: Path) -> None:
     gitops.config_set(f"merge.{DRIVER}.driver", driver_command(), top)
 
 
-def ensure_merge_driver(repo: gitops.Repo) -> str | None:
+def ensure_merge_driver(repo: gitops.Repo, config: Mapping[str, str]) -> str | None:
     """Set up the merge driver in this clone when its ``.gitattributes`` names it; say so.
 
     The checkout hook's job: ``.gitattributes`` is committed but the driver's command lives
-    in each clone's git config, and a clone made with the hooks runs this on ``git clone``.
-    Set up already (the common case), it costs a read of two small files and no git process.
-    A driver of the user's own (a command that is not model_filer's) is left alone.
+    in each clone's git config (``config``: what the hook read of it), and a clone made with
+    the hooks runs this on ``git clone``. A driver of the user's own (a command that is not
+    model_filer's) is left alone.
     """
-    top = Path(repo.working_tree_dir)
     try:
-        attributes = (top / ".gitattributes").read_text(errors="replace")
+        attributes = (repo.top / ".gitattributes").read_text(errors="replace")
     except OSError:
         return None
     if f"merge={DRIVER}" not in attributes:
         return None
-    ours = gitops.config_line("name", NAME) + gitops.config_line("driver", driver_command())
-    if f'[merge "{DRIVER}"]\n{ours}' in gitops.config_file_text(repo):
-        return None
-    current = (gitops.config_get_regexp(rf"^merge\.{DRIVER}\.", top) or {}).get(
-        f"merge.{DRIVER}.driver"
-    )
+    current = config.get(f"merge.{DRIVER}.driver")
     if current == driver_command() or (current is not None and "merge-registry" not in current):
         return None
-    _configure_driver(top)
+    _configure_driver(repo.top)
     return f"set up the registry merge driver in this clone (git config merge.{DRIVER}.driver)"
 
 
@@ -138,7 +134,10 @@ def install_merge_driver(top: Path) -> str:
     """Register the registry merge driver in git config and ``.gitattributes``."""
     _configure_driver(top)
     attributes = top / ".gitattributes"
-    at_head = None if attributes.exists() else gitops.show_at_head(top, ".gitattributes")
+    at_head = None
+    if not attributes.exists():
+        got = gitops.blobs(["HEAD:.gitattributes"], top)["HEAD:.gitattributes"]
+        at_head = None if got is None else got.data.decode(errors="replace")
     if at_head is not None:
         # Not checked out yet (`git clone --no-checkout`): a file written now would make
         # the checkout fail; the committed one arrives with it.

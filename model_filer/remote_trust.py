@@ -1,4 +1,4 @@
-"""Which remote each registry of this clone uses, and at which address (per-machine override).
+"""Remote approval: which remote each registry of this clone may use, and at which address.
 
 A registry committed to git names its remote, and anyone can open a pull request that changes
 it. Trust therefore belongs to a registry path, recorded in the clone's own git config
@@ -12,7 +12,7 @@ it. Trust therefore belongs to a registry path, recorded in the clone's own git 
 
 A remote is known by its identity: a local folder's ID (its ID file; a folder from before IDs
 by its path), an S3 remote by bucket and prefix. The rule, the one the library, the CLI and
-the hooks all ask through :func:`fetch_address`:
+the hooks all ask through :func:`approved_address`:
 
 - each registry path present when the clone was made trusts the remote it named then (the
   commit of git's ``clone:`` reflog entry; in a repository that was not cloned, ``HEAD`` when
@@ -29,29 +29,20 @@ the hooks all ask through :func:`fetch_address`:
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from .errors import ModelFilerError, RemoteMismatchError, UntrustedRemoteError
-from .gitops import (
-    clone_commit,
-    commit_of,
-    config_get_regexp,
-    config_set,
-    config_unset,
-    open_repo,
-    registries_at,
-    repo_prefix,
-)
+from . import gitops
+from .errors import ModelFilerError, UntrustedRemoteError
 from .registry import Registry, parse
-from .remotes import PATIENT, Network, get_remote
-
-if TYPE_CHECKING:
-    from .filer import Filer
+from .remotes import get_remote
 
 SECTION = "model-filer"
 PATHS = "model-filer-registry"  # [model-filer-registry "<path in the repo>"] remote = <key>
 CLONE = "model-filer-clone.commit"  # set once the registries of the clone's commit are recorded
+#: The git config keys approvals live in (one ``git config`` read takes them all).
+CONFIG_KEYS = rf"{SECTION}|{PATHS}|{CLONE.partition('.')[0]}"
 
 Action = Literal["fetch", "push", "use", "check", "delete"]
 _NOTHING: dict[str, str] = {
@@ -63,7 +54,7 @@ _NOTHING: dict[str, str] = {
 }
 
 
-class Trusted(NamedTuple):
+class Approval(NamedTuple):
     """A remote this clone fetches from: its identity key, where, and whether set by hand."""
 
     key: str
@@ -72,12 +63,16 @@ class Trusted(NamedTuple):
 
 
 class Clone(NamedTuple):
-    """What this clone trusts: remotes by key, and the remote key of each registry path."""
+    """What this clone approved: remotes by key, and the remote key of each registry path."""
 
-    top: Path
-    remotes: dict[str, Trusted]
+    repo: gitops.Repo
+    remotes: dict[str, Approval]
     paths: dict[str, str]
     since: str | None  # the commit whose registries were taken as the clone's, once recorded
+
+    def path_of(self, registry_path: Path) -> str:
+        """The registry's path in the repository, as git names it."""
+        return registry_path.resolve().relative_to(self.repo.top.resolve()).as_posix()
 
 
 def remote_key(remote_type: str, address: str, remote_id: str | None) -> str:
@@ -96,79 +91,105 @@ def describe(reg: Registry) -> str:
     return f"{reg.remote_type} remote {reg.remote_address}{ident}"
 
 
-def _read(top: Path) -> Clone | None:
-    raw = config_get_regexp(rf"^({SECTION}|{PATHS}|{CLONE.partition('.')[0]})\.", top)
-    if raw is None:
+def read_clone(repo: gitops.Repo | None, config: Mapping[str, str] | None = None) -> Clone | None:
+    """This clone's approvals, from ``config`` when the caller read it (see
+    :data:`CONFIG_KEYS`), else with one ``git config``; ``None`` outside git."""
+    if repo is None:
         return None
-    remotes: dict[str, Trusted] = {}
+    if config is None:
+        config = gitops.config_read(rf"^({CONFIG_KEYS})\.", repo.top)
+        if config is None:
+            return None
+    remotes: dict[str, Approval] = {}
     paths: dict[str, str] = {}
-    for name, value in raw.items():
+    for name, value in config.items():
         section, _, rest = name.partition(".")
         sub, _, field = rest.rpartition(".")
         if section == SECTION and field == "address":
-            remotes[sub] = Trusted(sub, value, raw.get(f"{SECTION}.{sub}.override") == "true")
+            remotes[sub] = Approval(sub, value, config.get(f"{SECTION}.{sub}.override") == "true")
         elif section == PATHS and field == "remote":
             paths[sub] = value
-    return Clone(top, remotes, paths, raw.get(CLONE))
+    return Clone(repo, remotes, paths, config.get(CLONE))
 
 
-def trusted_remotes(cwd: Path) -> dict[str, Trusted] | None:
-    """This clone's trusted remotes by key; ``None`` outside a git repository."""
-    found = repo_prefix(cwd)
-    clone = _read(found[0]) if found is not None else None
+def _clone_at(folder: Path) -> Clone | None:
+    return read_clone(gitops.locate(folder))
+
+
+def approvals(cwd: Path) -> dict[str, Approval] | None:
+    """This clone's approved remotes by key; ``None`` outside a git repository."""
+    clone = _clone_at(cwd)
     return clone.remotes if clone is not None else None
 
 
-def _record(cwd: Path, key: str, address: str, override: bool) -> Trusted:
-    config_set(f"{SECTION}.{key}.address", address, cwd)
+def _record(clone: Clone, key: str, address: str, override: bool) -> Approval:
+    top = clone.repo.top
+    gitops.config_set(f"{SECTION}.{key}.address", address, top)
     if override:
-        config_set(f"{SECTION}.{key}.override", "true", cwd)
-    else:
-        config_unset(f"{SECTION}.{key}.override", cwd)
-    return Trusted(key, address, override)
+        gitops.config_set(f"{SECTION}.{key}.override", "true", top)
+    elif key in clone.remotes:  # (a remote recorded first has no override to drop)
+        gitops.config_unset(f"{SECTION}.{key}.override", top)
+    clone.remotes[key] = Approval(key, address, override)
+    return clone.remotes[key]
 
 
 def _record_path(clone: Clone, path: str, key: str) -> None:
-    config_set(f"{PATHS}.{path}.remote", key, clone.top)
+    gitops.config_set(f"{PATHS}.{path}.remote", key, clone.repo.top)
     clone.paths[path] = key
 
 
-def _bootstrap(clone: Clone) -> Clone:
-    """Record, once, the remote each registry of the clone's commit names (the clone's own)."""
+def bootstrap(
+    clone: Clone,
+    listed: tuple[str, Mapping[str, str]] | None = None,
+    read: Mapping[str, tuple[str, Registry]] | None = None,
+) -> Clone:
+    """Record, once, the remote each registry of the clone's commit names (the clone's own).
+
+    A caller that has listed a commit's registries (``listed``: the commit and its registry
+    paths' blob ids) and read some of them (``read``: path -> blob id and registry) passes
+    them: a registry read from the working tree with the committed blob id is not read
+    again, and the clone's commit is not listed again.
+    """
     if clone.since is not None:
         return clone
-    repo = open_repo(clone.top)
-    commit = clone_commit(repo) or commit_of("HEAD", clone.top)
-    for path, text in (registries_at(repo, commit) if commit else {}).items():
+    top = clone.repo.top
+    commit = gitops.clone_commit(clone.repo) or gitops.commit_of("HEAD", top)
+    if commit is None:
+        ids: Mapping[str, str] = {}
+    elif listed is not None and listed[0] == commit:
+        ids = listed[1]
+    else:
+        ids = gitops.registry_ids(top, commit)
+    known = {p: reg for p, (oid, reg) in (read or {}).items() if ids.get(p) == oid}
+    rest = gitops.blobs([oid for p, oid in ids.items() if p not in known], top)
+    for path, oid in ids.items():
         if path in clone.paths:
             continue
         try:
-            reg = parse(text, f"{path} at {commit}", filename=path)
+            reg = known[path] if path in known else _parse(rest[oid], f"{path} at {commit}", path)
             key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
             address = canonical(reg.remote_type, reg.remote_address)
         except ModelFilerError:
             continue  # unreadable then: it trusts nothing
         _record_path(clone, path, key)
         if key not in clone.remotes:
-            clone.remotes[key] = _record(clone.top, key, address, override=False)
-    config_set(CLONE, commit or "none", clone.top)
+            _record(clone, key, address, override=False)
+    gitops.config_set(CLONE, commit or "none", top)
     return clone._replace(since=commit or "none")
 
 
-def _clone_of(registry_path: Path, decide: bool = True) -> tuple[Clone, str] | None:
-    """This clone's trust and the registry's path in it; ``None`` outside git. Before a
-    decision (``decide``) the clone's own registries are recorded, once."""
-    found = repo_prefix(registry_path.parent)
-    if found is None:
-        return None
-    clone = _read(found[0])
-    if clone is None:
-        return None
-    return (_bootstrap(clone) if decide else clone), found[1] + registry_path.name
+def _parse(blob: gitops.Blob | None, where: str, path: str) -> Registry:
+    if blob is None:
+        raise ModelFilerError(f"{where} cannot be read")
+    return parse(blob.data, where, filename=path)
 
 
-def fetch_address(
-    registry_path: Path, reg: Registry, folder: str | None = None, action: Action = "fetch"
+def approved_address(
+    registry_path: Path,
+    reg: Registry,
+    folder: str | None = None,
+    action: Action = "fetch",
+    clone: Clone | None = None,
 ) -> str:
     """The address to reach ``reg``'s remote at in this clone, or refuse (see the module).
 
@@ -177,24 +198,29 @@ def fetch_address(
     Parameters
     ----------
     registry_path : Path
-        The registry file (its path in the repository is what trust is recorded for).
+        The registry file (its path in the repository is what approval is recorded for).
     reg : Registry
         Its content: the remote it names.
     folder : str, optional
         The model folder as the user typed it, for the command in the message.
     action : {"fetch", "push", "use", "check", "delete"}
         What the caller is about to do, for the message.
+    clone : Clone, optional
+        This clone's approvals, already read and bootstrapped (a hook's whole run);
+        read here when not given.
 
     Raises
     ------
     UntrustedRemoteError
-        The registry path names a remote this clone does not trust for it, or its address
-        changed.
+        The registry path names a remote this clone has not approved for it, or its
+        address changed.
     """
-    found = _clone_of(registry_path)
-    if found is None:
-        return reg.remote_address
-    clone, path = found
+    if clone is None:
+        clone = _clone_at(registry_path.parent)
+        if clone is None:
+            return reg.remote_address
+        clone = bootstrap(clone)
+    path = clone.path_of(registry_path)
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
     address = canonical(reg.remote_type, reg.remote_address)
     known = clone.paths.get(path)
@@ -218,14 +244,13 @@ def fetch_address(
     )
 
 
-def _by_path(clone: Clone, path: str, known: str | None, key: str, by_path: str) -> Trusted | None:
-    """A folder this clone trusted by its path whose registry now records the folder's ID."""
+def _by_path(clone: Clone, path: str, known: str | None, key: str, by_path: str) -> Approval | None:
+    """A folder this clone approved by its path whose registry now records the folder's ID."""
     entry = clone.remotes.get(by_path)
     if entry is None or known not in (None, by_path):
         return None
     _record_path(clone, path, key)
-    clone.remotes[key] = _record(clone.top, key, entry.address, entry.override)
-    return clone.remotes[key]
+    return _record(clone, key, entry.address, entry.override)
 
 
 def _untrusted(
@@ -247,32 +272,32 @@ def _untrusted(
     )
 
 
-def trust(registry_path: Path, reg: Registry) -> Trusted:
-    """Trust the remote ``reg`` names for its registry path, at the address it records (drops
-    any override)."""
-    found = _clone_of(registry_path)
-    if found is None:
+def approve(registry_path: Path, reg: Registry) -> Approval:
+    """Approve the remote ``reg`` names for its registry path, at the address it records
+    (drops any override)."""
+    clone = _clone_at(registry_path.parent)
+    if clone is None:
         raise ModelFilerError(
             f"{registry_path.parent} is not inside a git repository: there is no clone to "
             "record trust in."
         )
-    clone, path = found
+    clone = bootstrap(clone)
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
-    _record_path(clone, path, key)
-    return _record(clone.top, key, canonical(reg.remote_type, reg.remote_address), override=False)
+    _record_path(clone, clone.path_of(registry_path), key)
+    return _record(clone, key, canonical(reg.remote_type, reg.remote_address), override=False)
 
 
 def vouch(registry_path: Path, reg: Registry, address: str) -> None:
-    """Trust a registry written through a ``Filer`` given ``address`` explicitly (its remote).
+    """Approve a registry written through a ``Filer`` given ``address`` explicitly.
 
     The Filer has checked that ``address`` is the registry's remote. The address is recorded
     only when it is the one the registry records (not a per-machine path), and never replaces
     an override set with ``model-filer remote set``.
     """
-    found = _clone_of(registry_path, decide=False)  # (a dump need not wait for that)
-    if found is None:
+    clone = _clone_at(registry_path.parent)  # (not bootstrapped: a dump need not wait)
+    if clone is None:
         return
-    clone, path = found
+    path = clone.path_of(registry_path)
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
     if clone.paths.get(path) != key:
         _record_path(clone, path, key)
@@ -281,45 +306,7 @@ def vouch(registry_path: Path, reg: Registry, address: str) -> None:
     if here == canonical(reg.remote_type, reg.remote_address) and (
         entry is None or (not entry.override and entry.address != here)
     ):
-        _record(clone.top, key, here, override=False)
-
-
-def registry_of(folder: Path, remote_type: str | None) -> tuple[Path, Registry]:
-    """The one registry of ``folder`` (of ``remote_type`` if given), for ``Filer(folder)``.
-
-    Raises
-    ------
-    RegistryError
-        None, or several, are there.
-    RemoteMismatchError
-        ``remote_type`` disagrees with the folder's registry.
-    """
-    from .discovery import read_registry, registries_in
-    from .errors import RegistryError
-    from .files import registry_filename, remote_type_of
-
-    found = registries_in(folder)
-    chosen = [p for p in found if remote_type in (None, remote_type_of(p.name))]
-    if len(chosen) == 1:
-        return chosen[0], read_registry(chosen[0])
-    if remote_type is not None and len(found) == 1:
-        raise RemoteMismatchError(
-            f"{found[0]} is a {remote_type_of(found[0].name)} registry, but remote_type="
-            f"{remote_type!r} was passed. Drop remote_type to use it, or pass the address "
-            f"of the {remote_type} remote to start {folder / registry_filename(remote_type)}."
-        )
-    if not chosen:
-        raise RegistryError(
-            f"No registry in {folder}, so Filer({str(folder)!r}) has no remote to read. Pass "
-            f"the address: Filer({str(folder)!r}, 's3://bucket/prefix') or "
-            f"Filer({str(folder)!r}, '/path/to/folder', 'local')."
-        )
-    kinds = ", ".join(repr(remote_type_of(p.name)) for p in chosen)
-    raise RegistryError(
-        f"{folder} holds {len(chosen)} registries ({', '.join(p.name for p in chosen)}), so "
-        f"Filer({str(folder)!r}) cannot tell which remote to use. Pass remote_type= (one of "
-        f"{kinds})."
-    )
+        _record(clone, key, here, override=False)
 
 
 def require_per_machine(reg: Registry) -> None:
@@ -332,44 +319,25 @@ def require_per_machine(reg: Registry) -> None:
         )
 
 
-def set_address(registry_path: Path, reg: Registry, address: str) -> Trusted:
+def set_address(registry_path: Path, reg: Registry, address: str) -> Approval:
     """Record where this machine reaches ``reg``'s remote; the caller has checked the folder."""
-    cwd = registry_path.parent
-    if trusted_remotes(cwd) is None:
+    clone = _clone_at(registry_path.parent)
+    if clone is None:
         raise ModelFilerError(
-            f"{cwd} is not inside a git repository: pass the address to Filer() instead."
+            f"{registry_path.parent} is not inside a git repository: pass the address to "
+            "Filer() instead."
         )
     require_per_machine(reg)
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
-    return _record(cwd, key, canonical(reg.remote_type, address), override=True)
+    return _record(clone, key, canonical(reg.remote_type, address), override=True)
 
 
-def override_of(registry_path: Path, reg: Registry, cwd: Path | None = None) -> Trusted | None:
-    """This machine's address override for ``reg``'s remote, if one was set (``cwd``: a
-    folder of the clone, default the registry's)."""
-    trusted = trusted_remotes(cwd or registry_path.parent) or {}
-    entry = trusted.get(remote_key(reg.remote_type, reg.remote_address, reg.remote_id))
+def override_of(registry_path: Path, reg: Registry, clone: Clone | None = None) -> Approval | None:
+    """This machine's address override for ``reg``'s remote, if one was set."""
+    clone = clone or _clone_at(registry_path.parent)
+    entry = (
+        None
+        if clone is None
+        else clone.remotes.get(remote_key(reg.remote_type, reg.remote_address, reg.remote_id))
+    )
     return entry if entry is not None and entry.override else None
-
-
-def trusted_filer(
-    registry_path: Path,
-    folder: str | None = None,
-    network: Network = PATIENT,
-    action: Action = "fetch",
-) -> Filer:
-    """The Filer of a registry file, at the address this clone uses for it (or refuse)."""
-    from .discovery import filer_for, read_registry
-
-    reg = read_registry(registry_path)
-    address = fetch_address(registry_path, reg, folder, action)
-    return filer_for(registry_path, address, network)
-
-
-def local_filer(registry_path: Path) -> Filer:
-    """The Filer of a registry file for work that fetches nothing: this machine's address."""
-    from .discovery import filer_for, read_registry
-
-    reg = read_registry(registry_path)
-    override = override_of(registry_path, reg)
-    return filer_for(registry_path, override.address if override else None)

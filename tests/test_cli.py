@@ -14,10 +14,13 @@ from model_filer import Filer
 from model_filer.cli import main
 from model_filer.install import ATTRIBUTES_LINE, DRIVER, MARKER
 from tests.support.gitrepo import (
+    commit,
     git,
+    init_repo,
     model_filer,
     model_files,
     registry_bytes,
+    run_counting_registry_opens,
     sample_entry,
 )
 from tests.support.machines import another_machine
@@ -389,7 +392,7 @@ def test_install_hooks_from_a_subfolder(repo, monkeypatch):
 def test_install_hooks_outside_a_repository(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["install-hooks"]) == 2
-    user_error(capsys, "not a git repository", "git init")
+    user_error(capsys, "not inside a git repository", "git init")
 
 
 def test_plain_hooks_end_to_end(tmp_path, repo, remote, monkeypatch):
@@ -503,3 +506,21 @@ def test_run_as_a_module(repo, filer):
     assert done.returncode == 2
     assert done.stderr.startswith("model-filer: error: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["log", "--all"], ["gc", "--remote", "--all"]])
+def test_a_command_reads_each_registry_it_acts_on_once(tmp_path, argv):
+    """Each step of a command is handed the registry read first: one read of each (an
+    audit hook in the CLI's own process sees every open)."""
+    repo = init_repo(tmp_path / "repo")
+    for folder in ("a", "b"):
+        remote = tmp_path / f"remote-{folder}"
+        remote.mkdir()
+        Filer(repo / folder, str(remote), "local").dump({"m": folder}, "m", push=True)
+    commit(repo, "two registries")
+
+    done, opened = run_counting_registry_opens(repo, "model_filer", argv)
+
+    assert done.returncode == 0, done.stderr
+    read = sorted((repo / p).resolve() for p in opened)
+    assert read == [(repo / f / ".local_registry").resolve() for f in ("a", "b")]

@@ -715,3 +715,8 @@ def test_four_processes_dumping_into_one_folder_at_once(local_dir, remote_dir):
     assert sorted(p.name for p in local_dir.glob("*.pkl")) == sorted(
         f"{e.name}.pkl" for e in entries
     )
+
+
+def test_readme_says_a_local_remote_folder_must_exist() -> None:
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    assert "must already exist" in readme

@@ -22,7 +22,7 @@ from model_filer import Filer
 from model_filer import gc as gcmod
 from model_filer.cli import main
 from model_filer.errors import ModelFilerError, RegistryError
-from model_filer.gitops import read_blobs
+from model_filer.gitops import blobs
 from model_filer.merge import merge_texts
 from model_filer.names import is_object_key, object_key
 from model_filer.registry import Entry, parse
@@ -88,8 +88,10 @@ class Repo:
             return
         if not self.git("rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).stdout:
             raise AssertionError(done.stdout + done.stderr)
-        stages = read_blobs([f":{i}:{self.registry}" for i in (1, 2, 3)], self.path)
-        base, ours, theirs = (stages[f":{i}:{self.registry}"] or b"" for i in (1, 2, 3))
+        stages = blobs([f":{i}:{self.registry}" for i in (1, 2, 3)], self.path)
+        base, ours, theirs = (
+            b.data if (b := stages[f":{i}:{self.registry}"]) else b"" for i in (1, 2, 3)
+        )
         try:
             merged = merge_texts(base, ours, theirs, self.registry).registry.dumps()
         except RegistryError:
@@ -103,7 +105,7 @@ class Repo:
     def reachable_entries(self) -> list[Entry]:
         commits = self.git("rev-list", "--all").stdout.split()
         specs = [f"{c}:{self.registry}" for c in commits] + [f":{self.registry}"]
-        texts = [t for t in read_blobs(specs, self.path).values() if t is not None]
+        texts = [b.data for b in blobs(specs, self.path).values() if b is not None]
         worktree = self.path / self.registry
         if worktree.is_file():
             texts.append(worktree.read_bytes())

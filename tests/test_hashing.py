@@ -6,10 +6,14 @@ import hashlib
 import io
 import os
 import pickle
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from model_filer import Filer
+from model_filer.errors import IntegrityError
 from model_filer.hashing import CHUNK, HashCache, HashingWriter, sha256_file
 
 MB = 1024 * 1024
@@ -200,3 +204,26 @@ def test_serializers_dump_returns_the_sha_and_size_of_the_bytes_written():
     sha256, size = serializers.dump({"a": np.ones(1 << 20)}, out)
     assert sha256 == hashlib.sha256(out.getvalue()).hexdigest()
     assert size == len(out.getvalue())
+
+
+def test_a_same_size_tamper_with_the_mtime_restored_is_caught(tmp_path: Path, remote: Path) -> None:
+    filer = Filer(tmp_path / "models", str(remote), remote_type="local")
+    filer.dump(b"a" * 1000, "m")
+    assert filer.load("m") == b"a" * 1000
+    path = filer.model_path("m")
+    before = os.stat(path)
+    time.sleep(0.05)  # ctime ticks at the kernel's clock granularity
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # inside the pickled bytes object: same size, still unpickles
+    with open(path, "r+b") as fh:  # same inode
+        fh.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert HashCache(filer.local_dir).lookup(path) is None
+    with pytest.raises(IntegrityError, match="changed after dump"):
+        filer.load("m")

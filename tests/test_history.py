@@ -363,14 +363,14 @@ def test_conflict_markers_anywhere_in_a_revisions_registry_are_refused(hist: His
 def test_git_blobs_after_a_tree_or_a_missing_path_are_read_whole(repo):
     """cat-file prints a tree's bytes too: they are stepped over, not read as the next
     header."""
-    from model_filer.gitops import cat_blobs, read_at
+    from model_filer.gitops import blobs, read_at
 
     (repo / "d").mkdir()
     (repo / "d" / "f").write_bytes(b"inside\n")
     (repo / "top").write_bytes(b"top bytes\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "files")
-    got = cat_blobs(["HEAD:d", "HEAD:nope", "HEAD:top", "HEAD:d/f"], repo)
+    got = blobs(["HEAD:d", "HEAD:nope", "HEAD:top", "HEAD:d/f"], repo)
     assert got["HEAD:d"] is None and got["HEAD:nope"] is None
     assert got["HEAD:top"] is not None and got["HEAD:top"].data == b"top bytes\n"
     assert got["HEAD:d/f"] is not None and got["HEAD:d/f"].data == b"inside\n"

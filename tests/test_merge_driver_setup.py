@@ -19,7 +19,15 @@ from model_filer_hooks.no_local_models import main as commit_hook
 from model_filer_hooks.prefetch_models import main as checkout_hook
 
 from model_filer.install import DRIVER, driver_command, install_hooks
-from tests.support.gitrepo import NULL_SHA, commit, environ, git, init_repo, model_filer
+from tests.support.gitrepo import (
+    NULL_SHA,
+    commit,
+    environ,
+    git,
+    init_repo,
+    log_git_calls,
+    model_filer,
+)
 
 REGISTRY = "models/.local_registry"
 BIN = Path(sys.executable).parent
@@ -105,23 +113,19 @@ def test_a_driver_of_the_users_own_is_left_alone(producer, tmp_path, monkeypatch
     assert git(clone, "config", DRIVER_KEY).stdout.strip() == "my-merger %O %A %B"
 
 
-def test_once_set_up_a_checkout_runs_no_git_process_for_it(producer, tmp_path, monkeypatch):
-    """A real git behind a logging wrapper on PATH: the hook's git processes are counted."""
+def test_once_set_up_a_checkout_writes_no_git_config(producer, tmp_path, monkeypatch):
+    """A real git behind a logging wrapper on PATH: the hook's git processes are counted.
+    The driver's check shares the hook's one config read (with the remote approvals)."""
     clone = fresh_clone(producer, tmp_path)
     assert after_clone_hook(clone, monkeypatch) == 0
-    log = tmp_path / "git.log"
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    real_git = shutil.which("git")
-    (shim / "git").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real_git}" "$@"\n')
-    (shim / "git").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    log = log_git_calls(tmp_path, monkeypatch)
     git(clone, "checkout", "-q", "-b", "topic")
+    log.write_text("")
 
     assert checkout_hook(["--hook-stage", "post-checkout", "HEAD", "HEAD", "1"]) == 0
 
-    calls = log.read_text().splitlines()
-    assert calls and not [c for c in calls if c.startswith("config")], calls
+    config = [c for c in log.read_text().splitlines() if c.startswith("config")]
+    assert len(config) == 1 and "--get-regexp" in config[0], config
 
 
 def test_an_old_command_is_replaced_by_the_checkout_hook(producer, tmp_path, monkeypatch):

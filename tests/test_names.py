@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from model_filer.errors import InvalidNameError, ModelFilerError
+from model_filer import Filer
+from model_filer.errors import InvalidNameError, ModelExistsError, ModelFilerError
 from model_filer.names import NAME_RULE, check_key, check_name, check_sha256, object_key, show
 
 GOOD_SHA = "0123456789abcdef" * 4
@@ -137,3 +140,28 @@ def test_object_key_is_name_then_sha_and_passes_check_key():
     key = object_key("my_model", GOOD_SHA)
     assert key == f"my_model/{GOOD_SHA}.pkl"
     assert check_key(key, "w") == key
+
+
+def test_a_name_differing_only_in_case_is_refused(tmp_path: Path, remote: Path) -> None:
+    filer = Filer(tmp_path / "models", str(remote), remote_type="local")
+    filer.dump(1, "Model")
+    for overwrite in (False, True):
+        with pytest.raises(ModelExistsError, match="differs only in case from 'Model'"):
+            filer.dump(2, "model", overwrite=overwrite)
+    assert [e.name for e in filer.list_files()] == ["Model"]
+    filer.dump(3, "Model", overwrite=True)  # the same name is still an overwrite
+
+
+def test_case_twins_are_found_among_many_and_in_a_registry_that_already_has_them() -> None:
+    from model_filer.registry import Entry, Registry
+
+    def entry(name: str) -> Entry:
+        return Entry(name, "local", "a" * 64, 1, "pickle-5", "2024-05-01T12:00:00+00:00", "3.11.7")
+
+    reg = Registry("local", "/srv", {f"m{i}": entry(f"m{i}") for i in range(1000)})
+    assert reg.case_twin("M500") == "m500"
+    assert reg.case_twin("m500") is None
+    reg.entries["Zed"] = entry("Zed")  # the index follows changes
+    assert reg.case_twin("zed") == "Zed"
+    legacy = Registry("local", "/srv", {"A": entry("A"), "a": entry("a")})
+    assert legacy.case_twin("a") == "A" and legacy.case_twin("A") == "a"

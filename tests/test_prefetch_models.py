@@ -27,7 +27,9 @@ from tests.support.gitrepo import (
     git,
     head,
     init_repo,
+    log_git_calls,
     model_files,
+    run_counting_registry_opens,
 )
 
 MODELS = {
@@ -167,6 +169,38 @@ def test_a_clone_fetches_every_registry(world, hook_env, capsys):
     assert world.files("models_y") == ["b.pkl"]
     assert loaded(world, "models_x", "a") == MODELS["a"]
     assert "2 model(s) fetched" in capsys.readouterr().out
+
+
+def test_a_fresh_clone_reads_each_registry_once_with_three_git_processes(
+    tmp_path, hook_env, monkeypatch
+):
+    """A real 20-model clone and a real hook process: every git call is logged by a wrapper
+    on PATH, every open of a registry file by an audit hook in the hook's process."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    producer = init_repo(tmp_path / "producer")
+    filer = Filer(producer / "models", str(remote), "local")
+    for i in range(20):
+        filer.dump({"model": i}, f"m{i:02}", push=True)
+    (producer / ".gitattributes").write_text(".*_registry merge=model-filer-registry\n")
+    commit(producer, "20 models")
+    consumer = tmp_path / "consumer"
+    git(tmp_path, "clone", "-q", str(producer), str(consumer))
+    argv = ["--hook-stage", "post-checkout", NULL_SHA, head(consumer), "1"]
+    calls = log_git_calls(tmp_path, monkeypatch)
+    hook, opened = run_counting_registry_opens(consumer, "model_filer_hooks.prefetch_models", argv)
+
+    assert hook.returncode == 0, hook.stdout + hook.stderr
+    assert "20 linked from the local store" in hook.stdout, hook.stdout
+    assert model_files(consumer / "models") == [f"m{i:02}.pkl" for i in range(20)]
+    assert opened == [str(consumer / "models" / ".local_registry")]
+    logged = calls.read_text().splitlines()
+    writes = [c for c in logged if c.startswith("config --local ") and "--get-regexp" not in c]
+    others = [c for c in logged if c not in writes]
+    assert len(others) <= 3, others
+    assert not [c for c in others if c.startswith("cat-file")], others  # (no 2nd read)
+    # The merge driver's two keys, and this clone's approval of the registry's remote.
+    assert len(writes) == 5, writes
 
 
 def test_a_new_branch_at_the_same_commit_fetches_nothing(world, hook_env):

@@ -19,9 +19,10 @@ from model_filer import Filer
 from model_filer.cli import main as cli
 from model_filer.errors import RemoteMismatchError, RemoteObjectMissingError, UntrustedRemoteError
 from model_filer.hashing import sha256_file
+from model_filer.hookapi import approved_filer
 from model_filer.names import object_key
 from model_filer.registry import read
-from model_filer.remote_trust import trusted_filer, trusted_remotes
+from model_filer.remote_trust import approvals
 from model_filer.remotes.local import ID_FILE, LocalRemote
 from tests.support.gitrepo import commit, git, head, init_repo
 from tests.support.machines import another_machine
@@ -148,7 +149,7 @@ def test_a_checkout_that_redirects_the_remote_fetches_nothing(
     assert cli(["pull", "--dir", "models", "--all"]) == 2
     assert "model-filer remote trust --dir models" in capsys.readouterr().err
     with pytest.raises(UntrustedRemoteError, match="remote trust --dir models"):
-        trusted_filer(consumer / "models" / ".local_registry", "models")
+        approved_filer(consumer / "models" / ".local_registry", "models")
     # The library refuses the other folder's registry outright; with a copied ID it fetches
     # from the folder it was given, the team's, which has no such object.
     with pytest.raises(RemoteObjectMissingError if copy_id else RemoteMismatchError):
@@ -195,7 +196,7 @@ def test_trusting_the_change_lets_the_hook_fetch(
     assert cli(["pull", "--dir", "models", "--all"]) == 0
 
     assert (consumer / "models" / "m.pkl").exists()
-    trusted = trusted_remotes(consumer)
+    trusted = approvals(consumer)
     assert trusted is not None and [t.address for t in trusted.values()] == [str(moved)]
     assert "model-filer" not in git(consumer, "status", "--porcelain").stdout
 

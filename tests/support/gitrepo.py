@@ -8,8 +8,10 @@ gives it an empty global config, an identity and ``main`` as the default branch.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,54 @@ def git(
             f"git {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
         )
     return done
+
+
+def log_git_calls(tmp_path: Path, monkeypatch: Any) -> Path:
+    """Put a wrapper first on PATH that logs each git call's arguments (one line each) to
+    the returned file, then runs the real git."""
+    log = tmp_path / "git-calls.log"
+    shim = tmp_path / "git-shim"
+    shim.mkdir()
+    real_git = shutil.which("git")
+    (shim / "git").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real_git}" "$@"\n')
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+_COUNT_OPENS = """
+import runpy, sys
+from pathlib import Path
+opened = []
+def audit(event, args):
+    if event == "open" and str(args[0]).endswith("_registry"):
+        opened.append(str(args[0]))
+sys.addaudithook(audit)
+log, module = sys.argv[1:3]
+sys.argv = [module, *sys.argv[3:]]
+try:
+    runpy.run_module(module, run_name="__main__")
+finally:
+    Path(log).write_text("\\n".join(opened))
+"""
+
+
+def run_counting_registry_opens(
+    cwd: Path, module: str, argv: list[str]
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``python -m module argv`` in ``cwd`` as its own process; also return every
+    registry file it opened, in order (an audit hook sees each ``open``)."""
+    log = cwd.parent / f"opened-{os.getpid()}-{len(argv)}.log"
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_OPENS, str(log), module, *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    opened = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return done, opened
 
 
 def init_repo(path: Path) -> Path:
