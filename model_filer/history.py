@@ -8,7 +8,6 @@ keyed by content, so every committed registry can still load the bytes it names.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -240,21 +239,12 @@ def load_at(filer: Filer, name: str, rev: str, trusted: TrustedSet) -> Any:
 def open_verified(filer: Filer, entry: Entry, rev: str = "") -> IO[bytes]:
     """A readable file holding exactly ``entry``'s bytes, fetched and verified if needed.
 
-    The working tree's ``<name>.pkl`` when the hash cache vouches that it holds them (a
-    ``stat``), else the local object store, which downloads a version it lacks first. A
-    version the working tree does not name never replaces ``<name>.pkl``.
+    The working tree's ``<name>.pkl`` when it holds them (the one check ``load`` makes), else
+    the local object store, which downloads a version it lacks first. A version the working
+    tree does not name never replaces ``<name>.pkl``.
     """
-    path = filer.model_path(entry.name)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    except FileNotFoundError:
-        pass
-    else:
-        if filer.folder.cache().lookup_stat(path, os.fstat(fh.fileno())) == entry.sha256:
-            return fh
-        fh.close()
-    try:
-        return filer.transfers.fetch_object(entry)
+        return filer.open_bytes(entry)
     except LocalOnlyError:
         raise LocalOnlyError(
             f"{entry.name!r} at {rev or 'that revision'} is local: it was never pushed, and "

@@ -29,7 +29,8 @@ from .errors import (
 )
 from .files import PARTIAL_DIR, internal_dir
 from .folder import READ_ONLY_ERRNOS, ModelFolder
-from .hashing import CHUNK, HashCache, HashingWriter
+from .freshness import Freshness
+from .hashing import CHUNK, HashingWriter
 from .names import object_key
 from .progress import byte_bar, count_bar, stall_notice
 from .registry import Entry
@@ -215,22 +216,22 @@ class Transfers:
         tmp, fh = self._download(entry, self.store.temp, self.store.root / PARTIAL_DIR, self.store)
         return _placed(fh, tmp, lambda: self.store.enter(tmp, entry.sha256, entry.size, record))
 
-    def _link_in(self, entry: Entry, cache: HashCache) -> None:
+    def _link_in(self, entry: Entry, fresh: Freshness) -> None:
         """Link the store's object of ``entry`` into the model folder (object lock held)."""
         final = self.folder.model_path(entry.name)
         if self.store.link_new(entry.sha256, final):
-            cache.record(final, entry.sha256)
+            fresh.record(final, entry.sha256)
         else:  # a file to replace, or a reflink or copy to make: whole before the rename
             dest = self.folder.temp(f"{entry.name}.link")
             try:
                 self.store.link(entry.sha256, dest, final)
-                self.folder.install(dest, entry, cache)
+                self.folder.install(dest, entry, fresh)
             except BaseException:
                 dest.unlink(missing_ok=True)
                 raise
         self.store.settle(entry.sha256)
 
-    def from_store(self, entry: Entry, cache: HashCache) -> bool:
+    def from_store(self, entry: Entry, fresh: Freshness) -> bool:
         """Link ``entry``'s bytes from the local store if it has them: no network, no hashing.
 
         The caller holds the model's lock. Returns whether the model file is now in place.
@@ -239,13 +240,13 @@ class Transfers:
             with self.store.locked(entry.sha256):
                 if self.store.lookup(entry.sha256, entry.size) is None:
                     return False
-                self._link_in(entry, cache)
+                self._link_in(entry, fresh)
         except StoreError as exc:
             warn_skipped(exc)
             return False
         return True
 
-    def fetch(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+    def fetch(self, entry: Entry, fresh: Freshness) -> IO[bytes]:
         """Download ``entry`` into the store, verify it, link it into place; return it open.
 
         When the store cannot be used, the download goes straight into the model folder.
@@ -254,28 +255,28 @@ class Transfers:
         if entry.state != "synced" or entry.key is None:
             raise _not_pushed(entry)
         try:
-            fh = self._fetch_into_store(entry, cache)
+            fh = self._fetch_into_store(entry, fresh)
         except StoreError as exc:
             warn_skipped(exc)
-            fh = self._fetch_direct(entry, cache)
+            fh = self._fetch_direct(entry, fresh)
         fh.seek(0)
         return fh
 
-    def _fetch_into_store(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+    def _fetch_into_store(self, entry: Entry, fresh: Freshness) -> IO[bytes]:
         with self.store.locked(entry.sha256):  # another process fetching it: wait, then link
             obj = self.store.lookup(entry.sha256, entry.size)
             fh = open(obj, "rb") if obj is not None else self._download_to_store(entry, False)  # noqa: SIM115
             try:
-                self._link_in(entry, cache)
+                self._link_in(entry, fresh)
             except BaseException:
                 fh.close()
                 raise
         return fh
 
-    def _fetch_direct(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+    def _fetch_direct(self, entry: Entry, fresh: Freshness) -> IO[bytes]:
         partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
         tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
-        return _placed(fh, tmp, lambda: self.folder.install(tmp, entry, cache))
+        return _placed(fh, tmp, lambda: self.folder.install(tmp, entry, fresh))
 
     def fetch_object(self, entry: Entry) -> IO[bytes]:
         """``entry``'s verified bytes, open, without touching the model folder's files.
@@ -303,27 +304,27 @@ class Transfers:
         tmp.unlink(missing_ok=True)  # the open descriptor keeps the verified bytes
         return fh
 
-    def open(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+    def open(self, entry: Entry, fresh: Freshness) -> IO[bytes]:
         """The verified model file of ``entry``: as it is, linked from the store, or downloaded.
 
         The local file is hashed at most once; linking and downloading happen under the
         model's lock, after checking that another process did not do it meanwhile.
         """
-        fh = self.folder.open_current(entry, cache)
+        fh = fresh.open(entry)
         if fh is not None:
             return fh
         try:
             with self.folder.model_lock(entry.name):
                 # Another process may have fetched it while we waited: a stat tells, or a
                 # hash of the new file (what we hashed before is remembered by its stat).
-                fh = self.folder.open_current(entry, cache)
+                fh = fresh.open(entry)
                 if fh is not None:
                     return fh
                 if entry.state == "synced":  # from the store if it has it, else the remote
                     with stall_notice(self.remote, self._what(entry)):
-                        return self.fetch(entry, cache)
-                if self.from_store(entry, cache):  # never pushed, but dumped on this machine
-                    fh = self.folder.open_current(entry, cache)
+                        return self.fetch(entry, fresh)
+                if self.from_store(entry, fresh):  # never pushed, but dumped on this machine
+                    fh = fresh.open(entry)
                 if fh is None:
                     raise _not_pushed(entry)
                 return fh
@@ -345,13 +346,13 @@ class Transfers:
             "the folder again."
         )
 
-    def upload(self, entry: Entry, cache: HashCache, notice: bool = True) -> str:
+    def upload(self, entry: Entry, fresh: Freshness, notice: bool = True) -> str:
         """Upload a model file that still holds ``entry``'s bytes; return its object key.
 
         ``notice=False`` when the caller shows one stall notice for many uploads.
         """
         path = self.folder.model_path(entry.name)
-        fh = self.folder.open_current(entry, cache)  # raises when a local file changed
+        fh = fresh.open(entry)  # raises when a local file changed
         if fh is None:
             raise LocalOnlyError(
                 f"{path} is missing, so local model {entry.name!r} cannot be pushed. "
@@ -378,69 +379,72 @@ class Transfers:
         """Bring in the synced ``entries`` whose file is missing or stale, ``jobs`` at a time.
 
         What the local store holds is linked first, without the network; only the rest is
-        downloaded.
+        downloaded. What is learnt of the files is saved once for all models, not per download.
         """
-        cache = self.folder.cache()
+        with self.folder.freshness() as fresh:
+            return self._pull(entries, fresh, jobs, on_done)
+
+    def _pull(
+        self,
+        entries: Sequence[Entry],
+        fresh: Freshness,
+        jobs: int | None,
+        on_done: Callable[[int], object] | None,
+    ) -> TransferReport:
         report = TransferReport()
         todo = []
-        try:
-            for entry in entries:
-                if entry.state != "synced":
-                    continue
-                if self.folder.holds(entry, cache):
-                    report.skipped.append(entry.name)
-                    continue
-                if not self.store.has(entry.sha256):
-                    todo.append(entry)
-                    continue
-                try:
-                    with self.folder.model_lock(entry.name):
-                        if self.folder.holds(entry, cache):  # another process may have won
-                            report.skipped.append(entry.name)
-                        elif self.from_store(entry, cache):
-                            report.linked.append(entry.name)
-                        else:
-                            todo.append(entry)
-                except OSError as exc:
-                    raise self._not_writable(exc, entry.name, "is missing or stale") from None
-            if on_done is not None and report.linked:
-                on_done(len(report.linked))
+        for entry in entries:
+            if entry.state != "synced":
+                continue
+            if fresh.holds(entry):
+                report.skipped.append(entry.name)
+                continue
+            if not self.store.has(entry.sha256):
+                todo.append(entry)
+                continue
+            try:
+                with self.folder.model_lock(entry.name):
+                    if fresh.holds(entry):  # another process may have won
+                        report.skipped.append(entry.name)
+                    elif self.from_store(entry, fresh):
+                        report.linked.append(entry.name)
+                    else:
+                        todo.append(entry)
+            except OSError as exc:
+                raise self._not_writable(exc, entry.name, "is missing or stale") from None
+        if on_done is not None and report.linked:
+            on_done(len(report.linked))
 
-            def one(entry: Entry) -> None:
-                try:
-                    if entry.size <= UNLOCKED_FETCH:
-                        self.fetch(entry, cache).close()  # the object's lock still orders it
-                        return
-                    with self.folder.model_lock(entry.name):
-                        if not self.folder.holds(entry, cache):  # another process may have won
-                            self.fetch(entry, cache).close()
-                except OSError as exc:  # reported with the others, not raised from a thread
-                    raise self._not_writable(exc, entry.name, "is missing or stale") from None
+        def one(entry: Entry) -> None:
+            try:
+                if entry.size <= UNLOCKED_FETCH:
+                    self.fetch(entry, fresh).close()  # the object's lock still orders it
+                    return
+                with self.folder.model_lock(entry.name):
+                    if not fresh.holds(entry):  # another process may have won
+                        self.fetch(entry, fresh).close()
+            except OSError as exc:  # reported with the others, not raised from a thread
+                raise self._not_writable(exc, entry.name, "is missing or stale") from None
 
-            if todo:
-                with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
-                    if self._reachable(todo, report):
-                        self.run_parallel(todo, one, report, jobs, "pull", on_done)
-        finally:
-            cache.save()  # once for all models, not once per download
+        if todo:
+            with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
+                if self._reachable(todo, report):
+                    self.run_parallel(todo, one, report, jobs, "pull", on_done)
         return report
 
     def push(
         self, entries: Sequence[Entry], jobs: int | None = None
     ) -> tuple[dict[str, tuple[str, str]], TransferReport]:
         """Upload ``entries``; return name -> (sha256, key) of those uploaded, and the report."""
-        cache = self.folder.cache()
         pushed: dict[str, tuple[str, str]] = {}
-
-        def one(entry: Entry) -> None:
-            pushed[entry.name] = (entry.sha256, self.upload(entry, cache, notice=False))
-
         report = TransferReport()
-        try:
+        with self.folder.freshness() as fresh:
+
+            def one(entry: Entry) -> None:
+                pushed[entry.name] = (entry.sha256, self.upload(entry, fresh, notice=False))
+
             with stall_notice(self.remote, f"a push to {self.remote.address}"):
                 self.run_parallel(list(entries), one, report, jobs, "push")
-        finally:
-            cache.save()
         return pushed, report
 
     def _reachable(self, todo: list[Entry], report: TransferReport) -> bool:

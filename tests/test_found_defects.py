@@ -13,7 +13,7 @@ import pytest
 
 from model_filer import Filer
 from model_filer.errors import IntegrityError, ModelExistsError
-from model_filer.hashing import HashCache
+from model_filer.freshness import Freshness
 
 _LOAD_READ_ONLY = """
 import sys
@@ -133,7 +133,7 @@ def test_a_same_size_tamper_with_the_mtime_restored_is_caught(tmp_path: Path, re
         before.st_size,
         before.st_mtime_ns,
     )
-    assert HashCache(filer.local_dir).lookup(path) is None
+    assert Freshness(filer.local_dir).lookup(path) is None
     with pytest.raises(IntegrityError, match="changed after dump"):
         filer.load("m")
 

@@ -10,7 +10,7 @@ import filelock
 import pytest
 
 from model_filer import Filer
-from model_filer import folder as folder_module
+from model_filer import freshness as freshness_module
 from model_filer import registry as registry_module
 from tests.support.machines import another_machine
 
@@ -31,7 +31,7 @@ def counted(monkeypatch):
 
     wrap(registry_module, "read", "read")
     wrap(filelock.FileLock, "acquire", "lock")
-    wrap(folder_module, "sha256_stream", "hash")
+    wrap(freshness_module, "sha256_stream", "hash")
     return counts
 
 
