@@ -715,3 +715,33 @@ def test_four_processes_dumping_into_one_folder_at_once(local_dir, remote_dir):
     assert sorted(p.name for p in local_dir.glob("*.pkl")) == sorted(
         f"{e.name}.pkl" for e in entries
     )
+
+
+def test_status_and_verify_are_filer_methods(filer, local_dir):
+    """What ``model-filer status`` and ``verify`` print, as data a notebook can use."""
+    filer.dump({"v": 1}, "current", push=True)
+    filer.dump({"v": 2}, "gone", push=True)
+    filer.dump({"v": 3}, "lost")
+    filer.dump({"v": 4}, "copied")
+    filer.dump({"v": 5}, "damaged")
+    filer.model_path("gone").unlink()
+    filer.model_path("lost").unlink()
+    copied = filer.model_path("copied")
+    shutil.copyfile(copied, local_dir / "copy")
+    os.replace(local_dir / "copy", copied)  # the same bytes under a new inode: not yet known
+    damaged = filer.model_path("damaged")
+    data = bytearray(damaged.read_bytes())
+    data[-5] ^= 0xFF
+    damaged.unlink()  # (a link to the store's read-only object: replaced, not written)
+    damaged.write_bytes(data)
+    status = {s.entry.name: s.where for s in filer.status()}
+    assert status == {
+        "current": "present",
+        "gone": "not downloaded",
+        "lost": "missing",
+        "copied": "unverified",
+        "damaged": "unverified",
+    }
+    [bad] = filer.verify()
+    assert (bad.entry.name, bad.path, bad.sha256) == ("damaged", damaged, sha_of(damaged))
+    assert {s.entry.name: s.where for s in filer.status()}["copied"] == "present"  # learnt
