@@ -306,7 +306,7 @@ class Filer:
                 fh = fresh.open(entry)
             except IntegrityError:  # the model file holds another version of a local model
                 fh = None
-        return self.transfers.fetch_object(entry) if fh is None else fh
+        return self.transfers.fetch(entry) if fh is None else fh
 
     def registry(self) -> Registry:
         """The folder's registry as it is now (for reading; changes go through the Filer)."""
