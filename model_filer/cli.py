@@ -17,7 +17,7 @@ from . import __version__
 from .discovery import filer_for, find_registries, read_registry, registries_in
 from .errors import ModelFilerError, UntrustedRemoteError
 from .filer import Filer
-from .files import registry_filename, remote_type_of
+from .layout import registry_filename, remote_type_of
 
 if TYPE_CHECKING:
     from .remote_trust import Action

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import ModelFilerError, RegistryError
 from .filer import Filer
-from .files import INTERNAL_DIR, remote_type_of
+from .layout import INTERNAL_DIR, remote_type_of
 from .registry import Registry, read
 from .remotes import PATIENT, Network
 

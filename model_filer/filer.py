@@ -23,8 +23,7 @@ from .errors import (
     StoreError,
     UnknownModelError,
 )
-from .files import ensure_gitignore
-from .folder import ModelFolder
+from .folder import ModelFolder, ensure_gitignore
 from .freshness import Freshness
 from .names import check_name
 from .registry import Entry, Registry

@@ -18,25 +18,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BatchError, UnknownModelError
-from .files import (
-    INTERNAL_DIR,
-    MODEL_SUFFIX,
-    STAGED_DIR,
-    ensure_dir,
-    internal_dir,
-    remove_dead_temps,
-    temp_path,
-)
 from .freshness import Freshness, ParseMemo
+from .layout import INTERNAL_DIR, MODEL_SUFFIX, STAGED_DIR, ensure_dir, internal_dir
 from .locks import FolderLock
 from .names import check_name
 from .registry import Entry, Registry, RegistryFile
+from .tempfiles import remove_dead_temps, temp_path, write_bytes_atomic
 
 if TYPE_CHECKING:
     from .remotes import Remote
     from .store import ObjectStore
 
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+GITIGNORE_TEXT = (
+    "# Written by model_filer: commit the registry file, not the models.\n"
+    f"*{MODEL_SUFFIX}\n"
+    f"{INTERNAL_DIR}\n"  # no trailing slash: a file or symlink of that name is ignored too
+)
 _STAGED_RE = re.compile(r"(?P<name>.+)\.(?P<sha>[0-9a-f]{64})")
 #: A dump's bytes as a folder temp file, for the block (its object's lock held); the flag
 #: says whether the block puts them in place (then the object is settled at its end).
@@ -349,3 +347,19 @@ class ModelFolder:
     def clean_dead_temps(self) -> None:
         """Delete temp files of processes that died (one ``listdir``, no lock)."""
         remove_dead_temps(self.local_dir)
+
+
+def ensure_gitignore(local_dir: Path) -> None:
+    """Keep a ``.gitignore`` in the model folder so only the registry gets committed."""
+    path = local_dir / ".gitignore"
+    try:
+        current = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = ""
+    missing = [line for line in GITIGNORE_TEXT.splitlines()[1:] if line not in current.splitlines()]
+    if not current:
+        write_bytes_atomic(path, local_dir, GITIGNORE_TEXT.encode(), "gitignore")
+    elif missing:
+        text = current if current.endswith("\n") else current + "\n"
+        text += "".join(f"{line}\n" for line in missing)
+        write_bytes_atomic(path, local_dir, text.encode(), "gitignore")

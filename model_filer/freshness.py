@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import IntegrityError
-from .files import INTERNAL_DIR, MODEL_SUFFIX, internal_dir, write_bytes_atomic
 from .hashing import sha256_stream
+from .layout import INTERNAL_DIR, MODEL_SUFFIX, internal_dir
+from .tempfiles import write_bytes_atomic
 
 if TYPE_CHECKING:
     from .registry import Entry

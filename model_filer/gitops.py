@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import GitError, ModelFilerError
-from .files import remote_type_of
+from .layout import remote_type_of
 
 NULL_REF = "0" * 40
 

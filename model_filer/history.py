@@ -21,7 +21,7 @@ from .errors import (
     UnknownModelError,
     UnknownRevisionError,
 )
-from .files import registry_filename, remote_type_of
+from .layout import registry_filename, remote_type_of
 from .names import check_name
 from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry, parse
 from .trust import TrustedSet

@@ -7,9 +7,7 @@ every commit and must feel instant; the hooks that transfer import them when the
 
 from __future__ import annotations
 
-from .cachedir import default_root
 from .errors import ModelFilerError, UntrustedRemoteError
-from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
     NULL_REF,
     Blob,
@@ -24,11 +22,13 @@ from .gitops import (
     toplevel,
 )
 from .install import ensure_merge_driver
+from .layout import MODEL_SUFFIX, registry_filename, remote_type_of
 from .progress import count_bar
 from .registry import Entry, Registry, parse
 from .remote_trust import fetch_address, override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
+from .store_root import default_root
 from .trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
 from .verified import Summary, blob_id, known, summarize
 

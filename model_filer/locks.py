@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 
 from .errors import BatchError, StoreError
-from .files import internal_dir
+from .layout import internal_dir
 
 _TABLE: weakref.WeakValueDictionary[str, FolderLock] = weakref.WeakValueDictionary()
 _GUARD = threading.Lock()

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import InvalidNameError, RegistryError, about_registry
-from .files import registry_filename, remote_type_of, write_bytes_atomic
+from .layout import registry_filename, remote_type_of
 from .locks import FolderLock
 from .names import check_key, check_name, check_sha256, key_sha256, object_key, show
+from .tempfiles import write_bytes_atomic
 
 FORMAT_VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident

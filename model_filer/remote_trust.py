@@ -296,7 +296,7 @@ def registry_of(folder: Path, remote_type: str | None) -> tuple[Path, Registry]:
     """
     from .discovery import read_registry, registries_in
     from .errors import RegistryError
-    from .files import registry_filename, remote_type_of
+    from .layout import registry_filename, remote_type_of
 
     found = registries_in(folder)
     chosen = [p for p in found if remote_type in (None, remote_type_of(p.name))]

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .files import owned_temp_name, temp_owner
 from .hashing import CHUNK, HashingWriter
 from .remotes import Progress, Remote
+from .tempfiles import owned_temp_name, temp_owner
 
 RESUMABLE_ABOVE = 16 * 1024 * 1024  # smaller downloads restart: one GET is all they cost
 STALE_AFTER = 24 * 3600  # a dead process's partial of bytes nobody asked for since: removed

@@ -33,11 +33,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .cachedir import default_root
 from .errors import ModelFilerError, StoreError, StoreWarning
-from .files import ensure_dir, owned_temp_name, remove_dead_temps_in
 from .freshness import stat_record, unchanged
+from .layout import ensure_dir
 from .locks import object_lock
+from .store_root import default_root
+from .tempfiles import owned_temp_name, remove_dead_temps_in
 
 LINK_ENV = "MODEL_FILER_LINK"
 READ_ONLY = 0o444

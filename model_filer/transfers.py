@@ -27,10 +27,10 @@ from .errors import (
     StoreError,
     TransferError,
 )
-from .files import PARTIAL_DIR, internal_dir
 from .folder import READ_ONLY_ERRNOS, ModelFolder
 from .freshness import Freshness
 from .hashing import CHUNK, HashingWriter
+from .layout import PARTIAL_DIR, internal_dir
 from .names import object_key
 from .progress import byte_bar, count_bar, stall_notice
 from .registry import Entry
