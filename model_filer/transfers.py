@@ -320,14 +320,10 @@ class Transfers:
                 fh = fresh.open(entry)
                 if fh is not None:
                     return fh
-                if entry.state == "synced":  # from the store if it has it, else the remote
-                    with stall_notice(self.remote, self._what(entry)):
-                        return self.fetch(entry, fresh)
-                if self.from_store(entry, fresh):  # never pushed, but dumped on this machine
-                    fh = fresh.open(entry)
-                if fh is None:
-                    raise _not_pushed(entry)
-                return fh
+                # From the store if it has it (a local model: dumped on this machine), else
+                # from the remote.
+                with stall_notice(self.remote, self._what(entry)):
+                    return self.fetch(entry, fresh)
         except OSError as exc:  # a read-only deployment copy cannot receive a download
             raise self._not_writable(exc, entry.name, "is not present (or not current)") from None
 
