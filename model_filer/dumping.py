@@ -55,13 +55,14 @@ class Dump:
     def _pickle_into_store(self, model: Any, name: str) -> Entry:
         fh = self._fh = open(self._tmp, "w+b")  # noqa: SIM115 - closed at the dump's end
         try:
-            entry = serializers.dump_entry(model, name, fh, self._folder.local_dir)
-            fh.flush()
-            return entry
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            warn_skipped(StoreError(self._store.root, "write a model", exc))
+            try:
+                entry = serializers.dump_entry(model, name, fh, self._folder.local_dir)
+                fh.flush()
+                return entry
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                warn_skipped(StoreError(self._store.root, "write a model", exc))
             with contextlib.suppress(OSError):
                 fh.close()  # its buffer cannot be flushed either: drop it
             self._tmp.unlink(missing_ok=True)

@@ -227,14 +227,16 @@ class Filer:
         dumps recorded as ``local``.
 
         The registry stays locked for the block: other processes' changes wait for its end
-        (their reads do not). A dump from any other thread of this process joins the batch:
-        it is recorded, or dropped, with the block, and its push is made at the end. Any
-        other registry call from another thread (``push``, ``remove``, a ``load`` of a model
-        dumped in the block) waits for the end, as a dump from another process does: inside
-        the block, wait only on threads that just dump. In the thread that opened it,
-        whatever else would read or change the registry (``load``, ``push``, ``remove``,
-        ``list_files``, ``show_files``, another :class:`Filer` of the folder, a nested
-        ``batch``) raises :class:`BatchError` rather than wait for its own lock.
+        (their reads do not). The batch is this Filer's (no process-wide state): a
+        ``filer.dump`` from any other thread joins it (a thread pool in a notebook, as one
+        expects): it is recorded, or dropped, with the block, and its push is made at the
+        end. Any other registry call from another thread (``push``, ``remove``, a ``load``
+        of a model dumped in the block) waits for the end, as a dump from another process
+        does: inside the block, wait only on threads that just dump. Another Filer of the
+        folder reads the file as it is, as another process would. In the thread that opened
+        it, whatever else would read or change the registry (``load``, ``push``, ``remove``,
+        ``list_files``, ``show_files``, a change through another Filer of the folder, a
+        nested ``batch``) raises :class:`BatchError` rather than wait for its own lock.
 
         Examples
         --------

@@ -1,9 +1,10 @@
-"""One model folder: its registry, its model files, and whether a file holds an entry's bytes.
+"""One model folder: its registry, its batch of dumps, and the renames of bytes into place.
 
-Everything that reads or writes ``local_dir`` goes through :class:`ModelFolder`: the registry
-transaction and the recovery of a dump a killed process left half done, the verified open of a
-model file, and the rename of verified bytes into place. It knows nothing of remotes beyond
-the check that a registry belongs to the Filer's.
+Everything that changes ``local_dir`` goes through :class:`ModelFolder`: the registry
+transaction and the recovery of a dump a killed process left half done, the open batch (state
+of this object, not of the process), and the rename of verified bytes into place. Whether a
+file holds an entry's bytes is :mod:`model_filer.freshness`'s answer. It knows nothing of
+remotes beyond the check that a registry belongs to the Filer's.
 """
 
 from __future__ import annotations
