@@ -118,7 +118,7 @@ class Filer:
         self.remote: Remote = get_remote(remote_type, remote_address, network)
         self.remote_type = remote_type
         self.store = ObjectStore() if store is None else store
-        self.folder = ModelFolder(self.local_dir, self.remote, self.store, self._written)
+        self.folder = ModelFolder(self.local_dir, self.remote, self._written)
         self.transfers = Transfers(self.folder, self.remote, self.store)
         self.folder.read()  # fail early on an unreadable registry or another remote's
 

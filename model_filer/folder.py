@@ -28,7 +28,6 @@ from .tempfiles import remove_dead_temps, temp_path, write_bytes_atomic
 
 if TYPE_CHECKING:
     from .remotes import Remote
-    from .store import ObjectStore
 
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 GITIGNORE_TEXT = (
@@ -101,8 +100,6 @@ class ModelFolder:
         The folder.
     remote : Remote
         The remote its registry must name (checked at every read) and a new one records.
-    store : ObjectStore, optional
-        The local object store, whose word a link to one of its objects is current.
     on_write : callable, optional
         Given the bytes of every registry write made from validated entries.
     """
@@ -111,13 +108,11 @@ class ModelFolder:
         self,
         local_dir: Path,
         remote: Remote,
-        store: ObjectStore | None = None,
         on_write: Callable[[bytes], None] | None = None,
     ) -> None:
         self.local_dir = local_dir
         self.registry_file = RegistryFile(local_dir, remote.remote_type, on_write)
         self._remote = remote
-        self._store = store
         self._memo = ParseMemo()  # the freshness records' last parse
         self._batch: _Batch | None = None  # the open batch, whichever thread's
 
@@ -133,8 +128,7 @@ class ModelFolder:
 
     def freshness(self) -> Freshness:
         """What the model files hold, read once for the operation that asks (it saves)."""
-        vouch = None if self._store is None else self._store.vouches
-        return Freshness(self.local_dir, vouch, self._memo)
+        return Freshness(self.local_dir, self._memo)
 
     # -- registry -----------------------------------------------------------------------------
     def new_registry(self) -> Registry:

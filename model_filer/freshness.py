@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from .registry import Entry
 
 _RECORD_LEN = 7
-#: Whether a file (its stat) is the store's verified object of a sha256 and size.
-Vouch = Callable[[str, int, os.stat_result], bool]
 
 
 def stat_record(st: os.stat_result) -> list[int]:
@@ -81,8 +78,6 @@ class Freshness:
     ----------
     local_dir : Path
         The model folder.
-    vouch : callable, optional
-        The object store's word for a file that is a link to one of its verified objects.
     memo : ParseMemo, optional
         Kept by the folder across operations, so unchanged records are not parsed again.
     """
@@ -91,14 +86,11 @@ class Freshness:
     JOURNAL = "hashes.log"
     JOURNAL_MIN = 64 * 1024  # appended to until larger than this and half the JSON
 
-    def __init__(
-        self, local_dir: Path, vouch: Vouch | None = None, memo: ParseMemo | None = None
-    ) -> None:
+    def __init__(self, local_dir: Path, memo: ParseMemo | None = None) -> None:
         self._dir = local_dir
         self._dir_text = str(local_dir)
         self._path = local_dir / INTERNAL_DIR / self.FILENAME
         self._journal = self._path.with_name(self.JOURNAL)
-        self._vouch = vouch
         self._memo = ParseMemo() if memo is None else memo
         self._cache: dict[str, list[Any]] | None = None
         self._updates: dict[str, list[Any] | None] = {}
@@ -126,8 +118,8 @@ class Freshness:
     def open(self, entry: Entry, rehash: bool = True) -> IO[bytes] | None:
         """Open ``entry``'s model file if it holds ``entry``'s bytes, else return ``None``.
 
-        Its record vouches for a file whose stat has not changed since it was verified, or the
-        store's for a link to its object; otherwise (with ``rehash``) the file is hashed once,
+        Its record vouches for a file whose stat has not changed since it was verified;
+        otherwise (with ``rehash``) the file is hashed once,
         and what it holds is recorded either way. The check runs on the opened descriptor, so
         the bytes verified are the bytes returned even if the path is replaced meanwhile. A
         ``local`` entry whose file changed is an error: nobody else has its bytes.
@@ -139,9 +131,6 @@ class Freshness:
             return None
         st = os.fstat(fh.fileno())
         sha = self._known(path.name, st)
-        if sha is None and self._vouch is not None and self._vouch(entry.sha256, entry.size, st):
-            sha = entry.sha256  # a link to the store's object: current without hashing
-            self.record(path, sha, st)
         if sha is None and rehash:
             sha = sha256_stream(fh)
             fh.seek(0)

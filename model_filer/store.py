@@ -225,20 +225,6 @@ class ObjectStore:
         except OSError:
             return False
 
-    def vouches(self, sha: str, size: int, st: os.stat_result) -> bool:
-        """Whether a file whose stat is ``st`` is this store's object ``sha`` as it entered.
-
-        One ``stat``, no lock, no hashing: a model file linked to an object is current even
-        after another checkout's hardlink moved the inode's ctime, which a folder's hash
-        cache keys on.
-        """
-        try:
-            obj = os.stat(self.object_path(sha))
-        except OSError:
-            return False
-        same = (obj.st_dev, obj.st_ino, obj.st_size) == (st.st_dev, st.st_ino, size)
-        return same and _trusted(self._read_meta(sha), obj)
-
     # -- entering and finding objects (the object's lock held) ------------------------------
     def lookup(self, sha: str, size: int) -> Path | None:
         """The object of ``sha`` if it holds those bytes, else ``None``; lock held.
