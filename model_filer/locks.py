@@ -51,15 +51,17 @@ class FolderLock:
                 f"This thread already holds {self.path}: a filer.batch() is open on that "
                 "folder, and only dump() runs inside it. Call it after the with-block."
             )
-        with _GUARD:
-            self._waiting += 1
-        try:
-            got = self._thread_lock.acquire(blocking)
-        finally:
+        if not blocking:  # (never counted as waiting: a hand-over to it could be lost)
+            if not self._thread_lock.acquire(blocking=False):
+                return False
+        else:
             with _GUARD:
-                self._waiting -= 1
-        if not got:
-            return False
+                self._waiting += 1
+            try:
+                self._thread_lock.acquire()
+            finally:
+                with _GUARD:
+                    self._waiting -= 1
         if not self._held:
             from filelock import Timeout
 
