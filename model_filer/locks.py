@@ -23,7 +23,7 @@ from .errors import BatchError, StoreError
 from .layout import internal_dir
 
 _TABLE: weakref.WeakValueDictionary[str, FolderLock] = weakref.WeakValueDictionary()
-_GUARD = threading.Lock()
+_GUARD = threading.Lock()  # (the table's only: a pull's threads lock objects in parallel)
 
 
 class FolderLock:
@@ -38,6 +38,7 @@ class FolderLock:
         self.path = path
         self._os = _Os(path, thread_local=False)
         self._thread_lock = threading.Lock()
+        self._count_lock = threading.Lock()  # guards ``_waiting``
         self._waiting = 0
         self._held = False
         self._owner: int | None = None
@@ -55,12 +56,12 @@ class FolderLock:
             if not self._thread_lock.acquire(blocking=False):
                 return False
         else:
-            with _GUARD:
+            with self._count_lock:
                 self._waiting += 1
             try:
                 self._thread_lock.acquire()
             finally:
-                with _GUARD:
+                with self._count_lock:
                     self._waiting -= 1
         if not self._held:
             from filelock import Timeout
@@ -81,7 +82,7 @@ class FolderLock:
         """Hand the lock to a waiting thread of this process, else release the file lock."""
         self._owner = None
         try:
-            with _GUARD:
+            with self._count_lock:
                 hand_over = self._waiting > 0
             if not hand_over:
                 self._held = False
@@ -98,19 +99,23 @@ class FolderLock:
 
     @classmethod
     def at(cls, path: Path | str) -> FolderLock:
-        """The one lock object of this process for the lock file ``path``, however spelled."""
-        key = os.path.realpath(path)
-        with _GUARD:
-            lock = _TABLE.get(key)
-            if lock is None or lock._pid != os.getpid():  # a forked child makes its own
-                lock = _TABLE[key] = cls(key)
-            return lock
+        """The one lock object of this process for the lock file ``path`` (as spelled)."""
+        key, pid = str(path), os.getpid()
+        lock = _TABLE.get(key)
+        if lock is None or lock._pid != pid:  # (a forked child makes its own)
+            made = cls(key)  # outside the guard: making one opens nothing, but takes time
+            with _GUARD:
+                lock = _TABLE.get(key)
+                if lock is None or lock._pid != pid:
+                    lock = _TABLE[key] = made
+        return lock
 
     @classmethod
     def of(cls, local_dir: Path, name: str) -> FolderLock:
         """The lock ``name`` of a model folder: ``registry`` (every registry change and
         rename into place) or ``model-<name>`` (one download of a model file at a time)."""
-        return cls.at(internal_dir(local_dir) / f"{name}.lock")  # (refuses a symlinked folder)
+        # However the folder is spelled: the thread holding it must be recognised.
+        return cls.at(os.path.realpath(internal_dir(local_dir) / f"{name}.lock"))
 
 
 def object_lock(root: Path, sha: str) -> FolderLock:
