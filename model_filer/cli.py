@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .discovery import find_registries, read_registry, registries_in
-from .errors import IntegrityError, ModelFilerError, UntrustedRemoteError
+from .errors import ModelFilerError, UntrustedRemoteError
 from .filer import Filer
-from .files import registry_filename, remote_type_of
-from .hashing import HashCache
 from .hookapi import approved_filer, filer_for, local_filer
-from .registry import Entry, Registry
+from .layout import registry_filename, remote_type_of
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .remote_trust import Action
@@ -179,7 +178,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         reg = read_registry(path)
         override = override_of(path, reg)
         filer = filer_for(path, override.address if override else None)
-        cache = filer.folder.cache()
         where = f"  (this machine: {override.address})" if override else ""
         try:  # the rule pull and push apply, asked here so status says why they refuse
             approved_address(path, reg, action="use")
@@ -187,28 +185,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             folder = shlex.quote(str(path.parent))
             where += f"  (not trusted in this clone: `model-filer remote trust --dir {folder}`)"
         print(f"{path}  ->  {reg.remote_address}{where}")
-        entries = filer.list_files()
-        for entry in entries:
-            where = _presence(filer, entry, cache)
-            print(f"  {entry.name} ({entry.state})  {_human(entry.size)}  {where}")
-        if not entries:
+        models = filer.status()
+        for entry, held in models:
+            print(f"  {entry.name} ({entry.state})  {_human(entry.size)}  {_PRESENCE[held]}")
+        if not models:
             print("  [no files exist]")
     return 0
 
 
-def _presence(filer: Filer, entry: Entry, cache: HashCache) -> str:
-    """Whether the model file holds the entry's bytes, as far as is known without hashing
-    (the hash cache, or a link to the local store's verified object)."""
-    if not filer.model_path(entry.name).exists():
-        return "not downloaded" if entry.state == "synced" else "FILE MISSING"
-    try:
-        fh = filer.folder.open_current(entry, cache, rehash=False)
-    except IntegrityError:
-        fh = None
-    if fh is None:
-        return "present (unverified: run `model-filer verify`)"
-    fh.close()
-    return "present"
+_PRESENCE = {  # Filer.status()'s words, as the CLI says them
+    "present": "present",
+    "unverified": "present (unverified: run `model-filer verify`)",
+    "not downloaded": "not downloaded",
+    "missing": "FILE MISSING",
+}
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -308,19 +298,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify(filer: Filer, where: str = "") -> int:
-    bad = 0
-    for entry in filer.list_files():
-        path = filer.model_path(entry.name)
-        if not path.exists():
-            continue
-        cache = filer.folder.cache()
-        cache.forget(path)  # re-hash for real: verify trusts nothing
-        sha = cache.verified_sha256(path)
-        cache.save()
-        if sha != entry.sha256:
-            bad += 1
-            print(f"{path}: sha256 {sha} does not match the registry ({entry.sha256})")
-    done = "all present model files match the registry." if not bad else f"{bad} mismatch(es)."
+    bad = filer.verify()
+    for entry, path, sha in bad:
+        print(f"{path}: sha256 {sha} does not match the registry ({entry.sha256})")
+    done = f"{len(bad)} mismatch(es)." if bad else "all present model files match the registry."
     print(f"{where}{done}" if where else done.capitalize())
     return 1 if bad else 0
 

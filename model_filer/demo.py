@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitops
-from .cachedir import CACHE_ENV
 from .filer import Filer
 from .install import install_hooks, write_hooks
 from .store import ObjectStore
+from .store_root import CACHE_ENV
 
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "Demo",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import RegistryError, RemoteMismatchError
-from .files import INTERNAL_DIR, registry_filename, remote_type_of
+from .layout import INTERNAL_DIR, registry_filename, remote_type_of
 from .registry import Registry, read
 
 _SKIP_DIRS = {

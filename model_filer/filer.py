@@ -10,26 +10,47 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from . import serializers, verified
+from .dumping import Dump
 from .errors import (
     ImmutableEntryError,
+    IntegrityError,
     InvalidNameError,
     ModelExistsError,
     ModelFilerError,
     StoreError,
     UnknownModelError,
 )
-from .files import ensure_gitignore
-from .folder import ModelFolder
+from .folder import ModelFolder, ensure_gitignore
+from .freshness import Freshness
 from .names import check_name
-from .pickling import pickle_into_store
 from .registry import Entry, Registry
 from .remotes import PATIENT, Network, Remote, check_type, get_remote
 from .store import ObjectStore
 from .transfers import TransferReport, Transfers
 from .trust import trusted_set
+
+
+class ModelStatus(NamedTuple):
+    """One model of :meth:`Filer.status`: its entry, and what its file holds.
+
+    ``where`` is ``"present"`` (it holds the entry's bytes), ``"unverified"`` (a file whose
+    bytes are not known without hashing: :meth:`Filer.verify` tells), ``"not downloaded"``
+    (a synced model without its file) or ``"missing"`` (a local model without its file).
+    """
+
+    entry: Entry
+    where: str
+
+
+class Mismatch(NamedTuple):
+    """A model file of :meth:`Filer.verify` that does not hold its entry's bytes."""
+
+    entry: Entry
+    path: Path
+    sha256: str  # what it holds
 
 
 class Filer:
@@ -98,21 +119,14 @@ class Filer:
         self.remote: Remote = get_remote(remote_type, remote_address, network)
         self.remote_type = remote_type
         self.store = ObjectStore() if store is None else store
-        self.folder = ModelFolder(
-            self.local_dir,
-            remote_type,
-            self._new_registry,
-            self._check,
-            lambda entry, st: self.store.vouches(entry.sha256, entry.size, st),
-            self._written,
-        )
+        self.folder = ModelFolder(self.local_dir, self.remote, self._written)
         self.transfers = Transfers(self.folder, self.remote, self.store)
         # Fail early on an unreadable registry or another remote's (a caller that has just
         # read it passes it: a hook reads each registry once).
         if _registry is None:
             self.folder.read()
         else:
-            self._check(_registry, str(self.registry_path))
+            self.folder.check(_registry)
 
     def _registry_remote(self, remote_type: str | None) -> tuple[str, str]:
         """The type and the address this clone uses for the folder's one registry."""
@@ -133,12 +147,6 @@ class Filer:
             # turn the done dump into an error (`model-filer remote trust` records it later).
             with contextlib.suppress(ModelFilerError):
                 vouch(self.registry_path, self.folder.peek(), self.remote.address)
-
-    def _new_registry(self) -> Registry:
-        return Registry(self.remote_type, self.remote.address, remote_id=self.remote.identity())
-
-    def _check(self, reg: Registry, registry_path: str) -> None:
-        self.remote.check_matches(reg.remote_address, registry_path, reg.remote_id)
 
     @property
     def registry_path(self) -> Path:
@@ -198,20 +206,15 @@ class Filer:
         self._check_dump(self.folder.peek(), name, overwrite)  # fail before a long pickling
         self.local_dir.mkdir(parents=True, exist_ok=True)
         ensure_gitignore(self.local_dir)
-        src, entry = pickle_into_store(model, name, self.folder, self.store)
-        try:
+        with Dump(model, name, self.folder, self.store) as dump:
             held = self.folder.commit_dump(
-                src, entry, lambda reg: self._check_dump(reg, name, overwrite), push
+                dump.entry, lambda reg: self._check_dump(reg, name, overwrite), push, dump.placing
             )
-        finally:
-            src.unlink(missing_ok=True)
-        if held:  # by an open batch: in place, settled and pushed when it ends
-            return
-        self._settle(entry)
-        if push:
+        if push and not held:  # (held by an open batch: pushed when it ends)
             self.push(name)
 
     def _settle(self, entry: Entry) -> None:
+        # A batch's renames into place come at its end, after the dump released the lock.
         with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
             self.store.settle(entry.sha256)  # the renames into place moved its ctime
 
@@ -231,14 +234,16 @@ class Filer:
         dumps recorded as ``local``.
 
         The registry stays locked for the block: other processes' changes wait for its end
-        (their reads do not). A dump from any other thread of this process joins the batch:
-        it is recorded, or dropped, with the block, and its push is made at the end. Any
-        other registry call from another thread (``push``, ``remove``, a ``load`` of a model
-        dumped in the block) waits for the end, as a dump from another process does: inside
-        the block, wait only on threads that just dump. In the thread that opened it,
-        whatever else would read or change the registry (``load``, ``push``, ``remove``,
-        ``list_files``, ``show_files``, another :class:`Filer` of the folder, a nested
-        ``batch``) raises :class:`BatchError` rather than wait for its own lock.
+        (their reads do not). The batch is this Filer's (no process-wide state): a
+        ``filer.dump`` from any other thread joins it (a thread pool in a notebook, as one
+        expects): it is recorded, or dropped, with the block, and its push is made at the
+        end. Any other registry call from another thread (``push``, ``remove``, a ``load``
+        of a model dumped in the block) waits for the end, as a dump from another process
+        does: inside the block, wait only on threads that just dump. Another Filer of the
+        folder reads the file as it is, as another process would. In the thread that opened
+        it, whatever else would read or change the registry (``load``, ``push``, ``remove``,
+        ``list_files``, ``show_files``, a change through another Filer of the folder, a
+        nested ``batch``) raises :class:`BatchError` rather than wait for its own lock.
 
         Examples
         --------
@@ -290,11 +295,53 @@ class Filer:
 
     def open(self, entry: Entry) -> IO[bytes]:
         """Open the verified model file of ``entry``, downloading it first when needed."""
-        cache = self.folder.cache()
-        try:
-            return self.transfers.open(entry, cache)
-        finally:
-            cache.save()
+        with self.folder.freshness() as fresh:
+            return self.transfers.open(entry, fresh)
+
+    def open_bytes(self, entry: Entry) -> IO[bytes]:
+        """A readable file holding exactly ``entry``'s bytes, of any version.
+
+        The model file when it holds them (the check :meth:`load` makes), else the local
+        object store's object, downloaded into it first when it lacks it. The model file is
+        never replaced: ``entry`` may be a version the working tree does not name.
+
+        Raises
+        ------
+        LocalOnlyError, IntegrityError, RemoteError
+        """
+        with self.folder.freshness() as fresh:
+            try:
+                fh = fresh.open(entry)
+            except IntegrityError:  # the model file holds another version of a local model
+                fh = None
+        return self.transfers.fetch(entry) if fh is None else fh
+
+    def registry(self) -> Registry:
+        """The folder's registry as it is now (for reading; changes go through the Filer)."""
+        return self.folder.read()
+
+    # -- status and verify --------------------------------------------------------------------
+    def status(self) -> list[ModelStatus]:
+        """Each model and what its file holds, without hashing (see :class:`ModelStatus`)."""
+        with self.folder.freshness() as fresh:
+            return [ModelStatus(e, self._where(e, fresh)) for e in self.list_files()]
+
+    def _where(self, entry: Entry, fresh: Freshness) -> str:
+        if not self.model_path(entry.name).exists():
+            return "not downloaded" if entry.state == "synced" else "missing"
+        return "present" if fresh.holds(entry, rehash=False) else "unverified"
+
+    def verify(self) -> list[Mismatch]:
+        """Hash every present model file again, trusting nothing; return those that do not
+        hold their entry's bytes (what is learnt is remembered for later loads)."""
+        bad = []
+        with self.folder.freshness() as fresh:
+            for entry in self.list_files():
+                path = self.model_path(entry.name)
+                sha = fresh.sha256(path, recheck=True)
+                if sha is not None and sha != entry.sha256:
+                    bad.append(Mismatch(entry, path, sha))
+        return bad
 
     # -- push and pull ------------------------------------------------------------------------
     def _mark_synced(self, pushed: dict[str, tuple[str, str]]) -> None:
@@ -319,11 +366,8 @@ class Filer:
             entry.key is None or self.remote.size_of(entry.key) == entry.size
         ):
             return  # re-upload a synced model only to repair a remote that lost it
-        cache = self.folder.cache()
-        try:
-            key = self.transfers.upload(entry, cache)
-        finally:
-            cache.save()
+        with self.folder.freshness() as fresh:
+            key = self.transfers.upload(entry, fresh)
         self._mark_synced({name: (entry.sha256, key)})
 
     def push_all(self, jobs: int | None = None) -> list[str]:
@@ -380,15 +424,13 @@ class Filer:
 
     # -- remove and show ----------------------------------------------------------------------
     def _remove(self, names: Callable[[Registry], list[str]], remove_remote: bool) -> list[str]:
-        cache = self.folder.cache()
-        with self.folder.transaction() as reg:
+        with self.folder.freshness() as fresh, self.folder.transaction() as reg:
             chosen = names(reg)
             for name in chosen:
                 entry = reg.entries[name]
                 if remove_remote and entry.key is not None:
                     self.remote.delete(entry.key)
-                self.folder.drop(reg, entry, cache)
-        cache.save()
+                self.folder.drop(reg, entry, fresh)
         return chosen
 
     def remove(self, name: str, remove_remote: bool = False) -> None:

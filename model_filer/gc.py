@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import gitops
 from .errors import ModelFilerError
-from .files import registry_filename
 from .history import RegistryReader, registry_pathspecs, repo_path
+from .layout import registry_filename
 from .names import is_object_key, key_sha256, object_key
 from .registry import Registry
 

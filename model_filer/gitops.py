@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import GitError, ModelFilerError
-from .files import remote_type_of
+from .layout import remote_type_of
 
 NULL_REF = NULL_BLOB = "0" * 40
 _C_LOCALE = {"LC_ALL": "C"}  # git's messages untranslated, where one is matched

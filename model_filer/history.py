@@ -8,7 +8,6 @@ keyed by content, so every committed registry can still load the bytes it names.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -22,15 +21,13 @@ from .errors import (
     UnknownModelError,
     UnknownRevisionError,
 )
-from .files import registry_filename, remote_type_of
+from .layout import registry_filename, remote_type_of
 from .names import check_name
 from .registry import HEADER, MAX_REGISTRY_BYTES, Entry, Registry, _parse_entry, parse
 from .trust import TrustedSet
 
 if TYPE_CHECKING:
-    from .folder import ModelFolder
     from .remotes import Remote
-    from .transfers import Transfers
 
 
 class Filer(Protocol):
@@ -39,13 +36,13 @@ class Filer(Protocol):
     local_dir: Path
     remote_type: str
     remote: Remote
-    folder: ModelFolder
-    transfers: Transfers
 
     @property
     def registry_path(self) -> Path: ...
 
     def model_path(self, name: str) -> Path: ...
+
+    def open_bytes(self, entry: Entry) -> IO[bytes]: ...
 
     def list_files(self, rev: str | None = None) -> list[Entry]: ...
 
@@ -259,21 +256,12 @@ def load_at(filer: Filer, name: str, rev: str, trusted: TrustedSet) -> Any:
 def open_verified(filer: Filer, entry: Entry, rev: str = "") -> IO[bytes]:
     """A readable file holding exactly ``entry``'s bytes, fetched and verified if needed.
 
-    The working tree's ``<name>.pkl`` when the hash cache vouches that it holds them (a
-    ``stat``), else the local object store, which downloads a version it lacks first. A
-    version the working tree does not name never replaces ``<name>.pkl``.
+    The working tree's ``<name>.pkl`` when it holds them (the one check ``load`` makes), else
+    the local object store, which downloads a version it lacks first. A version the working
+    tree does not name never replaces ``<name>.pkl``.
     """
-    path = filer.model_path(entry.name)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    except FileNotFoundError:
-        pass
-    else:
-        if filer.folder.cache().lookup_stat(path, os.fstat(fh.fileno())) == entry.sha256:
-            return fh
-        fh.close()
-    try:
-        return filer.transfers.fetch_object(entry)
+        return filer.open_bytes(entry)
     except LocalOnlyError:
         raise LocalOnlyError(
             f"{entry.name!r} at {rev or 'that revision'} is local: it was never pushed, and "

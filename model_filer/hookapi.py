@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import gitops
-from .cachedir import default_root
 from .discovery import read_registry
 from .errors import ModelFilerError, UntrustedRemoteError
-from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
     NULL_REF,
     Blob,
@@ -33,11 +31,13 @@ from .gitops import (
     staged_paths,
 )
 from .install import DRIVER_CONFIG, ensure_merge_driver
+from .layout import MODEL_SUFFIX, registry_filename, remote_type_of
 from .progress import count_bar
 from .registry import Entry, Registry, parse
 from .remote_trust import CONFIG_KEYS, Action, Clone, approved_address, bootstrap, read_clone
 from .remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
 from .sizes import parse_size
+from .store_root import default_root
 from .trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
 from .verified import Summary, known, summarize
 

@@ -18,11 +18,13 @@ import shlex
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import InvalidNameError, RegistryError, about_registry
-from .files import internal_dir, registry_filename, remote_type_of, write_bytes_atomic
+from .layout import registry_filename, remote_type_of
+from .locks import FolderLock
 from .names import check_key, check_name, check_sha256, key_sha256, object_key, show
+from .tempfiles import write_bytes_atomic
 
 FORMAT_VERSION = 1
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
@@ -640,64 +642,6 @@ def peek(path: Path) -> Registry | None:
             if _stat_key(os.stat(path)) == memo.stat:
                 return reg
     return read(path)
-
-
-class FolderLock:
-    """A folder's file lock that the threads of one process take in turn, handing it over.
-
-    filelock gives each thread its own descriptor, so 16 download threads installing models
-    each took and dropped the file lock, polling for it with sleeps: most of a 1,000-model
-    pull. Here a thread lock orders the threads, and while another thread of this process is
-    waiting the file lock is handed over instead of being dropped and taken again. Other
-    processes still wait for the file lock; a single thread takes and drops it every time.
-    """
-
-    _ALL: ClassVar[dict[str, FolderLock]] = {}
-    _GUARD: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, path: str) -> None:
-        from filelock import FileLock
-
-        self._file_lock = FileLock(path, thread_local=False)
-        self._thread_lock = threading.Lock()
-        self._waiting = 0
-        self._held = False
-        self._pid = os.getpid()
-
-    @classmethod
-    def of(cls, local_dir: Path, name: str) -> FolderLock:
-        """The one lock object of this process for ``<local_dir>/.model_filer/<name>.lock``."""
-        path = str(internal_dir(local_dir) / f"{name}.lock")  # (refuses a symlinked folder)
-        with cls._GUARD:
-            lock = cls._ALL.get(path)
-            if lock is None or lock._pid != os.getpid():  # a forked child makes its own
-                lock = cls._ALL[path] = cls(path)
-            return lock
-
-    def __enter__(self) -> FolderLock:
-        with self._GUARD:
-            self._waiting += 1
-        self._thread_lock.acquire()
-        with self._GUARD:
-            self._waiting -= 1
-        if not self._held:
-            try:
-                self._file_lock.acquire()
-            except BaseException:
-                self._thread_lock.release()
-                raise
-            self._held = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            with self._GUARD:
-                hand_over = self._waiting > 0
-            if not hand_over:
-                self._held = False
-                self._file_lock.release()
-        finally:
-            self._thread_lock.release()
 
 
 class RegistryFile:

@@ -25,7 +25,7 @@ import re
 
 from . import yamltext
 from .errors import InvalidNameError, RegistryError
-from .files import remote_type_of
+from .layout import remote_type_of
 from .names import check_key, key_sha256, name_is_safe, object_key
 from .registry import (
     _IMPORT_RE,

@@ -24,14 +24,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .files import owned_temp_name, temp_owner
 from .hashing import CHUNK, HashingWriter
 from .remotes import Progress, Remote
+from .tempfiles import owned_temp_name, temp_owner
 
 RESUMABLE_ABOVE = 16 * 1024 * 1024  # smaller downloads restart: one GET is all they cost
 STALE_AFTER = 24 * 3600  # a dead process's partial of bytes nobody asked for since: removed
 _PIECE = 1 << 20
-_IN_USE: set[str] = set()  # partial files this process is filling (threads share a pid)
+# Partial files this process is filling, emptied as each download ends. Process-wide on
+# purpose: threads share the pid a partial's name carries, so only the process can tell which
+# of its own partials a thread is filling (two names of the same bytes, pulled in parallel
+# without the store, would otherwise append to one file); a per-Filer set would miss a second
+# Filer of the folder.
+_IN_USE: set[str] = set()
 _IN_USE_LOCK = threading.Lock()
 
 

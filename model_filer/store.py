@@ -10,10 +10,10 @@ One store per user (:func:`default_root`) serves every checkout, worktree and cl
 
 Bytes enter as a temp file inside the store, then one rename gives them their name, so a
 SIGKILL at any point leaves either no object or a whole one. An object is trusted with one
-``stat`` while its size, mtime, inode, device and mode are those recorded on entry; entry sets
-its mtime one second back, so any later write (which stamps the current time) shows, and such
-an object is hashed again before it is linked, and deleted if it changed. (The ctime is left
-out on purpose: every hardlink made or removed changes it.)
+``stat`` while :func:`~model_filer.freshness.unchanged` says so of the stat recorded on entry
+(the rule model files follow too); entry sets its mtime one second back, so any later write
+(which stamps the current time) shows, and such an object is hashed again before it is linked,
+and deleted if it changed.
 
 Model files in a checkout are links to objects: a reflink where the filesystem can, else a
 hardlink (the object is read-only, so an in-place write is refused), else a copy (another
@@ -31,11 +31,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
-from .cachedir import default_root
 from .errors import ModelFilerError, StoreError, StoreWarning
-from .files import ensure_dir, owned_temp_name, remove_dead_temps_in
+from .freshness import stat_record, unchanged
+from .layout import ensure_dir
+from .locks import object_lock
+from .store_root import default_root
+from .tempfiles import owned_temp_name, remove_dead_temps_in
 
 LINK_ENV = "MODEL_FILER_LINK"
 READ_ONLY = 0o444
@@ -67,27 +70,10 @@ def warn_skipped(exc: StoreError) -> None:
     warnings.warn(f"{exc} Meanwhile models are fetched directly.", StoreWarning, stacklevel=3)
 
 
-def _key(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_mode & 0o7777]
-
-
-def _seen(st: os.stat_result) -> list[int]:
-    return [st.st_ctime_ns, st.st_nlink]
-
-
 def _trusted(meta: dict[str, Any], st: os.stat_result) -> bool:
-    """Whether an object's stat is the one recorded: then it still holds its bytes.
-
-    The ctime moves with any change of the inode, a write whose mtime was put back included;
-    it also moves when a checkout adds or removes a hardlink, which the link count shows.
-    So a new ctime is trusted only beside a new link count.
-    """
-    if meta.get("key") != _key(st):
-        return False
-    seen = meta.get("seen")
-    if not isinstance(seen, list) or len(seen) != 2:
-        return False
-    return seen == _seen(st) or seen[1] != st.st_nlink
+    """Whether an object's stat is the one recorded: then it still holds its bytes."""
+    # (recorded as "key" and "seen", the two halves of a stat record, as before)
+    return unchanged([*(meta.get("key") or []), *(meta.get("seen") or [])], st)
 
 
 def reflink(src: Path, dest: Path) -> None:
@@ -130,13 +116,11 @@ class ObjectStore:
         The store's folder; :func:`default_root` when omitted. Created on first use.
     """
 
-    # Per filesystem (st_dev): the best link that worked, so a failed reflink is tried once.
-    _modes: ClassVar[dict[int, str]] = {}
-
     def __init__(self, root: Path | None = None) -> None:
         self.root = default_root() if root is None else Path(root)
         self._swept = False  # dead processes' temp files removed yet (once per instance)
-        self._locks_made = False
+        # Per filesystem (st_dev): the best link that worked, so a failed reflink is tried once.
+        self._modes: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return f"ObjectStore({str(self.root)!r})"
@@ -170,23 +154,19 @@ class ObjectStore:
         return tmp_dir / owned_temp_name(purpose)
 
     @contextlib.contextmanager
-    def locked(self, sha: str, timeout: float = -1) -> Iterator[None]:
-        """Hold the lock of one object (across processes) for the block."""
-        from filelock import FileLock
-
-        lock_dir = self.root / "locks"
-        if not self._locks_made:  # once: recent filelock makes it again if it goes, and
-            self._dir(lock_dir, "create its lock folder")  # older ones do not make it at all
-            self._locks_made = True
-        try:  # (one thread uses this lock object: no thread-local state needed)
-            lock = FileLock(str(lock_dir / f"{sha}.lock"), timeout=timeout, thread_local=False)
-            lock.acquire()
+    def locked(self, sha: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the lock of one object (across processes) for the block; yield whether it is
+        held (``blocking=False``: ``False`` at once when someone else holds it)."""
+        lock = object_lock(self.root, sha)
+        try:
+            got = lock.acquire(blocking)
         except OSError as exc:
             raise StoreError(self.root, "lock an object", exc) from exc
         try:
-            yield
+            yield got
         finally:
-            lock.release()
+            if got:
+                lock.release()
 
     # -- records ------------------------------------------------------------------------------
     def _read_meta(self, sha: str) -> dict[str, Any]:
@@ -229,9 +209,9 @@ class ObjectStore:
 
     def _record(self, sha: str, **changes: Any) -> None:
         """Record the object's stat now as the one to trust (and ``changes``); lock held."""
-        st = os.stat(self.object_path(sha))
+        record = stat_record(os.stat(self.object_path(sha)))
         meta = self._read_meta(sha)
-        self._write_meta(sha, {**meta, "key": _key(st), "seen": _seen(st), **changes})
+        self._write_meta(sha, {**meta, "key": record[:5], "seen": record[5:], **changes})
 
     def _evict(self, sha: str) -> None:
         for path in (self.object_path(sha), self._meta_path(sha)):
@@ -244,20 +224,6 @@ class ObjectStore:
             return self.object_path(sha).is_file()
         except OSError:
             return False
-
-    def vouches(self, sha: str, size: int, st: os.stat_result) -> bool:
-        """Whether a file whose stat is ``st`` is this store's object ``sha`` as it entered.
-
-        One ``stat``, no lock, no hashing: a model file linked to an object is current even
-        after another checkout's hardlink moved the inode's ctime, which a folder's hash
-        cache keys on.
-        """
-        try:
-            obj = os.stat(self.object_path(sha))
-        except OSError:
-            return False
-        same = (obj.st_dev, obj.st_ino, obj.st_size) == (st.st_dev, st.st_ino, size)
-        return same and _trusted(self._read_meta(sha), obj)
 
     # -- entering and finding objects (the object's lock held) ------------------------------
     def lookup(self, sha: str, size: int) -> Path | None:
@@ -289,7 +255,7 @@ class ObjectStore:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):
                 st = os.stat(obj)
-                if self._read_meta(sha).get("key") != _key(st) or st.st_mode & 0o222:
+                if self._read_meta(sha).get("key") != stat_record(st)[:5] or st.st_mode & 0o222:
                     self._seal(obj)  # moves the mtime: checkouts' hash caches re-hash once
                 self._record(sha)
                 return True
@@ -494,12 +460,12 @@ class ObjectStore:
             if total <= max_bytes:
                 break
             try:
-                with self.locked(sha, timeout=0):  # one in use right now is skipped
-                    if self.in_use(sha, os.stat(self.object_path(sha))):
+                with self.locked(sha, blocking=False) as got:  # one in use now is skipped
+                    if not got or self.in_use(sha, os.stat(self.object_path(sha))):
                         continue
                     self._evict(sha)
             except (OSError, StoreError):
-                continue  # the filelock Timeout is an OSError too
+                continue
             evicted += 1
             freed += st.st_size
             total -= st.st_size

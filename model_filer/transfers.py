@@ -27,9 +27,10 @@ from .errors import (
     StoreError,
     TransferError,
 )
-from .files import PARTIAL_DIR, internal_dir
 from .folder import READ_ONLY_ERRNOS, ModelFolder
-from .hashing import CHUNK, HashCache, HashingWriter
+from .freshness import Freshness
+from .hashing import CHUNK, HashingWriter
+from .layout import PARTIAL_DIR, internal_dir
 from .names import object_key
 from .progress import byte_bar, count_bar, stall_notice
 from .registry import Entry
@@ -70,17 +71,18 @@ class TransferReport:
 
 class _StoreFile:
     """A store temp file being downloaded into: its write errors (a full disk) belong to the
-    store, so the download can fall back to the model folder instead of failing."""
+    store, so the download can fall back to the model folder instead of failing as if the
+    remote had."""
 
-    def __init__(self, fh: IO[bytes], store: ObjectStore) -> None:
+    def __init__(self, fh: IO[bytes], error: resume.WriteError) -> None:
         self._fh = fh
-        self._store = store
+        self._error = error
 
     def write(self, data: Any) -> int:
         try:
             return self._fh.write(data)
         except OSError as exc:
-            raise StoreError(self._store.root, "write a download", exc) from exc
+            raise self._error(exc) from exc
 
 
 def _not_pushed(entry: Entry) -> LocalOnlyError:
@@ -89,12 +91,6 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
         f"machine that dumped it. Ask its author to run filer.push({entry.name!r}) and "
         "commit the registry."
     )
-
-
-def _store_write_error(store: ObjectStore) -> Callable[[OSError], BaseException]:
-    """A failed write into the store (a full disk) is the store's error, so the download
-    falls back to the model folder instead of failing as if the remote had."""
-    return lambda exc: StoreError(store.root, "write a download", exc)
 
 
 def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
@@ -125,14 +121,14 @@ class Transfers:
         entry: Entry,
         temp: Callable[[str], Path],
         partial_dir: Path,
-        store: ObjectStore | None,
+        direct: bool = False,
     ) -> tuple[Path, IO[bytes]]:
         """Download ``entry`` into a temp file, verify it; return the file and it open at 0.
 
         ``temp`` names a fresh temp file; a big download resumes instead, from its partial
         file in ``partial_dir``, which outlives a kill or a cut connection (see
         :mod:`model_filer.resume`) unless what arrived failed verification. The caller moves
-        the returned file into place and deletes it if that fails. With ``store``, a failed
+        the returned file into place and deletes it if that fails. Unless ``direct``, a failed
         write (a full disk) is the store's :class:`StoreError`, not the remote's.
         """
         if entry.key is None:
@@ -143,6 +139,7 @@ class Transfers:
             tmp = resume.claim_partial(partial_dir, entry.sha256)
         else:
             tmp = temp(f"{entry.name}.download")
+        error = None if direct else self._store_error
         done = keep = False
         try:
             with byte_bar(entry.size, entry.name) as progress:
@@ -154,10 +151,10 @@ class Transfers:
                         entry.sha256,
                         tmp,
                         progress,
-                        None if store is None else _store_write_error(store),
+                        error,
                     )
                 else:
-                    size, sha = self._stream(entry.key, entry.size, tmp, progress, store)
+                    size, sha = self._stream(entry.key, entry.size, tmp, progress, error)
             if size != entry.size or sha != entry.sha256:
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
@@ -176,8 +173,8 @@ class Transfers:
             raise  # bad bytes, or a store that cannot hold them: nothing worth resuming
         except OSError as exc:
             keep = resumable  # the next attempt continues from what arrived
-            if store is not None and exc.errno in _DISK_FULL:
-                raise StoreError(store.root, "write a download", exc) from exc
+            if error is not None and exc.errno in _DISK_FULL:
+                raise error(exc) from exc
             raise
         except BaseException:
             keep = resumable
@@ -186,14 +183,22 @@ class Transfers:
             if not done and not keep:
                 tmp.unlink(missing_ok=True)
 
+    def _store_error(self, exc: OSError) -> StoreError:
+        return StoreError(self.store.root, "write a download", exc)
+
     def _stream(
-        self, key: str, size: int, tmp: Path, progress: Progress | None, store: ObjectStore | None
+        self,
+        key: str,
+        size: int,
+        tmp: Path,
+        progress: Progress | None,
+        error: resume.WriteError | None,
     ) -> tuple[int, str]:
         """Stream an object into ``tmp`` while hashing; return the size and sha256 that came."""
         with open(tmp, "wb") as fh:
             # A big download is hashed in a thread of its own, off the transfer's single
             # writer thread; for a small one that thread costs more than it saves.
-            target = fh if store is None else cast(IO[bytes], _StoreFile(fh, store))
+            target = fh if error is None else cast(IO[bytes], _StoreFile(fh, error))
             sink = HashingWriter(target, offload_bytes=0 if size > OFFLOAD_ABOVE else CHUNK)
             try:
                 self.remote.download(key, sink, progress, size)
@@ -202,131 +207,123 @@ class Transfers:
             try:
                 fh.flush()
             except OSError as exc:  # the last buffered bytes, on a disk now full
-                if store is None:
+                if error is None:
                     raise
-                raise StoreError(store.root, "write a download", exc) from exc
+                raise error(exc) from exc
         return sink.size, sha
 
-    def _download_to_store(self, entry: Entry, record: bool = True) -> IO[bytes]:
-        """Download ``entry`` and enter it in the store (its lock held); return it open.
-
-        ``record=False`` when a link into a folder follows, whose settle records it once.
-        """
-        tmp, fh = self._download(entry, self.store.temp, self.store.root / PARTIAL_DIR, self.store)
-        return _placed(fh, tmp, lambda: self.store.enter(tmp, entry.sha256, entry.size, record))
-
-    def _link_in(self, entry: Entry, cache: HashCache) -> None:
+    def _link_in(self, entry: Entry, fresh: Freshness) -> None:
         """Link the store's object of ``entry`` into the model folder (object lock held)."""
         final = self.folder.model_path(entry.name)
         if self.store.link_new(entry.sha256, final):
-            cache.record(final, entry.sha256)
+            fresh.record(final, entry.sha256)
         else:  # a file to replace, or a reflink or copy to make: whole before the rename
             dest = self.folder.temp(f"{entry.name}.link")
             try:
                 self.store.link(entry.sha256, dest, final)
-                self.folder.install(dest, entry, cache)
+                self.folder.install(dest, entry, fresh)
             except BaseException:
                 dest.unlink(missing_ok=True)
                 raise
         self.store.settle(entry.sha256)
 
-    def from_store(self, entry: Entry, cache: HashCache) -> bool:
+    def _from_store(
+        self, entry: Entry, fresh: Freshness | None, download: bool
+    ) -> IO[bytes] | None:
+        """``entry``'s object, open: from the store, downloaded into it first if it lacks it
+        and ``download``, else ``None``; with ``fresh``, also linked into the model folder.
+
+        The object's lock is held throughout: another process fetching it is waited for.
+        :class:`StoreError` when the store cannot be used.
+        """
+        sha = entry.sha256
+        with self.store.locked(sha):
+            obj = self.store.lookup(sha, entry.size)
+            fh: IO[bytes]
+            if obj is not None:
+                fh = open(obj, "rb")  # noqa: SIM115 - returned to the caller
+            elif not download:
+                return None
+            else:  # (recorded by the link's settle, when one follows)
+                tmp, fh = self._download(entry, self.store.temp, self.store.root / PARTIAL_DIR)
+                _placed(fh, tmp, lambda: self.store.enter(tmp, sha, entry.size, fresh is None))
+            try:
+                if fresh is not None:
+                    self._link_in(entry, fresh)
+            except BaseException:
+                fh.close()
+                raise
+        fh.seek(0)
+        return fh
+
+    def _direct(self, entry: Entry, fresh: Freshness | None) -> IO[bytes]:
+        """Download ``entry`` without the store: into place with ``fresh``, else privately
+        (the file is deleted once open)."""
+        partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
+        tmp, fh = self._download(entry, self.folder.temp, partial_dir, direct=True)
+        if fresh is None:
+            tmp.unlink(missing_ok=True)  # the open descriptor keeps the verified bytes
+            return fh
+        return _placed(fh, tmp, lambda: self.folder.install(tmp, entry, fresh))
+
+    def from_store(self, entry: Entry, fresh: Freshness) -> bool:
         """Link ``entry``'s bytes from the local store if it has them: no network, no hashing.
 
         The caller holds the model's lock. Returns whether the model file is now in place.
         """
         try:
-            with self.store.locked(entry.sha256):
-                if self.store.lookup(entry.sha256, entry.size) is None:
-                    return False
-                self._link_in(entry, cache)
+            fh = self._from_store(entry, fresh, download=False)
         except StoreError as exc:
             warn_skipped(exc)
             return False
-        return True
+        if fh is not None:
+            fh.close()
+        return fh is not None
 
-    def fetch(self, entry: Entry, cache: HashCache) -> IO[bytes]:
-        """Download ``entry`` into the store, verify it, link it into place; return it open.
+    def fetch(self, entry: Entry, fresh: Freshness | None = None) -> IO[bytes]:
+        """Download ``entry`` into the store, verify it, and return it open; with ``fresh``,
+        link it into place in the model folder (the caller holds the model's lock).
 
-        When the store cannot be used, the download goes straight into the model folder.
-        The caller holds the model's lock.
+        Without ``fresh``, the model folder's files are not touched: a version the working
+        tree does not name, for history. When the store cannot be used, the download goes
+        straight into the model folder (or, without ``fresh``, into a private file).
         """
-        if entry.state != "synced" or entry.key is None:
-            raise _not_pushed(entry)
-        try:
-            fh = self._fetch_into_store(entry, cache)
-        except StoreError as exc:
-            warn_skipped(exc)
-            fh = self._fetch_direct(entry, cache)
+        pushed = entry.state == "synced" and entry.key is not None
+        # (the callers that link show one notice for the model, or for all of a pull)
+        notice = stall_notice(self.remote, self._what(entry)) if fresh is None else None
+        with notice or contextlib.nullcontext():
+            try:  # (never pushed: only a store that has it, dumped on this machine, can help)
+                fh = self._from_store(entry, fresh, download=pushed)
+                if fh is not None:
+                    return fh
+            except StoreError as exc:
+                warn_skipped(exc)
+            if not pushed:
+                raise _not_pushed(entry)
+            fh = self._direct(entry, fresh)
         fh.seek(0)
         return fh
 
-    def _fetch_into_store(self, entry: Entry, cache: HashCache) -> IO[bytes]:
-        with self.store.locked(entry.sha256):  # another process fetching it: wait, then link
-            obj = self.store.lookup(entry.sha256, entry.size)
-            fh = open(obj, "rb") if obj is not None else self._download_to_store(entry, False)  # noqa: SIM115
-            try:
-                self._link_in(entry, cache)
-            except BaseException:
-                fh.close()
-                raise
-        return fh
-
-    def _fetch_direct(self, entry: Entry, cache: HashCache) -> IO[bytes]:
-        partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
-        tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
-        return _placed(fh, tmp, lambda: self.folder.install(tmp, entry, cache))
-
-    def fetch_object(self, entry: Entry) -> IO[bytes]:
-        """``entry``'s verified bytes, open, without touching the model folder's files.
-
-        From the store, downloaded into it first when it lacks them (a version the working
-        tree does not name, for history). Without a usable store, a private download that is
-        deleted once open.
-        """
-        try:
-            with self.store.locked(entry.sha256):
-                obj = self.store.lookup(entry.sha256, entry.size)
-                if obj is not None:
-                    return open(obj, "rb")
-                if entry.state != "synced" or entry.key is None:
-                    raise _not_pushed(entry)
-                with stall_notice(self.remote, self._what(entry)):
-                    return self._download_to_store(entry)
-        except StoreError as exc:
-            warn_skipped(exc)
-        if entry.state != "synced" or entry.key is None:
-            raise _not_pushed(entry)
-        partial_dir = internal_dir(self.folder.local_dir) / PARTIAL_DIR
-        with stall_notice(self.remote, self._what(entry)):
-            tmp, fh = self._download(entry, self.folder.temp, partial_dir, None)
-        tmp.unlink(missing_ok=True)  # the open descriptor keeps the verified bytes
-        return fh
-
-    def open(self, entry: Entry, cache: HashCache) -> IO[bytes]:
+    def open(self, entry: Entry, fresh: Freshness) -> IO[bytes]:
         """The verified model file of ``entry``: as it is, linked from the store, or downloaded.
 
         The local file is hashed at most once; linking and downloading happen under the
         model's lock, after checking that another process did not do it meanwhile.
         """
-        fh = self.folder.open_current(entry, cache)
+        fh = fresh.open(entry)
         if fh is not None:
             return fh
         try:
             with self.folder.model_lock(entry.name):
                 # Another process may have fetched it while we waited: a stat tells, or a
                 # hash of the new file (what we hashed before is remembered by its stat).
-                fh = self.folder.open_current(entry, cache)
+                fh = fresh.open(entry)
                 if fh is not None:
                     return fh
-                if entry.state == "synced":  # from the store if it has it, else the remote
-                    with stall_notice(self.remote, self._what(entry)):
-                        return self.fetch(entry, cache)
-                if self.from_store(entry, cache):  # never pushed, but dumped on this machine
-                    fh = self.folder.open_current(entry, cache)
-                if fh is None:
-                    raise _not_pushed(entry)
-                return fh
+                # From the store if it has it (a local model: dumped on this machine), else
+                # from the remote.
+                with stall_notice(self.remote, self._what(entry)):
+                    return self.fetch(entry, fresh)
         except OSError as exc:  # a read-only deployment copy cannot receive a download
             raise self._not_writable(exc, entry.name, "is not present (or not current)") from None
 
@@ -345,13 +342,13 @@ class Transfers:
             "the folder again."
         )
 
-    def upload(self, entry: Entry, cache: HashCache, notice: bool = True) -> str:
+    def upload(self, entry: Entry, fresh: Freshness, notice: bool = True) -> str:
         """Upload a model file that still holds ``entry``'s bytes; return its object key.
 
         ``notice=False`` when the caller shows one stall notice for many uploads.
         """
         path = self.folder.model_path(entry.name)
-        fh = self.folder.open_current(entry, cache)  # raises when a local file changed
+        fh = fresh.open(entry)  # raises when a local file changed
         if fh is None:
             raise LocalOnlyError(
                 f"{path} is missing, so local model {entry.name!r} cannot be pushed. "
@@ -378,69 +375,72 @@ class Transfers:
         """Bring in the synced ``entries`` whose file is missing or stale, ``jobs`` at a time.
 
         What the local store holds is linked first, without the network; only the rest is
-        downloaded.
+        downloaded. What is learnt of the files is saved once for all models, not per download.
         """
-        cache = self.folder.cache()
+        with self.folder.freshness() as fresh:
+            return self._pull(entries, fresh, jobs, on_done)
+
+    def _pull(
+        self,
+        entries: Sequence[Entry],
+        fresh: Freshness,
+        jobs: int | None,
+        on_done: Callable[[int], object] | None,
+    ) -> TransferReport:
         report = TransferReport()
         todo = []
-        try:
-            for entry in entries:
-                if entry.state != "synced":
-                    continue
-                if self.folder.holds(entry, cache):
-                    report.skipped.append(entry.name)
-                    continue
-                if not self.store.has(entry.sha256):
-                    todo.append(entry)
-                    continue
-                try:
-                    with self.folder.model_lock(entry.name):
-                        if self.folder.holds(entry, cache):  # another process may have won
-                            report.skipped.append(entry.name)
-                        elif self.from_store(entry, cache):
-                            report.linked.append(entry.name)
-                        else:
-                            todo.append(entry)
-                except OSError as exc:
-                    raise self._not_writable(exc, entry.name, "is missing or stale") from None
-            if on_done is not None and report.linked:
-                on_done(len(report.linked))
+        for entry in entries:
+            if entry.state != "synced":
+                continue
+            if fresh.holds(entry):
+                report.skipped.append(entry.name)
+                continue
+            if not self.store.has(entry.sha256):
+                todo.append(entry)
+                continue
+            try:
+                with self.folder.model_lock(entry.name):
+                    if fresh.holds(entry):  # another process may have won
+                        report.skipped.append(entry.name)
+                    elif self.from_store(entry, fresh):
+                        report.linked.append(entry.name)
+                    else:
+                        todo.append(entry)
+            except OSError as exc:
+                raise self._not_writable(exc, entry.name, "is missing or stale") from None
+        if on_done is not None and report.linked:
+            on_done(len(report.linked))
 
-            def one(entry: Entry) -> None:
-                try:
-                    if entry.size <= UNLOCKED_FETCH:
-                        self.fetch(entry, cache).close()  # the object's lock still orders it
-                        return
-                    with self.folder.model_lock(entry.name):
-                        if not self.folder.holds(entry, cache):  # another process may have won
-                            self.fetch(entry, cache).close()
-                except OSError as exc:  # reported with the others, not raised from a thread
-                    raise self._not_writable(exc, entry.name, "is missing or stale") from None
+        def one(entry: Entry) -> None:
+            try:
+                if entry.size <= UNLOCKED_FETCH:
+                    self.fetch(entry, fresh).close()  # the object's lock still orders it
+                    return
+                with self.folder.model_lock(entry.name):
+                    if not fresh.holds(entry):  # another process may have won
+                        self.fetch(entry, fresh).close()
+            except OSError as exc:  # reported with the others, not raised from a thread
+                raise self._not_writable(exc, entry.name, "is missing or stale") from None
 
-            if todo:
-                with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
-                    if self._reachable(todo, report):
-                        self.run_parallel(todo, one, report, jobs, "pull", on_done)
-        finally:
-            cache.save()  # once for all models, not once per download
+        if todo:
+            with stall_notice(self.remote, f"{len(todo)} model(s) from {self.remote.address}"):
+                if self._reachable(todo, report):
+                    self.run_parallel(todo, one, report, jobs, "pull", on_done)
         return report
 
     def push(
         self, entries: Sequence[Entry], jobs: int | None = None
     ) -> tuple[dict[str, tuple[str, str]], TransferReport]:
         """Upload ``entries``; return name -> (sha256, key) of those uploaded, and the report."""
-        cache = self.folder.cache()
         pushed: dict[str, tuple[str, str]] = {}
-
-        def one(entry: Entry) -> None:
-            pushed[entry.name] = (entry.sha256, self.upload(entry, cache, notice=False))
-
         report = TransferReport()
-        try:
+        with self.folder.freshness() as fresh:
+
+            def one(entry: Entry) -> None:
+                pushed[entry.name] = (entry.sha256, self.upload(entry, fresh, notice=False))
+
             with stall_notice(self.remote, f"a push to {self.remote.address}"):
                 self.run_parallel(list(entries), one, report, jobs, "push")
-        finally:
-            cache.save()
         return pushed, report
 
     def _reachable(self, todo: list[Entry], report: TransferReport) -> bool:

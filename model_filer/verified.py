@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .files import ensure_dir
+from .layout import ensure_dir
 from .registry import FORMAT_VERSION, HEADER, MAX_REGISTRY_BYTES
 from .yamltext import read_scalar
 

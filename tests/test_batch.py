@@ -127,14 +127,26 @@ def test_batches_do_not_nest(filer, watchdog):
         pass
 
 
-def test_another_filer_of_the_folder_is_refused_in_the_batch_thread(filer, remote, watchdog):
+@pytest.mark.parametrize("spelling", ["dotdot", "symlink"])
+def test_another_filer_of_the_folder_is_refused_in_the_batch_thread(
+    filer, remote, tmp_path, spelling, watchdog
+):
+    """Another Filer reads the file as it is, as another process would; a change it would
+    make waits on the lock this thread holds, so it is refused instead of hanging."""
     filer.dump({"v": 0}, "before")
+    spelled_otherwise = filer.local_dir / ".." / filer.local_dir.name
+    if spelling == "symlink":
+        spelled_otherwise = tmp_path / "link"
+        spelled_otherwise.symlink_to(filer.local_dir)
     with filer.batch():
         filer.dump({"v": 1}, "inside")
-        spelled_otherwise = filer.local_dir / ".." / filer.local_dir.name
-        with pytest.raises(BatchError):
-            Filer(spelled_otherwise, str(remote), "local")
-    assert len(filer.list_files()) == 2
+        other = Filer(spelled_otherwise, str(remote), "local")
+        assert [e.name for e in other.list_files()] == ["before"]
+        with pytest.raises(BatchError, match="after the with-block"):
+            other.dump({"v": 2}, "refused")
+        with pytest.raises(BatchError, match="after the with-block"):
+            other.remove("before")
+    assert [e.name for e in filer.list_files()] == ["before", "inside"]
 
 
 def test_a_name_dumped_twice_in_a_batch(filer):
@@ -240,7 +252,13 @@ def test_a_child_forked_in_a_batch_is_not_in_it(filer):
         filer.dump({"v": 1}, "parent")
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            os._exit(0 if filer.folder._open_batch() is None else 1)
+            # Not in the batch: it reads the registry (refused in the batch's thread), and
+            # sees the file as it is.
+            try:
+                names = [e.name for e in filer.list_files()]
+            except BatchError:
+                os._exit(2)
+            os._exit(0 if names == [] else 1)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert [e.name for e in filer.list_files()] == ["parent"]

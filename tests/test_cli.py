@@ -88,7 +88,7 @@ def test_status_calls_a_model_present_after_another_checkout_linked_it(
     repo, remote, tmp_path, capsys
 ):
     """A second checkout's hardlink to the same store object moves the inode's ctime, which
-    the first folder's hash cache keys on: the store still vouches for the file."""
+    the first folder's record of the file keys on: beside a new link count, it still holds."""
     first = Filer(repo / "models", str(remote), "local")
     first.dump({"w": 1}, "m", push=True)
     first.load("m")

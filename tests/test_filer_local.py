@@ -33,9 +33,9 @@ from model_filer import (
     UnknownRemoteTypeError,
     VersionMismatchWarning,
 )
-from model_filer.files import temp_path
 from model_filer.registry import RegistryFile
 from model_filer.store import ObjectStore
+from model_filer.tempfiles import temp_path
 
 REGISTRY = ".local_registry"
 BAD_NAMES = ["../evil", "a/b", "/abs", "", "..", "con", "a\x00b", "x" * 129]
@@ -720,3 +720,33 @@ def test_four_processes_dumping_into_one_folder_at_once(local_dir, remote_dir):
 def test_readme_says_a_local_remote_folder_must_exist() -> None:
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     assert "must already exist" in readme
+
+
+def test_status_and_verify_are_filer_methods(filer, local_dir):
+    """What ``model-filer status`` and ``verify`` print, as data a notebook can use."""
+    filer.dump({"v": 1}, "current", push=True)
+    filer.dump({"v": 2}, "gone", push=True)
+    filer.dump({"v": 3}, "lost")
+    filer.dump({"v": 4}, "copied")
+    filer.dump({"v": 5}, "damaged")
+    filer.model_path("gone").unlink()
+    filer.model_path("lost").unlink()
+    copied = filer.model_path("copied")
+    shutil.copyfile(copied, local_dir / "copy")
+    os.replace(local_dir / "copy", copied)  # the same bytes under a new inode: not yet known
+    damaged = filer.model_path("damaged")
+    data = bytearray(damaged.read_bytes())
+    data[-5] ^= 0xFF
+    damaged.unlink()  # (a link to the store's read-only object: replaced, not written)
+    damaged.write_bytes(data)
+    status = {s.entry.name: s.where for s in filer.status()}
+    assert status == {
+        "current": "present",
+        "gone": "not downloaded",
+        "lost": "missing",
+        "copied": "unverified",
+        "damaged": "unverified",
+    }
+    [bad] = filer.verify()
+    assert (bad.entry.name, bad.path, bad.sha256) == ("damaged", damaged, sha_of(damaged))
+    assert {s.entry.name: s.where for s in filer.status()}["copied"] == "present"  # learnt

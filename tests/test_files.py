@@ -8,17 +8,10 @@ import sys
 
 import pytest
 
-from model_filer import files
-from model_filer.files import (
-    GITIGNORE_TEXT,
-    INTERNAL_DIR,
-    atomic_write,
-    ensure_gitignore,
-    registry_filename,
-    remove_dead_temps,
-    temp_path,
-    write_bytes_atomic,
-)
+from model_filer import tempfiles
+from model_filer.folder import GITIGNORE_TEXT, ensure_gitignore
+from model_filer.layout import INTERNAL_DIR, registry_filename
+from model_filer.tempfiles import atomic_write, remove_dead_temps, temp_path, write_bytes_atomic
 
 REQUIRED = ["*.pkl", ".model_filer"]
 
@@ -64,7 +57,7 @@ def test_complete_gitignore_is_not_rewritten(tmp_path):
 def test_temp_path_is_inside_the_internal_folder_and_names_its_owner(tmp_path):
     path = temp_path(tmp_path, "m.dump")
     assert path.parent == tmp_path / INTERNAL_DIR / "tmp"
-    assert path.name.startswith(f"{files._HOST}-{os.getpid()}-")
+    assert path.name.startswith(f"{tempfiles._HOST}-{os.getpid()}-")
     assert path.name.endswith(".m.dump.tmp")
     assert temp_path(tmp_path, "m.dump") != path
 
@@ -99,7 +92,7 @@ def make_temp(local_dir, pid: int | None = None, host: str | None = None):
     if pid is not None:
         name = name.replace(f"-{os.getpid()}-", f"-{pid}-", 1)
     if host is not None:
-        name = name.replace(files._HOST, host, 1)
+        name = name.replace(tempfiles._HOST, host, 1)
     path = path.with_name(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"partial")

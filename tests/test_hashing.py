@@ -14,7 +14,8 @@ import pytest
 
 from model_filer import Filer
 from model_filer.errors import IntegrityError
-from model_filer.hashing import CHUNK, HashCache, HashingWriter, sha256_file
+from model_filer.freshness import Freshness
+from model_filer.hashing import CHUNK, HashingWriter, sha256_file
 
 MB = 1024 * 1024
 
@@ -70,7 +71,7 @@ def test_sha256_file_matches_hashlib_across_chunk_boundaries(tmp_path):
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
 
 
-# -- HashCache --------------------------------------------------------------------------------
+# -- Freshness --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -85,25 +86,25 @@ def sha(data: bytes) -> str:
 
 
 def test_lookup_hits_after_record_and_after_save_in_a_new_instance(tmp_path, model_file):
-    cache = HashCache(tmp_path)
+    cache = Freshness(tmp_path)
     assert cache.lookup(model_file) is None
     cache.record(model_file, sha(b"A" * 1000))
     assert cache.lookup(model_file) == sha(b"A" * 1000)
     cache.save()
-    assert HashCache(tmp_path).lookup(model_file) == sha(b"A" * 1000)
+    assert Freshness(tmp_path).lookup(model_file) == sha(b"A" * 1000)
 
 
-def test_verified_sha256_hashes_once_then_trusts_the_cache(tmp_path, model_file):
-    cache = HashCache(tmp_path)
-    assert cache.verified_sha256(model_file) == sha(b"A" * 1000)
+def test_sha256_hashes_once_then_trusts_the_cache(tmp_path, model_file):
+    cache = Freshness(tmp_path)
+    assert cache.sha256(model_file) == sha(b"A" * 1000)
     cache.save()
-    fresh = HashCache(tmp_path)
+    fresh = Freshness(tmp_path)
     assert fresh.lookup(model_file) == sha(b"A" * 1000)  # no re-hash needed
 
 
 def test_same_size_replacement_with_other_bytes_misses(tmp_path, model_file):
     """A branch switch swaps in other bytes of the same size: a new inode."""
-    cache = HashCache(tmp_path)
+    cache = Freshness(tmp_path)
     cache.record(model_file, sha(b"A" * 1000))
     cache.save()
     replacement = tmp_path / "new"
@@ -111,13 +112,13 @@ def test_same_size_replacement_with_other_bytes_misses(tmp_path, model_file):
     st = model_file.stat()
     os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the same mtime
     os.replace(replacement, model_file)
-    fresh = HashCache(tmp_path)
+    fresh = Freshness(tmp_path)
     assert fresh.lookup(model_file) is None
-    assert fresh.verified_sha256(model_file) == sha(b"B" * 1000)
+    assert fresh.sha256(model_file) == sha(b"B" * 1000)
 
 
 def test_same_size_rewrite_in_place_with_a_new_mtime_misses(tmp_path, model_file):
-    cache = HashCache(tmp_path)
+    cache = Freshness(tmp_path)
     cache.record(model_file, sha(b"A" * 1000))
     st = model_file.stat()
     with open(model_file, "r+b") as fh:
@@ -125,25 +126,25 @@ def test_same_size_rewrite_in_place_with_a_new_mtime_misses(tmp_path, model_file
     os.utime(model_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert model_file.stat().st_ino == st.st_ino
     assert cache.lookup(model_file) is None
-    assert cache.verified_sha256(model_file) == sha(b"C" * 1000)
+    assert cache.sha256(model_file) == sha(b"C" * 1000)
 
 
 def test_lookup_of_a_missing_file_misses(tmp_path, model_file):
-    cache = HashCache(tmp_path)
+    cache = Freshness(tmp_path)
     cache.record(model_file, sha(b"A" * 1000))
     model_file.unlink()
     assert cache.lookup(model_file) is None
-    assert cache.verified_sha256(model_file) is None
+    assert cache.sha256(model_file) is None
 
 
 def test_forget_drops_the_entry_on_disk_too(tmp_path, model_file):
-    cache = HashCache(tmp_path)
+    cache = Freshness(tmp_path)
     cache.record(model_file, sha(b"A" * 1000))
     cache.save()
     cache.forget(model_file)
     assert cache.lookup(model_file) is None
     cache.save()
-    assert HashCache(tmp_path).lookup(model_file) is None
+    assert Freshness(tmp_path).lookup(model_file) is None
 
 
 def test_save_merges_updates_of_concurrent_instances(tmp_path):
@@ -151,18 +152,18 @@ def test_save_merges_updates_of_concurrent_instances(tmp_path):
     for name in ("a", "b", "c"):
         paths[name] = tmp_path / f"{name}.pkl"
         paths[name].write_bytes(name.encode() * 10)
-    seed = HashCache(tmp_path)
+    seed = Freshness(tmp_path)
     seed.record(paths["c"], sha(b"c" * 10))
     seed.save()
 
-    one, two = HashCache(tmp_path), HashCache(tmp_path)  # both read the same state
+    one, two = Freshness(tmp_path), Freshness(tmp_path)  # both read the same state
     one.record(paths["a"], sha(b"a" * 10))
     two.record(paths["b"], sha(b"b" * 10))
     two.forget(paths["c"])
     one.save()
     two.save()
 
-    merged = HashCache(tmp_path)
+    merged = Freshness(tmp_path)
     assert merged.lookup(paths["a"]) == sha(b"a" * 10)
     assert merged.lookup(paths["b"]) == sha(b"b" * 10)
     assert merged.lookup(paths["c"]) is None
@@ -170,16 +171,16 @@ def test_save_merges_updates_of_concurrent_instances(tmp_path):
 
 def test_a_corrupt_cache_file_is_treated_as_empty(tmp_path, model_file):
     (tmp_path / ".model_filer").mkdir()
-    (tmp_path / ".model_filer" / HashCache.FILENAME).write_bytes(b"{not json")
-    cache = HashCache(tmp_path)
+    (tmp_path / ".model_filer" / Freshness.FILENAME).write_bytes(b"{not json")
+    cache = Freshness(tmp_path)
     assert cache.lookup(model_file) is None
-    assert cache.verified_sha256(model_file) == sha(b"A" * 1000)
+    assert cache.sha256(model_file) == sha(b"A" * 1000)
     cache.save()
-    assert HashCache(tmp_path).lookup(model_file) == sha(b"A" * 1000)
+    assert Freshness(tmp_path).lookup(model_file) == sha(b"A" * 1000)
 
 
 def test_save_without_updates_writes_nothing(tmp_path):
-    HashCache(tmp_path).save()
+    Freshness(tmp_path).save()
     assert not (tmp_path / ".model_filer").exists()
 
 
@@ -224,6 +225,6 @@ def test_a_same_size_tamper_with_the_mtime_restored_is_caught(tmp_path: Path, re
         before.st_size,
         before.st_mtime_ns,
     )
-    assert HashCache(filer.local_dir).lookup(path) is None
+    assert Freshness(filer.local_dir).lookup(path) is None
     with pytest.raises(IntegrityError, match="changed after dump"):
         filer.load("m")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 
 import filelock
 import pytest
 
 from model_filer import Filer
-from model_filer import folder as folder_module
+from model_filer import freshness as freshness_module
 from model_filer import registry as registry_module
+from tests.support.gitrepo import commit
 from tests.support.machines import another_machine
 
 
@@ -31,7 +33,7 @@ def counted(monkeypatch):
 
     wrap(registry_module, "read", "read")
     wrap(filelock.FileLock, "acquire", "lock")
-    wrap(folder_module, "sha256_stream", "hash")
+    wrap(freshness_module, "sha256_stream", "hash")
     return counts
 
 
@@ -80,3 +82,33 @@ def test_open_returns_the_descriptor_it_verified(stale):
         opened = os.fstat(fh.fileno())
         assert (opened.st_ino, opened.st_dev) == (installed.st_ino, installed.st_dev)
         assert pickle.load(fh) == [1, 2, 3]
+
+
+def test_load_and_load_at_a_revision_agree_about_a_copied_folder(repo, tmp_path):
+    """A copy of the repository (a deployment) holds a local model's file under new inodes,
+    on a machine whose store never saw it. ``load`` hashed the file and loaded it, while
+    ``load(rev=)`` asked only the hash records, missed, and raised ``LocalOnlyError``: two
+    answers to one question. Both now ask the one freshness check."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    Filer(repo / "models", str(remote), "local").dump({"v": 1}, "m")
+    commit(repo, "a local model")
+    copy = tmp_path / "deployment"
+    shutil.copytree(repo, copy)
+    another_machine()
+    filer = Filer(copy / "models", str(remote), "local")
+    assert filer.load("m", rev="HEAD") == {"v": 1}
+    assert filer.load("m") == {"v": 1}
+
+
+def test_load_at_a_revision_reads_an_older_local_version_from_the_store(repo, tmp_path):
+    """The working tree holds a newer version of a local model: the older one comes from the
+    store, and the newer file is neither replaced nor taken for a damaged one."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    filer = Filer(repo / "models", str(remote), "local")
+    filer.dump({"v": 1}, "m")
+    commit(repo, "v1")
+    filer.dump({"v": 2}, "m", overwrite=True)
+    assert filer.load("m", rev="HEAD") == {"v": 1}
+    assert filer.load("m") == {"v": 2}

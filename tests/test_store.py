@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from model_filer import Filer, ModelFilerError
+from model_filer import BatchError, Filer, ModelFilerError
 from model_filer.cli import main as cli_main
 from model_filer.errors import StoreError, StoreWarning
+from model_filer.locks import FolderLock, object_lock
 from model_filer.store import ObjectStore, default_root
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import closed_port, commit, git, init_repo
@@ -205,13 +206,18 @@ def test_cli_pull_says_what_it_linked(filer, remote, capsys, monkeypatch):
 def test_a_linked_model_is_present_without_hashing(filer, tmp_path, monkeypatch):
     filer.dump(os.urandom(MIB), "m", push=True)
     clone = clone_of(filer, tmp_path / "clone")
+    import model_filer.freshness as freshness_module
     import model_filer.hashing as hashing_module
 
     def no_hashing(fh):
-        raise AssertionError("a store object was hashed again")
+        raise AssertionError("a store object or a model file was hashed again")
 
     monkeypatch.setattr(hashing_module, "sha256_stream", no_hashing)
+    monkeypatch.setattr(freshness_module, "sha256_stream", no_hashing)
     assert clone.pull().linked == ["m"]
+    # The other checkout's link moved the first file's ctime: still current, unhashed.
+    assert filer.pull().skipped == ["m"] and clone.pull().skipped == ["m"]
+    assert filer.load("m") == clone.load("m")
 
 
 def test_a_second_machine_downloads_and_enters_the_store(filer, tmp_path):
@@ -714,3 +720,48 @@ def test_a_switch_linked_from_the_store_imports_neither_gitpython_nor_boto3(repo
     assert "1 linked from the local store" in child.stdout
     assert child.stdout.splitlines()[-1] == "0 []"
     assert filer.load("m") == {"v": "A"}
+
+
+# -- locks -------------------------------------------------------------------------------------
+def test_a_dump_takes_each_lock_once(filer, store):
+    """The object's lock was taken twice per dump (to enter the bytes, then to record them
+    after the renames into place); now once, inside the registry's lock."""
+    filer.dump({"v": 1}, "a")
+    sha = filer.list_files()[0].sha256
+    # This process's one lock object of each file (held here, so it stays the same object):
+    objects, registry = object_lock(store.root, sha), FolderLock.of(filer.local_dir, "registry")
+    before = (objects.acquisitions, registry.acquisitions)
+    filer.dump({"v": 1}, "b")  # the same bytes: the same object
+    assert (objects.acquisitions, registry.acquisitions) == (before[0] + 1, before[1] + 1)
+    assert filer.load("b") == {"v": 1}
+    assert [(s.entry.name, s.where) for s in filer.status()] == [("a", "present"), ("b", "present")]
+
+
+def test_a_thread_asking_for_a_lock_it_holds_is_refused_not_hung(filer, store):
+    lock = FolderLock.of(filer.local_dir, "registry")
+    with lock, pytest.raises(BatchError, match="already holds"):
+        filer.remove_locals()  # a registry change: the same lock
+    assert filer.remove_locals() == []  # released: it runs
+
+
+def test_another_process_holding_an_object_lock_makes_prune_skip_it(filer, store, tmp_path):
+    filer.dump({"v": 1}, "a")
+    sha = filer.list_files()[0].sha256
+    filer.remove("a")
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from model_filer.locks import object_lock\n"
+        f"with object_lock(Path({str(store.root)!r}), {sha!r}):\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert store.prune(0).evicted == 0  # in use by the other process: skipped, not waited on
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert store.prune(0).evicted == 1

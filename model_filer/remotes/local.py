@@ -19,8 +19,8 @@ from ..errors import (
     RemoteMismatchError,
     RemoteObjectMissingError,
 )
-from ..files import owned_temp_name, remove_dead_temps_in
 from ..hashing import CHUNK
+from ..tempfiles import owned_temp_name, remove_dead_temps_in
 from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
 
 ID_FILE = ".model_filer_remote_id"
