@@ -30,7 +30,17 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key, is_object_key
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Silence, Sink
+from . import (
+    PATIENT,
+    Network,
+    Progress,
+    RangeSink,
+    Remote,
+    RemoteObject,
+    Silence,
+    Sink,
+    silence_of,
+)
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
@@ -99,16 +109,6 @@ class _Sending(io.BytesIO):
     def read(self, size: int | None = -1, /) -> bytes:
         self._silence.heard()
         return super().read(size)
-
-
-# One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
-_SILENCES: dict[str, Silence] = {}
-_SILENCES_LOCK = threading.Lock()
-
-
-def _silence_of(endpoint: str) -> Silence:
-    with _SILENCES_LOCK:
-        return _SILENCES.setdefault(endpoint, Silence())
 
 
 def _part_size(size: int) -> int:
@@ -256,7 +256,7 @@ class S3Remote(Remote):
                     client = session.create_client("s3", config=config)
                 except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
                     raise self._error(exc, "connect to", None) from None
-                self.silence = _silence_of(client.meta.endpoint_url)
+                self.silence = silence_of(client.meta.endpoint_url)
                 # First, before botocore's own retry handler: a stall past the policy's
                 # bound raises here, which no layer retries.
                 client.meta.events.register_first("needs-retry.s3", self._after_attempt)
@@ -283,9 +283,7 @@ class S3Remote(Remote):
     def _check_stall(self, backoff: float) -> None:
         """Raise :class:`_Stalled` if another attempt could end past the stall bound."""
         silent = self.silence.seconds()
-        net = self.network
-        worst = net.connect_timeout + net.read_timeout
-        if silent and silent + backoff + worst > max(net.stall_timeout, worst):
+        if self.network.gives_up(silent, backoff):
             self.silence.give_up()
             raise _Stalled(silent)
 
