@@ -217,6 +217,9 @@ class GCSRemote(Remote):
             client = storage.Client()
         except Exception as exc:  # google.auth's DefaultCredentialsError and kin
             raise self._error(exc, "connect to", None) from None
+        # Off: a background lookup of the bucket, for tracing attributes, with the client's
+        # own retries, on every call (outside the network policy; a permission more).
+        client._bucket_metadata_cache = None
         # The client's own pool keeps 10 connections; parallel pulls and ranged reads use more.
         for scheme in ("http://", "https://"):
             client._http.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=64))
