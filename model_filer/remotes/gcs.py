@@ -14,7 +14,6 @@ commit its partial bytes), and the final object's size is checked before the upl
 from __future__ import annotations
 
 import base64
-import collections
 import contextlib
 import datetime
 import hashlib
@@ -23,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,8 +45,7 @@ SINGLE_UPLOAD = 8 * MB  # the client's limit for one-request (atomic) uploads
 SEND_CHUNK = 8 * MB  # a part bigger than that is sent in chunks of this size (256 KiB multiple)
 MAX_PARTS = 32  # one compose call takes at most 32 sources
 PARTS_IN_FLIGHT = 4
-SMALL_OBJECT = 4 * MB  # read whole in one GET
-RANGE_WINDOW = 8  # ranged GETs in flight
+PIECE = MB  # a download's bytes go to the sink this much at a time
 UPLOADS = ".model_filer_uploads"  # parts of unfinished uploads, under the remote root
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload's parts are deleted
 MAX_BACKOFF = 20.0
@@ -152,32 +150,34 @@ class _Slice(io.RawIOBase):
         super().close()
 
 
-class _Heard(io.BytesIO):
-    """A buffer whose every write (a piece of a body as it arrives) is a sign of life."""
-
-    def __init__(self, heard: Callable[[], None]) -> None:
-        super().__init__()
-        self._heard = heard
-
-    def write(self, data: Any, /) -> int:
-        self._heard()
-        return super().write(data)
-
-
 class _Forward:
-    """A file-like writer that passes a streamed body on to a sink, with progress."""
+    """A file-like writer that passes a streamed body on to a sink in pieces of up to
+    :data:`PIECE` (the client writes 8 KiB at a time), with progress; counts what it wrote."""
 
     def __init__(
         self, sink: Sink | RangeSink, progress: Progress | None, heard: Callable[[], None]
-    ):
+    ) -> None:
         self._sink, self._progress, self._heard = sink, progress, heard
+        self._held: list[bytes] = []
+        self._size = 0
+        self.written = 0  # bytes passed on to the sink, and those held to pass on
 
     def write(self, data: Any, /) -> int:
         self._heard()
-        self._sink.write(data)
-        if self._progress is not None:
-            self._progress(len(data))
+        self._held.append(bytes(data))
+        self._size += len(data)
+        self.written += len(data)
+        if self._size >= PIECE:
+            self.flush()
         return len(data)
+
+    def flush(self) -> None:
+        """Pass on what is held (a cut body's bytes too: they are good, the rest is asked)."""
+        if self._held:
+            data, self._held, self._size = b"".join(self._held), [], 0
+            self._sink.write(data)
+            if self._progress is not None:
+                self._progress(len(data))
 
 
 class GCSRemote(Remote):
@@ -413,84 +413,44 @@ class GCSRemote(Remote):
     def download(
         self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
     ) -> None:
-        if size is None:
-            size = self.size_of(key)
-            if size is None:
-                raise self._gone(key)
-        if size > SMALL_OBJECT:
-            self._download_ranges(key, 0, _Restartable(sink), progress, size)
-            return
-        blob = self._blob(key)
-        try:
-            data = self._call("download", key, lambda: self._get(blob, None, None))
-        except RemoteObjectMissingError:
-            self._check_bucket()  # a missing bucket also answers 404
-            raise
-        sink.write(data)
-        if progress is not None:
-            progress(len(data))
+        self._stream(key, 0, sink, progress)
 
     def download_from(
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:
-        self._download_ranges(key, offset, sink, progress, size)
+        sink.restart(offset)
+        self._stream(key, offset, sink, progress)
 
-    def _get(self, blob: Any, start: int | None, end: int | None) -> bytes:
-        """One GET of the bytes ``start..end`` (or the whole object), the client's checks
-        off: the caller verifies every byte against the registry's sha256."""
-        buffer = _Heard(self.silence.heard)
-        blob.download_to_file(
-            buffer,
-            start=start,
-            end=end,
-            raw_download=True,
-            checksum=None,
-            timeout=self._timeout,
-            retry=None,
-        )
-        return buffer.getvalue()
-
-    def _download_ranges(
-        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    def _stream(
+        self, key: str, offset: int, sink: Sink | RangeSink, progress: Progress | None
     ) -> None:
-        """Ranged GETs of ``offset..size``, a few in flight, written in order: a kill loses at
-        most the window (at most 1/32 of the object), which the next attempt asks for again.
-        An object of another size than ``size`` is streamed whole, for the caller to judge."""
+        """One GET of the object from ``offset`` on, written in order as it arrives (as the
+        client's own download does); a body cut short is asked again from where it stopped,
+        so a killed download keeps every byte that reached the sink. The client's checksum is
+        off: the caller verifies every byte against the registry's sha256."""
+        from google.api_core.exceptions import RequestRangeNotSatisfiable
+
         blob = self._blob(key)
-        chunk = max(MB // 4, min(4 * MB, size // (32 * RANGE_WINDOW)))
-        starts = iter(range(offset, size, chunk))
-        pending: collections.deque[Future[bytes | None]] = collections.deque()
+        forward = _Forward(sink, progress, self.silence.heard)
 
-        def get(start: int, end: int) -> bytes | None:
-            from google.api_core.exceptions import RequestRangeNotSatisfiable
-
-            try:
-                data = self._attempts(lambda: self._get(blob, start, end))
-            except RequestRangeNotSatisfiable:
-                return None  # shorter than the registry says
-            return data if len(data) == end - start + 1 else None
+        def rest() -> None:
+            start = offset + forward.written
+            with contextlib.suppress(RequestRangeNotSatisfiable):  # nothing left: the caller
+                blob.download_to_file(  # judges the size
+                    forward,
+                    start=start or None,
+                    raw_download=True,
+                    checksum=None,
+                    timeout=self._timeout,
+                    retry=None,
+                )
 
         try:
-            with self._waiting("download", key), ThreadPoolExecutor(RANGE_WINDOW) as pool:
-
-                def ask() -> None:
-                    if (start := next(starts, None)) is not None:
-                        pending.append(pool.submit(get, start, min(start + chunk, size) - 1))
-
-                for _ in range(RANGE_WINDOW):
-                    ask()
-                sink.restart(offset)
-                while pending:
-                    data = pending.popleft().result()
-                    if data is None:  # not the size the registry says: the caller judges it
-                        for future in pending:
-                            future.cancel()
-                        self._stream_whole(blob, sink, progress)
-                        return
-                    sink.write(data)
-                    if progress is not None:
-                        progress(len(data))
-                    ask()
+            with self._waiting("download", key):
+                try:
+                    self._attempts(rest)
+                finally:
+                    forward.flush()
         except RemoteError:
             raise
         except Exception as exc:
@@ -498,11 +458,6 @@ class GCSRemote(Remote):
             if isinstance(error, RemoteObjectMissingError):
                 self._check_bucket()  # a missing bucket also answers 404
             raise error from None
-
-    def _stream_whole(self, blob: Any, sink: RangeSink, progress: Progress | None) -> None:
-        sink.restart(0)
-        forward = _Forward(sink, progress, self.silence.heard)
-        self._attempts(lambda: _raw_download(blob, forward, self._timeout))
 
     # -- uploads ----------------------------------------------------------------------------
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
@@ -600,26 +555,8 @@ class GCSRemote(Remote):
                     _raw(blob.delete, self._timeout)
 
 
-class _Restartable:
-    """A plain in-order :class:`Sink` as a :class:`RangeSink` that starts at 0."""
-
-    def __init__(self, sink: Sink) -> None:
-        self._sink = sink
-
-    def restart(self, offset: int) -> None:
-        if offset:  # (only 0 reaches here: a whole download starts there)
-            raise ValueError("an in-order sink cannot restart past 0")
-
-    def write(self, data: Any) -> int:
-        return self._sink.write(data)
-
-
 def _raw(method: Callable[..., Any], timeout: tuple[float, float]) -> Any:
     return method(timeout=timeout, retry=None)
-
-
-def _raw_download(blob: Any, writer: _Forward, timeout: tuple[float, float]) -> None:
-    blob.download_to_file(writer, raw_download=True, checksum=None, timeout=timeout, retry=None)
 
 
 def _transient(exc: BaseException) -> bool:
