@@ -314,48 +314,56 @@ def _transfer(env: dict[str, str], action: str, folder: Path, address: str) -> A
 
 def bench_resume(b: GCSBench, size: int) -> list[Row]:
     """A download and an upload killed at about half: the share the next attempt moves."""
+    return [_resume_row(b, action, size) for action in ("load", "push")]
+
+
+def _resume_row(b: GCSBench, action: str, size: int) -> Row:
     from tests.support.faultproxy import FaultProxy
 
-    rows = []
-    for action, counter in (("load", "bytes_down"), ("push", "bytes_up")):
-        producer, address = b.fresh(f"resume-{action}"), b.address(f"resume-{action}")
-        b.setup("dump", dir=str(producer), address=address, nbytes=size, count=1)
-        folder = producer
-        if action == "load":
-            b.setup("push_ours", dir=str(producer), address=address)
-            folder = b.fresh("resume-consumer")
-            copy_registry(producer, folder, address, address)
-        with FaultProxy(b.server.endpoint, lifetime=3600) as proxy:
-            env = another_machine(dict(b.env, STORAGE_EMULATOR_HOST=proxy.url), b.root)
-            child = _transfer(env, action, folder, address)
-            while getattr(proxy, counter) < size // 2:
-                if child.poll() is not None:
-                    raise BenchError(f"{action} ended before the kill: {child.stderr.read()}")
-                time.sleep(0.002)
-            child.send_signal(signal.SIGKILL)
-            child.communicate()
-            time.sleep(1.0)  # what the child left in flight reaches the store
-            killed_at, start = getattr(proxy, counter), time.perf_counter()
-            again = _transfer(env, action, folder, address)
-            _, err = again.communicate()
-            if again.returncode:
-                raise BenchError(f"the resumed {action} failed: {err[-2000:]}")
-            moved = getattr(proxy, counter) - killed_at
-            seconds = time.perf_counter() - start
-        share = moved / size
-        rows.append(
-            Row(
-                f"resume-{action}",
-                f"{action} {size // MiB} MiB killed at {killed_at / size:.0%}: next attempt",
-                f"{moved / MiB:.0f} MiB, {seconds:.1f} s",
-                f"{size / MiB:.0f} MiB (restart)",
-                f"{share:.0%} of bytes",
-                f"<= {RESUME_TARGET:.0%}",
-                share <= RESUME_TARGET,
-                "",
-            )
-        )
-    return rows
+    producer, address = b.fresh(f"resume-{action}"), b.address(f"resume-{action}")
+    b.setup("dump", dir=str(producer), address=address, nbytes=size, count=1)
+    folder = producer
+    if action == "load":
+        b.setup("push_ours", dir=str(producer), address=address)
+        folder = b.fresh("resume-consumer")
+        copy_registry(producer, folder, address, address)
+    counter = "bytes_down" if action == "load" else "bytes_up"
+    with FaultProxy(b.server.endpoint, lifetime=3600) as proxy:
+        env = another_machine(dict(b.env, STORAGE_EMULATOR_HOST=proxy.url), b.root)
+        partial = Path(env["MODEL_FILER_CACHE_DIR"]) / "partial"
+
+        def moved() -> int:  # the proxy counts a response body only once it is all sent
+            if action == "push":
+                return int(proxy.bytes_up)
+            return sum(p.stat().st_size for p in partial.glob("*") if p.is_file())
+
+        child = _transfer(env, action, folder, address)
+        while moved() < size // 2:
+            if child.poll() is not None:
+                raise BenchError(f"{action} ended before the kill: {child.stderr.read()}")
+            time.sleep(0.002)
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+        time.sleep(1.0)  # what the child left in flight reaches the store
+        killed_at, before = moved(), getattr(proxy, counter)
+        start = time.perf_counter()
+        again = _transfer(env, action, folder, address)
+        _, err = again.communicate()
+        if again.returncode:
+            raise BenchError(f"the resumed {action} failed: {err[-2000:]}")
+        sent = getattr(proxy, counter) - before
+        seconds = time.perf_counter() - start
+    share = sent / size
+    return Row(
+        f"resume-{action}",
+        f"{action} {size // MiB} MiB killed at {killed_at / size:.0%}: next attempt",
+        f"{sent / MiB:.0f} MiB, {seconds:.1f} s",
+        f"{size / MiB:.0f} MiB (restart)",
+        f"{share:.0%} of bytes",
+        f"<= {RESUME_TARGET:.0%}",
+        share <= RESUME_TARGET,
+        "",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -360,18 +360,20 @@ filer.load("big") if sys.argv[1] == "load" else filer.push("big")
 """
 
 
-def _kill_at_half(proxy: FaultProxy, target: Target, action: str, folder: Path, total: int) -> None:
-    """Run ``action`` in a child through the proxy; SIGKILL it once half the bytes passed."""
+def _kill_at_half(
+    target: Target, action: str, folder: Path, via: FaultProxy, moved: Callable[[], int]
+) -> None:
+    """Run ``action`` in a child through the proxy ``via``; SIGKILL it once ``moved()``
+    passes half of :data:`BIG`."""
     assert target.endpoint_var is not None
-    counter = "bytes_down" if action == "load" else "bytes_up"
     child = subprocess.Popen(
         [sys.executable, "-c", _RUN, action, str(folder), target.address, target.remote_type],
-        env=environ(**{target.endpoint_var: proxy.url}),
+        env=environ(**{target.endpoint_var: via.url}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        while getattr(proxy, counter) < total // 2:
+        while moved() < BIG // 2:
             if child.poll() is not None:
                 raise AssertionError(f"{action} ended before the kill: {child.stderr.read()!r}")  # type: ignore[union-attr]
             time.sleep(0.005)
@@ -382,6 +384,11 @@ def _kill_at_half(proxy: FaultProxy, target: Target, action: str, folder: Path, 
         assert child.stderr is not None
         child.stderr.close()
     time.sleep(1.0)  # what the child left in flight reaches the store
+
+
+def _partial_bytes(store: Path) -> int:
+    """What a download in progress holds: the proxy counts a body only once it is all sent."""
+    return sum(p.stat().st_size for p in (store / "partial").glob("*") if p.is_file())
 
 
 @pytest.fixture
@@ -397,8 +404,10 @@ def test_a_load_killed_halfway_fetches_only_the_rest(tmp_path, target, big_model
     producer, payload = big_model
     producer.push("big")
     consumer = _consumer(tmp_path, producer)
+    store = Path(os.environ["MODEL_FILER_CACHE_DIR"])
     with FaultProxy(target.env[var], lifetime=300) as proxy:
-        _kill_at_half(proxy, target, "load", consumer, BIG)
+        _kill_at_half(target, "load", consumer, proxy, lambda: _partial_bytes(store))
+        assert BIG // 2 <= _partial_bytes(store) < BIG  # killed halfway, the bytes kept
         before = proxy.bytes_down
         monkeypatch.setenv(var, proxy.url)
         assert target.filer(consumer).load("big") == payload
@@ -410,7 +419,7 @@ def test_a_push_killed_halfway_sends_only_the_rest(tmp_path, target, big_model, 
     var = _networked(target)
     producer, payload = big_model
     with FaultProxy(target.env[var], lifetime=300) as proxy:
-        _kill_at_half(proxy, target, "push", producer.local_dir, BIG)
+        _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up)
         before = proxy.bytes_up
         monkeypatch.setenv(var, proxy.url)
         producer.push("big")
@@ -427,7 +436,7 @@ def test_an_upload_abandoned_for_a_day_is_cleaned_up(
     var = _networked(target)
     producer, _ = big_model
     with FaultProxy(target.env[var], lifetime=300) as proxy:
-        _kill_at_half(proxy, target, "push", producer.local_dir, BIG)
+        _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up)
     assert target.leftovers() != []
     module = sys.modules[type(target.remote()).__module__]
     monkeypatch.setattr(module, "ABANDONED_AFTER", 0)  # a day is now
