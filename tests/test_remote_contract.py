@@ -476,3 +476,41 @@ def test_secrets_never_reach_a_message(tmp_path, target, monkeypatch):
 def test_the_default_type_refuses_an_address_of_another_and_names_it(tmp_path, address, named):
     with pytest.raises(UnknownRemoteTypeError, match=f"remote_type={named!r}"):
         Filer(tmp_path / "m", address)
+
+
+def test_the_pre_push_hook_finds_a_missing_object(tmp_path, target, repo, monkeypatch, capsys):
+    from model_filer_hooks.check_remote_models import main
+
+    from tests.support.gitrepo import commit, head
+
+    filer = target.filer(repo / "models")
+    filer.dump({"w": 1}, "churn", push=True)
+    filer.dump({"w": 2}, "prices", push=True)
+    commit(repo, "two models")
+    target.remote().delete(filer.list_files()[1].key)
+    monkeypatch.setenv("PRE_COMMIT_FROM_REF", "0" * 40)
+    monkeypatch.setenv("PRE_COMMIT_TO_REF", head(repo))
+    monkeypatch.setenv("PRE_COMMIT_REMOTE_NAME", "origin")
+
+    assert main(["origin", "/srv/git/repo.git"]) == 1
+    out = capsys.readouterr().out
+    assert "prices" in out and "is missing from the remote" in out and "churn" not in out
+
+
+def test_gc_deletes_only_what_no_commit_names(tmp_path, target, repo):
+    from datetime import timedelta
+
+    from model_filer import gc
+    from tests.support.gitrepo import commit
+
+    filer = target.filer(repo / "models")
+    filer.dump(b"kept", "kept", push=True)
+    filer.dump(b"dropped", "dropped", push=True)
+    dropped = filer.list_files()[0].key
+    filer.remove("dropped")
+    commit(repo, "one model")
+
+    found = gc.plan(filer, grace=timedelta(0))
+    assert [o.key for o in found.candidates] == [dropped]
+    assert gc.collect(filer, found.candidates) == [dropped]
+    assert {o.key for o in target.remote().list_objects("")} == {filer.list_files()[0].key}
