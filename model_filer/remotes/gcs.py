@@ -29,15 +29,23 @@ from typing import Any, TypeVar
 from ..errors import (
     BucketNotFoundError,
     CredentialsError,
-    InvalidNameError,
     RemoteError,
-    RemoteMismatchError,
     RemoteObjectMissingError,
     RemoteUnreachableError,
     UnknownRemoteTypeError,
 )
-from ..names import check_key, is_object_key
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink, silence_of
+from ..names import is_object_key
+from . import (
+    PATIENT,
+    BucketRemote,
+    Network,
+    Progress,
+    RangeSink,
+    RemoteObject,
+    Sink,
+    Stalled,
+    silence_of,
+)
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -49,41 +57,11 @@ PIECE = MB  # a download's bytes go to the sink this much at a time
 UPLOADS = ".model_filer_uploads"  # parts of unfinished uploads, under the remote root
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload's parts are deleted
 MAX_BACKOFF = 20.0
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _TRANSIENT_CODES = {408, 429, 500, 502, 503, 504}
 _CREDENTIAL_HINT = (
     "Run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
     "service account key file"
 )
-
-
-class _Stalled(Exception):
-    """The store stayed silent past the policy's ``stall_timeout``: no more attempts."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"no answer for {seconds:.0f} s")
-        self.seconds = seconds
-
-
-def parse_address(address: str) -> tuple[str, str]:
-    """Split ``gs://bucket/prefix``, ``bucket/prefix`` or ``bucket`` into bucket and prefix."""
-    if not isinstance(address, str):
-        raise InvalidNameError(
-            f"A GCS address must be a string, got {type(address).__name__}. "
-            "Use 'gs://bucket/prefix', 'bucket/prefix' or 'bucket'."
-        )
-    rest = address[5:] if address.startswith("gs://") else address
-    bucket, _, prefix = rest.strip().partition("/")
-    prefix = prefix.strip("/")
-    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
-        raise InvalidNameError(
-            f"Invalid GCS address {address!r}: bucket names are 3-222 characters of lower-case "
-            "letters, digits, dots, hyphens and underscores. Use 'gs://bucket/prefix', "
-            "'bucket/prefix' or 'bucket'."
-        )
-    if prefix:
-        check_key(prefix, f"GCS address {address!r}")
-    return bucket, prefix
 
 
 def scrub(text: str) -> str:
@@ -180,28 +158,35 @@ class _Forward:
                 self._progress(len(data))
 
 
-class GCSRemote(Remote):
+class GCSRemote(BucketRemote):
     """Objects at ``gs://<bucket>/<prefix>/<key>``."""
 
-    remote_type = "gcs"
+    remote_type, scheme, kind, a_kind = "gcs", "gs", "GCS", "A GCS"
+    store, endpoint_variable = "Google Cloud Storage", "STORAGE_EMULATOR_HOST"
+    bucket_re = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+    bucket_rule = (
+        "bucket names are 3-222 characters of lower-case letters, digits, dots, hyphens and "
+        "underscores."
+    )
 
     def __init__(self, address: str, network: Network = PATIENT) -> None:
-        self.bucket_name, self.prefix = parse_address(address)
-        super().__init__(f"gs://{self.bucket_name}/{self.prefix}".rstrip("/"), network)
+        super().__init__(address, network)
         self._client: Any = None
         self._bucket_checked = False
         self._swept = False
         self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
-    @property
-    def bucket(self) -> Any:
-        """The client's bucket object, the client built on first use."""
+    def _connect(self) -> None:
         with self._lock:
             if self._client is None:
                 self._client = self._make_client()
                 self.silence = silence_of(self._endpoint())
-            return self._client.bucket(self.bucket_name)
+
+    def _bucket(self) -> Any:
+        """The client's bucket object, the client built on first use."""
+        self._connect()
+        return self._client.bucket(self.bucket)
 
     def _make_client(self) -> Any:
         try:
@@ -234,27 +219,8 @@ class GCSRemote(Remote):
     def _timeout(self) -> tuple[float, float]:
         return (self.network.connect_timeout, self.network.read_timeout)
 
-    def _full_key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
     def _blob(self, key: str) -> Any:
-        return self.bucket.blob(self._full_key(key))
-
-    @contextlib.contextmanager
-    def _waiting(self, action: str, key: str | None) -> Iterator[None]:
-        """Run a call as one wait on the store; fail at once if a call just gave up on it."""
-        self.bucket  # noqa: B018 - built first: its endpoint names the silence clock
-        if self.silence.gave_up_within(self.network.read_timeout):
-            raise RemoteUnreachableError(
-                f"Cannot {action} {self.url(key) if key else self.address}: no answer from "
-                f"Google Cloud Storage at {self._endpoint()}, on which the last call gave up a "
-                "moment ago. Check the network (a stuck VPN or proxy?) and "
-                "STORAGE_EMULATOR_HOST, then try again.",
-                key=key,
-                address=self.address,
-            )
-        with self.silence.waiting():
-            yield
+        return self._bucket().blob(self._full_key(key))
 
     def _attempts(self, fn: Callable[[], T]) -> T:
         """``fn`` (one request, the client's own retries off) under the network policy:
@@ -271,7 +237,7 @@ class GCSRemote(Remote):
                 silent = self.silence.seconds()
                 if self.network.gives_up(silent, backoff):
                     self.silence.give_up()
-                    raise _Stalled(silent) from exc
+                    raise Stalled(silent) from exc
                 time.sleep(backoff)
             else:
                 self.silence.heard()
@@ -296,14 +262,8 @@ class GCSRemote(Remote):
         from google.auth import exceptions as aexc
 
         where = self.url(key) if key else self.address
-        if isinstance(exc, _Stalled):
-            return RemoteUnreachableError(
-                f"No answer from Google Cloud Storage at {self._endpoint()} for "
-                f"{exc.seconds:.0f} s to {action} {where} (a stuck VPN or proxy?), so "
-                "model_filer gave up. Check the network and STORAGE_EMULATOR_HOST, then try "
-                "again. To wait longer, pass network=model_filer.Network(stall_timeout=300) "
-                "to Filer."
-            )
+        if isinstance(exc, Stalled):
+            return self._stalled(exc, action, where)
         if isinstance(exc, aexc.DefaultCredentialsError | aexc.RefreshError):
             return CredentialsError(
                 f"No usable Google Cloud credentials to {action} {where}. {_CREDENTIAL_HINT}."
@@ -336,8 +296,8 @@ class GCSRemote(Remote):
 
     def _no_bucket(self) -> BucketNotFoundError:
         return BucketNotFoundError(
-            f"Bucket {self.bucket_name!r} does not exist. Create it "
-            f"(`gcloud storage buckets create gs://{self.bucket_name}`) or fix the remote "
+            f"Bucket {self.bucket!r} does not exist. Create it "
+            f"(`gcloud storage buckets create gs://{self.bucket}`) or fix the remote "
             "address.",
             address=self.address,
         )
@@ -345,7 +305,7 @@ class GCSRemote(Remote):
     def _check_bucket(self) -> None:
         """Raise :class:`BucketNotFoundError` when the bucket is missing: a listing of one
         object, which the Storage Object roles allow (a bucket lookup needs more)."""
-        bucket = self.bucket
+        bucket = self._bucket()
         self._call(
             "list",
             None,
@@ -353,22 +313,8 @@ class GCSRemote(Remote):
         )
 
     # -- the interface ----------------------------------------------------------------------
-    def check_matches(
-        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
-    ) -> None:
-        try:
-            recorded = parse_address(recorded_address)
-        except InvalidNameError:
-            recorded = ("?", recorded_address)
-        if recorded != (self.bucket_name, self.prefix):
-            raise RemoteMismatchError(
-                f"{registry_path} belongs to {recorded_address!r}, but this Filer points at "
-                f"{self.address!r}. Use Filer(..., {recorded_address!r}, remote_type='gcs') or "
-                "another local_dir."
-            )
-
     def size_of(self, key: str) -> int | None:
-        bucket, name = self.bucket, self._full_key(key)
+        bucket, name = self._bucket(), self._full_key(key)
         blob = self._call(
             "check", key, lambda: bucket.get_blob(name, timeout=self._timeout, retry=None)
         )
@@ -379,15 +325,12 @@ class GCSRemote(Remote):
 
     def _listing(self, prefix: str, action: str) -> list[Any]:
         """Every object whose full key starts with ``prefix``, one listing (pages of 1,000)."""
-        bucket = self.bucket
+        bucket = self._bucket()
 
         def collect() -> list[Any]:
             return list(bucket.list_blobs(prefix=prefix, timeout=self._timeout, retry=None))
 
         return self._call(action, None, collect)
-
-    def _root(self) -> str:
-        return f"{self.prefix}/" if self.prefix else ""
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
         root = self._root()
@@ -519,7 +462,7 @@ class GCSRemote(Remote):
                 todo.append(n)
 
         def send(n: int) -> None:
-            blob = self.bucket.blob(root + names[n])
+            blob = self._bucket().blob(root + names[n])
             self._call("upload to", key, lambda: self._send(blob, src, n * part, lengths[n]))
             if progress is not None:
                 progress(lengths[n])
@@ -529,7 +472,7 @@ class GCSRemote(Remote):
                 future.result()
         final = self._blob(key)
         final.metadata = {"sha256": sha256}
-        sources = [self.bucket.blob(root + name) for name in names]
+        sources = [self._bucket().blob(root + name) for name in names]
         self._call(
             "upload to", key, lambda: final.compose(sources, timeout=self._timeout, retry=None)
         )
