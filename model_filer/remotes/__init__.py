@@ -246,7 +246,7 @@ class Remote(ABC):
         )
 
 
-class Stalled(Exception):
+class _Stalled(Exception):
     """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
 
     Neither botocore, s3transfer nor model_filer's own retries retry an exception of this
@@ -341,7 +341,7 @@ class BucketRemote(Remote):
         with self.silence.waiting():
             yield
 
-    def _stalled(self, exc: Stalled, action: str, where: str) -> RemoteUnreachableError:
+    def _stalled(self, exc: _Stalled, action: str, where: str) -> RemoteUnreachableError:
         return RemoteUnreachableError(
             f"No answer from {self.store} at {self._endpoint()} for {exc.seconds:.0f} s to "
             f"{action} {where} (a stuck VPN or proxy?), so model_filer gave up. Check the "

@@ -43,7 +43,7 @@ from . import (
     RangeSink,
     RemoteObject,
     Sink,
-    Stalled,
+    _Stalled,
     silence_of,
 )
 
@@ -237,7 +237,7 @@ class GCSRemote(BucketRemote):
                 silent = self.silence.seconds()
                 if self.network.gives_up(silent, backoff):
                     self.silence.give_up()
-                    raise Stalled(silent) from exc
+                    raise _Stalled(silent) from exc
                 time.sleep(backoff)
             else:
                 self.silence.heard()
@@ -262,7 +262,7 @@ class GCSRemote(BucketRemote):
         from google.auth import exceptions as aexc
 
         where = self.url(key) if key else self.address
-        if isinstance(exc, Stalled):
+        if isinstance(exc, _Stalled):
             return self._stalled(exc, action, where)
         if isinstance(exc, aexc.DefaultCredentialsError | aexc.RefreshError):
             return CredentialsError(

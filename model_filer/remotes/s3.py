@@ -37,7 +37,7 @@ from . import (
     RemoteObject,
     Silence,
     Sink,
-    Stalled,
+    _Stalled,
     silence_of,
 )
 
@@ -255,11 +255,11 @@ class S3Remote(BucketRemote):
             self._check_stall(0.0)
 
     def _check_stall(self, backoff: float) -> None:
-        """Raise :class:`Stalled` if another attempt could end past the stall bound."""
+        """Raise :class:`_Stalled` if another attempt could end past the stall bound."""
         silent = self.silence.seconds()
         if self.network.gives_up(silent, backoff):
             self.silence.give_up()
-            raise Stalled(silent)
+            raise _Stalled(silent)
 
     def _connect(self) -> None:
         self.client  # noqa: B018 - built on first use
@@ -319,7 +319,7 @@ class S3Remote(BucketRemote):
         where = self.url(key) if key else self.address
         if isinstance(exc, RemoteError):
             return exc  # already ours (e.g. raised while building the client)
-        if isinstance(exc, Stalled):
+        if isinstance(exc, _Stalled):
             return self._stalled(exc, action, where)
         if isinstance(exc, bex.ProfileNotFound):
             return CredentialsError(
@@ -381,11 +381,11 @@ class S3Remote(BucketRemote):
         try:
             with self._waiting(action, key):
                 return fn(*args, **kwargs)
-        except (BotoCoreError, ClientError, OSError, Stalled) as exc:
+        except (BotoCoreError, ClientError, OSError, _Stalled) as exc:
             raise self._error(exc, action, key) from None
         except (RetriesExceededError, S3UploadFailedError) as exc:
             cause = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
-            if isinstance(cause, BotoCoreError | ClientError | OSError | Stalled):
+            if isinstance(cause, BotoCoreError | ClientError | OSError | _Stalled):
                 raise self._error(cause, action, key) from None
             raise RemoteUnreachableError(
                 f"Failed to {action} {self.url(key or '')}: {scrub(str(exc))}. Try again.",
