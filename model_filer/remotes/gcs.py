@@ -37,15 +37,14 @@ from ..errors import (
 from ..names import is_object_key
 from . import (
     PATIENT,
-    BucketRemote,
     Network,
     Progress,
     RangeSink,
     RemoteObject,
     Sink,
-    _Stalled,
     silence_of,
 )
+from ._bucket import BucketRemote, _Stalled
 
 T = TypeVar("T")
 MB = 1024 * 1024

@@ -30,16 +30,15 @@ from ..errors import (
 from ..names import is_object_key
 from . import (
     PATIENT,
-    BucketRemote,
     Network,
     Progress,
     RangeSink,
     RemoteObject,
     Silence,
     Sink,
-    _Stalled,
     silence_of,
 )
+from ._bucket import BucketRemote, _Stalled
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
