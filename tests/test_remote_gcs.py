@@ -209,3 +209,26 @@ def test_errors_are_remote_errors_naming_the_address(gcs_env):
     with pytest.raises(RemoteError) as info:
         remote.list_sizes("")
     assert info.value.address == "gs://no-such-bucket-gcs/models"
+
+
+def test_two_pushes_of_the_same_bytes_at_once_both_succeed(gcs_env, tmp_path, monkeypatch):
+    """The second to compose finds the parts gone (the first composed and removed them): the
+    object is whole, so its push is done too."""
+    address = f"gs://{GCS_BUCKET}/twice-{os.getpid()}"
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(20 * MB))
+    send_parts = gcs_module.GCSRemote._send_parts
+    raced: list[bool] = []
+
+    def then_the_other(self, *args):
+        names = send_parts(self, *args)
+        if not raced:  # the other push composes (and removes the parts) in between
+            raced.append(True)
+            get_remote("gcs", address).upload(src, KEY, "0" * 64, None)
+        return names
+
+    monkeypatch.setattr(gcs_module.GCSRemote, "_send_parts", then_the_other)
+
+    get_remote("gcs", address).upload(src, KEY, "0" * 64, None)
+
+    assert raced and get_remote("gcs", address).size_of(KEY) == 20 * MB

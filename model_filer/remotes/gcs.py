@@ -440,10 +440,32 @@ class GCSRemote(BucketRemote):
         """Upload ``src`` as parts to temporary objects, keeping the ones a killed push left
         whole, then compose them into ``key``; return the final object's size."""
         size = src.stat().st_size
-        part = _part_size(size)
-        root, folder = self._root(), f"{UPLOADS}/{key}/{part}"
         self._sweep_abandoned(keep=f"{UPLOADS}/{key}/")
-        held = {b.name[len(root) :]: b for b in self._listing(f"{root}{folder}/", "upload to")}
+        for attempt in range(2):
+            names = self._send_parts(src, key, progress if attempt == 0 else None)
+            # Another push of the same bytes may have composed them first, and removed the
+            # parts: then the object is whole (real GCS answers 404 to a compose of a part
+            # removed meanwhile; fake-gcs-server, 500).
+            if self.size_of(key) == size:
+                return size
+            try:
+                return self._compose(key, names, sha256)
+            except RemoteObjectMissingError:
+                if self.size_of(key) == size:
+                    return size
+        raise RemoteError(
+            f"The parts of {self.url(key)} were removed twice while they were composed (another "
+            "push of the same model?). Push again.",
+            key=key,
+            address=self.address,
+        )
+
+    def _send_parts(self, src: Path, key: str, progress: Progress | None) -> list[str]:
+        """Send the parts of ``src`` the bucket lacks; return every part's full key."""
+        size = src.stat().st_size
+        part = _part_size(size)
+        folder = f"{self._root()}{UPLOADS}/{key}/{part}"
+        held = {b.name: b for b in self._listing(f"{folder}/", "upload to")}
         names = [f"{folder}/{n:05d}" for n in range(-(-size // part))]
         lengths = [min(part, size - n * part) for n in range(len(names))]
         todo = []
@@ -461,7 +483,7 @@ class GCSRemote(BucketRemote):
                 todo.append(n)
 
         def send(n: int) -> None:
-            blob = self._bucket().blob(root + names[n])
+            blob = self._bucket().blob(names[n])
             self._call("upload to", key, lambda: self._send(blob, src, n * part, lengths[n]))
             if progress is not None:
                 progress(lengths[n])
@@ -469,11 +491,16 @@ class GCSRemote(BucketRemote):
         with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
             for future in [pool.submit(send, n) for n in todo]:
                 future.result()
+        return names
+
+    def _compose(self, key: str, names: list[str], sha256: str) -> int:
+        """Compose the parts ``names`` into ``key`` (one request), then delete them; return
+        the final object's size. :class:`RemoteObjectMissingError` when a part is gone."""
         final = self._blob(key)
         final.metadata = {"sha256": sha256}
-        sources = [self._bucket().blob(root + name) for name in names]
+        sources = [self._bucket().blob(name) for name in names]
         self._call(
-            "upload to", key, lambda: final.compose(sources, timeout=self._timeout, retry=None)
+            "compose", key, lambda: final.compose(sources, timeout=self._timeout, retry=None)
         )
         for blob in sources:
             with contextlib.suppress(Exception):
