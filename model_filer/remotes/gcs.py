@@ -5,7 +5,8 @@ Credentials come from the client's standard chain (Application Default Credentia
 Nothing secret is ever written to a registry. The client is imported on first use only, so
 the hooks that never transfer never import it.
 
-Big uploads go as parts to temporary objects, composed into the final key at the end: a part
+A download is one streamed GET that continues from where a cut or killed one stopped. Big
+uploads go as parts to temporary objects, composed into the final key at the end: a part
 is never at the final key, a killed push resumes from the parts the store holds (found by one
 listing; GCS cannot list resumable sessions, and a resumable session asked for its status may
 commit its partial bytes), and the final object's size is checked before the upload counts.
@@ -29,21 +30,14 @@ from typing import Any, TypeVar
 from ..errors import (
     BucketNotFoundError,
     CredentialsError,
+    ModelFilerError,
     RemoteError,
     RemoteObjectMissingError,
     RemoteUnreachableError,
     UnknownRemoteTypeError,
 )
 from ..names import is_object_key
-from . import (
-    PATIENT,
-    Network,
-    Progress,
-    RangeSink,
-    RemoteObject,
-    Sink,
-    silence_of,
-)
+from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Sink, silence_of
 from ._bucket import BucketRemote, _Stalled
 
 T = TypeVar("T")
@@ -57,10 +51,6 @@ UPLOADS = ".model_filer_uploads"  # parts of unfinished uploads, under the remot
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload's parts are deleted
 MAX_BACKOFF = 20.0
 _TRANSIENT_CODES = {408, 429, 500, 502, 503, 504}
-_CREDENTIAL_HINT = (
-    "Run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
-    "service account key file"
-)
 
 
 def scrub(text: str) -> str:
@@ -247,7 +237,7 @@ class GCSRemote(BucketRemote):
         try:
             with self._waiting(action, key):
                 return self._attempts(fn)
-        except RemoteError:
+        except ModelFilerError:  # ours already, or the sink's (a full local disk)
             raise
         except Exception as exc:
             raise self._error(exc, action, key) from None
@@ -265,7 +255,9 @@ class GCSRemote(BucketRemote):
             return self._stalled(exc, action, where)
         if isinstance(exc, aexc.DefaultCredentialsError | aexc.RefreshError):
             return CredentialsError(
-                f"No usable Google Cloud credentials to {action} {where}. {_CREDENTIAL_HINT}."
+                f"No usable Google Cloud credentials to {action} {where}. Run `gcloud auth "
+                "application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service "
+                "account key file."
             )
         if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
             return CredentialsError(
@@ -281,7 +273,8 @@ class GCSRemote(BucketRemote):
         if _transient(exc):
             return RemoteUnreachableError(
                 f"Cannot reach Google Cloud Storage at {self._endpoint()} to {action} {where}: "
-                f"{scrub(str(exc))}. Check the network and STORAGE_EMULATOR_HOST, then try again."
+                f"{scrub(str(exc))}. Check the network and {self.endpoint_variable}, then try "
+                "again."
             )
         return RemoteError(f"Failed to {action} {where}: {scrub(str(exc))}")
 
@@ -393,7 +386,7 @@ class GCSRemote(BucketRemote):
                     self._attempts(rest)
                 finally:
                     forward.flush()
-        except RemoteError:
+        except ModelFilerError:  # ours already, or the sink's (a full local disk)
             raise
         except Exception as exc:
             error = self._error(exc, "download", key)

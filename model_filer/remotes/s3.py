@@ -28,16 +28,7 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import is_object_key
-from . import (
-    PATIENT,
-    Network,
-    Progress,
-    RangeSink,
-    RemoteObject,
-    Silence,
-    Sink,
-    silence_of,
-)
+from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Silence, Sink, silence_of
 from ._bucket import BucketRemote, _Stalled
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
