@@ -61,8 +61,10 @@ class Target:
         What ``Filer(local_dir, address, remote_type=...)`` takes; a fresh prefix per test.
     env
         The variables set for this test (what points the client at the server).
-    endpoint_var
-        The variable naming the server's URL (a case points it at a proxy); None for a folder.
+    endpoint
+        The server's URL (a case puts a proxy in front of it); None for a folder.
+    point_at
+        ``point_at(url)``: the variables that point the client at another URL instead.
     missing_address
         An address on a bucket (or folder) that does not exist.
     create_hint
@@ -76,11 +78,12 @@ class Target:
     remote_type: str
     address: str
     env: dict[str, str]
-    endpoint_var: str | None
+    endpoint: str | None
     missing_address: str
     create_hint: str
     secret: str = ""
     leftovers: Callable[[], list[str]] = field(default=list)
+    point_at: Callable[[str], dict[str, str]] = field(default=lambda url: {})
 
     def filer(self, folder: Path, **kwargs: Any) -> Filer:
         return Filer(folder, self.address, remote_type=self.remote_type, **kwargs)
@@ -119,11 +122,12 @@ def _s3(request: pytest.FixtureRequest) -> Target:
         "s3",
         address,
         {"AWS_ENDPOINT_URL": s3.endpoint_url},
-        "AWS_ENDPOINT_URL",
+        s3.endpoint_url,
         "s3://no-such-bucket-contract/models",
         "aws s3 mb s3://no-such-bucket-contract",
         secret=s3.secret_key,
         leftovers=leftovers,
+        point_at=lambda url: {"AWS_ENDPOINT_URL": url},
     )
 
 
@@ -143,11 +147,12 @@ def _gcs(request: pytest.FixtureRequest) -> Target:
         "gcs",
         address,
         env,
-        "STORAGE_EMULATOR_HOST",
+        env["STORAGE_EMULATOR_HOST"],
         "gs://no-such-bucket-contract/models",
         "gcloud storage buckets create gs://no-such-bucket-contract",
         secret="gcs-proxy-pa55word",
         leftovers=leftovers,
+        point_at=lambda url: {"STORAGE_EMULATOR_HOST": url},
     )
 
 
@@ -165,10 +170,16 @@ def target(request: pytest.FixtureRequest) -> Target:
     return TARGETS[request.param](request)
 
 
-def _networked(target: Target) -> str:
-    if target.endpoint_var is None:
+def _networked(target: Target, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """What points this test's client at another URL (a folder has no server: skipped)."""
+    if target.endpoint is None:
         pytest.skip("a folder has no server: no network to stall or cut (tests/test_resume.py)")
-    return target.endpoint_var
+
+    def point(url: str) -> None:
+        for name, value in target.point_at(url).items():
+            monkeypatch.setenv(name, value)
+
+    return point
 
 
 def _consumer(tmp_path: Path, producer: Filer, name: str = "consumer") -> Path:
@@ -329,17 +340,17 @@ def test_an_address_of_another_type_names_the_right_one(tmp_path, target):
 
 
 def test_an_unreachable_server_is_a_typed_error_with_the_fix(tmp_path, target, monkeypatch):
-    var = _networked(target)
-    monkeypatch.setenv(var, f"http://127.0.0.1:{free_port()}")
+    point = _networked(target, monkeypatch)
+    point(f"http://127.0.0.1:{free_port()}")
 
     with pytest.raises(RemoteUnreachableError, match="Check the network"):
         target.remote(QUICK).size_of("m/" + "0" * 64 + ".pkl")
 
 
 def test_a_stuck_server_costs_the_stall_bound_not_attempts_multiplied(target, monkeypatch):
-    var = _networked(target)
+    point = _networked(target, monkeypatch)
     with StuckServer(lifetime=60) as stuck:
-        monkeypatch.setenv(var, stuck.url)
+        point(stuck.url)
         remote, other = target.remote(QUICK), target.remote(QUICK)
         other._connect()  # type: ignore[attr-defined] # built now: a busy machine takes a while
 
@@ -366,10 +377,9 @@ def _kill_at_half(
 ) -> None:
     """Run ``action`` in a child through the proxy ``via``; SIGKILL it once ``moved()``
     passes half of :data:`BIG`."""
-    assert target.endpoint_var is not None
     child = subprocess.Popen(
         [sys.executable, "-c", _RUN, action, str(folder), target.address, target.remote_type],
-        env=environ(**{target.endpoint_var: via.url}),
+        env=environ(**target.point_at(via.url)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -401,32 +411,32 @@ def big_model(tmp_path: Path, target: Target) -> tuple[Filer, bytes]:
 
 
 def test_a_load_killed_halfway_fetches_only_the_rest(tmp_path, target, big_model, monkeypatch):
-    var = _networked(target)
+    point = _networked(target, monkeypatch)
     producer, payload = big_model
     producer.push("big")
     consumer = _consumer(tmp_path, producer)
     store = Path(os.environ["MODEL_FILER_CACHE_DIR"])
-    with FaultProxy(target.env[var], lifetime=300) as proxy:
+    with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
         _kill_at_half(target, "load", consumer, proxy, lambda: _partial_bytes(store))
         assert BIG // 2 <= _partial_bytes(store) < BIG  # killed halfway, the bytes kept
         before = proxy.bytes_down
-        monkeypatch.setenv(var, proxy.url)
+        point(proxy.url)
         assert target.filer(consumer).load("big") == payload
         fetched = proxy.bytes_down - before
     assert fetched <= 0.6 * BIG, f"{fetched / BIG:.0%} fetched again"
 
 
 def test_a_push_killed_halfway_sends_only_the_rest(tmp_path, target, big_model, monkeypatch):
-    var = _networked(target)
+    point = _networked(target, monkeypatch)
     producer, payload = big_model
-    with FaultProxy(target.env[var], lifetime=300) as proxy:
+    with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
         _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up)
         before = proxy.bytes_up
-        monkeypatch.setenv(var, proxy.url)
+        point(proxy.url)
         producer.push("big")
         sent = proxy.bytes_up - before
     assert sent <= 0.6 * BIG, f"{sent / BIG:.0%} sent again"
-    monkeypatch.setenv(var, target.env[var])
+    point(str(target.endpoint))
     assert target.filer(_consumer(tmp_path, producer)).load("big") == payload
     assert target.leftovers() == []
 
@@ -434,9 +444,9 @@ def test_a_push_killed_halfway_sends_only_the_rest(tmp_path, target, big_model, 
 def test_an_upload_abandoned_for_a_day_is_cleaned_up(
     tmp_path, target, big_model, monkeypatch: pytest.MonkeyPatch
 ):
-    var = _networked(target)
+    _networked(target, monkeypatch)
     producer, _ = big_model
-    with FaultProxy(target.env[var], lifetime=300) as proxy:
+    with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
         _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up)
     assert target.leftovers() != []
     module = sys.modules[type(target.remote()).__module__]
@@ -448,9 +458,9 @@ def test_an_upload_abandoned_for_a_day_is_cleaned_up(
 
 
 def test_secrets_never_reach_a_message(tmp_path, target, monkeypatch):
-    var = _networked(target)
+    point = _networked(target, monkeypatch)
     if target.remote_type == "gcs":  # an emulator behind a proxy that takes a password
-        monkeypatch.setenv(var, target.env[var].replace("://", f"://user:{target.secret}@"))
+        point(str(target.endpoint).replace("://", f"://user:{target.secret}@"))
     messages = []
     for call in (
         lambda: target.remote(QUICK).size_of("m/" + "0" * 64 + ".pkl"),
@@ -461,7 +471,7 @@ def test_secrets_never_reach_a_message(tmp_path, target, monkeypatch):
             call()
         except Exception as exc:
             messages.append(repr(exc) + str(exc))
-    monkeypatch.setenv(var, f"http://user:{target.secret}@127.0.0.1:{free_port()}")
+    point(f"http://user:{target.secret}@127.0.0.1:{free_port()}")
     try:
         target.remote(QUICK).size_of("m/" + "0" * 64 + ".pkl")
     except RemoteError as exc:
