@@ -1,7 +1,7 @@
 """Remote stores behind one small interface.
 
 A remote type ``X`` is the module ``model_filer.remotes.X`` exposing ``REMOTE``, a subclass of
-:class:`Remote`: adding GCS or Azure later is one new module, nothing else touched. Modules
+:class:`Remote`: a new type is one new module (and its address scheme in :data:`SCHEMES`). Modules
 are imported only when used, so the hooks that never transfer never import boto3.
 """
 
@@ -272,7 +272,7 @@ SCHEMES = {"s3": "s3", "gs": "gcs", "az": "azure"}
 
 def check_scheme(remote_type: str, address: object) -> None:
     """Refuse an address whose scheme names another remote type than ``remote_type``."""
-    scheme, sep, _ = str(address).partition("://") if isinstance(address, str) else ("", "", "")
+    scheme, sep, _ = address.partition("://") if isinstance(address, str) else ("", "", "")
     named = SCHEMES.get(scheme.lower()) if sep else None
     if named is not None and named != remote_type:
         raise UnknownRemoteTypeError(
