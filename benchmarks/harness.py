@@ -134,9 +134,12 @@ def another_machine(env: dict[str, str], root: Path) -> dict[str, str]:
     return dict(env, MODEL_FILER_CACHE_DIR=str(root / f"store-{uuid.uuid4().hex[:12]}"))
 
 
-def run_worker(name: str, args: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    """Run one worker in a fresh interpreter; return its JSON result."""
-    cmd = [PY, "-m", "benchmarks.run", "--worker", name, "--args", json.dumps(args)]
+def run_worker(
+    name: str, args: dict[str, Any], env: dict[str, str], module: str = "benchmarks.run"
+) -> dict[str, Any]:
+    """Run one worker of ``module`` (``--worker NAME``) in a fresh interpreter; return its
+    JSON result."""
+    cmd = [PY, "-m", module, "--worker", name, "--args", json.dumps(args)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=REPO)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -146,8 +149,10 @@ def run_worker(name: str, args: dict[str, Any], env: dict[str, str]) -> dict[str
     return result
 
 
-def sample_worker(name: str, args: dict[str, Any], env: dict[str, str]) -> Sample:
-    result = run_worker(name, args, env)
+def sample_worker(
+    name: str, args: dict[str, Any], env: dict[str, str], module: str = "benchmarks.run"
+) -> Sample:
+    result = run_worker(name, args, env, module)
     return Sample(float(result["seconds"]), float(result["maxrss_mib"]))
 
 

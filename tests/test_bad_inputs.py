@@ -196,7 +196,7 @@ def _unknown_serializer(ctx: Ctx) -> None:
 
 API_CASES = [
     pytest.param(
-        lambda c: Filer(c.models, c.remote, "gcs"),
+        lambda c: Filer(c.models, c.remote, "hdfs"),
         mf.UnknownRemoteTypeError,
         id="remote-type-unknown",
     ),
@@ -227,7 +227,7 @@ API_CASES = [
         id="remote-type-not-a-string-without-address",
     ),
     pytest.param(
-        lambda c: Filer(c.models, remote_type="gcs"),
+        lambda c: Filer(c.models, remote_type="hdfs"),
         mf.UnknownRemoteTypeError,
         id="remote-type-unknown-without-address",
     ),

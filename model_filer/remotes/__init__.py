@@ -1,7 +1,7 @@
 """Remote stores behind one small interface.
 
 A remote type ``X`` is the module ``model_filer.remotes.X`` exposing ``REMOTE``, a subclass of
-:class:`Remote`: adding GCS or Azure later is one new module, nothing else touched. Modules
+:class:`Remote`: a new type is one new module (and its address scheme in :data:`SCHEMES`). Modules
 are imported only when used, so the hooks that never transfer never import boto3.
 """
 
@@ -81,6 +81,12 @@ class Network(NamedTuple):
     stall_timeout: float = 80.0
     notice_after: float = 5.0
 
+    def gives_up(self, silent: float, backoff: float) -> bool:
+        """Whether a store ``silent`` for that many seconds is given up on: another attempt,
+        after ``backoff`` seconds, could end past the stall bound."""
+        worst = self.connect_timeout + self.read_timeout
+        return bool(silent) and silent + backoff + worst > max(self.stall_timeout, worst)
+
 
 #: Library calls can wait out a flaky network: a stuck store costs them at most 80 s (about
 #: 62 s: after three attempts of 20 s silence, a fourth could end past 80 s).
@@ -133,6 +139,17 @@ class Silence:
     def gave_up_within(self, seconds: float) -> bool:
         """Whether a call gave up less than ``seconds`` ago, with no sign of life since."""
         return time.monotonic() - self._gave_up < seconds
+
+
+# One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
+_SILENCES: dict[str, Silence] = {}
+_SILENCES_LOCK = threading.Lock()
+
+
+def silence_of(endpoint: str) -> Silence:
+    """The silence clock shared by every remote of ``endpoint``."""
+    with _SILENCES_LOCK:
+        return _SILENCES.setdefault(endpoint, Silence())
 
 
 class RemoteObject(NamedTuple):
@@ -248,6 +265,23 @@ def available_types() -> list[str]:
     )
 
 
+#: The address scheme of each remote type whose addresses have one: ``gs://...`` passed
+#: with another ``remote_type`` is refused, naming the right one.
+SCHEMES = {"s3": "s3", "gs": "gcs", "az": "azure"}
+
+
+def check_scheme(remote_type: str, address: object) -> None:
+    """Refuse an address whose scheme names another remote type than ``remote_type``."""
+    scheme, sep, _ = address.partition("://") if isinstance(address, str) else ("", "", "")
+    named = SCHEMES.get(scheme.lower()) if sep else None
+    if named is not None and named != remote_type:
+        raise UnknownRemoteTypeError(
+            f"{address!r} is a {scheme}:// address, which is the {named!r} remote's, but "
+            f"remote_type={remote_type!r}. Pass remote_type={named!r}, e.g. "
+            f"Filer(local_dir, {address!r}, remote_type={named!r})."
+        )
+
+
 def check_type(remote_type: object) -> str:
     """The module of ``remote_type``; :class:`UnknownRemoteTypeError` when none is installed."""
     name = f"{__name__}.{remote_type}" if isinstance(remote_type, str) else ""
@@ -261,5 +295,6 @@ def check_type(remote_type: object) -> str:
 def get_remote(remote_type: str, address: str, network: Network = PATIENT) -> Remote:
     """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy."""
     module = importlib.import_module(check_type(remote_type))
+    check_scheme(remote_type, address)
     remote: Remote = module.REMOTE(address, network)
     return remote

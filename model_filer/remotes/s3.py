@@ -23,14 +23,13 @@ from typing import Any
 from ..errors import (
     BucketNotFoundError,
     CredentialsError,
-    InvalidNameError,
     RemoteError,
-    RemoteMismatchError,
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
-from ..names import check_key, is_object_key
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Silence, Sink
+from ..names import is_object_key
+from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Silence, Sink, silence_of
+from ._bucket import BucketRemote, _Stalled
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
@@ -38,7 +37,6 @@ SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at 
 RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
 UPLOAD_PARTS_IN_FLIGHT = 8
 ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload of ours is aborted
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MB = 1024 * 1024
 # s3transfer TransferConfig settings (the benchmark's raw-boto3 baseline uses the same).
 # Uploads: 8 MiB parts, 8 in flight: near line rate on a LAN, ~80 MiB resident.
@@ -72,18 +70,6 @@ _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 MAX_BACKOFF = 20.0  # botocore's standard mode sleeps up to min(20, 2 ** (attempts - 1)) s
 
 
-class _Stalled(Exception):
-    """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
-
-    Neither botocore nor s3transfer retries an exception of this type, so raising it from
-    botocore's retry event stops every layer at once.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"no answer for {seconds:.0f} s")
-        self.seconds = seconds
-
-
 class _Sending(io.BytesIO):
     """A part's bytes as a body whose every read, as they are sent, is a sign of life.
 
@@ -101,16 +87,6 @@ class _Sending(io.BytesIO):
         return super().read(size)
 
 
-# One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
-_SILENCES: dict[str, Silence] = {}
-_SILENCES_LOCK = threading.Lock()
-
-
-def _silence_of(endpoint: str) -> Silence:
-    with _SILENCES_LOCK:
-        return _SILENCES.setdefault(endpoint, Silence())
-
-
 def _part_size(size: int) -> int:
     """Parts of 8 MiB, doubled until at most 10,000 (S3's limit); the same for every attempt,
     so a resumed upload's parts line up with the ones the store holds."""
@@ -122,23 +98,7 @@ def _part_size(size: int) -> int:
 
 def parse_address(address: str) -> tuple[str, str]:
     """Split ``s3://bucket/prefix``, ``bucket/prefix`` or ``bucket`` into bucket and prefix."""
-    if not isinstance(address, str):
-        raise InvalidNameError(
-            f"An S3 address must be a string, got {type(address).__name__}. "
-            "Use 's3://bucket/prefix', 'bucket/prefix' or 'bucket'."
-        )
-    rest = address[5:] if address.startswith("s3://") else address
-    bucket, _, prefix = rest.strip().partition("/")
-    prefix = prefix.strip("/")
-    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
-        raise InvalidNameError(
-            f"Invalid S3 address {address!r}: bucket names are 3-63 characters of lower-case "
-            "letters, digits, dots and hyphens. Use 's3://bucket/prefix', 'bucket/prefix' or "
-            "'bucket'."
-        )
-    if prefix:
-        check_key(prefix, f"S3 address {address!r}")
-    return bucket, prefix
+    return S3Remote.parse(address)
 
 
 # Secrets of the credentials our clients resolved (profile, SSO, role...), beside the
@@ -204,14 +164,18 @@ def scrub(text: str) -> str:
     return re.sub(r"(?i)(signature|x-amz-security-token|credential)=[^&\s'\"]+", r"\1=***", text)
 
 
-class S3Remote(Remote):
+class S3Remote(BucketRemote):
     """Objects at ``s3://<bucket>/<prefix>/<key>``."""
 
-    remote_type = "s3"
+    remote_type = scheme = kind = "s3"
+    kind, a_kind, store, endpoint_variable = "S3", "An S3", "the S3 store", "AWS_ENDPOINT_URL"
+    bucket_re = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+    bucket_rule = (
+        "bucket names are 3-63 characters of lower-case letters, digits, dots and hyphens."
+    )
 
     def __init__(self, address: str, network: Network = PATIENT) -> None:
-        self.bucket, self.prefix = parse_address(address)
-        super().__init__(f"s3://{self.bucket}/{self.prefix}".rstrip("/"), network)
+        super().__init__(address, network)
         self._client: Any = None
         self._managers: dict[str, Any] = {}
         self._bucket_checked = False
@@ -256,7 +220,7 @@ class S3Remote(Remote):
                     client = session.create_client("s3", config=config)
                 except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
                     raise self._error(exc, "connect to", None) from None
-                self.silence = _silence_of(client.meta.endpoint_url)
+                self.silence = silence_of(client.meta.endpoint_url)
                 # First, before botocore's own retry handler: a stall past the policy's
                 # bound raises here, which no layer retries.
                 client.meta.events.register_first("needs-retry.s3", self._after_attempt)
@@ -283,25 +247,12 @@ class S3Remote(Remote):
     def _check_stall(self, backoff: float) -> None:
         """Raise :class:`_Stalled` if another attempt could end past the stall bound."""
         silent = self.silence.seconds()
-        net = self.network
-        worst = net.connect_timeout + net.read_timeout
-        if silent and silent + backoff + worst > max(net.stall_timeout, worst):
+        if self.network.gives_up(silent, backoff):
             self.silence.give_up()
             raise _Stalled(silent)
 
-    @contextlib.contextmanager
-    def _waiting(self, action: str, key: str | None) -> Iterator[None]:
-        """Run a call as one wait on the store; fail at once if a call just gave up on it."""
-        self.client  # noqa: B018 - built first: its endpoint names the silence clock
-        if self.silence.gave_up_within(self.network.read_timeout):
-            raise RemoteUnreachableError(
-                f"Cannot {action} {self.url(key) if key else self.address}: no answer from "
-                f"the S3 store at {self._endpoint()}, on which the last call gave up a moment "
-                "ago. Check the network (a stuck VPN or proxy?) and AWS_ENDPOINT_URL, then try "
-                "again."
-            )
-        with self.silence.waiting():
-            yield
+    def _connect(self) -> None:
+        self.client  # noqa: B018 - built on first use
 
     def _endpoint(self) -> str:
         return scrub(str(self._client.meta.endpoint_url)) if self._client is not None else "?"
@@ -348,9 +299,6 @@ class S3Remote(Remote):
 
         return [_Progress()]
 
-    def _full_key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
     def _error(self, exc: BaseException, action: str, key: str | None = None) -> RemoteError:
         """``exc`` as our error, naming ``key`` and this remote's address."""
         return self._translate(exc, action, key).located(key, self.address)
@@ -362,12 +310,7 @@ class S3Remote(Remote):
         if isinstance(exc, RemoteError):
             return exc  # already ours (e.g. raised while building the client)
         if isinstance(exc, _Stalled):
-            return RemoteUnreachableError(
-                f"No answer from the S3 store at {self._endpoint()} for {exc.seconds:.0f} s "
-                f"to {action} {where} (a stuck VPN or proxy?), so model_filer gave up. Check "
-                "the network and AWS_ENDPOINT_URL, then try again. To wait longer, pass "
-                "network=model_filer.Network(stall_timeout=300) to Filer."
-            )
+            return self._stalled(exc, action, where)
         if isinstance(exc, bex.ProfileNotFound):
             return CredentialsError(
                 f"{scrub(str(exc))}. Set AWS_PROFILE to a profile in ~/.aws/config, or unset "
@@ -441,19 +384,6 @@ class S3Remote(Remote):
             ) from None
 
     # -- the interface ----------------------------------------------------------------------
-    def check_matches(
-        self, recorded_address: str, registry_path: str, recorded_id: str | None = None
-    ) -> None:
-        try:
-            recorded = parse_address(recorded_address)
-        except InvalidNameError:
-            recorded = ("?", recorded_address)
-        if recorded != (self.bucket, self.prefix):
-            raise RemoteMismatchError(
-                f"{registry_path} belongs to {recorded_address!r}, but this Filer points at "
-                f"{self.address!r}. Use Filer(..., {recorded_address!r}) or another local_dir."
-            )
-
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
         with self._waiting("upload to", key):
             self._upload(src, key, sha256, progress)
@@ -695,7 +625,7 @@ class S3Remote(Remote):
             return
         self._swept = True
         cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=ABANDONED_AFTER)
-        root = f"{self.prefix}/" if self.prefix else ""
+        root = self._root()
         for upload in self._uploads(root):
             ukey = str(upload.get("Key", ""))
             initiated = upload.get("Initiated")
@@ -755,7 +685,7 @@ class S3Remote(Remote):
         return int(head["ContentLength"])
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
-        root = f"{self.prefix}/" if self.prefix else ""
+        root = self._root()
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=root + prefix
         )
@@ -776,7 +706,7 @@ class S3Remote(Remote):
 
     # -- listing for the garbage collector (issue 10) ------------------------------------------
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
-        root = f"{self.prefix}/" if self.prefix else ""
+        root = self._root()
         pages = self._call("list", None, self.client.get_paginator, "list_objects_v2")
         try:
             listing = iter(pages.paginate(Bucket=self.bucket, Prefix=root + prefix))

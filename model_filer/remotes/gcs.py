@@ -1,0 +1,535 @@
+"""Google Cloud Storage through the official ``google-cloud-storage`` client.
+
+Credentials come from the client's standard chain (Application Default Credentials,
+``GOOGLE_APPLICATION_CREDENTIALS``); ``STORAGE_EMULATOR_HOST`` points it at an emulator.
+Nothing secret is ever written to a registry. The client is imported on first use only, so
+the hooks that never transfer never import it.
+
+A download is one streamed GET that continues from where a cut or killed one stopped. Big
+uploads go as parts to temporary objects, composed into the final key at the end: a part
+is never at the final key, a killed push resumes from the parts the store holds (found by one
+listing; GCS cannot list resumable sessions, and a resumable session asked for its status may
+commit its partial bytes), and the final object's size is checked before the upload counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import hashlib
+import io
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import (
+    BucketNotFoundError,
+    CredentialsError,
+    ModelFilerError,
+    RemoteError,
+    RemoteObjectMissingError,
+    RemoteUnreachableError,
+    UnknownRemoteTypeError,
+)
+from ..names import is_object_key
+from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Sink, silence_of
+from ._bucket import BucketRemote, _Stalled
+
+T = TypeVar("T")
+MB = 1024 * 1024
+SINGLE_UPLOAD = 8 * MB  # the client's limit for one-request (atomic) uploads
+SEND_CHUNK = 8 * MB  # a part bigger than that is sent in chunks of this size (256 KiB multiple)
+MAX_PARTS = 32  # one compose call takes at most 32 sources
+PARTS_IN_FLIGHT = 4
+PIECE = MB  # a download's bytes go to the sink this much at a time
+UPLOADS = ".model_filer_uploads"  # parts of unfinished uploads, under the remote root
+ABANDONED_AFTER = 24 * 3600  # seconds before an unfinished upload's parts are deleted
+MAX_BACKOFF = 20.0
+_TRANSIENT_CODES = {408, 429, 500, 502, 503, 504}
+
+
+def scrub(text: str) -> str:
+    """Remove tokens, signatures and resumable session IDs from a message."""
+    text = re.sub(r"(?i)\bbearer\s+[^\s'\"]+", "Bearer ***", text)
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"]*@", r"\1***@", text)
+    return re.sub(
+        r"(?i)(access_token|upload_id|x-goog-signature|x-goog-credential|signature)=[^&\s'\"]+",
+        r"\1=***",
+        text,
+    )
+
+
+def _part_size(size: int) -> int:
+    """Parts of at least 8 MiB, at most :data:`MAX_PARTS` of them (one compose); a multiple
+    of the chunk size, and the same for every attempt, so a resumed upload's parts line up."""
+    return max(SEND_CHUNK, -(-size // MAX_PARTS // SEND_CHUNK) * SEND_CHUNK)
+
+
+def _md5(path: Path, offset: int, length: int) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length > 0 and (data := fh.read(min(MB, length))):
+            digest.update(data)
+            length -= len(data)
+    return base64.b64encode(digest.digest()).decode()
+
+
+class _Slice(io.RawIOBase):
+    """``length`` bytes of a file from ``offset``, as a stream of its own (the client reads
+    an upload's body from position 0); every read is a sign of life while a part is sent."""
+
+    def __init__(self, path: Path, offset: int, length: int, heard: Callable[[], None]) -> None:
+        super().__init__()
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed with the slice
+        self._offset, self._length, self._pos, self._heard = offset, length, 0, heard
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + pos))
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._length - self._pos if size is None or size < 0 else size
+        want = min(want, self._length - self._pos)
+        self._fh.seek(self._offset + self._pos)
+        data = self._fh.read(want)
+        self._pos += len(data)
+        self._heard()
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+class _Forward:
+    """A file-like writer that passes a streamed body on to a sink in pieces of up to
+    :data:`PIECE` (the client writes 8 KiB at a time), with progress; counts what it wrote."""
+
+    def __init__(
+        self, sink: Sink | RangeSink, progress: Progress | None, heard: Callable[[], None]
+    ) -> None:
+        self._sink, self._progress, self._heard = sink, progress, heard
+        self._held: list[bytes] = []
+        self._size = 0
+        self.written = 0  # bytes passed on to the sink, and those held to pass on
+
+    def write(self, data: Any, /) -> int:
+        self._heard()
+        self._held.append(bytes(data))
+        self._size += len(data)
+        self.written += len(data)
+        if self._size >= PIECE:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        """Pass on what is held (a cut body's bytes too: they are good, the rest is asked)."""
+        if self._held:
+            data, self._held, self._size = b"".join(self._held), [], 0
+            self._sink.write(data)
+            if self._progress is not None:
+                self._progress(len(data))
+
+
+class GCSRemote(BucketRemote):
+    """Objects at ``gs://<bucket>/<prefix>/<key>``."""
+
+    remote_type, scheme, kind, a_kind = "gcs", "gs", "GCS", "A GCS"
+    store, endpoint_variable = "Google Cloud Storage", "STORAGE_EMULATOR_HOST"
+    bucket_re = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+    bucket_rule = (
+        "bucket names are 3-222 characters of lower-case letters, digits, dots, hyphens and "
+        "underscores."
+    )
+
+    def __init__(self, address: str, network: Network = PATIENT) -> None:
+        super().__init__(address, network)
+        self._client: Any = None
+        self._bucket_checked = False
+        self._swept = False
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _connect(self) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+                self.silence = silence_of(self._endpoint())
+
+    def _bucket(self) -> Any:
+        """The client's bucket object, the client built on first use."""
+        self._connect()
+        return self._client.bucket(self.bucket)
+
+    def _make_client(self) -> Any:
+        try:
+            from google.cloud import storage
+        except ImportError:
+            raise UnknownRemoteTypeError(
+                "The 'gcs' remote needs the Google Cloud Storage client: "
+                "pip install 'ds-model-filer[gcs]'"
+            ) from None
+        from requests.adapters import HTTPAdapter
+
+        try:
+            client = storage.Client()
+        except Exception as exc:  # google.auth's DefaultCredentialsError and kin
+            raise self._error(exc, "connect to", None) from None
+        # Off: a background lookup of the bucket, for tracing attributes, with the client's
+        # own retries, on every call (outside the network policy; a permission more).
+        client._bucket_metadata_cache = None
+        # The client's own pool keeps 10 connections; parallel pulls and ranged reads use more.
+        for scheme in ("http://", "https://"):
+            client._http.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=64))
+        return client
+
+    def _endpoint(self) -> str:
+        if self._client is None:
+            return "?"
+        return scrub(str(getattr(self._client, "api_endpoint", None) or "GCS"))
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (self.network.connect_timeout, self.network.read_timeout)
+
+    def _blob(self, key: str) -> Any:
+        return self._bucket().blob(self._full_key(key))
+
+    def _attempts(self, fn: Callable[[], T]) -> T:
+        """``fn`` (one request, the client's own retries off) under the network policy:
+        transient faults retried up to ``max_attempts``, never past the stall bound."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = fn()
+            except Exception as exc:
+                if not _transient(exc) or attempt >= self.network.max_attempts:
+                    raise
+                backoff = min(MAX_BACKOFF, 0.5 * 2.0 ** (attempt - 1))
+                silent = self.silence.seconds()
+                if self.network.gives_up(silent, backoff):
+                    self.silence.give_up()
+                    raise _Stalled(silent) from exc
+                time.sleep(backoff)
+            else:
+                self.silence.heard()
+                return result
+
+    def _call(self, action: str, key: str | None, fn: Callable[[], T]) -> T:
+        """``fn`` with retries, its failure as our typed error."""
+        try:
+            with self._waiting(action, key):
+                return self._attempts(fn)
+        except ModelFilerError:  # ours already, or the sink's (a full local disk)
+            raise
+        except Exception as exc:
+            raise self._error(exc, action, key) from None
+
+    def _error(self, exc: BaseException, action: str, key: str | None) -> RemoteError:
+        """``exc`` as our error, naming ``key`` and this remote's address."""
+        return self._translate(exc, action, key).located(key, self.address)
+
+    def _translate(self, exc: BaseException, action: str, key: str | None) -> RemoteError:
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as aexc
+
+        where = self.url(key) if key else self.address
+        if isinstance(exc, _Stalled):
+            return self._stalled(exc, action, where)
+        if isinstance(exc, aexc.DefaultCredentialsError | aexc.RefreshError):
+            return CredentialsError(
+                f"No usable Google Cloud credentials to {action} {where}. Run `gcloud auth "
+                "application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service "
+                "account key file."
+            )
+        if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
+            return CredentialsError(
+                f"Google Cloud Storage refused our credentials ({exc.code}) to {action} "
+                f"{where}. Check that they are the intended ones (GOOGLE_APPLICATION_CREDENTIALS"
+                " or `gcloud auth application-default login`) and that they hold the bucket's "
+                "Storage Object Admin role."
+            )
+        if isinstance(exc, gexc.NotFound):
+            if action == "upload to" or key is None:
+                return self._no_bucket()
+            return self._gone(key)
+        if _transient(exc):
+            return RemoteUnreachableError(
+                f"Cannot reach Google Cloud Storage at {self._endpoint()} to {action} {where}: "
+                f"{scrub(str(exc))}. Check the network and {self.endpoint_variable}, then try "
+                "again."
+            )
+        return RemoteError(f"Failed to {action} {where}: {scrub(str(exc))}")
+
+    def _gone(self, key: str) -> RemoteObjectMissingError:
+        return RemoteObjectMissingError(
+            f"{self.url(key)} does not exist on the remote. Was it removed with "
+            "remove_remote=True? Dump and push the model again.",
+            key=key,
+            address=self.address,
+        )
+
+    def _no_bucket(self) -> BucketNotFoundError:
+        return BucketNotFoundError(
+            f"Bucket {self.bucket!r} does not exist. Create it "
+            f"(`gcloud storage buckets create gs://{self.bucket}`) or fix the remote "
+            "address.",
+            address=self.address,
+        )
+
+    def _check_bucket(self) -> None:
+        """Raise :class:`BucketNotFoundError` when the bucket is missing: a listing of one
+        object, which the Storage Object roles allow (a bucket lookup needs more)."""
+        bucket = self._bucket()
+        self._call(
+            "list",
+            None,
+            lambda: list(bucket.list_blobs(max_results=1, timeout=self._timeout, retry=None)),
+        )
+
+    # -- the interface ----------------------------------------------------------------------
+    def size_of(self, key: str) -> int | None:
+        bucket, name = self._bucket(), self._full_key(key)
+        blob = self._call(
+            "check", key, lambda: bucket.get_blob(name, timeout=self._timeout, retry=None)
+        )
+        if blob is None:
+            self._check_bucket()  # a missing bucket also answers 404
+            return None
+        return int(blob.size)
+
+    def _listing(self, prefix: str, action: str) -> list[Any]:
+        """Every object whose full key starts with ``prefix``, one listing (pages of 1,000)."""
+        bucket = self._bucket()
+
+        def collect() -> list[Any]:
+            return list(bucket.list_blobs(prefix=prefix, timeout=self._timeout, retry=None))
+
+        return self._call(action, None, collect)
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        root = self._root()
+        return {
+            blob.name[len(root) :]: int(blob.size)
+            for blob in self._listing(root + prefix, "list")
+            if not blob.name[len(root) :].startswith(f"{UPLOADS}/")
+        }
+
+    def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
+        root = self._root()
+        for blob in self._listing(root + prefix, "list"):
+            key = blob.name[len(root) :]
+            if not key.startswith(f"{UPLOADS}/"):  # parts of unfinished uploads: no objects
+                yield RemoteObject(key, int(blob.size), blob.updated)
+
+    def delete(self, key: str) -> None:
+        blob = self._blob(key)
+        with contextlib.suppress(RemoteObjectMissingError):  # absent is fine
+            self._call("delete", key, lambda: _raw(blob.delete, self._timeout))
+
+    # -- downloads --------------------------------------------------------------------------
+    def download(
+        self, key: str, sink: Sink, progress: Progress | None, size: int | None = None
+    ) -> None:
+        self._stream(key, 0, sink, progress)
+
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        sink.restart(offset)
+        self._stream(key, offset, sink, progress)
+
+    def _stream(
+        self, key: str, offset: int, sink: Sink | RangeSink, progress: Progress | None
+    ) -> None:
+        """One GET of the object from ``offset`` on, written in order as it arrives (as the
+        client's own download does); a body cut short is asked again from where it stopped,
+        so a killed download keeps every byte that reached the sink. The client's checksum is
+        off: the caller verifies every byte against the registry's sha256."""
+        from google.api_core.exceptions import RequestRangeNotSatisfiable
+
+        blob = self._blob(key)
+        forward = _Forward(sink, progress, self.silence.heard)
+
+        def rest() -> None:
+            start = offset + forward.written
+            with contextlib.suppress(RequestRangeNotSatisfiable):  # nothing left: the caller
+                blob.download_to_file(  # judges the size
+                    forward,
+                    start=start or None,
+                    raw_download=True,
+                    checksum=None,
+                    timeout=self._timeout,
+                    retry=None,
+                )
+
+        try:
+            with self._waiting("download", key):
+                try:
+                    self._attempts(rest)
+                finally:
+                    forward.flush()
+        except ModelFilerError:  # ours already, or the sink's (a full local disk)
+            raise
+        except Exception as exc:
+            error = self._error(exc, "download", key)
+            if isinstance(error, RemoteObjectMissingError):
+                self._check_bucket()  # a missing bucket also answers 404
+            raise error from None
+
+    # -- uploads ----------------------------------------------------------------------------
+    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+        size = src.stat().st_size
+        # Keys embed the sha256, so an object of that size there holds these bytes: for a big
+        # file a lookup first can save the whole upload; for a small one it adds a round trip.
+        if size > SINGLE_UPLOAD and self.size_of(key) == size:
+            return
+        if not self._bucket_checked:
+            self._check_bucket()
+            self._bucket_checked = True
+        if size <= SINGLE_UPLOAD:
+            blob = self._blob(key)
+            blob.metadata = {"sha256": sha256}
+            self._call("upload to", key, lambda: self._send(blob, src, 0, size))
+            stored = blob.size
+        else:
+            stored = self._upload_parts(src, key, sha256, progress)
+        if stored != size:  # never recorded synced unless the store holds every byte
+            raise RemoteError(
+                f"{self.url(key)} holds {stored} bytes after the upload, not {size}. Push again.",
+                key=key,
+                address=self.address,
+            )
+        if progress is not None and size <= SINGLE_UPLOAD:
+            progress(size)
+
+    def _send(self, blob: Any, src: Path, offset: int, length: int) -> None:
+        """One upload of ``length`` bytes of ``src`` from ``offset`` to ``blob``: in one
+        request up to 8 MiB (atomic), else in 8 MiB chunks of a resumable session."""
+        blob.chunk_size = SEND_CHUNK if length > SINGLE_UPLOAD else None
+        with _Slice(src, offset, length, self.silence.heard) as body:
+            blob.upload_from_file(
+                body, size=length, checksum=None, timeout=self._timeout, retry=None
+            )
+
+    def _upload_parts(self, src: Path, key: str, sha256: str, progress: Progress | None) -> int:
+        """Upload ``src`` as parts to temporary objects, keeping the ones a killed push left
+        whole, then compose them into ``key``; return the final object's size."""
+        size = src.stat().st_size
+        self._sweep_abandoned(keep=f"{UPLOADS}/{key}/")
+        for attempt in range(2):
+            names = self._send_parts(src, key, progress if attempt == 0 else None)
+            # Another push of the same bytes may have composed them first, and removed the
+            # parts: then the object is whole (real GCS answers 404 to a compose of a part
+            # removed meanwhile; fake-gcs-server, 500).
+            if self.size_of(key) == size:
+                return size
+            try:
+                return self._compose(key, names, sha256)
+            except RemoteObjectMissingError:
+                if self.size_of(key) == size:
+                    return size
+        raise RemoteError(
+            f"The parts of {self.url(key)} were removed twice while they were composed (another "
+            "push of the same model?). Push again.",
+            key=key,
+            address=self.address,
+        )
+
+    def _send_parts(self, src: Path, key: str, progress: Progress | None) -> list[str]:
+        """Send the parts of ``src`` the bucket lacks; return every part's full key."""
+        size = src.stat().st_size
+        part = _part_size(size)
+        folder = f"{self._root()}{UPLOADS}/{key}/{part}"
+        held = {b.name: b for b in self._listing(f"{folder}/", "upload to")}
+        names = [f"{folder}/{n:05d}" for n in range(-(-size // part))]
+        lengths = [min(part, size - n * part) for n in range(len(names))]
+        todo = []
+        for n, (name, length) in enumerate(zip(names, lengths, strict=True)):
+            blob = held.get(name)
+            # Whole, and of these bytes (a part's name says where in the file it starts).
+            if (
+                blob is not None
+                and blob.size == length
+                and blob.md5_hash in (None, _md5(src, n * part, length))
+            ):
+                if progress is not None:
+                    progress(length)
+            else:
+                todo.append(n)
+
+        def send(n: int) -> None:
+            blob = self._bucket().blob(names[n])
+            self._call("upload to", key, lambda: self._send(blob, src, n * part, lengths[n]))
+            if progress is not None:
+                progress(lengths[n])
+
+        with ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
+            for future in [pool.submit(send, n) for n in todo]:
+                future.result()
+        return names
+
+    def _compose(self, key: str, names: list[str], sha256: str) -> int:
+        """Compose the parts ``names`` into ``key`` (one request), then delete them; return
+        the final object's size. :class:`RemoteObjectMissingError` when a part is gone."""
+        final = self._blob(key)
+        final.metadata = {"sha256": sha256}
+        sources = [self._bucket().blob(name) for name in names]
+        self._call(
+            "compose", key, lambda: final.compose(sources, timeout=self._timeout, retry=None)
+        )
+        for blob in sources:
+            with contextlib.suppress(Exception):
+                _raw(blob.delete, self._timeout)
+        return int(final.size)
+
+    def _sweep_abandoned(self, keep: str) -> None:
+        """Delete the parts of our uploads unfinished for over a day (once per remote)."""
+        if self._swept:
+            return
+        self._swept = True
+        root = self._root()
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=ABANDONED_AFTER)
+        for blob in self._listing(f"{root}{UPLOADS}/", "upload to"):
+            rel = blob.name[len(root) + len(UPLOADS) + 1 :]
+            key = rel.rsplit("/", 2)[0]
+            if rel.startswith(keep[len(UPLOADS) + 1 :]) or not is_object_key(key):
+                continue  # the upload under way, or not a part of ours
+            if blob.updated is not None and blob.updated < cutoff:
+                with contextlib.suppress(Exception):
+                    _raw(blob.delete, self._timeout)
+
+
+def _raw(method: Callable[..., Any], timeout: tuple[float, float]) -> Any:
+    return method(timeout=timeout, retry=None)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether another attempt may succeed: a network fault, a timeout, a 408, 429 or 5xx."""
+    import requests
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.auth.exceptions import TransportError
+
+    if isinstance(exc, requests.RequestException | TransportError | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, GoogleAPICallError) and exc.code in _TRANSIENT_CODES
+
+
+REMOTE = GCSRemote
