@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import io
 import math
 import re
 import threading
@@ -135,6 +136,55 @@ class Silence:
         return time.monotonic() - self._gave_up < seconds
 
 
+class Stalled(Exception):
+    """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
+
+    No SDK retries an exception of this type (botocore, s3transfer and azure-core retry only
+    their own), so raising it from an SDK's retry hook stops every layer at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer for {seconds:.0f} s")
+        self.seconds = seconds
+
+
+def check_stall(silence: Silence, network: Network, backoff: float) -> None:
+    """Raise :class:`Stalled` if another attempt, after ``backoff`` s, could end past the bound."""
+    silent = silence.seconds()
+    worst = network.connect_timeout + network.read_timeout
+    if silent and silent + backoff + worst > max(network.stall_timeout, worst):
+        silence.give_up()
+        raise Stalled(silent)
+
+
+class Sending(io.BytesIO):
+    """A part's bytes as a body whose every read, as they are sent, is a sign of life.
+
+    The store answers an upload only at its end; on a slow uplink, 8 parts in flight may take
+    minutes each. A stuck store stops taking bytes (the socket's buffer fills), so the reads
+    stop, and the silence then counts.
+    """
+
+    def __init__(self, data: bytes, silence: Silence) -> None:
+        super().__init__(data)
+        self._silence = silence
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self._silence.heard()
+        return super().read(size)
+
+
+# One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
+_SILENCES: dict[str, Silence] = {}
+_SILENCES_LOCK = threading.Lock()
+
+
+def silence_of(endpoint: str) -> Silence:
+    """The silence clock shared by every remote of ``endpoint``."""
+    with _SILENCES_LOCK:
+        return _SILENCES.setdefault(endpoint, Silence())
+
+
 class RemoteObject(NamedTuple):
     """An object on a remote: its key (relative to the remote root), size and last change."""
 
@@ -147,6 +197,9 @@ class Remote(ABC):
     """Where model bytes live; keys are relative to the remote root."""
 
     remote_type: str = ""
+    #: The URL schemes of this type's addresses (``s3`` for ``s3://...``); an address with
+    #: another type's scheme is refused with that type's name.
+    schemes: tuple[str, ...] = ()
 
     def __init__(self, address: str, network: Network = PATIENT) -> None:
         self.address = address
@@ -261,5 +314,23 @@ def check_type(remote_type: object) -> str:
 def get_remote(remote_type: str, address: str, network: Network = PATIENT) -> Remote:
     """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy."""
     module = importlib.import_module(check_type(remote_type))
-    remote: Remote = module.REMOTE(address, network)
-    return remote
+    cls: type[Remote] = module.REMOTE
+    scheme = address.partition("://")[0] if isinstance(address, str) and "://" in address else ""
+    if scheme and scheme not in cls.schemes:
+        _refuse_scheme(remote_type, address, scheme)
+    return cls(address, network)
+
+
+def _refuse_scheme(remote_type: str, address: str, scheme: str) -> None:
+    """Raise :class:`InvalidNameError` for ``scheme://`` of another type (or of none)."""
+    from ..errors import InvalidNameError
+
+    for other in available_types():
+        if (
+            other != remote_type
+            and scheme in importlib.import_module(check_type(other)).REMOTE.schemes
+        ):
+            raise InvalidNameError(
+                f"{address!r} is a {other} address, but remote_type={remote_type!r}. Pass "
+                f"remote_type={other!r}: Filer(local_dir, {address!r}, remote_type={other!r})."
+            )

@@ -12,7 +12,6 @@ import collections
 import contextlib
 import datetime
 import hashlib
-import io
 import os
 import re
 import threading
@@ -30,7 +29,10 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key, is_object_key
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Silence, Sink
+from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink, check_stall
+from . import Sending as _Sending
+from . import Stalled as _Stalled
+from . import silence_of as _silence_of
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
@@ -70,45 +72,6 @@ _CRED_CODES = {
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 MAX_BACKOFF = 20.0  # botocore's standard mode sleeps up to min(20, 2 ** (attempts - 1)) s
-
-
-class _Stalled(Exception):
-    """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
-
-    Neither botocore nor s3transfer retries an exception of this type, so raising it from
-    botocore's retry event stops every layer at once.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"no answer for {seconds:.0f} s")
-        self.seconds = seconds
-
-
-class _Sending(io.BytesIO):
-    """A part's bytes as a body whose every read, as they are sent, is a sign of life.
-
-    The store answers an upload only at its end; on a slow uplink, 8 parts in flight may take
-    minutes each. A stuck store stops taking bytes (the socket's buffer fills), so the reads
-    stop, and the silence then counts.
-    """
-
-    def __init__(self, data: bytes, silence: Silence) -> None:
-        super().__init__(data)
-        self._silence = silence
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        self._silence.heard()
-        return super().read(size)
-
-
-# One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
-_SILENCES: dict[str, Silence] = {}
-_SILENCES_LOCK = threading.Lock()
-
-
-def _silence_of(endpoint: str) -> Silence:
-    with _SILENCES_LOCK:
-        return _SILENCES.setdefault(endpoint, Silence())
 
 
 def _part_size(size: int) -> int:
@@ -208,6 +171,7 @@ class S3Remote(Remote):
     """Objects at ``s3://<bucket>/<prefix>/<key>``."""
 
     remote_type = "s3"
+    schemes = ("s3",)
 
     def __init__(self, address: str, network: Network = PATIENT) -> None:
         self.bucket, self.prefix = parse_address(address)
@@ -282,12 +246,7 @@ class S3Remote(Remote):
 
     def _check_stall(self, backoff: float) -> None:
         """Raise :class:`_Stalled` if another attempt could end past the stall bound."""
-        silent = self.silence.seconds()
-        net = self.network
-        worst = net.connect_timeout + net.read_timeout
-        if silent and silent + backoff + worst > max(net.stall_timeout, worst):
-            self.silence.give_up()
-            raise _Stalled(silent)
+        check_stall(self.silence, self.network, backoff)
 
     @contextlib.contextmanager
     def _waiting(self, action: str, key: str | None) -> Iterator[None]:
