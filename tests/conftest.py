@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.azurite import azure_address, azure_env, azurite_server  # noqa: F401
 from tests.support.isolation import AWS_VARIABLES_TO_REMOVE, GIT_VARIABLES_TO_REMOVE
 
 # Here, once, so that every module's pre-commit tests share one hook environment build.
 from tests.support.precommit_team import hook_repo, pre_commit_home, team  # noqa: F401
-from tests.support.azurite import azure_address, azure_env, azurite_server  # noqa: F401
 from tests.support.s3server import REGION, S3Target, start_seaweedfs
 
 GIT_IDENTITY = {
