@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -125,6 +126,34 @@ def scrub(text: str) -> str:
     return re.sub(r"(?i)\b(Bearer|SharedKey)\s+[^\s'\"]+", r"\1 ***", text)
 
 
+class _Scrubbed(logging.Filter):
+    """Rewrites a log record without credentials: urllib3 logs each URL, a SAS token's too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_SCRUBBED = _Scrubbed()
+#: The loggers that see requests: urllib3's (URLs) and azure-core's (URLs, headers).
+#: (A logger's filter sees only its own records, not its children's: each is named.)
+_REQUEST_LOGGERS = (
+    "urllib3.connectionpool",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.storage.blob._shared.policies",
+)
+
+
+def _scrub_logs() -> None:
+    for name in _REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if _SCRUBBED not in logger.filters:
+            logger.addFilter(_SCRUBBED)
+
+
 def _block_size(size: int) -> int:
     """The same for every attempt, so a resumed upload's blocks line up with those staged."""
     block = BLOCK
@@ -181,6 +210,7 @@ class AzureRemote(Remote):
                 f"The Azure remote {self.address} needs the Azure SDK: {EXTRA}",
                 address=self.address,
             ) from None
+        _scrub_logs()
         import requests.adapters
         from azure.core.pipeline.transport import RequestsTransport
 
@@ -188,9 +218,13 @@ class AzureRemote(Remote):
         session.mount("https://", requests.adapters.HTTPAdapter(CONNECTIONS, CONNECTIONS))
         session.mount("http://", requests.adapters.HTTPAdapter(CONNECTIONS, CONNECTIONS))
         options: dict[str, Any] = {
-            "transport": RequestsTransport(session=session, session_owner=False),
-            "connection_timeout": self.network.connect_timeout,
-            "read_timeout": self.network.read_timeout,
+            # (the client's own timeouts would go to a transport it built, not to this one)
+            "transport": RequestsTransport(
+                session=session,
+                session_owner=False,
+                connection_timeout=self.network.connect_timeout,
+                read_timeout=self.network.read_timeout,
+            ),
             "retry_policy": self._retry_policy(),
             "raw_response_hook": lambda _response: self.silence.heard(),
             "max_single_put_size": SINGLE_PUT,
@@ -213,11 +247,19 @@ class AzureRemote(Remote):
 
     def _retry_policy(self) -> Any:
         """azure-storage's linear retry, within the network policy's attempts and stall bound."""
+        from azure.core.exceptions import ClientAuthenticationError
         from azure.storage.blob import LinearRetry
 
         remote = self
 
         class _Retry(LinearRetry):
+            def increment(
+                self, settings: Any, request: Any, response: Any = None, error: Any = None
+            ) -> bool:
+                if isinstance(error, ClientAuthenticationError) and error.response is None:
+                    return False  # the credential chain found nothing: it would find nothing again
+                return bool(super().increment(settings, request, response, error))
+
             def sleep(self, settings: Any, transport: Any) -> None:
                 check_stall(remote.silence, remote.network, self.get_backoff_time(settings))
                 super().sleep(settings, transport)  # type: ignore[no-untyped-call]
@@ -478,7 +520,8 @@ class AzureRemote(Remote):
             if exc.status_code == 416:  # shorter than the registry says
                 return None
             raise
-        if stream.properties.size != size:
+        # (``properties.size`` is the range's length; the object's follows the '/')
+        if stream.properties.content_range.rpartition("/")[2] != str(size):
             return None
         return bytes(stream.readall())
 
