@@ -136,7 +136,7 @@ class Silence:
         return time.monotonic() - self._gave_up < seconds
 
 
-class Stalled(Exception):
+class _Stalled(Exception):
     """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
 
     No SDK retries an exception of this type (botocore, s3transfer and azure-core retry only
@@ -149,12 +149,12 @@ class Stalled(Exception):
 
 
 def check_stall(silence: Silence, network: Network, backoff: float) -> None:
-    """Raise :class:`Stalled` if another attempt, after ``backoff`` s, could end past the bound."""
+    """Raise :class:`_Stalled` if another attempt, after ``backoff`` s, could end past the bound."""
     silent = silence.seconds()
     worst = network.connect_timeout + network.read_timeout
     if silent and silent + backoff + worst > max(network.stall_timeout, worst):
         silence.give_up()
-        raise Stalled(silent)
+        raise _Stalled(silent)
 
 
 class Sending(io.BytesIO):

@@ -44,7 +44,7 @@ from . import (
     RemoteObject,
     Sending,
     Sink,
-    Stalled,
+    _Stalled,
     check_stall,
     silence_of,
 )
@@ -298,7 +298,7 @@ class AzureRemote(Remote):
         try:
             with self._waiting(action, key):
                 return fn(*args, **kwargs)
-        except (AzureError, OSError, Stalled) as exc:
+        except (AzureError, OSError, _Stalled) as exc:
             raise self._error(exc, action, key) from None
 
     def _blob(self, key: str) -> Any:
@@ -318,7 +318,7 @@ class AzureRemote(Remote):
         where = self.url(key) if key else self.address
         if isinstance(exc, RemoteError):
             return exc
-        if isinstance(exc, Stalled):
+        if isinstance(exc, _Stalled):
             return RemoteUnreachableError(
                 f"No answer from Azure Blob Storage at {self._endpoint()} for "
                 f"{exc.seconds:.0f} s to {action} {where} (a stuck VPN or proxy?), so "

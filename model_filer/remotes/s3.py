@@ -29,9 +29,18 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import check_key, is_object_key
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink, check_stall
+from . import (
+    PATIENT,
+    Network,
+    Progress,
+    RangeSink,
+    Remote,
+    RemoteObject,
+    Sink,
+    _Stalled,
+    check_stall,
+)
 from . import Sending as _Sending
-from . import Stalled as _Stalled
 from . import silence_of as _silence_of
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
