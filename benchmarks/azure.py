@@ -8,7 +8,8 @@ Rows (every sample a fresh process; the sides take turns; medians of ``--runs``)
   .readinto(file)``; target >= 0.9x each (the SDK's time over ours), peak RSS (VmHWM) <= 200 MiB;
 - pull of ``--many`` x 50 KB models (default 300) against a sequential loop of
   ``download_blob().readall()``, both through benchmarks/latency_proxy.py (+20 ms a request, as
-  the S3 row); target >= 4x;
+  the S3 row); target >= 4x. The SDK is imported before the clock on both sides (as
+  benchmarks/run.py does boto3);
 - a ``--resume-mib`` download (default 256 MiB) and upload killed (SIGKILL) once half the bytes
   passed tests/support/faultproxy.py, which counts them: the next attempt moves <= 60% of them.
 
@@ -67,6 +68,7 @@ if op.startswith("sdk-"):
     service = BlobServiceClient.from_connection_string(conn)
     container = service.get_container_client(args[0])
 else:
+    import azure.storage.blob  # before the clock on both sides, as run.py does boto3
     from model_filer import Filer
 start = time.perf_counter()
 if op == "push":
@@ -257,6 +259,16 @@ def _row(name: str, ours: list[dict[str, float]], sdk: list[dict[str, float]]) -
     }
 
 
+def _settled(proxy: FaultProxy, quiet: float = 2.0) -> None:
+    """Wait until the proxy has forwarded nothing for ``quiet`` seconds."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < quiet:
+        moved = proxy.bytes_up + proxy.bytes_down + proxy.requests
+        if moved != last:
+            last, since = moved, time.monotonic()
+        time.sleep(0.1)
+
+
 def resume_rows(bench: Bench, size: int) -> list[dict[str, Any]]:
     """A download and an upload killed at about half; the bytes the next attempt moves."""
     rows = []
@@ -290,7 +302,7 @@ def resume_rows(bench: Bench, size: int) -> list[dict[str, Any]]:
                 time.sleep(0.005)
             child.send_signal(signal.SIGKILL)
             child.wait()
-            time.sleep(1.0)  # what the child left in flight reaches the store
+            _settled(proxy)  # what the child left in flight reaches the store
             before = getattr(proxy, counter)
             bench.run(action, str(folder), address, env=env)
             moved = getattr(proxy, counter) - before

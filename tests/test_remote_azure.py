@@ -477,7 +477,8 @@ def test_contract_a_download_killed_halfway_fetches_only_the_rest(
         assert Filer(consumer, address, remote_type).load("big") == payload
         fetched = proxy.bytes_down - before
     print(f"resumed load fetched {fetched / entry.size:.1%} of the bytes")
-    assert fetched <= 0.55 * entry.size, f"{fetched / entry.size:.0%} fetched again"
+    # Killed at >= 50%: what it had in flight (at most 1/16 of the object) is asked again.
+    assert fetched <= 0.60 * entry.size, f"{fetched / entry.size:.0%} fetched again"
 
 
 _RUN = """
