@@ -214,6 +214,50 @@ def test_the_sdk_is_imported_only_when_an_azure_registry_is_used(
     assert done.stdout.splitlines() == ["[]", "True"], done.stdout + done.stderr
 
 
+def test_the_pre_push_hook_and_gc_work_on_an_azure_registry(
+    tmp_path: Path,
+    azure_env: Azurite,
+    azure_address: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+    from datetime import UTC, datetime, timedelta
+
+    from model_filer_hooks.check_remote_models import main
+
+    from model_filer import gc
+    from tests.support.gitrepo import commit, head, init_repo
+
+    repo = init_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    filer = Filer(repo / "models", azure_address, remote_type="azure")
+    filer.dump({"w": 1}, "churn", push=True)
+    filer.dump({"w": 2}, "prices", push=True)
+    commit(repo, "two models")
+    monkeypatch.setenv("PRE_COMMIT_FROM_REF", "0" * 40)
+    monkeypatch.setenv("PRE_COMMIT_TO_REF", head(repo))
+    monkeypatch.setenv("PRE_COMMIT_REMOTE_NAME", "origin")
+    assert main([]) == 0
+
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"old")
+    filer.remote.upload(orphan, f"old/{'c' * 64}.pkl", "c" * 64, None)
+    later = datetime.now(UTC) + timedelta(days=30)
+    assert [o.key for o in gc.plan(filer, timedelta(days=1), now=later).candidates] == [
+        f"old/{'c' * 64}.pkl"
+    ]
+
+    prices = {e.name: e for e in filer.list_files()}["prices"]
+    assert prices.key is not None
+    filer.remote.delete(prices.key)
+    capsys.readouterr()
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert "prices:" in out and "is missing from the remote" in out and "churn" not in out
+
+
 # -- secrets --------------------------------------------------------------------------------------
 def _texts(exc: BaseException) -> list[str]:
     """Every text a user may see of an error: its message, its traceback as printed."""
