@@ -609,6 +609,18 @@ def test_contract_a_stuck_store_is_given_up_on_the_silence(
         get_remote("azure", f"az://other@{DEV_ACCOUNT}/p", QUICK).size_of("m0/x.pkl")
 
 
+def test_azure_core_is_given_the_policy(azure_env: Azurite) -> None:
+    remote = get_remote("azure", f"az://any@{DEV_ACCOUNT}/p", QUICK)
+    assert isinstance(remote, AzureRemote)
+    client = remote.client
+    transport = client._pipeline._transport._transport  # (the client wraps the one we gave it)
+    config = transport.connection_config
+    assert (config.timeout, config.read_timeout) == (0.5, 0.5)
+    # Bodies are read 256 KiB at a time, as by a transport the SDK builds (not azure-core's 4 KiB).
+    assert config.data_block_size == 256 * 1024
+    assert client._config.retry_policy.total_retries == 9  # 10 attempts
+
+
 def test_contract_an_unreachable_store_is_a_typed_error(
     tmp_path: Path, azure_env: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,6 +56,7 @@ BLOCK = 4 * MB  # doubled until a blob has at most 50,000 blocks (Azure's limit)
 MAX_BLOCKS = 50_000
 BLOCKS_IN_FLIGHT = 8
 RANGE_WINDOW = 8  # ranged GETs in flight: a kill loses at most this window
+READ_BLOCK = 256 * 1024  # a body is read this much at a time (the SDK's own transport's)
 LIST_PAGE = 5000  # blobs per listing request (Azure's maximum)
 CONNECTIONS = 64
 CONN_ENV = "AZURE_STORAGE_CONNECTION_STRING"
@@ -219,12 +220,14 @@ class AzureRemote(Remote):
         session.mount("https://", requests.adapters.HTTPAdapter(CONNECTIONS, CONNECTIONS))
         session.mount("http://", requests.adapters.HTTPAdapter(CONNECTIONS, CONNECTIONS))
         options: dict[str, Any] = {
-            # (the client's own timeouts would go to a transport it built, not to this one)
+            # (the settings the client gives a transport it builds; azure-core's default
+            # block is 4 KiB, which costs a Python loop per 4 KiB of every body read)
             "transport": RequestsTransport(
                 session=session,
                 session_owner=False,
                 connection_timeout=self.network.connect_timeout,
                 read_timeout=self.network.read_timeout,
+                connection_data_block_size=READ_BLOCK,
             ),
             "retry_policy": self._retry_policy(),
             "raw_response_hook": lambda _response: self.silence.heard(),
