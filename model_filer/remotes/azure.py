@@ -56,7 +56,7 @@ BLOCK = 4 * MB  # doubled until a blob has at most 50,000 blocks (Azure's limit)
 MAX_BLOCKS = 50_000
 BLOCKS_IN_FLIGHT = 8
 RANGE_WINDOW = 8  # ranged GETs in flight: a kill loses at most this window
-READ_BLOCK = 256 * 1024  # a body is read this much at a time (the SDK's own transport's)
+READ_BLOCK = 256 * 1024  # bodies are read and sent this much at a time
 LIST_PAGE = 5000  # blobs per listing request (Azure's maximum)
 CONNECTIONS = 64
 CONN_ENV = "AZURE_STORAGE_CONNECTION_STRING"
@@ -216,9 +216,13 @@ class AzureRemote(Remote):
         import requests.adapters
         from azure.core.pipeline.transport import RequestsTransport
 
-        session = requests.Session()  # a pool as wide as the parallel transfers
-        session.mount("https://", requests.adapters.HTTPAdapter(CONNECTIONS, CONNECTIONS))
-        session.mount("http://", requests.adapters.HTTPAdapter(CONNECTIONS, CONNECTIONS))
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter()
+        # A pool as wide as the parallel transfers; bodies sent 256 KiB at a time (urllib3
+        # reads an upload's 16 KiB at a time by default: a Python loop per read).
+        adapter.init_poolmanager(CONNECTIONS, CONNECTIONS, blocksize=READ_BLOCK)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         options: dict[str, Any] = {
             # (the settings the client gives a transport it builds; azure-core's default
             # block is 4 KiB, which costs a Python loop per 4 KiB of every body read)
@@ -268,7 +272,9 @@ class AzureRemote(Remote):
                 check_stall(remote.silence, remote.network, self.get_backoff_time(settings))
                 super().sleep(settings, transport)  # type: ignore[no-untyped-call]
 
-        return _Retry(backoff=1, random_jitter_range=1, retry_total=self.network.max_attempts - 1)
+        # 1 s +- 0.5 s between attempts (the SDK's default waits 15 s +- 3 s, then longer):
+        # the stall bound, not the count, ends the retries of a silent store.
+        return _Retry(backoff=1, random_jitter_range=0.5, retry_total=self.network.max_attempts - 1)
 
     def _check_credentials(self, registry_path: str) -> None:
         """Refuse credentials of another account than this remote's (any use of it)."""
