@@ -272,9 +272,9 @@ class AzureRemote(Remote):
                 check_stall(remote.silence, remote.network, self.get_backoff_time(settings))
                 super().sleep(settings, transport)  # type: ignore[no-untyped-call]
 
-        # 1 s +- 0.5 s between attempts (the SDK's default waits 15 s +- 3 s, then longer):
+        # 2 s +- 1 s between attempts (the SDK's default waits 15 s +- 3 s, then longer):
         # the stall bound, not the count, ends the retries of a silent store.
-        return _Retry(backoff=1, random_jitter_range=0.5, retry_total=self.network.max_attempts - 1)
+        return _Retry(backoff=2, random_jitter_range=1, retry_total=self.network.max_attempts - 1)
 
     def _check_credentials(self, registry_path: str) -> None:
         """Refuse credentials of another account than this remote's (any use of it)."""
