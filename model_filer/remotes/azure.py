@@ -541,7 +541,7 @@ class AzureRemote(Remote):
         # (``properties.size`` is the range's length; the object's follows the '/')
         if stream.properties.content_range.rpartition("/")[2] != str(size):
             return None
-        return bytes(stream.readall())
+        return b"".join(stream.chunks())  # (one chunk: its bytes, not copied as readall does)
 
     def _stream_whole(self, blob: Any, sink: RangeSink, progress: Progress | None) -> None:
         """The whole object from its start, for the caller's check to judge."""
