@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.azurite import azure_address, azure_env, azurite_server  # noqa: F401
 from tests.support.gcsserver import gcs_env, gcs_server  # noqa: F401
 from tests.support.isolation import AWS_VARIABLES_TO_REMOVE, GIT_VARIABLES_TO_REMOVE
 

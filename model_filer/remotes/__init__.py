@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import io
 import math
 import re
 import threading
@@ -139,6 +140,43 @@ class Silence:
     def gave_up_within(self, seconds: float) -> bool:
         """Whether a call gave up less than ``seconds`` ago, with no sign of life since."""
         return time.monotonic() - self._gave_up < seconds
+
+
+class _Stalled(Exception):
+    """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
+
+    No SDK retries an exception of this type (botocore, s3transfer, the GCS client and
+    azure-core retry only their own), so raising it from any layer stops every layer at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer for {seconds:.0f} s")
+        self.seconds = seconds
+
+
+def check_stall(silence: Silence, network: Network, backoff: float) -> None:
+    """Raise :class:`_Stalled` if another attempt, after ``backoff`` s, could end past the bound."""
+    silent = silence.seconds()
+    if network.gives_up(silent, backoff):
+        silence.give_up()
+        raise _Stalled(silent)
+
+
+class Sending(io.BytesIO):
+    """A part's bytes as a body whose every read, as they are sent, is a sign of life.
+
+    The store answers an upload only at its end; on a slow uplink, 8 parts in flight may take
+    minutes each. A stuck store stops taking bytes (the socket's buffer fills), so the reads
+    stop, and the silence then counts.
+    """
+
+    def __init__(self, data: bytes, silence: Silence) -> None:
+        super().__init__(data)
+        self._silence = silence
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self._silence.heard()
+        return super().read(size)
 
 
 # One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.

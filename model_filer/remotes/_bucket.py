@@ -10,19 +10,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 
 from ..errors import InvalidNameError, RemoteMismatchError, RemoteUnreachableError
-from . import PATIENT, Network, Remote
-
-
-class _Stalled(Exception):
-    """The store stayed silent past the policy's ``stall_timeout``: no layer may retry.
-
-    Neither botocore, s3transfer nor model_filer's own retries retry an exception of this
-    type, so raising it from any layer stops every layer at once.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"no answer for {seconds:.0f} s")
-        self.seconds = seconds
+from . import PATIENT, Network, Remote, _Stalled
 
 
 class BucketRemote(Remote):

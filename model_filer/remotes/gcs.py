@@ -37,8 +37,8 @@ from ..errors import (
     UnknownRemoteTypeError,
 )
 from ..names import is_object_key
-from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Sink, silence_of
-from ._bucket import BucketRemote, _Stalled
+from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Sink, _Stalled, silence_of
+from ._bucket import BucketRemote
 
 T = TypeVar("T")
 MB = 1024 * 1024

@@ -12,7 +12,6 @@ import collections
 import contextlib
 import datetime
 import hashlib
-import io
 import os
 import re
 import threading
@@ -28,8 +27,19 @@ from ..errors import (
     RemoteUnreachableError,
 )
 from ..names import is_object_key
-from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Silence, Sink, silence_of
-from ._bucket import BucketRemote, _Stalled
+from . import (
+    PATIENT,
+    Network,
+    Progress,
+    RangeSink,
+    RemoteObject,
+    Sink,
+    _Stalled,
+    check_stall,
+    silence_of,
+)
+from . import Sending as _Sending
+from ._bucket import BucketRemote
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
@@ -68,23 +78,6 @@ _CRED_CODES = {
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 MAX_BACKOFF = 20.0  # botocore's standard mode sleeps up to min(20, 2 ** (attempts - 1)) s
-
-
-class _Sending(io.BytesIO):
-    """A part's bytes as a body whose every read, as they are sent, is a sign of life.
-
-    The store answers an upload only at its end; on a slow uplink, 8 parts in flight may take
-    minutes each. A stuck store stops taking bytes (the socket's buffer fills), so the reads
-    stop, and the silence then counts.
-    """
-
-    def __init__(self, data: bytes, silence: Silence) -> None:
-        super().__init__(data)
-        self._silence = silence
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        self._silence.heard()
-        return super().read(size)
 
 
 def _part_size(size: int) -> int:
@@ -246,10 +239,7 @@ class S3Remote(BucketRemote):
 
     def _check_stall(self, backoff: float) -> None:
         """Raise :class:`_Stalled` if another attempt could end past the stall bound."""
-        silent = self.silence.seconds()
-        if self.network.gives_up(silent, backoff):
-            self.silence.give_up()
-            raise _Stalled(silent)
+        check_stall(self.silence, self.network, backoff)
 
     def _connect(self) -> None:
         self.client  # noqa: B018 - built on first use
