@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, NamedTuple
 from . import gitops
 from .errors import ModelFilerError
 from .files import registry_filename
-from .history import RegistryReader, registry_pathspecs, repo_path
+from .history import registry_pathspecs, repo_path
 from .names import is_object_key, key_sha256, object_key
+from .registry_text import Codec
 
 if TYPE_CHECKING:
     from .filer import Filer
@@ -78,13 +79,13 @@ def protected(filer: Filer) -> Protected:
     current = filer.registry_path.read_bytes() if filer.registry_path.is_file() else None
     if current is not None:
         texts["worktree"] = current
-    reader = RegistryReader()
+    codec = Codec()  # each distinct entry block of every version is checked once
     keys: set[str] = set()
     shas: set[str] = set()
     for blob, text in texts.items():
         path = sorted(blobs.get(blob, {where.registry}))[0]
         try:
-            reg = reader.parse(text, f"{path} (blob {blob[:10]})", path)
+            reg = codec.parse(text, f"{path} (blob {blob[:10]})", filename=path)
         except ModelFilerError:
             shas.update(m.decode() for m in _ANY_SHA.findall(text))  # unreadable: keep all
             continue

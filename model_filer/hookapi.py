@@ -30,7 +30,6 @@ from .remote_trust import fetch_address, override_of, trusted_filer
 from .remotes import FAIL_FAST, Remote, available_types, get_remote
 from .sizes import parse_size
 from .trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
-from .verified import Summary, blob_id, known, summarize
 
 __all__ = [
     "FAIL_FAST",
@@ -43,11 +42,9 @@ __all__ = [
     "Registry",
     "Remote",
     "Repo",
-    "Summary",
     "TrustedSet",
     "UntrustedRemoteError",
     "available_types",
-    "blob_id",
     "can_trust",
     "changed_registries",
     "count_bar",
@@ -55,7 +52,6 @@ __all__ = [
     "ensure_merge_driver",
     "fetch_address",
     "get_remote",
-    "known",
     "never_reason",
     "open_repo",
     "override_of",
@@ -69,7 +65,6 @@ __all__ = [
     "registry_filename",
     "remote_type_of",
     "staged_paths",
-    "summarize",
     "toplevel",
     "trusted_filer",
 ]
