@@ -26,9 +26,9 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .errors import RegistryError, about_registry
+from .errors import InvalidNameError, RegistryError, about_registry
 from .files import remote_type_of
-from .names import name_is_safe, object_key
+from .names import check_key, key_sha256, name_is_safe, object_key
 from .registry_model import (
     FORMAT_VERSION,
     HEADER,
@@ -461,9 +461,14 @@ class Codec:
                 return None
             library = {"name": lib, "version": version}
         # The usual key, object_key(name, sha), is safe, plain and names these bytes once the
-        # name is valid; any other key is judged by the per-block path (which may refuse it).
+        # name is valid; another form (an older layout's) is checked as parse_entry checks it.
         if key is not None and key != object_key(name, sha):
-            return None
+            try:
+                check_key(key, "")
+            except InvalidNameError:
+                return None
+            if self.quote(key) != key or key_sha256(key) != sha:
+                return None
         imports = None
         if none is not None:
             if listed:

@@ -1,8 +1,8 @@
 """Safe YAML for registries: libyaml's C loader/dumper when present, duplicate keys refused.
 
-Kept apart from :mod:`model_filer.registry` so that PyYAML (~15 ms) is imported only when a
-registry falls outside the canonical subset that :mod:`model_filer.yamltext` reads and writes
-(hand edits, unusual values), or when a test asks for PyYAML's own bytes.
+The registry codec (:mod:`model_filer.registry_text`) imports this, and so PyYAML (~15 ms),
+only for text outside the canonical subset it reads and writes itself (hand edits, unusual
+values), or when a test asks for PyYAML's own bytes.
 """
 
 from __future__ import annotations

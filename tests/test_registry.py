@@ -622,3 +622,53 @@ def test_a_remote_change_after_the_blocks_own_write_is_written_too(tmp_path):
         rf.write(reg)  # as commit_dump does, to order the write before a rename
         reg.remote_id = "f" * 32
     assert rf.read().remote_id == "f" * 32
+
+
+# -- no process-wide state ---------------------------------------------------------------------
+
+
+def test_two_registry_files_of_one_path_share_nothing(tmp_path):
+    """What a RegistryFile keeps is its own: another object of the same path reads the file."""
+    written = make_entry("m1")
+    one, two = RegistryFile(tmp_path, "s3"), RegistryFile(tmp_path, "s3")
+    one.write(make_registry(written))
+    assert one.read().entries["m1"] is written
+    read = two.read().entries["m1"]
+    assert read == written and read is not written
+
+
+def test_dumps_leave_no_thread_running(tmp_path):
+    """A notebook that imports model_filer gets no hidden thread (nor atexit or fork hook)."""
+    import threading
+
+    from model_filer import Filer
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    before = set(threading.enumerate())
+    filer = Filer(tmp_path / "models", str(remote), remote_type="local")
+    for i in range(3):
+        filer.dump({"w": i}, f"m{i}")
+    assert set(threading.enumerate()) == before
+
+
+def test_the_model_never_imports_the_codec_nor_the_file():
+    """One-way arrows: file -> codec -> model, no import back, at any level of a function."""
+    import ast
+    from pathlib import Path
+
+    import model_filer
+
+    root = Path(model_filer.__file__).parent
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse((root / f"{module}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.add(node.module or "")
+                found.update(a.name for a in node.names if node.module is None)
+        return found
+
+    assert not imported("registry_model") & {"registry", "registry_text", "yamlio"}
+    assert "registry" not in imported("registry_text")
