@@ -117,6 +117,7 @@ RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
 # Characters that never make PyYAML's emitter leave plain or single-quoted style: no
 # indicator, no space, no quote, no ':' at the end (': ' cannot occur without a space).
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:-]*(?<!:)")
+_QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
 
@@ -156,7 +157,7 @@ _HEAD_RE = re.compile(
     + r"(?:  id: ([0-9a-f]{32})\n)?"
     + r"models:( \{\})?\n"
 )
-_NEXT_BLOCK = re.compile(r"\n(?=  [^ ])")  # the line before an entry's first line
+_BLOCK_START = re.compile(r"(?<=\n)(?=  [^ ])")  # an entry's first line: two spaces, its name
 _EMPTY_MODELS = "models: {}\n"
 # The entry every dump writes, in one match. Captured values are checked below exactly as
 # parse_entry checks them; a block of any other shape takes the per-block path.
@@ -226,6 +227,14 @@ def block(
     return "".join(out)
 
 
+class _Tail(NamedTuple):
+    """The fields of an entry block from ``python`` on, read and judged."""
+
+    python: str
+    library: dict[str, str] | None
+    imports: list[str] | None
+
+
 class _Body(NamedTuple):
     """The sorted entry texts last made for one :class:`Entries` (at its ``mark``)."""
 
@@ -248,6 +257,7 @@ class Codec:
         self._verified: dict[str, Entry] = {}  # entry block text -> its validated entry
         self._texts: dict[str, tuple[Entry, bytes]] = {}  # name -> (entry, its text)
         self._quoted: dict[str, str | None] = {}  # value -> scalar(value)
+        self._tails: dict[str, _Tail | tuple[()]] = {}  # an entry's text from python on
         self._body: _Body | None = None
 
     # -- writing ----------------------------------------------------------------------------
@@ -400,13 +410,10 @@ class Codec:
         """Each entry block of ``body`` verified into the registry's entries, in order."""
         names: list[str] = []
         chunks: list[bytes] = []
-        pos, end, verified = 0, len(body), self._verified
-        next_block, fullmatch = _NEXT_BLOCK.search, _ENTRY_RE.fullmatch
+        verified, fullmatch = self._verified, _ENTRY_RE.fullmatch
         texts, put = self._texts, dict.__setitem__
         previous = ""
-        while pos < end:
-            found = next_block(body, pos)
-            block = body[pos : found.end() if found else end]
+        for block in _BLOCK_START.split(body):
             entry = verified.get(block)
             if entry is None:
                 match = fullmatch(block)
@@ -421,7 +428,6 @@ class Codec:
             texts[previous] = (entry, chunk)
             names.append(previous)
             chunks.append(chunk)
-            pos += len(block)
         return names, chunks
 
     def _remember(self, block: str, entry: Entry) -> Entry:
@@ -431,8 +437,12 @@ class Codec:
         return entry
 
     def _plain(self, raw: str) -> str | None:
-        """The value of a scalar PyYAML would write as ``raw``, else ``None``."""
-        value = _unquote(raw)
+        """The value of a scalar of _ENTRY_RE's characters that PyYAML would write as ``raw``,
+        else ``None``. Those characters are all plain ones: only the first and the last (a
+        quote) may say otherwise."""
+        if raw[0] not in _QUOTED_FIRST and raw[-1] != "'":
+            return raw
+        value = raw[1:-1] if raw[0] == "'" else raw
         return value if self.quote(value) == raw else None
 
     def _matched(self, match: re.Match[str], block: str) -> Entry | None:
@@ -441,25 +451,15 @@ class Codec:
         The regex fixed each field's characters; what it cannot say is checked here, as
         parse_entry would (10,000 times per read of a big registry, so without raising).
         """
-        (raw_name, state, key, sha, size_text, serializer, created, python, lib, version) = (
-            match.groups()[:10]
-        )
-        none, listed = match["none"], match["imports"]
+        (raw_name, state, key, sha, size_text, serializer, created) = match.groups()[:7]
         size = int(size_text)
         if size > MAX_MODEL_BYTES or not plain_sha256(sha):
             return None
-        name = self._plain(raw_name)
-        serializer, python = self._plain(serializer), self._plain(python)
-        if name is None or serializer is None or python is None or not name_is_safe(name):
+        name, serializer = self._plain(raw_name), self._plain(serializer)
+        if name is None or serializer is None or not name_is_safe(name):
             return None
         if (key is None) == (state == "synced"):
             return None  # (a local entry with a key is valid, but rare: the per-block path)
-        library = None
-        if lib is not None:
-            lib, version = self._plain(lib), self._plain(version)
-            if lib is None or version is None:
-                return None
-            library = {"name": lib, "version": version}
         # The usual key, object_key(name, sha), is safe, plain and names these bytes once the
         # name is valid; another form (an older layout's) is checked as parse_entry checks it.
         if key is not None and key != object_key(name, sha):
@@ -469,21 +469,57 @@ class Codec:
                 return None
             if self.quote(key) != key or key_sha256(key) != sha:
                 return None
+        # From python to the end, entries repeat each other: that part is judged once.
+        tail = block[match.start("python") :]
+        fields = self._tails.get(tail)
+        if fields is None:
+            if len(self._tails) >= MAX_REMEMBERED:
+                self._tails.clear()
+            fields = self._tails[tail] = self._tail(match)
+        if not fields:
+            return None
+        python, library, imports = fields
+        entry = _new_entry(
+            Entry,
+            (
+                name,
+                state,
+                sha,
+                size,
+                serializer,
+                created,
+                python,
+                key,
+                None if library is None else dict(library),
+                None if imports is None else list(imports),
+            ),
+        )
+        return self._remember(block, entry)
+
+    def _tail(self, match: re.Match[str]) -> _Tail | tuple[()]:
+        """python, library and imports of a matched block; ``()`` if not as PyYAML writes."""
+        python, lib, version, none, listed = match.group(
+            "python", "lib", "version", "none", "imports"
+        )
+        python = self._plain(python)
+        library = None
+        if lib is not None:
+            lib, version = self._plain(lib), self._plain(version)
+            if lib is None or version is None:
+                return ()
+            library = {"name": lib, "version": version}
         imports = None
         if none is not None:
             if listed:
-                return None  # "imports: []" followed by items
+                return ()  # "imports: []" followed by items
             imports = []
         elif listed is not None:
             imports = [line[6:] for line in listed.splitlines()]
             if not imports or not all(
                 IMPORT_RE.fullmatch(i) and self.quote(i) == i for i in imports
             ):
-                return None  # "imports:" with no items, or an odd name: the per-block path
-        entry = _new_entry(
-            Entry, (name, state, sha, size, serializer, created, python, key, library, imports)
-        )
-        return self._remember(block, entry)
+                return ()  # "imports:" with no items, or an odd name: the per-block path
+        return () if python is None else _Tail(python, library, imports)
 
     def _odd_block(self, block: str, where: str) -> Entry | None:
         """The entry of a block of another shape, if valid and exactly as written here."""
