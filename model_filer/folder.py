@@ -105,7 +105,7 @@ class ModelFolder:
     vouch : callable, optional
         Whether a file is the local store's verified object of an entry (a hardlink to it).
     on_write : callable, optional
-        Given the bytes of every registry write made from validated entries.
+        Given the bytes of every registry write.
     """
 
     def __init__(

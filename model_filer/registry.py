@@ -18,32 +18,10 @@ from typing import Any, ClassVar, NamedTuple
 
 from .errors import RegistryError
 from .files import internal_dir, registry_filename, write_bytes_atomic
-from .registry_model import (
-    FORMAT_VERSION,
-    HEADER,
-    MAX_MODEL_BYTES,
-    MAX_REGISTRY_BYTES,
-    Entry,
-    Registry,
-    conflict_advice,
-)
+from .registry_model import MAX_REGISTRY_BYTES, Entry, Registry
 from .registry_text import Codec, dumps, parse
 
-__all__ = [
-    "FORMAT_VERSION",
-    "HEADER",
-    "MAX_MODEL_BYTES",
-    "MAX_REGISTRY_BYTES",
-    "Codec",
-    "Entry",
-    "FolderLock",
-    "Registry",
-    "RegistryFile",
-    "conflict_advice",
-    "dumps",
-    "parse",
-    "read",
-]
+__all__ = ["Codec", "Entry", "FolderLock", "Registry", "RegistryFile", "dumps", "parse", "read"]
 
 _PIECE = 256 * 1024  # a registry is checked against known bytes this much at a time
 

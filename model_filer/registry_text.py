@@ -174,7 +174,7 @@ _ENTRY_RE = re.compile(
     rf"(?:    library:\n      name: (?P<lib>{_P})\n      version: (?P<version>{_P})\n)?"
     r"(?:    imports:(?P<none> \[\])?\n(?P<imports>(?:    - [A-Za-z_][A-Za-z0-9_.]{0,511}\n)*))?"
 )
-MAX_REMEMBERED = 200_000  # verified blocks and quoted scalars a Codec keeps, then starts over
+MAX_REMEMBERED = 200_000  # blocks, tails and scalars a Codec keeps of each kind, then starts over
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
 
 

@@ -348,9 +348,7 @@ def test_an_untrusted_import_is_judged_entry_by_entry(repo, remote, capsys):
     assert "plain" not in out
 
 
-def test_a_hand_edited_registry_the_library_did_not_write_is_judged_the_same(
-    repo, remote, capsys
-):
+def test_a_hand_edited_registry_the_library_did_not_write_is_judged_the_same(repo, remote, capsys):
     filer = model_filer(repo / "models", remote)
     filer.dump({"w": 1}, "churn", push=True)
     text = (repo / REGISTRY).read_text()

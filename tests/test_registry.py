@@ -13,15 +13,13 @@ import yaml
 from model_filer import registry, registry_text, yamlio
 from model_filer.errors import ModelFilerError, RegistryError
 from model_filer.registry import (
-    FORMAT_VERSION,
-    HEADER,
-    MAX_MODEL_BYTES,
     Entry,
     Registry,
     RegistryFile,
     dumps,
     parse,
 )
+from model_filer.registry_model import FORMAT_VERSION, HEADER, MAX_MODEL_BYTES
 from model_filer.yamlio import PurePythonLoader
 
 SHA_A = "a" * 64

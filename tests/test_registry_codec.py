@@ -12,7 +12,8 @@ import yaml
 
 from model_filer import registry_text, yamlio
 from model_filer.errors import ModelFilerError, RegistryError
-from model_filer.registry import HEADER, Codec, Entry, Registry, RegistryFile, dumps, parse
+from model_filer.registry import Codec, Entry, Registry, RegistryFile, dumps, parse
+from model_filer.registry_model import HEADER
 from tests.support.gitrepo import registry_bytes, sample_entry
 
 SHA = "ab" * 32
