@@ -7,14 +7,15 @@ same data (tests/test_registry_codec.py), so:
 
 - writing joins each entry's text, made once per entry, and a dump re-makes only the entries
   that changed since the text was last built;
-- reading (:meth:`Codec.parse_canonical`) cuts the text into entry blocks and checks each one
-  with the same checks as the full parser; a block is kept only if writing its entry back
-  gives the same bytes, so ``yaml.safe_load`` of the text would give exactly the entries
-  returned. A :class:`Codec` remembers the blocks it verified, by their exact text, so the
-  versions of a registry that history, gc or a long-lived folder read are checked once.
+- reading (:meth:`Codec.parse_canonical`) cuts the text into entry blocks, matches each one
+  against the one shape the writer makes, and checks its fields with the same checks as the
+  full parser, each written exactly as PyYAML would write it, so ``yaml.safe_load`` of the
+  text would give exactly the entries returned. A :class:`Codec` remembers the blocks it
+  verified, by their exact text, so the versions of a registry that history, gc, a merge or
+  a long-lived folder read are checked once.
 
 Anything else (hand-edited spacing, comments, quoting PyYAML would not choose, an invalid
-field, conflict markers) is read by PyYAML (:mod:`model_filer.yamlio`: safe, libyaml when
+field, an unusual value) is read by PyYAML (:mod:`model_filer.yamlio`: safe, libyaml when
 present, duplicate keys refused), which accepts it or refuses it with its usual message.
 """
 
@@ -40,7 +41,6 @@ from .registry_model import (
     Registry,
     conflict_advice,
     from_doc,
-    parse_entry,
     restore,
 )
 
@@ -160,7 +160,7 @@ _HEAD_RE = re.compile(
 _BLOCK_START = re.compile(r"(?<=\n)(?=  [^ ])")  # an entry's first line: two spaces, its name
 _EMPTY_MODELS = "models: {}\n"
 # The entry every dump writes, in one match. Captured values are checked below exactly as
-# parse_entry checks them; a block of any other shape takes the per-block path.
+# parse_entry checks them; a block of any other shape sends the whole text to PyYAML.
 _P = r"'?[A-Za-z0-9_.+-]{1,100}'?"
 _ENTRY_RE = re.compile(
     r"  (?P<name>'?[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}'?):\n"
@@ -367,12 +367,10 @@ class Codec:
                 )
             if b"\n<<<<<<< " in b"\n" + text or b"\n>>>>>>> " in text:
                 raise RegistryError(conflict_advice(where, filename))
-            fast = self.parse_canonical(text, where, filename) if loader is None else None
+            fast = self.parse_canonical(text, filename) if loader is None else None
             return fast if fast is not None else _parse_yaml(text, where, loader, filename)
 
-    def parse_canonical(
-        self, text: bytes, where: str, filename: str | None = None
-    ) -> Registry | None:
+    def parse_canonical(self, text: bytes, filename: str | None = None) -> Registry | None:
         """The registry in ``text`` if it is in canonical form and valid, else ``None``."""
         try:
             doc = text.decode("utf-8")
@@ -394,7 +392,7 @@ class Codec:
         collecting = gc.isenabled()
         gc.disable()  # 10,000 entries of new objects: the collector would walk them all, often
         try:
-            found = self._entries(body, where, reg.entries)
+            found = self._entries(body, reg.entries)
         finally:
             if collecting:
                 gc.enable()
@@ -404,9 +402,7 @@ class Codec:
         self._body = _Body(entries, entries.mark(), *found)  # the text is this body
         return reg
 
-    def _entries(
-        self, body: str, where: str, entries: Entries
-    ) -> tuple[list[str], list[bytes]] | None:
+    def _entries(self, body: str, entries: Entries) -> tuple[list[str], list[bytes]] | None:
         """Each entry block of ``body`` verified into the registry's entries, in order."""
         names: list[str] = []
         chunks: list[bytes] = []
@@ -418,8 +414,6 @@ class Codec:
             if entry is None:
                 match = fullmatch(block)
                 entry = self._matched(match, block) if match is not None else None
-                if entry is None:  # another shape: checked the generic way
-                    entry = self._odd_block(block, where)
             if entry is None or entry.name <= previous:  # sorted, no duplicates: canonical
                 return None
             previous = entry.name
@@ -459,7 +453,7 @@ class Codec:
         if name is None or serializer is None or not name_is_safe(name):
             return None
         if (key is None) == (state == "synced"):
-            return None  # (a local entry with a key is valid, but rare: the per-block path)
+            return None  # (a local entry with a key is valid, but rare: PyYAML reads it)
         # The usual key, object_key(name, sha), is safe, plain and names these bytes once the
         # name is valid; another form (an older layout's) is checked as parse_entry checks it.
         if key is not None and key != object_key(name, sha):
@@ -518,27 +512,8 @@ class Codec:
             if not imports or not all(
                 IMPORT_RE.fullmatch(i) and self.quote(i) == i for i in imports
             ):
-                return ()  # "imports:" with no items, or an odd name: the per-block path
+                return ()  # "imports:" with no items, or an odd name: PyYAML judges
         return () if python is None else _Tail(python, library, imports)
-
-    def _odd_block(self, block: str, where: str) -> Entry | None:
-        """The entry of a block of another shape, if valid and exactly as written here."""
-        head, _, _ = block.partition("\n")
-        if not head.startswith("  ") or not head.endswith(":"):
-            return None
-        from . import yamlio  # rare shapes only (a long value, a local entry with a key)
-
-        try:
-            doc = yamlio.load(block.encode())
-            if not isinstance(doc, dict) or len(doc) != 1:
-                return None
-            ((name, data),) = doc.items()
-            entry = parse_entry(name, data, where)
-        except (yamlio.YAMLError, RegistryError):
-            return None  # the full parser reports it, with its own words
-        if self.entry_text(entry) != block:
-            return None
-        return self._remember(block, entry)
 
 
 def _parse_yaml(

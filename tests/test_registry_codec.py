@@ -161,7 +161,7 @@ def test_block_writer_matches_pyyaml_for_any_fields(seed):
 
 def canonical(text: bytes) -> Registry | None:
     """What the fast reader alone makes of ``text``, with a codec that has seen nothing."""
-    return Codec().parse_canonical(text, "r")
+    return Codec().parse_canonical(text)
 
 
 def assert_pyyamls_answer(text: bytes) -> Registry | None:
