@@ -7,7 +7,6 @@ every commit and must feel instant; the hooks that transfer import them when the
 
 from __future__ import annotations
 
-from .cachedir import default_root
 from .errors import ModelFilerError, UntrustedRemoteError
 from .files import MODEL_SUFFIX, registry_filename, remote_type_of
 from .gitops import (
@@ -48,7 +47,6 @@ __all__ = [
     "can_trust",
     "changed_registries",
     "count_bar",
-    "default_root",
     "ensure_merge_driver",
     "fetch_address",
     "get_remote",
