@@ -178,10 +178,10 @@ MAX_REMEMBERED = 200_000  # blocks, tails and scalars a Codec keeps of each kind
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
 
 
-def _yaml_dump(doc: dict[str, Any], dumper: type[Any] | None = None) -> str:
+def _yaml_dump(doc: dict[str, Any]) -> str:
     from . import yamlio  # PyYAML (~15 ms) only for what the subset cannot write
 
-    return yamlio.dump(doc, dumper)
+    return yamlio.dump(doc)
 
 
 def block(
@@ -299,19 +299,12 @@ class Codec:
             known = self._texts[name] = (entry, self.entry_text(entry).encode())
         return known[1]
 
-    def dumps(self, reg: Registry, dumper: type[Any] | None = None) -> bytes:
+    def dumps(self, reg: Registry) -> bytes:
         """Serialise deterministically: sorted entries, fixed field order, no flow style.
 
-        The bytes are those of PyYAML's block style (``dumper``, default libyaml's), built
-        from each entry's text; passing ``dumper`` runs PyYAML itself over the whole document.
+        The bytes are those of PyYAML's safe dumper in block style over the whole document
+        (tests/support/registries.py), built from each entry's text.
         """
-        if dumper is not None:
-            doc = {
-                "format": FORMAT_VERSION,
-                "remote": reg.remote_fields(),
-                "models": {n: reg.entries[n].to_yaml_dict() for n in sorted(reg.entries)},
-            }
-            return (HEADER + _yaml_dump(doc, dumper)).encode("utf-8")
         head = self.header(reg, bool(reg.entries)).encode()
         return b"".join([head, *self._sorted_chunks(reg.entries)])
 
@@ -539,6 +532,6 @@ def parse(
     return Codec().parse(text, where, loader, filename)
 
 
-def dumps(reg: Registry, dumper: type[Any] | None = None) -> bytes:
+def dumps(reg: Registry) -> bytes:
     """:meth:`Codec.dumps` with a codec of its own: for one registry written once."""
-    return Codec().dumps(reg, dumper)
+    return Codec().dumps(reg)

@@ -15,6 +15,7 @@ from model_filer.errors import ModelFilerError, RegistryError
 from model_filer.registry import Codec, Entry, Registry, RegistryFile, dumps, parse
 from model_filer.registry_model import HEADER
 from tests.support.gitrepo import registry_bytes, sample_entry
+from tests.support.registries import pyyaml_bytes
 
 SHA = "ab" * 32
 # Strings PyYAML must quote or may write plain: numbers, dates, bools, nulls, indicators.
@@ -135,7 +136,7 @@ def rand_registry(rng: random.Random) -> Registry:
 
 def full_yaml(reg: Registry) -> bytes:
     """What the registry's bytes were before the fast path: PyYAML over the whole document."""
-    return dumps(reg, yamlio.Dumper)
+    return pyyaml_bytes(reg)
 
 
 @pytest.mark.parametrize("seed", range(300))
