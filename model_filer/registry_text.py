@@ -10,10 +10,10 @@ same data (tests/test_registry_codec.py), so:
 - reading (:meth:`Codec.parse_canonical`) cuts the text into entry blocks, matches each one
   against the one shape the writer makes, and checks its fields with the same checks as the
   full parser, each written exactly as PyYAML would write it, so ``yaml.safe_load`` of the
-  text would give exactly the entries returned. A block with an unusual value is read alone by
-  PyYAML and kept only if writing its entry back gives the same bytes. A :class:`Codec` remembers the blocks it
-  verified, by their exact text, so the versions of a registry that history, gc, a merge or
-  a long-lived folder read are checked once.
+  text would give exactly the entries returned. A block with an unusual value is read alone
+  by PyYAML and kept only if writing its entry back gives the same bytes. A :class:`Codec`
+  remembers the blocks it verified, by their exact text, so the versions of a registry that
+  history, gc, a merge or a long-lived folder read are checked once.
 
 Anything else (hand-edited spacing, comments, quoting PyYAML would not choose, an invalid
 field, an unusual value) is read by PyYAML (:mod:`model_filer.yamlio`: safe, libyaml when
