@@ -527,3 +527,20 @@ def test_a_codec_checks_each_distinct_entry_block_once() -> None:
     # The block of 'a' is recognised by its text: the entry verified from it the first time.
     assert regs[1].entries["a"] is regs[0].entries["a"]
     assert Codec().parse(two, "r").entries["a"] is not regs[0].entries["a"]
+
+
+def test_unusual_but_canonical_entries_stay_on_the_fast_reader():
+    """A time written by another tool, a local entry with a key, a long library version: the
+    fast reader reads them (the last two a block at a time through PyYAML), as PyYAML would."""
+    base = valid_registry(6)
+    entries = dict(base.entries)
+    entries["m00001"] = entries["m00001"]._replace(created="2024-01-01T00:05:00")
+    entries["m00002"] = entries["m00002"]._replace(created="yesterday")
+    local = entries["m00000"]
+    assert local.state == "local"
+    entries["m00000"] = local._replace(key=f"m00000/{local.sha256}.pkl")
+    entries["m00004"] = entries["m00004"]._replace(library={"name": "x", "version": "1" * 120})
+    reg = Registry("local", "/srv/models", entries, base.remote_id)
+    text = dumps(reg)
+    assert text == pyyaml_bytes(reg)
+    assert canonical(text) == reg == parse(text, "r", loader=yamlio.Loader)
