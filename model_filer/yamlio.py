@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from .errors import RegistryError
+
 try:  # libyaml is ~4x faster; CSafeLoader builds only plain types (never CLoader)
     from yaml import CSafeDumper as Dumper
     from yaml import CSafeLoader as _BaseLoader
@@ -74,8 +76,6 @@ def dump(doc: Any, dumper: type[Any] | None = None) -> str:
             indent=2,
         )
     except yaml.representer.RepresenterError as exc:
-        from .errors import RegistryError
-
         value = exc.args[1] if len(exc.args) > 1 else None
         raise RegistryError(
             f"Cannot write a {type(value).__module__}.{type(value).__qualname__} value "
