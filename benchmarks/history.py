@@ -103,7 +103,7 @@ class Generated:
         import numpy as np
 
         from model_filer.names import object_key
-        from model_filer.registry import Entry, Registry
+        from model_filer.registry import Entry, Registry, dumps
         from model_filer.serializers import python_version
 
         self.repo.mkdir()
@@ -121,7 +121,7 @@ class Generated:
                 name, "synced", sha, len(data), "pickle-5", f"2024-01-01T00:{i % 60:02d}:00",
                 python_version(), key, {"name": "numpy", "version": np.__version__},
             )  # fmt: skip
-            files = {"models/.local_registry": reg.dumps()}
+            files = {"models/.local_registry": dumps(reg)}
             if i == 0:
                 files["models/.gitignore"] = b"*.pkl\n.model_filer\n"
             commits.append(files)

@@ -24,13 +24,9 @@ from model_filer.hookapi import (
     Blob,
     ModelFilerError,
     Registry,
-    Summary,
     TrustedSet,
     available_types,
-    blob_id,
     can_trust,
-    default_root,
-    known,
     locate,
     never_reason,
     parse,
@@ -40,7 +36,6 @@ from model_filer.hookapi import (
     registry_filename,
     remote_type_of,
     staged_paths,
-    summarize,
 )
 
 
@@ -142,29 +137,6 @@ def _model_file_problems(
     ]
 
 
-def _store() -> Path | None:
-    try:
-        return default_root()
-    except (RuntimeError, OSError):  # no home folder: nothing is known, all is validated
-        return None
-
-
-def _summary(blob: Blob, path: str, store: Path | None) -> Summary | None:
-    """What the commit asks of a registry this machine's model_filer wrote (known by its
-    blob id), read without validating it again; ``None`` for any other blob, or when an
-    import needs judging entry by entry."""
-    if store is None or not blob.oid or not known(store, blob.oid):
-        return None
-    if blob_id(blob.data) != blob.oid:  # what git gave is what was recorded (2 ms)
-        return None
-    summary = summarize(blob.data, remote_type_of(path))
-    if summary is None or (
-        summary.imports and not all(map(_trusted(path).covers_name, summary.imports))
-    ):
-        return None
-    return summary
-
-
 def check(paths: Sequence[str]) -> list[str]:
     """Problems found in the staged versions of ``paths`` (registries and model files)."""
     _trusted_in.cache_clear()  # read once a run, and afresh the next run
@@ -177,22 +149,12 @@ def check(paths: Sequence[str]) -> list[str]:
         for t in available_types()
     }
     contents = _contents(sorted(set(registry_paths) | beside))
-    store = _store()
     problems: list[str] = []
     named: dict[str, Sequence[str]] = {}
     for path, blob in contents.items():
         if blob is None:
             continue
         judged = path in registry_paths
-        try:
-            summary = _summary(blob, path, store) if judged else None
-            if summary is not None:
-                named[path] = summary.names() if models else []
-        except (ModelFilerError, UnicodeDecodeError):  # e.g. a malformed [tool.model_filer]
-            summary = None  # trusted: the full path reports it
-        if summary is not None:
-            problems.extend(_registry_problems(path, summary.local))
-            continue
         try:
             reg = parse(blob.data, path, filename=path)
         except ModelFilerError as exc:

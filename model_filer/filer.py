@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from . import serializers, verified
+from . import serializers
 from .dumping import Dump
 from .errors import (
     ImmutableEntryError,
@@ -137,8 +137,6 @@ class Filer:
         return reg.remote_type, approved_address(path, reg, str(self.local_dir), action="use")
 
     def _written(self, data: bytes) -> None:
-        # What the commit hook then knows it need not validate again (in the background).
-        verified.record_later(self.store.root, self.folder.registry_path, data)
         if self._vouch:  # once per Filer: the user gave the address, so its registry is trusted
             from .remote_trust import vouch
 

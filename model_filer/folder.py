@@ -101,7 +101,7 @@ class ModelFolder:
     remote : Remote
         The remote its registry must name (checked at every read) and a new one records.
     on_write : callable, optional
-        Given the bytes of every registry write made from validated entries.
+        Given the bytes of every registry write.
     """
 
     def __init__(

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import gitops
 from .errors import ModelFilerError
-from .history import RegistryReader, registry_pathspecs, repo_path
+from .history import registry_pathspecs, repo_path
 from .layout import registry_filename
 from .names import is_object_key, key_sha256, object_key
 from .registry import Registry
+from .registry_text import Codec
 
 if TYPE_CHECKING:
     from .filer import Filer
@@ -79,13 +80,13 @@ def protected(filer: Filer, current: Registry | None = None) -> Protected:
         )
     if current is None and filer.registry_path.is_file():
         texts["worktree"] = filer.registry_path.read_bytes()
-    reader = RegistryReader()
+    codec = Codec()  # each distinct entry block of every version is checked once
     regs = [] if current is None else [(where.registry, current)]
     shas: set[str] = set()
     for blob, text in texts.items():
         path = sorted(blobs.get(blob, {where.registry}))[0]
         try:
-            regs.append((path, reader.parse(text, f"{path} (blob {blob[:10]})", path)))
+            regs.append((path, codec.parse(text, f"{path} (blob {blob[:10]})", filename=path)))
         except ModelFilerError:
             shas.update(m.decode() for m in _ANY_SHA.findall(text))  # unreadable: keep all
     keys: set[str] = set()

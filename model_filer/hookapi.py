@@ -39,7 +39,6 @@ from .remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_r
 from .sizes import parse_size
 from .store_root import default_root
 from .trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
-from .verified import Summary, known, summarize
 
 if TYPE_CHECKING:
     from .filer import Filer
@@ -57,13 +56,11 @@ __all__ = [
     "Registry",
     "Remote",
     "Repo",
-    "Summary",
     "TrustedSet",
     "UntrustedRemoteError",
     "approved_address",
     "approved_filer",
     "available_types",
-    "blob_id",
     "can_trust",
     "changed_registries",
     "count_bar",
@@ -71,7 +68,6 @@ __all__ = [
     "filer_for",
     "get_remote",
     "hook_git",
-    "known",
     "local_filer",
     "locate",
     "never_reason",
@@ -87,7 +83,6 @@ __all__ = [
     "registry_filename",
     "remote_type_of",
     "staged_paths",
-    "summarize",
     "under_pre_commit",
 ]
 

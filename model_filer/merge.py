@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import RegistryError, about_registry
-from .registry import Entry, Registry, parse
+from .registry_model import Entry, Registry
+from .registry_text import Codec
 
 
 @dataclass
@@ -26,20 +27,18 @@ class MergeResult:
     def text(self, ours_label: str = "ours", theirs_label: str = "theirs") -> bytes:
         """The merged registry's bytes; each conflicting entry's two versions (a deleted one
         is empty) between git's conflict markers, one whole entry block a side."""
-        reg = self.registry
+        reg, codec = self.registry, Codec()
         if not self.conflicts:
-            return reg.dumps()
-        from .registry_text import entry_text, header_text
-
-        parts = [header_text(reg.remote_type, reg.remote_address, True, reg.remote_id)]
+            return codec.dumps(reg)
+        parts = [codec.header(reg, True)]
         for name in sorted(set(reg.entries) | set(self.theirs)):
             ours = reg.entries.get(name)
-            mine = entry_text(ours)[0] if ours is not None else ""
+            mine = codec.entry_text(ours) if ours is not None else ""
             if name not in self.theirs:
                 parts.append(mine)
                 continue
             theirs = self.theirs[name]
-            yours = entry_text(theirs)[0] if theirs is not None else ""
+            yours = codec.entry_text(theirs) if theirs is not None else ""
             parts += [f"<<<<<<< {ours_label}\n", mine, "=======\n", yours]
             parts.append(f">>>>>>> {theirs_label}\n")
         return "".join(parts).encode()
@@ -90,6 +89,8 @@ def merge(base: Registry | None, ours: Registry, theirs: Registry) -> MergeResul
 
 def merge_texts(base: bytes, ours: bytes, theirs: bytes, where: str) -> MergeResult:
     """Parse and merge three versions; an empty ``base`` means no common ancestor."""
+    codec = Codec()  # the three share most entry blocks: each is verified once
     with about_registry(where):
-        base_reg = parse(base, f"{where} (ancestor)") if base.strip() else None
-        return merge(base_reg, parse(ours, f"{where} (ours)"), parse(theirs, f"{where} (theirs)"))
+        base_reg = codec.parse(base, f"{where} (ancestor)") if base.strip() else None
+        ours_reg = codec.parse(ours, f"{where} (ours)")
+        return merge(base_reg, ours_reg, codec.parse(theirs, f"{where} (theirs)"))

@@ -1,4 +1,4 @@
-"""Where this machine's object store lives (and beside it, the registries known valid).
+"""Where this machine's model_filer cache lives: the root of its object store.
 
 Its own small module so the git hooks can find it without importing the store.
 """

@@ -1,8 +1,8 @@
 """Safe YAML for registries: libyaml's C loader/dumper when present, duplicate keys refused.
 
-Kept apart from :mod:`model_filer.registry` so that PyYAML (~15 ms) is imported only when a
-registry falls outside the canonical subset that :mod:`model_filer.yamltext` reads and writes
-(hand edits, unusual values), or when a test asks for PyYAML's own bytes.
+The registry codec (:mod:`model_filer.registry_text`) imports this, and so PyYAML (~15 ms),
+only for text outside the canonical subset it reads and writes itself (hand edits, unusual
+values), or when a test asks for PyYAML's own bytes.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
+from .errors import RegistryError
 
 try:  # libyaml is ~4x faster; CSafeLoader builds only plain types (never CLoader)
     from yaml import CSafeDumper as Dumper
@@ -74,8 +76,6 @@ def dump(doc: Any, dumper: type[Any] | None = None) -> str:
             indent=2,
         )
     except yaml.representer.RepresenterError as exc:
-        from .errors import RegistryError
-
         value = exc.args[1] if len(exc.args) > 1 else None
         raise RegistryError(
             f"Cannot write a {type(value).__module__}.{type(value).__qualname__} value "

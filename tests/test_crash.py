@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from model_filer import Filer
-from model_filer.registry import Entry, Registry, RegistryFile, parse
+from model_filer.registry import Entry, Registry, RegistryFile, dumps, parse
 from model_filer.remotes.local import ID_FILE
 from model_filer.store import ObjectStore
 from model_filer.tempfiles import remove_dead_temps, remove_dead_temps_in, temp_path
@@ -158,7 +158,7 @@ def filler_entries(n: int, prefix: str = "e") -> list[Entry]:
 def write_registry(folder: Path, remote: str, entries: list[Entry], rtype: str = "local") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     reg = Registry(rtype, remote, {e.name: e for e in entries})
-    (folder / f".{rtype}_registry").write_bytes(reg.dumps())
+    (folder / f".{rtype}_registry").write_bytes(dumps(reg))
 
 
 def read_registry(folder: Path, rtype: str = "local") -> Registry:
@@ -552,7 +552,7 @@ def test_kill_during_a_registry_write_leaves_the_old_or_the_new_bytes(tmp_path, 
         Registry("local", str(tmp_path / "remote"), {e.name: e for e in filler_entries(n)})
         for n in (1500, 1501)
     ]
-    blobs = [v.dumps() for v in versions]
+    blobs = [dumps(v) for v in versions]
     (folder / REG).write_bytes(blobs[0])
     registry_file = RegistryFile(folder, "local")
     for _ in range(KILLS["registry_write"]):

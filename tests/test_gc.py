@@ -25,7 +25,7 @@ from model_filer.errors import ModelFilerError, RegistryError
 from model_filer.gitops import blobs
 from model_filer.merge import merge_texts
 from model_filer.names import is_object_key, object_key
-from model_filer.registry import Entry, parse
+from model_filer.registry import Entry, dumps, parse
 from tests.support.gitrepo import commit, git, init_repo
 
 SHA = "5f" * 32
@@ -93,7 +93,7 @@ class Repo:
             b.data if (b := stages[f":{i}:{self.registry}"]) else b"" for i in (1, 2, 3)
         )
         try:
-            merged = merge_texts(base, ours, theirs, self.registry).registry.dumps()
+            merged = dumps(merge_texts(base, ours, theirs, self.registry).registry)
         except RegistryError:
             self.git("merge", "--abort")
             return

@@ -21,8 +21,6 @@ from model_filer.errors import (
     UnknownModelError,
     UnknownRevisionError,
 )
-from model_filer.history import RegistryReader
-from model_filer.registry import parse
 from model_filer.store import ObjectStore
 from tests.support.gitrepo import closed_port, commit, git, head, registry_bytes, sample_entry
 
@@ -284,53 +282,6 @@ def test_diff_of_identical_revs(hist: History, capsys: pytest.CaptureFixture[str
 def test_diff_unknown_rev(hist: History, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["diff", "--dir", "models", "v1", "nope"]) == 2
     assert "'nope' names no commit" in capsys.readouterr().err
-
-
-# -- the fast registry reader agrees with the full parser -----------------------------------
-def _registry_text(*entries: object) -> bytes:
-    return registry_bytes("local", "/r", *entries)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        _registry_text(sample_entry("a"), sample_entry("b", state="local")),
-        _registry_text(sample_entry("true"), sample_entry("1e5")),  # names YAML would retype
-        _registry_text(),
-        _registry_text(sample_entry("a")).replace(b"  a:\n", b"  a:\n  a:\n"),  # duplicate
-        _registry_text(sample_entry("a")) + b"  a:\n    state: local\n",  # duplicate entry
-        _registry_text(sample_entry("a")).replace(b"    size: 10", b"    size: -1"),
-        _registry_text(sample_entry("a")).replace(b"    size", b"<<<<<<< ours\n    size"),
-        _registry_text(sample_entry("a"), sample_entry("b")).replace(b"\n  b:", b"\n# c\n  b:"),
-        _registry_text(sample_entry("a")).replace(b"state: synced", b"state: &x synced"),
-        _registry_text(sample_entry("a")).replace(b"address: /r", b"address: /r\n  x: 1"),
-        registry_bytes("s3", "s3://bucket/p", sample_entry("a")),  # not what its name says
-    ],
-)
-def test_registry_reader_matches_parse(text: bytes) -> None:
-    def outcome(fn: object) -> object:
-        try:
-            return fn(text)  # type: ignore[operator]
-        except ModelFilerError as exc:
-            return type(exc)
-
-    full = outcome(lambda t: parse(t, "r", filename="m/.local_registry"))
-    fast = outcome(lambda t: RegistryReader().parse(t, "r", "m/.local_registry"))
-    assert fast == full
-    picked = outcome(lambda t: RegistryReader().pick(t, "r", "m/.local_registry", "a"))
-    if isinstance(full, type):  # every refused case here is about 'a' or the whole file
-        assert picked is full
-    else:
-        assert picked.entries.get("a") == full.entries.get("a")  # type: ignore[attr-defined]
-
-
-def test_registry_reader_parses_each_distinct_entry_once() -> None:
-    reader = RegistryReader()
-    one = _registry_text(sample_entry("a"), sample_entry("b"))
-    two = _registry_text(sample_entry("a"), sample_entry("b", size=11))
-    regs = [reader.parse(t, "r", "m/.local_registry") for t in (one, two)]
-    assert regs == [parse(t, "r") for t in (one, two)]
-    assert len(reader._blocks) == 3  # a, b and the changed b: the fast path ran
 
 
 def test_s3_version_once_fetched_loads_with_the_endpoint_closed(

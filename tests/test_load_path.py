@@ -31,7 +31,7 @@ def counted(monkeypatch):
 
         monkeypatch.setattr(owner, attr, counting)
 
-    wrap(registry_module, "read", "read")
+    wrap(registry_module.RegistryFile, "read", "read")
     wrap(filelock.FileLock, "acquire", "lock")
     wrap(freshness_module, "sha256_stream", "hash")
     return counts

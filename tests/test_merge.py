@@ -9,7 +9,7 @@ import pytest
 from model_filer.errors import RegistryError
 from model_filer.install import install_hooks
 from model_filer.merge import merge, merge_texts
-from model_filer.registry import Entry, Registry, parse
+from model_filer.registry import Entry, Registry, dumps, parse
 from tests.support.gitrepo import commit, git, init_repo, model_filer, registry_bytes, sample_entry
 
 ADDRESS = "/srv/models"
@@ -122,8 +122,8 @@ def test_merge_texts_round_trips_the_bytes():
     ours = registry_bytes("local", ADDRESS, A, B)
     theirs = registry_bytes("local", ADDRESS, A, C)
     result = merge_texts(base, ours, theirs, REGISTRY)
-    assert result.registry.dumps() == registry_bytes("local", ADDRESS, A, B, C)
-    assert parse(result.registry.dumps(), "merged") == result.registry
+    assert dumps(result.registry) == registry_bytes("local", ADDRESS, A, B, C)
+    assert parse(dumps(result.registry), "merged") == result.registry
 
 
 def test_merge_texts_with_an_empty_ancestor():

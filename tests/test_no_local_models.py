@@ -328,3 +328,32 @@ def test_a_staged_model_file_named_only_by_the_working_trees_registry(repo, remo
 
     assert main([]) == 1
     assert "models/later.pkl: a model file is staged" in capsys.readouterr().out
+
+
+class Custom:
+    """A class of a test module: outside the trusted set."""
+
+
+def test_an_untrusted_import_is_judged_entry_by_entry(repo, remote, capsys):
+    from model_filer import UntrustedModelWarning
+
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "plain", push=True)
+    with pytest.warns(UntrustedModelWarning):
+        filer.dump(Custom(), "custom", push=True)
+    staged(repo, REGISTRY)
+    assert main([REGISTRY]) == 1
+    out = capsys.readouterr().out
+    assert f"{REGISTRY}: custom imports tests.test_no_local_models." in out
+    assert "plain" not in out
+
+
+def test_a_hand_edited_registry_the_library_did_not_write_is_judged_the_same(repo, remote, capsys):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn", push=True)
+    text = (repo / REGISTRY).read_text()
+    # Quoting that PyYAML would not write: same data, but not bytes the library wrote.
+    (repo / REGISTRY).write_text(text.replace("state: synced", "state: 'local'"))
+    staged(repo, REGISTRY)
+    assert main([REGISTRY]) == 1
+    assert f"{REGISTRY}: churn is local" in capsys.readouterr().out

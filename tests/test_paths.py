@@ -10,7 +10,7 @@ import pytest
 
 from model_filer import Filer
 from model_filer.cli import main as cli
-from model_filer.registry import Registry
+from model_filer.registry import Registry, dumps
 from tests.support.gitrepo import commit, git, init_repo, model_files
 from tests.support.machines import another_machine
 
@@ -172,7 +172,7 @@ def test_remote_trust_without_dir_lists_the_registries_and_asks_for_all(
     other = tmp_path / "other"
     other.mkdir()
     (clone / "extra").mkdir()
-    (clone / "extra" / ".local_registry").write_bytes(Registry("local", str(other)).dumps())
+    (clone / "extra" / ".local_registry").write_bytes(dumps(Registry("local", str(other))))
     capsys.readouterr()
 
     assert cli(["remote", "trust"]) == 2

@@ -10,18 +10,18 @@ import os
 import pytest
 import yaml
 
-from model_filer import registry, yamlio
+from model_filer import registry, registry_text, yamlio
 from model_filer.errors import ModelFilerError, RegistryError
 from model_filer.registry import (
-    FORMAT_VERSION,
-    HEADER,
-    MAX_MODEL_BYTES,
     Entry,
     Registry,
     RegistryFile,
+    dumps,
     parse,
 )
+from model_filer.registry_model import FORMAT_VERSION, HEADER, MAX_MODEL_BYTES
 from model_filer.yamlio import PurePythonLoader
+from tests.support.registries import pyyaml_bytes
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -57,7 +57,7 @@ def make_registry(*entries: Entry, remote_type: str = "s3") -> Registry:
 def base_doc() -> dict:
     """A valid registry as plain data, to break one field at a time."""
     reg = make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local"))
-    return yaml.safe_load(reg.dumps())
+    return yaml.safe_load(dumps(reg))
 
 
 def dump_doc(doc: dict) -> bytes:
@@ -82,7 +82,7 @@ def test_round_trip_preserves_every_field():
         make_entry("m2", SHA_B, state="local", library=None),
         make_entry("m3", SHA_C, size=0, python="3.12.1"),
     )
-    assert parse(reg.dumps(), "w") == reg
+    assert parse(dumps(reg), "w") == reg
 
 
 @pytest.mark.parametrize(
@@ -90,18 +90,18 @@ def test_round_trip_preserves_every_field():
 )
 def test_names_that_look_like_other_yaml_types_round_trip_as_strings(name):
     reg = make_registry(make_entry(name))
-    assert parse(reg.dumps(), "w") == reg
-    assert parse(reg.dumps(), "w", loader=PurePythonLoader) == reg
+    assert parse(dumps(reg), "w") == reg
+    assert parse(dumps(reg), "w", loader=PurePythonLoader) == reg
 
 
 def test_versions_that_look_like_numbers_round_trip_as_strings():
     entry = make_entry("m", python="3.10", library={"name": "torch", "version": "2.0"})
     reg = make_registry(entry)
-    assert parse(reg.dumps(), "w").entries["m"] == entry
+    assert parse(dumps(reg), "w").entries["m"] == entry
 
 
 def test_serialisation_starts_with_the_header_and_records_the_remote():
-    text = make_registry(make_entry("m")).dumps().decode()
+    text = dumps(make_registry(make_entry("m"))).decode()
     assert text.startswith(HEADER)
     doc = yaml.safe_load(text)
     assert doc["format"] == FORMAT_VERSION
@@ -110,10 +110,10 @@ def test_serialisation_starts_with_the_header_and_records_the_remote():
 
 def test_same_content_serialises_to_the_same_bytes_whatever_the_insertion_order():
     e1, e2, e3 = make_entry("b"), make_entry("a", SHA_B), make_entry("c", SHA_C)
-    one = make_registry(e1, e2, e3).dumps()
-    two = make_registry(e3, e2, e1).dumps()
+    one = dumps(make_registry(e1, e2, e3))
+    two = dumps(make_registry(e3, e2, e1))
     assert one == two
-    assert parse(one, "w").dumps() == one  # re-serialising a parsed file is a no-op
+    assert dumps(parse(one, "w")) == one  # re-serialising a parsed file is a no-op
 
 
 def test_libyaml_and_pure_python_dumpers_give_identical_bytes():
@@ -122,12 +122,12 @@ def test_libyaml_and_pure_python_dumpers_give_identical_bytes():
         make_entry("m2", SHA_B, state="local", library=None),
         make_entry("true", SHA_C, python="3.10"),
     )
-    assert reg.dumps(yaml.CSafeDumper) == reg.dumps(yaml.SafeDumper)
-    assert reg.dumps() == reg.dumps(yaml.SafeDumper)
+    assert pyyaml_bytes(reg, yaml.CSafeDumper) == pyyaml_bytes(reg, yaml.SafeDumper)
+    assert dumps(reg) == pyyaml_bytes(reg, yaml.SafeDumper)
 
 
 def test_libyaml_and_pure_python_loaders_give_equal_results():
-    text = make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local")).dumps()
+    text = dumps(make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local")))
     assert parse(text, "w") == parse(text, "w", loader=PurePythonLoader)
 
 
@@ -151,14 +151,14 @@ def changed_lines(before: bytes, after: bytes) -> tuple[list[str], list[str]]:
 
 def entry_lines(entry: Entry) -> list[str]:
     """The lines one entry takes in a serialised registry."""
-    text = make_registry(entry).dumps().decode().splitlines()
+    text = dumps(make_registry(entry)).decode().splitlines()
     return text[text.index("models:") + 1 :]
 
 
 def test_adding_an_entry_adds_only_that_entrys_lines():
     a, c = make_entry("alpha"), make_entry("gamma", SHA_C)
     middle = make_entry("beta", SHA_B, state="local")
-    removed, added = changed_lines(make_registry(a, c).dumps(), make_registry(a, middle, c).dumps())
+    removed, added = changed_lines(dumps(make_registry(a, c)), dumps(make_registry(a, middle, c)))
     assert removed == []
     assert added == entry_lines(middle)
 
@@ -166,8 +166,8 @@ def test_adding_an_entry_adds_only_that_entrys_lines():
 def test_changing_an_entry_touches_only_that_entrys_lines():
     a, b, c = make_entry("alpha"), make_entry("beta", SHA_B, state="local"), make_entry("gamma")
     synced = b._replace(state="synced", key=f"beta/{SHA_B}.pkl")
-    before = make_registry(a, b, c).dumps()
-    after = make_registry(a, synced, c).dumps()
+    before = dumps(make_registry(a, b, c))
+    after = dumps(make_registry(a, synced, c))
     removed, added = changed_lines(before, after)
     assert set(removed) <= set(entry_lines(b))
     assert set(added) <= set(entry_lines(synced))
@@ -176,7 +176,7 @@ def test_changing_an_entry_touches_only_that_entrys_lines():
 
 def test_removing_an_entry_removes_only_that_entrys_lines():
     a, b, c = make_entry("alpha"), make_entry("beta", SHA_B), make_entry("gamma", SHA_C)
-    removed, added = changed_lines(make_registry(a, b, c).dumps(), make_registry(a, c).dumps())
+    removed, added = changed_lines(dumps(make_registry(a, b, c)), dumps(make_registry(a, c)))
     assert added == []
     assert removed == entry_lines(b)
 
@@ -203,7 +203,7 @@ def test_python_name_tags_are_refused(loader):
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_duplicate_model_names_are_refused(loader):
-    text = make_registry(make_entry("m1")).dumps().decode()
+    text = dumps(make_registry(make_entry("m1"))).decode()
     entry_text = "\n".join(entry_lines(make_entry("m1", SHA_B))) + "\n"
     message = reject((text + entry_text).encode(), loader)
     assert "duplicate key 'm1'" in message
@@ -211,14 +211,14 @@ def test_duplicate_model_names_are_refused(loader):
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_duplicate_fields_are_refused(loader):
-    text = make_registry(make_entry("m1")).dumps().decode()
+    text = dumps(make_registry(make_entry("m1"))).decode()
     text = text.replace(f"    sha256: {SHA_A}\n", f"    sha256: {SHA_A}\n    sha256: {SHA_B}\n")
     assert "duplicate key 'sha256'" in reject(text.encode(), loader)
 
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_duplicate_top_level_keys_are_refused(loader):
-    text = make_registry(make_entry("m1")).dumps() + b"models: {}\n"
+    text = dumps(make_registry(make_entry("m1"))) + b"models: {}\n"
     assert "duplicate key 'models'" in reject(text, loader)
 
 
@@ -226,7 +226,7 @@ def test_duplicate_top_level_keys_are_refused(loader):
     "marker_line", ["<<<<<<< HEAD", "=======\n>>>>>>> feature", ">>>>>>> theirs"]
 )
 def test_conflict_markers_are_refused_with_the_merge_driver_hint(marker_line):
-    lines = make_registry(make_entry("m1"), make_entry("m2", SHA_B)).dumps().decode().splitlines()
+    lines = dumps(make_registry(make_entry("m1"), make_entry("m2", SHA_B))).decode().splitlines()
     lines.insert(8, marker_line)
     message = reject(("\n".join(lines) + "\n").encode())
     assert "merge conflict markers" in message
@@ -234,7 +234,7 @@ def test_conflict_markers_are_refused_with_the_merge_driver_hint(marker_line):
 
 
 def test_conflict_marker_on_the_first_line_is_refused():
-    message = reject(b"<<<<<<< HEAD\n" + make_registry(make_entry("m1")).dumps())
+    message = reject(b"<<<<<<< HEAD\n" + dumps(make_registry(make_entry("m1"))))
     assert "merge conflict markers" in message
 
 
@@ -373,8 +373,9 @@ def test_empty_models_is_an_empty_registry():
 
 
 def test_oversize_registry_is_refused_before_parsing(monkeypatch, tmp_path):
-    text = make_registry(make_entry("m1"), make_entry("m2", SHA_B)).dumps()
-    monkeypatch.setattr(registry, "MAX_REGISTRY_BYTES", len(text) - 1)
+    text = dumps(make_registry(make_entry("m1"), make_entry("m2", SHA_B)))
+    for module in (registry, registry_text):  # the file's read and the codec's parse
+        monkeypatch.setattr(module, "MAX_REGISTRY_BYTES", len(text) - 1)
     message = reject(text)
     assert "too large for a registry" in message
     # read() of such a file refuses it too, without reading it whole
@@ -399,7 +400,7 @@ def test_registry_file_round_trip(tmp_path):
     reg = make_registry(make_entry("m1"), make_entry("m2", SHA_B, state="local"))
     rf.write(reg)
     assert rf.read() == reg
-    assert rf.path.read_bytes() == reg.dumps()
+    assert rf.path.read_bytes() == dumps(reg)
 
 
 def test_unchanged_registry_is_not_rewritten(tmp_path):
@@ -433,7 +434,7 @@ def test_transaction_that_fails_leaves_the_file_as_it_was(tmp_path):
 
 def test_remote_type_mismatch_between_file_name_and_content_is_refused(tmp_path):
     (tmp_path / ".s3_registry").write_bytes(
-        make_registry(make_entry("m1"), remote_type="local").dumps()
+        dumps(make_registry(make_entry("m1"), remote_type="local"))
     )
     with pytest.raises(RegistryError) as info:
         RegistryFile(tmp_path, "s3").read()
@@ -449,7 +450,8 @@ def test_unreadable_registry_path_is_a_registry_error(tmp_path):
         RegistryFile(tmp_path, "s3").read()
 
 
-# -- the in-process memo: a transaction takes it over, never shares what it changes ----------
+# -- the registry a RegistryFile last read or wrote: a transaction takes it over, never shares
+# -- what it changes; a read of the same bytes is a copy of it, not a parse ------------------
 
 
 def test_a_failed_transaction_leaves_no_trace_in_later_reads(tmp_path):
@@ -468,13 +470,13 @@ def test_a_failed_transaction_leaves_no_trace_in_later_reads(tmp_path):
     assert set(rf.read().entries) == {"m1", "m3"}
 
 
-def test_an_untouched_failed_transaction_keeps_the_memo(tmp_path, monkeypatch):
+def test_an_untouched_failed_transaction_keeps_the_registry_it_took(tmp_path):
     rf = RegistryFile(tmp_path, "s3")
-    rf.write(make_registry(make_entry("m1")))
+    written = make_entry("m1")
+    rf.write(make_registry(written))
     with pytest.raises(RuntimeError), rf.transaction(make_registry()):
         raise RuntimeError("refused before any change")
-    monkeypatch.setattr(registry, "parse", lambda *a, **k: pytest.fail("parsed again"))
-    assert set(rf.read().entries) == {"m1"}
+    assert rf.read().entries["m1"] is written  # the same object: not parsed again
 
 
 def test_changing_a_registry_after_its_transaction_does_not_change_later_reads(tmp_path):
@@ -484,7 +486,7 @@ def test_changing_a_registry_after_its_transaction_does_not_change_later_reads(t
     reg.entries["ghost"] = make_entry("ghost", SHA_B)  # the writer's object, not the file
     reg.remote_address = "s3://elsewhere"
     assert rf.read() == make_registry(make_entry("m1"))
-    assert registry.peek(rf.path) == make_registry(make_entry("m1"))
+    assert rf.peek() == make_registry(make_entry("m1"))
 
 
 def test_a_read_copy_can_change_without_touching_the_memo(tmp_path):
@@ -501,7 +503,7 @@ def test_a_file_changed_behind_the_memo_is_read_again(tmp_path):
     rf = RegistryFile(tmp_path, "s3")
     rf.write(make_registry(make_entry("m1")))
     other = make_registry(make_entry("m1"), make_entry("m2", SHA_B))
-    rf.path.write_bytes(other.dumps())  # another process (or git) replaced it
+    rf.path.write_bytes(dumps(other))  # another process (or git) replaced it
     with rf.transaction(make_registry()) as reg:
         assert reg == other
 
@@ -514,38 +516,33 @@ def test_a_same_size_change_behind_the_memo_is_read_again(tmp_path, where):
     rf = RegistryFile(tmp_path, "s3")
     rf.write(make_registry(*many))
     data = rf.path.read_bytes()
-    assert len(data) > registry._PIECE
+    assert len(data) > 256 * 1024  # (the piece registry.py compares at a time)
     at = {"start": data.index(b"m0000"), "past the first piece": data.index(b"m1499")}
-    if where == "last byte":
-        changed = data[:-2] + b"\n\n"
-        assert registry._read_bytes(rf.path, data) is not None
-        rf.path.write_bytes(changed)
-        got = registry._read_bytes(rf.path, data)
-        assert got is not None and got[0] == changed and got[0] is not data
-        return
-    changed = data[: at[where]] + b"n" + data[at[where] + 1 :]
+    if where == "last byte":  # the last entry's library version, 1.4.2 -> 1.4.3
+        assert data.endswith(b"version: 1.4.2\n")
+        changed = data[:-2] + b"3\n"
+    else:
+        changed = data[: at[where]] + b"n" + data[at[where] + 1 :]
     with open(rf.path, "r+b") as fh:  # in place: same inode, same size
         fh.write(changed)
     with rf.transaction(make_registry()) as reg:
-        assert sorted(reg.entries)[-1].startswith("n") and len(reg.entries) == 1500
+        assert reg == parse(changed, "r") and len(reg.entries) == 1500
 
 
-def test_the_memo_bytes_are_recognised_without_a_copy(tmp_path):
+def test_the_bytes_last_written_are_recognised_and_any_others_parsed(tmp_path):
     rf = RegistryFile(tmp_path, "s3")
-    rf.write(make_registry(make_entry("m1")))
-    known = registry._MEMO[str(rf.path)].data
-    got = registry._read_bytes(rf.path, known)
-    assert got is not None and got[0] is known
-    longer = known + b"# more\n"
-    rf.path.write_bytes(longer)
-    got = registry._read_bytes(rf.path, known)
-    assert got is not None and got[0] == longer
+    written = make_entry("m1")
+    rf.write(make_registry(written))
+    assert rf.read().entries["m1"] is written  # recognised: no parse
+    rf.path.write_bytes(rf.path.read_bytes() + b"# more\n")
+    again = rf.read().entries["m1"]
+    assert again == written and again is not written  # longer: parsed
 
 
 def test_read_of_a_file_that_grows_while_read_gets_every_byte(tmp_path):
     """The read is sized by fstat; bytes appended after that are read too."""
     rf = RegistryFile(tmp_path, "s3")
-    text = make_registry(make_entry("m1"), make_entry("m2", SHA_B)).dumps()
+    text = dumps(make_registry(make_entry("m1"), make_entry("m2", SHA_B)))
     head, tail = text[:100], text[100:]
     rf.path.write_bytes(head)
     real_fstat = os.fstat
@@ -559,8 +556,8 @@ def test_read_of_a_file_that_grows_while_read_gets_every_byte(tmp_path):
     import unittest.mock
 
     with unittest.mock.patch.object(registry.os, "fstat", fstat_then_append):
-        got = registry._read_bytes(rf.path)
-    assert got is not None and got[0] == text
+        got = registry.read(rf.path)
+    assert got is not None and dumps(got) == text
 
 
 def test_case_twins_follow_additions_and_removals():
@@ -599,7 +596,7 @@ def test_threads_never_see_nor_keep_the_changes_of_a_failed_transaction(tmp_path
     def reading() -> None:
         while not stop.is_set():
             seen.append(set(rf.read().entries))
-            peeked = registry.peek(rf.path)
+            peeked = rf.peek()
             assert peeked is not None and peeked.case_twin("M1") in ("m1", None)
 
     readers = [threading.Thread(target=reading) for _ in range(3)]
@@ -624,3 +621,53 @@ def test_a_remote_change_after_the_blocks_own_write_is_written_too(tmp_path):
         rf.write(reg)  # as commit_dump does, to order the write before a rename
         reg.remote_id = "f" * 32
     assert rf.read().remote_id == "f" * 32
+
+
+# -- no process-wide state ---------------------------------------------------------------------
+
+
+def test_two_registry_files_of_one_path_share_nothing(tmp_path):
+    """What a RegistryFile keeps is its own: another object of the same path reads the file."""
+    written = make_entry("m1")
+    one, two = RegistryFile(tmp_path, "s3"), RegistryFile(tmp_path, "s3")
+    one.write(make_registry(written))
+    assert one.read().entries["m1"] is written
+    read = two.read().entries["m1"]
+    assert read == written and read is not written
+
+
+def test_dumps_leave_no_thread_running(tmp_path):
+    """A notebook that imports model_filer gets no hidden thread (nor atexit or fork hook)."""
+    import threading
+
+    from model_filer import Filer
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    before = set(threading.enumerate())
+    filer = Filer(tmp_path / "models", str(remote), remote_type="local")
+    for i in range(3):
+        filer.dump({"w": i}, f"m{i}")
+    assert set(threading.enumerate()) == before
+
+
+def test_the_model_never_imports_the_codec_nor_the_file():
+    """One-way arrows: file -> codec -> model, no import back, at any level of a function."""
+    import ast
+    from pathlib import Path
+
+    import model_filer
+
+    root = Path(model_filer.__file__).parent
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse((root / f"{module}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.add(node.module or "")
+                found.update(a.name for a in node.names if node.module is None)
+        return found
+
+    assert not imported("registry_model") & {"registry", "registry_text", "yamlio"}
+    assert "registry" not in imported("registry_text")

@@ -17,7 +17,7 @@ from model_filer_hooks.prefetch_models import main as prefetch
 from model_filer import Filer
 from model_filer.cli import main as cli
 from model_filer.errors import GitError, RegistryError, RemoteMismatchError, UntrustedRemoteError
-from model_filer.registry import Registry
+from model_filer.registry import Registry, dumps
 from tests.support.gitrepo import (
     NULL_SHA,
     commit,
@@ -281,7 +281,7 @@ def test_a_filer_without_an_address_refuses_a_folder_without_one_registry(
     with pytest.raises(RegistryError, match=r"No registry in .*empty.*Pass the address"):
         Filer(tmp_path / "empty")
     (team.consumer / "models" / ".local_registry").write_bytes(
-        Registry("local", str(team.share)).dumps()
+        dumps(Registry("local", str(team.share)))
     )
     with pytest.raises(RegistryError, match=r"holds 2 registries .*Pass remote_type="):
         Filer(team.consumer / "models")

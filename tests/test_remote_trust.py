@@ -21,7 +21,7 @@ from model_filer.errors import RemoteMismatchError, RemoteObjectMissingError, Un
 from model_filer.hashing import sha256_file
 from model_filer.hookapi import approved_filer
 from model_filer.names import object_key
-from model_filer.registry import read
+from model_filer.registry import dumps, read
 from model_filer.remote_trust import approvals
 from model_filer.remotes.local import ID_FILE, LocalRemote
 from tests.support.gitrepo import commit, git, head, init_repo
@@ -53,7 +53,7 @@ def _attack(producer: Path, team: Path, evil: Path, copy_id: bool, move_only: bo
         reg.entries["m"] = reg.entries["m"]._replace(
             sha256=sha, size=(evil / key).stat().st_size, key=key
         )
-    (folder / ".local_registry").write_bytes(reg.dumps())
+    (folder / ".local_registry").write_bytes(dumps(reg))
     sha = commit(producer, "point the models elsewhere")
     git(producer, "checkout", "-q", "main")
     return sha
@@ -185,7 +185,7 @@ def test_trusting_the_change_lets_the_hook_fetch(
     reg = read(producer / "models" / ".local_registry")
     assert reg is not None
     reg.remote_address = str(moved)
-    (producer / "models" / ".local_registry").write_bytes(reg.dumps())
+    (producer / "models" / ".local_registry").write_bytes(dumps(reg))
     sha = commit(producer, "move the share")
     git(consumer, "fetch", "-q", "origin", "moved")
     (consumer / "models" / "m.pkl").unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model_filer import Filer
-from model_filer.registry import Entry, Registry
+from model_filer.registry import Entry, Registry, dumps
 
 NULL_SHA = "0" * 40
 
@@ -144,7 +144,7 @@ def sample_entry(name: str, state: str = "synced", size: int = 10, **fields: Any
 
 def registry_bytes(remote_type: str, address: str, *entries: Entry) -> bytes:
     """The bytes of a registry holding ``entries``."""
-    return Registry(remote_type, address, {e.name: e for e in entries}).dumps()
+    return dumps(Registry(remote_type, address, {e.name: e for e in entries}))
 
 
 def closed_port() -> int:

@@ -1,16 +1,21 @@
-"""The registry's fast text path gives PyYAML's bytes and data, and trusts nothing unchecked."""
+"""The registry codec: its writer gives PyYAML's bytes, its fast reader PyYAML's data, and it
+trusts nothing unchecked."""
 
 from __future__ import annotations
 
 import random
+import re
 import string
 
 import pytest
 import yaml
 
-from model_filer import registry_text, yamlio, yamltext
-from model_filer.errors import RegistryError
-from model_filer.registry import HEADER, Entry, Registry, RegistryFile, parse
+from model_filer import registry_text, yamlio
+from model_filer.errors import ModelFilerError, RegistryError
+from model_filer.registry import Codec, Entry, Registry, RegistryFile, dumps, parse
+from model_filer.registry_model import HEADER
+from tests.support.gitrepo import registry_bytes, sample_entry
+from tests.support.registries import pyyaml_bytes
 
 SHA = "ab" * 32
 # Strings PyYAML must quote or may write plain: numbers, dates, bools, nulls, indicators.
@@ -131,17 +136,17 @@ def rand_registry(rng: random.Random) -> Registry:
 
 def full_yaml(reg: Registry) -> bytes:
     """What the registry's bytes were before the fast path: PyYAML over the whole document."""
-    return reg.dumps(yamlio.Dumper)
+    return pyyaml_bytes(reg)
 
 
 @pytest.mark.parametrize("seed", range(300))
 def test_fast_writer_gives_pyyaml_bytes_and_data(seed):
     reg = rand_registry(seeded(seed))
-    fast = reg.dumps()
+    fast = dumps(reg)
     assert fast == full_yaml(reg)
     data = yaml.safe_load(fast)
     assert data["models"] == {n: reg.entries[n].to_yaml_dict() for n in reg.entries}
-    assert fast == reg.dumps()  # cached texts give the same bytes again
+    assert fast == dumps(reg)  # cached texts give the same bytes again
 
 
 @pytest.mark.parametrize("seed", range(300))
@@ -151,10 +156,13 @@ def test_block_writer_matches_pyyaml_for_any_fields(seed):
     fields = {rand_str(rng) or "f": rand_value(rng) for _ in range(rng.randint(1, 6))}
     name = rand_name(rng)
     expected = yamlio.dump({"models": {name: fields}}).partition("\n")[2]
-    text = yamltext.block(name, fields)
+    text = registry_text.block(name, fields, 2, registry_text.scalar)
     assert text is None or text == expected
-    if text is not None:
-        assert yamltext.read_block(text) is not None
+
+
+def canonical(text: bytes) -> Registry | None:
+    """What the fast reader alone makes of ``text``, with a codec that has seen nothing."""
+    return Codec().parse_canonical(text)
 
 
 def assert_pyyamls_answer(text: bytes) -> Registry | None:
@@ -174,9 +182,8 @@ def assert_pyyamls_answer(text: bytes) -> Registry | None:
 def test_fast_reader_agrees_with_the_full_parser(seed):
     reg = rand_registry(seeded(20_000 + seed))
     text = full_yaml(reg)
-    registry_text._VERIFIED.clear()  # an unknown blob: nothing this process wrote
     full = assert_pyyamls_answer(text)
-    fast = registry_text.parse_canonical(text, "r")
+    fast = canonical(text)
     if full is None:
         assert fast is None  # a refused registry never takes the fast path
     else:
@@ -204,11 +211,10 @@ def valid_registry(n: int) -> Registry:
 
 def test_a_canonical_registry_takes_the_fast_path_and_gives_the_same_registry():
     reg = valid_registry(50)
-    text = reg.dumps()
-    registry_text._VERIFIED.clear()
-    fast = registry_text.parse_canonical(text, "r")
+    text = dumps(reg)
+    fast = canonical(text)
     assert fast == reg == parse(text, "r", loader=yamlio.Loader)
-    assert fast is not None and fast.dumps() == text
+    assert fast is not None and dumps(fast) == text
 
 
 @pytest.mark.parametrize(
@@ -224,11 +230,10 @@ def test_a_canonical_registry_takes_the_fast_path_and_gives_the_same_registry():
 )
 def test_a_hand_edited_registry_is_read_by_the_full_parser(old, new):
     reg = valid_registry(10)
-    text = reg.dumps().decode()
+    text = dumps(reg).decode()
     assert old in text
     edited = text.replace(old, new, 1).encode()
-    registry_text._VERIFIED.clear()
-    assert registry_text.parse_canonical(edited, "r") is None
+    assert canonical(edited) is None
     assert_pyyamls_answer(edited)
 
 
@@ -245,11 +250,10 @@ def test_a_hand_edited_registry_is_read_by_the_full_parser(old, new):
     ],
 )
 def test_an_invalid_canonical_registry_is_refused_with_the_full_parsers_words(old, new, message):
-    text = valid_registry(10).dumps().decode()
+    text = dumps(valid_registry(10)).decode()
     assert old in text
     bad = text.replace(old, new, 1).encode()
-    registry_text._VERIFIED.clear()
-    assert registry_text.parse_canonical(bad, "r") is None
+    assert canonical(bad) is None
     with pytest.raises(RegistryError) as slow:
         parse(bad, "r", loader=yamlio.Loader)
     with pytest.raises(RegistryError, match=message) as fast:
@@ -261,29 +265,29 @@ def test_an_invalid_entry_built_in_code_is_not_remembered_as_verified():
     """dumps() caches text for any Entry; only validated ones may skip validation later."""
     bad = valid_registry(3)
     bad.entries["m00001"] = bad.entries["m00001"]._replace(state="lost")
-    text = bad.dumps()  # writing is allowed: the bytes are what PyYAML would write
+    text = dumps(bad)  # writing is allowed: the bytes are what PyYAML would write
     with pytest.raises(RegistryError, match="state must be"):
         parse(text, "r")
 
 
 def test_unsorted_entries_are_not_canonical_but_still_parse():
-    text = valid_registry(3).dumps().decode()
+    text = dumps(valid_registry(3)).decode()
     head, _, body = text.partition("models:\n")
-    blocks = registry_text._BLOCK_START.split(body)
+    blocks = re.split(r"(?<=\n)(?=  [^ ])", body)
     swapped = (head + "models:\n" + "".join(reversed(blocks))).encode()
-    assert registry_text.parse_canonical(swapped, "r") is None
+    assert canonical(swapped) is None
     assert parse(swapped, "r") == valid_registry(3)
 
 
 def test_header_and_filename_are_checked_on_the_fast_path():
-    text = valid_registry(2).dumps()
+    text = dumps(valid_registry(2))
     assert text.startswith(HEADER.encode())
     with pytest.raises(RegistryError, match="its name is for 's3'"):
         parse(text, "r", filename="models/.s3_registry")
     assert parse(text, "r", filename="models/.local_registry") == valid_registry(2)
-    empty = Registry("local", "/srv/models").dumps()
+    empty = dumps(Registry("local", "/srv/models"))
     assert empty.endswith(b"models: {}\n")
-    assert registry_text.parse_canonical(empty, "r") == Registry("local", "/srv/models")
+    assert canonical(empty) == Registry("local", "/srv/models")
 
 
 def test_a_transaction_writes_once_and_reads_back_without_parsing(tmp_path, monkeypatch):
@@ -301,10 +305,9 @@ def test_a_transaction_writes_once_and_reads_back_without_parsing(tmp_path, monk
         reg.entries.update(reg0.entries)
         rf.write(reg)  # as Filer.dump does, before its rename
     assert len(writes) == 1
-    parsed = []
-    monkeypatch.setattr(registry_text, "parse_canonical", lambda *a: parsed.append(a))
-    assert rf.read() == reg0
-    assert not parsed  # the bytes this process just wrote
+    found = rf.read()
+    assert found == reg0
+    assert all(found.entries[n] is reg0.entries[n] for n in reg0.entries)  # not parsed again
     assert (tmp_path / ".local_registry").read_bytes() == full_yaml(reg0)
 
 
@@ -326,7 +329,7 @@ def test_the_sha256_plainness_rule_is_never_wrong_when_it_says_plain():
     shas += ["".join(rng.choice("0123456789") for _ in range(64)) for _ in range(50)]
     shas += ["0b" + "".join(rng.choice("01") for _ in range(62)) for _ in range(50)]
     for sha in shas:
-        plain = yamltext.scalar(sha) == sha
+        plain = registry_text.scalar(sha) == sha
         assert registry_text.plain_sha256(sha) <= plain, sha  # (unsure: the exact path)
         if any(c in "abcdef" for c in sha[2:]):
             assert registry_text.plain_sha256(sha) == plain, sha
@@ -355,15 +358,14 @@ def test_entries_the_dump_path_writes_take_the_one_match_path(seed):
             library=rng.choice([None, {"name": "numpy", "version": rng.choice(["2.0", "1.26.4"])}]),
         )
     reg = Registry("s3", "s3://b/p", entries)
-    text = reg.dumps()
+    text = dumps(reg)
     assert text == full_yaml(reg)
     try:
         expected = parse(text, "r", loader=yamlio.Loader)
     except RegistryError:
-        assert registry_text.parse_canonical(text, "r") is None
+        assert canonical(text) is None
         return
-    registry_text._VERIFIED.clear()
-    assert registry_text.parse_canonical(text, "r") == expected == reg
+    assert canonical(text) == expected == reg
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -389,8 +391,8 @@ def test_patched_text_equals_a_fresh_build_after_any_changes(seed):
         elif op < 0.9:
             reg = reg.copy()
         else:
-            reg = parse(reg.dumps(), "r")
-        assert reg.dumps() == full_yaml(reg)
+            reg = parse(dumps(reg), "r")
+        assert dumps(reg) == full_yaml(reg)
 
 
 @pytest.mark.parametrize(
@@ -405,11 +407,10 @@ def test_patched_text_equals_a_fresh_build_after_any_changes(seed):
     ],
 )
 def test_odd_shapes_at_entry_edges_take_the_full_parser_and_get_its_answer(edit):
-    text = valid_registry(8).dumps().decode()
+    text = dumps(valid_registry(8)).decode()
     odd = edit(text).encode()
     assert odd != text.encode()
-    registry_text._VERIFIED.clear()
-    assert registry_text.parse_canonical(odd, "r") is None
+    assert canonical(odd) is None
     assert_pyyamls_answer(odd)
 
 
@@ -421,7 +422,7 @@ def test_the_implicit_type_table_is_pyyamls():
         for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
     }
     ours: dict[str, list] = {}
-    for tag, regexp, firsts in yamltext.IMPLICIT:
+    for tag, regexp, firsts in registry_text.IMPLICIT:
         for first in [*firsts, *([""] if tag.endswith(":null") else [])]:
             ours.setdefault(first, []).append((tag, regexp.pattern, regexp.flags))
     assert ours == theirs
@@ -432,7 +433,7 @@ def test_scalars_are_quoted_exactly_when_pyyaml_quotes_them(seed):
     rng = seeded(40_000 + seed)
     alphabet = "0123456789._-+:eExXbo" + string.ascii_letters[:6] + "nNyYtT~<=/"
     value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
-    ours = yamltext.scalar(value)
+    ours = registry_text.scalar(value)
     if ours is not None:
         assert yamlio.dump({"k": value}) == f"k: {ours}\n"
 
@@ -456,17 +457,17 @@ def test_scalars_are_quoted_exactly_when_pyyaml_quotes_them(seed):
 @pytest.mark.parametrize("remote_id", [None, "fedcba9876543210" * 2])
 @pytest.mark.parametrize("has_entries", [True, False])
 def test_the_header_is_pyyamls_for_any_address(address, remote_id, has_entries):
-    registry_text.header_text.cache_clear()
-    remote = Registry("s3", address, remote_id=remote_id).remote_fields()
+    reg = Registry("s3", address, remote_id=remote_id)
+    remote = reg.remote_fields()
     expected = HEADER + yamlio.dump({"format": 1, "remote": remote, "models": {}})
     if has_entries:
         expected = expected[: -len("models: {}\n")] + "models:\n"
-    assert registry_text.header_text("s3", address, has_entries, remote_id) == expected
+    assert Codec().header(reg, has_entries) == expected
 
 
 def test_reading_a_canonical_registry_imports_no_pyyaml(tmp_path):
     path = tmp_path / ".local_registry"
-    path.write_bytes(valid_registry(20).dumps())
+    path.write_bytes(dumps(valid_registry(20)))
     code = (
         "import sys\n"
         "from model_filer.registry import read\n"
@@ -478,3 +479,68 @@ def test_reading_a_canonical_registry_imports_no_pyyaml(tmp_path):
     import sys
 
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- versions read one after another (history, gc, merge) --------------------------------
+def _registry_text(*entries: object) -> bytes:
+    return registry_bytes("local", "/r", *entries)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _registry_text(sample_entry("a"), sample_entry("b", state="local")),
+        _registry_text(sample_entry("true"), sample_entry("1e5")),  # names YAML would retype
+        _registry_text(),
+        _registry_text(sample_entry("a")).replace(b"  a:\n", b"  a:\n  a:\n"),  # duplicate
+        _registry_text(sample_entry("a")) + b"  a:\n    state: local\n",  # duplicate entry
+        _registry_text(sample_entry("a")).replace(b"    size: 10", b"    size: -1"),
+        _registry_text(sample_entry("a")).replace(b"    size", b"<<<<<<< ours\n    size"),
+        _registry_text(sample_entry("a"), sample_entry("b")).replace(b"\n  b:", b"\n# c\n  b:"),
+        _registry_text(sample_entry("a")).replace(b"state: synced", b"state: &x synced"),
+        _registry_text(sample_entry("a")).replace(b"address: /r", b"address: /r\n  x: 1"),
+        registry_bytes("s3", "s3://bucket/p", sample_entry("a")),  # not what its name says
+    ],
+)
+def test_a_codec_reading_versions_gives_the_full_parsers_answer(text: bytes) -> None:
+    def outcome(fn: object) -> object:
+        try:
+            return fn(text)  # type: ignore[operator]
+        except ModelFilerError as exc:
+            return type(exc)
+
+    full = outcome(lambda t: parse(t, "r", filename="m/.local_registry"))
+    codec = Codec()
+    codec.parse(_registry_text(sample_entry("a"), sample_entry("b")), "r")  # blocks it knows
+    fast = outcome(lambda t: codec.parse(t, "r", filename="m/.local_registry"))
+    assert fast == full
+    pyyaml = outcome(lambda t: parse(t, "r", yamlio.Loader, filename="m/.local_registry"))
+    assert fast == pyyaml
+
+
+def test_a_codec_checks_each_distinct_entry_block_once() -> None:
+    codec = Codec()
+    one = _registry_text(sample_entry("a"), sample_entry("b"))
+    two = _registry_text(sample_entry("a"), sample_entry("b", size=11))
+    regs = [codec.parse(t, "r", filename="m/.local_registry") for t in (one, two)]
+    assert regs == [parse(t, "r") for t in (one, two)]
+    # The block of 'a' is recognised by its text: the entry verified from it the first time.
+    assert regs[1].entries["a"] is regs[0].entries["a"]
+    assert Codec().parse(two, "r").entries["a"] is not regs[0].entries["a"]
+
+
+def test_unusual_but_canonical_entries_stay_on_the_fast_reader():
+    """A time written by another tool, a local entry with a key, a long library version: the
+    fast reader reads them (the last two a block at a time through PyYAML), as PyYAML would."""
+    base = valid_registry(6)
+    entries = dict(base.entries)
+    entries["m00001"] = entries["m00001"]._replace(created="2024-01-01T00:05:00")
+    entries["m00002"] = entries["m00002"]._replace(created="yesterday")
+    local = entries["m00000"]
+    assert local.state == "local"
+    entries["m00000"] = local._replace(key=f"m00000/{local.sha256}.pkl")
+    entries["m00004"] = entries["m00004"]._replace(library={"name": "x", "version": "1" * 120})
+    reg = Registry("local", "/srv/models", entries, base.remote_id)
+    text = dumps(reg)
+    assert text == pyyaml_bytes(reg)
+    assert canonical(text) == reg == parse(text, "r", loader=yamlio.Loader)

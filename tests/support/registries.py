@@ -1,0 +1,19 @@
+"""What a registry's bytes are by definition: PyYAML's safe dumper over the whole document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_filer import yamlio
+from model_filer.registry_model import FORMAT_VERSION, HEADER, Registry
+
+
+def pyyaml_bytes(reg: Registry, dumper: type[Any] = yamlio.Dumper) -> bytes:
+    """The registry as PyYAML (``dumper``: libyaml's by default) writes it in block style;
+    the codec's writer must give exactly these bytes."""
+    doc = {
+        "format": FORMAT_VERSION,
+        "remote": reg.remote_fields(),
+        "models": {n: reg.entries[n].to_yaml_dict() for n in sorted(reg.entries)},
+    }
+    return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")
