@@ -180,7 +180,7 @@ def walk(package: str, skip: tuple[str, ...], excluded: frozenset[str]) -> dict[
 
 
 def main() -> int:
-    from model_filer import trust
+    from model_filer.pickles import trust
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("packages", nargs="+")

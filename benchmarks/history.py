@@ -102,9 +102,9 @@ class Generated:
     def build_ours(self) -> None:
         import numpy as np
 
-        from model_filer.names import object_key
-        from model_filer.registry import Entry, Registry, dumps
-        from model_filer.serializers import python_version
+        from model_filer.pickles.serializers import python_version
+        from model_filer.registry.file import Entry, Registry, dumps
+        from model_filer.registry.names import object_key
 
         self.repo.mkdir()
         self.remote.mkdir()

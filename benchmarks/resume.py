@@ -157,7 +157,7 @@ def _one(
 
 
 def _registry_size(folder: Path) -> int:
-    from model_filer.registry import read
+    from model_filer.registry.file import read
 
     reg = read(folder / ".s3_registry")
     assert reg is not None

@@ -46,7 +46,7 @@ MiB = 1 << 20
 
 
 def safe_load(path: Path) -> Any:
-    from model_filer import safe_pickle, trust
+    from model_filer.pickles import safe_pickle, trust
 
     with open(path, "rb") as fh:
         return safe_pickle.load(fh, trust.trusted_set(path.parent), path.stem)
@@ -54,7 +54,7 @@ def safe_load(path: Path) -> Any:
 
 def prescan(path: Path) -> None:
     """What the safe loader adds before unpickling: reading the trust, scanning the opcodes."""
-    from model_filer import safe_pickle, trust
+    from model_filer.pickles import safe_pickle, trust
 
     trust.trusted_set(path.parent)
     with open(path, "rb") as fh, contextlib.suppress(safe_pickle._OverBudget):
@@ -137,7 +137,7 @@ def make_array(path: Path, nbytes: int) -> None:
 
 def dump_cost(label: str, model: Any, path: Path, runs: int) -> None:
     """``dump`` lists imports with a recording pickler: its cost against ``pickle.dump``."""
-    from model_filer import safe_pickle
+    from model_filer.pickles import safe_pickle
 
     def write(pickler: type[pickle.Pickler]) -> None:
         with open(path, "wb") as fh:

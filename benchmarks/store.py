@@ -82,8 +82,8 @@ def random_model(size: int, seed: int) -> Any:
 def build_repo(root: Path, address: str, size: int) -> Path:
     """Branches A and B, each with its own version of model ``m``; pushed to a bare origin."""
     from model_filer import Filer
-    from model_filer.install import install_hooks
-    from model_filer.store import ObjectStore
+    from model_filer.git.install import install_hooks
+    from model_filer.local.store import ObjectStore
 
     author = root / "author"
     author.mkdir()
@@ -115,7 +115,7 @@ def clone(root: Path, origin: Path, name: str, template: Path) -> Path:
 
 
 def bench_switch(root: Path, origin: Path, runs: int) -> tuple[Path, Path]:
-    from model_filer.install import install_merge_driver, write_hooks
+    from model_filer.git.install import install_merge_driver, write_hooks
 
     template = root / "template"
     write_hooks(template / "hooks")
@@ -222,7 +222,7 @@ def bench_disk(root: Path, origin: Path, template: Path, bob: Path) -> None:
 
 def bench_dump(root: Path, address: str, size: int, runs: int) -> None:
     from model_filer import Filer
-    from model_filer.store import ObjectStore
+    from model_filer.local.store import ObjectStore
 
     model = random_model(size, 7)
     blocker = root / "blocker"

@@ -67,7 +67,7 @@ def dump_cost(state: Any, root: Path, runs: int) -> None:
     """model_filer's dump of ``state`` (bytes written and hashed) against ``torch.save``."""
     import torch
 
-    from model_filer import serializers
+    from model_filer.pickles import serializers
 
     def ours() -> None:
         with open(root / "dump.pkl", "wb") as fh:
@@ -90,7 +90,8 @@ def worker(side: str, root: str) -> None:
     """A fresh process: imports first, then one timed load; prints the figures."""
     import torch
 
-    from model_filer import Filer, safe_pickle, trust
+    from model_filer import Filer
+    from model_filer.pickles import safe_pickle, trust
 
     folder = Path(root)
     filer = Filer(folder / "models", str(folder / "remote"), remote_type="local")

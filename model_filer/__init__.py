@@ -9,7 +9,7 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from model_filer.errors import (
     BatchError,
     BucketNotFoundError,
     CredentialsError,
@@ -42,10 +42,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .filer import Filer
-    from .registry import Entry
-    from .remotes import FAIL_FAST, PATIENT, Network
-    from .transfers import TransferReport
+    from model_filer.filer import Filer
+    from model_filer.registry.model import Entry
+    from model_filer.remotes import FAIL_FAST, PATIENT, Network
+    from model_filer.transfer.transfers import TransferReport
 
 __version__ = "0.1.0"
 
@@ -53,11 +53,11 @@ __version__ = "0.1.0"
 # only reads a registry should not pay for the Filer, the transfers and the object store.
 _LAZY = {
     "Filer": "filer",
-    "Entry": "registry",
+    "Entry": "registry.model",
     "FAIL_FAST": "remotes",
     "PATIENT": "remotes",
     "Network": "remotes",
-    "TransferReport": "transfers",
+    "TransferReport": "transfer.transfers",
 }
 
 

@@ -1,5 +1,5 @@
 """``python -m model_filer``: the same as the ``model-filer`` command."""
 
-from .cli import main
+from model_filer.cli import main
 
 raise SystemExit(main())

@@ -13,16 +13,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .discovery import find_registries, read_registry, registries_in
-from .errors import ModelFilerError, UntrustedRemoteError
-from .filer import Filer
-from .hookapi import approved_filer, filer_for, local_filer
-from .layout import registry_filename, remote_type_of
-from .registry import Registry
+from model_filer import __version__
+from model_filer.errors import ModelFilerError, UntrustedRemoteError
+from model_filer.filer import Filer
+from model_filer.fs.layout import registry_filename, remote_type_of
+from model_filer.hookapi import approved_filer, filer_for, local_filer
+from model_filer.registry.discovery import find_registries, read_registry, registries_in
+from model_filer.registry.model import Registry
 
 if TYPE_CHECKING:
-    from .remote_trust import Action
+    from model_filer.git.approvals import Action
 
 USER_ERROR = 2
 
@@ -41,7 +41,7 @@ def _registry(folder: str, remote_type: str | None) -> Path:
     if remote_type_of(path.name):
         return path
     if path.exists() and not path.is_dir():
-        from .remotes import available_types
+        from model_filer.remotes import available_types
 
         names = " or ".join(registry_filename(t) for t in available_types())
         raise ModelFilerError(
@@ -173,7 +173,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:
-        from .remote_trust import approved_address, override_of
+        from model_filer.git.approvals import approved_address, override_of
 
         reg = read_registry(path)
         override = override_of(path, reg)
@@ -318,7 +318,7 @@ def _folder(text: str) -> Path:
 
 
 def cmd_cache_info(args: argparse.Namespace) -> int:
-    from .store import ObjectStore
+    from model_filer.local.store import ObjectStore
 
     info = ObjectStore().info(_folder(args.dir))
     print(f"location:  {info.root}")
@@ -329,8 +329,8 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_prune(args: argparse.Namespace) -> int:
-    from .history import named_at_heads_and_tags
-    from .store import ObjectStore
+    from model_filer.git.history import named_at_heads_and_tags
+    from model_filer.local.store import ObjectStore
 
     keep = named_at_heads_and_tags(_folder(args.dir))
     done = ObjectStore().prune(args.max_size, keep)
@@ -343,7 +343,7 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_verify(args: argparse.Namespace) -> int:
-    from .store import ObjectStore
+    from model_filer.local.store import ObjectStore
 
     store = ObjectStore()
     good, bad = store.verify()
@@ -354,10 +354,10 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
-    from .install import install_hooks
+    from model_filer.git.install import install_hooks
 
     if args.template_dir:
-        from .install import write_hooks
+        from model_filer.git.install import write_hooks
 
         lines = write_hooks(Path(args.template_dir) / "hooks")
         lines.append(
@@ -372,7 +372,7 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_registry(args: argparse.Namespace) -> int:
-    from .merge import merge_texts
+    from model_filer.registry.merge import merge_texts
 
     paths = [Path(args.base), Path(args.ours), Path(args.theirs)]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -420,7 +420,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def _log(args: argparse.Namespace, path: Path) -> int:
     import json
 
-    from .history import iso_date, log
+    from model_filer.git.history import iso_date, log
 
     rows = log(_filer(args, path, action=None), None if args.all else args.name)
     if args.json:
@@ -444,7 +444,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace, path: Path) -> int:
     import json
 
-    from .history import diff
+    from model_filer.git.history import diff
 
     rows = diff(_filer(args, path, action=None), args.rev1, args.rev2)
     if args.json:
@@ -466,7 +466,7 @@ def _diff(args: argparse.Namespace, path: Path) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from . import gc
+    from model_filer.git import gc
 
     if not args.remote:
         raise ModelFilerError(
@@ -475,7 +475,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
     if args.grace < 0:
         raise ModelFilerError(f"--grace must be 0 or more days, got {args.grace:g}.")
-    from .remote_trust import remote_key
+    from model_filer.git.approvals import remote_key
 
     groups: dict[str, Path] = {}  # one plan per remote: it counts every registry naming it
     for path in _found(args):
@@ -515,7 +515,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
-    from .remote_trust import approve, describe
+    from model_filer.git.approvals import approve, describe
 
     if args.action == "set":
         return _remote_set(args)
@@ -533,8 +533,8 @@ def cmd_remote(args: argparse.Namespace) -> int:
 
 
 def _remote_set(args: argparse.Namespace) -> int:
-    from .remote_trust import require_per_machine, set_address
-    from .remotes import get_remote
+    from model_filer.git.approvals import require_per_machine, set_address
+    from model_filer.remotes import get_remote
 
     if args.dir is None:
         local = [p for p in find_registries(Path(".")) if remote_type_of(p.name) == "local"]
@@ -564,7 +564,7 @@ def _remote_set(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from model_filer.demo import run_demo
 
     return run_demo(keep=args.keep)
 
@@ -578,7 +578,7 @@ def _folder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cache_parsers(cache: argparse.ArgumentParser) -> None:
-    from .sizes import parse_size
+    from model_filer.sizes import parse_size
 
     sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     p = sub.add_parser("info", help="location, objects, bytes and the link type in use")

@@ -15,11 +15,11 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitops
-from .filer import Filer
-from .install import install_hooks, write_hooks
-from .store import ObjectStore
-from .store_root import CACHE_ENV
+from model_filer.filer import Filer
+from model_filer.git import gitops
+from model_filer.git.install import install_hooks, write_hooks
+from model_filer.local.store import ObjectStore
+from model_filer.local.store_root import CACHE_ENV
 
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "Demo",

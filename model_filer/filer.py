@@ -1,7 +1,8 @@
 """The Filer: dump, load, push, pull and remove models in one folder with one remote.
 
-A thin facade: the folder (:mod:`model_filer.folder`) keeps the registry and the files, the
-transfers (:mod:`model_filer.transfers`) move bytes, the serializers turn models into bytes.
+A thin facade: the folder (:mod:`model_filer.local.folder`) keeps the registry and the files,
+the transfers (:mod:`model_filer.transfer.transfers`) move bytes, the serializers turn models
+into bytes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from . import serializers
-from .dumping import Dump
-from .errors import (
+from model_filer.errors import (
     ImmutableEntryError,
     IntegrityError,
     InvalidNameError,
@@ -23,14 +22,16 @@ from .errors import (
     StoreError,
     UnknownModelError,
 )
-from .folder import ModelFolder, ensure_gitignore
-from .freshness import Freshness
-from .names import check_name
-from .registry import Entry, Registry
-from .remotes import PATIENT, Network, Remote, check_type, get_remote
-from .store import ObjectStore
-from .transfers import TransferReport, Transfers
-from .trust import trusted_set
+from model_filer.local.dumping import Dump
+from model_filer.local.folder import ModelFolder, ensure_gitignore
+from model_filer.local.freshness import Freshness
+from model_filer.local.store import ObjectStore
+from model_filer.pickles import serializers
+from model_filer.pickles.trust import trusted_set
+from model_filer.registry.model import Entry, Registry
+from model_filer.registry.names import check_name
+from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
+from model_filer.transfer.transfers import TransferReport, Transfers
 
 
 class ModelStatus(NamedTuple):
@@ -130,15 +131,15 @@ class Filer:
 
     def _registry_remote(self, remote_type: str | None) -> tuple[str, str]:
         """The type and the address this clone uses for the folder's one registry."""
-        from .discovery import registry_of
-        from .remote_trust import approved_address
+        from model_filer.git.approvals import approved_address
+        from model_filer.registry.discovery import registry_of
 
         path, reg = registry_of(self.local_dir, remote_type)
         return reg.remote_type, approved_address(path, reg, str(self.local_dir), action="use")
 
     def _written(self, data: bytes) -> None:
         if self._vouch:  # once per Filer: the user gave the address, so its registry is trusted
-            from .remote_trust import vouch
+            from model_filer.git.approvals import vouch
 
             self._vouch = False
             # The registry is written: a git config that cannot take the record must not
@@ -281,7 +282,7 @@ class Filer:
         check_name(name)
         trust_set = trusted_set(self.local_dir, trusted)  # a bad pattern fails before any I/O
         if rev is not None:
-            from .history import load_at
+            from model_filer.git.history import load_at
 
             return load_at(self, name, rev, trust_set)
         self.folder.clean_dead_temps()
@@ -464,7 +465,7 @@ class Filer:
     def list_files(self, rev: str | None = None) -> list[Entry]:
         """The registry's entries as data, sorted by name; at git revision ``rev`` if given."""
         if rev is not None:
-            from .history import list_at
+            from model_filer.git.history import list_at
 
             return list_at(self, rev)
         reg = self.folder.read()

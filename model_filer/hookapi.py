@@ -13,10 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import gitops
-from .discovery import read_registry
-from .errors import ModelFilerError, UntrustedRemoteError
-from .gitops import (
+from model_filer.errors import ModelFilerError, UntrustedRemoteError
+from model_filer.fs.layout import MODEL_SUFFIX, registry_filename, remote_type_of
+from model_filer.git import gitops
+from model_filer.git.approvals import (
+    CONFIG_KEYS,
+    Action,
+    Clone,
+    approved_address,
+    bootstrap,
+    read_clone,
+)
+from model_filer.git.gitops import (
     NULL_REF,
     Blob,
     Repo,
@@ -30,19 +38,19 @@ from .gitops import (
     registries_at,
     staged_paths,
 )
-from .install import DRIVER_CONFIG, ensure_merge_driver
-from .layout import MODEL_SUFFIX, registry_filename, remote_type_of
-from .progress import count_bar
-from .registry import Entry, Registry, parse
-from .remote_trust import CONFIG_KEYS, Action, Clone, approved_address, bootstrap, read_clone
-from .remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
-from .sizes import parse_size
-from .store_root import default_root
-from .trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
+from model_filer.git.install import DRIVER_CONFIG, ensure_merge_driver
+from model_filer.local.store_root import default_root
+from model_filer.pickles.trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
+from model_filer.registry.codec import parse
+from model_filer.registry.discovery import read_registry
+from model_filer.registry.model import Entry, Registry
+from model_filer.remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
+from model_filer.sizes import parse_size
+from model_filer.transfer.progress import count_bar
 
 if TYPE_CHECKING:
-    from .filer import Filer
-    from .transfers import TransferReport
+    from model_filer.filer import Filer
+    from model_filer.transfer.transfers import TransferReport
 
 __all__ = [
     "FAIL_FAST",
@@ -114,7 +122,7 @@ class HookGit:
         read: Mapping[str, tuple[str, Registry]] | None = None,
     ) -> Clone:
         """This clone's remote approvals, the clone's own registries recorded once (see
-        :func:`model_filer.remote_trust.bootstrap` for ``listed`` and ``read``)."""
+        :func:`model_filer.git.approvals.bootstrap` for ``listed`` and ``read``)."""
         if self._clone is None:
             found = read_clone(self.repo, self.config)
             assert found is not None  # noqa: S101 - read_clone is None only without a repo
@@ -154,7 +162,7 @@ def filer_for(
     approvals, is not the user's word. ``registry``: the file's content, just read (the
     Filer does not read it again).
     """
-    from .filer import Filer
+    from model_filer.filer import Filer
 
     rtype = remote_type_of(path)
     if rtype is None:
@@ -189,7 +197,7 @@ def approved_filer(
 
 def local_filer(path: Path, registry: Registry | None = None) -> Filer:
     """The Filer of a registry file for work that fetches nothing: this machine's address."""
-    from .remote_trust import override_of
+    from model_filer.git.approvals import override_of
 
     reg = read_registry(path) if registry is None else registry
     override = override_of(path, reg)

@@ -23,7 +23,7 @@ import pytest
 import model_filer as mf
 from model_filer import Filer
 from model_filer.cli import main as cli_main
-from model_filer.store import ObjectStore
+from model_filer.local.store import ObjectStore
 from tests.support.gitrepo import NULL_SHA, commit, git, init_repo
 from tests.support.machines import another_machine
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from model_filer import BatchError, Filer, ModelExistsError, TransferError
-from model_filer.folder import ModelFolder
-from model_filer.registry import RegistryFile
+from model_filer.local.folder import ModelFolder
+from model_filer.registry.file import RegistryFile
 
 
 @pytest.fixture

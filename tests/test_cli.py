@@ -12,7 +12,7 @@ import pytest
 
 from model_filer import Filer
 from model_filer.cli import main
-from model_filer.install import ATTRIBUTES_LINE, DRIVER, MARKER
+from model_filer.git.install import ATTRIBUTES_LINE, DRIVER, MARKER
 from tests.support.gitrepo import (
     commit,
     git,

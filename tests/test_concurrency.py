@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from model_filer import Filer
-from model_filer.registry import parse
+from model_filer.registry.file import parse
 from tests.support.faultproxy import FaultProxy
 from tests.support.machines import another_machine
 

@@ -35,10 +35,10 @@ from typing import Any
 import pytest
 
 from model_filer import Filer
-from model_filer.registry import Entry, Registry, RegistryFile, dumps, parse
+from model_filer.fs.tempfiles import remove_dead_temps, remove_dead_temps_in, temp_path
+from model_filer.local.store import ObjectStore
+from model_filer.registry.file import Entry, Registry, RegistryFile, dumps, parse
 from model_filer.remotes.local import ID_FILE
-from model_filer.store import ObjectStore
-from model_filer.tempfiles import remove_dead_temps, remove_dead_temps_in, temp_path
 
 
 def seeded(seed: int) -> random.Random:

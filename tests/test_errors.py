@@ -107,7 +107,7 @@ def test_push_all_to_a_missing_remote_folder_raises_one_grouped_error(tmp_path):
 
 
 def test_a_git_call_in_a_missing_folder_names_the_folder_not_git(tmp_path):
-    from model_filer import gitops
+    from model_filer.git import gitops
 
     with pytest.raises(ModelFilerError, match=r"absent is not a folder"):
         gitops.run(["status"], tmp_path / "absent")
@@ -264,8 +264,8 @@ def test_an_unreachable_store_is_a_connection_error_through_load_and_pull(
 
 
 def test_registry_errors_carry_the_registry_path(tmp_path: Path) -> None:
-    from model_filer.merge import merge_texts
-    from model_filer.registry import parse
+    from model_filer.registry.file import parse
+    from model_filer.registry.merge import merge_texts
 
     folder = tmp_path / "models"
     folder.mkdir()

@@ -33,9 +33,9 @@ from model_filer import (
     UnknownRemoteTypeError,
     VersionMismatchWarning,
 )
-from model_filer.registry import RegistryFile
-from model_filer.store import ObjectStore
-from model_filer.tempfiles import temp_path
+from model_filer.fs.tempfiles import temp_path
+from model_filer.local.store import ObjectStore
+from model_filer.registry.file import RegistryFile
 
 REGISTRY = ".local_registry"
 BAD_NAMES = ["../evil", "a/b", "/abs", "", "..", "con", "a\x00b", "x" * 129]

@@ -25,8 +25,8 @@ from model_filer import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
+from model_filer.local.store import ObjectStore
 from model_filer.remotes.s3 import _timestamp, parse_address
-from model_filer.store import ObjectStore
 
 REGISTRY = ".s3_registry"
 

@@ -27,7 +27,7 @@ import pytest
 
 from model_filer import Filer, ModelFilerError, RemoteMismatchError
 from model_filer.cli import main as cli_main
-from model_filer.registry import parse
+from model_filer.registry.file import parse
 from tests.support.gitrepo import NULL_SHA, commit, git, head, init_repo
 
 SHA = "ab" * 32

@@ -1,7 +1,7 @@
 """An entry's key names the hash of its bytes: a hand-edited sha256 (or key) is refused.
 
-The remote layout (model_filer.names) says which hash each key form names; the commit hook and
-``load`` refuse an entry whose key and sha256 disagree, naming both values.
+The remote layout (model_filer.registry.names) says which hash each key form names; the commit
+hook and ``load`` refuse an entry whose key and sha256 disagree, naming both values.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from model_filer_hooks.no_local_models import main as commit_hook
 
 from model_filer.errors import RegistryError
-from model_filer.names import KEY_SUFFIXES, key_sha256, object_key
-from model_filer.registry import parse
+from model_filer.registry.file import parse
+from model_filer.registry.names import KEY_SUFFIXES, key_sha256, object_key
 from tests.support.gitrepo import commit, model_filer, staged
 
 REGISTRY = "models/.local_registry"

@@ -11,8 +11,8 @@ import filelock
 import pytest
 
 from model_filer import Filer
-from model_filer import freshness as freshness_module
-from model_filer import registry as registry_module
+from model_filer.local import freshness as freshness_module
+from model_filer.registry import file as registry_module
 from tests.support.gitrepo import commit
 from tests.support.machines import another_machine
 

@@ -10,7 +10,7 @@ import pytest
 
 from model_filer import Filer
 from model_filer.cli import main as cli
-from model_filer.registry import Registry, dumps
+from model_filer.registry.file import Registry, dumps
 from tests.support.gitrepo import commit, git, init_repo, model_files
 from tests.support.machines import another_machine
 

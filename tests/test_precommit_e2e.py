@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from model_filer import Filer
-from model_filer.registry import parse
-from model_filer.store import ObjectStore
+from model_filer.local.store import ObjectStore
+from model_filer.registry.file import parse
 from tests.support.gitrepo import (
     closed_port,
     environ,

@@ -17,7 +17,7 @@ from model_filer_hooks.prefetch_models import main as prefetch
 from model_filer import Filer
 from model_filer.cli import main as cli
 from model_filer.errors import GitError, RegistryError, RemoteMismatchError, UntrustedRemoteError
-from model_filer.registry import Registry, dumps
+from model_filer.registry.file import Registry, dumps
 from tests.support.gitrepo import (
     NULL_SHA,
     commit,

@@ -29,7 +29,7 @@ import pytest
 
 from model_filer import Filer, IntegrityError, RemoteError
 from model_filer.cli import main as cli_main
-from model_filer.registry import parse
+from model_filer.registry.file import parse
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import NULL_SHA, commit, init_repo
 from tests.support.machines import another_machine

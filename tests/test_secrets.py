@@ -203,7 +203,7 @@ def test_a_missing_bucket_never_shows_the_real_secret(world, tmp_path, s3_env, m
 
 
 def read_address(registry: Path) -> str:
-    from model_filer.registry import parse
+    from model_filer.registry.file import parse
 
     return parse(registry.read_bytes(), str(registry)).remote_address
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from model_filer import Filer, ImmutableEntryError
-from model_filer.store import ObjectStore
+from model_filer.local.store import ObjectStore
 from tests.support.faultproxy import StuckServer
 from tests.support.gitrepo import git, head, init_repo, model_files
 from tests.support.machines import another_machine

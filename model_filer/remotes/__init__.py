@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from ..errors import UnknownRemoteTypeError
+from model_filer.errors import UnknownRemoteTypeError
 
 Progress = Callable[[int], None]
 
@@ -270,7 +270,7 @@ class Remote(ABC):
     # -- listing for the garbage collector (issue 10) ------------------------------------------
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
         """Every object whose key starts with ``prefix``, with its size and age (one LIST)."""
-        from ..errors import RemoteError
+        from model_filer.errors import RemoteError
 
         raise RemoteError(
             f"The {self.remote_type!r} remote cannot list its objects, so `model-filer gc` "

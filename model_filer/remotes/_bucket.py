@@ -9,8 +9,8 @@ import re
 from abc import abstractmethod
 from collections.abc import Iterator
 
-from ..errors import InvalidNameError, RemoteMismatchError, RemoteUnreachableError
-from . import PATIENT, Network, Remote, _Stalled
+from model_filer.errors import InvalidNameError, RemoteMismatchError, RemoteUnreachableError
+from model_filer.remotes import PATIENT, Network, Remote, _Stalled
 
 
 class BucketRemote(Remote):
@@ -36,7 +36,7 @@ class BucketRemote(Remote):
     def parse(cls, address: object) -> tuple[str, str]:
         """Split ``<scheme>://bucket/prefix``, ``bucket/prefix`` or ``bucket`` into bucket and
         prefix."""
-        from ..names import check_key
+        from model_filer.registry.names import check_key
 
         forms = f"Use '{cls.scheme}://bucket/prefix', 'bucket/prefix' or 'bucket'."
         if not isinstance(address, str):

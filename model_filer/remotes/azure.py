@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import (
+from model_filer.errors import (
     BucketNotFoundError,
     CredentialsError,
     InvalidNameError,
@@ -34,8 +34,8 @@ from ..errors import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
-from ..names import check_key
-from . import (
+from model_filer.registry.names import check_key
+from model_filer.remotes import (
     PATIENT,
     Network,
     Progress,

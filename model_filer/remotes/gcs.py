@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import (
+from model_filer.errors import (
     BucketNotFoundError,
     CredentialsError,
     ModelFilerError,
@@ -36,9 +36,18 @@ from ..errors import (
     RemoteUnreachableError,
     UnknownRemoteTypeError,
 )
-from ..names import is_object_key
-from . import PATIENT, Network, Progress, RangeSink, RemoteObject, Sink, _Stalled, silence_of
-from ._bucket import BucketRemote
+from model_filer.registry.names import is_object_key
+from model_filer.remotes import (
+    PATIENT,
+    Network,
+    Progress,
+    RangeSink,
+    RemoteObject,
+    Sink,
+    _Stalled,
+    silence_of,
+)
+from model_filer.remotes._bucket import BucketRemote
 
 T = TypeVar("T")
 MB = 1024 * 1024

@@ -12,16 +12,16 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import (
+from model_filer.errors import (
     BucketNotFoundError,
     InvalidNameError,
     RemoteError,
     RemoteMismatchError,
     RemoteObjectMissingError,
 )
-from ..hashing import CHUNK
-from ..tempfiles import owned_temp_name, remove_dead_temps_in
-from . import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
+from model_filer.fs.hashing import CHUNK
+from model_filer.fs.tempfiles import owned_temp_name, remove_dead_temps_in
+from model_filer.remotes import PATIENT, Network, Progress, RangeSink, Remote, RemoteObject, Sink
 
 ID_FILE = ".model_filer_remote_id"
 ID_RE = re.compile(r"[0-9a-f]{32}")

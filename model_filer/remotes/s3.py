@@ -19,15 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import (
+from model_filer.errors import (
     BucketNotFoundError,
     CredentialsError,
     RemoteError,
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
-from ..names import is_object_key
-from . import (
+from model_filer.registry.names import is_object_key
+from model_filer.remotes import (
     PATIENT,
     Network,
     Progress,
@@ -38,8 +38,8 @@ from . import (
     check_stall,
     silence_of,
 )
-from . import Sending as _Sending
-from ._bucket import BucketRemote
+from model_filer.remotes import Sending as _Sending
+from model_filer.remotes._bucket import BucketRemote
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
@@ -420,7 +420,7 @@ class S3Remote(BucketRemote):
         )
         self._call("download", key, future.result)
 
-    # -- resumable transfers (see model_filer.resume) ------------------------------------------
+    # -- resumable transfers (see model_filer.transfer.resume) --------------------------------
     def download_from(
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:

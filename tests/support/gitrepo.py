@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model_filer import Filer
-from model_filer.registry import Entry, Registry, dumps
+from model_filer.registry.file import Entry, Registry, dumps
 
 NULL_SHA = "0" * 40
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from model_filer import Filer
-from model_filer.store import ObjectStore
+from model_filer.local.store import ObjectStore
 from tests.support.gitrepo import commit, environ, git, init_repo
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_filer import yamlio
-from model_filer.registry_model import FORMAT_VERSION, HEADER, Registry
+from model_filer.registry import yamlio
+from model_filer.registry.model import FORMAT_VERSION, HEADER, Registry
 
 
 def pyyaml_bytes(reg: Registry, dumper: type[Any] = yamlio.Dumper) -> bytes:

@@ -1,0 +1,487 @@
+"""The local object store: each model's bytes once per machine, named by their sha256.
+
+One store per user (:func:`default_root`) serves every checkout, worktree and clone::
+
+    objects/ab/cdef...      the bytes: read-only, entered only once verified, never partial
+    meta/ab/cdef....json    the object's stat as it entered, and the checkouts holding a copy;
+                            its own mtime is the object's last use (for ``prune``)
+    locks/<sha256>.lock     one lock per object: two processes fetch it once
+    tmp/                    owner-tagged temp files; those of dead processes are removed
+
+Bytes enter as a temp file inside the store, then one rename gives them their name, so a
+SIGKILL at any point leaves either no object or a whole one. An object is trusted with one
+``stat`` while :func:`~model_filer.local.freshness.unchanged` says so of the stat recorded on entry
+(the rule model files follow too); entry sets its mtime one second back, so any later write
+(which stamps the current time) shows, and such an object is hashed again before it is linked,
+and deleted if it changed.
+
+Model files in a checkout are links to objects: a reflink where the filesystem can, else a
+hardlink (the object is read-only, so an in-place write is refused), else a copy (another
+filesystem; or ``MODEL_FILER_LINK=copy``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from model_filer.errors import ModelFilerError, StoreError, StoreWarning
+from model_filer.fs.layout import ensure_dir
+from model_filer.fs.locks import object_lock
+from model_filer.fs.tempfiles import owned_temp_name, remove_dead_temps_in
+from model_filer.local.freshness import stat_record, unchanged
+from model_filer.local.store_root import default_root
+
+LINK_ENV = "MODEL_FILER_LINK"
+READ_ONLY = 0o444
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_BACKDATE_NS = 1_000_000_000  # entry's mtime is set this far back: a later write must show
+_NO_REFLINK = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EXDEV, errno.EPERM}
+_NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES}
+# Failures that say the filesystem cannot do it at all, so the next link need not try. (EXDEV
+# is left out: a bind mount of the same filesystem gives it for some folders only.)
+_NEVER = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EPERM}
+
+
+def forced_copy() -> bool:
+    """Whether ``MODEL_FILER_LINK=copy`` asks for copies instead of links."""
+    value = os.environ.get(LINK_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return False
+    if value == "copy":
+        return True
+    raise ModelFilerError(
+        f"{LINK_ENV}={value!r} is not understood: set it to 'copy' to put copies of the "
+        "store's objects in model folders, or unset it to link them."
+    )
+
+
+def warn_skipped(exc: StoreError) -> None:
+    """Say once per place that the store was skipped and why (the operation still works)."""
+    warnings.warn(f"{exc} Meanwhile models are fetched directly.", StoreWarning, stacklevel=3)
+
+
+def _trusted(meta: dict[str, Any], st: os.stat_result) -> bool:
+    """Whether an object's stat is the one recorded: then it still holds its bytes."""
+    # (recorded as "key" and "seen", the two halves of a stat record, as before)
+    return unchanged([*(meta.get("key") or []), *(meta.get("seen") or [])], st)
+
+
+def reflink(src: Path, dest: Path) -> None:
+    """Clone ``src`` into a new file ``dest`` sharing its blocks (copy-on-write)."""
+    import fcntl
+
+    with open(src, "rb") as s, open(dest, "xb") as d:
+        try:
+            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+        except OSError:
+            os.unlink(dest)
+            raise
+
+
+class StoreInfo(NamedTuple):
+    """What ``model-filer cache info`` prints."""
+
+    root: Path
+    objects: int
+    bytes: int
+    linked: int
+    link: str
+
+
+class PruneReport(NamedTuple):
+    """What ``prune`` did: objects evicted and bytes freed; bytes kept and objects in use."""
+
+    evicted: int
+    freed: int
+    remaining: int
+    in_use: int
+
+
+class ObjectStore:
+    """A content-addressed folder of verified, read-only model bytes.
+
+    Parameters
+    ----------
+    root : Path, optional
+        The store's folder; :func:`default_root` when omitted. Created on first use.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = default_root() if root is None else Path(root)
+        self._swept = False  # dead processes' temp files removed yet (once per instance)
+        # Per filesystem (st_dev): the best link that worked, so a failed reflink is tried once.
+        self._modes: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({str(self.root)!r})"
+
+    # -- paths --------------------------------------------------------------------------------
+    def object_path(self, sha: str) -> Path:
+        """Where the object of ``sha`` lives (whether or not it is there)."""
+        if not _SHA_RE.fullmatch(sha):
+            raise ModelFilerError(f"{sha!r} is not a sha256 hex digest.")
+        return self.root / "objects" / sha[:2] / sha[2:]
+
+    def _meta_path(self, sha: str) -> Path:
+        return self.root / "meta" / sha[:2] / f"{sha[2:]}.json"
+
+    def _dir(self, path: Path, action: str) -> Path:
+        try:
+            return ensure_dir(path)
+        except OSError as exc:
+            raise StoreError(self.root, action, exc) from exc
+
+    def temp(self, purpose: str) -> Path:
+        """A fresh temp file path in the store, owned by this process.
+
+        Dead processes' temp files are removed on this process's first use of the store (a
+        ``listdir`` per temp file cost more than the download of a small model).
+        """
+        tmp_dir = self._dir(self.root / "tmp", "create its temp folder")
+        if not self._swept:
+            remove_dead_temps_in(tmp_dir)
+            self._swept = True
+        return tmp_dir / owned_temp_name(purpose)
+
+    @contextlib.contextmanager
+    def locked(self, sha: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the lock of one object (across processes) for the block; yield whether it is
+        held (``blocking=False``: ``False`` at once when someone else holds it)."""
+        lock = object_lock(self.root, sha)
+        try:
+            got = lock.acquire(blocking)
+        except OSError as exc:
+            raise StoreError(self.root, "lock an object", exc) from exc
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+
+    # -- records ------------------------------------------------------------------------------
+    def _read_meta(self, sha: str) -> dict[str, Any]:
+        try:
+            data = json.loads(self._meta_path(sha).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_meta(self, sha: str, data: dict[str, Any]) -> None:
+        path = self._meta_path(sha)
+        self._dir(path.parent, "record an object")
+        tmp = self.temp("meta")
+        text = json.dumps(data, sort_keys=True).encode()
+        done = False
+        try:
+            # os-level calls: a pull writes one record per model, and a Python file object
+            # adds three syscalls to each (fstat, isatty, lseek).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                if os.write(fd, text) != len(text):  # a regular file: only when the disk is full
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            done = True
+        except OSError as exc:
+            raise StoreError(self.root, "record an object", exc) from exc
+        finally:
+            if not done:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    @staticmethod
+    def _seal(path: Path) -> None:
+        """Make ``path`` read-only and back-date its mtime, so a later write shows."""
+        os.chmod(path, READ_ONLY)
+        now = time.time_ns()
+        os.utime(path, ns=(now, now - _BACKDATE_NS))
+
+    def _record(self, sha: str, **changes: Any) -> None:
+        """Record the object's stat now as the one to trust (and ``changes``); lock held."""
+        record = stat_record(os.stat(self.object_path(sha)))
+        meta = self._read_meta(sha)
+        self._write_meta(sha, {**meta, "key": record[:5], "seen": record[5:], **changes})
+
+    def _evict(self, sha: str) -> None:
+        for path in (self.object_path(sha), self._meta_path(sha)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def has(self, sha: str) -> bool:
+        """Whether an object of that name exists (one ``stat``, no lock, no trust)."""
+        try:
+            return self.object_path(sha).is_file()
+        except OSError:
+            return False
+
+    # -- entering and finding objects (the object's lock held) ------------------------------
+    def lookup(self, sha: str, size: int) -> Path | None:
+        """The object of ``sha`` if it holds those bytes, else ``None``; lock held.
+
+        One ``stat`` when it is as it entered; else it is hashed again, and deleted if its
+        bytes changed.
+        """
+        obj = self.object_path(sha)
+        try:
+            st = os.stat(obj)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(self.root, "read an object", exc) from exc
+        if st.st_size == size and _trusted(self._read_meta(sha), st):
+            with contextlib.suppress(OSError):
+                os.utime(self._meta_path(sha))  # its last use, for prune
+            return obj
+        return obj if self.recheck(sha, size) else None
+
+    def recheck(self, sha: str, size: int | None = None) -> bool:
+        """Hash the object again: keep and re-seal it if it holds ``sha``, else delete it."""
+        obj = self.object_path(sha)
+        try:
+            from model_filer.fs.hashing import (
+                sha256_stream,  # (not on the hooks' path, which import this)
+            )
+
+            with open(obj, "rb") as fh:
+                got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
+            if got == sha and size in (None, got_size):
+                st = os.stat(obj)
+                if self._read_meta(sha).get("key") != stat_record(st)[:5] or st.st_mode & 0o222:
+                    self._seal(obj)  # moves the mtime: checkouts' hash caches re-hash once
+                self._record(sha)
+                return True
+            self._evict(sha)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(self.root, "check an object", exc) from exc
+        return False
+
+    def enter(self, tmp: Path, sha: str, size: int, record: bool = True) -> Path:
+        """Give verified bytes in the store temp file ``tmp`` their name; lock held.
+
+        When the object is already there, ``tmp`` is dropped and the object kept. Without
+        ``record`` the caller records it (:meth:`settle` after linking): until then it has
+        no record and would be hashed again before use, never trusted unchecked.
+        """
+        obj = self.object_path(sha)
+        try:
+            if self.lookup(sha, size) is not None:
+                tmp.unlink()
+                return obj
+            self._seal(tmp)
+            self._dir(obj.parent, "enter an object")
+            os.replace(tmp, obj)  # the one step that makes it an object: whole or absent
+            if record:
+                self._record(sha, copies=[])  # killed before this: hashed again on first use
+        except OSError as exc:
+            raise StoreError(self.root, "enter an object", exc) from exc
+        return obj
+
+    # -- linking into checkouts (the object's lock held) ------------------------------------
+    def link_mode(self, dest_dir: Path, dev: int | None = None) -> str:
+        """How an object would reach ``dest_dir``: ``reflink``, ``hardlink`` or ``copy``.
+
+        ``dev`` is the device of the object to link, when the caller has its ``stat``.
+        """
+        if forced_copy():
+            return "copy"
+        try:
+            if dev is None:
+                dev = os.stat(self.root).st_dev
+            if os.stat(dest_dir).st_dev != dev:
+                return "copy"
+        except OSError:
+            return "copy"
+        return self._modes.get(dev, "reflink")
+
+    def link(self, sha: str, dest: Path, final: Path | None = None) -> str:
+        """Make the new file ``dest`` hold the object of ``sha``; return how it was made.
+
+        ``final`` is where ``dest`` will be renamed to: recorded for copies, so ``prune``
+        knows a checkout uses the object. The object must be trusted (:meth:`lookup`).
+        """
+        obj = self.object_path(sha)
+        mode = "link"
+        try:
+            dev = os.stat(obj).st_dev
+            mode = self.link_mode(dest.parent, dev)
+            if mode == "reflink":
+                mode = self._try(dev, mode, "hardlink", _NO_REFLINK, lambda: reflink(obj, dest))
+            if mode == "hardlink":
+                mode = self._try(dev, mode, "copy", _NO_HARDLINK, lambda: os.link(obj, dest))
+            if mode == "copy":
+                import shutil  # only for copies: hooks start faster without it
+
+                shutil.copyfile(obj, dest)
+        except OSError as exc:
+            raise StoreError(self.root, f"{mode} an object into {dest.parent}", exc) from exc
+        if mode != "hardlink":  # a copy: prune needs to know a checkout uses the object
+            with contextlib.suppress(OSError, StoreError):  # bookkeeping only
+                meta = self._read_meta(sha)
+                copies = {*(meta.get("copies") or []), os.path.abspath(final or dest)}
+                self._write_meta(sha, {**meta, "copies": sorted(copies)})
+        return mode
+
+    def link_new(self, sha: str, final: Path) -> bool:
+        """Hard-link the object of ``sha`` as ``final`` if nothing is there; whether it did.
+
+        One atomic step where hard links are how objects reach ``final``'s folder (a fresh
+        clone's pull): no temp name and rename. ``False`` when a file is there already or
+        another kind of link is due: the caller goes the way of :meth:`link` and a rename.
+        """
+        obj = self.object_path(sha)
+        try:
+            dev = os.stat(obj).st_dev
+            if self.link_mode(final.parent, dev) != "hardlink":  # (not yet learned: reflink)
+                return False
+            os.link(obj, final)
+        except OSError:
+            return False  # (the long way says what is wrong, if anything is)
+        return True
+
+    def _try(
+        self, dev: int, mode: str, fallback: str, unable: set[int], make: Callable[[], None]
+    ) -> str:
+        """Make a link of kind ``mode``; the kind to try next when the filesystem cannot.
+
+        A failure that says the filesystem never can is remembered for its device.
+        """
+        try:
+            make()
+        except OSError as exc:
+            if exc.errno not in unable:
+                raise
+            if exc.errno in _NEVER:
+                self._modes[dev] = fallback
+            return fallback
+        return mode
+
+    def settle(self, sha: str) -> None:
+        """Record the object's stat after a link and its renames into place; lock held.
+
+        Links and renames move its ctime: without this, the next use would hash it again.
+        """
+        with contextlib.suppress(OSError, StoreError):  # at worst a re-hash later
+            self._record(sha)
+
+    # -- the cache command --------------------------------------------------------------------
+    def objects(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every object's sha256 and stat."""
+        top = self.root / "objects"
+        try:
+            prefixes = sorted(os.listdir(top))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(self.root, "list its objects", exc) from exc
+        for prefix in prefixes:
+            with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+                for rest in sorted(os.listdir(top / prefix)):
+                    sha = prefix + rest
+                    if _SHA_RE.fullmatch(sha):
+                        with contextlib.suppress(FileNotFoundError):
+                            yield sha, os.stat(top / prefix / rest)
+
+    def in_use(self, sha: str, st: os.stat_result) -> bool:
+        """Whether a checkout holds the object: a hardlink, or a recorded copy still there."""
+        if st.st_nlink > 1:
+            return True
+        for path in self._read_meta(sha).get("copies") or []:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_size == st.st_size:
+                    return True
+        return False
+
+    def _last_use(self, sha: str, st: os.stat_result) -> int:
+        try:
+            return os.stat(self._meta_path(sha)).st_mtime_ns
+        except OSError:
+            return st.st_mtime_ns
+
+    def describe_link(self, dest_dir: Path) -> str:
+        """The link type in use for ``dest_dir``, tried for real on a probe file."""
+        if forced_copy():
+            return f"copy ({LINK_ENV}=copy)"
+        if self.link_mode(dest_dir) == "copy":
+            return f"copy ({dest_dir} is on another filesystem than the store)"
+        probe, twin = self.temp("probe"), self.temp("probe")
+        try:
+            probe.write_bytes(b"model_filer")
+            for mode, make in (("reflink", reflink), ("hardlink", os.link)):
+                try:
+                    make(probe, twin)
+                    return mode
+                except OSError:
+                    continue
+            return "copy (the filesystem supports neither reflinks nor hardlinks)"
+        except OSError as exc:
+            raise StoreError(self.root, "try a link", exc) from exc
+        finally:
+            for path in (probe, twin):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def info(self, dest_dir: Path) -> StoreInfo:
+        """Location, object count, bytes, objects in use and the link type for ``dest_dir``."""
+        found = list(self.objects())
+        return StoreInfo(
+            root=self.root,
+            objects=len(found),
+            bytes=sum(st.st_size for _, st in found),
+            linked=sum(self.in_use(sha, st) for sha, st in found),
+            link=self.describe_link(dest_dir),
+        )
+
+    def prune(self, max_bytes: int, keep: frozenset[str] = frozenset()) -> PruneReport:
+        """Evict least recently used objects no checkout holds until at most ``max_bytes``.
+
+        Objects in ``keep`` (those a registry names at a branch head or tag) go last: only
+        when evicting every other idle object still leaves the store over ``max_bytes``.
+        """
+        found = list(self.objects())
+        total = sum(st.st_size for _, st in found)
+        idle = [
+            (sha in keep, self._last_use(sha, st), sha, st)
+            for sha, st in found
+            if not self.in_use(sha, st)
+        ]
+        evicted = freed = 0
+        for _, _, sha, st in sorted(idle):
+            if total <= max_bytes:
+                break
+            try:
+                with self.locked(sha, blocking=False) as got:  # one in use now is skipped
+                    if not got or self.in_use(sha, os.stat(self.object_path(sha))):
+                        continue
+                    self._evict(sha)
+            except (OSError, StoreError):
+                continue
+            evicted += 1
+            freed += st.st_size
+            total -= st.st_size
+        remove_dead_temps_in(self.root / "tmp")
+        return PruneReport(evicted, freed, total, len(found) - len(idle))
+
+    def verify(self) -> tuple[int, list[str]]:
+        """Hash every object again; delete bad ones. Return (good count, bad sha256s)."""
+        good, bad = 0, []
+        for sha, _ in list(self.objects()):
+            with self.locked(sha):
+                if self.recheck(sha):
+                    good += 1
+                else:
+                    bad.append(sha)
+        remove_dead_temps_in(self.root / "tmp")
+        return good, bad

@@ -1,0 +1,1 @@
+"""Models to bytes and back: serializers, the safe unpickler, trusted imports, torch weights."""

@@ -1,0 +1,128 @@
+"""Validation of what a registry names before it touches a filesystem or a bucket.
+
+A registry arrives in pull requests, so nothing it says is trusted: model names, object keys
+and hashes are checked here so no path can leave the model folder or the remote prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import reprlib
+
+from model_filer.errors import InvalidNameError
+
+# A model name becomes `<name>.pkl` in the model folder and `<name>/` in the remote: one path
+# segment, portable across Linux, macOS and Windows, starting with a letter or digit.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_KEY_SEGMENT_RE = re.compile(r"[A-Za-z0-9_.+=-]{1,255}")
+_WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlevel = 2
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 4
+
+
+def show(value: object) -> str:
+    """A short repr for messages: a hostile registry can hold megabytes in one field."""
+    return _SHOW.repr(value)
+
+
+NAME_RULE = "1-128 characters: letters, digits and _ . + - (starting with a letter or digit)"
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a valid model name, else raise :class:`InvalidNameError`."""
+    if not isinstance(name, str):
+        raise InvalidNameError(
+            f"Model name must be a string, got {type(name).__name__}. Use {NAME_RULE}."
+        )
+    if not _NAME_RE.fullmatch(name) or not name_is_safe(name):
+        if _NAME_RE.fullmatch(name) and _reserved(name):
+            raise InvalidNameError(
+                f"Invalid model name {name!r}: a reserved device name on Windows. Use another name."
+            )
+        raise InvalidNameError(f"Invalid model name {show(name)}. Use {NAME_RULE}.")
+    return name
+
+
+def _reserved(name: str) -> bool:
+    return name.partition(".")[0].lower() in _WINDOWS_RESERVED
+
+
+def name_is_safe(name: str) -> bool:
+    """:func:`check_name`'s answer for a name already known to be 1-128 of its characters,
+    starting with a letter or digit (a registry's fast reader matched it): no exception
+    raised and caught 10,000 times. The rules beyond the characters live here only."""
+    return not (".." in name or name[-1] == "." or _reserved(name))
+
+
+def check_sha256(value: object, where: str) -> str:
+    """Return ``value`` if it is a lower-case hex sha256, else raise."""
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        raise InvalidNameError(
+            f"{where}: sha256 must be 64 lower-case hex digits, got {show(value)}."
+        )
+    return value
+
+
+def check_key(key: object, where: str) -> str:
+    """Return ``key`` if it is a safe object key relative to the remote root, else raise.
+
+    Safe means: relative, ``/``-separated, no empty, ``.`` or ``..`` segment, no scheme,
+    backslash or control character, so it can name neither another bucket nor a path outside
+    the remote folder.
+    """
+    if not isinstance(key, str) or not 0 < len(key) <= 1024:
+        raise InvalidNameError(f"{where}: object key must be a non-empty string, got {show(key)}.")
+    segments = key.split("/")
+    for segment in segments:
+        if segment in (".", "..") or not _KEY_SEGMENT_RE.fullmatch(segment):
+            raise InvalidNameError(
+                f"{where}: unsafe object key {show(key)}: keys are relative paths of plain "
+                "segments. Fix the registry entry or run `git checkout` on the registry file."
+            )
+    return key
+
+
+# The remote layout, said once: every key model_filer writes is ``<name>/<sha256><suffix>``,
+# named by the sha256 of the bytes it holds. A new form (say a chunk manifest's suffix) is added
+# to KEY_SUFFIXES, and gc's "is it ours?" and the registry's "does the key name the entry's
+# bytes?" (:func:`key_sha256`) follow without another edit.
+KEY_SUFFIXES = (".pkl",)
+_OBJECT_KEY_RE = re.compile(
+    r"(?P<name>[^/]+)/(?P<sha>[0-9a-f]{64})(?:" + "|".join(map(re.escape, KEY_SUFFIXES)) + ")"
+)
+
+
+def object_key(name: str, sha256: str, suffix: str = ".pkl") -> str:
+    """Key of a model's bytes relative to the remote root: never reused for other bytes."""
+    if suffix not in KEY_SUFFIXES:
+        raise ValueError(f"{suffix!r} is not a key form of the remote layout ({KEY_SUFFIXES}).")
+    return f"{name}/{sha256}{suffix}"
+
+
+def key_sha256(key: str) -> str | None:
+    """The sha256 of the bytes ``key`` holds, as the key itself names it; ``None`` for a key
+    of no form :func:`object_key` writes."""
+    match = _OBJECT_KEY_RE.fullmatch(key)
+    return None if match is None else match["sha"]
+
+
+def is_object_key(key: str) -> bool:
+    """Whether ``key`` has a form :func:`object_key` writes (``<name>/<sha256>.pkl``, with a
+    valid name): only such objects are model_filer's to delete or abort."""
+    match = _OBJECT_KEY_RE.fullmatch(key)
+    return (
+        match is not None
+        and bool(_NAME_RE.fullmatch(match["name"]))
+        and name_is_safe(match["name"])
+    )
