@@ -203,6 +203,9 @@ class AzureRemote(Remote):
                 self._client = service.get_container_client(self.container)
             return self._client
 
+    def _connect(self) -> None:
+        self.client  # noqa: B018 - built now, as the bucket stores build theirs
+
     def _service(self) -> Any:
         try:
             from azure.storage.blob import BlobServiceClient

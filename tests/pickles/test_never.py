@@ -182,7 +182,7 @@ def test_checking_the_list_imports_no_library(tmp_path: Path) -> None:
     path.write_bytes(g("builtins", "getattr"))
     code = (
         "import sys\n"
-        "from model_filer import safe_pickle, trust\n"
+        "from model_filer.pickles import safe_pickle, trust\n"
         "safe_pickle._NEVER.reason(print)\n"
         "for name in ('os', 'builtins', 'numpy'):\n"
         "    try:\n"

@@ -391,7 +391,7 @@ def test_torch_is_imported_only_when_a_pickle_names_it(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps([{"a": 1}, R(pickle.loads, b"")], protocol=5))
     code = (
         "import sys, numpy\n"
-        "from model_filer import safe_pickle, trust\n"
+        "from model_filer.pickles import safe_pickle, trust\n"
         f"path = {str(path)!r}\n"
         "try:\n"
         "    safe_pickle.load(open(path, 'rb'), trust.TrustedSet(['*pickle.loads']), 'm')\n"
