@@ -19,8 +19,10 @@ import pytest
 from model_filer import CredentialsError, Filer, RemoteError
 from model_filer.remotes import gcs as gcs_module
 from model_filer.remotes import get_remote
+from tests.support.faultproxy import FaultProxy
 from tests.support.gcsserver import GCS_BUCKET
 from tests.support.gitrepo import environ
+from tests.test_remote_contract import _Collect
 
 MB = 1024 * 1024
 KEY = "m/" + "0" * 64 + ".pkl"
@@ -170,8 +172,6 @@ def test_a_part_of_the_wrong_bytes_is_sent_again(gcs_env, tmp_path):
 
     remote.upload(src, KEY, "0" * 64, None)
 
-    from tests.test_remote_contract import _Collect
-
     sink = _Collect()
     remote.download_from(KEY, 0, sink, None, len(data))
     assert bytes(sink.data) == data
@@ -192,6 +192,31 @@ def test_an_upload_that_leaves_another_size_is_never_synced(gcs_env, tmp_path, m
     with pytest.raises(Exception, match="after the upload, not"):
         filer.push("big")
     assert filer.list_files()[0].state != "synced"
+
+
+def test_a_cut_body_is_asked_again_from_where_it_stopped(gcs_env, tmp_path, monkeypatch):
+    """A download whose body is cut (three times) asks for the rest only, and every byte
+    arrives once, in order."""
+    remote = get_remote("gcs", f"gs://{GCS_BUCKET}/cut-{os.getpid()}")
+    data = os.urandom(3 * MB)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    remote.upload(src, KEY, "0" * 64, None)
+    downloads = lambda method, path: "/download/" in path  # noqa: E731
+    with FaultProxy(
+        gcs_env["STORAGE_EMULATOR_HOST"],
+        share=1.0,
+        faults=["truncate"],
+        budget=3,
+        applies=downloads,
+    ) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        sink = _Collect()
+        get_remote("gcs", remote.address).download_from(KEY, 1000, sink, None, len(data))
+
+    assert proxy.injected["truncate"] == 3 and proxy.count("GET", "/download/") == 4
+    assert sink.offset == 1000 and bytes(sink.data) == data[1000:]
+    assert proxy.bytes_down == len(data) - 1000  # no byte sent twice
 
 
 def test_messages_carry_no_bearer_token_or_session_id():
