@@ -209,13 +209,17 @@ def _tput_row(name: str, label: str, size: int, mine: Series, theirs: Series) ->
     )
 
 
-def bench_transfers(b: GCSBench, size: int) -> list[Row]:
-    """Push and pull of one big model against the client's own upload and download."""
+def bench_transfers(b: GCSBench, size: int, push: bool = True) -> list[Row]:
+    """Push (unless not ``push``: pushed once, untimed) and pull of one big model against the
+    client's own upload and download."""
     template, address = b.fresh("big-template"), b.address("template")
     log(f"setup: dumping a {size // MiB} MiB model")
     b.setup("dump", dir=str(template), address=address, nbytes=size, count=1)
     src = template / "big.pkl"
     pushed: list[tuple[Path, str]] = []
+    if not push:
+        b.setup("push_ours", dir=str(template), address=address)
+        return _pull_rows(b, size, template, address)
 
     def push_ours(i: int) -> Sample:
         folder, new = b.fresh("push"), b.address("push")
@@ -228,8 +232,11 @@ def bench_transfers(b: GCSBench, size: int) -> list[Row]:
 
     mine, theirs = alternate(b.runs, push_ours, push_base, sync=True)
     label = f"push {size // MiB} MiB vs upload_from_filename"
-    rows = [_tput_row("push", label, size, mine, theirs)]
-    folder, pushed_address = pushed[0]
+    return [_tput_row("push", label, size, mine, theirs), *_pull_rows(b, size, *pushed[0])]
+
+
+def _pull_rows(b: GCSBench, size: int, folder: Path, pushed_address: str) -> list[Row]:
+    """The pull of the big model that ``folder`` pushed to ``pushed_address``."""
     (key,) = b.setup("keys", dir=str(folder), address=pushed_address)["keys"]
 
     def pull_ours(i: int) -> Sample:
@@ -251,8 +258,7 @@ def bench_transfers(b: GCSBench, size: int) -> list[Row]:
 
     mine, theirs = alternate(b.runs, pull_ours, pull_base, sync=True)
     label = f"pull {size // MiB} MiB + sha256 vs download_to_filename"
-    rows.append(_tput_row("pull", label, size, mine, theirs))
-    return rows
+    return [_tput_row("pull", label, size, mine, theirs)]
 
 
 def bench_pull_many(b: GCSBench, count: int) -> Row:
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--many", type=int, default=300)
     parser.add_argument("--resume-mib", type=int, default=256)
-    parser.add_argument("--only", nargs="+", choices=["transfers", "many", "resume"])
+    parser.add_argument("--only", nargs="+", choices=["transfers", "pull", "many", "resume"])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--args", default="{}", help=argparse.SUPPRESS)
@@ -387,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     only = set(args.only or ["transfers", "many", "resume"])
     try:
-        if "transfers" in only:
-            rows += bench_transfers(bench, args.size_mib * MiB)
+        if "transfers" in only or "pull" in only:
+            rows += bench_transfers(bench, args.size_mib * MiB, push="transfers" in only)
         if "many" in only:
             rows.append(bench_pull_many(bench, args.many))
         if "resume" in only:

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from model_filer import CredentialsError, Filer, RemoteError
+from model_filer import CredentialsError, Filer, RemoteError, RemoteUnreachableError
 from model_filer.remotes import gcs as gcs_module
 from model_filer.remotes import get_remote
+from tests.remotes.test_contract import QUICK, _Collect
+from tests.support.faultproxy import FaultProxy
 from tests.support.gcsserver import GCS_BUCKET
 from tests.support.gitrepo import environ
 
@@ -170,8 +172,6 @@ def test_a_part_of_the_wrong_bytes_is_sent_again(gcs_env, tmp_path):
 
     remote.upload(src, KEY, "0" * 64, None)
 
-    from tests.remotes.test_contract import _Collect
-
     sink = _Collect()
     remote.download_from(KEY, 0, sink, None, len(data))
     assert bytes(sink.data) == data
@@ -192,6 +192,51 @@ def test_an_upload_that_leaves_another_size_is_never_synced(gcs_env, tmp_path, m
     with pytest.raises(Exception, match="after the upload, not"):
         filer.push("big")
     assert filer.list_files()[0].state != "synced"
+
+
+@pytest.fixture
+def stored(gcs_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
+    """An object of 3 MB at :data:`KEY`: its remote's address and its bytes."""
+    remote = get_remote("gcs", f"gs://{GCS_BUCKET}/cut-{os.getpid()}")
+    data = os.urandom(3 * MB)
+    src = tmp_path_factory.mktemp("stored") / "src"
+    src.write_bytes(data)
+    remote.upload(src, KEY, "0" * 64, None)
+    return remote.address, data
+
+
+def _downloads(method: str, path: str) -> bool:
+    return "/download/" in path
+
+
+def test_a_cut_body_is_asked_again_from_where_it_stopped(gcs_env, stored, monkeypatch):
+    """A download whose body is cut (three times) asks for the rest only, and every byte
+    arrives once, in order."""
+    address, data = stored
+    upstream = gcs_env["STORAGE_EMULATOR_HOST"]
+    with FaultProxy(
+        upstream, share=1.0, faults=["truncate"], budget=3, applies=_downloads
+    ) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        sink = _Collect()
+        get_remote("gcs", address).download_from(KEY, 1000, sink, None, len(data))
+
+    assert proxy.injected["truncate"] == 3 and proxy.count("GET", "/download/") == 4
+    assert sink.offset == 1000 and bytes(sink.data) == data[1000:]
+    assert proxy.bytes_down == len(data) - 1000  # no byte sent twice
+
+
+def test_a_body_that_stops_moving_costs_the_stall_bound(gcs_env, stored, monkeypatch):
+    """A download whose body stops halfway (a stuck link) gives up at the stall bound, not
+    after every attempt the policy allows."""
+    address, data = stored
+    upstream = gcs_env["STORAGE_EMULATOR_HOST"]
+    with FaultProxy(upstream, share=1.0, faults=["stall"], applies=_downloads) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        with pytest.raises(RemoteUnreachableError, match="No answer from"):
+            get_remote("gcs", address, QUICK).download(KEY, _Collect(), None, len(data))
+
+    assert 1 <= proxy.count("GET", "/download/") <= 3  # QUICK would allow 10 attempts
 
 
 def test_messages_carry_no_bearer_token_or_session_id():
