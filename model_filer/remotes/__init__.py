@@ -279,6 +279,39 @@ class Remote(ABC):
         )
 
 
+class RangedRemote(Remote):
+    """A store whose resumed downloads are ranged GETs through its own bounded calls.
+
+    A 404 there may also mean the bucket (or container) is gone: the store is then asked, so
+    the error says which, and how to create it.
+    """
+
+    @abstractmethod
+    def _call(self, action: str, key: str | None, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` as one bounded wait on the store; its errors become typed ones."""
+
+    @abstractmethod
+    def _download_ranges(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        """Ranged GETs of ``offset..size``, written to ``sink`` in order."""
+
+    @abstractmethod
+    def _check_store(self) -> None:
+        """Raise the type's missing-bucket error if its bucket or container is gone."""
+
+    def download_from(
+        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
+    ) -> None:
+        from model_filer.errors import RemoteObjectMissingError
+
+        try:
+            self._call("download", key, self._download_ranges, key, offset, sink, progress, size)
+        except RemoteObjectMissingError:
+            self._check_store()  # a missing bucket or container also answers 404
+            raise
+
+
 class _Unseekable:
     """A :class:`RangeSink` as a plain in-order :class:`Sink`."""
 

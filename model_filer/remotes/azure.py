@@ -39,8 +39,8 @@ from model_filer.remotes import (
     PATIENT,
     Network,
     Progress,
+    RangedRemote,
     RangeSink,
-    Remote,
     RemoteObject,
     Sending,
     Sink,
@@ -169,7 +169,7 @@ def _block_id(number: int, block: int) -> str:
     return f"model-filer-{block:011d}-{number:06d}"
 
 
-class AzureRemote(Remote):
+class AzureRemote(RangedRemote):
     """Objects at ``az://<container>@<account>/<prefix>/<key>``."""
 
     remote_type = "azure"
@@ -376,7 +376,7 @@ class AzureRemote(Remote):
             address=self.address,
         )
 
-    def _check_container(self) -> None:
+    def _check_store(self) -> None:
         """Raise :class:`BucketNotFoundError` when the container is missing."""
         try:
             self._call("list", None, self.client.get_container_properties)
@@ -407,7 +407,7 @@ class AzureRemote(Remote):
         if size >= SINGLE_PUT and self.size_of(key) == size:
             return
         if not self._container_checked:
-            self._check_container()
+            self._check_store()
             self._container_checked = True
         blob = self._blob(key)
         if size < SINGLE_PUT:
@@ -475,16 +475,7 @@ class AzureRemote(Remote):
                 )
         self.download_from(key, 0, _InOrder(sink), progress, size)
 
-    def download_from(
-        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
-    ) -> None:
-        try:
-            self._call("download", key, self._ranges, key, offset, sink, progress, size)
-        except RemoteObjectMissingError:
-            self._check_container()  # a missing container also answers 404
-            raise
-
-    def _ranges(
+    def _download_ranges(
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:
         """Ranged GETs of ``offset..size`` written in order: a kill loses at most the window
@@ -558,7 +549,7 @@ class AzureRemote(Remote):
         try:
             properties = self._call("check", key, self._blob(key).get_blob_properties)
         except RemoteObjectMissingError:
-            self._check_container()  # a missing container also answers 404 to HEAD
+            self._check_store()  # a missing container also answers 404 to HEAD
             return None
         return int(properties.size)
 
@@ -569,7 +560,7 @@ class AzureRemote(Remote):
         try:
             self._call("delete", key, self._blob(key).delete_blob)
         except RemoteObjectMissingError:
-            self._check_container()  # absent is fine; a missing container is not
+            self._check_store()  # absent is fine; a missing container is not
 
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
         root = f"{self.prefix}/" if self.prefix else ""

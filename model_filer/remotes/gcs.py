@@ -275,7 +275,7 @@ class GCSRemote(BucketRemote):
             address=self.address,
         )
 
-    def _check_bucket(self) -> None:
+    def _check_store(self) -> None:
         """Raise :class:`BucketNotFoundError` when the bucket is missing: a listing of one
         object, which the Storage Object roles allow (a bucket lookup needs more)."""
         bucket = self._bucket()
@@ -292,7 +292,7 @@ class GCSRemote(BucketRemote):
             "check", key, lambda: bucket.get_blob(name, timeout=self._timeout, retry=None)
         )
         if blob is None:
-            self._check_bucket()  # a missing bucket also answers 404
+            self._check_store()  # a missing bucket also answers 404
             return None
         return int(blob.size)
 
@@ -380,7 +380,7 @@ class GCSRemote(BucketRemote):
         except Exception as exc:
             error = self._error(exc, "download", key)
             if isinstance(error, RemoteObjectMissingError):
-                self._check_bucket()  # a missing bucket also answers 404
+                self._check_store()  # a missing bucket also answers 404
             raise error from None
 
     # -- uploads ----------------------------------------------------------------------------
@@ -391,7 +391,7 @@ class GCSRemote(BucketRemote):
         if size > SINGLE_UPLOAD and self.size_of(key) == size:
             return
         if not self._bucket_checked:
-            self._check_bucket()
+            self._check_store()
             self._bucket_checked = True
         if size <= SINGLE_UPLOAD:
             blob = self._blob(key)

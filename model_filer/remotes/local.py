@@ -113,7 +113,9 @@ class LocalRemote(Remote):
         final = self.root / ID_FILE
         tmp = self.root / owned_temp_name("remote-id")
         data = f"{uuid.uuid4().hex}\n".encode()
-        try:
+        with self._writing(
+            tmp, f"the remote ID {final}", ID_FILE, "Check the folder's permissions."
+        ):
             tmp.write_bytes(data)
             try:
                 os.link(tmp, final)  # never replaces: a concurrent first push keeps its ID
@@ -122,16 +124,6 @@ class LocalRemote(Remote):
             except OSError:  # a share without hard links: exclusive create instead
                 with contextlib.suppress(FileExistsError), open(final, "xb") as fh:
                     fh.write(data)
-        except OSError as exc:
-            raise RemoteError(
-                f"Cannot write the remote ID {final}: {exc.strerror}. Check the folder's "
-                "permissions.",
-                key=ID_FILE,
-                address=self.address,
-            ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
         for _ in range(50):  # an exclusive create may be seen before its bytes
             with contextlib.suppress(RemoteError):
                 if (created := self.identity()) is not None:
@@ -142,6 +134,19 @@ class LocalRemote(Remote):
             key=ID_FILE,
             address=self.address,
         )
+
+    @contextlib.contextmanager
+    def _writing(self, tmp: Path, what: str, key: str, fix: str) -> Iterator[None]:
+        """Write ``what`` through ``tmp``: an OSError becomes the remote's error; ``tmp`` goes."""
+        try:
+            yield
+        except OSError as exc:
+            raise RemoteError(
+                f"Cannot write {what}: {exc.strerror}. {fix}", key=key, address=self.address
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -163,21 +168,11 @@ class LocalRemote(Remote):
         if dest.is_file() and dest.stat().st_size == src.stat().st_size:
             return  # keys embed the sha256: same key, same bytes
         tmp = dest.with_name(owned_temp_name("upload"))
-        try:
+        with self._writing(tmp, str(dest), key, "Check the folder's permissions and free space."):
             dest.parent.mkdir(parents=True, exist_ok=True)
             remove_dead_temps_in(dest.parent)  # left by a push killed mid-copy
             _copy(src, tmp, progress)
             os.replace(tmp, dest)
-        except OSError as exc:
-            raise RemoteError(
-                f"Cannot write {dest}: {exc.strerror}. "
-                "Check the folder's permissions and free space.",
-                key=key,
-                address=self.address,
-            ) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def download(
         self, key: str, sink: Sink, progress: Progress | None, size: int | None = None

@@ -31,6 +31,7 @@ from model_filer.remotes import (
     PATIENT,
     Network,
     Progress,
+    RangedRemote,
     RangeSink,
     RemoteObject,
     Sink,
@@ -157,7 +158,7 @@ def scrub(text: str) -> str:
     return re.sub(r"(?i)(signature|x-amz-security-token|credential)=[^&\s'\"]+", r"\1=***", text)
 
 
-class S3Remote(BucketRemote):
+class S3Remote(RangedRemote, BucketRemote):
     """Objects at ``s3://<bucket>/<prefix>/<key>``."""
 
     remote_type = scheme = kind = "s3"
@@ -340,7 +341,7 @@ class S3Remote(BucketRemote):
             address=self.address,
         )
 
-    def _check_bucket(self) -> None:
+    def _check_store(self) -> None:
         from botocore.exceptions import ClientError
 
         try:
@@ -385,7 +386,7 @@ class S3Remote(BucketRemote):
         if size >= MULTIPART_THRESHOLD and self.size_of(key) == size:
             return
         if not self._bucket_checked:  # once: some stores create a missing bucket on PUT
-            self._check_bucket()
+            self._check_store()
             self._bucket_checked = True
         if size >= MULTIPART_THRESHOLD:
             self._call("upload to", key, self._upload_resumable, src, key, sha256, progress)
@@ -406,7 +407,7 @@ class S3Remote(BucketRemote):
             with self._waiting("download", key):
                 self._download(key, sink, progress, size)
         except RemoteObjectMissingError:
-            self._check_bucket()  # a missing bucket also answers 404 to HEAD
+            self._check_store()  # a missing bucket also answers 404 to HEAD
             raise
 
     def _download(self, key: str, sink: Sink, progress: Progress | None, size: int | None) -> None:
@@ -421,15 +422,6 @@ class S3Remote(BucketRemote):
         self._call("download", key, future.result)
 
     # -- resumable transfers (see model_filer.transfer.resume) --------------------------------
-    def download_from(
-        self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
-    ) -> None:
-        try:
-            self._call("download", key, self._download_ranges, key, offset, sink, progress, size)
-        except RemoteObjectMissingError:
-            self._check_bucket()  # a missing bucket also answers 404
-            raise
-
     def _download_ranges(
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:
@@ -667,7 +659,7 @@ class S3Remote(BucketRemote):
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING_CODES:
-                self._check_bucket()  # a missing bucket also answers 404 to HEAD
+                self._check_store()  # a missing bucket also answers 404 to HEAD
                 return None
             raise self._error(exc, "check", key) from None
         except Exception as exc:
