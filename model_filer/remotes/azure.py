@@ -66,7 +66,12 @@ _CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 _ACCOUNT_RE = re.compile(r"[a-z0-9]{3,24}")
 _SECRET_FIELDS = ("AccountKey", "SharedAccessSignature")
 # Environment values azure-identity reads that are secrets in themselves.
-_SECRET_ENV = (CONN_ENV, "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD")
+_SECRET_ENV = (
+    CONN_ENV,
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_PASSWORD",
+)
 
 
 def parse_address(address: str) -> tuple[str | None, str, str]:
@@ -236,6 +241,9 @@ class AzureRemote(RangedRemote):
                 connection_data_block_size=READ_BLOCK,
             ),
             "retry_policy": self._retry_policy(),
+            # download_blob retries a cut body in a loop of its own, outside the retry policy:
+            # every request passes here first, where a stalled store is given up on.
+            "raw_request_hook": self._before_request,
             "raw_response_hook": lambda _response: self.silence.heard(),
             "max_single_put_size": SINGLE_PUT,
         }
@@ -254,6 +262,12 @@ class AzureRemote(RangedRemote):
             raise RemoteError(f"Signing in to Azure needs azure-identity: {EXTRA}") from None
         url = f"https://{self.account}.blob.core.windows.net"
         return BlobServiceClient(url, credential=DefaultAzureCredential(), **options)
+
+    def _before_request(self, _request: Any) -> None:
+        """Before each request: give up on a store silent past the read timeout (as S3's
+        ``before-call``); on a store that answers, every request runs."""
+        if self.silence.seconds() >= self.network.read_timeout:
+            check_stall(self.silence, self.network, 0.0)
 
     def _retry_policy(self) -> Any:
         """azure-storage's linear retry, within the network policy's attempts and stall bound."""
@@ -311,7 +325,8 @@ class AzureRemote(RangedRemote):
             with self._waiting(action, key):
                 return fn(*args, **kwargs)
         except (AzureError, OSError, _Stalled) as exc:
-            raise self._error(exc, action, key) from None
+            error = self._error(exc, action, key)
+        raise error  # outside the except: the SDK's exception (and a SAS it quotes) is not kept
 
     def _blob(self, key: str) -> Any:
         return self.client.get_blob_client(self._full_key(key))

@@ -171,7 +171,10 @@ class GCSRemote(BucketRemote):
         try:
             client = storage.Client()
         except Exception as exc:  # google.auth's DefaultCredentialsError and kin
-            raise self._error(exc, "connect to", None) from None
+            error = self._error(exc, "connect to", None)
+            client = None
+        if client is None:
+            raise error  # outside the except: the client's exception is not kept as context
         # Off: a background lookup of the bucket, for tracing attributes, with the client's
         # own retries, on every call (outside the network policy; a permission more).
         client._bucket_metadata_cache = None
@@ -221,7 +224,8 @@ class GCSRemote(BucketRemote):
         except ModelFilerError:  # ours already, or the sink's (a full local disk)
             raise
         except Exception as exc:
-            raise self._error(exc, action, key) from None
+            error = self._error(exc, action, key)
+        raise error  # outside the except: the client's exception is not kept as context
 
     def _error(self, exc: BaseException, action: str, key: str | None) -> RemoteError:
         """``exc`` as our error, naming ``key`` and this remote's address."""
@@ -354,7 +358,7 @@ class GCSRemote(BucketRemote):
         written = 0
 
         def rest() -> None:
-            nonlocal written
+            nonlocal offset, written
             start = offset + written
             # The stored bytes as they are (a gzip-stored object is not decompressed).
             headers = {"accept-encoding": "gzip"} | ({"range": f"bytes={start}-"} if start else {})
@@ -365,6 +369,17 @@ class GCSRemote(BucketRemote):
                     return
                 if response.status_code >= 400:
                     raise from_http_response(response)  # type: ignore[no-untyped-call]
+                if start and response.status_code != 206:  # Range ignored: the whole object
+                    restart = getattr(sink, "restart", None)
+                    if restart is None:  # (a plain sink cannot take its first bytes again)
+                        raise RemoteError(
+                            f"{self.url(key)}: the store ignored a Range request and sent "
+                            "the whole object again. Try again.",
+                            key=key,
+                            address=self.address,
+                        )
+                    restart(0)
+                    offset, written = 0, 0
                 for chunk in response.raw.stream(READ, decode_content=False):
                     self.silence.heard()
                     sink.write(chunk)
@@ -379,9 +394,11 @@ class GCSRemote(BucketRemote):
             raise
         except Exception as exc:
             error = self._error(exc, "download", key)
-            if isinstance(error, RemoteObjectMissingError):
-                self._check_store()  # a missing bucket also answers 404
-            raise error from None
+        else:
+            return
+        if isinstance(error, RemoteObjectMissingError):
+            self._check_store()  # a missing bucket also answers 404
+        raise error  # outside the except: the client's exception is not kept as context
 
     # -- uploads ----------------------------------------------------------------------------
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:

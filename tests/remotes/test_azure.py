@@ -10,13 +10,16 @@ suite unchanged. No SDK is mocked: every call reaches Azurite, a fault proxy or 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -642,3 +645,74 @@ def test_contract_an_unreachable_store_is_a_typed_error(
     # Refused connections are retried until the stall bound, then given up on.
     with pytest.raises(RemoteUnreachableError, match=r"Azure Blob Storage at http://127\.0\.0\.1:"):
         filer.push("m")
+
+
+def _body_that_stops(size: int) -> tuple[socket.socket, list[int]]:
+    """A server on 127.0.0.1 that answers each GET with headers and 1,000 bytes of a ranged
+    body, then goes silent (a stuck link): azure-storage-blob's own loop retries such a body."""
+    server = socket.create_server(("127.0.0.1", 0))
+    connections = [0]
+
+    def handle(conn: socket.socket) -> None:
+        connections[0] += 1
+        with conn:
+            conn.recv(65536)
+            head = (
+                f"HTTP/1.1 206 Partial Content\r\nContent-Length: {size}\r\n"
+                f"Content-Range: bytes 0-{size - 1}/{size}\r\nx-ms-blob-type: BlockBlob\r\n"
+                'x-ms-version: 2021-08-06\r\nETag: "0x1"\r\n'
+                "Last-Modified: Sun, 06 Dec 2026 12:00:00 GMT\r\n\r\n"
+            )
+            conn.sendall(head.encode() + b"x" * 1000)
+            time.sleep(30)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, connections
+
+
+def test_a_body_that_stops_moving_costs_the_stall_bound(azure_env: Azurite, monkeypatch) -> None:
+    """download_blob retries a cut body in a loop of its own: the stall bound still ends it
+    (before, three tries of each range: 17 s and 24 requests under the hooks' FAIL_FAST)."""
+    size = 200_000  # one range
+    server, connections = _body_that_stops(size)
+    with server:
+        port = server.getsockname()[1]
+        monkeypatch.setenv(
+            "AZURE_STORAGE_CONNECTION_STRING", connection_string(f"http://127.0.0.1:{port}")
+        )
+        # A second try could end past 2.5 s of silence: not started (QUICK would allow it).
+        network = Network(connect_timeout=0.5, read_timeout=1.0, stall_timeout=2.5)
+        remote = get_remote("azure", "az://models/p", network)
+        with pytest.raises(RemoteUnreachableError, match="No answer from"):
+            remote.download_from("m/" + "0" * 64 + ".pkl", 0, _Sink(), None, size)
+    assert connections[0] <= 2  # the SDK's loop alone makes 3
+
+
+class _Sink:
+    def restart(self, offset: int) -> None:
+        pass
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def test_an_error_keeps_no_sdk_exception_that_quotes_a_sas(tmp_path: Path, monkeypatch) -> None:
+    """Error reporters walk ``__context__``: the SDK's exception, whose text may quote the SAS
+    signature of the request URL, is not kept on ours."""
+    sig = "SECRETSIGabcdefghijkl%2B123%3D"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;SharedAccessSignature=sv=2021-08-06"
+        f"&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig={sig}",
+    )
+    network = Network(connect_timeout=0.5, read_timeout=0.5, max_attempts=2, stall_timeout=2)
+    with pytest.raises(RemoteError) as info:
+        get_remote("azure", "az://models/p", network).size_of("m/" + "0" * 64 + ".pkl")
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert sig[:12] not in repr(info.value) + str(info.value)
