@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from tests.support.azurite import (
 )
 from tests.support.faultproxy import FaultProxy, StuckServer
 from tests.support.gitrepo import environ, registry_bytes, sample_entry
-from tests.support.machines import another_machine
+from tests.support.machines import another_machine, kill_when
 
 MB = 1024 * 1024
 BIG = 48 * MB  # above resume.RESUMABLE_ABOVE: ranged and staged; small enough for the suite
@@ -546,26 +545,12 @@ filer.load("big") if sys.argv[1] == "load" else filer.push("big")
 def _kill_at_half(proxy: FaultProxy, action: str, folder: Path, address: str, total: int) -> None:
     """Run ``action`` in a child through the proxy; SIGKILL it once half the bytes passed."""
     counter = "bytes_down" if action == "load" else "bytes_up"
-    conn = connection_string(proxy.url, DEV_ACCOUNT)
-    child = subprocess.Popen(
+    kill_when(
         [sys.executable, "-c", _RUN, action, str(folder), address],
-        env=environ(**isolated_azure_env(conn)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        environ(**isolated_azure_env(connection_string(proxy.url, DEV_ACCOUNT))),
+        lambda: getattr(proxy, counter) >= total // 2,
+        settle=0.5,  # requests the child left in flight finish in the proxy
     )
-    try:
-        while getattr(proxy, counter) < total // 2:
-            if child.poll() is not None:
-                assert child.stderr is not None
-                raise AssertionError(f"{action} ended before the kill: {child.stderr.read()!r}")
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
-        assert child.stderr is not None
-        child.stderr.close()
-    time.sleep(0.5)  # requests the child left in flight finish in the proxy
 
 
 def _blob(server: Azurite, address: str, key: str) -> Any:

@@ -14,10 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +40,7 @@ from tests.support.azurite import DEV_KEY, connection_string
 from tests.support.faultproxy import FaultProxy, StuckServer
 from tests.support.gcsserver import GCS_BUCKET, free_port
 from tests.support.gitrepo import environ
+from tests.support.machines import kill_when
 
 MB = 1024 * 1024
 BIG = 32 * MB  # above every type's single-request size: the resumable paths
@@ -407,24 +405,12 @@ def _kill_at_half(
 ) -> None:
     """Run ``action`` in a child through the proxy ``via``; SIGKILL it once ``moved()``
     passes half of :data:`BIG`."""
-    child = subprocess.Popen(
+    kill_when(
         [sys.executable, "-c", _RUN, action, str(folder), target.address, target.remote_type],
-        env=environ(**target.point_at(via.url)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        environ(**target.point_at(via.url)),
+        lambda: moved() >= BIG // 2,
+        settle=1.0,  # what the child left in flight reaches the store
     )
-    try:
-        while moved() < BIG // 2:
-            if child.poll() is not None:
-                raise AssertionError(f"{action} ended before the kill: {child.stderr.read()!r}")  # type: ignore[union-attr]
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
-        assert child.stderr is not None
-        child.stderr.close()
-    time.sleep(1.0)  # what the child left in flight reaches the store
 
 
 def _partial_bytes(store: Path) -> int:

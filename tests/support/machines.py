@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -17,3 +21,24 @@ def another_machine() -> Path:
     root = Path(os.environ["MODEL_FILER_CACHE_DIR"])
     shutil.rmtree(root, ignore_errors=True)
     return root
+
+
+def kill_when(
+    argv: list[str], env: dict[str, str], reached: Callable[[], bool], settle: float
+) -> None:
+    """Run ``argv`` as another machine's process and SIGKILL it once ``reached()`` is true
+    (say, half a transfer's bytes passed a proxy); then wait ``settle`` seconds for what it
+    left in flight. Fails the test if the process ends on its own before the kill."""
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    try:
+        while not reached():
+            if child.poll() is not None:
+                raise AssertionError(f"{argv[-1]!r} ended before the kill: {child.stderr.read()!r}")
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
+    time.sleep(settle)

@@ -12,7 +12,6 @@ import hashlib
 import http.server
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from model_filer.remotes.s3 import S3Remote
 from model_filer.transfer import resume
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import environ
+from tests.support.machines import kill_when
 
 MB = 1024 * 1024
 SIZE = 96 * MB
@@ -50,24 +50,12 @@ def payload() -> bytes:
 def _kill_at_half(proxy: FaultProxy, action: str, folder: Path, address: str, total: int) -> None:
     """Run ``action`` in a child through the proxy; SIGKILL it once half the bytes passed."""
     counter = "bytes_down" if action == "load" else "bytes_up"
-    child = subprocess.Popen(
+    kill_when(
         [sys.executable, "-c", _RUN, action, str(folder), address],
-        env=environ(AWS_ENDPOINT_URL=proxy.url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        environ(AWS_ENDPOINT_URL=proxy.url),
+        lambda: getattr(proxy, counter) >= total // 2,
+        settle=0.5,  # requests the child left in flight finish in the proxy
     )
-    try:
-        while getattr(proxy, counter) < total // 2:
-            if child.poll() is not None:
-                raise AssertionError(f"{action} ended before the kill: {child.stderr.read()!r}")  # type: ignore[union-attr]
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
-        assert child.stderr is not None
-        child.stderr.close()
-    time.sleep(0.5)  # requests the child left in flight finish in the proxy
 
 
 def _parts_settled(client: Any, bucket: str, quiet: float = 1.0, limit: float = 30.0) -> int:
