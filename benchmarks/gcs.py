@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import workers
 from benchmarks.common import DELAY, HERE, PY, BenchError, MiB, log
 from benchmarks.harness import (
     Row,
@@ -100,17 +101,7 @@ def w_push_base(path: str, key: str) -> dict[str, Any]:
 
 
 def w_pull_ours(dir: str, address: str, expect: int) -> dict[str, Any]:
-    import google.cloud.storage  # noqa: F401 - imported beforehand on both sides
-
-    from model_filer import Filer
-
-    filer = Filer(dir, address, "gcs")
-    start = time.perf_counter()
-    report = filer.pull()
-    seconds = time.perf_counter() - start
-    if report.failed or len(report.done) != expect:
-        raise BenchError(f"pull fetched {len(report.done)}/{expect}; failed: {report.failed}")
-    return {"seconds": seconds}
+    return workers.w_pull_ours(dir, address, expect, remote_type="gcs")
 
 
 def w_pull_base(key: str, path: str) -> dict[str, Any]:

@@ -158,12 +158,15 @@ def w_push_base(path: str, bucket: str, key: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start}
 
 
-def w_pull_ours(dir: str, address: str, expect: int) -> dict[str, Any]:
-    import boto3  # noqa: F401 - imported beforehand on both sides; clients made in the timing
+def w_pull_ours(dir: str, address: str, expect: int, remote_type: str = "s3") -> dict[str, Any]:
+    """A timed ``filer.pull()`` of ``expect`` models. The type's client library is imported
+    beforehand, as the baseline's side does; its clients are made within the timing."""
+    import importlib
 
     from model_filer import Filer
 
-    filer = Filer(dir, address, "s3")
+    importlib.import_module({"s3": "boto3", "gcs": "google.cloud.storage"}[remote_type])
+    filer = Filer(dir, address, remote_type)
     start = time.perf_counter()
     report = filer.pull()
     seconds = time.perf_counter() - start
