@@ -34,115 +34,55 @@ SCRIPT = "defined in a script: move it to an importable module to trust it"
 DUNDER = "a dunder or malformed name"
 PYX_UNPICKLE = "__pyx_unpickle_"  # Cython's reconstructor of class C is M.__pyx_unpickle_C
 
-# Modules holding the models and data structures of the common ML stack. Their classes are
-# trusted; their functions are not (see DEFAULT_FUNCTIONS).
-DEFAULT_GLOBS = (
-    "numpy.*",
-    "scipy.*",
-    "sklearn.*",
-    "pandas.*",
-    "xgboost.*",
-    "lightgbm.*",
-    "catboost.*",
-)
-# Inside those packages, modules whose classes open files, processes or sockets when built
-# (numpy.memmap, pandas.HDFStore, scipy.io.netcdf_file, xgboost's tracker...). Defense in
-# depth: the defaults leave them out; a project can still name one of their classes exactly.
-DEFAULT_EXCLUDED = (
-    "numpy.core.memmap",
-    "numpy._core.memmap",
-    "numpy.lib.npyio",
-    "numpy.lib._npyio_impl",
-    "numpy.lib._datasource",
-    "numpy.lib.format",
-    "numpy.ctypeslib",
-    "numpy.testing",
-    "numpy.f2py",
-    "numpy.distutils",
-    "scipy.io",
-    "scipy._lib",
-    "scipy.datasets",
-    "scipy.odr",  # ODR(..., overwrite=True) deletes its report files when built
-    # their classes start a process pool (workers=N) or call the functions they are given
-    # when built: any trusted function would be called through them
-    "scipy.optimize._differentialevolution",
-    "scipy.optimize._differentiable_functions",
-    "scipy.optimize._constraints",
-    "scipy.optimize._shgo",
-    "scipy.optimize._shgo_lib",
-    "scipy.optimize._basinhopping",
-    "scipy.integrate._ivp",  # ODE solvers call fun(t0, y0) when built
-    "scipy.sparse.linalg._eigen.arpack",
-    "scipy.stats._sampling",
-    "pandas.io",
-    "pandas.util",
-    "pandas.testing",
-    "pandas._testing",
-    "pandas.plotting",
-    "pandas.core.computation",  # Expr(...) evaluates its string when built (also NEVER)
-    "sklearn.datasets",
-    "sklearn.utils._testing",
-    "sklearn.externals",
-    "sklearn.callback",  # ScoringMonitor.__setstate__ opens a socket listener and a thread
-    "xgboost.tracker",
-    "xgboost.collective",
-    "xgboost.federated",
-    "xgboost.dask",
-    "xgboost.spark",
-    "xgboost.testing",
-    "lightgbm.dask",
-    "catboost.widget",
-)
-# Their public classes of that kind, by the name they show (numpy and pandas rename their
-# public classes' __module__ to the top package, hiding the module they come from).
-DEFAULT_EXCLUDED_CLASSES = frozenset(
-    {
-        "numpy.memmap",
-        "numpy.DataSource",
-        "pandas.HDFStore",
-        "pandas.ExcelFile",
-        "pandas.ExcelWriter",
-        "pandas.api.typing.JsonReader",  # pandas.io readers: they open files or URLs
-        "pandas.api.typing.SASReader",
-        "pandas.api.typing.StataReader",
-        # they call the functions they are given when built (audit: calls of a parameter)
-        "scipy.stats._distribution_infrastructure.MonotonicTransformedDistribution",
-        "scipy.special._orthogonal.orthopoly1d",
-    }
-)
-_BUILTINS = (
-    "bool bytearray bytes complex dict float frozenset getattr int list object range set slice "
-    "str tuple"
-)
-_SKLEARN_FUNCTIONS = {
-    "sklearn.feature_selection._univariate_selection": (
-        "f_classif f_regression chi2 r_regression f_oneway"
-    ),
-    "sklearn.metrics._classification": (
-        "accuracy_score balanced_accuracy_score brier_score_loss d2_brier_score "
-        "d2_log_loss_score f1_score fbeta_score jaccard_score log_loss matthews_corrcoef "
-        "precision_score recall_score"
-    ),
-    "sklearn.metrics._ranking": "average_precision_score roc_auc_score top_k_accuracy_score",
-    "sklearn.metrics._regression": (
-        "d2_absolute_error_score explained_variance_score max_error mean_absolute_error "
-        "mean_absolute_percentage_error mean_gamma_deviance mean_poisson_deviance "
-        "mean_squared_error mean_squared_log_error median_absolute_error r2_score "
-        "root_mean_squared_error root_mean_squared_log_error"
-    ),
-    "sklearn.metrics._scorer": "negative_likelihood_ratio positive_likelihood_ratio",
-    "sklearn.metrics.cluster._supervised": (
-        "adjusted_mutual_info_score adjusted_rand_score completeness_score "
-        "fowlkes_mallows_score homogeneity_score mutual_info_score normalized_mutual_info_score "
-        "rand_score v_measure_score"
-    ),
-}
-
 
 def _functions(by_module: dict[str, str]) -> list[str]:
     return [f"{module}.{f}" for module, names in by_module.items() for f in names.split()]
 
 
+# Modules holding the models and data structures of the common ML stack. Their classes are
+# trusted; their functions are not (see DEFAULT_FUNCTIONS).
+DEFAULT_GLOBS = tuple(
+    f"{p}.*" for p in "numpy scipy sklearn pandas xgboost lightgbm catboost".split()
+)
+# Inside those packages, modules whose classes open files, processes or sockets when built
+# (numpy.memmap, pandas.HDFStore, scipy.io.netcdf_file, xgboost's tracker...). Defense in
+# depth: the defaults leave them out; a project can still name one of their classes exactly.
+DEFAULT_EXCLUDED = tuple(
+    (
+        "numpy.core.memmap numpy._core.memmap numpy.lib.npyio numpy.lib._npyio_impl "
+        "numpy.lib._datasource numpy.lib.format numpy.ctypeslib numpy.testing numpy.f2py "
+        "numpy.distutils scipy.io scipy._lib scipy.datasets "
+        "scipy.odr "  # ODR(..., overwrite=True) deletes its report files when built
+        # their classes start a process pool (workers=N) or call the functions they are given
+        # when built: any trusted function would be called through them
+        "scipy.optimize._differentialevolution scipy.optimize._differentiable_functions "
+        "scipy.optimize._constraints scipy.optimize._shgo scipy.optimize._shgo_lib "
+        "scipy.optimize._basinhopping "
+        "scipy.integrate._ivp "  # ODE solvers call fun(t0, y0) when built
+        "scipy.sparse.linalg._eigen.arpack scipy.stats._sampling "
+        "pandas.io pandas.util pandas.testing pandas._testing pandas.plotting "
+        "pandas.core.computation "  # Expr(...) evaluates its string when built (also NEVER)
+        "sklearn.datasets sklearn.utils._testing sklearn.externals "
+        "sklearn.callback "  # ScoringMonitor.__setstate__ opens a socket listener and a thread
+        "xgboost.tracker xgboost.collective xgboost.federated xgboost.dask xgboost.spark "
+        "xgboost.testing lightgbm.dask catboost.widget"
+    ).split()
+)
+# Their public classes of that kind, by the name they show (numpy and pandas rename their
+# public classes' __module__ to the top package, hiding the module they come from).
+DEFAULT_EXCLUDED_CLASSES = frozenset(
+    _functions(
+        {
+            "numpy": "memmap DataSource",
+            "pandas": "HDFStore ExcelFile ExcelWriter",
+            # pandas.io readers: they open files or URLs
+            "pandas.api.typing": "JsonReader SASReader StataReader",
+            # they call the functions they are given when built (audit: calls of a parameter)
+            "scipy.stats._distribution_infrastructure": "MonotonicTransformedDistribution",
+            "scipy.special._orthogonal": "orthopoly1d",
+        }
+    )
+)
 _TORCH_REBUILDERS = (
     "tensor tensor_v2 tensor_v3 parameter parameter_with_state qtensor sparse_tensor "
     "meta_tensor_no_storage nested_tensor wrapper_subclass device_tensor_from_numpy "
@@ -157,83 +97,91 @@ _TORCH_DTYPES = (
     + " per_tensor_affine per_tensor_symmetric per_channel_affine per_channel_symmetric "
     "per_channel_affine_float_qparams"
 )
-# The exact functions (and stdlib classes) that pickles of that stack call.
+# The exact functions (and stdlib classes) that pickles of that stack call, by module.
 DEFAULT_FUNCTIONS = frozenset(
-    {
-        # builtins that rebuild plain values; builtins.getattr is served restricted (classmethods
-        # of already trusted classes only: how zoneinfo and others pickle their constructors)
-        *(f"builtins.{n}" for n in _BUILTINS.split()),
-        "copyreg._reconstructor",
-        "_codecs.encode",  # protocol 0-2 pickles of bytes
-        "collections.OrderedDict",
-        "collections.defaultdict",
-        "collections.deque",
-        "collections.Counter",
-        "datetime.date",
-        "datetime.datetime",
-        "datetime.time",
-        "datetime.timedelta",
-        "datetime.timezone",
-        "decimal.Decimal",
-        "fractions.Fraction",
-        "uuid.UUID",
-        "zoneinfo.ZoneInfo",
-        "pytz._p",
-        "pytz._UTC",
-        "dateutil.relativedelta.relativedelta",
-        "dateutil.tz.tz.tzutc",
-        "dateutil.tz.tz.tzoffset",
-        # numpy's array, scalar and random-state reconstructors (numpy 1.x and 2.x paths)
-        *(
-            f"numpy.{core}.{f}"
-            for core in ("core", "_core")
-            for f in ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")
-        ),
-        "numpy.random._pickle.__randomstate_ctor",
-        "numpy.random._pickle.__generator_ctor",
-        "numpy.random._pickle.__bit_generator_ctor",
-        # pandas' reconstructors and singletons
-        "pandas.NA",
-        "pandas._libs.missing.NA",
-        "pandas._libs.internals._unpickle_block",
-        "pandas._libs.tslibs.nattype._nat_unpickle",
-        "pandas._libs.tslibs.nattype.__nat_unpickle",
-        "pandas._libs.tslibs.timestamps._unpickle_timestamp",
-        "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
-        "pandas.core.indexes.base._new_Index",
-        "pandas.core.indexes.datetimes._new_DatetimeIndex",
-        "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
-        "pandas.core.indexes.period._new_PeriodIndex",
-        "pandas.core.indexes.interval._new_IntervalIndex",
-        "pandas.core.series._new_bare_series",
-        # scikit-learn's Cython reconstructors
-        "sklearn.metrics._dist_metrics.newObj",
-        "sklearn.neighbors._kd_tree.newObj",
-        "sklearn.neighbors._ball_tree.newObj",
-        # scikit-learn's functions held as parameters of estimators fitted with their
-        # defaults: score functions, named scorers (scoring="..."), pooling. A pickle may call
-        # them, with its own arguments: they compute over arrays in numpy and scipy, start
-        # no thread or process of their own (BLAS's pool aside, as any array operation), and
-        # read no file (checked in scikit-learn's source; NOT_BY_DEFAULT has the others)
-        *_functions(_SKLEARN_FUNCTIONS),
-        "numpy.mean",
-        "numpy.ma.core._mareconstruct",  # masked arrays, as in a search's cv_results_
-        "scipy._lib.array_api_compat.numpy._aliases.asarray",  # held by SplineTransformer
-        # PyTorch: what torch.load(weights_only=True) admits by default (torch's
-        # _weights_only_unpickler._get_allowed_globals) that a plain pickle of tensors,
-        # Parameters and state_dicts names; _load_from_bytes is served by a safe substitute.
-        *(f"torch._utils._rebuild_{f}" for f in _TORCH_REBUILDERS.split()),
-        "torch._tensor._rebuild_from_type_v2",
-        "torch.serialization._get_layout",
-        "torch.storage._load_from_bytes",
-        "torch.Size",
-        "torch.Tensor",
-        "torch.device",
-        "torch.nn.parameter.Parameter",
-        *(f"torch.{t}" for t in _TORCH_DTYPES.split()),
-    }
+    _functions(
+        {
+            # builtins that rebuild plain values; builtins.getattr is served restricted
+            # (classmethods of already trusted classes only: how zoneinfo and others pickle
+            # their constructors)
+            "builtins": "bool bytearray bytes complex dict float frozenset getattr int list "
+            "object range set slice str tuple",
+            "copyreg": "_reconstructor",
+            "_codecs": "encode",  # protocol 0-2 pickles of bytes
+            "collections": "OrderedDict defaultdict deque Counter",
+            "datetime": "date datetime time timedelta timezone",
+            "decimal": "Decimal",
+            "fractions": "Fraction",
+            "uuid": "UUID",
+            "zoneinfo": "ZoneInfo",
+            "pytz": "_p _UTC",
+            "dateutil.relativedelta": "relativedelta",
+            "dateutil.tz.tz": "tzutc tzoffset",
+            # numpy's array, scalar and random-state reconstructors (numpy 1.x and 2.x paths)
+            "numpy.core.multiarray": "_reconstruct scalar",
+            "numpy._core.multiarray": "_reconstruct scalar",
+            "numpy.core.numeric": "_frombuffer",
+            "numpy._core.numeric": "_frombuffer",
+            "numpy.random._pickle": "__randomstate_ctor __generator_ctor __bit_generator_ctor",
+            # pandas' reconstructors and singletons
+            "pandas": "NA",
+            "pandas._libs.missing": "NA",
+            "pandas._libs.internals": "_unpickle_block",
+            "pandas._libs.tslibs.nattype": "_nat_unpickle __nat_unpickle",
+            "pandas._libs.tslibs.timestamps": "_unpickle_timestamp",
+            "pandas._libs.tslibs.timedeltas": "_timedelta_unpickle",
+            "pandas.core.indexes.base": "_new_Index",
+            "pandas.core.indexes.datetimes": "_new_DatetimeIndex",
+            "pandas.core.indexes.timedeltas": "_new_TimedeltaIndex",
+            "pandas.core.indexes.period": "_new_PeriodIndex",
+            "pandas.core.indexes.interval": "_new_IntervalIndex",
+            "pandas.core.series": "_new_bare_series",
+            # scikit-learn's Cython reconstructors
+            "sklearn.metrics._dist_metrics": "newObj",
+            "sklearn.neighbors._kd_tree": "newObj",
+            "sklearn.neighbors._ball_tree": "newObj",
+            # scikit-learn's functions held as parameters of estimators fitted with their
+            # defaults: score functions, named scorers (scoring="..."), pooling. A pickle may
+            # call them, with its own arguments: they compute over arrays in numpy and scipy,
+            # start no thread or process of their own (BLAS's pool aside, as any array
+            # operation), and read no file (checked in scikit-learn's source; NOT_BY_DEFAULT
+            # has the others)
+            "sklearn.feature_selection._univariate_selection": (
+                "f_classif f_regression chi2 r_regression f_oneway"
+            ),
+            "sklearn.metrics._classification": (
+                "accuracy_score balanced_accuracy_score brier_score_loss d2_brier_score "
+                "d2_log_loss_score f1_score fbeta_score jaccard_score log_loss matthews_corrcoef "
+                "precision_score recall_score"
+            ),
+            "sklearn.metrics._ranking": "average_precision_score roc_auc_score top_k_accuracy_score",
+            "sklearn.metrics._regression": (
+                "d2_absolute_error_score explained_variance_score max_error mean_absolute_error "
+                "mean_absolute_percentage_error mean_gamma_deviance mean_poisson_deviance "
+                "mean_squared_error mean_squared_log_error median_absolute_error r2_score "
+                "root_mean_squared_error root_mean_squared_log_error"
+            ),
+            "sklearn.metrics._scorer": "negative_likelihood_ratio positive_likelihood_ratio",
+            "sklearn.metrics.cluster._supervised": (
+                "adjusted_mutual_info_score adjusted_rand_score completeness_score "
+                "fowlkes_mallows_score homogeneity_score mutual_info_score "
+                "normalized_mutual_info_score rand_score v_measure_score"
+            ),
+            "numpy": "mean",
+            "numpy.ma.core": "_mareconstruct",  # masked arrays, as in a search's cv_results_
+            "scipy._lib.array_api_compat.numpy._aliases": "asarray",  # held by SplineTransformer
+            # PyTorch: what torch.load(weights_only=True) admits by default (torch's
+            # _weights_only_unpickler._get_allowed_globals) that a plain pickle of tensors,
+            # Parameters and state_dicts names; _load_from_bytes is served by a safe substitute.
+            "torch._utils": " ".join(f"_rebuild_{f}" for f in _TORCH_REBUILDERS.split()),
+            "torch._tensor": "_rebuild_from_type_v2",
+            "torch.serialization": "_get_layout",
+            "torch.storage": "_load_from_bytes",
+            "torch": f"Size Tensor device {_TORCH_DTYPES}",
+            "torch.nn.parameter": "Parameter",
+        }
+    )
 )
-
 
 # Functions estimators keep that the defaults leave out, and why: a pickle that may name a
 # function may also call it, with arguments of its choosing, while loading. The defaults above
@@ -437,12 +385,15 @@ _NEVER_NAMES = {spec.replace(":", "."): why for spec, why in NEVER_BY_SPEC.items
 _NEVER_MODULES = _rows(NEVER_MODULES)
 
 
+def _under(module: str, prefixes: Iterable[str]) -> str | None:
+    """The first of ``prefixes`` that is ``module`` or a package holding it."""
+    return next((p for p in prefixes if module == p or module.startswith(p + ".")), None)
+
+
 def never_module(module: str) -> str | None:
     """Why nothing defined in ``module`` can be trusted, if it is in :data:`NEVER_MODULES`."""
-    if _in(module, _NEVER_MODULES):
-        prefix = next(p for p in _NEVER_MODULES if module == p or module.startswith(p + "."))
-        return f"{prefix}: {_NEVER_MODULES[prefix]}"
-    return None
+    prefix = _under(module, _NEVER_MODULES)
+    return None if prefix is None else f"{prefix}: {_NEVER_MODULES[prefix]}"
 
 
 def never_reason(full: str) -> str | None:
@@ -455,9 +406,14 @@ def never_reason(full: str) -> str | None:
         return SCRIPT
     if not dot or not is_safe_name(module, qualname):
         return DUNDER
-    if full in _NEVER_NAMES:
-        return _NEVER_NAMES[full]
-    return never_module(full.rpartition(".")[0])
+    return _NEVER_NAMES.get(full) or never_module(full.rpartition(".")[0])
+
+
+def _plain(dotted: str) -> bool:
+    """A dotted name without dunder parts."""
+    return _DOTTED_RE.fullmatch(dotted) is not None and not any(
+        _DUNDER_RE.fullmatch(p) for p in dotted.split(".")
+    )
 
 
 def is_safe_name(module: str, qualname: str) -> bool:
@@ -466,11 +422,7 @@ def is_safe_name(module: str, qualname: str) -> bool:
     Dunder parts (``__builtins__``, ``__globals__``, ``__class__``...) are how a name reaches
     things its module never meant to export, so they are never trusted.
     """
-    return (
-        _DOTTED_RE.fullmatch(module) is not None
-        and _DOTTED_RE.fullmatch(qualname) is not None
-        and not any(_DUNDER_RE.fullmatch(p) for p in (*module.split("."), *qualname.split(".")))
-    )
+    return _plain(module) and _plain(qualname)
 
 
 def can_trust(full: str) -> bool:
@@ -478,20 +430,12 @@ def can_trust(full: str) -> bool:
     return never_reason(full) is None
 
 
-def _in(module: str, prefixes: Iterable[str]) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in prefixes)
-
-
 def check_pattern(pattern: object, where: str) -> str:
     """Return ``pattern`` if it is a valid trust pattern; else raise :class:`TrustConfigError`."""
     if pattern == EVERYTHING:
         return EVERYTHING
-    ok = isinstance(pattern, str)
-    if isinstance(pattern, str):
-        body = pattern.removesuffix(".*")
-        ok = _DOTTED_RE.fullmatch(body) is not None and (body != pattern or "." in body)
-        ok = ok and not any(_DUNDER_RE.fullmatch(p) for p in body.split("."))
-    if not ok:
+    body = pattern.removesuffix(".*") if isinstance(pattern, str) else ""
+    if not (_plain(body) and (body != pattern or "." in body)):
         raise TrustConfigError(
             f"{where}: {pattern!r} is not a trust pattern. Use an exact name "
             '("mypkg.models.MyModel"), a module glob ("mypkg.models.*") or "*" for everything; '
@@ -538,11 +482,12 @@ class TrustedSet:
 
     def glob_covers(self, module: str, qualname: str | None = None) -> bool:
         """Whether classes defined in ``module`` (named ``qualname``) are trusted by a glob."""
-        return _in(module, self.globs) or (
-            _in(module, self.default_globs)
-            and not _in(module, DEFAULT_EXCLUDED)
-            and f"{module}.{qualname}" not in DEFAULT_EXCLUDED_CLASSES
-            and f"{module}.{qualname}" not in NOT_BY_DEFAULT  # for the name-only checks
+        full = f"{module}.{qualname}"
+        return _under(module, self.globs) is not None or (
+            _under(module, self.default_globs) is not None
+            and _under(module, DEFAULT_EXCLUDED) is None
+            and full not in DEFAULT_EXCLUDED_CLASSES
+            and full not in NOT_BY_DEFAULT  # for the name-only checks
         )
 
     def pyx_class(self, module: str, qualname: str) -> str | None:
@@ -557,11 +502,11 @@ class TrustedSet:
         if cls == qualname or not cls or "." in cls:
             return None
         trusted = self.is_exact(module, cls) or self.glob_covers(module, cls)
-        return cls if trusted and never_reason(f"{module}.{cls}") is None else None
+        return cls if trusted and can_trust(f"{module}.{cls}") else None
 
     def admits_name(self, module: str, qualname: str) -> bool:
         """The check of a global by its name alone, before anything is imported."""
-        return never_reason(f"{module}.{qualname}") is None and (
+        return can_trust(f"{module}.{qualname}") and (
             self.is_exact(module, qualname)
             or self.glob_covers(module, qualname)
             or self.pyx_class(module, qualname) is not None
@@ -575,11 +520,7 @@ class TrustedSet:
         never-list is refused by name here, by the object it resolves to when loading.
         """
         module, _, qualname = full.rpartition(".")
-        return (
-            bool(module)
-            and _DOTTED_RE.fullmatch(full) is not None
-            and (self.admits_name(module, qualname))
-        )
+        return self.admits_name(module, qualname)
 
     def fix(self, names: Iterable[str]) -> str:
         """The ``pyproject.toml`` lines that would trust ``names``, keeping the project's own.
@@ -589,8 +530,7 @@ class TrustedSet:
         """
         names = {n for n in names if can_trust(n)}
         own = [p for p in self.project if p.endswith("*") or (can_trust(p) and p not in SERVED)]
-        listed = [*own, *sorted(names - set(own))]
-        items = ", ".join(f'"{n}"' for n in listed)
+        items = ", ".join(f'"{n}"' for n in [*own, *sorted(names - set(own))])
         return f"[tool.model_filer]\ntrusted = [{items}]"
 
 
@@ -599,11 +539,7 @@ def find_pyproject(start: Path) -> Path | None:
     here = start.resolve()
     while not here.exists():  # a model folder not created yet: look from its parent
         here = here.parent
-    for folder in (here, *here.parents):
-        candidate = folder / PYPROJECT
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((f / PYPROJECT for f in (here, *here.parents) if (f / PYPROJECT).is_file()), None)
 
 
 def project_patterns(start: Path) -> list[str]:
@@ -615,18 +551,16 @@ def project_patterns(start: Path) -> list[str]:
 
     try:
         with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+            tool = tomllib.load(fh).get("tool", {})
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TrustConfigError(
             f"{path}: cannot read it ({exc}). Fix the file: model_filer reads its "
             "[tool.model_filer] trusted list."
         ) from None
-    tool = doc.get("tool", {})
-    if not isinstance(tool, dict):
-        raise TrustConfigError(f"{path}: [tool] must be a table. Fix the file.")
-    section = tool.get("model_filer", {})
+    section = tool.get("model_filer", {}) if isinstance(tool, dict) else None
     if not isinstance(section, dict):
-        raise TrustConfigError(f"{path}: [tool.model_filer] must be a table.")
+        table = "[tool.model_filer]" if isinstance(tool, dict) else "[tool]"
+        raise TrustConfigError(f"{path}: {table} must be a table. Fix the file.")
     trusted = section.get("trusted", [])
     if not isinstance(trusted, list):
         raise TrustConfigError(
@@ -643,5 +577,6 @@ def trusted_set(start: Path, trusted: Iterable[str] | None = None) -> TrustedSet
             f"trusted= takes a list of patterns, not the string {trusted!r}: "
             f"write trusted=[{trusted!r}]."
         )
-    extra = [check_pattern(p, "trusted=") for p in (trusted or ())]
-    return TrustedSet(extra, project=project_patterns(start))
+    return TrustedSet(
+        [check_pattern(p, "trusted=") for p in trusted or ()], project=project_patterns(start)
+    )
