@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import UntrustedModelError, UntrustedModelWarning
 from model_filer.pickles import torch_weights, trust
-from model_filer.pickles.trust import TrustedSet, is_safe_name
+from model_filer.pickles.trust import Refused, TrustedSet, is_safe_name
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -43,14 +43,6 @@ _CHUNK = 64 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_STRING = 4096  # longer strings cannot be names: skipped, never read
 PRESCAN_BUDGET = 256 * 1024  # bytes of opcodes: a 50 MB, 90-tree forest has 25 KiB beside payloads
-
-
-class _Refused(Exception):
-    """A global outside the trusted set; ``never`` when no pattern could ever trust it."""
-
-    def __init__(self, full: str, never: str | None = None) -> None:
-        super().__init__(full)
-        self.full, self.never = full, never
 
 
 class Scan(NamedTuple):
@@ -64,6 +56,12 @@ class Scan(NamedTuple):
     def names(self) -> list[str]:
         """The imports as a sorted ``module.qualname`` list."""
         return sorted({f"{m}.{q}" for m, q in self.imports})
+
+    def opaque(self) -> list[str]:
+        """What no pattern can trust beside the imports: ``EXT`` codes, computed names."""
+        listed = [f"EXT opcode {code} (copyreg extension)" for code in self.ext]
+        computed = "a global whose name is computed while loading (STACK_GLOBAL)"
+        return [*listed, computed] if self.computed else listed
 
 
 # -- resolving a global --------------------------------------------------------------------
@@ -80,7 +78,7 @@ def _walk(module: str, qualname: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
         if isinstance(obj, ModuleType):
-            raise _Refused(f"{module}.{qualname}", "reached through a module attribute")
+            raise Refused(f"{module}.{qualname}", "reached through a module attribute")
     return obj
 
 
@@ -92,12 +90,12 @@ def _class_attribute(obj: object, name: object, *default: object) -> Any:
     """
     full = f"getattr({getattr(obj, '__qualname__', type(obj).__name__)}, {name!r})"
     if default or not isinstance(obj, type) or not isinstance(name, str):
-        raise _Refused(full, "builtins.getattr on something other than a class")
+        raise Refused(full, "builtins.getattr on something other than a class")
     if not is_safe_name(obj.__module__, f"{obj.__qualname__}.{name}"):
-        raise _Refused(full, "a dunder name")
+        raise Refused(full, "a dunder name")
     value = getattr(obj, name)
     if not (isinstance(value, MethodType | BuiltinMethodType) and value.__self__ is obj):
-        raise _Refused(full, "builtins.getattr of something other than a classmethod")
+        raise Refused(full, "builtins.getattr of something other than a classmethod")
     return value
 
 
@@ -159,17 +157,25 @@ _NEVER = _NeverObjects()
 
 
 def _screened(obj: Any, full: str) -> Any:
-    """``obj``, or its safe substitute; raise :class:`_Refused` if it is never trusted."""
+    """``obj``, or its safe substitute; raise :class:`Refused` if it is never trusted."""
     why = _NEVER.reason(obj)
     if why is None:
         return obj
     if why in trust.SERVED:
         return torch_weights.load_from_bytes
-    raise _Refused(full, why)
+    raise Refused(full, why)
+
+
+def _by_name(module: str, qualname: str, trusted: TrustedSet) -> Refused | None:
+    """The check of a global by its name alone, before anything is imported."""
+    module, qualname = _compat(module, qualname)
+    if trusted.admits_name(module, qualname):
+        return None
+    return Refused(f"{module}.{qualname}", trust.never_reason(f"{module}.{qualname}"))
 
 
 def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
-    """The global ``module.name`` if ``trusted`` allows it; raise :class:`_Refused` otherwise.
+    """The global ``module.name`` if ``trusted`` allows it; raise :class:`Refused` otherwise.
 
     Judged by name before any import; a glob-trusted name must then be a class defined in a
     trusted module (its own ``__module__``), so a glob never trusts a function or a module
@@ -181,33 +187,27 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
     full = f"{module}.{name}"
     why = trust.never_reason(full)
     if why is not None:
-        raise _Refused(full, why)
+        raise Refused(full, why)
     sys.audit("pickle.find_class", module, name)
     if trusted.is_exact(module, name):
         obj = _walk(module, name)
         return _class_attribute if obj is getattr else _screened(obj, full)
     cls = trusted.pyx_class(module, name)
-    if cls is not None:
-        return _pyx_unpickle(module, name, cls, trusted)
+    if cls is not None:  # Cython's module.__pyx_unpickle_C, trusted because module.C is
+        klass, obj = resolve(module, cls, trusted), _walk(module, name)
+        if not (isinstance(klass, type) and callable(obj)) or (
+            getattr(obj, "__module__", None) != klass.__module__
+        ):
+            raise Refused(full)  # not a reconstructor beside its class
+        return _screened(obj, full)
     if not trusted.glob_covers(module, name):
-        raise _Refused(full)
+        raise Refused(full)
     obj = _walk(module, name)
     if not isinstance(obj, type):
-        raise _Refused(full)  # a function: trusted by its exact name only
+        raise Refused(full)  # a function: trusted by its exact name only
     if not trusted.glob_covers(obj.__module__, obj.__qualname__):
-        raise _Refused(full)  # defined elsewhere, or a class the defaults leave out
+        raise Refused(full)  # defined elsewhere, or a class the defaults leave out
     return _screened(obj, full)
-
-
-def _pyx_unpickle(module: str, name: str, cls: str, trusted: TrustedSet) -> Any:
-    """Cython's ``module.__pyx_unpickle_C``, trusted because the class ``module.C`` is."""
-    klass = resolve(module, cls, trusted)
-    obj = _walk(module, name)
-    if not (isinstance(klass, type) and callable(obj)) or getattr(obj, "__module__", None) != (
-        klass.__module__
-    ):
-        raise _Refused(f"{module}.{name}")  # not a reconstructor beside its class
-    return _screened(obj, f"{module}.{name}")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -408,12 +408,6 @@ def _scan_quietly(fh: IO[bytes], start: int) -> Scan | None:
         return None
 
 
-def imports_of(path: str | os.PathLike[str]) -> Scan:
-    """Scan the pickle file at ``path``."""
-    with open(path, "rb") as fh:
-        return scan(fh)
-
-
 # -- listing imports while pickling ----------------------------------------------------------
 class RecordingPickler(pickle.Pickler):
     """The C pickler, noting each global it writes: what :func:`scan` would list, for free.
@@ -423,6 +417,8 @@ class RecordingPickler(pickle.Pickler):
     objects it reduces, whose reduction is computed here once, as the pickler would (copyreg
     first, then ``__reduce_ex__``), and handed to it. A reduction that is a string is a
     global too; a tuple's callable comes back through here.
+
+    With ``out_of_band``, torch's storage bytes are written after the pickle (:attr:`buffers`).
     """
 
     def __init__(
@@ -435,8 +431,7 @@ class RecordingPickler(pickle.Pickler):
         if out_of_band:
             kwargs["buffer_callback"] = self._in_band
         super().__init__(file, protocol, **kwargs)
-        if protocol is None:
-            protocol = pickle.DEFAULT_PROTOCOL
+        protocol = pickle.DEFAULT_PROTOCOL if protocol is None else protocol
         self._protocol = pickle.HIGHEST_PROTOCOL if protocol < 0 else protocol
         self._imports: set[tuple[str, str]] = set()
         self._out_of_band = out_of_band and self._protocol >= 5
@@ -459,36 +454,6 @@ class RecordingPickler(pickle.Pickler):
         self._placeholders[id(placeholder)] = (placeholder, make)
         return loader, (placeholder,)
 
-    def _storage_out_of_band(self, obj: Any) -> Any:
-        """A torch storage, recognised by its exact type before it is reduced: its bytes are
-        made once, when written after the pickle (not all held in memory meanwhile).
-        ``NotImplemented`` for anything else."""
-        module = sys.modules.get("torch.storage")
-        if module is None or type(obj) not in (
-            getattr(module, "TypedStorage", None),
-            getattr(module, "UntypedStorage", None),
-        ):
-            return NotImplemented
-        return self._placeholder_for(
-            module._load_from_bytes, lambda: obj.__reduce_ex__(self._protocol)[1][0]
-        )
-
-    def _reduction_out_of_band(self, value: Any) -> Any:
-        """Any other object reducing to ``(_load_from_bytes, (bytes,))``, as a storage of a
-        subclass does: the bytes it made go out of band too."""
-        loader = getattr(sys.modules.get("torch.storage"), "_load_from_bytes", None)
-        if not (
-            loader is not None
-            and type(value) is tuple
-            and len(value) == 2
-            and value[0] is loader
-            and len(value[1]) == 1
-            and isinstance(value[1][0], bytes)
-        ):
-            return value
-        data = value[1][0]
-        return self._placeholder_for(loader, lambda: data)
-
     def _note(self, obj: Any, name: str) -> None:
         self._imports.add((whichmodule(obj, name), name))
 
@@ -497,15 +462,27 @@ class RecordingPickler(pickle.Pickler):
             self._note(obj, obj.__qualname__)
             return NotImplemented
         reduce = copyreg.dispatch_table.get(type(obj))
-        if self._out_of_band and reduce is None:
-            value = self._storage_out_of_band(obj)
-            if value is not NotImplemented:
-                return value
+        storage: Any = (
+            sys.modules.get("torch.storage") if self._out_of_band and not reduce else None
+        )
+        loader = getattr(storage, "_load_from_bytes", None)
+        if loader is not None and type(obj) in (storage.TypedStorage, storage.UntypedStorage):
+            # a storage, by its exact type before it is reduced: its bytes are made once,
+            # when written after the pickle (not all held in memory meanwhile)
+            return self._placeholder_for(loader, lambda: obj.__reduce_ex__(self._protocol)[1][0])
         value = reduce(obj) if reduce is not None else obj.__reduce_ex__(self._protocol)
         if isinstance(value, str):
             self._note(obj, value)
-        elif self._out_of_band and reduce is None:
-            value = self._reduction_out_of_band(value)
+        elif (  # reduced to (_load_from_bytes, (bytes,)), as a storage of a subclass is
+            loader is not None
+            and type(value) is tuple
+            and len(value) == 2
+            and value[0] is loader
+            and len(value[1]) == 1
+            and isinstance(value[1][0], bytes)
+        ):
+            data = value[1][0]
+            return self._placeholder_for(loader, lambda: data)
         return value
 
     def scan(self) -> Scan:
@@ -516,48 +493,31 @@ class RecordingPickler(pickle.Pickler):
 
 
 # -- loading -------------------------------------------------------------------------------
-def _extensions_registered() -> bool:
-    return bool(getattr(copyreg, "_inverted_registry", True)) or bool(
-        getattr(copyreg, "_extension_cache", True)
-    )
+def _listed(refusals: Iterable[Refused]) -> tuple[list[str], list[str]]:
+    """The names refused that a pattern could trust, and those none can (with the reason)."""
+    untrusted: set[str] = set()
+    never: dict[str, str] = {}  # name: why no pattern can trust it (its first refusal's)
+    for refused in refusals:
+        if refused.never:
+            never.setdefault(refused.full, refused.never)
+        else:
+            untrusted.add(refused.full)
+    return sorted(untrusted), [f"{n} ({why})" for n, why in sorted(never.items())]
 
 
 def _refusal(
-    name: str, trusted: TrustedSet, found: Scan | None, refused: _Refused | None
+    name: str, trusted: TrustedSet, found: Scan | None, refused: Refused | None
 ) -> UntrustedModelError:
-    untrusted: set[str] = set()
-    never: dict[str, str] = {}  # name: why no pattern can trust it
-    if refused is not None:
-        if refused.never:
-            never[refused.full] = refused.never
-        else:
-            untrusted.add(refused.full)
+    """The error for a refused pickle: ``refused`` and every global of ``found`` refused by
+    name, with the ``EXT`` codes and computed names."""
+    refusals = [] if refused is None else [refused]
     for module, qualname in found.imports if found is not None else ():
-        module, qualname = _compat(module, qualname)
-        full = f"{module}.{qualname}"
-        why = trust.never_reason(full)
-        if why is not None:
-            never.setdefault(full, why)
-        elif not _by_name(module, qualname, trusted):
-            untrusted.add(full)
-    listed = [f"{n} ({why})" for n, why in sorted(never.items())]
-    listed += [f"EXT opcode {code} (copyreg extension)" for code in found.ext] if found else []
-    if found is not None and found.computed:
-        listed.append("a global whose name is computed while loading (STACK_GLOBAL)")
+        by_name = _by_name(module, qualname, trusted)
+        refusals += [] if by_name is None else [by_name]
+    untrusted, never = _listed(refusals)
+    never += found.opaque() if found is not None else []
     return UntrustedModelError(
-        name, sorted(untrusted), listed, trusted.fix(untrusted), trust.not_by_default(untrusted)
-    )
-
-
-def _by_name(module: str, qualname: str, trusted: TrustedSet) -> bool:
-    """The check of a global by its name alone, before anything is imported."""
-    return trusted.admits_name(*_compat(module, qualname))
-
-
-def _judge_names(found: Scan, trusted: TrustedSet) -> bool:
-    """Whether every global of ``found`` passes the by-name check (classes come later)."""
-    return not (found.ext or found.computed) and all(
-        _by_name(m, q, trusted) for m, q in found.imports
+        name, untrusted, never, trusted.fix(untrusted), trust.not_by_default(untrusted)
     )
 
 
@@ -583,19 +543,21 @@ def load(
         found: Scan | None = scan(fh, PRESCAN_BUDGET)
     except _OverBudget:
         fh.seek(start)  # EXT codes could skip find_class if copyreg cached one: scan them all
-        found = scan(fh) if _extensions_registered() else None
+        extensions = getattr(copyreg, "_inverted_registry", True) or getattr(
+            copyreg, "_extension_cache", True
+        )
+        found = scan(fh) if extensions else None
     fh.seek(start)
-    if found is not None and not _judge_names(found, trusted):
+    if found is not None and (
+        found.opaque() or any(_by_name(m, q, trusted) is not None for m, q in found.imports)
+    ):
         raise _refusal(name, trusted, found, None)
     if found is not None and isinstance(buffers, torch_weights.Buffers):
         buffers.expect(found.buffers)  # as many as the pickle takes, or the file is not ours
     try:
         return _Unpickler(fh, trusted, buffers).load()
-    except _Refused as exc:
+    except Refused as exc:  # by find_class, or inside _load_from_bytes (torch's unpickler)
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
-    except torch_weights._NestedRefusal as exc:  # torch's unpickler, inside _load_from_bytes
-        refused = _Refused(exc.name, exc.reason)
-        raise _refusal(name, trusted, found or _scan_quietly(fh, start), refused) from None
     except Exception:
         found = found or _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
         if found is not None and found.ext:
@@ -608,33 +570,23 @@ def loads(data: bytes, trusted: TrustedSet, name: str = "<bytes>") -> Any:
     return load(io.BytesIO(data), trusted, name)
 
 
-def untrusted_imports(found: Scan, trusted: TrustedSet) -> tuple[list[str], list[str]]:
-    """What loading would refuse of a pickle made here (its modules are already loaded).
-
-    Returns the names a pattern could trust, and those no pattern can (with the reason).
-    """
-    fixable, never = [], []
-    for module, qualname in sorted(found.imports):
-        try:
-            resolve(module, qualname, trusted)
-        except _Refused as exc:
-            if exc.never:
-                never.append(f"{exc.full} ({exc.never})")
-            else:
-                fixable.append(exc.full)
-        except (ImportError, AttributeError):  # not importable by name: load would fail too
-            never.append(f"{module}.{qualname} (cannot be imported by that name)")
-    never.extend(f"EXT opcode {code}" for code in found.ext)
-    return fixable, never
-
-
 def warn_untrusted(
     model_name: str, found: Scan, trusted: TrustedSet, stacklevel: int = 2
 ) -> list[str]:
-    """Warn with :class:`UntrustedModelWarning` when ``load`` would refuse this pickle."""
+    """Warn with :class:`UntrustedModelWarning` when ``load`` would refuse this pickle made
+    here (its modules are already loaded); return what it would refuse."""
     import warnings
 
-    fixable, never = untrusted_imports(found, trusted)
+    refusals = []
+    for module, qualname in found.imports:
+        try:
+            resolve(module, qualname, trusted)
+        except Refused as exc:
+            refusals.append(exc)
+        except (ImportError, AttributeError):  # not importable by name: load would fail too
+            refusals.append(Refused(f"{module}.{qualname}", "cannot be imported by that name"))
+    fixable, never = _listed(refusals)
+    never += found.opaque()
     parts = []
     if fixable:
         why = trust.not_by_default(fixable)

@@ -71,20 +71,12 @@ def _write_buffers(writer: HashingWriter, buffers: list[Callable[[], bytes]]) ->
     writer.write(trailer + len(sizes).to_bytes(_WORD, "little") + _MAGIC)
 
 
-def _unreadable(name: str) -> SerializationError:
-    return SerializationError(
-        f"Model {name!r}: its out-of-band buffers are unreadable (its registry entry says "
-        "its tensors follow the pickle, and they do not). The file was not written by "
-        "model_filer's dump: ask its author to dump it again and push it."
-    )
-
-
 def _read_buffers(fh: IO[bytes], name: str) -> Buffers:
     """The out-of-band buffers of the file at ``fh``: their sizes, made into lazy slices of
     the file as the unpickler takes them (the load checks it takes as many as listed)."""
     from array import array
 
-    from model_filer.pickles.torch_weights import MAX_BUFFERS, Buffers
+    from model_filer.pickles.torch_weights import MAX_BUFFERS, Buffers, unreadable
 
     start = fh.tell()
     end = fh.seek(0, 2)
@@ -93,16 +85,16 @@ def _read_buffers(fh: IO[bytes], name: str) -> Buffers:
     count = int.from_bytes(tail[:_WORD], "little")
     sizes_at = end - 2 * _WORD - count * _WORD
     if tail[_WORD:] != _MAGIC or count > MAX_BUFFERS or sizes_at < start:
-        raise _unreadable(name)
+        raise unreadable(name)
     fh.seek(sizes_at)
     sizes = array("Q", fh.read(count * _WORD))  # 8 bytes each, not a Python object each
     if sys.byteorder != "little":
         sizes.byteswap()
     offset = sizes_at - sum(sizes)
     if len(sizes) != count or offset < start:
-        raise _unreadable(name)
+        raise unreadable(name)
     fh.seek(start)
-    return Buffers(fh, offset, sizes, sizes_at, lambda: _unreadable(name))
+    return Buffers(fh, offset, sizes, sizes_at, name)
 
 
 def dump_entry(model: Any, name: str, fh: IO[bytes], trust_from: Path | None = None) -> Entry:

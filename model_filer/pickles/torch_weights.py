@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pickle
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
+
+from model_filer.errors import SerializationError
+from model_filer.pickles.trust import Refused
 
 NAME = "torch.storage._load_from_bytes"
 
@@ -32,16 +34,6 @@ _original: Callable[[], dict[str, Any]] | None = None
 
 BUFFER = "an out-of-band buffer (NEXT_BUFFER)"
 MAX_BUFFERS = 1 << 20  # out-of-band buffers a file may hold: a state_dict has thousands
-
-
-class _NestedRefusal(pickle.UnpicklingError):
-    """A refusal met while loading, outside ``find_class``: ``name`` is the global (or thing)
-    refused, ``reason`` says why (torch's restricted unpickler refused the nested bytes, or
-    the pickle tried to change an out-of-band buffer)."""
-
-    def __init__(self, reason: str, name: str = NAME) -> None:
-        super().__init__(reason)
-        self.reason, self.name = reason, name
 
 
 def _user_globals_unless_inside() -> dict[str, Any]:
@@ -134,7 +126,7 @@ class FileSlice:
 
     def __setstate__(self, state: object) -> None:
         """``BUILD`` on a buffer: only a crafted pickle does it."""
-        raise _NestedRefusal("a pickle that tries to change an out-of-band buffer", BUFFER)
+        raise Refused(BUFFER, "a pickle that tries to change an out-of-band buffer")
 
     @property
     def length(self) -> int:
@@ -173,28 +165,29 @@ class FileSlice:
         return data
 
 
+def unreadable(name: str) -> SerializationError:
+    """The error for model ``name`` whose out-of-band buffers are not as its file lists."""
+    return SerializationError(
+        f"Model {name!r}: its out-of-band buffers are unreadable (its registry entry says "
+        "its tensors follow the pickle, and they do not). The file was not written by "
+        "model_filer's dump: ask its author to dump it again and push it."
+    )
+
+
 class Buffers:
-    """A file's out-of-band buffers, made one at a time as the unpickler takes them.
+    """Model ``name``'s out-of-band buffers, made one at a time as the unpickler takes them.
 
     ``sizes`` are the trailer's (at most :data:`MAX_BUFFERS`); the first buffer starts at
-    ``offset``. ``unreadable`` makes the error for a file whose pickle takes another count.
+    ``offset``.
     """
 
-    def __init__(
-        self,
-        fh: IO[bytes],
-        offset: int,
-        sizes: Sequence[int],
-        end: int,
-        unreadable: Callable[[], Exception],
-    ) -> None:
-        self._fh, self._offset, self._sizes, self._end = fh, offset, sizes, end
-        self._unreadable = unreadable
+    def __init__(self, fh: IO[bytes], offset: int, sizes: Sequence[int], end: int, name: str):
+        self._fh, self._offset, self._sizes, self._end, self._name = fh, offset, sizes, end, name
 
     def expect(self, count: int) -> None:
         """Raise unless the pickle takes exactly as many buffers as the trailer lists."""
         if count != len(self._sizes):
-            raise self._unreadable()
+            raise unreadable(self._name)
 
     def __iter__(self) -> Iterator[FileSlice]:
         offset = self._offset
@@ -234,7 +227,8 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     """``torch.storage._load_from_bytes`` through torch's restricted unpickler.
 
     Returns what torch stored (a storage, read into memory it owns: writable, no view of
-    ``b``). Raises :class:`_NestedRefusal` when torch's unpickler refuses the bytes.
+    ``b``). Raises :class:`~model_filer.pickles.trust.Refused` when torch's unpickler
+    refuses the bytes.
     """
     import torch
 
@@ -243,17 +237,18 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     elif isinstance(b, bytes | bytearray):
         source = io.BytesIO(b)
     else:  # what only a crafted pickle passes (a memoryview of another buffer...)
-        raise _NestedRefusal(f"its argument is a {type(b).__name__}, not the bytes of a storage")
+        raise Refused(NAME, f"its argument is a {type(b).__name__}, not the bytes of a storage")
     with default_allowlist_only():
         try:
             return torch.load(source, weights_only=True, mmap=False)
-        except _NestedRefusal:
+        except Refused:
             raise
         except Exception as exc:  # not a storage torch reads: typed, not raw
             why = _why(str(exc)) or f"{type(exc).__name__}: they end too early"
-            raise _NestedRefusal(
+            raise Refused(
+                NAME,
                 "served by model_filer's safe substitute, which refused its nested torch.save "
                 "bytes (read by torch.load(weights_only=True) with torch's default allowlist "
                 f"only): {why}; nothing in them ran. Dump tensors or "
-                "model.state_dict(), not objects that pickle code"
+                "model.state_dict(), not objects that pickle code",
             ) from None

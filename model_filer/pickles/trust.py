@@ -35,43 +35,54 @@ DUNDER = "a dunder or malformed name"
 PYX_UNPICKLE = "__pyx_unpickle_"  # Cython's reconstructor of class C is M.__pyx_unpickle_C
 
 
-def _functions(by_module: dict[str, str]) -> list[str]:
+class Refused(Exception):
+    """A global (or a thing the loader met) refused while loading: ``full`` names it; ``never``
+    says why no pattern could ever trust it, ``None`` when one could."""
+
+    def __init__(self, full: str, never: str | None = None) -> None:
+        super().__init__(full)
+        self.full, self.never = full, never
+
+
+def _qualified(by_module: dict[str, str]) -> list[str]:
     return [f"{module}.{f}" for module, names in by_module.items() for f in names.split()]
 
 
 # Modules holding the models and data structures of the common ML stack. Their classes are
 # trusted; their functions are not (see DEFAULT_FUNCTIONS).
 DEFAULT_GLOBS = tuple(
-    f"{p}.*" for p in "numpy scipy sklearn pandas xgboost lightgbm catboost".split()
+    f"{p}.*" for p in ("numpy", "scipy", "sklearn", "pandas", "xgboost", "lightgbm", "catboost")
 )
 # Inside those packages, modules whose classes open files, processes or sockets when built
 # (numpy.memmap, pandas.HDFStore, scipy.io.netcdf_file, xgboost's tracker...). Defense in
 # depth: the defaults leave them out; a project can still name one of their classes exactly.
 DEFAULT_EXCLUDED = tuple(
-    (
-        "numpy.core.memmap numpy._core.memmap numpy.lib.npyio numpy.lib._npyio_impl "
-        "numpy.lib._datasource numpy.lib.format numpy.ctypeslib numpy.testing numpy.f2py "
-        "numpy.distutils scipy.io scipy._lib scipy.datasets "
-        "scipy.odr "  # ODR(..., overwrite=True) deletes its report files when built
-        # their classes start a process pool (workers=N) or call the functions they are given
-        # when built: any trusted function would be called through them
-        "scipy.optimize._differentialevolution scipy.optimize._differentiable_functions "
-        "scipy.optimize._constraints scipy.optimize._shgo scipy.optimize._shgo_lib "
-        "scipy.optimize._basinhopping "
-        "scipy.integrate._ivp "  # ODE solvers call fun(t0, y0) when built
-        "scipy.sparse.linalg._eigen.arpack scipy.stats._sampling "
-        "pandas.io pandas.util pandas.testing pandas._testing pandas.plotting "
-        "pandas.core.computation "  # Expr(...) evaluates its string when built (also NEVER)
-        "sklearn.datasets sklearn.utils._testing sklearn.externals "
-        "sklearn.callback "  # ScoringMonitor.__setstate__ opens a socket listener and a thread
-        "xgboost.tracker xgboost.collective xgboost.federated xgboost.dask xgboost.spark "
-        "xgboost.testing lightgbm.dask catboost.widget"
-    ).split()
+    _qualified(
+        {
+            "numpy": "core.memmap _core.memmap lib.npyio lib._npyio_impl lib._datasource "
+            "lib.format ctypeslib testing f2py distutils",
+            "scipy": "io _lib datasets "
+            "odr "  # ODR(..., overwrite=True) deletes its report files when built
+            # their classes start a process pool (workers=N) or call the functions they are
+            # given when built: any trusted function would be called through them
+            "optimize._differentialevolution optimize._differentiable_functions "
+            "optimize._constraints optimize._shgo optimize._shgo_lib optimize._basinhopping "
+            "integrate._ivp "  # ODE solvers call fun(t0, y0) when built
+            "sparse.linalg._eigen.arpack stats._sampling",
+            "pandas": "io util testing _testing plotting "
+            "core.computation",  # Expr(...) evaluates its string when built (also NEVER)
+            "sklearn": "datasets utils._testing externals "
+            "callback",  # ScoringMonitor.__setstate__ opens a socket listener and a thread
+            "xgboost": "tracker collective federated dask spark testing",
+            "lightgbm": "dask",
+            "catboost": "widget",
+        }
+    )
 )
 # Their public classes of that kind, by the name they show (numpy and pandas rename their
 # public classes' __module__ to the top package, hiding the module they come from).
 DEFAULT_EXCLUDED_CLASSES = frozenset(
-    _functions(
+    _qualified(
         {
             "numpy": "memmap DataSource",
             "pandas": "HDFStore ExcelFile ExcelWriter",
@@ -99,7 +110,7 @@ _TORCH_DTYPES = (
 )
 # The exact functions (and stdlib classes) that pickles of that stack call, by module.
 DEFAULT_FUNCTIONS = frozenset(
-    _functions(
+    _qualified(
         {
             # builtins that rebuild plain values; builtins.getattr is served restricted
             # (classmethods of already trusted classes only: how zoneinfo and others pickle
@@ -154,7 +165,9 @@ DEFAULT_FUNCTIONS = frozenset(
                 "d2_log_loss_score f1_score fbeta_score jaccard_score log_loss matthews_corrcoef "
                 "precision_score recall_score"
             ),
-            "sklearn.metrics._ranking": "average_precision_score roc_auc_score top_k_accuracy_score",
+            "sklearn.metrics._ranking": (
+                "average_precision_score roc_auc_score top_k_accuracy_score"
+            ),
             "sklearn.metrics._regression": (
                 "d2_absolute_error_score explained_variance_score max_error mean_absolute_error "
                 "mean_absolute_percentage_error mean_gamma_deviance mean_poisson_deviance "

@@ -22,7 +22,13 @@ from model_filer.errors import (
     UntrustedModelWarning,
 )
 from model_filer.pickles import safe_pickle
-from model_filer.pickles.trust import TrustedSet, find_pyproject, project_patterns, trusted_set
+from model_filer.pickles.trust import (
+    Refused,
+    TrustedSet,
+    find_pyproject,
+    project_patterns,
+    trusted_set,
+)
 from model_filer.registry.file import parse
 from tests.support.gitrepo import model_filer, registry_bytes, sample_entry, staged
 
@@ -358,7 +364,8 @@ def test_dump_records_imports_from_the_bytes(project: Project) -> None:
     project.trust(f"{project.pkg}.*")
     filer.dump({"m": project.module().MyModel(), "data": [1, 2]}, "m")
     assert filer.list_files()[0].imports == [f"{project.pkg}.models.MyModel"]
-    direct = safe_pickle.imports_of(filer.model_path("m")).names()
+    with filer.model_path("m").open("rb") as fh:
+        direct = safe_pickle.scan(fh).names()
     assert direct == [f"{project.pkg}.models.MyModel"]
     assert pickle.loads(filer.model_path("m").read_bytes())["data"] == [1, 2]
 
@@ -393,5 +400,5 @@ def test_the_loader_takes_a_reconstructor_only_beside_its_trusted_class() -> Non
     trusted = TrustedSet()
     name = "__pyx_unpickle_CyHalfMultinomialLoss"
     assert safe_pickle.resolve(loss.__name__, name, trusted) is getattr(loss, name)
-    with pytest.raises(safe_pickle._Refused):  # "sklearn.os" is a module, not a class
+    with pytest.raises(Refused):  # "sklearn.os" is a module, not a class
         safe_pickle.resolve("sklearn", "__pyx_unpickle_os", trusted)
