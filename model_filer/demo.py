@@ -21,12 +21,7 @@ from model_filer.git.install import install_hooks, write_hooks
 from model_filer.local.store import ObjectStore
 from model_filer.local.store_root import CACHE_ENV
 
-_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Demo",
-    "GIT_AUTHOR_EMAIL": "demo@example.com",
-    "GIT_COMMITTER_NAME": "Demo",
-    "GIT_COMMITTER_EMAIL": "demo@example.com",
-}
+_IDENTITY = ("-c", "user.name=Demo", "-c", "user.email=demo@example.com")  # the demo's author
 
 
 @dataclass
@@ -55,12 +50,9 @@ def _say(text: str) -> None:
 
 def _git(cwd: Path, *args: str, check: bool = True, store: Path | None = None) -> tuple[int, str]:
     """Run git as the demo's author (hooks using ``store``); return its exit status and output."""
-    env = _IDENTITY if store is None else {**_IDENTITY, CACHE_ENV: str(store)}
-    done = gitops.run(args, cwd, env=env, check=False)
-    text = (done.stdout + done.stderr).decode(errors="replace")
-    if check and done.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed:\n{text}")
-    return done.returncode, text
+    env = None if store is None else {CACHE_ENV: str(store)}
+    done = gitops.run((*_IDENTITY, *args), cwd, env=env, check=check)
+    return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
 
 
 def _show(text: str) -> None:

@@ -6,16 +6,11 @@ import argparse
 import re
 
 _SIZE_RE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*")
-_UNITS = {
-    "": 1,
-    "k": 1e3,
-    "m": 1e6,
-    "g": 1e9,
-    "t": 1e12,
-    "ki": 1024,
-    "mi": 1024**2,
-    "gi": 1024**3,
-    "ti": 1024**4,
+# "", then k m g t as powers of 1000 and ki mi gi ti as powers of 1024
+_UNITS = {"": 1} | {
+    prefix + binary: base**power
+    for power, prefix in enumerate("kmgt", 1)
+    for binary, base in (("", 1000), ("i", 1024))
 }
 
 

@@ -117,10 +117,12 @@ def _clone_at(folder: Path) -> Clone | None:
     return read_clone(gitops.locate(folder))
 
 
-def approvals(cwd: Path) -> dict[str, Approval] | None:
-    """This clone's approved remotes by key; ``None`` outside a git repository."""
-    clone = _clone_at(cwd)
-    return clone.remotes if clone is not None else None
+def _clone_to_record(registry_path: Path, instead: str) -> Clone:
+    """The clone to record an approval in; refuse outside git, saying what to do ``instead``."""
+    clone = _clone_at(registry_path.parent)
+    if clone is None:
+        raise ModelFilerError(f"{registry_path.parent} is not inside a git repository: {instead}")
+    return clone
 
 
 def _record(clone: Clone, key: str, address: str, override: bool) -> Approval:
@@ -276,13 +278,7 @@ def _untrusted(
 def approve(registry_path: Path, reg: Registry) -> Approval:
     """Approve the remote ``reg`` names for its registry path, at the address it records
     (drops any override)."""
-    clone = _clone_at(registry_path.parent)
-    if clone is None:
-        raise ModelFilerError(
-            f"{registry_path.parent} is not inside a git repository: there is no clone to "
-            "record trust in."
-        )
-    clone = bootstrap(clone)
+    clone = bootstrap(_clone_to_record(registry_path, "there is no clone to record trust in."))
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
     _record_path(clone, clone.path_of(registry_path), key)
     return _record(clone, key, canonical(reg.remote_type, reg.remote_address), override=False)
@@ -322,12 +318,7 @@ def require_per_machine(reg: Registry) -> None:
 
 def set_address(registry_path: Path, reg: Registry, address: str) -> Approval:
     """Record where this machine reaches ``reg``'s remote; the caller has checked the folder."""
-    clone = _clone_at(registry_path.parent)
-    if clone is None:
-        raise ModelFilerError(
-            f"{registry_path.parent} is not inside a git repository: pass the address to "
-            "Filer() instead."
-        )
+    clone = _clone_to_record(registry_path, "pass the address to Filer() instead.")
     require_per_machine(reg)
     key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
     return _record(clone, key, canonical(reg.remote_type, address), override=True)
@@ -336,9 +327,6 @@ def set_address(registry_path: Path, reg: Registry, address: str) -> Approval:
 def override_of(registry_path: Path, reg: Registry, clone: Clone | None = None) -> Approval | None:
     """This machine's address override for ``reg``'s remote, if one was set."""
     clone = clone or _clone_at(registry_path.parent)
-    entry = (
-        None
-        if clone is None
-        else clone.remotes.get(remote_key(reg.remote_type, reg.remote_address, reg.remote_id))
-    )
+    key = remote_key(reg.remote_type, reg.remote_address, reg.remote_id)
+    entry = clone.remotes.get(key) if clone is not None else None
     return entry if entry is not None and entry.override else None

@@ -28,20 +28,16 @@ HOOKS = {
 
 def _script(hook: str, previous: Path) -> str:
     module, extra, reads_stdin = HOOKS[hook]
-    python = shlex.quote(sys.executable)
-    run_previous = f'"{previous}" "$@"'
+    feed = 'printf "%s\\n" "$input" | ' if reads_stdin else ""  # both hooks need git's stdin
     # -P: git runs hooks in the work tree's top folder; without it a checked-out branch's
     # own model_filer_hooks/ folder would be imported (run) in place of the installed one.
-    ours = f'{python} -P -m {module} {extra} "$@"'.replace("  ", " ")
-    if reads_stdin:  # both hooks need git's stdin: keep a copy
-        run_previous = f'printf "%s\\n" "$input" | {run_previous}'
-        ours = f'printf "%s\\n" "$input" | {ours}'
+    ours = f'{feed}{shlex.quote(sys.executable)} -P -m {module} {extra} "$@"'.replace("  ", " ")
     return "\n".join(
         [
             "#!/bin/sh",
             MARKER,
             "input=$(cat)" if reads_stdin else "",
-            f'if [ -x "{previous}" ]; then {run_previous} || exit $?; fi',
+            f'if [ -x "{previous}" ]; then {feed}"{previous}" "$@" || exit $?; fi',
             ours,
             "",
         ]
@@ -52,9 +48,7 @@ def install_hooks(root: Path, hooks: bool = True, merge_driver: bool = True) -> 
     """Install the hooks (keeping any already there) and the merge driver; return what was done."""
     top = gitops.open_repo(root).top
     done = [install_merge_driver(top)] if merge_driver else []
-    if not hooks:
-        return done
-    return done + write_hooks(gitops.git_path(top, "hooks"))
+    return done + (write_hooks(gitops.git_path(top, "hooks")) if hooks else [])
 
 
 def write_hooks(hooks_dir: Path) -> list[str]:

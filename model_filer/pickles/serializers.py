@@ -37,9 +37,8 @@ def dump(model: Any, fh: IO[bytes]) -> tuple[str, int]:
 
 
 def _dump(model: Any, fh: IO[bytes]) -> tuple[str, int, Scan]:
-    from model_filer.pickles import (
-        safe_pickle,  # imported when used: every hook imports this module
-    )
+    # imported when used: every hook imports this module
+    from model_filer.pickles import safe_pickle
 
     writer = HashingWriter(fh)
     pickler = safe_pickle.RecordingPickler(writer, protocol=PROTOCOL, out_of_band=True)
@@ -135,9 +134,7 @@ def load(
             "cannot read. Upgrade with `pip install -U ds-model-filer`.",
             path=registry,
         )
-    from model_filer.pickles import (
-        safe_pickle,  # imported when used: every hook imports this module
-    )
+    from model_filer.pickles import safe_pickle  # imported when used, as above
 
     return safe_pickle.load(fh, trusted, name, buffers)
 
@@ -181,21 +178,17 @@ def plain_text(value: object) -> str | None:
 
 def warn_versions(entry: Entry) -> None:
     """Warn when the running Python or model library differs from the one that dumped it."""
-    now = python_version()
+    now, said = python_version(), []
     if now.split(".")[:2] != entry.python.split(".")[:2]:
-        warnings.warn(
-            f"{entry.name!r} was dumped with Python {entry.python}, this is {now}: "
-            "check the model behaves the same.",
-            VersionMismatchWarning,
-            stacklevel=3,
-        )
+        said.append(f"Python {entry.python}, this is {now}: check the model behaves the same.")
     if entry.library is not None:
         lib, then = entry.library["name"], entry.library["version"]
         current = current_version(lib)
         if current is not None and current != then:
-            warnings.warn(
-                f"{entry.name!r} was dumped with {lib} {then}, this is {current}: "
-                "pin that version if the model misbehaves.",
-                VersionMismatchWarning,
-                stacklevel=3,
+            said.append(
+                f"{lib} {then}, this is {current}: pin that version if the model misbehaves."
             )
+    for what in said:
+        warnings.warn(
+            f"{entry.name!r} was dumped with {what}", VersionMismatchWarning, stacklevel=3
+        )

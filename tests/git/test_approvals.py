@@ -19,7 +19,8 @@ from model_filer import Filer
 from model_filer.cli import main as cli
 from model_filer.errors import RemoteMismatchError, RemoteObjectMissingError, UntrustedRemoteError
 from model_filer.fs.hashing import sha256_file
-from model_filer.git.approvals import approvals
+from model_filer.git.approvals import read_clone
+from model_filer.git.gitops import locate
 from model_filer.hookapi import approved_filer
 from model_filer.registry.file import dumps, read
 from model_filer.registry.names import object_key
@@ -196,8 +197,8 @@ def test_trusting_the_change_lets_the_hook_fetch(
     assert cli(["pull", "--dir", "models", "--all"]) == 0
 
     assert (consumer / "models" / "m.pkl").exists()
-    trusted = approvals(consumer)
-    assert trusted is not None and [t.address for t in trusted.values()] == [str(moved)]
+    clone = read_clone(locate(consumer))
+    assert clone is not None and [t.address for t in clone.remotes.values()] == [str(moved)]
     assert "model-filer" not in git(consumer, "status", "--porcelain").stdout
 
 
