@@ -15,6 +15,7 @@ from model_filer.git import gitops
 MARKER = "# installed by model-filer install-hooks"
 DRIVER = "model-filer-registry"
 ATTRIBUTES_LINE = f".*_registry merge={DRIVER}"
+_AT_HEAD = "HEAD:.gitattributes"
 DRIVER_CONFIG = rf"merge\.{DRIVER}"  # its git config keys (read with the approvals: one read)
 # hook -> (module, extra args, whether git feeds it stdin)
 HOOKS = {
@@ -128,14 +129,11 @@ def install_merge_driver(top: Path) -> str:
     """Register the registry merge driver in git config and ``.gitattributes``."""
     _configure_driver(top)
     attributes = top / ".gitattributes"
-    at_head = None
-    if not attributes.exists():
-        got = gitops.blobs(["HEAD:.gitattributes"], top)["HEAD:.gitattributes"]
-        at_head = None if got is None else got.data.decode(errors="replace")
+    at_head = None if attributes.exists() else gitops.blobs([_AT_HEAD], top)[_AT_HEAD]
     if at_head is not None:
         # Not checked out yet (`git clone --no-checkout`): a file written now would make
         # the checkout fail; the committed one arrives with it.
-        if ATTRIBUTES_LINE in at_head.splitlines():
+        if ATTRIBUTES_LINE in at_head.data.decode(errors="replace").splitlines():
             return "merge driver for registry files set (git config; .gitattributes at HEAD)"
         return (
             "merge driver set in git config; .gitattributes is not checked out: check out, "
