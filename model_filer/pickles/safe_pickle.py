@@ -462,27 +462,28 @@ class RecordingPickler(pickle.Pickler):
             self._note(obj, obj.__qualname__)
             return NotImplemented
         reduce = copyreg.dispatch_table.get(type(obj))
-        storage: Any = (
-            sys.modules.get("torch.storage") if self._out_of_band and not reduce else None
-        )
-        loader = getattr(storage, "_load_from_bytes", None)
-        if loader is not None and type(obj) in (storage.TypedStorage, storage.UntypedStorage):
+        storage: Any = None  # torch.storage, when its bytes may go out of band
+        if self._out_of_band and reduce is None:
+            storage = sys.modules.get("torch.storage")
+        if storage is not None and type(obj) in (storage.TypedStorage, storage.UntypedStorage):
             # a storage, by its exact type before it is reduced: its bytes are made once,
             # when written after the pickle (not all held in memory meanwhile)
-            return self._placeholder_for(loader, lambda: obj.__reduce_ex__(self._protocol)[1][0])
+            return self._placeholder_for(
+                storage._load_from_bytes, lambda: obj.__reduce_ex__(self._protocol)[1][0]
+            )
         value = reduce(obj) if reduce is not None else obj.__reduce_ex__(self._protocol)
         if isinstance(value, str):
             self._note(obj, value)
         elif (  # reduced to (_load_from_bytes, (bytes,)), as a storage of a subclass is
-            loader is not None
+            storage is not None
             and type(value) is tuple
             and len(value) == 2
-            and value[0] is loader
+            and value[0] is storage._load_from_bytes
             and len(value[1]) == 1
             and isinstance(value[1][0], bytes)
         ):
             data = value[1][0]
-            return self._placeholder_for(loader, lambda: data)
+            return self._placeholder_for(value[0], lambda: data)
         return value
 
     def scan(self) -> Scan:
