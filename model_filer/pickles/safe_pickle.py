@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import UntrustedModelError, UntrustedModelWarning
 from model_filer.pickles import torch_weights, trust
-from model_filer.pickles.trust import Refused, TrustedSet, is_safe_name
+from model_filer.pickles.trust import TrustedSet, _Refused, is_safe_name
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -78,7 +78,7 @@ def _walk(module: str, qualname: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part)
         if isinstance(obj, ModuleType):
-            raise Refused(f"{module}.{qualname}", "reached through a module attribute")
+            raise _Refused(f"{module}.{qualname}", "reached through a module attribute")
     return obj
 
 
@@ -90,12 +90,12 @@ def _class_attribute(obj: object, name: object, *default: object) -> Any:
     """
     full = f"getattr({getattr(obj, '__qualname__', type(obj).__name__)}, {name!r})"
     if default or not isinstance(obj, type) or not isinstance(name, str):
-        raise Refused(full, "builtins.getattr on something other than a class")
+        raise _Refused(full, "builtins.getattr on something other than a class")
     if not is_safe_name(obj.__module__, f"{obj.__qualname__}.{name}"):
-        raise Refused(full, "a dunder name")
+        raise _Refused(full, "a dunder name")
     value = getattr(obj, name)
     if not (isinstance(value, MethodType | BuiltinMethodType) and value.__self__ is obj):
-        raise Refused(full, "builtins.getattr of something other than a classmethod")
+        raise _Refused(full, "builtins.getattr of something other than a classmethod")
     return value
 
 
@@ -157,25 +157,25 @@ _NEVER = _NeverObjects()
 
 
 def _screened(obj: Any, full: str) -> Any:
-    """``obj``, or its safe substitute; raise :class:`Refused` if it is never trusted."""
+    """``obj``, or its safe substitute; raise :class:`_Refused` if it is never trusted."""
     why = _NEVER.reason(obj)
     if why is None:
         return obj
     if why in trust.SERVED:
         return torch_weights.load_from_bytes
-    raise Refused(full, why)
+    raise _Refused(full, why)
 
 
-def _by_name(module: str, qualname: str, trusted: TrustedSet) -> Refused | None:
+def _by_name(module: str, qualname: str, trusted: TrustedSet) -> _Refused | None:
     """The check of a global by its name alone, before anything is imported."""
     module, qualname = _compat(module, qualname)
     if trusted.admits_name(module, qualname):
         return None
-    return Refused(f"{module}.{qualname}", trust.never_reason(f"{module}.{qualname}"))
+    return _Refused(f"{module}.{qualname}", trust.never_reason(f"{module}.{qualname}"))
 
 
 def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
-    """The global ``module.name`` if ``trusted`` allows it; raise :class:`Refused` otherwise.
+    """The global ``module.name`` if ``trusted`` allows it; raise :class:`_Refused` otherwise.
 
     Judged by name before any import; a glob-trusted name must then be a class defined in a
     trusted module (its own ``__module__``), so a glob never trusts a function or a module
@@ -187,7 +187,7 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
     full = f"{module}.{name}"
     why = trust.never_reason(full)
     if why is not None:
-        raise Refused(full, why)
+        raise _Refused(full, why)
     sys.audit("pickle.find_class", module, name)
     if trusted.is_exact(module, name):
         obj = _walk(module, name)
@@ -198,15 +198,15 @@ def resolve(module: str, name: str, trusted: TrustedSet) -> Any:
         if not (isinstance(klass, type) and callable(obj)) or (
             getattr(obj, "__module__", None) != klass.__module__
         ):
-            raise Refused(full)  # not a reconstructor beside its class
+            raise _Refused(full)  # not a reconstructor beside its class
         return _screened(obj, full)
     if not trusted.glob_covers(module, name):
-        raise Refused(full)
+        raise _Refused(full)
     obj = _walk(module, name)
     if not isinstance(obj, type):
-        raise Refused(full)  # a function: trusted by its exact name only
+        raise _Refused(full)  # a function: trusted by its exact name only
     if not trusted.glob_covers(obj.__module__, obj.__qualname__):
-        raise Refused(full)  # defined elsewhere, or a class the defaults leave out
+        raise _Refused(full)  # defined elsewhere, or a class the defaults leave out
     return _screened(obj, full)
 
 
@@ -494,7 +494,7 @@ class RecordingPickler(pickle.Pickler):
 
 
 # -- loading -------------------------------------------------------------------------------
-def _listed(refusals: Iterable[Refused]) -> tuple[list[str], list[str]]:
+def _listed(refusals: Iterable[_Refused]) -> tuple[list[str], list[str]]:
     """The names refused that a pattern could trust, and those none can (with the reason)."""
     untrusted: set[str] = set()
     never: dict[str, str] = {}  # name: why no pattern can trust it (its first refusal's)
@@ -507,7 +507,7 @@ def _listed(refusals: Iterable[Refused]) -> tuple[list[str], list[str]]:
 
 
 def _refusal(
-    name: str, trusted: TrustedSet, found: Scan | None, refused: Refused | None
+    name: str, trusted: TrustedSet, found: Scan | None, refused: _Refused | None
 ) -> UntrustedModelError:
     """The error for a refused pickle: ``refused`` and every global of ``found`` refused by
     name, with the ``EXT`` codes and computed names."""
@@ -557,7 +557,7 @@ def load(
         buffers.expect(found.buffers)  # as many as the pickle takes, or the file is not ours
     try:
         return _Unpickler(fh, trusted, buffers).load()
-    except Refused as exc:  # by find_class, or inside _load_from_bytes (torch's unpickler)
+    except _Refused as exc:  # by find_class, or inside _load_from_bytes (torch's unpickler)
         raise _refusal(name, trusted, found or _scan_quietly(fh, start), exc) from None
     except Exception:
         found = found or _scan_quietly(fh, start)  # an EXT the unpickler could not resolve?
@@ -582,10 +582,10 @@ def warn_untrusted(
     for module, qualname in found.imports:
         try:
             resolve(module, qualname, trusted)
-        except Refused as exc:
+        except _Refused as exc:
             refusals.append(exc)
         except (ImportError, AttributeError):  # not importable by name: load would fail too
-            refusals.append(Refused(f"{module}.{qualname}", "cannot be imported by that name"))
+            refusals.append(_Refused(f"{module}.{qualname}", "cannot be imported by that name"))
     fixable, never = _listed(refusals)
     never += found.opaque()
     parts = []

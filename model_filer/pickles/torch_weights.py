@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from model_filer.errors import SerializationError
-from model_filer.pickles.trust import Refused
+from model_filer.pickles.trust import _Refused
 
 NAME = "torch.storage._load_from_bytes"
 
@@ -126,7 +126,7 @@ class FileSlice:
 
     def __setstate__(self, state: object) -> None:
         """``BUILD`` on a buffer: only a crafted pickle does it."""
-        raise Refused(BUFFER, "a pickle that tries to change an out-of-band buffer")
+        raise _Refused(BUFFER, "a pickle that tries to change an out-of-band buffer")
 
     @property
     def length(self) -> int:
@@ -227,7 +227,7 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     """``torch.storage._load_from_bytes`` through torch's restricted unpickler.
 
     Returns what torch stored (a storage, read into memory it owns: writable, no view of
-    ``b``). Raises :class:`~model_filer.pickles.trust.Refused` when torch's unpickler
+    ``b``). Raises :class:`~model_filer.pickles.trust._Refused` when torch's unpickler
     refuses the bytes.
     """
     import torch
@@ -237,15 +237,15 @@ def load_from_bytes(b: bytes | bytearray | FileSlice) -> Any:
     elif isinstance(b, bytes | bytearray):
         source = io.BytesIO(b)
     else:  # what only a crafted pickle passes (a memoryview of another buffer...)
-        raise Refused(NAME, f"its argument is a {type(b).__name__}, not the bytes of a storage")
+        raise _Refused(NAME, f"its argument is a {type(b).__name__}, not the bytes of a storage")
     with default_allowlist_only():
         try:
             return torch.load(source, weights_only=True, mmap=False)
-        except Refused:
+        except _Refused:
             raise
         except Exception as exc:  # not a storage torch reads: typed, not raw
             why = _why(str(exc)) or f"{type(exc).__name__}: they end too early"
-            raise Refused(
+            raise _Refused(
                 NAME,
                 "served by model_filer's safe substitute, which refused its nested torch.save "
                 "bytes (read by torch.load(weights_only=True) with torch's default allowlist "

@@ -35,7 +35,7 @@ DUNDER = "a dunder or malformed name"
 PYX_UNPICKLE = "__pyx_unpickle_"  # Cython's reconstructor of class C is M.__pyx_unpickle_C
 
 
-class Refused(Exception):
+class _Refused(Exception):
     """A global (or a thing the loader met) refused while loading: ``full`` names it; ``never``
     says why no pattern could ever trust it, ``None`` when one could."""
 

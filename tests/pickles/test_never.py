@@ -88,7 +88,7 @@ def test_a_door_is_refused_under_any_pattern(module: str, name: str, trusted: An
     pytest.importorskip(module)
     full = f"{module}.{name}"
     judge = trusted(full, module)
-    with pytest.raises(trust.Refused) as info:
+    with pytest.raises(safe_pickle._Refused) as info:
         safe_pickle.resolve(module, name, judge)
     assert info.value.never
     assert not judge.covers_name(full)  # the commit hook's name-only view
@@ -123,7 +123,7 @@ def aliases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.mark.parametrize("name", ["run", "calc", "thaw", "Getter"])
 def test_an_alias_is_the_same_door(aliases: str, name: str, marker: Path) -> None:
     """Trusted by its exact (or glob) name, an alias is still refused: by identity."""
-    with pytest.raises(trust.Refused) as info:
+    with pytest.raises(safe_pickle._Refused) as info:
         safe_pickle.resolve(aliases, name, TrustedSet([f"{aliases}.{name}"]))
     assert info.value.never
     payload = g(aliases, "run", f"touch {marker}")
@@ -239,7 +239,7 @@ def test_a_module_imported_again_is_looked_at_again(
     (tmp_path / f"{pkg}.py").write_text("from shelve import open as keep\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        with pytest.raises(trust.Refused) as info:
+        with pytest.raises(safe_pickle._Refused) as info:
             safe_pickle.resolve(pkg, "keep", TrustedSet([f"{pkg}.keep"]))
         assert info.value.never
     finally:
@@ -346,7 +346,7 @@ AUDITED = [
 @pytest.mark.parametrize(("module", "name"), AUDITED, ids=[".".join(a) for a in AUDITED])
 def test_the_defaults_leave_out_what_the_audit_found(module: str, name: str) -> None:
     pytest.importorskip(module)
-    with pytest.raises(trust.Refused):
+    with pytest.raises(safe_pickle._Refused):
         safe_pickle.resolve(module, name, TrustedSet())
     safe_pickle.resolve(module, name, TrustedSet([f"{module}.{name}"]))  # by its exact name
 

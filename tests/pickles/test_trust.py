@@ -22,13 +22,7 @@ from model_filer.errors import (
     UntrustedModelWarning,
 )
 from model_filer.pickles import safe_pickle
-from model_filer.pickles.trust import (
-    Refused,
-    TrustedSet,
-    find_pyproject,
-    project_patterns,
-    trusted_set,
-)
+from model_filer.pickles.trust import TrustedSet, find_pyproject, project_patterns, trusted_set
 from model_filer.registry.file import parse
 from tests.support.gitrepo import model_filer, registry_bytes, sample_entry, staged
 
@@ -400,5 +394,5 @@ def test_the_loader_takes_a_reconstructor_only_beside_its_trusted_class() -> Non
     trusted = TrustedSet()
     name = "__pyx_unpickle_CyHalfMultinomialLoss"
     assert safe_pickle.resolve(loss.__name__, name, trusted) is getattr(loss, name)
-    with pytest.raises(Refused):  # "sklearn.os" is a module, not a class
+    with pytest.raises(safe_pickle._Refused):  # "sklearn.os" is a module, not a class
         safe_pickle.resolve("sklearn", "__pyx_unpickle_os", trusted)
