@@ -571,11 +571,9 @@ def loads(data: bytes, trusted: TrustedSet, name: str = "<bytes>") -> Any:
     return load(io.BytesIO(data), trusted, name)
 
 
-def warn_untrusted(
-    model_name: str, found: Scan, trusted: TrustedSet, stacklevel: int = 2
-) -> list[str]:
+def warn_untrusted(model_name: str, found: Scan, trusted: TrustedSet, stacklevel: int = 2) -> None:
     """Warn with :class:`UntrustedModelWarning` when ``load`` would refuse this pickle made
-    here (its modules are already loaded); return what it would refuse."""
+    here (its modules are already loaded)."""
     import warnings
 
     refusals = []
@@ -603,4 +601,3 @@ def warn_untrusted(
             UntrustedModelWarning,
             stacklevel=stacklevel + 1,
         )
-    return fixable + never
