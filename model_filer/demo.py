@@ -21,7 +21,12 @@ from model_filer.git.install import install_hooks, write_hooks
 from model_filer.local.store import ObjectStore
 from model_filer.local.store_root import CACHE_ENV
 
-_IDENTITY = ("-c", "user.name=Demo", "-c", "user.email=demo@example.com")  # the demo's author
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Demo",
+    "GIT_AUTHOR_EMAIL": "demo@example.com",
+    "GIT_COMMITTER_NAME": "Demo",
+    "GIT_COMMITTER_EMAIL": "demo@example.com",
+}
 
 
 @dataclass
@@ -50,8 +55,8 @@ def _say(text: str) -> None:
 
 def _git(cwd: Path, *args: str, check: bool = True, store: Path | None = None) -> tuple[int, str]:
     """Run git as the demo's author (hooks using ``store``); return its exit status and output."""
-    env = None if store is None else {CACHE_ENV: str(store)}
-    done = gitops.run((*_IDENTITY, *args), cwd, env=env, check=check)
+    env = _IDENTITY if store is None else {**_IDENTITY, CACHE_ENV: str(store)}
+    done = gitops.run(args, cwd, env=env, check=check)
     return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
 
 
@@ -102,16 +107,10 @@ def run_demo(keep: bool = False) -> int:
         _say("Bob clones; his post-checkout hook fetches the model the registry names")
         # Hooks are not cloned: a template folder puts them in place before the checkout
         # that `git clone` ends with (`model-filer install-hooks --template-dir DIR`).
-        write_hooks(root / "git-template" / "hooks")
-        _, fetched = _git(
-            root,
-            "clone",
-            "-q",
-            f"--template={root / 'git-template'}",
-            str(alice),
-            str(bob),
-            store=stores["bob"].root,
-        )
+        template = root / "git-template"
+        write_hooks(template / "hooks")
+        clone = ("clone", "-q", f"--template={template}", str(alice), str(bob))
+        _, fetched = _git(root, *clone, store=stores["bob"].root)
         install_hooks(bob, hooks=False)
         _show(fetched)
         fetched_ok = (bob / "models" / "house_prices.pkl").is_file()

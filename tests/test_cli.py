@@ -487,6 +487,15 @@ def test_demo(capsys):
     assert "identical" in out
 
 
+def test_demo_when_git_fails_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """A git the demo cannot run (here a broken global config) is a user error, not a crash."""
+    broken = tmp_path / "gitconfig"
+    broken.write_text("[core\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(broken))
+    assert main(["demo"]) == 2
+    user_error(capsys, "git init failed")
+
+
 def test_run_as_a_module(repo, filer):
     done = subprocess.run(
         [sys.executable, "-m", "model_filer", "status"],
