@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 from model_filer.errors import InvalidNameError, RegistryError, about_registry
 from model_filer.fs.layout import remote_type_of
 from model_filer.registry.model import (
-    FORMAT_VERSION,
     HEADER,
     IMPORT_RE,
     MAX_MODEL_BYTES,
@@ -40,6 +39,7 @@ from model_filer.registry.model import (
     Entry,
     Registry,
     conflict_advice,
+    format_needed,
     from_doc,
     parse_entry,
     restore,
@@ -155,7 +155,7 @@ def _unquote(text: str) -> str:
 # -- the canonical text ---------------------------------------------------------------------
 _HEAD_RE = re.compile(
     re.escape(HEADER)
-    + rf"format: {FORMAT_VERSION}\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
+    + r"format: (?P<format>[1-9])\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
     + r"(?:  id: ([0-9a-f]{32})\n)?"
     + r"models:( \{\})?\n"
 )
@@ -276,18 +276,20 @@ class Codec:
             quoted = self._quoted[value] = scalar(value)
         return quoted
 
-    def header(self, reg: Registry, has_entries: bool) -> str:
-        """Everything before the first entry: comment header, format, remote, ``models:``."""
+    def header(self, reg: Registry, has_entries: bool, fmt: int | None = None) -> str:
+        """Everything before the first entry: comment header, format (``fmt``, else the one
+        the content needs), remote, ``models:``."""
+        fmt = format_needed(reg) if fmt is None else fmt
         remote = reg.remote_fields()
         fields = block("remote", remote, 0, self.quote)
         if fields is None:  # an address outside the plain subset: PyYAML writes it
-            doc = {"format": FORMAT_VERSION, "remote": remote, "models": {}}
+            doc = {"format": fmt, "remote": remote, "models": {}}
             text = HEADER + _yaml_dump(doc)
             if not text.endswith(_EMPTY_MODELS):  # pragma: no cover - PyYAML changed its output
                 raise AssertionError(f"unexpected registry header {text!r}")
             text = text[: -len(_EMPTY_MODELS)]
         else:
-            text = f"{HEADER}format: {FORMAT_VERSION}\n{fields}"
+            text = f"{HEADER}format: {fmt}\n{fields}"
         return text + ("models:\n" if has_entries else _EMPTY_MODELS)
 
     def entry_text(self, entry: Entry) -> str:
@@ -378,16 +380,16 @@ class Codec:
         match = _HEAD_RE.match(doc)
         if match is None:
             return None
-        reg = Registry(_unquote(match[1]), _unquote(match[2]), remote_id=match[3])
-        has_entries = match[4] is None
-        head = self.header(reg, has_entries)
+        reg = Registry(_unquote(match[2]), _unquote(match[3]), remote_id=match[4])
+        has_entries, fmt = match[5] is None, int(match["format"])
+        head = self.header(reg, has_entries, fmt)
         if not doc.startswith(head):
             return None
         if filename and remote_type_of(filename) not in (None, reg.remote_type):
             return None
         body = doc[len(head) :]
         if not has_entries:
-            return reg if not body else None
+            return reg if not body and fmt == format_needed(reg) else None
         collecting = gc.isenabled()
         gc.disable()  # 10,000 entries of new objects: the collector would walk them all, often
         try:
@@ -395,7 +397,7 @@ class Codec:
         finally:
             if collecting:
                 gc.enable()
-        if found is None:
+        if found is None or fmt != format_needed(reg):  # another format: PyYAML's path judges
             return None
         entries = reg.entries
         self._body = _Body(entries, entries.mark(), *found)  # the text is this body

@@ -23,7 +23,12 @@ from model_filer.registry.names import (
     show,
 )
 
-FORMAT_VERSION = 1
+# Registry formats: 1, entries only; 2, entry metadata and aliases (issue 22). A file is written
+# in the oldest format that holds its content (format_needed), so a team that uses no newer
+# feature stays readable by older releases, and one that does is refused by them, never
+# rewritten without what they cannot read.
+NEWEST_FORMAT = 2
+TOP_LEVEL_KEYS = ("format", "remote", "aliases", "models")
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
 MAX_MODEL_BYTES = 1 << 50  # 1 PiB: sizes above this are nonsense, not models
 STATES = ("local", "synced")
@@ -240,6 +245,22 @@ class Registry:
         return fields
 
 
+def format_needed(reg: Registry) -> int:
+    """The oldest registry format that holds ``reg``'s content: one line per feature."""
+    needed = 1
+    return needed
+
+
+def newer_release(where: str, found: str) -> RegistryError:
+    """The refusal of content only a newer model_filer writes: what was found, and how to upgrade
+    (the library, and the ``rev:`` that pins the hooks for pre-commit users)."""
+    return RegistryError(
+        f"{where}: written by a newer model_filer ({found}); upgrade: "
+        "`pip install -U ds-model-filer`; pre-commit users: bump `rev:` for model_filer in "
+        ".pre-commit-config.yaml."
+    )
+
+
 def restore(path: str | None) -> str:
     """How to get a registry back from git: with its real path when known."""
     if not path:
@@ -298,10 +319,7 @@ def parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> En
         raise RegistryError(f"{here} must be a mapping of fields. {fix}")
     unknown = set(data) - set(ENTRY_FIELDS)
     if unknown:
-        raise RegistryError(
-            f"{here} has unknown fields {sorted(map(str, unknown))}. "
-            "Upgrade model_filer (`pip install -U ds-model-filer`) or fix the file."
-        )
+        raise newer_release(here, f"unknown fields {show(sorted(map(str, unknown)))}")
     state = _field(data, "state", str, here, path=path)
     if state not in STATES:
         raise RegistryError(f"{here}: state must be 'local' or 'synced', got {show(state)}. {fix}")
@@ -368,12 +386,17 @@ def from_doc(doc: Any, where: str, filename: str | None = None) -> Registry:
     """
     if not isinstance(doc, dict):
         raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
-    if type(doc.get("format")) is not int or doc["format"] != FORMAT_VERSION:
+    fmt = doc.get("format")
+    if type(fmt) is int and fmt > NEWEST_FORMAT:
+        raise newer_release(where, f"registry format {fmt}; this one reads 1 to {NEWEST_FORMAT}")
+    if type(fmt) is not int or fmt < 1:
         raise RegistryError(
-            f"{where}: unsupported registry format {show(doc.get('format'))} "
-            f"(this model_filer reads {FORMAT_VERSION}). "
-            "Upgrade with `pip install -U ds-model-filer`."
+            f"{where}: unsupported registry format {show(fmt)} (this model_filer reads 1 to "
+            f"{NEWEST_FORMAT}). {restore(filename)}."
         )
+    unknown = set(doc) - set(TOP_LEVEL_KEYS)
+    if unknown:  # (an older release dropped these on its next write: refused, not dropped)
+        raise newer_release(where, f"unknown top-level keys {show(sorted(map(str, unknown)))}")
     remote = _field(doc, "remote", dict, where, path=filename)
     rtype = _field(remote, "type", str, where + " remote", path=filename)
     address = _field(remote, "address", str, where + " remote", path=filename)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from model_filer.registry import yamlio
-from model_filer.registry.model import FORMAT_VERSION, HEADER, Registry
+from model_filer.registry.model import HEADER, Registry, format_needed
 
 
 def pyyaml_bytes(reg: Registry, dumper: type[Any] = yamlio.Dumper) -> bytes:
     """The registry as PyYAML (``dumper``: libyaml's by default) writes it in block style;
     the codec's writer must give exactly these bytes."""
     doc = {
-        "format": FORMAT_VERSION,
+        "format": format_needed(reg),
         "remote": reg.remote_fields(),
         "models": {n: reg.entries[n].to_yaml_dict() for n in sorted(reg.entries)},
     }
