@@ -389,4 +389,3 @@ def test_with_the_driver_an_alias_moved_two_ways_is_reported_by_name(repo, remot
     text = (repo / REGISTRY).read_text()
     assert "<<<<<<< ours\n  production: model_b@" in text
     assert "  model_c:\n" in text and "      auc: 0.5\n" in text  # the rest merged
-
