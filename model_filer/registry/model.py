@@ -635,6 +635,20 @@ def alias_problem(reg: Registry, alias: str) -> str | None:
     return f"{problem} {alias_fix(alias, model)}"
 
 
+def alias_problems(reg: Registry) -> list[str]:
+    """Why each alias a commit must not record cannot be used: gone or other bytes
+    (:func:`alias_problem`), or a ``local`` model, which no other clone can load."""
+    found = []
+    for alias in sorted(reg.aliases):
+        problem = alias_problem(reg, alias)
+        model = reg.aliases[alias][0]
+        if problem is None and reg.entries[model].state == "local":
+            problem = f"@{alias} names {model!r}, which is local: push it, and the alias holds."
+        if problem is not None:
+            found.append(problem)
+    return found
+
+
 def aliased(reg: Registry, name: str, where: str) -> Entry:
     """The entry ``@alias`` (``name`` with its ``@``) names in ``reg``; :class:`AliasError`
     if the alias is unknown or dangling (see :func:`alias_problem`)."""
