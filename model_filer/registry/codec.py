@@ -129,8 +129,9 @@ IMPLICIT: tuple[tuple[str, re.Pattern[str], str], ...] = (
 # First characters of the values some implicit tag may claim: any other is a plain string.
 RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
 # Characters that never make PyYAML's emitter leave plain or single-quoted style: no
-# indicator, no space, no quote, no ':' at the end (': ' cannot occur without a space).
-_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@-]*(?<!:)")
+# indicator, no quote, no tab or line break, a space only inside (a description: "first try"),
+# no ':' at the end, and no ': ' (checked in scalar()).
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
 _QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
@@ -138,7 +139,7 @@ MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
 
 def scalar(value: str) -> str | None:
     """``value`` as PyYAML writes it (plain or single-quoted), or ``None`` if unsure."""
-    if len(value) > MAX_PLAIN or not _PLAIN_RE.fullmatch(value):
+    if len(value) > MAX_PLAIN or not _PLAIN_RE.fullmatch(value) or ": " in value:
         return None
     first = value[0]
     # Plain only when a reader would not take it for a number, a date, a bool...

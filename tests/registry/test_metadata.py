@@ -204,8 +204,8 @@ def test_reading_metadata_and_aliases_imports_no_pyyaml(tmp_path):
     usual = annotated(
         metrics={"auc": 0.91, "val/loss": 1e-05, "n": 3, "f1.macro": -0.0},
         params={"lr": 0.01, "optimizer": "adam", "seed": 3, "none": None, "flag": True, "v": "1.0"},
-        tags={"team": "growth", "date": "2024-01-01"},
-        description="v3",
+        tags={"team": "growth team", "date": "2024-01-01"},
+        description="v3 with 500 trees",  # (spaces: still plain, still no PyYAML)
     )
     entries = {f"m{i:03d}": usual._replace(name=f"m{i:03d}") for i in range(20)}
     reg = Registry("local", "/r", entries, aliases={"prod": ("m001", entries["m001"].sha256)})
