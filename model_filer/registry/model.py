@@ -394,8 +394,9 @@ def check_metadata(
 
     The one check of metadata, whether it comes from a caller or from a registry's text:
     names follow :data:`META_NAME_RULE`; numpy scalars become plain numbers; mappings are
-    sorted by name and an empty one is ``None``; at most :data:`MAX_METADATA_NAMES` names and
-    :data:`MAX_METADATA_BYTES` of names and values. ``where`` prefixes the messages.
+    sorted by name, and an empty one (or description) is ``None``; at most
+    :data:`MAX_METADATA_NAMES` names and :data:`MAX_METADATA_BYTES` of names and values.
+    ``where`` prefixes the messages.
 
     Raises
     ------
@@ -416,7 +417,8 @@ def check_metadata(
             "which keeps a registry of 10,000 models readable). Keep the few that say which "
             "model is better, and the rest in your experiment tracker."
         )
-    return (*checked, description if isinstance(description, str) else None)  # type: ignore[return-value]
+    text = description if isinstance(description, str) and description else None  # "": none
+    return (*checked, text)  # type: ignore[return-value]
 
 
 def _without_deletions(given: object) -> object:

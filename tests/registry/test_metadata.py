@@ -172,6 +172,7 @@ def test_numpy_scalars_are_stored_as_plain_numbers_and_mappings_sorted():
         metrics={"b": np.float32(0.5), "a": np.int64(3)},
         params={"n": np.int32(2), "flag": np.bool_(True)},
         tags={},
+        description="",
     )
     assert list(metrics) == ["a", "b"] and metrics == {"a": 3, "b": 0.5}
     assert type(metrics["a"]) is int and type(metrics["b"]) is float
