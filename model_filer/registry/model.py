@@ -333,6 +333,7 @@ def _printable(value: object) -> bool:
     return value.isprintable() or value.replace("\n", "").replace("\t", "").isprintable()
 
 
+_EXAMPLES = {"metrics": "{'auc': 0.91}", "params": "{'lr': 0.01}", "tags": "{'team': 'growth'}"}
 # Each field's values: (accepted?, what it takes, how to fix another value).
 _KINDS = {
     "metrics": (_finite, "a finite int or float (not a bool, NaN or infinity)", "float(x)"),
@@ -350,7 +351,8 @@ def _checked_mapping(field: str, given: object, where: str) -> dict[str, Any] | 
         return None
     if not isinstance(given, Mapping):
         raise InvalidMetadataError(
-            f"{where}{field} must be a dict of name -> value, got {show(given)}."
+            f"{where}{field} must be a dict of name -> value, got {show(given)}. Pass e.g. "
+            f"{field}={_EXAMPLES[field]}."
         )
     accepted, kind, fix = _KINDS[field]
     checked = {}
@@ -408,6 +410,7 @@ def check_metadata(
     if description is not None and not _printable(description):
         raise InvalidMetadataError(
             f"{where}description must be a str of printable characters, got {show(description)}."
+            " Pass e.g. str(x), without control characters."
         )
     names, size = metadata_size(checked, description)
     if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
