@@ -496,6 +496,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"{filer.remote.address}; kept {found.kept_named} named by {found.registries} "
             f"registry version(s) and {found.kept_young} younger than {args.grace:g} day(s)."
         )
+        if found.shared and not args.shared_prefix_ok:
+            print(f"model-filer: {gc.shared_warning(filer, found.foreign)}", file=sys.stderr)
         if not args.delete:
             print(summary + (" Run again with --delete to delete them." if count else ""))
             return 0
@@ -504,7 +506,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             if count:
                 pending.append(f"{count} object(s) on {filer.remote.address} ({path})")
             return 0
-        deleted = gc.collect(filer, found.candidates)
+        deleted = gc.collect(filer, found.candidates, shared_prefix_ok=args.shared_prefix_ok)
         print(summary + f" Deleted {len(deleted)}.")
         return 0
 
@@ -772,6 +774,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=14.0, metavar="DAYS", help="default 14")
     p.add_argument("--delete", action="store_true", help="delete them (default: list only)")
     p.add_argument("--all", action="store_true", help="without --dir: every remote found")
+    p.add_argument(
+        "--shared-prefix-ok",
+        action="store_true",
+        help="delete shared chunks although other repositories push to the prefix",
+    )
     p.set_defaults(func=cmd_gc)
     p = sub.add_parser("remote", help="trust a registry's remote, or set its path here")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

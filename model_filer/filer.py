@@ -29,7 +29,7 @@ from model_filer.local.store import ObjectStore
 from model_filer.pickles import serializers
 from model_filer.pickles.trust import trusted_set
 from model_filer.registry.model import Entry, Registry
-from model_filer.registry.names import check_name
+from model_filer.registry.names import check_name, is_storage_key
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import TransferReport, Transfers
 
@@ -344,6 +344,10 @@ class Filer:
 
     # -- push and pull ------------------------------------------------------------------------
     def _mark_synced(self, pushed: dict[str, tuple[str, str]]) -> None:
+        if any(is_storage_key(key) for _, key in pushed.values()):
+            from model_filer.git.gc import mark_repository
+
+            mark_repository(self)  # other repositories' gc must know this one uses the prefix
         with self.folder.transaction() as reg:
             reg.remote_id = reg.remote_id or self.remote.identity()
             for name, (sha, key) in pushed.items():

@@ -247,6 +247,19 @@ class Remote(ABC):
         sink.restart(0)
         self.download(key, _Unseekable(sink), progress, size)
 
+    def read_bytes(self, key: str, limit: int) -> bytes:
+        """A small object's bytes (a manifest, a marker); :class:`RemoteError` past ``limit``."""
+        from model_filer.errors import RemoteError
+
+        too_big = RemoteError(
+            f"{self.url(key)} holds more than {limit} bytes, too many for what it should be.",
+            key=key,
+            address=self.address,
+        )
+        sink = _Bounded(limit, too_big)
+        self.download(key, sink, None)
+        return bytes(sink.data)
+
     @abstractmethod
     def stat(self, key: str) -> RemoteObject | None:
         """The object's size and last change (one HEAD), or ``None`` when it does not exist."""
@@ -340,6 +353,24 @@ class RangedRemote(Remote):
         except RemoteObjectMissingError:
             self._check_store()  # a missing bucket or container also answers 404
             raise
+
+
+class _Bounded:
+    """A :class:`Sink` that keeps at most ``limit`` bytes, else raises ``error`` (ours: no
+    SDK retries it)."""
+
+    def __init__(self, limit: int, error: Exception) -> None:
+        self.limit, self.error = limit, error
+        self.data = bytearray()
+
+    def write(self, data: Any) -> int:
+        self.data += data
+        if len(self.data) > self.limit:
+            raise self.error
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
 
 
 class _Unseekable:

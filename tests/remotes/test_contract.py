@@ -577,3 +577,57 @@ def test_touch_renews_last_modified_and_keeps_the_bytes(tmp_path, target):
     assert remote.modified_of(absent) is None
     with pytest.raises(RemoteObjectMissingError):
         remote.touch(absent)
+
+
+def test_gc_collects_chunks_no_staying_manifest_names_and_keeps_renewed_ones(
+    tmp_path, target, repo
+):
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from model_filer.git import gc
+    from model_filer.registry.names import storage_key
+    from model_filer.storage.manifest import Chunk, encode_manifest
+    from tests.support.gitrepo import commit, registry_bytes, sample_entry
+
+    remote = target.remote()
+
+    def put(key: str, data: bytes) -> str:
+        src, _ = _file(tmp_path, data, "obj.bin")
+        remote.upload(src, key, hashlib.sha256(data).hexdigest(), None)
+        return key
+
+    def model(*chunks: bytes) -> tuple[str, str, int]:
+        for c in chunks:
+            put(storage_key("chunks", hashlib.sha256(c).hexdigest()), b"\0" + c)
+        whole = b"".join(chunks)
+        sha = hashlib.sha256(whole).hexdigest()
+        listed = [Chunk(hashlib.sha256(c).hexdigest(), len(c)) for c in chunks]
+        return (
+            put(storage_key("manifests", sha), encode_manifest(sha, len(whole), listed)),
+            sha,
+            len(whole),
+        )
+
+    a, b, c = (bytes([n]) * 3000 for n in range(3))
+    kept, sha, size = model(a, b)
+    dropped, _, _ = model(b, c)
+    registry = repo / "models" / f".{target.remote_type}_registry"
+    registry.parent.mkdir()
+    entry = sample_entry("big", key=kept, sha256=sha, size=size)
+    registry.write_bytes(registry_bytes(target.remote_type, remote.address, entry))
+    commit(repo, "one big model")
+    filer = target.filer(repo / "models")
+    chunk_c = storage_key("chunks", hashlib.sha256(c).hexdigest())
+
+    found = gc.plan(filer, now=datetime.now(UTC) + timedelta(days=30))  # all are past grace
+
+    assert {o.key for o in found.candidates} == {dropped, chunk_c}
+    time.sleep(1.1)  # a store keeps Last-Modified to the second
+    remote.touch(chunk_c)  # a push reused it meanwhile
+    assert gc.collect(filer, found.candidates) == [dropped]
+    assert {o.key for o in remote.list_objects(".model_filer/")} == {
+        kept,
+        chunk_c,
+        *(storage_key("chunks", hashlib.sha256(x).hexdigest()) for x in (a, b)),
+    }
