@@ -110,7 +110,7 @@ class Chunked:
 
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
         key = storage_key("objects", entry.sha256)
-        found = self._listed(key).get(key)  # one request, with the object's age
+        found = self.remote.stat(key)  # one HEAD, with the object's age
         if found is not None:
             self._keep(found)
         else:
@@ -178,7 +178,7 @@ class Chunked:
         manifest and every chunk it names (checked on the remote, not assumed)."""
         key = entry.key or ""
         if key == storage_key("objects", entry.sha256):
-            return key in self._listed(key)
+            return self.remote.stat(key) is not None
         try:
             data = self._get(key, MAX_MANIFEST_BYTES, "manifest")
         except IntegrityError:
@@ -229,7 +229,7 @@ class Chunked:
             if held > entry.size:
                 os.ftruncate(fd, 0)
                 held = 0
-            todo = []
+            todo: list[str] = []
             index: ChunkIndex | None = None
             for sha, offsets in where.items():
                 size = sizes[sha]
@@ -240,9 +240,9 @@ class Chunked:
                 if index is None:
                     index = local()
                 found = index.get(sha)
-                data = _read_local(found, sha) if found is not None else None
-                if data is not None:
-                    _write_all(fd, data, offsets, sha, progress)
+                mine = _read_local(found, sha) if found is not None else None
+                if mine is not None:
+                    _write_all(fd, mine, offsets, sha, progress)
                 else:
                     todo.append(sha)
             self._download_chunks(fd, todo, where, sizes, progress)
