@@ -225,7 +225,9 @@ class Remote(ABC):
 
     @abstractmethod
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        """Store ``src`` under ``key``; a key already holding those bytes is left as is."""
+        """Store ``src`` under ``key``; a key already holding those bytes keeps them, its
+        last change renewed (:meth:`touch`): gc, which re-reads it before deleting, must see
+        that a push relies on it."""
 
     @abstractmethod
     def download(

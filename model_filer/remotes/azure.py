@@ -421,6 +421,7 @@ class AzureRemote(RangedRemote):
         # Keys embed the sha256, so an object already there holds these bytes: for a big
         # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
         if size >= SINGLE_PUT and self.size_of(key) == size:
+            self.touch(key)
             return
         if not self._container_checked:
             self._check_store()

@@ -416,6 +416,7 @@ class GCSRemote(BucketRemote):
         # Keys embed the sha256, so an object of that size there holds these bytes: for a big
         # file a lookup first can save the whole upload; for a small one it adds a round trip.
         if size > SINGLE_UPLOAD and self.size_of(key) == size:
+            self.touch(key)
             return
         if not self._bucket_checked:
             self._check_store()

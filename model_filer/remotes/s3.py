@@ -43,6 +43,7 @@ from model_filer.remotes import Sending as _Sending
 from model_filer.remotes._bucket import BucketRemote
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
+MAX_COPY = 5 * 1024**3  # CopyObject's limit (touch)
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
 RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
@@ -384,6 +385,8 @@ class S3Remote(RangedRemote, BucketRemote):
         # Keys embed the sha256, so an object already there holds these bytes: for a big
         # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
         if size >= MULTIPART_THRESHOLD and self.size_of(key) == size:
+            if size <= MAX_COPY:  # (no copy renews a bigger one: gc's objects are smaller)
+                self.touch(key)
             return
         if not self._bucket_checked:  # once: some stores create a missing bucket on PUT
             self._check_store()
@@ -678,7 +681,7 @@ class S3Remote(RangedRemote, BucketRemote):
     def touch(self, key: str) -> None:
         # A copy onto itself is S3's one way to renew Last-Modified without sending the
         # bytes again; it must change something, so the metadata is replaced by itself plus
-        # the time (objects up to 5 GiB: chunks, manifests and small models).
+        # the time (objects up to MAX_COPY: chunks, manifests and small models).
         head = self._head(key)
         if head is None:
             raise self._gone(key)

@@ -211,3 +211,43 @@ def test_gc_never_deletes_a_marker(repo: Path, tmp_path: Path) -> None:
     assert gc.plan(filer, now=datetime.now(UTC) + timedelta(days=400)).candidates == []
     with pytest.raises(ModelFilerError, match="not written by model_filer"):
         gc.collect(filer, [RemoteObject(marker, 1, datetime.now(UTC))])
+
+
+def _age_everything(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (OLD, OLD))
+
+
+@pytest.mark.parametrize("reuse", ["shared chunks", "the same model"])
+def test_a_push_that_reuses_chunks_between_plan_and_delete_stays_loadable(
+    repo: Path, tmp_path: Path, reuse: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    filer = Filer(repo / "models", str(remote), remote_type="local")
+    first = os.urandom(12 * 1024 * 1024)
+    filer.dump(first, "v1", push=True)
+    filer.remove("v1")  # no registry names it any more: all of it is garbage...
+    commit(repo, "v1 dropped")
+    _age_everything(remote)  # ...and past the grace period
+    found = gc.plan(filer)
+    assert len(found.candidates) > 3  # its manifest and its chunks
+
+    # Another clone pushes, between gc's plan and its delete, a model reusing those chunks.
+    second = first if reuse == "the same model" else first[: 9 * 1024 * 1024] + os.urandom(3000)
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(repo), str(other))
+    pusher = Filer(other / "models", str(remote), remote_type="local")
+    pusher.dump(second, "v2", push=True)
+
+    deleted = gc.collect(filer, found.candidates)
+
+    assert deleted or reuse == "the same model"  # what v2 does not reuse is collected
+    (entry,) = pusher.list_files()
+    assert entry.state == "synced"
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    (consumer / ".local_registry").write_bytes(pusher.registry_path.read_bytes())
+    monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(tmp_path / "consumer-store"))
+    assert Filer(consumer, str(remote), remote_type="local").load("v2") == second

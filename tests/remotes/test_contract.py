@@ -631,3 +631,21 @@ def test_gc_collects_chunks_no_staying_manifest_names_and_keeps_renewed_ones(
         chunk_c,
         *(storage_key("chunks", hashlib.sha256(x).hexdigest()) for x in (a, b)),
     }
+
+
+@pytest.mark.parametrize("size", [1000, BIG], ids=["small", "big"])
+def test_an_upload_onto_the_same_bytes_renews_them(tmp_path, target, size):
+    import time
+
+    remote = target.remote()
+    src, sha = _file(tmp_path, os.urandom(size))
+    key = f".model_filer/chunks/{sha}"
+    remote.upload(src, key, sha, None)
+    before = remote.modified_of(key)
+    time.sleep(1.1)  # S3 and Azure keep Last-Modified to the second
+
+    remote.upload(src, key, sha, None)  # a push that reuses it: gc must see it is needed
+
+    after = remote.modified_of(key)
+    assert before is not None and after is not None and after > before
+    assert remote.size_of(key) == size
