@@ -349,8 +349,11 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
     good, bad = store.verify()
     for sha in bad:
         print(f"{store.object_path(sha)}: its bytes do not hash to its name; removed")
+    stray = store.verify_manifests()  # the chunk index of the chunked layout
+    for sha in stray:
+        print(f"manifest of {sha}: does not describe that object's bytes; removed")
     print(f"{good} object(s) verified, {len(bad)} bad one(s) removed (fetched again on use).")
-    return 1 if bad else 0
+    return 1 if bad or stray else 0
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:

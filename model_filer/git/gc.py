@@ -190,24 +190,37 @@ def _chunks_named(remote: Remote, manifests: list[RemoteObject]) -> set[str]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from model_filer.storage.manifest import MAX_MANIFEST_BYTES, parse_manifest
-
     def chunks_of(obj: RemoteObject) -> list[str]:
-        sha = obj.key.rpartition("/")[2]
         try:
-            data = remote.read_bytes(obj.key, MAX_MANIFEST_BYTES)
-            size = json.loads(data).get("size")
-            found = parse_manifest(data, sha, size if type(size) is int else -1)
-        except (ModelFilerError, ValueError, AttributeError) as exc:
+            return manifest_chunks(remote, obj.key, obj.key.rpartition("/")[2])
+        except ModelFilerError as exc:
             raise ModelFilerError(
                 f"{remote.url(obj.key)} is not a readable manifest ({exc}), so gc cannot tell "
                 "which chunks it needs and deletes none. Push the model again from a machine "
                 "that holds it; if no registry names it, delete that manifest by hand."
             ) from None
-        return [storage_key("chunks", c.sha256) for c in found]
 
     with ThreadPoolExecutor(MANIFEST_READS) as pool:
         return {key for keys in pool.map(chunks_of, manifests) for key in keys}
+
+
+def manifest_chunks(remote: Remote, key: str, sha256: str, size: int | None = None) -> list[str]:
+    """The chunk keys the manifest ``key`` of the model ``sha256`` names, read and checked
+    (``size``: the model's, as its registry entry says; None takes the manifest's own).
+
+    Raises
+    ------
+    RemoteError, IntegrityError
+        When the manifest cannot be read, or is not a valid one of that model.
+    """
+    from model_filer.storage.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
+    data = remote.read_bytes(key, MAX_MANIFEST_BYTES)
+    if size is None:
+        with contextlib.suppress(ValueError, AttributeError):
+            size = json.loads(data).get("size")
+    chunks = parse_manifest(data, sha256, size if type(size) is int else -1)
+    return [storage_key("chunks", c.sha256) for c in chunks]
 
 
 def collect(

@@ -248,6 +248,31 @@ class ObjectStore:
                     offset += chunk.size
         return index
 
+    def verify_manifests(self) -> list[str]:
+        """Delete the manifests that do not describe their object's bytes (chunk by chunk),
+        or whose object is gone; return their sha256s. (A wrong one never yields wrong bytes,
+        each chunk is checked when used, but its chunks would be downloaded again.)"""
+        import hashlib  # (not on the hooks' path, which import this)
+
+        from model_filer.storage.manifest import parse_manifest
+
+        bad = []
+        for path in sorted((self.root / "manifests").glob("??/*.json")):
+            sha = path.parent.name + path.name[:-5]
+            try:
+                size = self.object_path(sha).stat().st_size
+                chunks = parse_manifest(path.read_bytes(), sha, size)
+                with open(self.object_path(sha), "rb") as fh:
+                    fits = all(
+                        hashlib.sha256(fh.read(c.size)).hexdigest() == c.sha256 for c in chunks
+                    )
+            except (OSError, ModelFilerError):
+                fits = False
+            if not fits:
+                path.unlink(missing_ok=True)
+                bad.append(sha)
+        return bad
+
     def _evict(self, sha: str) -> None:
         for path in (self.object_path(sha), self._meta_path(sha), self._manifest_path(sha)):
             with contextlib.suppress(FileNotFoundError):

@@ -649,3 +649,27 @@ def test_an_upload_onto_the_same_bytes_renews_them(tmp_path, target, size):
     after = remote.modified_of(key)
     assert before is not None and after is not None and after > before
     assert remote.size_of(key) == size
+
+
+def test_the_pre_push_hook_finds_a_missing_chunk(tmp_path, target, repo, monkeypatch, capsys):
+    import json
+
+    from model_filer_hooks.check_remote_models import main
+
+    from tests.support.gitrepo import commit, head
+
+    filer = target.filer(repo / "models")
+    filer.dump(os.urandom(10 * MB), "big", push=True)
+    commit(repo, "a big model")
+    remote = target.remote()
+    (entry,) = filer.list_files()
+    chunks = json.loads(remote.read_bytes(entry.key, MB))["chunks"]
+    monkeypatch.setenv("PRE_COMMIT_FROM_REF", "0" * 40)
+    monkeypatch.setenv("PRE_COMMIT_TO_REF", head(repo))
+    assert main([]) == 0
+
+    remote.delete(f".model_filer/chunks/{chunks[-1][0]}")
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert f"big: {remote.url(entry.key)}: 1 of its {len(chunks)} chunks are missing" in out
