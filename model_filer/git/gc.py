@@ -262,10 +262,17 @@ def _roots(top: Path) -> list[str]:
 
 
 def _foreign(filer: Filer, markers: Iterable[RemoteObject]) -> list[RemoteObject]:
-    """The markers of repositories other than the Filer's: named by a root commit it lacks."""
+    """The markers of repositories other than the Filer's: named by a commit it lacks (a
+    root commit since rewritten, an amended first commit, is still its own while it holds
+    the old commit)."""
+    markers = list(markers)
     repo = gitops.locate(filer.local_dir)
-    mine = set(_roots(repo.top)) if repo is not None else set()
-    return [m for m in markers if m.key.rpartition("/")[2] not in mine]
+    if not markers or repo is None:
+        return markers
+    names = "".join(f"{m.key.rpartition('/')[2]}^{{commit}}\n" for m in markers).encode()
+    out = gitops.run(["cat-file", "--batch-check"], repo.top, data=names, check=False).stdout
+    known = {f[0] for f in map(str.split, out.decode().splitlines()) if f[1:2] == ["commit"]}
+    return [m for m in markers if m.key.rpartition("/")[2] not in known]
 
 
 def shared_warning(filer: Filer, foreign: list[RemoteObject]) -> str:

@@ -251,3 +251,21 @@ def test_a_push_that_reuses_chunks_between_plan_and_delete_stays_loadable(
     (consumer / ".local_registry").write_bytes(pusher.registry_path.read_bytes())
     monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(tmp_path / "consumer-store"))
     assert Filer(consumer, str(remote), remote_type="local").load("v2") == second
+
+
+def test_a_rewritten_root_commit_leaves_a_marker_that_is_still_ours(
+    repo: Path, tmp_path: Path
+) -> None:
+    remote = Remote(tmp_path / "remote")
+    remote.model(A, B)
+    filer = _commit_registry(repo, str(remote.root))
+    gc.mark_repository(filer)
+    git(repo, "checkout", "-q", "--orphan", "fresh")  # history rewritten from its root
+    commit(repo, "a new first commit")
+    git(repo, "branch", "-q", "-D", "main")
+    gc.mark_repository(filer)
+
+    found = gc.plan(filer)
+
+    assert len(list((remote.root / ".model_filer" / "repos").iterdir())) == 2
+    assert found.foreign == [] and not found.shared
