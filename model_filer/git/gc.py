@@ -44,12 +44,13 @@ from model_filer.registry.names import (
     storage_key,
     storage_key_kind,
 )
+from model_filer.storage import GC_GRACE
 
 if TYPE_CHECKING:
     from model_filer.filer import Filer
     from model_filer.remotes import Remote, RemoteObject
 
-DEFAULT_GRACE = timedelta(days=14)
+DEFAULT_GRACE = GC_GRACE  # (a push renews what it reuses past half of it)
 _ANY_SHA = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 MARKERS = f"{STORAGE_DIR}/repos/"
 MARKER_RENEWED = timedelta(days=1)  # a push renews its repository's marker at most this often
