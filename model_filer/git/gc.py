@@ -142,32 +142,28 @@ def plan(
         raise ModelFilerError(f"The grace period must not be negative, got {grace}.")
     keep = protected(filer, current)
     cutoff = (now or datetime.now(UTC)) - grace
-    listing = [o for o in _listing(filer) if _ours(o.key)]
-    markers = [o for o in listing if storage_key_kind(o.key) == "repos"]
-    chunks = [o for o in listing if storage_key_kind(o.key) == "chunks"]
+    by_kind: dict[str | None, list[RemoteObject]] = {}
+    for obj in _listing(filer):
+        if _ours(obj.key):
+            by_kind.setdefault(storage_key_kind(obj.key), []).append(obj)
     candidates: list[RemoteObject] = []
-    named = young = 0
-    for obj in listing:
-        if storage_key_kind(obj.key) in ("repos", "chunks"):
-            continue
-        if obj.key in keep.keys or key_sha256(obj.key) in keep.shas:
-            named += 1
-        elif obj.modified > cutoff:
-            young += 1
-        else:
-            candidates.append(obj)
+    kept = [0, 0]  # named, young
+
+    def judge(objs: list[RemoteObject], keys: set[str] | frozenset[str]) -> None:
+        for obj in objs:
+            named = obj.key in keys or key_sha256(obj.key) in keep.shas
+            if named or obj.modified > cutoff:
+                kept[not named] += 1
+            else:
+                candidates.append(obj)
+
+    for kind in (None, "objects", "manifests"):
+        judge(by_kind.get(kind, []), keep.keys)
     going = {o.key for o in candidates}
-    staying = [o for o in listing if storage_key_kind(o.key) == "manifests" and o.key not in going]
-    needed = _chunks_named(filer.remote, staying)
-    for obj in chunks:
-        if obj.key in needed:
-            named += 1
-        elif obj.modified > cutoff:
-            young += 1
-        else:
-            candidates.append(obj)
-    foreign = _foreign(filer, markers)
-    return Plan(candidates, named, young, keep.registries, foreign)
+    staying = [o for o in by_kind.get("manifests", []) if o.key not in going]
+    judge(by_kind.get("chunks", []), _chunks_named(filer.remote, staying))
+    foreign = _foreign(filer, by_kind.get("repos", []))
+    return Plan(candidates, kept[0], kept[1], keep.registries, foreign)
 
 
 def _ours(key: str) -> bool:
