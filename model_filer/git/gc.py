@@ -55,6 +55,7 @@ _ANY_SHA = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 MARKERS = f"{STORAGE_DIR}/repos/"
 MARKER_RENEWED = timedelta(days=1)  # a push renews its repository's marker at most this often
 MANIFEST_READS = 16  # manifests read in parallel
+_MARKED: set[tuple[str, Path]] = set()  # (remote, repository) marked by this process
 
 
 class Protected(NamedTuple):
@@ -292,28 +293,30 @@ def mark_repository(filer: Filer) -> None:
 
     The marker, ``.model_filer/repos/<root commit>``, tells the gc of any other repository
     that shares the prefix that this one needs objects there; it is written once and renewed
-    at most daily (so its age says when the repository last pushed). Nothing is written
-    outside git or before a first commit: gc cannot run there either.
+    at most daily (so its age says when the repository last pushed), once per process (a
+    notebook's many pushes pay one ``git rev-list`` and one HEAD). Nothing is written outside
+    git or before a first commit: gc cannot run there either.
     """
     repo = gitops.locate(filer.local_dir)
-    roots = _roots(repo.top) if repo is not None else []
+    if repo is None or (filer.remote.address, repo.top) in _MARKED:
+        return
+    roots = _roots(repo.top)
     if not roots:
         return
     key = storage_key("repos", roots[0])
     modified = filer.remote.modified_of(key)
-    if modified is not None:
-        if modified < datetime.now(UTC) - MARKER_RENEWED:
-            filer.remote.touch(key)
-        return
-    data = json.dumps({"format": 1, "roots": roots}, sort_keys=True).encode()
-    tmp = temp_path(filer.local_dir, "marker")
-    ensure_dir(tmp.parent)
-    try:
-        tmp.write_bytes(data)
-        filer.remote.upload(tmp, key, hashlib.sha256(data).hexdigest(), None)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    if modified is None:
+        data = json.dumps({"format": 1, "roots": roots}, sort_keys=True).encode()
+        tmp = temp_path(filer.local_dir, "marker")
+        ensure_dir(tmp.parent)
+        try:
+            tmp.write_bytes(data)
+            filer.remote.upload(tmp, key, hashlib.sha256(data).hexdigest(), None)
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif modified < datetime.now(UTC) - MARKER_RENEWED:
+        filer.remote.touch(key)
+    _MARKED.add((filer.remote.address, repo.top))
 
 
 UNFETCHED_WARNING = (

@@ -135,7 +135,7 @@ def test_an_object_renewed_after_the_plan_is_kept(repo: Path, tmp_path: Path) ->
 
 
 def test_a_push_marks_its_repository_once_and_renews_the_mark_daily(
-    repo: Path, tmp_path: Path
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     remote = Remote(tmp_path / "remote")
     filer = _commit_registry(repo, str(remote.root))
@@ -146,6 +146,9 @@ def test_a_push_marks_its_repository_once_and_renews_the_mark_daily(
 
     assert json.loads(marker.read_text()) == {"format": 1, "roots": [root]}
     os.utime(marker, (OLD, OLD))
+    gc.mark_repository(filer)  # this process marked it already: nothing asked
+    assert marker.stat().st_mtime == OLD
+    monkeypatch.setattr(gc, "_MARKED", set())  # another process: a push days later
     gc.mark_repository(filer)
     assert marker.stat().st_mtime > OLD  # renewed: its age says when the repository last pushed
     outside = Filer(tmp_path / "not-git", str(remote.root), remote_type="local")
@@ -254,7 +257,7 @@ def test_a_push_that_reuses_chunks_between_plan_and_delete_stays_loadable(
 
 
 def test_a_rewritten_root_commit_leaves_a_marker_that_is_still_ours(
-    repo: Path, tmp_path: Path
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     remote = Remote(tmp_path / "remote")
     remote.model(A, B)
@@ -263,6 +266,7 @@ def test_a_rewritten_root_commit_leaves_a_marker_that_is_still_ours(
     git(repo, "checkout", "-q", "--orphan", "fresh")  # history rewritten from its root
     commit(repo, "a new first commit")
     git(repo, "branch", "-q", "-D", "main")
+    monkeypatch.setattr(gc, "_MARKED", set())  # a later push, in another process
     gc.mark_repository(filer)
 
     found = gc.plan(filer)
