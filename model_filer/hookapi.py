@@ -47,7 +47,6 @@ from model_filer.registry.model import Entry, Registry
 from model_filer.registry.names import STORAGE_DIR, storage_key_kind
 from model_filer.remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
 from model_filer.sizes import parse_size
-from model_filer.storage.stored import max_stored_size
 from model_filer.transfer.progress import count_bar
 
 if TYPE_CHECKING:
@@ -217,6 +216,14 @@ def manifest_chunks(remote: Remote, key: str, sha256: str, size: int) -> list[st
     from model_filer.git.gc import manifest_chunks as read
 
     return read(remote, key, sha256, size)
+
+
+def max_stored_size(size: int) -> int:
+    """The largest stored object (chunked layout) that may hold ``size`` bytes (imported
+    only when the hook meets one: the commit hook never does)."""
+    from model_filer.storage.stored import max_stored_size as bound
+
+    return bound(size)
 
 
 def pull_entries(
