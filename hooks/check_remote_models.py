@@ -90,7 +90,7 @@ def list_prefixes(keys: Sequence[str]) -> list[str]:
 
     def split(group: list[str], depth: int) -> None:
         if len(group) <= PAGE:
-            prefixes.append(group[0][:depth])
+            prefixes.append(os.path.commonprefix(group))  # noqa: RUF071 - characters, not paths
             return
         by_char: dict[str, list[str]] = {}
         for folder in group:

@@ -430,3 +430,11 @@ def test_chunks_are_listed_not_asked_one_by_one(repo, big, hook_env, monkeypatch
     assert main([]) == 0
     assert asked == []  # no HEAD per chunk (nor per model)
     assert len(listed) <= 2 + len({c.name[:2] for c in chunks_of(big)})
+
+
+def test_many_chunks_are_one_listing_of_the_chunk_folder_not_of_the_whole_remote():
+    from model_filer_hooks.check_remote_models import list_prefixes
+
+    chunks = [f".model_filer/chunks/{n:064x}" for n in range(0, 2**256, 2**248 - 12345)][:300]
+    assert list_prefixes(chunks[:3]) == sorted({c[:22] for c in chunks[:3]})  # their folders
+    assert list_prefixes(chunks) == [".model_filer/chunks/"]  # many: that kind only
