@@ -580,9 +580,9 @@ def test_touch_renews_last_modified_and_keeps_the_bytes(tmp_path, target):
     assert after is not None and after > before
     (listed,) = remote.list_objects(".model_filer/")
     assert listed.modified == after and listed.size == len(data)  # what gc lists
-    sink = _Collect()
-    remote.download_from(key, 0, sink, None, len(data))
-    assert bytes(sink.data) == data
+    assert remote.read_bytes(key, len(data)) == data
+    with pytest.raises(RemoteError, match=f"more than {len(data) - 1} bytes"):
+        remote.read_bytes(key, len(data) - 1)  # a manifest is read whole only up to its bound
     absent = f".model_filer/chunks/{'0' * 64}"
     assert remote.modified_of(absent) is None
     with pytest.raises(RemoteObjectMissingError):
