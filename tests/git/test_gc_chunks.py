@@ -163,7 +163,8 @@ def test_two_repositories_on_one_prefix(
     theirs, sha, size = remote.model(A, B)
     ours = _commit_registry(repo, str(remote.root))  # names nothing
     other = _second_repo(tmp_path / "other")
-    gc.mark_repository(_commit_registry(other, str(remote.root), ("big", theirs, sha, size)))
+    theirs_filer = _commit_registry(other, str(remote.root), ("big", theirs, sha, size))
+    theirs_filer.dump({"w": 1}, "fresh", push=True)  # a real push: it leaves their marker
     gc.mark_repository(ours)
     mine = gc.plan(ours)
     chunks = {storage_key("chunks", _sha(c)) for c in (A, B)}
