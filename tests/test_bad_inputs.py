@@ -471,7 +471,8 @@ def h_object_missing(repo: Path, remote: Path, mp: Any) -> int:
 
 
 def h_object_other_size(repo: Path, remote: Path, mp: Any) -> int:
-    filer = _pushed(repo, remote)
+    filer = Filer(repo / "models", str(remote), "local", storage="plain")  # stored as it is
+    filer.dump({"w": 1}, "m", push=True)
     sha = commit(repo, "m")
     (remote / (filer.list_files()[0].key or "")).write_bytes(b"short")
     return _check_remote(sha, mp)
