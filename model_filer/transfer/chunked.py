@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from model_filer.errors import IntegrityError
-from model_filer.fs.hashing import CHUNK, sha256_stream
+from model_filer.fs.hashing import CHUNK
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
@@ -41,26 +41,62 @@ class _Buffer:
 
     def __init__(self, limit: int, what: str) -> None:
         self.limit, self.what = limit, what
-        self.parts: list[bytes] = []
-        self.size = 0
+        self.data = bytearray()
 
     def write(self, data: Any) -> int:
         n = memoryview(data).nbytes
-        if self.size + n > self.limit:
+        if len(self.data) + n > self.limit:
             raise IntegrityError(
                 f"The remote's {self.what} is larger than the {self.limit} bytes it may be; "
                 "it was not read further and nothing was written. Ask the model's author to "
                 "push it again."
             )
-        self.parts.append(bytes(data))
-        self.size += n
+        self.data += data
         return n
 
     def seekable(self) -> bool:
         return False
 
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
+
+class _InOrder:
+    """The sha256 of a file filled out of order, hashed in order as each next chunk lands
+    (read back from the page cache): no second pass over the file once the last one lands."""
+
+    def __init__(self, fd: int, spans: list[tuple[int, int, str]]) -> None:
+        self._fd, self._spans = fd, spans
+        self._cond = threading.Condition()
+        self._landed: set[str] = set()
+        self._stopped = False
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def landed(self, sha: str) -> None:
+        """Chunk ``sha`` is written at every offset it has."""
+        with self._cond:
+            self._landed.add(sha)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        for offset, size, sha in self._spans:
+            with self._cond:
+                while sha not in self._landed and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+            for start in range(offset, offset + size, CHUNK):
+                self._digest.update(os.pread(self._fd, min(CHUNK, offset + size - start), start))
+
+    def hexdigest(self) -> str:
+        """The file's sha256, once every chunk has landed."""
+        self._thread.join()
+        return self._digest.hexdigest()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
 
 
 class Chunked:
@@ -76,10 +112,10 @@ class Chunked:
         self.jobs = max(1, jobs)
 
     # -- the remote's side --------------------------------------------------------------------
-    def _get(self, key: str, limit: int, what: str, size: int | None = None) -> bytes:
+    def _get(self, key: str, limit: int, what: str, size: int | None = None) -> bytearray:
         sink = _Buffer(limit, what)
         self.remote.download(key, sink, None, size)
-        return sink.getvalue()
+        return sink.data
 
     def _put(self, data: Iterable[Any], key: str, sha256: str) -> None:
         """Upload the buffers ``data`` as the object ``key`` (through a temp file)."""
@@ -181,15 +217,10 @@ class Chunked:
             return self.remote.stat(key) is not None
         try:
             data = self._get(key, MAX_MANIFEST_BYTES, "manifest")
-        except IntegrityError:
-            return False
-        except LookupError:
+            chunks = parse_manifest(data, entry.sha256, entry.size)
+        except (IntegrityError, LookupError):  # damaged, or missing: not on the remote
             return False
         listed = self._listed(storage_key("chunks", ""))
-        try:
-            chunks = parse_manifest(data, entry.sha256, entry.size)
-        except IntegrityError:
-            return False
         return all(storage_key("chunks", c.sha256) in listed for c in chunks)
 
     # -- fetch --------------------------------------------------------------------------------
@@ -213,45 +244,54 @@ class Chunked:
         """Assemble ``entry`` in ``partial`` from its chunks; return (size, sha256, manifest).
 
         What ``partial`` already holds (a killed pull's chunks, checked by their hashes) and
-        what objects on this machine hold (``local()``) is not downloaded again.
+        what objects on this machine hold (``local()``, checked too) is not downloaded again.
+        Downloaded chunks are checked by the whole file's sha256, hashed in order as they
+        land; when it fails, the chunk at fault is found and named.
         """
-        manifest = self._get(key, MAX_MANIFEST_BYTES, f"manifest {key}")
+        manifest = bytes(self._get(key, MAX_MANIFEST_BYTES, f"manifest {key}"))
         chunks = parse_manifest(manifest, entry.sha256, entry.size)  # before any write
         where: dict[str, list[int]] = {}
-        offset = 0
+        spans, offset = [], 0
         for chunk in chunks:
             where.setdefault(chunk.sha256, []).append(offset)
+            spans.append((offset, chunk.size, chunk.sha256))
             offset += chunk.size
         sizes = {c.sha256: c.size for c in chunks}
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        hasher: _InOrder | None = None
         try:
             held = os.fstat(fd).st_size
             if held > entry.size:
                 os.ftruncate(fd, 0)
                 held = 0
+            hasher = _InOrder(fd, spans)
             todo: list[str] = []
             index: ChunkIndex | None = None
             for sha, offsets in where.items():
                 size = sizes[sha]
-                if any(o + size <= held and _holds(fd, o, size, sha) for o in offsets):
-                    data = os.pread(fd, size, next(o for o in offsets if o + size <= held))
-                    _write_all(fd, data, offsets, sha, progress)  # (fills the other places)
-                    continue
-                if index is None:
-                    index = local()
-                found = index.get(sha)
-                mine = _read_local(found, sha) if found is not None else None
-                if mine is not None:
-                    _write_all(fd, mine, offsets, sha, progress)
-                else:
+                at = next(
+                    (o for o in offsets if o + size <= held and _holds(fd, o, size, sha)), None
+                )
+                data: Any = os.pread(fd, size, at) if at is not None else None
+                if data is None:
+                    if index is None:
+                        index = local()
+                    found = index.get(sha)
+                    data = _read_local(found, sha) if found is not None else None
+                if data is None:
                     todo.append(sha)
-            self._download_chunks(fd, todo, where, sizes, progress)
+                else:
+                    _write_all(fd, data, offsets, progress)
+                    hasher.landed(sha)
+            self._download_chunks(fd, todo, where, sizes, progress, hasher.landed)
             os.ftruncate(fd, entry.size)
-            os.lseek(fd, 0, os.SEEK_SET)
-            with os.fdopen(os.dup(fd), "rb") as fh:
-                sha = sha256_stream(fh)
-            return entry.size, sha, manifest
+            digest = hasher.hexdigest()
+            if digest != entry.sha256:
+                _name_bad_chunk(fd, todo, where, sizes)
+            return entry.size, digest, manifest
         finally:
+            if hasher is not None:
+                hasher.stop()
             os.close(fd)
 
     def _download_chunks(
@@ -261,18 +301,14 @@ class Chunked:
         where: dict[str, list[int]],
         sizes: dict[str, int],
         progress: Progress | None,
+        landed: Callable[[str], None],
     ) -> None:
         def one(sha: str) -> None:
             key = storage_key("chunks", sha)
             what = f"chunk {key}"
             blob = self._get(key, max_stored_size(sizes[sha]), what, sizes[sha] + 1)
-            data = decode(blob, sizes[sha], what)
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise IntegrityError(
-                    f"The remote's {what} does not hold the bytes its name says. The model "
-                    "was not loaded. Ask the model's author to push it again."
-                )
-            _write_all(fd, data, where[sha], sha, progress)
+            _write_all(fd, decode(blob, sizes[sha], what), where[sha], progress)
+            landed(sha)
 
         if not todo:
             return
@@ -285,6 +321,18 @@ class Chunked:
                 for future in futures:
                     future.cancel()
                 raise
+
+
+def _name_bad_chunk(
+    fd: int, todo: list[str], where: dict[str, list[int]], sizes: dict[str, int]
+) -> None:
+    """Raise for the first downloaded chunk whose bytes are not those its name says."""
+    for sha in todo:
+        if not _holds(fd, where[sha][0], sizes[sha], sha):
+            raise IntegrityError(
+                f"The remote's chunk {storage_key('chunks', sha)} does not hold the bytes its "
+                "name says. The model was not loaded. Ask the model's author to push it again."
+            )
 
 
 def _holds(fd: int, offset: int, size: int, sha: str) -> bool:
@@ -306,7 +354,7 @@ def _read_local(found: tuple[Path, int, int], sha: str) -> bytes | None:
     return None
 
 
-def _write_all(fd: int, data: Any, offsets: list[int], sha: str, progress: Progress | None) -> None:
+def _write_all(fd: int, data: Any, offsets: list[int], progress: Progress | None) -> None:
     view = memoryview(data).cast("B")
     for offset in offsets:
         done = 0
