@@ -111,7 +111,7 @@ class Chunked:
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
         key = storage_key("objects", entry.sha256)
         found = self.remote.stat(key)  # one HEAD, with the object's age
-        if found is not None:
+        if found is not None and _fits(found, entry.size):
             self._keep(found)
         else:
             self._put(encode(fh.read()), key, entry.sha256)
@@ -164,7 +164,7 @@ class Chunked:
         try:
             key = storage_key("chunks", sha)
             found = listing.result().get(key)
-            if found is not None:
+            if found is not None and _fits(found, len(data)):
                 self._keep(found)
             else:
                 self._put(encode(data), key, sha)
@@ -281,6 +281,12 @@ class Chunked:
         return decode(
             self._get(key, max_stored_size(chunk.size), what, chunk.size + 1), chunk.size, what
         )
+
+
+def _fits(found: RemoteObject, size: int) -> bool:
+    """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
+    say by another tool's partial upload, is replaced, not trusted)."""
+    return 0 < found.size <= max_stored_size(size)
 
 
 def _held_prefix(fh: IO[bytes], chunks: list[Chunk]) -> tuple[int, Any]:
