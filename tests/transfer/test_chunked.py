@@ -227,7 +227,7 @@ def test_a_stored_chunk_cut_short_on_the_remote_is_replaced_before_synced(tmp_pa
     payload = os.urandom(10 * MB)
     producer.dump(payload, "a", push=True)
     chunk = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
-    _forge(target, tmp_path, chunk, b"\x00")  # an empty stored object: no chunk fits it
+    _forge(target, tmp_path, chunk, b"\x00")  # a header alone: holds no chunk
     producer.dump(payload, "b", push=True)  # the same bytes: every chunk checked again
     assert _stored(target)[chunk] > 1
     assert target.filer(_consumer(tmp_path, producer)).load("a") == payload
