@@ -258,7 +258,7 @@ def test_a_pushed_model_loads_on_another_machine(tmp_path, target, size):
 
 
 def test_keys_are_content_addressed(tmp_path, target):
-    filer = target.filer(tmp_path / "m", storage="plain")  # the chunked layout's: test_chunked
+    filer = target.filer(tmp_path / "m", storage="plain")  # (the chunked layout's: test_chunked)
     filer.dump(b"first", "m", push=True)
     first = filer.list_files()[0].sha256
     filer.remove("m")  # the remote object stays
