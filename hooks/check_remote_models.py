@@ -1,9 +1,11 @@
 """pre-push hook: refuse to push registries that name objects missing from their remote.
 
 For each pushed commit, every ``synced`` entry of every registry as committed there (not the
-working tree) must exist on its remote with the recorded size; otherwise nobody who pulls
-could load it. Sizes come from listings (one LIST per key prefix, about a page each), not from
-one HEAD per object: 10,000 entries cost about ten requests.
+working tree) must exist on its remote (today's ``<name>/<sha>.pkl`` with the recorded size);
+an entry of the chunked layout's manifest also needs every chunk the manifest names. Otherwise
+nobody who pulls could load it. Sizes come from listings (one LIST per key prefix, about a
+page each), not from one HEAD per object: 10,000 entries cost about ten requests; manifests
+are read a few at a time, then their chunks are listed the same way.
 
 A remote that cannot be checked (down, or a stuck VPN: the hooks' network policy gives up
 within 13 s) refuses the push too: an unanswered check proves nothing, and a push that passed
@@ -23,15 +25,20 @@ from concurrent.futures import ThreadPoolExecutor
 from model_filer.hookapi import (
     FAIL_FAST,
     NULL_REF,
+    STORAGE_DIR,
     Entry,
+    IntegrityError,
     ModelFilerError,
     Remote,
     approved_address,
     get_remote,
     hook_git,
+    manifest_chunks,
+    max_stored_size,
     parse,
     pin_work_tree,
     registries_at,
+    storage_key_kind,
     under_pre_commit,
 )
 
@@ -70,19 +77,20 @@ PAGE = 1000  # keys a LIST request returns: larger groups are split by one more 
 def list_prefixes(keys: Sequence[str]) -> list[str]:
     """Key prefixes whose listings together cover ``keys``, few and each about a page.
 
-    A key ``<name>/<sha>.pkl`` lives in its model's folder ``<name>/``. A few folders are listed
-    one by one (only that model's versions come back); many are grouped by their leading
-    characters, one more character at a time until a group fits in about one page, so 10,000
-    models cost ~10 listings that run side by side.
+    A key ``<name>/<sha>.pkl`` lives in its model's folder ``<name>/``; a key of the chunked
+    layout, ``.model_filer/<kind>/<sha>``, in the folder of its first two hex digits (1/256 of
+    that kind). A few folders are listed one by one (only that model's versions come back); many
+    are grouped by their leading characters, one more character at a time until a group fits
+    in about one page, so 10,000 models cost ~10 listings that run side by side.
     """
-    folders = sorted({k.rpartition("/")[0] + "/" if "/" in k else k for k in keys})
+    folders = sorted({_folder(k) for k in keys})
     if len(folders) <= FEW:
         return folders
     prefixes: list[str] = []
 
     def split(group: list[str], depth: int) -> None:
         if len(group) <= PAGE:
-            prefixes.append(group[0][:depth])
+            prefixes.append(os.path.commonprefix(group))  # noqa: RUF071 - characters, not paths
             return
         by_char: dict[str, list[str]] = {}
         for folder in group:
@@ -97,12 +105,25 @@ def list_prefixes(keys: Sequence[str]) -> list[str]:
     return prefixes
 
 
+def _folder(key: str) -> str:
+    kind = storage_key_kind(key)
+    if kind is not None:
+        return key[: len(STORAGE_DIR) + len(kind) + 4]  # .model_filer/<kind>/ and 2 hex digits
+    return key.rpartition("/")[0] + "/" if "/" in key else key
+
+
 def _problem(remote: Remote, where: str, entry: Entry, sizes: dict[str, int]) -> str | None:
     key = entry.key or ""
     size = sizes.get(key)
     if size is None:
         return f"{where}: {entry.name}: {remote.url(key)} is missing from the remote"
-    if size != entry.size:
+    kind = storage_key_kind(key)
+    if kind == "objects" and not 0 < size <= max_stored_size(entry.size):  # (compressed)
+        return (
+            f"{where}: {entry.name}: {remote.url(key)} has {size} bytes, not what a stored "
+            f"object of the registry's {entry.size} may have"
+        )
+    if kind is None and size != entry.size:
         return (
             f"{where}: {entry.name}: {remote.url(key)} has {size} bytes, "
             f"the registry says {entry.size}"
@@ -110,12 +131,10 @@ def _problem(remote: Remote, where: str, entry: Entry, sizes: dict[str, int]) ->
     return None
 
 
-def _check_remote(
-    remote: Remote, tasks: list[tuple[str, Entry]], pool: ThreadPoolExecutor
-) -> list[tuple[str, Entry | None, str]]:
-    """Problems with ``tasks`` (where, entry) on one remote: one LIST per prefix, no HEADs.
-    Each is (where, the entry a push would repair or ``None``, the text)."""
-    prefixes = list_prefixes([entry.key or "" for _, entry in tasks])
+def _listed(
+    remote: Remote, keys: list[str], pool: ThreadPoolExecutor
+) -> tuple[dict[str, int], list[tuple[str, ModelFilerError]]]:
+    """The sizes of what the listings covering ``keys`` found, and the prefixes that failed."""
     sizes: dict[str, int] = {}
     errors: list[tuple[str, ModelFilerError]] = []
 
@@ -125,8 +144,18 @@ def _check_remote(
         except ModelFilerError as exc:
             errors.append((prefix, exc))
 
-    list(pool.map(one, prefixes))
+    list(pool.map(one, list_prefixes(keys)))
+    return sizes, errors
+
+
+def _check_remote(
+    remote: Remote, tasks: list[tuple[str, Entry]], pool: ThreadPoolExecutor
+) -> list[tuple[str, Entry | None, str]]:
+    """Problems with ``tasks`` (where, entry) on one remote: one LIST per prefix, no HEADs.
+    Each is (where, the entry a push would repair or ``None``, the text)."""
+    sizes, errors = _listed(remote, [entry.key or "" for _, entry in tasks], pool)
     problems: list[tuple[str, Entry | None, str]] = []
+    chunked: list[tuple[str, Entry]] = []
     for where, entry in tasks:
         key = entry.key or ""
         failed = next((exc for prefix, exc in errors if key.startswith(prefix)), None)
@@ -135,6 +164,44 @@ def _check_remote(
             problems.append((where, None, text))
         elif (problem := _problem(remote, where, entry, sizes)) is not None:
             problems.append((where, entry, problem))
+        elif storage_key_kind(key) == "manifests":
+            chunked.append((where, entry))
+    return problems + _check_chunks(remote, chunked, pool)
+
+
+def _check_chunks(
+    remote: Remote, tasks: list[tuple[str, Entry]], pool: ThreadPoolExecutor
+) -> list[tuple[str, Entry | None, str]]:
+    """Problems with the chunks the manifests of ``tasks`` name: each manifest read (a few
+    at a time), then one LIST per prefix of their chunks."""
+
+    def read(task: tuple[str, Entry]) -> list[str] | ModelFilerError:
+        try:
+            return manifest_chunks(remote, task[1].key or "", task[1].sha256, task[1].size)
+        except ModelFilerError as exc:
+            return exc
+
+    named = list(pool.map(read, tasks))
+    wanted = sorted({k for keys in named if isinstance(keys, list) for k in keys})
+    sizes, errors = _listed(remote, wanted, pool) if wanted else ({}, [])
+    problems: list[tuple[str, Entry | None, str]] = []
+    for (where, entry), keys in zip(tasks, named, strict=True):
+        start = f"{where}: {entry.name}: {remote.url(entry.key or '')}"
+        if not isinstance(keys, list):
+            unchecked = not isinstance(keys, LookupError | IntegrityError)
+            what = UNCHECKED + " its chunks" if unchecked else "is not a valid manifest"
+            problems.append((where, None if unchecked else entry, f"{start} {what}: {keys}"))
+            continue
+        failed = next((e for p, e in errors for k in keys if k.startswith(p)), None)
+        missing = [k for k in keys if k not in sizes]
+        if failed is not None:
+            problems.append((where, None, f"{start}: {UNCHECKED} its chunks: {failed}"))
+        elif missing:
+            text = (
+                f"{start}: {len(missing)} of its {len(keys)} chunks are missing from the "
+                f"remote (e.g. {remote.url(missing[0])})"
+            )
+            problems.append((where, entry, text))
     return problems
 
 

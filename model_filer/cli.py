@@ -349,8 +349,11 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
     good, bad = store.verify()
     for sha in bad:
         print(f"{store.object_path(sha)}: its bytes do not hash to its name; removed")
+    stray = store.verify_manifests()  # the chunk index of the chunked layout
+    for sha in stray:
+        print(f"manifest of {sha}: does not describe that object's bytes; removed")
     print(f"{good} object(s) verified, {len(bad)} bad one(s) removed (fetched again on use).")
-    return 1 if bad else 0
+    return 1 if bad or stray else 0
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
@@ -496,6 +499,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"{filer.remote.address}; kept {found.kept_named} named by {found.registries} "
             f"registry version(s) and {found.kept_young} younger than {args.grace:g} day(s)."
         )
+        if found.shared and not args.shared_prefix_ok:
+            print(f"model-filer: {gc.shared_warning(filer, found.foreign)}", file=sys.stderr)
         if not args.delete:
             print(summary + (" Run again with --delete to delete them." if count else ""))
             return 0
@@ -504,7 +509,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             if count:
                 pending.append(f"{count} object(s) on {filer.remote.address} ({path})")
             return 0
-        deleted = gc.collect(filer, found.candidates)
+        deleted = gc.collect(filer, found.candidates, shared_prefix_ok=args.shared_prefix_ok)
         print(summary + f" Deleted {len(deleted)}.")
         return 0
 
@@ -772,6 +777,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=14.0, metavar="DAYS", help="default 14")
     p.add_argument("--delete", action="store_true", help="delete them (default: list only)")
     p.add_argument("--all", action="store_true", help="without --dir: every remote found")
+    p.add_argument(
+        "--shared-prefix-ok",
+        action="store_true",
+        help="delete shared chunks although other repositories push to the prefix",
+    )
     p.set_defaults(func=cmd_gc)
     p = sub.add_parser("remote", help="trust a registry's remote, or set its path here")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

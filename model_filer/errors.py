@@ -274,6 +274,10 @@ class RemoteMismatchError(ModelFilerError):
     """The Filer's remote differs from the one the registry was made with."""
 
 
+class SharedPrefixError(ModelFilerError):
+    """``gc`` would delete shared storage while other repositories use the same remote."""
+
+
 class FolderNotWritableError(ModelFilerError):
     """A model must be written into a folder this process cannot write (a read-only copy)."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model_filer.errors import ModelFilerError, UntrustedRemoteError
+from model_filer.errors import IntegrityError, ModelFilerError, UntrustedRemoteError
 from model_filer.fs.layout import MODEL_SUFFIX, registry_filename, remote_type_of
 from model_filer.git import gitops
 from model_filer.git.approvals import (
@@ -44,6 +44,7 @@ from model_filer.pickles.trust import SERVED, TrustedSet, can_trust, never_reaso
 from model_filer.registry.codec import parse
 from model_filer.registry.discovery import read_registry
 from model_filer.registry.model import Entry, Registry, alias_problems
+from model_filer.registry.names import STORAGE_DIR, storage_key_kind
 from model_filer.remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
 from model_filer.sizes import parse_size
 from model_filer.transfer.progress import count_bar
@@ -57,9 +58,11 @@ __all__ = [
     "MODEL_SUFFIX",
     "NULL_REF",
     "SERVED",
+    "STORAGE_DIR",
     "Blob",
     "Entry",
     "HookGit",
+    "IntegrityError",
     "ModelFilerError",
     "Registry",
     "Remote",
@@ -79,6 +82,8 @@ __all__ = [
     "hook_git",
     "local_filer",
     "locate",
+    "manifest_chunks",
+    "max_stored_size",
     "never_reason",
     "parse",
     "parse_size",
@@ -92,6 +97,7 @@ __all__ = [
     "registry_filename",
     "remote_type_of",
     "staged_paths",
+    "storage_key_kind",
     "under_pre_commit",
 ]
 
@@ -203,6 +209,22 @@ def local_filer(path: Path, registry: Registry | None = None) -> Filer:
     reg = read_registry(path) if registry is None else registry
     override = override_of(path, reg)
     return filer_for(path, override.address if override else None, registry=reg)
+
+
+def manifest_chunks(remote: Remote, key: str, sha256: str, size: int) -> list[str]:
+    """The chunk keys a synced entry's manifest names, read from its remote and checked
+    (see :func:`model_filer.git.gc.manifest_chunks`; imported only when a manifest is read)."""
+    from model_filer.git.gc import manifest_chunks as read
+
+    return read(remote, key, sha256, size)
+
+
+def max_stored_size(size: int) -> int:
+    """The largest stored object (chunked layout) that may hold ``size`` bytes (imported
+    only when the hook meets one: the commit hook never does)."""
+    from model_filer.storage.stored import max_stored_size as bound
+
+    return bound(size)
 
 
 def pull_entries(

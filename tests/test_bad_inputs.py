@@ -359,8 +359,8 @@ CLI_CASES = [
         id="cli-registry-not-yaml",
     ),
     pytest.param(
-        lambda c: ["verify", "--dir", str(c.registry(registry_text("R", fmt=3)))],
-        id="registry-format-3",  # (2 is metadata and aliases, issue 22)
+        lambda c: ["verify", "--dir", str(c.registry(registry_text("R", fmt=4)))],
+        id="registry-format-4",  # (2 is metadata and aliases, 3 the chunked layout)
     ),
     pytest.param(
         lambda c: [
@@ -471,7 +471,8 @@ def h_object_missing(repo: Path, remote: Path, mp: Any) -> int:
 
 
 def h_object_other_size(repo: Path, remote: Path, mp: Any) -> int:
-    filer = _pushed(repo, remote)
+    filer = Filer(repo / "models", str(remote), "local", storage="plain")  # stored as it is
+    filer.dump({"w": 1}, "m", push=True)
     sha = commit(repo, "m")
     (remote / (filer.list_files()[0].key or "")).write_bytes(b"short")
     return _check_remote(sha, mp)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 import random
 import signal
@@ -33,12 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from model_filer import Filer
 from model_filer.fs.tempfiles import remove_dead_temps, remove_dead_temps_in, temp_path
 from model_filer.local.store import ObjectStore
 from model_filer.registry.file import Entry, Registry, RegistryFile, dumps, parse
+from model_filer.registry.names import storage_key, storage_key_kind
 from model_filer.remotes.local import ID_FILE
+from model_filer.storage.stored import decode
 
 
 def seeded(seed: int) -> random.Random:
@@ -380,7 +384,7 @@ def _push_rounds(
             filer.dump(model(1000 * round_ + j, MB), name)
 
         def loop(mark: Mark, names: list[str] = names) -> None:
-            child = Filer(folder, filer.remote.address, rtype)
+            child = Filer(folder, filer.remote.address, rtype, storage=filer.transfers.storage)
             child.remote.size_of("warm/up.pkl")  # connect before the first kill can land
             for j, name in enumerate(names):
                 mark(b"S", j)
@@ -416,13 +420,37 @@ def _push_rounds(
     return outcomes
 
 
-def test_kill_during_push_to_a_local_remote(tmp_path, remote, kill_counts):
-    folder = tmp_path / "models"
-    filer = Filer(folder, str(remote), "local")
+def _model_bytes(read: Callable[[str], bytes | None], key: str) -> bytes | None:
+    """The model's bytes that ``key`` names, in either layout (docs/storage-format.md);
+    ``None`` when a piece of them is missing."""
+    data = read(key)
+    kind = storage_key_kind(key)
+    if data is None or kind is None:
+        return data
+    if kind == "objects":
+        return _stored_bytes(data)
+    pieces = [read(storage_key("chunks", sha)) for sha, _ in json.loads(data)["chunks"]]
+    if any(piece is None for piece in pieces):
+        return None
+    return b"".join(_stored_bytes(piece) for piece in pieces if piece is not None)
 
-    def object_bytes(key: str) -> bytes | None:
+
+def _stored_bytes(data: bytes) -> bytes:
+    size = len(data) - 1 if data[0] == 0 else zstandard.frame_content_size(data[1:])
+    return bytes(decode(data, size, "object"))
+
+
+@pytest.mark.parametrize("storage", ["chunked", "plain"])
+def test_kill_during_push_to_a_local_remote(tmp_path, remote, kill_counts, storage):
+    folder = tmp_path / "models"
+    filer = Filer(folder, str(remote), "local", storage=storage)
+
+    def read(key: str) -> bytes | None:
         path = remote / key
         return path.read_bytes() if path.is_file() else None
+
+    def object_bytes(key: str) -> bytes | None:
+        return _model_bytes(read, key)
 
     outcomes = _push_rounds(
         filer, folder, "local", KILLS["push_local"], 0.015, object_bytes, kill_counts, "push_local"
@@ -432,7 +460,7 @@ def test_kill_during_push_to_a_local_remote(tmp_path, remote, kill_counts):
 
 
 def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path, remote):
-    filer = Filer(tmp_path / "models", str(remote), "local")
+    filer = Filer(tmp_path / "models", str(remote), "local", storage="plain")
     filer.dump(model(0, MB), "m")
     [entry] = filer.list_files()
     key = f"m/{entry.sha256}.pkl"
@@ -442,7 +470,7 @@ def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path
             os.write(w, b"1")
             time.sleep(60)  # the copy is written, not yet renamed: the kill lands here
 
-        Filer(tmp_path / "models", str(remote), "local").remote.upload(
+        Filer(tmp_path / "models", str(remote), "local", storage="plain").remote.upload(
             filer.model_path("m"), key, entry.sha256, progress
         )
 
@@ -462,7 +490,7 @@ def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path
 
 def test_kill_during_push_to_s3(tmp_path, s3_address, s3_client, kill_counts):
     folder = tmp_path / "models"
-    filer = Filer(folder, s3_address)
+    filer = Filer(folder, s3_address, storage="plain")
     bucket, _, prefix = s3_address[5:].partition("/")
 
     def object_bytes(key: str) -> bytes | None:

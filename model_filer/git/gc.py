@@ -2,39 +2,60 @@
 
 An object is garbage only if all of these hold:
 
-- its key has the form model_filer writes, ``<name>/<sha256>.pkl`` under the remote root
-  (anything else on the remote is someone else's and is never touched);
+- its key has a form model_filer writes: ``<name>/<sha256>.pkl``, or the chunked layout's
+  ``.model_filer/{objects,manifests,chunks}/<sha256>`` (anything else on the remote is
+  someone else's and is never touched; nor are the repository markers, ``.model_filer/repos/``);
 - no version of any registry file of this remote type, at any commit reachable from any ref
   (local branches, tags, remote-tracking refs, stashes, HEAD), nor in the index or the
-  working tree's registry, names it (by key, or by the name and sha256 it is made of);
+  working tree's registry, names it (by key, or by the sha256 it is named by); a chunk, no
+  manifest that stays on the remote names it;
 - it is older than the grace period, which protects what other clones pushed but this one
-  has not fetched yet.
+  has not fetched yet; and its last change, re-read just before the delete, is still the one
+  the listing showed (a push that reused it since has renewed it, and wins).
 
 Registries that record another remote are not counted (their keys live elsewhere); a registry
-version that does not parse protects every sha256 its text mentions.
+version that does not parse protects every sha256 its text mentions. The protocol, and how
+repositories that share a prefix are told apart, is in docs/gc-protocol.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from model_filer.errors import ModelFilerError
-from model_filer.fs.layout import registry_filename
+from model_filer.errors import ModelFilerError, SharedPrefixError
+from model_filer.fs.layout import ensure_dir, registry_filename
+from model_filer.fs.tempfiles import temp_path
 from model_filer.git import gitops
 from model_filer.git.history import registry_pathspecs, repo_path
 from model_filer.registry.codec import Codec
 from model_filer.registry.model import Registry
-from model_filer.registry.names import is_object_key, key_sha256, object_key
+from model_filer.registry.names import (
+    STORAGE_DIR,
+    is_object_key,
+    key_sha256,
+    object_key,
+    storage_key,
+    storage_key_kind,
+)
+from model_filer.storage import GC_GRACE
 
 if TYPE_CHECKING:
     from model_filer.filer import Filer
-    from model_filer.remotes import RemoteObject
+    from model_filer.remotes import Remote, RemoteObject
 
-DEFAULT_GRACE = timedelta(days=14)
+DEFAULT_GRACE = GC_GRACE  # (a push renews what it reuses past half of it)
 _ANY_SHA = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+MARKERS = f"{STORAGE_DIR}/repos/"
+MARKER_RENEWED = timedelta(days=1)  # a push renews its repository's marker at most this often
+MANIFEST_READS = 16  # manifests read in parallel
+_MARKED: set[tuple[str, Path]] = set()  # (remote, repository) marked by this process
 
 
 class Protected(NamedTuple):
@@ -48,15 +69,22 @@ class Protected(NamedTuple):
 class Plan(NamedTuple):
     """What ``gc`` would delete, and what it kept."""
 
-    candidates: list[RemoteObject]
-    kept_named: int  # objects a reachable registry names
+    candidates: list[RemoteObject]  # models and manifests first, then chunks
+    kept_named: int  # objects a reachable registry (or a manifest that stays) names
     kept_young: int  # unnamed, but younger than the grace period
     registries: int
+    foreign: list[RemoteObject]  # markers of other repositories that share the prefix
 
     @property
     def total(self) -> int:
         """Bytes the candidates take."""
         return sum(o.size for o in self.candidates)
+
+    @property
+    def shared(self) -> bool:
+        """Whether a candidate is shared storage while other repositories use the prefix:
+        :func:`collect` then refuses unless told ``shared_prefix_ok``."""
+        return bool(self.foreign) and any(_shareable(o.key) for o in self.candidates)
 
 
 def protected(filer: Filer, current: Registry | None = None) -> Protected:
@@ -108,39 +136,187 @@ def plan(
     now: datetime | None = None,
     current: Registry | None = None,
 ) -> Plan:
-    """List the objects ``gc`` may delete: one git walk, then one LIST of the remote
-    (``current``: the working tree's registry, when the caller has read it)."""
+    """List the objects ``gc`` may delete: one git walk, one LIST of the remote, and a read
+    of each manifest that stays (``current``: the working tree's registry, when the caller
+    has read it)."""
     if grace < timedelta(0):
         raise ModelFilerError(f"The grace period must not be negative, got {grace}.")
     keep = protected(filer, current)
     cutoff = (now or datetime.now(UTC)) - grace
-    candidates: list[RemoteObject] = []
-    named = young = 0
+    by_kind: dict[str | None, list[RemoteObject]] = {}
     for obj in _listing(filer):
-        if not is_object_key(obj.key):
-            continue  # not written by model_filer: never ours to delete
-        if obj.key in keep.keys or key_sha256(obj.key) in keep.shas:
-            named += 1
-        elif obj.modified > cutoff:
-            young += 1
-        else:
-            candidates.append(obj)
-    return Plan(candidates, named, young, keep.registries)
+        if _ours(obj.key):
+            by_kind.setdefault(storage_key_kind(obj.key), []).append(obj)
+    candidates: list[RemoteObject] = []
+    kept = [0, 0]  # named, young
+
+    def judge(objs: list[RemoteObject], keys: set[str] | frozenset[str]) -> None:
+        for obj in objs:
+            named = obj.key in keys or key_sha256(obj.key) in keep.shas
+            if named or obj.modified > cutoff:
+                kept[not named] += 1
+            else:
+                candidates.append(obj)
+
+    for kind in (None, "objects", "manifests"):
+        judge(by_kind.get(kind, []), keep.keys)
+    going = {o.key for o in candidates}
+    staying = [o for o in by_kind.get("manifests", []) if o.key not in going]
+    judge(by_kind.get("chunks", []), _chunks_named(filer.remote, staying))
+    foreign = _foreign(filer, by_kind.get("repos", []))
+    return Plan(candidates, kept[0], kept[1], keep.registries, foreign)
+
+
+def _ours(key: str) -> bool:
+    """Whether model_filer wrote ``key`` (any other object is never touched)."""
+    return is_object_key(key) or storage_key_kind(key) is not None
+
+
+def _shareable(key: str) -> bool:
+    """Whether ``key`` is of the chunked layout, whose objects any repository may reuse."""
+    return storage_key_kind(key) in ("objects", "manifests", "chunks")
 
 
 def _listing(filer: Filer) -> Iterator[RemoteObject]:
     return filer.remote.list_objects("")
 
 
-def collect(filer: Filer, candidates: list[RemoteObject]) -> list[str]:
-    """Delete the ``candidates`` of a :func:`plan`; return the keys deleted."""
+def _chunks_named(remote: Remote, manifests: list[RemoteObject]) -> set[str]:
+    """The chunk keys ``manifests`` name, read a few at a time (they are small).
+
+    A manifest that cannot be read or parsed stops gc: the chunks it names are unknown.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chunks_of(obj: RemoteObject) -> list[str]:
+        try:
+            return manifest_chunks(remote, obj.key, obj.key.rpartition("/")[2])
+        except ModelFilerError as exc:
+            raise ModelFilerError(
+                f"{remote.url(obj.key)} is not a readable manifest ({exc}), so gc cannot tell "
+                "which chunks it needs and deletes none. Push the model again from a machine "
+                "that holds it; if no registry names it, delete that manifest by hand."
+            ) from None
+
+    with ThreadPoolExecutor(MANIFEST_READS) as pool:
+        return {key for keys in pool.map(chunks_of, manifests) for key in keys}
+
+
+def manifest_chunks(remote: Remote, key: str, sha256: str, size: int | None = None) -> list[str]:
+    """The chunk keys the manifest ``key`` of the model ``sha256`` names, read and checked
+    (``size``: the model's, as its registry entry says; None takes the manifest's own).
+
+    Raises
+    ------
+    RemoteError, IntegrityError
+        When the manifest cannot be read, or is not a valid one of that model.
+    """
+    from model_filer.storage.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
+    data = remote.read_bytes(key, MAX_MANIFEST_BYTES)
+    if size is None:
+        with contextlib.suppress(ValueError, AttributeError):
+            size = json.loads(data).get("size")
+    chunks = parse_manifest(data, sha256, size if type(size) is int else -1)
+    return [storage_key("chunks", c.sha256) for c in chunks]
+
+
+def collect(
+    filer: Filer, candidates: list[RemoteObject], shared_prefix_ok: bool = False
+) -> list[str]:
+    """Delete the ``candidates`` of a :func:`plan`; return the keys deleted.
+
+    Each object's last change is re-read just before its delete: one that changed since the
+    listing (a push reused and renewed it) is kept. Shared storage (the chunked layout) is
+    deleted only when no other repository's marker is on the prefix, or ``shared_prefix_ok``.
+    """
+    for obj in candidates:  # a plan built by hand must not widen what gc may touch
+        if not _ours(obj.key) or storage_key_kind(obj.key) == "repos":
+            raise ModelFilerError(f"{obj.key!r} was not written by model_filer; not deleted.")
+    if not shared_prefix_ok and any(_shareable(o.key) for o in candidates):
+        foreign = _foreign(filer, list(filer.remote.list_objects(MARKERS)))
+        if foreign:
+            raise SharedPrefixError(shared_warning(filer, foreign))
     deleted = []
     for obj in candidates:
-        if not is_object_key(obj.key):  # a plan built by hand must not widen what gc may touch
-            raise ModelFilerError(f"{obj.key!r} was not written by model_filer; not deleted.")
+        now = filer.remote.modified_of(obj.key)
+        if now is None or _second(now) > _second(obj.modified):
+            continue  # gone, or renewed by a push since the listing: still needed
         filer.remote.delete(obj.key)
         deleted.append(obj.key)
     return deleted
+
+
+def _second(when: datetime) -> datetime:
+    """``when`` to the second: a listing and a HEAD may tell it at different precisions."""
+    return when.replace(microsecond=0)
+
+
+# -- repositories that share a prefix -----------------------------------------------------------
+def _roots(top: Path) -> list[str]:
+    """The root commits of the repository at ``top`` (none before its first commit)."""
+    out = gitops.run(["rev-list", "--max-parents=0", "--all"], top, check=False).stdout
+    return sorted(out.decode().split())
+
+
+def _foreign(filer: Filer, markers: Iterable[RemoteObject]) -> list[RemoteObject]:
+    """The markers of repositories other than the Filer's: named by a commit it lacks (a
+    root commit since rewritten, an amended first commit, is still its own while it holds
+    the old commit)."""
+    markers = list(markers)
+    repo = gitops.locate(filer.local_dir)
+    if not markers or repo is None:
+        return markers
+    names = "".join(f"{m.key.rpartition('/')[2]}^{{commit}}\n" for m in markers).encode()
+    out = gitops.run(["cat-file", "--batch-check"], repo.top, data=names, check=False).stdout
+    known = {f[0] for f in map(str.split, out.decode().splitlines()) if f[1:2] == ["commit"]}
+    return [m for m in markers if m.key.rpartition("/")[2] not in known]
+
+
+def shared_warning(filer: Filer, foreign: list[RemoteObject]) -> str:
+    """Why gc will not delete shared storage on the Filer's remote, and what to type."""
+    shown = ", ".join(
+        f"{m.key.rpartition('/')[2][:12]} (last push {m.modified:%Y-%m-%d})" for m in foreign[:5]
+    )
+    return (
+        f"{len(foreign)} other repositor{'y' if len(foreign) == 1 else 'ies'} push to "
+        f"{filer.remote.address} too ({shown}): chunks and models there may be theirs, and "
+        "this repository's history cannot tell which they still need, so gc deletes none of "
+        "them. Give each repository its own remote prefix; or, if those repositories are gone "
+        "or you accept deleting what only they name, run again with --shared-prefix-ok "
+        "(see docs/gc-protocol.md)."
+    )
+
+
+def mark_repository(filer: Filer) -> None:
+    """Put this repository's marker on the Filer's remote (a push of the chunked layout).
+
+    The marker, ``.model_filer/repos/<root commit>``, tells the gc of any other repository
+    that shares the prefix that this one needs objects there; it is written once and renewed
+    at most daily (so its age says when the repository last pushed), once per process (a
+    notebook's many pushes pay one ``git rev-list`` and one HEAD). Nothing is written outside
+    git or before a first commit: gc cannot run there either.
+    """
+    repo = gitops.locate(filer.local_dir)
+    if repo is None or (filer.remote.address, repo.top) in _MARKED:
+        return
+    roots = _roots(repo.top)
+    if not roots:
+        return
+    key = storage_key("repos", roots[0])
+    modified = filer.remote.modified_of(key)
+    if modified is None:
+        data = json.dumps({"format": 1, "roots": roots}, sort_keys=True).encode()
+        tmp = temp_path(filer.local_dir, "marker")
+        ensure_dir(tmp.parent)
+        try:
+            tmp.write_bytes(data)
+            filer.remote.upload(tmp, key, hashlib.sha256(data).hexdigest(), None)
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif modified < datetime.now(UTC) - MARKER_RENEWED:
+        filer.remote.touch(key)
+    _MARKED.add((filer.remote.address, repo.top))
 
 
 UNFETCHED_WARNING = (

@@ -376,7 +376,7 @@ class Codec:
         The bytes are those of PyYAML's safe dumper in block style over the whole document
         (tests/support/registries.py), built from each entry's text.
         """
-        head = self.header(reg, bool(reg.entries)).encode()
+        head = self.header(reg, bool(reg.entries), format_needed(reg)).encode()
         return b"".join([head, *self._sorted_chunks(reg.entries)])
 
     def _sorted_chunks(self, entries: Entries) -> list[bytes]:

@@ -21,17 +21,19 @@ from model_filer.registry.names import (
     check_key,
     check_name,
     check_sha256,
+    is_storage_key,
     key_sha256,
     meta_name_is_valid,
     object_key,
     show,
 )
 
-# Registry formats: 1, entries only; 2, entry metadata and aliases (issue 22). A file is written
-# in the oldest format that holds its content (format_needed), so a team that uses no newer
-# feature stays readable by older releases, and one that does is refused by them, never
-# rewritten without what they cannot read.
-NEWEST_FORMAT = 2
+# Registry formats: 1, entries only; 2, entry metadata and aliases (issue 22); 3, entries whose
+# key is a chunked-layout key (issue 21, docs/storage-format.md). A file is written in the oldest
+# format that holds its content (format_needed), so a team that uses no newer feature stays
+# readable by older releases, and one that does is refused by them, never rewritten without what
+# they cannot read (or, for format 3, made to load a wrong model).
+NEWEST_FORMAT = 3
 TOP_LEVEL_KEYS = ("format", "remote", "aliases", "models")
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
 MAX_MODEL_BYTES = 1 << 50  # 1 PiB: sizes above this are nonsense, not models
@@ -123,6 +125,13 @@ class Entry(NamedTuple):
         """Whether it carries metrics, params, tags or a description (registry format 2)."""
         return self[-4:] != _NO_METADATA
 
+    def format(self) -> int:
+        """The oldest registry format that can hold this entry: 3 when its key is a
+        chunked-layout key, 2 when it carries metadata, else 1."""
+        if self.key is not None and is_storage_key(self.key):
+            return 3
+        return 2 if self[-4:] != _NO_METADATA else 1
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """The fields as written, in order; metadata mappings sorted by name."""
         data = {f: getattr(self, f) for f in ENTRY_FIELDS}
@@ -141,7 +150,7 @@ class Entries(dict[str, Entry]):
     for), so the case-twin check of a dump costs a lookup, not a pass over every name.
     """
 
-    __slots__ = ("annotated", "changed", "lower", "marked", "version")
+    __slots__ = ("changed", "formats", "lower", "marked", "version")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,7 +158,8 @@ class Entries(dict[str, Entry]):
         self.version = 0  # counts changes, for "changed since?" questions
         self.marked = -1  # the version at the last mark()
         self.lower: dict[str, int] | None = None  # lower-cased name -> how many; None: unknown
-        self.annotated: int | None = None  # how many have metadata; None: unknown
+        # How many entries need each registry format (index 1-3); None: not counted yet.
+        self.formats: list[int] | None = None
 
     def mark(self) -> int:
         """Start noting changed names afresh (a writer's text is now of this version)."""
@@ -162,10 +172,12 @@ class Entries(dict[str, Entry]):
         return self.changed if self.marked == version else None
 
     def __setitem__(self, name: str, entry: Entry) -> None:
-        if self.annotated is not None:
+        formats = self.formats
+        if formats is not None:
             old = self.get(name)
-            was = old is not None and old.has_metadata()
-            self.annotated += entry.has_metadata() - was
+            if old is not None:
+                formats[old.format()] -= 1
+            formats[entry.format()] += 1
         lower = self.lower
         if lower is not None and name not in self:
             low = name.lower()
@@ -176,8 +188,8 @@ class Entries(dict[str, Entry]):
             self.changed.add(name)
 
     def __delitem__(self, name: str) -> None:
-        if self.annotated is not None and name in self:
-            self.annotated -= self[name].has_metadata()
+        if self.formats is not None and name in self:
+            self.formats[self[name].format()] -= 1
         super().__delitem__(name)
         lower = self.lower
         if lower is not None:
@@ -196,17 +208,20 @@ class Entries(dict[str, Entry]):
             self.lower = dict(Counter(map(str.lower, list(self))))
         return self.lower
 
-    def with_metadata(self) -> int:
-        """How many entries carry metadata (counted once, then kept in step): a dump's
-        format_needed costs a lookup, not a pass over 10,000 entries."""
-        if self.annotated is None:
-            self.annotated = sum(map(Entry.has_metadata, list(self.values())))
-        return self.annotated
+    def format(self) -> int:
+        """The oldest registry format that holds every entry (the entries' formats counted
+        once, then kept in step): a dump's format_needed is a lookup, not a pass over 10,000
+        entries."""
+        if self.formats is None:
+            counts = Counter(map(Entry.format, list(self.values())))
+            self.formats = [0, counts[1], counts[2], counts[3]]
+        formats = self.formats
+        return 3 if formats[3] else 2 if formats[2] else 1
 
     def _all_changed(self, method: str, *args: Any, **kwargs: Any) -> Any:
         self.changed = None
         self.lower = None
-        self.annotated = None
+        self.formats = None
         self.version += 1
         return getattr(super(), method)(*args, **kwargs)
 
@@ -277,7 +292,8 @@ class Registry:
         )
         if self.entries.lower is not None:
             new.entries.lower = dict(self.entries.lower)
-        new.entries.annotated = self.entries.annotated
+        if self.entries.formats is not None:
+            new.entries.formats = list(self.entries.formats)
         return new
 
     def state(self) -> tuple[Any, ...]:
@@ -308,10 +324,8 @@ _NO_METADATA = (None, None, None, None)
 
 def format_needed(reg: Registry) -> int:
     """The oldest registry format that holds ``reg``'s content: one line per feature."""
-    needed = 1
-    needed = max(needed, 2) if reg.entries.with_metadata() else needed
-    needed = max(needed, 2) if reg.aliases else needed
-    return needed
+    needed = reg.entries.format()  # 2: metadata; 3: chunked-layout keys
+    return max(needed, 2) if reg.aliases else needed
 
 
 def plain_value(value: object) -> object:

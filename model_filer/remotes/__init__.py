@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from model_filer.errors import UnknownRemoteTypeError
+from model_filer.errors import RemoteObjectMissingError, UnknownRemoteTypeError
 
 Progress = Callable[[int], None]
 
@@ -225,7 +225,9 @@ class Remote(ABC):
 
     @abstractmethod
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        """Store ``src`` under ``key``; a key already holding those bytes is left as is."""
+        """Store ``src`` under ``key``; a key already holding those bytes keeps them, its
+        last change renewed (:meth:`touch`): gc, which re-reads it before deleting, must see
+        that a push relies on it."""
 
     @abstractmethod
     def download(
@@ -247,9 +249,43 @@ class Remote(ABC):
         sink.restart(0)
         self.download(key, _Unseekable(sink), progress, size)
 
+    def read_bytes(self, key: str, limit: int) -> bytes:
+        """A small object's bytes (a manifest, a marker); :class:`RemoteError` past ``limit``."""
+        from model_filer.errors import RemoteError
+
+        too_big = RemoteError(
+            f"{self.url(key)} holds more than {limit} bytes, too many for what it should be.",
+            key=key,
+            address=self.address,
+        )
+        sink = _Bounded(limit, too_big)
+        self.download(key, sink, None)
+        return bytes(sink.data)
+
     @abstractmethod
+    def stat(self, key: str) -> RemoteObject | None:
+        """The object's size and last change (one HEAD), or ``None`` when it does not exist."""
+
     def size_of(self, key: str) -> int | None:
         """The object's size in bytes, or ``None`` when it does not exist."""
+        found = self.stat(key)
+        return None if found is None else found.size
+
+    def modified_of(self, key: str) -> datetime | None:
+        """The object's last change as the store tells it now, or ``None`` when it is gone.
+
+        ``gc`` re-reads it just before each delete: a push that reused the object since the
+        listing has refreshed it (:meth:`touch`), and wins.
+        """
+        found = self.stat(key)
+        return None if found is None else found.modified
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Make the object's last change now, its bytes unchanged (a push that reuses it).
+
+        :class:`RemoteObjectMissingError` when it does not exist.
+        """
 
     @abstractmethod
     def list_sizes(self, prefix: str) -> dict[str, int]:
@@ -266,6 +302,15 @@ class Remote(ABC):
     def url(self, key: str) -> str:
         """The object's full address, for messages."""
         return f"{self.address.rstrip('/')}/{key}"
+
+    def _gone(self, key: str) -> RemoteObjectMissingError:
+        """The error for an object ``key`` the store does not hold."""
+        return RemoteObjectMissingError(
+            f"{self.url(key)} does not exist on the remote. Was it removed with "
+            "remove_remote=True? Dump and push the model again.",
+            key=key,
+            address=self.address,
+        )
 
     # -- listing for the garbage collector (issue 10) ------------------------------------------
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
@@ -310,6 +355,24 @@ class RangedRemote(Remote):
         except RemoteObjectMissingError:
             self._check_store()  # a missing bucket or container also answers 404
             raise
+
+
+class _Bounded:
+    """A :class:`Sink` that keeps at most ``limit`` bytes, else raises ``error`` (ours: no
+    SDK retries it)."""
+
+    def __init__(self, limit: int, error: Exception) -> None:
+        self.limit, self.error = limit, error
+        self.data = bytearray()
+
+    def write(self, data: Any) -> int:
+        self.data += data
+        if len(self.data) > self.limit:
+            raise self.error
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
 
 
 class _Unseekable:

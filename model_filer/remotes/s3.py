@@ -43,6 +43,7 @@ from model_filer.remotes import Sending as _Sending
 from model_filer.remotes._bucket import BucketRemote
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
+MAX_COPY = 5 * 1024**3  # CopyObject's limit (touch)
 CHUNK = 256 * 1024  # a body is read this much at a time: each piece is a sign of life
 SMALL_OBJECT = 4 * 1024 * 1024  # read whole in one GET: 16 in parallel hold at most 64 MiB
 RANGE_WINDOW = 8  # ranged GETs in flight while resuming a download
@@ -384,6 +385,8 @@ class S3Remote(RangedRemote, BucketRemote):
         # Keys embed the sha256, so an object already there holds these bytes: for a big
         # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
         if size >= MULTIPART_THRESHOLD and self.size_of(key) == size:
+            if size <= MAX_COPY:  # (no copy renews a bigger one: gc's objects are smaller)
+                self.touch(key)
             return
         if not self._bucket_checked:  # once: some stores create a missing bucket on PUT
             self._check_store()
@@ -622,7 +625,8 @@ class S3Remote(RangedRemote, BucketRemote):
     def _get_small(self, key: str, sink: Sink, progress: Progress | None, size: int) -> bool:
         """Fetch a small object with one GET (s3transfer would add a HEAD round trip, which
         doubles the time of pulling many small models); False, having written nothing, when
-        the object is not ``size`` bytes, so the full path streams it for the caller to judge.
+        the object is larger than ``size`` bytes (a compressed chunk's bound: at most its size
+        plus one), so the full path streams it for the caller to judge.
         """
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
@@ -630,17 +634,18 @@ class S3Remote(RangedRemote, BucketRemote):
         for attempt in range(attempts):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
             with contextlib.closing(response["Body"]) as stream:
-                if response.get("ContentLength") != size:
+                length = response.get("ContentLength")
+                if not isinstance(length, int) or length > size:
                     return False
                 try:
-                    data = self._read(stream, size)
+                    data = self._read(stream, length)
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
                     data = b""
-            if len(data) == size:
+            if len(data) == length:
                 break
             if attempt == attempts - 1:  # the body was cut short every time
                 raise RemoteUnreachableError(
-                    f"The store kept cutting {self.url(key)} short ({len(data)} of {size} "
+                    f"The store kept cutting {self.url(key)} short ({len(data)} of {length} "
                     "bytes). Check the network, then try again.",
                     key=key,
                     address=self.address,
@@ -650,12 +655,15 @@ class S3Remote(RangedRemote, BucketRemote):
             progress(len(data))
         return True
 
-    def size_of(self, key: str) -> int | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD answer, or ``None`` when it does not exist."""
         from botocore.exceptions import ClientError
 
         try:
             with self._waiting("check", key):
-                head = self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+                head: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=self._full_key(key)
+                )
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING_CODES:
@@ -664,7 +672,35 @@ class S3Remote(RangedRemote, BucketRemote):
             raise self._error(exc, "check", key) from None
         except Exception as exc:
             raise self._error(exc, "check", key) from None
-        return int(head["ContentLength"])
+        return head
+
+    def stat(self, key: str) -> RemoteObject | None:
+        head = self._head(key)
+        if head is None:
+            return None
+        return RemoteObject(key, int(head["ContentLength"]), head["LastModified"])
+
+    def touch(self, key: str) -> None:
+        # A copy onto itself is S3's one way to renew Last-Modified without sending the
+        # bytes again; it must change something, so the metadata is replaced by itself plus
+        # the time (objects up to MAX_COPY: chunks, manifests and small models).
+        head = self._head(key)
+        if head is None:
+            raise self._gone(key)
+        full = self._full_key(key)
+        metadata = dict(head.get("Metadata") or {})
+        metadata["touched"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self._call(
+            "touch",
+            key,
+            self.client.copy_object,
+            Bucket=self.bucket,
+            Key=full,
+            CopySource={"Bucket": self.bucket, "Key": full},
+            Metadata=metadata,
+            MetadataDirective="REPLACE",
+            **({"ContentType": head["ContentType"]} if head.get("ContentType") else {}),
+        )
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
         root = self._root()

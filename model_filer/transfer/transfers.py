@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -32,20 +32,26 @@ from model_filer.local.folder import READ_ONLY_ERRNOS, ModelFolder
 from model_filer.local.freshness import Freshness
 from model_filer.local.store import ObjectStore, warn_skipped
 from model_filer.registry.model import Entry
-from model_filer.registry.names import object_key
+from model_filer.registry.names import object_key, storage_key_kind
 from model_filer.remotes import Progress, Remote
 from model_filer.transfer import resume
+from model_filer.transfer.chunked import Chunked
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
 
 # Threads per core beyond ~4 only contend for the GIL (a 1,000-model pull on 2 cores: 8 threads
 # 5% faster than 16); DVC's default is the same 4 per core.
 DEFAULT_JOBS = min(16, 4 * (os.cpu_count() or 4))
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
+# Chunks of one model in flight: as many as a big plain download's ranged GETs (s3.py).
+CHUNK_JOBS = 16
 # pull fetches models this small without the per-model lock file. That lock only spares a
 # second process the same work; the object's own lock in the store still makes one download,
 # and installing is atomic and idempotent (verified bytes renamed into place).
 UNLOCKED_FETCH = 1024 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: How a push lays out bytes on the remote: ``chunked`` (compressed objects and chunks,
+#: docs/storage-format.md) or ``plain`` (``<name>/<sha256>.pkl``, the pickle as it is).
+STORAGES = ("chunked", "plain")
 
 
 class TransferReport:
@@ -93,6 +99,18 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
     )
 
 
+@contextlib.contextmanager
+def _named(entry: Entry) -> Iterator[None]:
+    """Say which model an error of the chunked layout is about: its keys name only hashes."""
+    try:
+        yield
+    except (IntegrityError, RemoteError) as exc:
+        if isinstance(exc, IntegrityError):
+            exc.name = exc.name or entry.name
+        exc.args = (f"Model {entry.name!r}: {exc}", *exc.args[1:])
+        raise
+
+
 def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
     """Move a verified download into place; return its open file, or close it and re-raise.
 
@@ -108,12 +126,19 @@ def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
 
 
 class Transfers:
-    """Fetch and upload the entries of one folder to and from one remote."""
+    """Fetch and upload the entries of one folder to and from one remote.
 
-    def __init__(self, folder: ModelFolder, remote: Remote, store: ObjectStore) -> None:
+    ``storage`` is how a push lays out new bytes (:data:`STORAGES`); every layout is read.
+    """
+
+    def __init__(
+        self, folder: ModelFolder, remote: Remote, store: ObjectStore, storage: str = "chunked"
+    ) -> None:
         self.folder = folder
         self.remote = remote
         self.store = store
+        self.storage = storage
+        self.chunked = Chunked(remote, folder.temp, CHUNK_JOBS)
 
     # -- one entry ----------------------------------------------------------------------------
     def _download(
@@ -133,7 +158,8 @@ class Transfers:
         """
         if entry.key is None:
             raise _not_pushed(entry)
-        resumable = entry.size > resume.RESUMABLE_ABOVE
+        kind = storage_key_kind(entry.key)
+        resumable = entry.size > resume.RESUMABLE_ABOVE or kind == "manifests"
         if resumable:
             partial_dir.mkdir(parents=True, exist_ok=True)
             tmp = resume.claim_partial(partial_dir, entry.sha256)
@@ -143,7 +169,15 @@ class Transfers:
         done = keep = False
         try:
             with byte_bar(entry.size, entry.name) as progress:
-                if resumable:
+                if kind == "manifests":
+                    with _named(entry):
+                        size, sha, manifest = self.chunked.fetch_chunks(
+                            entry.key, entry, tmp, progress, self._chunk_index
+                        )
+                elif kind == "objects":
+                    with _named(entry):
+                        size, sha = self.chunked.fetch_whole(entry.key, entry, tmp)
+                elif resumable:
                     size, sha = resume.download(
                         self.remote,
                         entry.key,
@@ -166,15 +200,17 @@ class Transfers:
                     expected=(entry.size, entry.sha256),
                     actual=(size, sha),
                 )
+            if kind == "manifests" and not direct:
+                self.store.record_manifest(entry.sha256, manifest)
             fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
             done = True
             return tmp, fh
         except (IntegrityError, StoreError):
             raise  # bad bytes, or a store that cannot hold them: nothing worth resuming
         except OSError as exc:
-            keep = resumable  # the next attempt continues from what arrived
             if error is not None and exc.errno in _DISK_FULL:
-                raise error(exc) from exc
+                raise error(exc) from exc  # (the partial goes: the download falls back)
+            keep = resumable  # the next attempt continues from what arrived
             raise
         except BaseException:
             keep = resumable
@@ -182,6 +218,12 @@ class Transfers:
         finally:
             if not done and not keep:
                 tmp.unlink(missing_ok=True)
+
+    def _chunk_index(self) -> dict[str, tuple[Path, int, int]]:
+        try:
+            return self.store.chunk_index()
+        except (OSError, StoreError):  # a store that cannot be read: chunks are downloaded
+            return {}
 
     def _store_error(self, exc: OSError) -> StoreError:
         return StoreError(self.store.root, "write a download", exc)
@@ -354,16 +396,37 @@ class Transfers:
                 f"{path} is missing, so local model {entry.name!r} cannot be pushed. "
                 f"Dump it again, or filer.remove({entry.name!r})."
             )
-        fh.close()
-        key = object_key(entry.name, entry.sha256)
-        self.remote.ensure_identity()  # recorded in the registry when marked synced
-        waiting = f"{entry.name!r} to {self.remote.url(key)}"
-        with (
-            stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
-            byte_bar(entry.size, entry.name) as progress,
-        ):
-            self.remote.upload(path, key, entry.sha256, progress)
+        with fh:
+            plain = self._plain(entry)
+            key = object_key(entry.name, entry.sha256) if plain else ""
+            self.remote.ensure_identity()  # recorded in the registry when marked synced
+            waiting = f"{entry.name!r} to {self.remote.url(key or entry.sha256)}"
+            with (
+                stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
+                byte_bar(entry.size, entry.name) as progress,
+            ):
+                if plain:
+                    self.remote.upload(path, key, entry.sha256, progress)
+                    return key
+                key, manifest = self.chunked.push(fh, entry, progress)
+        if manifest:
+            self.store.record_manifest(entry.sha256, manifest)
         return key
+
+    def _plain(self, entry: Entry) -> bool:
+        """Whether ``entry`` goes up in the plain layout: the setting, except that a synced
+        entry pushed again (a remote that lost it) keeps the layout of its key."""
+        if entry.state == "synced" and entry.key is not None:
+            return storage_key_kind(entry.key) is None
+        return self.storage == "plain"
+
+    def present(self, entry: Entry) -> bool:
+        """Whether the remote holds all of ``entry``'s bytes under its key (checked there)."""
+        if entry.key is None:
+            return False
+        if storage_key_kind(entry.key) is None:
+            return self.remote.size_of(entry.key) == entry.size
+        return self.chunked.present(entry)
 
     # -- many entries -------------------------------------------------------------------------
     def pull(

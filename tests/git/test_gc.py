@@ -25,7 +25,8 @@ from model_filer.git import gc as gcmod
 from model_filer.git.gitops import blobs
 from model_filer.registry.file import Entry, dumps, parse
 from model_filer.registry.merge import merge_texts
-from model_filer.registry.names import is_object_key, object_key
+from model_filer.registry.names import MODEL_KINDS, is_object_key, object_key, storage_key_kind
+from model_filer.storage.stored import decode, max_stored_size
 from tests.support.gitrepo import commit, git, init_repo
 
 SHA = "5f" * 32
@@ -53,16 +54,24 @@ class Sink:
 
 
 class Repo:
-    """A repository with a ``models`` folder, an ``origin`` and a remote of either type."""
+    """A repository with a ``models`` folder, an ``origin`` and a remote of either type, in
+    the plain layout unless told (tests/git/test_gc_chunks.py is the chunked layout's)."""
 
-    def __init__(self, root: Path, address: str, remote_type: str, origin: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        address: str,
+        remote_type: str,
+        origin: bool = True,
+        storage: str = "plain",
+    ) -> None:
         self.path = init_repo(root / "repo")
         self.rtype = remote_type
         self.registry = f"models/.{remote_type}_registry"
         if origin:
             git(root, "init", "-q", "--bare", str(root / "origin.git"))
             git(self.path, "remote", "add", "origin", str(root / "origin.git"))
-        self.filer = Filer(self.path / "models", address, remote_type=remote_type)
+        self.filer = Filer(self.path / "models", address, remote_type=remote_type, storage=storage)
         self.counter = 0
 
     def put(self, name: str, push: bool = True) -> Entry:
@@ -131,11 +140,15 @@ def check_invariant(repo: Repo, before: set[str]) -> None:
     entries = repo.reachable_entries()
     after = repo.objects()
     for entry in entries:
-        if entry.key is not None and entry.key in before:
+        if entry.key is not None and entry.key in before and is_object_key(entry.key):
             sink = Sink()
             repo.filer.remote.download(entry.key, sink, None, entry.size)
             assert sink.hash.hexdigest() == entry.sha256, entry
-    ours_left = {k for k in after if is_object_key(k)}
+        elif entry.key is not None and entry.key in before:  # a stored object: decoded first
+            stored = repo.filer.remote.read_bytes(entry.key, max_stored_size(entry.size))
+            data = decode(stored, entry.size, entry.key)
+            assert hashlib.sha256(data).hexdigest() == entry.sha256, entry
+    ours_left = {k for k in after if is_object_key(k) or storage_key_kind(k) in MODEL_KINDS}
     assert ours_left == before & named(entries) - set(FOREIGN)
     assert set(FOREIGN) & before <= after
 
@@ -444,7 +457,7 @@ def random_history(repo: Repo, rng: random.Random, steps: int) -> None:
 
 def _property_case(tmp_path: Path, address: str, rtype: str, seed: int) -> None:
     rng = random.Random(seed)  # noqa: S311 - reproducible histories, not secrets
-    repo = Repo(tmp_path, address, rtype)
+    repo = Repo(tmp_path, address, rtype, storage="chunked" if seed % 2 else "plain")
     random_history(repo, rng, rng.randrange(6, 14))
     if rng.random() < 0.5:
         plant_foreign(repo)

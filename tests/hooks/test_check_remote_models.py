@@ -88,7 +88,11 @@ def test_a_deleted_object_is_refused_and_listed(repo, filer, hook_env, capsys):
     assert "model-filer rm --dir models prices," in out
 
 
-def test_a_size_mismatch_is_refused(repo, filer, hook_env, capsys):
+def test_a_size_mismatch_is_refused(repo, remote, hook_env, capsys):
+    # In the plain layout an object holds the pickle as it is: its size is the registry's.
+    filer = Filer(repo / "models", str(remote), remote_type="local", storage="plain")
+    filer.dump({"w": 1}, "churn", push=True)
+    commit(repo, "a plain model")
     obj = object_of(filer, "churn")
     size = obj.stat().st_size
     obj.write_bytes(b"truncated")
@@ -198,6 +202,14 @@ def s3_filer(repo: Path, s3_address: str) -> Filer:
     return filer
 
 
+@pytest.fixture
+def s3_plain(repo: Path, s3_address: str) -> Filer:
+    filer = Filer(repo / "models", s3_address, remote_type="s3", storage="plain")
+    filer.dump({"w": 1}, "churn", push=True)
+    commit(repo, "a plain model")
+    return filer
+
+
 def s3_key(filer: Filer, name: str) -> str:
     entry = {e.name: e for e in filer.list_files()}[name]
     return f"{filer.remote.prefix}/{entry.key}"  # type: ignore[attr-defined]
@@ -216,8 +228,8 @@ def test_s3_all_present_then_one_deleted(repo, s3_filer, s3_client, s3_env, hook
     assert "churn" not in out
 
 
-def test_s3_a_size_mismatch_is_refused(repo, s3_filer, s3_client, s3_env, hook_env, capsys):
-    s3_client.put_object(Bucket=s3_env.bucket, Key=s3_key(s3_filer, "churn"), Body=b"x")
+def test_s3_a_size_mismatch_is_refused(repo, s3_plain, s3_client, s3_env, hook_env, capsys):
+    s3_client.put_object(Bucket=s3_env.bucket, Key=s3_key(s3_plain, "churn"), Body=b"x")
     pre_commit_push(hook_env, head(repo))
 
     assert main([]) == 1
@@ -255,47 +267,58 @@ def grouped(hook_env: pytest.MonkeyPatch) -> None:
 
 def dump_five(filer: Filer) -> None:
     for i in range(5):
-        filer.dump({"w": i}, f"m{i}", push=True)
+        filer.dump({"w": i, "pad": b"x" * 1000}, f"m{i}", push=True)
 
 
+def wrong_size(filer: Filer) -> tuple[bytes, str]:
+    """Bytes m3's object may not have in the Filer's layout, and what the hook then says."""
+    if filer.transfers.storage == "plain":
+        return b"xyz", "has 3 bytes, the registry says"
+    return b"x" * 5000, "has 5000 bytes, not what a stored object of the registry's"
+
+
+@pytest.mark.parametrize("storage", ["plain", "chunked"])
 @pytest.mark.parametrize("grouping", [False, True], ids=["per-model", "grouped"])
 def test_listing_finds_a_missing_object_and_a_wrong_size_local(
-    repo, remote, hook_env, capsys, grouping
+    repo, remote, hook_env, capsys, grouping, storage
 ):
-    filer = model_filer(repo / "models", remote)
+    filer = Filer(repo / "models", str(remote), remote_type="local", storage=storage)
     dump_five(filer)
+    bad, said = wrong_size(filer)
     pre_commit_push(hook_env, commit(repo, "five models"))
     if grouping:
         grouped(hook_env)
     assert main([]) == 0
     object_of(filer, "m1").unlink()
-    object_of(filer, "m3").write_bytes(b"xyz")
+    object_of(filer, "m3").write_bytes(bad)
     (object_of(filer, "m4").parent / "left-by-a-push.upload.tmp").write_bytes(b"partial")
 
     assert main([]) == 1
     out = capsys.readouterr().out
     assert "m1: " in out and "is missing from the remote" in out
-    assert "m3: " in out and "has 3 bytes, the registry says" in out
+    assert "m3: " in out and said in out
     assert "m0:" not in out and "m2:" not in out and "m4:" not in out
 
 
+@pytest.mark.parametrize("storage", ["plain", "chunked"])
 @pytest.mark.parametrize("grouping", [False, True], ids=["per-model", "grouped"])
 def test_listing_finds_a_missing_object_and_a_wrong_size_s3(
-    repo, s3_address, s3_client, s3_env, hook_env, capsys, grouping
+    repo, s3_address, s3_client, s3_env, hook_env, capsys, grouping, storage
 ):
-    filer = model_filer(repo / "models", s3_address, "s3")
+    filer = Filer(repo / "models", s3_address, remote_type="s3", storage=storage)
     dump_five(filer)
+    bad, said = wrong_size(filer)
     pre_commit_push(hook_env, commit(repo, "five models"))
     if grouping:
         grouped(hook_env)
     assert main([]) == 0
     s3_client.delete_object(Bucket=s3_env.bucket, Key=s3_key(filer, "m1"))
-    s3_client.put_object(Bucket=s3_env.bucket, Key=s3_key(filer, "m3"), Body=b"xyz")
+    s3_client.put_object(Bucket=s3_env.bucket, Key=s3_key(filer, "m3"), Body=bad)
 
     assert main([]) == 1
     out = capsys.readouterr().out
     assert "m1: " in out and "is missing from the remote" in out
-    assert "m3: " in out and "has 3 bytes, the registry says" in out
+    assert "m3: " in out and said in out
     assert "m0:" not in out and "m2:" not in out and "m4:" not in out
 
 
@@ -346,3 +369,72 @@ def test_a_first_push_under_pre_commit_checks_the_registries_at_the_ref(
     out = capsys.readouterr().out
     assert f"{REGISTRY} at refs/heads/main: churn: " in out
     assert "prices" not in out
+
+
+# -- the chunked layout: a manifest and every chunk it names ---------------------------------
+@pytest.fixture
+def big(repo: Path, remote: Path) -> Filer:
+    import os
+
+    filer = model_filer(repo / "models", remote)
+    filer.dump(os.urandom(10 * 1024 * 1024), "big", push=True)
+    filer.dump({"w": 1}, "small", push=True)
+    commit(repo, "a big model")
+    return filer
+
+
+def chunks_of(filer: Filer) -> list[Path]:
+    import json
+
+    manifest = json.loads(object_of(filer, "big").read_bytes())
+    root = Path(filer.remote.address) / ".model_filer" / "chunks"
+    return [root / sha for sha, _ in manifest["chunks"]]
+
+
+def test_a_big_model_is_checked_chunk_by_chunk(repo, big, hook_env, capsys):
+    pre_commit_push(hook_env, head(repo))
+    assert main([]) == 0
+    chunks = chunks_of(big)
+    assert len(chunks) > 2 and all(c.is_file() for c in chunks)
+
+    chunks[1].unlink()  # gone (a gc of another repository sharing the prefix?)
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert f"big: {object_of(big, 'big')}: 1 of its {len(chunks)} chunks are missing" in out
+    assert str(chunks[1]) in out and "small" not in out
+    assert "model-filer push --dir models big" in out
+
+
+def test_a_manifest_that_is_not_the_models_is_refused(repo, big, hook_env, capsys):
+    object_of(big, "big").write_bytes(b'{"chunks":[],"format":1}')
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert "big: " in out and "is not a valid manifest" in out and "small" not in out
+
+
+def test_chunks_are_listed_not_asked_one_by_one(repo, big, hook_env, monkeypatch):
+    from model_filer.remotes.local import LocalRemote
+
+    asked: list[str] = []
+    listed: list[str] = []
+    monkeypatch.setattr(LocalRemote, "stat", lambda self, key: asked.append(key))
+    real = LocalRemote.list_sizes
+    monkeypatch.setattr(
+        LocalRemote, "list_sizes", lambda self, prefix: listed.append(prefix) or real(self, prefix)
+    )
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 0
+    assert asked == []  # no HEAD per chunk (nor per model)
+    assert len(listed) <= 2 + len({c.name[:2] for c in chunks_of(big)})
+
+
+def test_many_chunks_are_one_listing_of_the_chunk_folder_not_of_the_whole_remote():
+    from model_filer_hooks.check_remote_models import list_prefixes
+
+    chunks = [f".model_filer/chunks/{n:064x}" for n in range(0, 2**256, 2**248 - 12345)][:300]
+    assert list_prefixes(chunks[:3]) == sorted({c[:22] for c in chunks[:3]})  # their folders
+    assert list_prefixes(chunks) == [".model_filer/chunks/"]  # many: that kind only

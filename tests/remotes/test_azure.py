@@ -395,7 +395,8 @@ def test_contract_upload_download_verify_and_content_addressed_keys(
     tmp_path: Path, case: tuple[str, str]
 ) -> None:
     remote_type, address = case
-    producer = Filer(tmp_path / "producer", address, remote_type=remote_type)
+    # The plain layout: each model one object under its key (the chunked one: test_contract.py)
+    producer = Filer(tmp_path / "producer", address, remote_type=remote_type, storage="plain")
     model = {"weights": list(range(1000))}
     producer.dump(model, "small", push=True)
     producer.dump(b"x" * (20 * MB), "big", push=True)  # staged blocks
@@ -472,12 +473,13 @@ def test_contract_an_upload_is_synced_only_when_whole_and_abandoned_blocks_are_h
 ) -> None:
     remote_type, address = case
     payload = os.urandom(BIG_PUSH)
-    producer = Filer(tmp_path / "producer", address, remote_type=remote_type)
+    # Staged blocks of one big object: the plain layout (chunks are objects of their own).
+    producer = Filer(tmp_path / "producer", address, remote_type=remote_type, storage="plain")
     producer.dump(payload, "big")
     entry = producer.list_files()[0]
     key = f"big/{entry.sha256}.pkl"
     with FaultProxy(azurite_server.endpoint, lifetime=600) as proxy:
-        _kill_at_half(proxy, "push", producer.local_dir, address, entry.size)
+        _kill_at_half(proxy, "push", producer.local_dir, address, entry.size, "plain")
         blob = _blob(azurite_server, address, key)
         staged = _staged_settled(blob)
         assert 0 < staged < entry.size
@@ -490,7 +492,7 @@ def test_contract_an_upload_is_synced_only_when_whole_and_abandoned_blocks_are_h
         monkeypatch.setenv(
             "AZURE_STORAGE_CONNECTION_STRING", connection_string(proxy.url, DEV_ACCOUNT)
         )
-        Filer(producer.local_dir, address, remote_type).push("big")
+        Filer(producer.local_dir, address, remote_type, storage="plain").push("big")
         sent = proxy.bytes_up - before
     print(f"resumed push sent {sent / entry.size:.1%} of the bytes")
     assert sent <= 0.60 * entry.size, f"{sent / entry.size:.0%} sent again"
@@ -537,16 +539,23 @@ def test_contract_a_download_killed_halfway_fetches_only_the_rest(
 _RUN = """
 import sys
 from model_filer import Filer
-filer = Filer(sys.argv[2], sys.argv[3], remote_type="azure")
+filer = Filer(sys.argv[2], sys.argv[3], remote_type="azure", storage=sys.argv[4])
 filer.load("big") if sys.argv[1] == "load" else filer.push("big")
 """
 
 
-def _kill_at_half(proxy: FaultProxy, action: str, folder: Path, address: str, total: int) -> None:
+def _kill_at_half(
+    proxy: FaultProxy,
+    action: str,
+    folder: Path,
+    address: str,
+    total: int,
+    storage: str = "chunked",
+) -> None:
     """Run ``action`` in a child through the proxy; SIGKILL it once half the bytes passed."""
     counter = "bytes_down" if action == "load" else "bytes_up"
     kill_when(
-        [sys.executable, "-c", _RUN, action, str(folder), address],
+        [sys.executable, "-c", _RUN, action, str(folder), address, storage],
         environ(**isolated_azure_env(connection_string(proxy.url, DEV_ACCOUNT))),
         lambda: getattr(proxy, counter) >= total // 2,
         settle=0.5,  # requests the child left in flight finish in the proxy

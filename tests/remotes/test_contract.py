@@ -258,7 +258,7 @@ def test_a_pushed_model_loads_on_another_machine(tmp_path, target, size):
 
 
 def test_keys_are_content_addressed(tmp_path, target):
-    filer = target.filer(tmp_path / "m")
+    filer = target.filer(tmp_path / "m", storage="plain")  # (the chunked layout's: test_chunked)
     filer.dump(b"first", "m", push=True)
     first = filer.list_files()[0].sha256
     filer.remove("m")  # the remote object stays
@@ -296,7 +296,7 @@ def test_a_ranged_read_continues_from_an_offset(tmp_path, target, size):
 
 
 def test_an_object_of_the_wrong_size_at_a_key_is_replaced_before_synced(tmp_path, target):
-    producer = target.filer(tmp_path / "producer")
+    producer = target.filer(tmp_path / "producer", storage="plain")
     payload = os.urandom(BIG)
     producer.dump(payload, "m")
     entry = producer.list_files()[0]
@@ -395,18 +395,24 @@ def test_a_stuck_server_costs_the_stall_bound_not_attempts_multiplied(target, mo
 _RUN = """
 import sys
 from model_filer import Filer
-filer = Filer(sys.argv[2], sys.argv[3], remote_type=sys.argv[4])
+filer = Filer(sys.argv[2], sys.argv[3], remote_type=sys.argv[4], storage=sys.argv[5])
 filer.load("big") if sys.argv[1] == "load" else filer.push("big")
 """
 
 
 def _kill_at_half(
-    target: Target, action: str, folder: Path, via: FaultProxy, moved: Callable[[], int]
+    target: Target,
+    action: str,
+    folder: Path,
+    via: FaultProxy,
+    moved: Callable[[], int],
+    storage: str = "chunked",
 ) -> None:
     """Run ``action`` in a child through the proxy ``via``; SIGKILL it once ``moved()``
     passes half of :data:`BIG`."""
+    argv = [action, str(folder), target.address, target.remote_type, storage]
     kill_when(
-        [sys.executable, "-c", _RUN, action, str(folder), target.address, target.remote_type],
+        [sys.executable, "-c", _RUN, *argv],
         environ(**target.point_at(via.url)),
         lambda: moved() >= BIG // 2,
         settle=1.0,  # what the child left in flight reaches the store
@@ -467,13 +473,14 @@ def test_an_upload_abandoned_for_a_day_is_cleaned_up(
             "deletes them itself after a week; no call removes them sooner without writing a "
             "blob at the final key (the push after a kill reuses them: see the case above)"
         )
-    producer, _ = big_model
+    producer, _ = big_model  # one big object's unfinished upload: the plain layout
     with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
-        _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up)
+        moved = lambda: proxy.bytes_up  # noqa: E731
+        _kill_at_half(target, "push", producer.local_dir, proxy, moved, storage="plain")
     assert target.leftovers() != []
     module = sys.modules[type(target.remote()).__module__]
     monkeypatch.setattr(module, "ABANDONED_AFTER", 0)  # a day is now
-    other = target.filer(tmp_path / "other")
+    other = target.filer(tmp_path / "other", storage="plain")
     other.dump(os.urandom(BIG), "next", push=True)  # the next big push sweeps
 
     assert target.leftovers() == []
@@ -546,4 +553,133 @@ def test_gc_deletes_only_what_no_commit_names(tmp_path, target, repo):
     found = gc.plan(filer, grace=timedelta(0))
     assert [o.key for o in found.candidates] == [dropped]
     assert gc.collect(filer, found.candidates) == [dropped]
-    assert {o.key for o in target.remote().list_objects("")} == {filer.list_files()[0].key}
+    left = {o.key for o in target.remote().list_objects("")}
+    assert left - {o.key for o in target.remote().list_objects(".model_filer/repos/")} == {
+        filer.list_files()[0].key
+    }  # (and the repository's marker)
+
+
+def test_touch_renews_last_modified_and_keeps_the_bytes(tmp_path, target):
+    import time
+
+    from model_filer.errors import RemoteObjectMissingError
+
+    remote = target.remote()
+    data = os.urandom(5000)
+    src, sha = _file(tmp_path, data)
+    key = f".model_filer/chunks/{sha}"
+    remote.upload(src, key, sha, None)
+    before = remote.modified_of(key)
+    (listed,) = remote.list_objects(".model_filer/")
+    assert before is not None and before.tzinfo is not None and listed.modified == before
+    time.sleep(1.1)  # S3 and Azure keep Last-Modified to the second
+
+    remote.touch(key)
+
+    after = remote.modified_of(key)
+    assert after is not None and after > before
+    (listed,) = remote.list_objects(".model_filer/")
+    assert listed.modified == after and listed.size == len(data)  # what gc lists
+    assert remote.read_bytes(key, len(data)) == data
+    with pytest.raises(RemoteError, match=f"more than {len(data) - 1} bytes"):
+        remote.read_bytes(key, len(data) - 1)  # a manifest is read whole only up to its bound
+    absent = f".model_filer/chunks/{'0' * 64}"
+    assert remote.modified_of(absent) is None
+    with pytest.raises(RemoteObjectMissingError):
+        remote.touch(absent)
+
+
+def test_gc_collects_chunks_no_staying_manifest_names_and_keeps_renewed_ones(
+    tmp_path, target, repo
+):
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from model_filer.git import gc
+    from model_filer.registry.names import storage_key
+    from model_filer.storage.manifest import Chunk, encode_manifest
+    from tests.support.gitrepo import commit, registry_bytes, sample_entry
+
+    remote = target.remote()
+
+    def put(key: str, data: bytes) -> str:
+        src, _ = _file(tmp_path, data, "obj.bin")
+        remote.upload(src, key, hashlib.sha256(data).hexdigest(), None)
+        return key
+
+    def model(*chunks: bytes) -> tuple[str, str, int]:
+        for c in chunks:
+            put(storage_key("chunks", hashlib.sha256(c).hexdigest()), b"\0" + c)
+        whole = b"".join(chunks)
+        sha = hashlib.sha256(whole).hexdigest()
+        listed = [Chunk(hashlib.sha256(c).hexdigest(), len(c)) for c in chunks]
+        return (
+            put(storage_key("manifests", sha), encode_manifest(sha, len(whole), listed)),
+            sha,
+            len(whole),
+        )
+
+    a, b, c = (bytes([n]) * 3000 for n in range(3))
+    kept, sha, size = model(a, b)
+    dropped, _, _ = model(b, c)
+    registry = repo / "models" / f".{target.remote_type}_registry"
+    registry.parent.mkdir()
+    entry = sample_entry("big", key=kept, sha256=sha, size=size)
+    registry.write_bytes(registry_bytes(target.remote_type, remote.address, entry))
+    commit(repo, "one big model")
+    filer = target.filer(repo / "models")
+    chunk_c = storage_key("chunks", hashlib.sha256(c).hexdigest())
+
+    found = gc.plan(filer, now=datetime.now(UTC) + timedelta(days=30))  # all are past grace
+
+    assert {o.key for o in found.candidates} == {dropped, chunk_c}
+    time.sleep(1.1)  # a store keeps Last-Modified to the second
+    remote.touch(chunk_c)  # a push reused it meanwhile
+    assert gc.collect(filer, found.candidates) == [dropped]
+    assert {o.key for o in remote.list_objects(".model_filer/")} == {
+        kept,
+        chunk_c,
+        *(storage_key("chunks", hashlib.sha256(x).hexdigest()) for x in (a, b)),
+    }
+
+
+@pytest.mark.parametrize("size", [1000, BIG], ids=["small", "big"])
+def test_an_upload_onto_the_same_bytes_renews_them(tmp_path, target, size):
+    import time
+
+    remote = target.remote()
+    src, sha = _file(tmp_path, os.urandom(size))
+    key = f".model_filer/chunks/{sha}"
+    remote.upload(src, key, sha, None)
+    before = remote.modified_of(key)
+    time.sleep(1.1)  # S3 and Azure keep Last-Modified to the second
+
+    remote.upload(src, key, sha, None)  # a push that reuses it: gc must see it is needed
+
+    after = remote.modified_of(key)
+    assert before is not None and after is not None and after > before
+    assert remote.size_of(key) == size
+
+
+def test_the_pre_push_hook_finds_a_missing_chunk(tmp_path, target, repo, monkeypatch, capsys):
+    import json
+
+    from model_filer_hooks.check_remote_models import main
+
+    from tests.support.gitrepo import commit, head
+
+    filer = target.filer(repo / "models")
+    filer.dump(os.urandom(10 * MB), "big", push=True)
+    commit(repo, "a big model")
+    remote = target.remote()
+    (entry,) = filer.list_files()
+    chunks = json.loads(remote.read_bytes(entry.key, MB))["chunks"]
+    monkeypatch.setenv("PRE_COMMIT_FROM_REF", "0" * 40)
+    monkeypatch.setenv("PRE_COMMIT_TO_REF", head(repo))
+    assert main([]) == 0
+
+    remote.delete(f".model_filer/chunks/{chunks[-1][0]}")
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert f"big: {remote.url(entry.key)}: 1 of its {len(chunks)} chunks are missing" in out
