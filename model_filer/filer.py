@@ -30,6 +30,7 @@ from model_filer.pickles import serializers
 from model_filer.pickles.trust import trusted_set
 from model_filer.registry.model import Entry, Registry
 from model_filer.registry.names import check_name
+from model_filer.registry.table import Table
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import TransferReport, Transfers
 
@@ -462,14 +463,18 @@ class Filer:
             lambda reg: sorted(n for n, e in reg.entries.items() if e.state == "local"), False
         )
 
-    def list_files(self, rev: str | None = None) -> list[Entry]:
-        """The registry's entries as data, sorted by name; at git revision ``rev`` if given."""
+    def list_files(self, rev: str | None = None) -> Table[Entry]:
+        """The registry's entries as data, sorted by name; at git revision ``rev`` if given.
+
+        A list of :class:`Entry` that a notebook shows as a table; ``.to_pandas()`` makes it a
+        DataFrame (``metrics.auc``, ``params.lr``, ... columns).
+        """
         if rev is not None:
             from model_filer.git.history import list_at
 
-            return list_at(self, rev)
+            return Table(list_at(self, rev))
         reg = self.folder.read()
-        return [reg.entries[n] for n in sorted(reg.entries)]
+        return Table(reg.entries[n] for n in sorted(reg.entries))
 
     def show_files(self) -> None:
         """Print one ``name (state)`` line per model, or ``[no files exist]``."""
