@@ -40,6 +40,10 @@ class InvalidNameError(ModelFilerError, ValueError):
     """A model name, object key or address is malformed or would escape its folder."""
 
 
+class InvalidMetadataError(ModelFilerError, ValueError):
+    """Metrics, params, tags or a description that the registry cannot hold as given."""
+
+
 def name_list(names: Iterable[str], shown: int = SHOWN_NAMES) -> str:
     """``a, b, c and 7 more``: a bounded list for one line of a message."""
     names = list(names)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import math
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -31,20 +32,31 @@ from typing import Any, NamedTuple
 from model_filer.errors import InvalidNameError, RegistryError, about_registry
 from model_filer.fs.layout import remote_type_of
 from model_filer.registry.model import (
-    FORMAT_VERSION,
     HEADER,
     IMPORT_RE,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_NAMES,
     MAX_MODEL_BYTES,
     MAX_REGISTRY_BYTES,
     Entries,
     Entry,
     Registry,
+    alias_text,
     conflict_advice,
+    format_needed,
     from_doc,
+    metadata_size,
     parse_entry,
     restore,
 )
-from model_filer.registry.names import check_key, key_sha256, name_is_safe, object_key
+from model_filer.registry.names import (
+    check_key,
+    check_name,
+    key_sha256,
+    meta_name_is_valid,
+    name_is_safe,
+    object_key,
+)
 
 # -- scalars as PyYAML writes them ----------------------------------------------------------
 #
@@ -118,7 +130,7 @@ IMPLICIT: tuple[tuple[str, re.Pattern[str], str], ...] = (
 RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
 # Characters that never make PyYAML's emitter leave plain or single-quoted style: no
 # indicator, no space, no quote, no ':' at the end (': ' cannot occur without a space).
-_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:-]*(?<!:)")
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@-]*(?<!:)")
 _QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
@@ -133,6 +145,30 @@ def scalar(value: str) -> str | None:
     if first in RESOLVED_FIRST and any(p.match(value) for _, p, f in IMPLICIT if first in f):
         return f"'{value}'"
     return value
+
+
+def float_text(value: float) -> str | None:
+    """A finite float as PyYAML's representer writes it (``None`` for NaN and infinities):
+    its repr, lower-cased, with ``.0`` before an exponent that has no dot (``1e+20`` becomes
+    ``1.0e+20``), which YAML 1.1's float pattern needs. repr round-trips exactly."""
+    if not math.isfinite(value):
+        return None
+    text = repr(value).lower()
+    return text.replace("e", ".0e", 1) if "." not in text and "e" in text else text
+
+
+def value_text(value: Any, quote: Callable[[str], str | None]) -> str | None:
+    """A str, int, float, bool or None as PyYAML writes it; ``None`` if unsure or another type."""
+    kind = type(value)
+    if kind is str:
+        return quote(value)
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return float_text(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return "null" if value is None else None
 
 
 def plain_sha256(sha: str) -> bool:
@@ -155,8 +191,9 @@ def _unquote(text: str) -> str:
 # -- the canonical text ---------------------------------------------------------------------
 _HEAD_RE = re.compile(
     re.escape(HEADER)
-    + rf"format: {FORMAT_VERSION}\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
+    + r"format: (?P<format>[1-9])\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
     + r"(?:  id: ([0-9a-f]{32})\n)?"
+    + r"(?:aliases:\n(?P<aliases>(?:  [^\n]*\n)+))?"
     + r"models:( \{\})?\n"
 )
 # The newline before an entry's first line (two spaces, its name). Not zero-width: a search
@@ -179,7 +216,15 @@ _ENTRY_RE = re.compile(
     rf"    python: (?P<python>{_P})\n"
     rf"(?:    library:\n      name: (?P<lib>{_P})\n      version: (?P<version>{_P})\n)?"
     r"(?:    imports:(?P<none> \[\])?\n(?P<imports>(?:    - [A-Za-z_][A-Za-z0-9_.]{0,511}\n)*))?"
+    r"(?P<meta>(?:    metrics:\n(?P<metrics>(?:      [^\n]*\n)+))?"
+    r"(?:    params:\n(?P<params>(?:      [^\n]*\n)+))?"
+    r"(?:    tags:\n(?P<tags>(?:      [^\n]*\n)+))?"
+    r"(?:    description: (?P<description>[^\n]*)\n)?)"
 )
+_META_SECTIONS = ("metrics", "params", "tags")
+_INT_TEXT = re.compile(r"0|-?[1-9][0-9]*")  # an int as PyYAML writes it
+_PARAM_WORDS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
+_BAD = object()  # not a value as PyYAML writes it
 MAX_REMEMBERED = 200_000  # blocks, tails and scalars a Codec keeps of each kind, then starts over
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
 
@@ -196,10 +241,6 @@ def block(
     """One mapping entry ``key: {fields}`` at ``indent``, as PyYAML writes it inside a block
     mapping there; ``None`` when a value is not of the plain kinds (then PyYAML writes it)."""
 
-    def value_text(value: Any) -> str | None:
-        kind = type(value)
-        return quote(value) if kind is str else str(value) if kind is int else None
-
     head = quote(key) if len(key) <= MAX_KEY else None
     if head is None or not fields:
         return None
@@ -214,19 +255,19 @@ def block(
             out.append(f"{pad}{field}:\n")
             for sub, item in value.items():
                 sub_text = quote(sub) if type(sub) is str and len(sub) <= MAX_KEY else None
-                item_text = value_text(item)
+                item_text = value_text(item, quote)
                 if sub_text is None or item_text is None:
                     return None
                 out.append(f"{pad}  {sub_text}: {item_text}\n")
         elif kind is list:
             out.append(f"{pad}{field}:{' []' if not value else ''}\n")
             for item in value:  # PyYAML does not indent a sequence inside a mapping
-                item_text = value_text(item)
+                item_text = value_text(item, quote)
                 if item_text is None:
                     return None
                 out.append(f"{pad}- {item_text}\n")
         else:
-            text = value_text(value)
+            text = value_text(value, quote)
             if text is None:
                 return None
             out.append(f"{pad}{field}: {text}\n")
@@ -276,18 +317,24 @@ class Codec:
             quoted = self._quoted[value] = scalar(value)
         return quoted
 
-    def header(self, reg: Registry, has_entries: bool) -> str:
-        """Everything before the first entry: comment header, format, remote, ``models:``."""
+    def header(self, reg: Registry, has_entries: bool, fmt: int | None = None) -> str:
+        """Everything before the first entry: comment header, format (``fmt``, else the one
+        the content needs), remote, ``models:``."""
+        fmt = format_needed(reg) if fmt is None else fmt
         remote = reg.remote_fields()
+        aliases = {a: alias_text(reg.aliases[a]) for a in sorted(reg.aliases)}
         fields = block("remote", remote, 0, self.quote)
+        if aliases and fields is not None:
+            more = block("aliases", aliases, 0, self.quote)
+            fields = None if more is None else fields + more
         if fields is None:  # an address outside the plain subset: PyYAML writes it
-            doc = {"format": FORMAT_VERSION, "remote": remote, "models": {}}
-            text = HEADER + _yaml_dump(doc)
+            doc = {"format": fmt, "remote": remote, **({"aliases": aliases} if aliases else {})}
+            text = HEADER + _yaml_dump({**doc, "models": {}})
             if not text.endswith(_EMPTY_MODELS):  # pragma: no cover - PyYAML changed its output
                 raise AssertionError(f"unexpected registry header {text!r}")
             text = text[: -len(_EMPTY_MODELS)]
         else:
-            text = f"{HEADER}format: {FORMAT_VERSION}\n{fields}"
+            text = f"{HEADER}format: {fmt}\n{fields}"
         return text + ("models:\n" if has_entries else _EMPTY_MODELS)
 
     def entry_text(self, entry: Entry) -> str:
@@ -378,16 +425,21 @@ class Codec:
         match = _HEAD_RE.match(doc)
         if match is None:
             return None
-        reg = Registry(_unquote(match[1]), _unquote(match[2]), remote_id=match[3])
-        has_entries = match[4] is None
-        head = self.header(reg, has_entries)
+        reg = Registry(_unquote(match[2]), _unquote(match[3]), remote_id=match[4])
+        if match["aliases"] is not None:
+            found_aliases = self._aliases(match["aliases"])
+            if found_aliases is None:
+                return None
+            reg.aliases = found_aliases
+        has_entries, fmt = match[6] is None, int(match["format"])
+        head = self.header(reg, has_entries, fmt)
         if not doc.startswith(head):
             return None
         if filename and remote_type_of(filename) not in (None, reg.remote_type):
             return None
         body = doc[len(head) :]
         if not has_entries:
-            return reg if not body else None
+            return reg if not body and fmt == format_needed(reg) else None
         collecting = gc.isenabled()
         gc.disable()  # 10,000 entries of new objects: the collector would walk them all, often
         try:
@@ -395,11 +447,23 @@ class Codec:
         finally:
             if collecting:
                 gc.enable()
-        if found is None:
+        if found is None or fmt != format_needed(reg):  # another format: PyYAML's path judges
             return None
         entries = reg.entries
         self._body = _Body(entries, entries.mark(), *found)  # the text is this body
         return reg
+
+    def _aliases(self, text: str) -> dict[str, tuple[str, str]] | None:
+        """The ``aliases:`` lines, if valid (the header written back must then equal them)."""
+        aliases = {}
+        for line in text[2:-1].split("\n  "):
+            raw_alias, colon, raw = line.partition(": ")
+            alias, value = self._string(raw_alias), self._string(raw) if colon else None
+            model, _, sha = (value or "").rpartition("@")
+            if alias is None or not (_valid_name(alias) and _valid_name(model) and _plain_hex(sha)):
+                return None
+            aliases[alias] = (model, sha)
+        return aliases
 
     def _entries(self, body: str, entries: Entries) -> tuple[list[str], list[bytes]] | None:
         """Each entry block of ``body`` verified into the registry's entries, in order."""
@@ -471,8 +535,14 @@ class Codec:
                 return None
             if self.quote(key) != key or key_sha256(key) != sha:
                 return None
-        # From python to the end, entries repeat each other: that part is judged once.
-        tail = block[match.start("python") :]
+        metadata: tuple[Any, ...] = (None, None, None, None)
+        if match.start("meta") != match.end("meta"):
+            found = self._metadata(match)
+            if found is None:
+                return None
+            metadata = found
+        # From python to the metadata, entries repeat each other: that part is judged once.
+        tail = block[match.start("python") : match.start("meta")]
         fields = self._tails.get(tail)
         if fields is None:
             if len(self._tails) >= MAX_REMEMBERED:
@@ -494,9 +564,72 @@ class Codec:
                 key,
                 None if library is None else dict(library),
                 None if imports is None else list(imports),
+                *metadata,
             ),
         )
         return self._remember(block, entry)
+
+    def _metadata(self, match: re.Match[str]) -> tuple[Any, ...] | None:
+        """metrics, params, tags and description of a matched block, checked as
+        :func:`~model_filer.registry.model.check_metadata` checks them; ``None`` if invalid
+        or not as PyYAML writes them (then PyYAML reads the block, and the checker says why)."""
+        sections = []
+        for field in _META_SECTIONS:
+            text = match[field]
+            section = None if text is None else self._section(text, field)
+            if text is not None and section is None:
+                return None
+            sections.append(section)
+        description = match["description"]
+        if description is not None:
+            description = self._string(description)
+            if description is None:
+                return None
+        names, size = metadata_size(tuple(sections), description)
+        if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
+            return None
+        return (*sections, description)
+
+    def _section(self, text: str, field: str) -> dict[str, Any] | None:
+        """One metadata mapping's lines (``      name: value``), names ascending."""
+        section: dict[str, Any] = {}
+        previous = ""
+        for line in text[6:-1].split("\n      "):
+            raw_name, colon, raw = line.partition(": ")
+            name = self._string(raw_name) if colon else None
+            if name is None or name <= previous or not meta_name_is_valid(name):
+                return None
+            value = self._meta_value(raw, field)
+            if value is _BAD:
+                return None
+            section[name] = value
+            previous = name
+        return section
+
+    def _string(self, raw: str) -> str | None:
+        """The str PyYAML writes as ``raw`` (plain or single-quoted), else ``None``."""
+        value = raw[1:-1] if len(raw) >= 2 and raw[0] == "'" == raw[-1] else raw
+        return value if value and self.quote(value) == raw else None
+
+    def _meta_value(self, raw: str, field: str) -> Any:
+        """The value PyYAML reads from ``raw`` if it writes it so and ``field`` takes it,
+        else ``_BAD``: a number as :func:`value_text` writes it, a param's true, false or
+        null, or a str (printable by construction: only plain characters)."""
+        if not raw:
+            return _BAD
+        if field != "tags" and raw[0] != "'":
+            if _INT_TEXT.fullmatch(raw):
+                return int(raw)
+            if field == "params" and raw in _PARAM_WORDS:
+                return _PARAM_WORDS[raw]
+            try:
+                number = float(raw)
+            except ValueError:
+                number = None
+            if number is not None and float_text(number) == raw:
+                return number
+        value = self._string(raw)
+        return _BAD if value is None or field == "metrics" else value
 
     def _tail(self, match: re.Match[str]) -> _Tail | tuple[()]:
         """python, library and imports of a matched block; ``()`` if not as PyYAML writes."""
@@ -540,6 +673,19 @@ class Codec:
         except (yamlio.YAMLError, RegistryError):
             return None  # the full parser reports it, with its own words
         return self._remember(block, entry) if self.entry_text(entry) == block else None
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def _plain_hex(sha: str) -> bool:
+    """Whether ``sha`` is 64 lower-case hex digits PyYAML writes plain (see plain_sha256)."""
+    return len(sha) == 64 and not sha.strip("0123456789abcdef") and plain_sha256(sha)
 
 
 def _parse_yaml(

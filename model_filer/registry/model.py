@@ -7,23 +7,32 @@ field is checked here before anything else uses it, whichever way the text was r
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from model_filer.errors import InvalidNameError, RegistryError
+from model_filer.errors import InvalidMetadataError, InvalidNameError, RegistryError
 from model_filer.fs.layout import remote_type_of
 from model_filer.registry.names import (
+    META_NAME_RULE,
     check_key,
     check_name,
     check_sha256,
     key_sha256,
+    meta_name_is_valid,
     object_key,
     show,
 )
 
-FORMAT_VERSION = 1
+# Registry formats: 1, entries only; 2, entry metadata and aliases (issue 22). A file is written
+# in the oldest format that holds its content (format_needed), so a team that uses no newer
+# feature stays readable by older releases, and one that does is refused by them, never
+# rewritten without what they cannot read.
+NEWEST_FORMAT = 2
+TOP_LEVEL_KEYS = ("format", "remote", "aliases", "models")
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
 MAX_MODEL_BYTES = 1 << 50  # 1 PiB: sizes above this are nonsense, not models
 STATES = ("local", "synced")
@@ -42,7 +51,17 @@ ENTRY_FIELDS = (
     "python",
     "library",
     "imports",
+    "metrics",
+    "params",
+    "tags",
+    "description",
 )
+# Metadata an entry may carry: 64 names and 2 KiB of names and values (a paragraph of description
+# and a few dozen metrics). Its YAML (~10 bytes more a line) then stays under ~2.7 KiB, so a
+# registry of 10,000 entries that all use it (~0.35 KiB each without) stays under
+# MAX_REGISTRY_BYTES (32 MiB), which a registry must fit to be read at all.
+MAX_METADATA_NAMES = 64
+MAX_METADATA_BYTES = 2048
 IMPORT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -74,6 +93,14 @@ class Entry(NamedTuple):
     imports : list of str or None
         The sorted ``module.qualname`` globals its pickle imports, for review in diffs;
         loading never trusts it (it checks the bytes).
+    metrics : dict or None
+        How good the model is: name -> finite int or float, sorted by name.
+    params : dict or None
+        How it was made: name -> str, int, float, bool or None, sorted by name.
+    tags : dict or None
+        name -> str, sorted by name.
+    description : str or None
+        Free text.
     """
 
     name: str
@@ -86,9 +113,21 @@ class Entry(NamedTuple):
     key: str | None = None
     library: dict[str, str] | None = None
     imports: list[str] | None = None
+    metrics: dict[str, int | float] | None = None
+    params: dict[str, str | int | float | bool | None] | None = None
+    tags: dict[str, str] | None = None
+    description: str | None = None
+
+    def has_metadata(self) -> bool:
+        """Whether it carries metrics, params, tags or a description (registry format 2)."""
+        return self[-4:] != _NO_METADATA
 
     def to_yaml_dict(self) -> dict[str, Any]:
+        """The fields as written, in order; metadata mappings sorted by name."""
         data = {f: getattr(self, f) for f in ENTRY_FIELDS}
+        for field in ENTRY_FIELDS[-4:-1]:
+            if isinstance(data[field], dict):
+                data[field] = dict(sorted(data[field].items()))
         return {k: v for k, v in data.items() if v is not None}
 
 
@@ -183,7 +222,7 @@ class Registry:
     ID file), so the same share mounted elsewhere is the same remote and another folder is not.
     """
 
-    __slots__ = ("entries", "remote_address", "remote_id", "remote_type")
+    __slots__ = ("aliases", "entries", "remote_address", "remote_id", "remote_type")
 
     def __init__(
         self,
@@ -191,14 +230,18 @@ class Registry:
         remote_address: str,
         entries: dict[str, Entry] | None = None,
         remote_id: str | None = None,
+        aliases: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.remote_type = remote_type
         self.remote_address = remote_address
         self.remote_id = remote_id
         self.entries = Entries(entries or ())
+        # alias -> (model name, sha256): the bytes it named when set, so that other bytes
+        # under the same name later are noticed, not silently followed (registry format 2)
+        self.aliases: dict[str, tuple[str, str]] = dict(aliases or ())
 
-    def _key(self) -> tuple[str, str, dict[str, Entry], str | None]:
-        return (self.remote_type, self.remote_address, self.entries, self.remote_id)
+    def _key(self) -> tuple[Any, ...]:
+        return (self.remote_type, self.remote_address, self.entries, self.remote_id, self.aliases)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Registry) and self._key() == other._key()
@@ -208,19 +251,22 @@ class Registry:
     def __repr__(self) -> str:
         return (
             f"Registry({self.remote_type!r}, {self.remote_address!r}, {dict(self.entries)!r}, "
-            f"{self.remote_id!r})"
+            f"{self.remote_id!r}, {self.aliases!r})"
         )
 
     def copy(self) -> Registry:
         """A copy whose entries can change without touching this one."""
-        new = Registry(self.remote_type, self.remote_address, self.entries, self.remote_id)
+        new = Registry(
+            self.remote_type, self.remote_address, self.entries, self.remote_id, self.aliases
+        )
         if self.entries.lower is not None:
             new.entries.lower = dict(self.entries.lower)
         return new
 
     def state(self) -> tuple[Any, ...]:
         """Changes whenever the content may have: compared, not read."""
-        return (id(self.entries), self.entries.version, self.remote_fields())
+        aliases = tuple(self.aliases.items())
+        return (id(self.entries), self.entries.version, self.remote_fields(), aliases)
 
     def case_twin(self, name: str) -> str | None:
         """Another entry's name that differs from ``name`` only in case (one file on macOS
@@ -238,6 +284,132 @@ class Registry:
         if self.remote_id is not None:
             fields["id"] = self.remote_id
         return fields
+
+
+_NO_METADATA = (None, None, None, None)
+
+
+def format_needed(reg: Registry) -> int:
+    """The oldest registry format that holds ``reg``'s content: one line per feature."""
+    needed = 1
+    needed = max(needed, 2) if any(map(Entry.has_metadata, reg.entries.values())) else needed
+    needed = max(needed, 2) if reg.aliases else needed
+    return needed
+
+
+def plain_value(value: object) -> object:
+    """A numpy scalar (``np.float64(0.9)``, ``np.int64(3)``, ``np.bool_``) as the Python value
+    it holds; anything else as it is. (numpy is never imported: its scalars say who they are.)"""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _finite(value: object) -> bool:
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+def _printable(value: object) -> bool:
+    # A registry is read in review: no control character hides in it (newlines and tabs may).
+    if type(value) is not str:
+        return False
+    return value.isprintable() or value.replace("\n", "").replace("\t", "").isprintable()
+
+
+# Each field's values: (accepted?, what it takes, how to fix another value).
+_KINDS = {
+    "metrics": (_finite, "a finite int or float (not a bool, NaN or infinity)", "float(x)"),
+    "params": (
+        lambda v: v is None or type(v) is bool or _finite(v) or _printable(v),
+        "a str, int, finite float, bool or None",
+        "str(x)",
+    ),
+    "tags": (_printable, "a str of printable characters", "str(x)"),
+}
+
+
+def _checked_mapping(field: str, given: object, where: str) -> dict[str, Any] | None:
+    if given is None:
+        return None
+    if not isinstance(given, Mapping):
+        raise InvalidMetadataError(
+            f"{where}{field} must be a dict of name -> value, got {show(given)}."
+        )
+    accepted, kind, fix = _KINDS[field]
+    checked = {}
+    for name, raw in given.items():
+        if not meta_name_is_valid(name):
+            raise InvalidMetadataError(
+                f"{where}{field}: invalid name {show(name)}. Use {META_NAME_RULE}."
+            )
+        value = plain_value(raw)
+        if not accepted(value):
+            raise InvalidMetadataError(
+                f"{where}{field}[{name!r}] is {show(raw)}: a {field[:-1]} is {kind}. "
+                f"Pass e.g. {fix}, or leave it out."
+            )
+        checked[name] = value
+    return dict(sorted(checked.items())) or None
+
+
+def metadata_size(
+    mappings: tuple[dict[str, Any] | None, ...], description: object
+) -> tuple[int, int]:
+    """How many names, and how many bytes of names and values, checked metadata holds."""
+    names = size = 0
+    for mapping in mappings:
+        if mapping:
+            names += len(mapping)
+            size += sum(len(k) + len(str(v).encode("utf-8", "replace")) for k, v in mapping.items())
+    if isinstance(description, str):
+        size += len(description.encode("utf-8", "replace"))
+    return names, size
+
+
+def check_metadata(
+    metrics: object = None,
+    params: object = None,
+    tags: object = None,
+    description: object = None,
+    where: str = "",
+) -> tuple[Any, Any, Any, str | None]:
+    """Metrics, params, tags and description as an :class:`Entry` holds them, or raise.
+
+    The one check of metadata, whether it comes from a caller or from a registry's text:
+    names follow :data:`META_NAME_RULE`; numpy scalars become plain numbers; mappings are
+    sorted by name and an empty one is ``None``; at most :data:`MAX_METADATA_NAMES` names and
+    :data:`MAX_METADATA_BYTES` of names and values. ``where`` prefixes the messages.
+
+    Raises
+    ------
+    InvalidMetadataError
+        Naming the field, the name and what it takes.
+    """
+    given = (metrics, params, tags)
+    checked = tuple(_checked_mapping(f, v, where) for f, v in zip(_KINDS, given, strict=True))
+    if description is not None and not _printable(description):
+        raise InvalidMetadataError(
+            f"{where}description must be a str of printable characters, got {show(description)}."
+        )
+    names, size = metadata_size(checked, description)
+    if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
+        raise InvalidMetadataError(
+            f"{where}metadata of {names} names and {size} bytes is over the bound of an entry "
+            f"({MAX_METADATA_NAMES} names, {MAX_METADATA_BYTES} bytes of names and values, "
+            "which keeps a registry of 10,000 models readable). Keep the few that say which "
+            "model is better, and the rest in your experiment tracker."
+        )
+    return (*checked, description if isinstance(description, str) else None)  # type: ignore[return-value]
+
+
+def newer_release(where: str, found: str) -> RegistryError:
+    """The refusal of content only a newer model_filer writes: what was found, and how to upgrade
+    (the library, and the ``rev:`` that pins the hooks for pre-commit users)."""
+    return RegistryError(
+        f"{where}: written by a newer model_filer ({found}); upgrade: "
+        "`pip install -U ds-model-filer`; pre-commit users: bump `rev:` for model_filer in "
+        ".pre-commit-config.yaml."
+    )
 
 
 def restore(path: str | None) -> str:
@@ -298,10 +470,7 @@ def parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> En
         raise RegistryError(f"{here} must be a mapping of fields. {fix}")
     unknown = set(data) - set(ENTRY_FIELDS)
     if unknown:
-        raise RegistryError(
-            f"{here} has unknown fields {sorted(map(str, unknown))}. "
-            "Upgrade model_filer (`pip install -U ds-model-filer`) or fix the file."
-        )
+        raise newer_release(here, f"unknown fields {show(sorted(map(str, unknown)))}")
     state = _field(data, "state", str, here, path=path)
     if state not in STATES:
         raise RegistryError(f"{here}: state must be 'local' or 'synced', got {show(state)}. {fix}")
@@ -331,6 +500,11 @@ def parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> En
         isinstance(i, str) and len(i) <= 512 and IMPORT_RE.fullmatch(i) for i in imports
     ):
         raise RegistryError(f"{here}: imports must be a list of module.qualname names. {fix}")
+    try:
+        metrics, params, tags, description = (data.get(f) for f in ENTRY_FIELDS[-4:])
+        metadata = check_metadata(metrics, params, tags, description, f"{here}: ")
+    except InvalidMetadataError as exc:
+        raise RegistryError(f"{exc} {fix}") from None
     return Entry(
         name=name,
         state=state,
@@ -342,7 +516,34 @@ def parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> En
         python=_field(data, "python", str, here, path=path),
         library=library,
         imports=imports,
-    )
+    )._replace(**dict(zip(ENTRY_FIELDS[-4:], metadata, strict=True)))
+
+
+def alias_text(target: tuple[str, str]) -> str:
+    """An alias's value as written: ``<model>@<sha256>``, one line, so a move is one line."""
+    return f"{target[0]}@{target[1]}"
+
+
+def parse_aliases(aliases: Any, where: str, path: str | None = None) -> dict[str, tuple[str, str]]:
+    """Validate the ``aliases:`` mapping: alias -> ``<model>@<sha256>``, both names following
+    the model-name rule. (Whether the entry is there with those bytes is the commit hook's and
+    ``load``'s question: the file itself may hold a dangling alias.)"""
+    if not isinstance(aliases, dict):
+        raise RegistryError(f"{where}: 'aliases' must be a mapping. {restore(path)}.")
+    checked = {}
+    for alias, value in aliases.items():
+        model, _, sha = value.rpartition("@") if isinstance(value, str) else ("", "", "")
+        try:
+            check_name(alias)
+            check_name(model)
+            check_sha256(sha, f"alias {show(alias)}")
+        except InvalidNameError as exc:
+            raise RegistryError(
+                f"{where}: alias {show(alias)} must be `<model>@<sha256>`, got {show(value)} "
+                f"({exc}). {restore(path)}, or set the alias again."
+            ) from None
+        checked[alias] = (model, sha)
+    return dict(sorted(checked.items()))
 
 
 def conflict_advice(where: str, path: str | None) -> str:
@@ -368,12 +569,17 @@ def from_doc(doc: Any, where: str, filename: str | None = None) -> Registry:
     """
     if not isinstance(doc, dict):
         raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
-    if type(doc.get("format")) is not int or doc["format"] != FORMAT_VERSION:
+    fmt = doc.get("format")
+    if type(fmt) is int and fmt > NEWEST_FORMAT:
+        raise newer_release(where, f"registry format {fmt}; this one reads 1 to {NEWEST_FORMAT}")
+    if type(fmt) is not int or fmt < 1:
         raise RegistryError(
-            f"{where}: unsupported registry format {show(doc.get('format'))} "
-            f"(this model_filer reads {FORMAT_VERSION}). "
-            "Upgrade with `pip install -U ds-model-filer`."
+            f"{where}: unsupported registry format {show(fmt)} (this model_filer reads 1 to "
+            f"{NEWEST_FORMAT}). {restore(filename)}."
         )
+    unknown = set(doc) - set(TOP_LEVEL_KEYS)
+    if unknown:  # (an older release dropped these on its next write: refused, not dropped)
+        raise newer_release(where, f"unknown top-level keys {show(sorted(map(str, unknown)))}")
     remote = _field(doc, "remote", dict, where, path=filename)
     rtype = _field(remote, "type", str, where + " remote", path=filename)
     address = _field(remote, "address", str, where + " remote", path=filename)
@@ -390,4 +596,5 @@ def from_doc(doc: Any, where: str, filename: str | None = None) -> Registry:
             f"{restore(filename)}."
         )
     entries = {name: parse_entry(name, data, where, filename) for name, data in models.items()}
-    return Registry(rtype, address, entries, remote_id)
+    aliases = parse_aliases(doc.get("aliases") or {}, where, filename)
+    return Registry(rtype, address, entries, remote_id, aliases)

@@ -65,6 +65,20 @@ def name_is_safe(name: str) -> bool:
     return not (".." in name or name[-1] == "." or _reserved(name))
 
 
+# A metric, param or tag name: what experiment trackers use (``val/loss``, ``f1.macro``,
+# ``lr_schedule-2``: MLflow's rule without spaces), and no more, so that it is one token of the
+# CLI's ``k=v`` (no ``=`` or space), always one plain or single-quoted YAML key (no ``:``, ``#``
+# or quote: an annotation stays one line a key in review, read by the codec without PyYAML),
+# and fits a table's column.
+_META_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,63}")
+META_NAME_RULE = "1-64 characters: letters, digits and _ . / - (starting with a letter, digit or _)"
+
+
+def meta_name_is_valid(name: object) -> bool:
+    """Whether ``name`` is a valid metric, param or tag name (:data:`META_NAME_RULE`)."""
+    return isinstance(name, str) and _META_NAME_RE.fullmatch(name) is not None
+
+
 def check_sha256(value: object, where: str) -> str:
     """Return ``value`` if it is a lower-case hex sha256, else raise."""
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):

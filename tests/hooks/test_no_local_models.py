@@ -101,7 +101,7 @@ models:
         pytest.param(CONFLICTED, "merge conflict markers", id="conflict-markers"),
         pytest.param("format: 1\nremote: [unclosed\n", "not valid registry YAML", id="bad-yaml"),
         pytest.param("- just\n- a list\n", "must be a YAML mapping", id="not-a-mapping"),
-        pytest.param("format: 7\nremote: {}\n", "unsupported registry format", id="format"),
+        pytest.param("format: 7\nremote: {}\n", "written by a newer model_filer", id="format"),
     ],
 )
 def test_an_unparsable_registry_is_refused(repo, capsys, text, message):

@@ -93,12 +93,17 @@ def rand_name(rng: random.Random) -> str:
     return first + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
 
 
+FLOATS = [0.0, -0.0, 1.0, 0.1, 1e-05, 1e16, 1e20, -2.5e-300, 5e-324, 1.7976931348623157e308, 1 / 3]
+
+
 def rand_value(rng: random.Random) -> object:
     kind = rng.random()
     if kind < 0.5:
         return rand_str(rng)
+    if kind < 0.6:
+        return rng.choice([0, 1, 7, 10**12, -3, 10**30])
     if kind < 0.65:
-        return rng.choice([0, 1, 7, 10**12, -3])
+        return rng.choice([*FLOATS, True, False, None])
     if kind < 0.8:
         return {rand_str(rng) or "k": rand_str(rng) for _ in range(rng.randint(0, 3))}
     return sorted(rand_str(rng) for _ in range(rng.randint(0, 3)))
@@ -125,14 +130,44 @@ def rand_entry(rng: random.Random, name: str) -> Entry:
                 rand_value(rng),
             ]
         ),
+        **rand_metadata(rng),
     )
+
+
+def rand_meta_name(rng: random.Random) -> str:
+    if rng.random() < 0.2:
+        return rng.choice(["val/loss", "f1.macro", "1e5", "true", "null", "1.5", "_x", "a-b"])
+    alphabet = string.ascii_letters + string.digits + "_./-"
+    return rng.choice(string.ascii_letters) + "".join(rng.choice(alphabet) for _ in range(5))
+
+
+def rand_metadata(rng: random.Random) -> dict[str, object]:
+    """Metrics, params, tags and description, often absent, sometimes of odd values."""
+
+    def mapping(value: object) -> dict[str, object] | None:
+        if rng.random() < 0.5:
+            return None
+        return {rand_meta_name(rng): value() for _ in range(rng.randint(1, 4))}  # type: ignore[operator]
+
+    number = lambda: rng.choice([*FLOATS, 0, 3, -7, 10**30])  # noqa: E731
+    return {
+        "metrics": mapping(number),
+        "params": mapping(lambda: rand_value(rng) if rng.random() < 0.3 else number()),
+        "tags": mapping(lambda: rand_str(rng)),
+        "description": rng.choice([None, rand_str(rng), "a model", "multi\nline"]),
+    }
 
 
 def rand_registry(rng: random.Random) -> Registry:
     names = {rand_name(rng) for _ in range(rng.randint(0, 12))}
     address = rng.choice(["s3://bucket/models", "/tmp/remote dir", rand_str(rng) or "x"])
     remote_id = rng.choice([None, "0123456789abcdef" * 2])
-    return Registry("s3", address, {n: rand_entry(rng, n) for n in names}, remote_id)
+    entries = {n: rand_entry(rng, n) for n in names}
+    aliases = {}
+    for name in rng.sample(sorted(names), min(len(names), rng.randint(0, 3))):
+        alias = rng.choice(["production", "staging", "1e5", "true", rand_name(rng)])
+        aliases[alias] = (name, rng.choice([SHA, entries[name].sha256]))
+    return Registry("s3", address, entries, remote_id, aliases)
 
 
 def full_yaml(reg: Registry) -> bytes:

@@ -21,7 +21,7 @@ from model_filer.registry.file import (
     dumps,
     parse,
 )
-from model_filer.registry.model import FORMAT_VERSION, HEADER, MAX_MODEL_BYTES
+from model_filer.registry.model import HEADER, MAX_MODEL_BYTES
 from model_filer.registry.yamlio import PurePythonLoader
 from tests.support.registries import pyyaml_bytes
 
@@ -106,7 +106,7 @@ def test_serialisation_starts_with_the_header_and_records_the_remote():
     text = dumps(make_registry(make_entry("m"))).decode()
     assert text.startswith(HEADER)
     doc = yaml.safe_load(text)
-    assert doc["format"] == FORMAT_VERSION
+    assert doc["format"] == 1  # no metadata, no aliases: readable by releases before them
     assert doc["remote"] == {"type": "s3", "address": "s3://bucket/models"}
 
 
@@ -347,13 +347,36 @@ def test_not_a_registry_at_all_is_refused(text):
     reject(text)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, 1.5, 1.0, True])
+@pytest.mark.parametrize("version", [0, "1", None, 1.5, 1.0, True])
 def test_wrong_format_version_is_refused(version):
     doc = base_doc()
     doc["format"] = version
     message = reject(dump_doc(doc))
     assert "unsupported registry format" in message
-    assert "pip install -U ds-model-filer" in message
+
+
+NEWER = "written by a newer model_filer ({}); upgrade: `pip install -U ds-model-filer`; "
+BUMP_REV = "pre-commit users: bump `rev:` for model_filer in .pre-commit-config.yaml."
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        pytest.param({"format": 3}, "registry format 3; this one reads 1 to 2", id="format"),
+        pytest.param({"stages": {"x": 1}}, "unknown top-level keys ['stages']", id="top-level"),
+    ],
+)
+def test_what_a_newer_release_writes_is_refused_with_the_upgrade(change, found):
+    # An unknown top-level key used to be dropped silently on the next write.
+    message = reject(dump_doc({**base_doc(), **change}))
+    assert message.endswith(NEWER.format(found) + BUMP_REV), message
+
+
+def test_an_unknown_entry_field_is_refused_with_the_upgrade():
+    doc = base_doc()
+    doc["models"]["m1"]["lineage"] = "x"
+    message = reject(dump_doc(doc))
+    assert message.endswith(NEWER.format("unknown fields ['lineage']") + BUMP_REV), message
 
 
 def test_missing_remote_is_refused():

@@ -5,15 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from model_filer.registry import yamlio
-from model_filer.registry.model import FORMAT_VERSION, HEADER, Registry
+from model_filer.registry.model import HEADER, Registry, alias_text, format_needed
 
 
 def pyyaml_bytes(reg: Registry, dumper: type[Any] = yamlio.Dumper) -> bytes:
     """The registry as PyYAML (``dumper``: libyaml's by default) writes it in block style;
     the codec's writer must give exactly these bytes."""
     doc = {
-        "format": FORMAT_VERSION,
+        "format": format_needed(reg),
         "remote": reg.remote_fields(),
+        **(
+            {"aliases": {a: alias_text(reg.aliases[a]) for a in sorted(reg.aliases)}}
+            if reg.aliases
+            else {}
+        ),
         "models": {n: reg.entries[n].to_yaml_dict() for n in sorted(reg.entries)},
     }
+    if not doc["aliases"]:
+        del doc["aliases"]  # (written only when there is one)
     return (HEADER + yamlio.dump(doc, dumper)).encode("utf-8")

@@ -1,0 +1,81 @@
+"""Registries written by this code, read by the release before metadata and aliases (6fc7490).
+
+That release drops an unknown top-level key on its next write and refuses an unknown entry
+field: a registry with metadata or aliases must be one it refuses whole (format 2), and one
+without them must stay one it reads (format 1).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from model_filer import Filer
+
+OLD_RELEASE = "6fc7490"
+ROOT = Path(__file__).resolve().parents[2]
+# Run by the old release: read the folder's registry, then dump into it.
+OLD_SCRIPT = """
+import sys
+import model_filer
+assert model_filer.__file__.startswith(sys.argv[1]), model_filer.__file__
+from model_filer import Filer
+try:
+    filer = Filer(sys.argv[2], sys.argv[3], "local")
+    names = [e.name for e in filer.list_files()]
+    filer.dump({"from": "old"}, "from_old")
+    print("READ", names)
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, exc)
+"""
+
+
+@pytest.fixture(scope="module")
+def old_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``model_filer`` of the old release, extracted from git into a folder of its own."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{OLD_RELEASE}^{{commit}}"],
+        capture_output=True,
+    )
+    if found.returncode != 0:
+        pytest.skip(f"commit {OLD_RELEASE} (the release before format 2) is not in this clone")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", OLD_RELEASE, "model_filer"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    folder = tmp_path_factory.mktemp("old_release")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def run_old(old_release: Path, models: Path, remote: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": str(old_release)}
+    done = subprocess.run(  # (not run from this checkout, whose model_filer -c would import)
+        [sys.executable, "-c", OLD_SCRIPT, str(old_release), str(models), str(remote)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=old_release,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_registry_without_metadata_stays_readable_by_the_old_release(
+    old_release: Path, tmp_path: Path, remote: Path
+) -> None:
+    models = tmp_path / "models"
+    Filer(models, str(remote), "local").dump({"a": 1}, "plain")
+    assert run_old(old_release, models, remote) == "READ ['plain']"
+    assert [e.name for e in Filer(models, str(remote), "local").list_files()] == [
+        "from_old",
+        "plain",
+    ]
