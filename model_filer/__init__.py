@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from model_filer.errors import (
+    AliasError,
     BatchError,
     BucketNotFoundError,
     CredentialsError,
@@ -17,6 +18,7 @@ from model_filer.errors import (
     GitError,
     ImmutableEntryError,
     IntegrityError,
+    InvalidMetadataError,
     InvalidNameError,
     LocalOnlyError,
     ModelExistsError,
@@ -43,7 +45,7 @@ from model_filer.errors import (
 
 if TYPE_CHECKING:
     from model_filer.filer import Filer
-    from model_filer.registry.model import Entry
+    from model_filer.registry.model import Alias, Entry
     from model_filer.remotes import FAIL_FAST, PATIENT, Network
     from model_filer.transfer.transfers import TransferReport
 
@@ -54,6 +56,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Filer": "filer",
     "Entry": "registry.model",
+    "Alias": "registry.model",
     "FAIL_FAST": "remotes",
     "PATIENT": "remotes",
     "Network": "remotes",
@@ -77,6 +80,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "FAIL_FAST",
     "PATIENT",
+    "Alias",
+    "AliasError",
     "BatchError",
     "BucketNotFoundError",
     "CredentialsError",
@@ -86,6 +91,7 @@ __all__ = [
     "GitError",
     "ImmutableEntryError",
     "IntegrityError",
+    "InvalidMetadataError",
     "InvalidNameError",
     "LocalOnlyError",
     "ModelExistsError",

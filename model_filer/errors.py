@@ -44,6 +44,10 @@ class InvalidMetadataError(ModelFilerError, ValueError):
     """Metrics, params, tags or a description that the registry cannot hold as given."""
 
 
+class AliasError(ModelFilerError, LookupError):
+    """An alias that names no model, or bytes its model no longer holds."""
+
+
 def name_list(names: Iterable[str], shown: int = SHOWN_NAMES) -> str:
     """``a, b, c and 7 more``: a bounded list for one line of a message."""
     names = list(names)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from model_filer.errors import (
+    AliasError,
     ImmutableEntryError,
     IntegrityError,
     InvalidNameError,
@@ -28,8 +29,16 @@ from model_filer.local.freshness import Freshness
 from model_filer.local.store import ObjectStore
 from model_filer.pickles import serializers
 from model_filer.pickles.trust import trusted_set
-from model_filer.registry.model import Entry, Registry
-from model_filer.registry.names import check_name
+from model_filer.registry.model import (
+    META_FIELDS,
+    Alias,
+    Entry,
+    Registry,
+    aliased,
+    annotated,
+    check_metadata,
+)
+from model_filer.registry.names import NAME_RULE, check_name
 from model_filer.registry.table import Table
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import TransferReport, Transfers
@@ -184,7 +193,18 @@ class Filer:
                 "branch?). Pass overwrite=True to replace it, or delete the file."
             )
 
-    def dump(self, model: Any, name: str, push: bool = False, overwrite: bool = False) -> None:
+    def dump(
+        self,
+        model: Any,
+        name: str,
+        push: bool = False,
+        overwrite: bool = False,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> None:
         """Pickle ``model`` to ``<local_dir>/<name>.pkl`` and record it in the registry.
 
         Parameters
@@ -196,22 +216,121 @@ class Filer:
         push : bool, default False
             Also push it to the remote (state ``synced``); else it stays ``local``.
         overwrite : bool, default False
-            Replace an existing ``local`` entry. ``synced`` entries are never replaced.
+            Replace an existing ``local`` entry. ``synced`` entries are never replaced. The
+            new entry has only the metadata given here.
+        metrics : dict, optional
+            How good the model is: name -> finite int or float (numpy scalars are stored as
+            plain numbers; a bool is not a metric).
+        params : dict, optional
+            How it was made: name -> str, int, float, bool or None.
+        tags : dict, optional
+            name -> str.
+        description : str, optional
+            Free text.
+
+        Names of metrics, params and tags: 1-64 letters, digits and ``_ . / -``, starting
+        with a letter, digit or ``_`` (``val/loss``, ``f1.macro``). An entry holds at most
+        64 names and 2 KiB of names and values. Add or change them later with
+        :meth:`annotate`.
 
         Raises
         ------
-        InvalidNameError, ModelExistsError, ImmutableEntryError, SerializationError
+        InvalidNameError, InvalidMetadataError, ModelExistsError, ImmutableEntryError,
+        SerializationError
+            Each before anything is written.
         """
         check_name(name)
+        metadata = dict(
+            zip(META_FIELDS, check_metadata(metrics, params, tags, description), strict=True)
+        )
         self._check_dump(self.folder.peek(), name, overwrite)  # fail before a long pickling
         self.local_dir.mkdir(parents=True, exist_ok=True)
         ensure_gitignore(self.local_dir)
         with Dump(model, name, self.folder, self.store) as dump:
+            dump.entry = dump.entry._replace(**metadata)
             held = self.folder.commit_dump(
                 dump.entry, lambda reg: self._check_dump(reg, name, overwrite), push, dump.placing
             )
         if push and not held:  # (held by an open batch: pushed when it ends)
             self.push(name)
+
+    def annotate(
+        self,
+        name: str,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str | None] | None = None,
+        description: str | None = None,
+    ) -> Entry:
+        """Add, replace or delete metadata of an entry, a synced one included.
+
+        Metadata is not the bytes: a synced model's bytes stay as they are. Merged per name:
+        ``annotate("m", metrics={"auc": 0.91})`` keeps the other metrics; a value of ``None``
+        deletes its name (``params={"lr": None}``), ``description=""`` deletes the
+        description, and an argument left out leaves its field as it is. Values and names
+        follow :meth:`dump`'s rules.
+
+        Returns
+        -------
+        Entry
+            The entry as now recorded.
+
+        Raises
+        ------
+        UnknownModelError, InvalidMetadataError
+            Before the registry is written.
+        """
+        check_name(name)
+        with self.folder.transaction() as reg:  # (refused: nothing written)
+            entry = self.folder.entry(name, reg)
+            new = annotated(entry, metrics, params, tags, description)
+            if new != entry:
+                reg.entries[name] = new
+        return new
+
+    def set_alias(self, alias: str, name: str | None) -> Alias | None:
+        """Point ``alias`` at the model ``name`` as it is now (its sha256), or drop it (``None``).
+
+        ``filer.load("@alias")`` then loads that model. When other bytes are dumped under
+        the name later, the alias does not follow them: ``load("@alias")`` and the commit
+        hook refuse it until it is set again. An alias name follows the model-name rule;
+        ``@`` is written where it is used, and may be given here.
+
+        Returns
+        -------
+        Alias or None
+            The alias as recorded; ``None`` when dropped.
+
+        Raises
+        ------
+        InvalidNameError, UnknownModelError, AliasError
+            AliasError: dropping an alias that does not exist.
+        """
+        alias = alias[1:] if isinstance(alias, str) and alias.startswith("@") else alias
+        try:
+            check_name(alias)
+        except InvalidNameError:
+            raise InvalidNameError(
+                f"Invalid alias {alias!r}: an alias follows the model-name rule, {NAME_RULE}."
+            ) from None
+        with self.folder.transaction() as reg:
+            if name is None:
+                if reg.aliases.pop(alias, None) is None:
+                    known = ", ".join(f"@{a}" for a in sorted(reg.aliases)) or "none"
+                    raise AliasError(
+                        f"{self.registry_path} has no alias @{alias} to drop (its aliases: "
+                        f"{known}). Nothing changed."
+                    )
+                return None
+            entry = self.folder.entry(name, reg)
+            reg.aliases[alias] = (entry.name, entry.sha256)
+        return Alias(alias, entry.name, entry.sha256)
+
+    def aliases(self) -> dict[str, Alias]:
+        """The registry's aliases by name (without ``@``), sorted."""
+        reg = self.folder.read()
+        return {a: Alias(a, *reg.aliases[a]) for a in sorted(reg.aliases)}
 
     def _settle(self, entry: Entry) -> None:
         # A batch's renames into place come at its end, after the dump released the lock.
@@ -269,25 +388,40 @@ class Filer:
         Parameters
         ----------
         name : str
+            A model's name, or ``"@alias"``: the model the alias names (refused with
+            :class:`AliasError` when that model now holds other bytes, or is gone).
         rev : str, optional
             A git revision (``"v1.2"``, ``"main~3"``, a sha): load the model as the registry
-            committed there recorded it, without a checkout.
+            committed there recorded it, without a checkout (an alias as it was there).
         trusted : iterable of str, optional
             More patterns to trust for this call: exact ``module.qualname`` names, or module
             globs (``"mypkg.models.*"``) that trust classes only.
 
         Raises
         ------
-        UnknownModelError, LocalOnlyError, IntegrityError, RemoteError, UntrustedModelError
+        UnknownModelError, AliasError, LocalOnlyError, IntegrityError, RemoteError,
+        UntrustedModelError
         """
-        check_name(name)
+        is_alias = isinstance(name, str) and name.startswith("@")
+        check_name(name[1:] if is_alias else name)
         trust_set = trusted_set(self.local_dir, trusted)  # a bad pattern fails before any I/O
         if rev is not None:
-            from model_filer.git.history import load_at
+            from model_filer.git import history
 
-            return load_at(self, name, rev, trust_set)
+            if not is_alias:
+                return history.load_at(self, name, rev, trust_set)
+            reg, where = history.registry_at(self, rev)
+            entry = aliased(reg or Registry("", ""), name, where)
+            with history.open_verified(self, entry, rev) as fh:
+                model = serializers.load(fh, entry.serializer, entry.name, trust_set, where)
+            serializers.warn_versions(entry)
+            return model
         self.folder.clean_dead_temps()
-        entry = self.folder.entry(name)
+        if is_alias:
+            entry = aliased(self.folder.read(), name, str(self.registry_path))
+            name = entry.name
+        else:
+            entry = self.folder.entry(name)
         with self.open(entry) as fh:
             model = serializers.load(fh, entry.serializer, name, trust_set, self.registry_path)
         serializers.warn_versions(entry)

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from model_filer.errors import InvalidMetadataError, InvalidNameError, RegistryError
+from model_filer.errors import AliasError, InvalidMetadataError, InvalidNameError, RegistryError
 from model_filer.fs.layout import remote_type_of
 from model_filer.registry.names import (
     META_NAME_RULE,
@@ -56,6 +56,7 @@ ENTRY_FIELDS = (
     "tags",
     "description",
 )
+META_FIELDS = ENTRY_FIELDS[-4:]  # metrics, params, tags, description
 # Metadata an entry may carry: 64 names and 2 KiB of names and values (a paragraph of description
 # and a few dozen metrics). Its YAML (~10 bytes more a line) then stays under ~2.7 KiB, so a
 # registry of 10,000 entries that all use it (~0.35 KiB each without) stays under
@@ -125,7 +126,7 @@ class Entry(NamedTuple):
     def to_yaml_dict(self) -> dict[str, Any]:
         """The fields as written, in order; metadata mappings sorted by name."""
         data = {f: getattr(self, f) for f in ENTRY_FIELDS}
-        for field in ENTRY_FIELDS[-4:-1]:
+        for field in META_FIELDS[:3]:
             if isinstance(data[field], dict):
                 data[field] = dict(sorted(data[field].items()))
         return {k: v for k, v in data.items() if v is not None}
@@ -402,6 +403,49 @@ def check_metadata(
     return (*checked, description if isinstance(description, str) else None)  # type: ignore[return-value]
 
 
+def _without_deletions(given: object) -> object:
+    if not isinstance(given, Mapping):
+        return given  # (checked, and refused with its message, as it is)
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _merged(current: dict[str, Any] | None, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    merged = dict(current or {})
+    for name, value in (given or {}).items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+def annotated(
+    entry: Entry,
+    metrics: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> Entry:
+    """``entry`` with metadata merged in per name: a value of ``None`` deletes its name, a
+    description of ``""`` deletes it, ``None`` leaves a field as it is. The given values are
+    checked before anything is merged, then the merged whole (its bound). Bytes untouched.
+
+    Raises
+    ------
+    InvalidMetadataError
+    """
+    kept = [_without_deletions(given) for given in (metrics, params, tags)]
+    check_metadata(kept[0], kept[1], kept[2], description)
+    merged = [
+        _merged(entry.metrics, metrics),
+        _merged(entry.params, params),
+        _merged(entry.tags, tags),
+    ]
+    text = entry.description if description is None else description or None
+    checked = check_metadata(merged[0], merged[1], merged[2], text)
+    return entry._replace(**dict(zip(META_FIELDS, checked, strict=True)))
+
+
 def newer_release(where: str, found: str) -> RegistryError:
     """The refusal of content only a newer model_filer writes: what was found, and how to upgrade
     (the library, and the ``rev:`` that pins the hooks for pre-commit users)."""
@@ -501,7 +545,7 @@ def parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> En
     ):
         raise RegistryError(f"{here}: imports must be a list of module.qualname names. {fix}")
     try:
-        metrics, params, tags, description = (data.get(f) for f in ENTRY_FIELDS[-4:])
+        metrics, params, tags, description = (data.get(f) for f in META_FIELDS)
         metadata = check_metadata(metrics, params, tags, description, f"{here}: ")
     except InvalidMetadataError as exc:
         raise RegistryError(f"{exc} {fix}") from None
@@ -516,7 +560,7 @@ def parse_entry(name: Any, data: Any, where: str, path: str | None = None) -> En
         python=_field(data, "python", str, here, path=path),
         library=library,
         imports=imports,
-    )._replace(**dict(zip(ENTRY_FIELDS[-4:], metadata, strict=True)))
+    )._replace(**dict(zip(META_FIELDS, metadata, strict=True)))
 
 
 def alias_text(target: tuple[str, str]) -> str:
@@ -544,6 +588,67 @@ def parse_aliases(aliases: Any, where: str, path: str | None = None) -> dict[str
             ) from None
         checked[alias] = (model, sha)
     return dict(sorted(checked.items()))
+
+
+class Alias(NamedTuple):
+    """An alias (``@name`` where it is used): the model it names and the bytes it named when set.
+
+    Attributes
+    ----------
+    name : str
+        The alias, without ``@``.
+    model : str
+        The entry's name.
+    sha256 : str
+        The sha256 of the bytes the alias was set to: other bytes under the same name later
+        are not followed silently (see :func:`alias_problem`).
+    """
+
+    name: str
+    model: str
+    sha256: str
+
+
+def alias_fix(alias: str, model: str) -> str:
+    """How to point an alias again (or drop it), in Python and on the command line."""
+    return (
+        f"Point it again with `filer.set_alias({alias!r}, {model!r})` or `model-filer alias "
+        f"{alias} {model}` (or drop it: `filer.set_alias({alias!r}, None)`)."
+    )
+
+
+def alias_problem(reg: Registry, alias: str) -> str | None:
+    """Why ``@alias`` cannot be used in ``reg`` (no entry, or the entry holds other bytes
+    than the alias named), ending with the fix; ``None`` when it can."""
+    model, sha = reg.aliases[alias]
+    entry = reg.entries.get(model)
+    if entry is None:
+        problem = f"@{alias} names {model!r}, which the registry no longer has."
+    elif entry.sha256 != sha:
+        problem = (
+            f"@{alias} names {model!r} as it was (sha256 {sha[:12]}...), but {model!r} now "
+            f"holds other bytes ({entry.sha256[:12]}...): an alias does not follow a new "
+            "dump silently."
+        )
+    else:
+        return None
+    return f"{problem} {alias_fix(alias, model)}"
+
+
+def aliased(reg: Registry, name: str, where: str) -> Entry:
+    """The entry ``@alias`` (``name`` with its ``@``) names in ``reg``; :class:`AliasError`
+    if the alias is unknown or dangling (see :func:`alias_problem`)."""
+    alias = name[1:]
+    if alias not in reg.aliases:
+        known = ", ".join(f"@{a}" for a in sorted(reg.aliases)) or "none"
+        raise AliasError(
+            f"{where} has no alias {show(name)} (its aliases: {known}). Set one with "
+            f"`filer.set_alias({alias!r}, MODEL)` or `model-filer alias {alias} MODEL`."
+        )
+    problem = alias_problem(reg, alias)
+    if problem is not None:
+        raise AliasError(f"{where}: {problem}")
+    return reg.entries[reg.aliases[alias][0]]
 
 
 def conflict_advice(where: str, path: str | None) -> str:

@@ -79,3 +79,20 @@ def test_a_registry_without_metadata_stays_readable_by_the_old_release(
         "from_old",
         "plain",
     ]
+
+
+def test_a_registry_with_metadata_is_refused_by_the_old_release_never_rewritten(
+    old_release: Path, tmp_path: Path, remote: Path
+) -> None:
+    models = tmp_path / "models"
+    filer = Filer(models, str(remote), "local")
+    filer.dump({"a": 1}, "churn")
+    filer.annotate("churn", metrics={"auc": 0.9})
+    registry = filer.registry_path
+    before = registry.read_bytes()
+    assert b"\nformat: 2\n" in before
+    said = run_old(old_release, models, remote)
+    assert said.startswith("REFUSED RegistryError"), said
+    assert "unsupported registry format 2" in said and "pip install -U ds-model-filer" in said
+    assert registry.read_bytes() == before  # not rewritten without the metadata
+    assert not (models / "from_old.pkl").exists()
