@@ -188,10 +188,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{path}  ->  {reg.remote_address}{where}")
         models = filer.status()
         for entry, held in models:
-            shown = f"  {_metadata(entry.metrics, entry.params)}" if args.metrics else ""
+            meta = _metadata(entry.metrics, entry.params) if args.metrics else ""
             print(
                 f"  {entry.name} ({entry.state})  {_human(entry.size)}  {_PRESENCE[held]}"
-                + shown.rstrip()
+                + (f"  {meta}" if meta else "")
             )
         if not models:
             print("  [no files exist]")
@@ -422,7 +422,8 @@ def cmd_log(args: argparse.Namespace) -> int:
             "history, `model-filer log @ALIAS` every move of an alias), or --all for every "
             "model."
         )
-    if args.metric is not None and (args.name or "").startswith("@"):
+    args.alias = (args.name or "").startswith("@")
+    if args.metric is not None and args.alias:
         raise ModelFilerError(
             f"--metric narrows a model's log; {args.name} is an alias, whose log shows its "
             f"moves. Run `model-filer log {args.name}` without --metric."
@@ -456,7 +457,7 @@ def _log(args: argparse.Namespace, path: Path) -> int:
             + (f"  {shown}" if shown else "")
         )
     if not rows:
-        what = "moves of that alias" if (args.name or "").startswith("@") else "changes"
+        what = "moves of that alias" if args.alias else "changes"
         print(f"No {what} in the history of HEAD.")
     return 0
 
@@ -589,11 +590,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             f"--description, e.g. `model-filer annotate {args.name} --metric auc=0.91`."
         )
     path = _one(args, "annotate")
-    filer = _filer(args, path, action=None)
-    filer.annotate(
+    entry = _filer(args, path, action=None).annotate(
         args.name, metrics=metrics, params=params, tags=tags, description=args.description
     )
-    entry = next(e for e in filer.list_files() if e.name == args.name)
     shown = _metadata(entry.metrics, entry.params)
     print(f"{args.name}: {shown or 'no metrics or params'}. Commit {path}.")
     return 0
@@ -766,7 +765,9 @@ def _metadata_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         f"(in double quotes, a number stays text: version='\"1.0\"'){deletes}",
     )
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help=f"text{deletes}")
-    p.add_argument("--description", metavar="TEXT", help="one text about the model")
+    p.add_argument(
+        "--description", metavar="TEXT", help='free text about the model ("" deletes it)'
+    )
     p.set_defaults(func=cmd_annotate)
     p = sub.add_parser("alias", help="set, show or remove an alias such as @production")
     _folder_options(p)

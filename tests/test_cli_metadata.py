@@ -84,10 +84,12 @@ def test_a_param_reads_as_a_number_or_bool_else_as_text(
 def test_null_deletes_a_key_and_the_rest_is_merged(
     filer: Filer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    filer.annotate("draft", metrics={"auc": 0.5, "loss": 1.0}, tags={"a": "b"})
+    filer.annotate("draft", metrics={"auc": 0.5, "loss": 1.0}, tags={"a": "b"}, description="x")
     assert main(["annotate", "--dir", "models", "draft", "--metric", "auc=null"]) == 0
     assert main(["annotate", "--dir", "models", "draft", "--tag", "a=null"]) == 0
-    assert (entry(filer, "draft").metrics, entry(filer, "draft").tags) == ({"loss": 1.0}, None)
+    assert main(["annotate", "--dir", "models", "draft", "--description", ""]) == 0
+    after = entry(filer, "draft")
+    assert (after.metrics, after.tags, after.description) == ({"loss": 1.0}, None, None)
 
 
 @pytest.mark.parametrize(
