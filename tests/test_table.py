@@ -62,19 +62,22 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_pandas_is_never_imported_until_asked_for(tmp_path: Path) -> None:
+def test_pandas_is_never_imported_until_asked_for(repo: Path, remote: Path) -> None:
     done = _run(
         """
-        import sys
+        import subprocess, sys
         from model_filer import Filer
-        filer = Filer(sys.argv[1] + "/models", sys.argv[1] + "/remote", remote_type="local")
-        filer.dump([1], "a")
+        filer = Filer("models", sys.argv[1], remote_type="local")
+        filer.dump([1], "a", metrics={"auc": 0.5})
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run(["git", "commit", "-qm", "a"], check=True)
         filer.list_files()._repr_html_()
-        assert "pandas" not in sys.modules, "imported by list_files or _repr_html_"
-        filer.list_files().to_pandas()
+        filer.log("a")._repr_html_()
+        assert "pandas" not in sys.modules, "imported by list_files, log or _repr_html_"
+        filer.log("a").to_pandas()
         assert "pandas" in sys.modules
         """,
-        tmp_path,
+        remote,
     )
     assert done.returncode == 0, done.stderr
 

@@ -419,6 +419,7 @@ def test_filer_log_of_an_alias_gives_every_move(scores: Scores) -> None:
     ]
     assert rows[0].author == "Model Filer Tests"
     assert rows[0].as_dict()["from"] == {"model": "v1", "sha256": scores.sha["v1"]}
+    assert scores.filer.log("@production", rev=scores.annotated) == rows[1:]
 
 
 def test_log_of_an_alias_prints_from_what_to_what(
