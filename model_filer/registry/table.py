@@ -8,7 +8,6 @@ that indexes or compares it keeps working), with ``_repr_html_`` for Jupyter and
 from __future__ import annotations
 
 import importlib
-from html import escape
 from typing import Any, TypeVar
 
 from model_filer.errors import ModelFilerError
@@ -61,24 +60,23 @@ class Table(list[Row]):
         return pandas.DataFrame(rows, columns=columns)
 
     def _repr_html_(self) -> str:
+        from html import escape  # (here: the hooks' path, which imports this module, skips it)
+
         columns, rows = self.records()
         head = "".join(f"<th>{escape(c)}</th>" for c in columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>"
+            "<tr>" + "".join(f"<td>{escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
             for row in rows[:HTML_ROWS]
         )
         more = len(rows) - HTML_ROWS
         note = (
             f"<p>{more} more rows: <code>.to_pandas()</code> has them all.</p>" if more > 0 else ""
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" + (
-            note if more > 0 else ""
-        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 def _cell(value: Any) -> str:
+    """A value as a cell's text (escaped by the caller)."""
     if value is None:
         return ""
-    if isinstance(value, list):
-        return escape(", ".join(map(str, value)))
-    return escape(str(value))
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
