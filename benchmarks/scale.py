@@ -36,6 +36,7 @@ PY, BIN, MiB = common.PY, common.BIN, common.MiB
 MODELS = 10_000
 GROWTH = 10_000
 PER_RUN = 20  # dumps timed per run of the dump row (each run a fresh process)
+ALIASES = 50  # aliases in the registry of the metadata rows (issue 22)
 
 
 # ================================================================================================
@@ -43,9 +44,21 @@ PER_RUN = 20  # dumps timed per run of the dump row (each run a fresh process)
 # ================================================================================================
 
 
-def w_dump_into(dir: str, address: str, count: int, tag: str) -> dict[str, Any]:
+def metadata_of(i: int) -> dict[str, Any]:
+    """Issue 22's workload: four metrics, four params and two tags, different per model."""
+    return {
+        "metrics": {"auc": (i % 997) / 997, "loss": 1 / (i + 1), "val/loss": i * 1e-05, "n": i},
+        "params": {"lr": (i % 10 + 1) * 0.001, "optimizer": "adam", "layers": i % 8, "es": True},
+        "tags": {"team": "growth", "stage": "prod" if i % 2 else "dev"},
+    }
+
+
+def w_dump_into(
+    dir: str, address: str, count: int, tag: str, metadata: bool = False
+) -> dict[str, Any]:
     """``count`` dumps of a small model into an existing registry, each timed, beside
-    ``pickle.dump`` of the same model into a file of the same folder."""
+    ``pickle.dump`` of the same model into a file of the same folder; with ``metadata``,
+    each dump records :func:`metadata_of`."""
 
     from model_filer import Filer
 
@@ -53,8 +66,9 @@ def w_dump_into(dir: str, address: str, count: int, tag: str) -> dict[str, Any]:
     ours, theirs = [], []
     for i in range(count):
         model = {"customer": i, "weights": list(range(20))}
+        extra = metadata_of(i) if metadata else {}
         start = time.perf_counter()
-        filer.dump(model, f"{tag}-{i:03d}")
+        filer.dump(model, f"{tag}-{i:03d}", **extra)
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
         with open(Path(dir) / f"{tag}-pickle", "wb") as fh:
@@ -62,6 +76,22 @@ def w_dump_into(dir: str, address: str, count: int, tag: str) -> dict[str, Any]:
         theirs.append(time.perf_counter() - start)
     entries = len(filer.list_files())
     return {"seconds": statistics.median(ours), "ours": ours, "base": theirs, "entries": entries}
+
+
+def w_annotate_all(dir: str, address: str, aliases: int) -> dict[str, Any]:
+    """Setup: every entry gets :func:`metadata_of`, and ``aliases`` aliases name the first
+    models, in one registry write."""
+    from model_filer import Filer
+    from model_filer.registry.model import annotated
+
+    filer = Filer(dir, address, "local")
+    with filer.folder.transaction() as reg:
+        names = sorted(reg.entries)
+        for i, name in enumerate(names):
+            reg.entries[name] = annotated(reg.entries[name], **metadata_of(i))
+        for k, name in enumerate(names[:aliases]):
+            reg.aliases[f"alias-{k:02d}"] = (name, reg.entries[name].sha256)
+    return {"seconds": 0.0, "entries": len(names)}
 
 
 def w_growth(dir: str, address: str, count: int) -> dict[str, Any]:
@@ -135,6 +165,29 @@ class Scale(harness.Bench):
         made: tuple[Path, Path] = self.once("scale_repo", make)
         return made
 
+    def meta_repo(self) -> tuple[Path, Path]:
+        """many_repo's models, each with metadata_of(i), and ALIASES aliases (committed)."""
+
+        def make() -> tuple[Path, Path]:
+            src, remote = self.many_repo()
+            repo = self.root / "scale-meta-repo"
+            shutil.copytree(src, repo, symlinks=True)
+            common.log(f"setup: metadata on {MODELS} entries, {ALIASES} aliases")
+            args = {"dir": str(repo / "models"), "address": str(remote), "aliases": ALIASES}
+            run_worker("annotate_all", args, self.env)
+            for argv in (["add", "-A"], ["commit", "-q", "-m", "metadata and aliases"]):
+                subprocess.run(["git", *argv], cwd=repo, env=self.env, check=True)
+            return repo, remote
+
+        made: tuple[Path, Path] = self.once("scale_meta_repo", make)
+        return made
+
+    def staged_meta(self) -> Path:
+        made: Path = self.once(
+            "scale_staged_meta", lambda: self.staged_copy(self.meta_repo()[0], "scale-staged-meta")
+        )
+        return made
+
     def staged_many(self) -> Path:
         made: Path = self.once(
             "scale_staged", lambda: self.staged_copy(self.many_repo()[0], "scale-staged")
@@ -183,25 +236,24 @@ def whole_process_row(
 # ================================================================================================
 
 
-def bench_dump_10k(b: Scale) -> harness.Row:
-    repo, remote = b.many_repo()
+def bench_dump_10k(b: Scale, metadata: bool = False) -> harness.Row:
+    repo, remote = b.meta_repo() if metadata else b.many_repo()
     ours: list[float] = []
     theirs: list[float] = []
     entries = 0
     for i in range(b.runs):
         common.log(f"run {i + 1}/{b.runs}")
-        result = run_worker(
-            "dump_into",
-            {"dir": str(repo / "models"), "address": str(remote), "count": PER_RUN, "tag": f"r{i}"},
-            b.env,
-        )
+        args = {"dir": str(repo / "models"), "address": str(remote), "count": PER_RUN}
+        result = run_worker("dump_into", {**args, "tag": f"r{i}", "metadata": metadata}, b.env)
         ours += result["ours"]
         theirs += result["base"]
         entries = result["entries"]
     mine, base_median = statistics.median(ours), statistics.median(theirs)
+    what = " with 4 metrics, 4 params, 2 tags" if metadata else ""
+    where = f"{MODELS:,}-entry registry" + (" (all with metadata, 50 aliases)" if metadata else "")
     return harness.Row(
-        "dump-10k",
-        f"dump small model into {MODELS:,}-entry registry vs pickle.dump",
+        "dump-10k-meta" if metadata else "dump-10k",
+        f"dump small model{what} into {where} vs pickle.dump",
         f"{mine * 1000:.2f} ms",
         f"{base_median * 1000:.3f} ms",
         f"+{(mine - base_median) * 1000:.2f} ms",
@@ -245,8 +297,8 @@ def bench_growth(b: Scale) -> harness.Row:
     )
 
 
-def bench_commit_hook_10k(b: Scale) -> harness.Row:
-    repo = b.staged_many()
+def bench_commit_hook_10k(b: Scale, metadata: bool = False) -> harness.Row:
+    repo = b.staged_meta() if metadata else b.staged_many()
     hook = [str(BIN / "no-local-models"), "models/.local_registry"]
     _, out = harness.time_process(
         [PY, "-c", workloads.IMPORT_CHECK, "models/.local_registry"], repo, b.env
@@ -258,8 +310,9 @@ def bench_commit_hook_10k(b: Scale) -> harness.Row:
         repo,
         hook,
         b.env,
-        "commit-hook-10k",
-        f"no-local-models, {MODELS:,} staged entries vs python -c pass",
+        "commit-hook-10k-meta" if metadata else "commit-hook-10k",
+        f"no-local-models, {MODELS:,} staged entries{META_LABEL if metadata else ''} "
+        "vs python -c pass",
         0.30,
         f"exit {check['rc']}; imports: {heavy}",
     )
@@ -267,18 +320,19 @@ def bench_commit_hook_10k(b: Scale) -> harness.Row:
     return row
 
 
-def bench_commit_hook_10k_unknown(b: Scale) -> harness.Row:
+def bench_commit_hook_10k_unknown(b: Scale, metadata: bool = False) -> harness.Row:
     """The same hook on a blob this machine's model_filer did not write (a teammate's, a
     hand edit): no record in the store, so every entry is parsed and validated."""
     hook = [str(BIN / "no-local-models"), "models/.local_registry"]
     env = harness.another_machine(b.env, b.root)
     return hook_row(
         b,
-        b.staged_many(),
+        b.staged_meta() if metadata else b.staged_many(),
         hook,
         env,
-        "commit-hook-10k-unknown",
-        f"no-local-models, {MODELS:,} entries, blob not written here",
+        "commit-hook-10k-meta-unknown" if metadata else "commit-hook-10k-unknown",
+        f"no-local-models, {MODELS:,} entries{META_LABEL if metadata else ''}, "
+        "blob not written here",
         0.30,
         "full validation: the store has no record of this blob",
     )
@@ -389,11 +443,15 @@ def bench_dvc_pull(b: Scale) -> harness.Row:
     return row
 
 
+META_LABEL = " with metadata (4 metrics, 4 params, 2 tags each) and 50 aliases"
 WORKLOADS: dict[str, Callable[[Scale], harness.Row]] = {
     "dump-10k": bench_dump_10k,
+    "dump-10k-meta": lambda b: bench_dump_10k(b, metadata=True),
     "dump-growth": bench_growth,
     "commit-hook-10k": bench_commit_hook_10k,
     "commit-hook-10k-unknown": bench_commit_hook_10k_unknown,
+    "commit-hook-10k-meta": lambda b: bench_commit_hook_10k(b, metadata=True),
+    "commit-hook-10k-meta-unknown": lambda b: bench_commit_hook_10k_unknown(b, metadata=True),
     "prefetch-10k": bench_prefetch_10k,
     "check-remote-10k": bench_check_remote_10k,
     "dvc-pull": bench_dvc_pull,

@@ -1,9 +1,12 @@
 """pre-commit hook: refuse a commit whose registries name models that exist on one machine only.
 
 Checks the staged content (the index, not the working tree) of every staged registry file:
-``local`` entries, unparsable files (conflict markers, bad YAML, bad fields), entries whose
+``local`` entries, unparsable files (conflict markers, bad YAML, bad fields), aliases that
+name a missing entry, a ``local`` one or other bytes than the entry holds, entries whose
 recorded imports fall outside the project's trusted set and model files themselves being
-committed are refused with the command that fixes each. Never imports boto3, GitPython or the
+committed are refused with the command that fixes each. Declared for ``pre-merge-commit``
+too: a clean merge runs no pre-commit hook, and can join an alias from one branch to a
+re-dump from the other. Never imports boto3, GitPython or the
 ML libraries (imports are judged by name): it runs on every commit.
 """
 
@@ -25,6 +28,7 @@ from model_filer.hookapi import (
     ModelFilerError,
     Registry,
     TrustedSet,
+    alias_problems,
     available_types,
     can_trust,
     locate,
@@ -77,6 +81,13 @@ def _registry_problems(path: str, local: Sequence[str]) -> list[str]:
         f"{folder} --locals), then: git add {shlex.quote(path)}"
     )
     return lines
+
+
+def _alias_problems(path: str, reg: Registry) -> list[str]:
+    if not reg.aliases:
+        return []
+    lines = [f"{path}: {problem}" for problem in alias_problems(reg)]
+    return [*lines, f"  then: git add {shlex.quote(path)}"] if lines else []
 
 
 def _trusted(path: str) -> TrustedSet:
@@ -165,6 +176,7 @@ def check(paths: Sequence[str]) -> list[str]:
         if judged:
             local = [n for n, e in reg.entries.items() if e.state == "local"]
             problems.extend(_registry_problems(path, local))
+            problems.extend(_alias_problems(path, reg))
             try:
                 problems.extend(_untrusted_problems(path, reg))
             except ModelFilerError as exc:  # a malformed [tool.model_filer] trusted

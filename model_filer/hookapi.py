@@ -43,7 +43,7 @@ from model_filer.local.store_root import default_root
 from model_filer.pickles.trust import SERVED, TrustedSet, can_trust, never_reason, project_patterns
 from model_filer.registry.codec import parse
 from model_filer.registry.discovery import read_registry
-from model_filer.registry.model import Entry, Registry
+from model_filer.registry.model import Entry, Registry, alias_problems
 from model_filer.remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
 from model_filer.sizes import parse_size
 from model_filer.transfer.progress import count_bar
@@ -66,6 +66,7 @@ __all__ = [
     "Repo",
     "TrustedSet",
     "UntrustedRemoteError",
+    "alias_problems",
     "approved_address",
     "approved_filer",
     "available_types",

@@ -237,6 +237,36 @@ def test_two_branches_that_each_added_a_model_merge_cleanly(team):
     assert git(alice, "status", "--porcelain").stdout == ""
 
 
+def test_a_clean_merge_that_leaves_an_alias_dangling_is_refused_until_it_is_moved(team):
+    """One branch re-dumps churn, the other points production at the churn it knew: each
+    commit is fine, and the merge is clean, so only the pre-merge-commit hook sees it."""
+    alice = team.founder()
+    team.run(alice, MODEL_FILER, "install-hooks", "--merge-driver-only")
+    team.filer(alice).dump({"v": 1}, "churn", push=True)
+    team.commit(alice, "merge driver and churn v1")
+    team.git(alice, "checkout", "-q", "-b", "redump", "main")
+    team.filer(alice).remove("churn")
+    team.filer(alice).dump({"v": 2}, "churn", push=True)
+    team.commit(alice, "churn v2")
+    team.git(alice, "checkout", "-q", "-b", "alias", "main")
+    team.filer(alice).set_alias("production", "churn")
+    team.commit(alice, "production is churn v1")
+    team.git(alice, "checkout", "-q", "redump")
+
+    merged = team.git(alice, "merge", "--no-edit", "alias", check=False)
+
+    assert merged.returncode != 0, output(merged)
+    assert "CONFLICT" not in output(merged)
+    assert f"{REGISTRY}: @production names 'churn' as it was" in output(merged)
+    assert "model-filer alias production churn" in output(merged)
+    assert git(alice, "rev-parse", "HEAD").stdout == git(alice, "rev-parse", "redump").stdout
+    team.filer(alice).set_alias("production", "churn")
+    done = team.commit(alice, "merge alias: production is churn v2")
+    assert done.returncode == 0, output(done)
+    assert git(alice, "rev-list", "--parents", "-n1", "HEAD").stdout.count(" ") == 2  # a merge
+    assert team.filer(alice).load("@production") == {"v": 2}
+
+
 def test_a_clone_through_pre_commits_template_dir_fetches_during_the_clone(team):
     """`pre-commit init-templatedir`: hooks exist before the clone's own checkout."""
     alice = team.founder()

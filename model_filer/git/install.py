@@ -19,6 +19,7 @@ DRIVER_CONFIG = rf"merge\.{DRIVER}"  # its git config keys (read with the approv
 # hook -> (module, extra args, whether git feeds it stdin)
 HOOKS = {
     "pre-commit": ("model_filer_hooks.no_local_models", "", False),
+    "pre-merge-commit": ("model_filer_hooks.no_local_models", "", False),  # a clean merge
     "post-checkout": ("model_filer_hooks.prefetch_models", "--hook-stage post-checkout", False),
     "post-merge": ("model_filer_hooks.prefetch_models", "--hook-stage post-merge", False),
     "post-rewrite": ("model_filer_hooks.prefetch_models", "--hook-stage post-rewrite", True),

@@ -325,8 +325,7 @@ class Codec:
         aliases = {a: alias_text(reg.aliases[a]) for a in sorted(reg.aliases)}
         fields = block("remote", remote, 0, self.quote)
         if aliases and fields is not None:
-            more = block("aliases", aliases, 0, self.quote)
-            fields = None if more is None else fields + more
+            fields += "aliases:\n" + "".join(self.alias_line(a, reg.aliases[a]) for a in aliases)
         if fields is None:  # an address outside the plain subset: PyYAML writes it
             doc = {"format": fmt, "remote": remote, **({"aliases": aliases} if aliases else {})}
             text = HEADER + _yaml_dump({**doc, "models": {}})
@@ -336,6 +335,14 @@ class Codec:
         else:
             text = f"{HEADER}format: {fmt}\n{fields}"
         return text + ("models:\n" if has_entries else _EMPTY_MODELS)
+
+    def alias_line(self, alias: str, target: tuple[str, str]) -> str:
+        """One alias's line under ``aliases:`` (a move changes this line only)."""
+        value = alias_text(target)
+        text = block("aliases", {alias: value}, 0, self.quote)
+        if text is None:  # (not for valid names: they are plain or single-quoted)
+            text = _yaml_dump({"aliases": {alias: value}})
+        return text.partition("\n")[2]
 
     def entry_text(self, entry: Entry) -> str:
         """The entry's block under ``models:``, exactly as PyYAML writes it there."""

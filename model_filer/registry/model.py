@@ -141,7 +141,7 @@ class Entries(dict[str, Entry]):
     for), so the case-twin check of a dump costs a lookup, not a pass over every name.
     """
 
-    __slots__ = ("changed", "lower", "marked", "version")
+    __slots__ = ("annotated", "changed", "lower", "marked", "version")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,6 +149,7 @@ class Entries(dict[str, Entry]):
         self.version = 0  # counts changes, for "changed since?" questions
         self.marked = -1  # the version at the last mark()
         self.lower: dict[str, int] | None = None  # lower-cased name -> how many; None: unknown
+        self.annotated: int | None = None  # how many have metadata; None: unknown
 
     def mark(self) -> int:
         """Start noting changed names afresh (a writer's text is now of this version)."""
@@ -161,6 +162,10 @@ class Entries(dict[str, Entry]):
         return self.changed if self.marked == version else None
 
     def __setitem__(self, name: str, entry: Entry) -> None:
+        if self.annotated is not None:
+            old = self.get(name)
+            was = old is not None and old.has_metadata()
+            self.annotated += entry.has_metadata() - was
         lower = self.lower
         if lower is not None and name not in self:
             low = name.lower()
@@ -171,6 +176,8 @@ class Entries(dict[str, Entry]):
             self.changed.add(name)
 
     def __delitem__(self, name: str) -> None:
+        if self.annotated is not None and name in self:
+            self.annotated -= self[name].has_metadata()
         super().__delitem__(name)
         lower = self.lower
         if lower is not None:
@@ -189,9 +196,17 @@ class Entries(dict[str, Entry]):
             self.lower = dict(Counter(map(str.lower, list(self))))
         return self.lower
 
+    def with_metadata(self) -> int:
+        """How many entries carry metadata (counted once, then kept in step): a dump's
+        format_needed costs a lookup, not a pass over 10,000 entries."""
+        if self.annotated is None:
+            self.annotated = sum(map(Entry.has_metadata, list(self.values())))
+        return self.annotated
+
     def _all_changed(self, method: str, *args: Any, **kwargs: Any) -> Any:
         self.changed = None
         self.lower = None
+        self.annotated = None
         self.version += 1
         return getattr(super(), method)(*args, **kwargs)
 
@@ -262,6 +277,7 @@ class Registry:
         )
         if self.entries.lower is not None:
             new.entries.lower = dict(self.entries.lower)
+        new.entries.annotated = self.entries.annotated
         return new
 
     def state(self) -> tuple[Any, ...]:
@@ -293,7 +309,7 @@ _NO_METADATA = (None, None, None, None)
 def format_needed(reg: Registry) -> int:
     """The oldest registry format that holds ``reg``'s content: one line per feature."""
     needed = 1
-    needed = max(needed, 2) if any(map(Entry.has_metadata, reg.entries.values())) else needed
+    needed = max(needed, 2) if reg.entries.with_metadata() else needed
     needed = max(needed, 2) if reg.aliases else needed
     return needed
 
@@ -633,6 +649,20 @@ def alias_problem(reg: Registry, alias: str) -> str | None:
     else:
         return None
     return f"{problem} {alias_fix(alias, model)}"
+
+
+def alias_problems(reg: Registry) -> list[str]:
+    """Why each alias a commit must not record cannot be used: gone or other bytes
+    (:func:`alias_problem`), or a ``local`` model, which no other clone can load."""
+    found = []
+    for alias in sorted(reg.aliases):
+        problem = alias_problem(reg, alias)
+        model = reg.aliases[alias][0]
+        if problem is None and reg.entries[model].state == "local":
+            problem = f"@{alias} names {model!r}, which is local: push it, and the alias holds."
+        if problem is not None:
+            found.append(problem)
+    return found
 
 
 def aliased(reg: Registry, name: str, where: str) -> Entry:

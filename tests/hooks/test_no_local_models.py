@@ -357,3 +357,49 @@ def test_a_hand_edited_registry_the_library_did_not_write_is_judged_the_same(rep
     staged(repo, REGISTRY)
     assert main([REGISTRY]) == 1
     assert f"{REGISTRY}: churn is local" in capsys.readouterr().out
+
+
+# -- aliases (issue 22) ------------------------------------------------------------------------
+def test_an_alias_that_does_not_hold_is_refused_naming_it_and_the_fix(repo, remote, capsys):
+    filer = model_filer(repo / "models", remote)
+    for name in ("churn", "prices", "gone"):
+        filer.dump({"w": name}, name, push=True)
+        filer.set_alias(f"{name}_live", name)
+    filer.dump({"w": 0}, "draft")
+    filer.set_alias("draft_live", "draft")
+    filer.set_alias("fine", "churn")
+    filer.remove("prices")
+    filer.dump({"w": "other"}, "prices", push=True)  # other bytes under the name
+    filer.remove("gone")
+    staged(repo, REGISTRY)
+
+    assert main([REGISTRY]) == 1
+
+    out = capsys.readouterr().out
+    assert f"{REGISTRY}: @prices_live names 'prices' as it was (sha256 " in out
+    assert "now holds other bytes" in out
+    assert "`model-filer alias prices_live prices`" in out
+    assert f"{REGISTRY}: @gone_live names 'gone', which the registry no longer has." in out
+    assert f"{REGISTRY}: @draft_live names 'draft', which is local" in out
+    assert "churn_live" not in out and "@fine" not in out
+    assert f"then: git add {REGISTRY}" in out
+
+    filer.set_alias("prices_live", "prices")
+    filer.set_alias("gone_live", None)
+    filer.push("draft")
+    staged(repo, REGISTRY)
+    assert main([REGISTRY]) == 0
+
+
+def test_the_hook_reads_a_registry_with_metadata_and_aliases_without_pyyaml(repo, remote):
+    filer = model_filer(repo / "models", remote)
+    filer.dump({"w": 1}, "churn", push=True, metrics={"auc": 0.9}, tags={"team": "growth"})
+    filer.set_alias("production", "churn")
+    staged(repo, REGISTRY)
+    code = (
+        "import sys\n"
+        "from model_filer_hooks.no_local_models import main\n"
+        f"assert main([{REGISTRY!r}]) == 0\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True)

@@ -292,3 +292,100 @@ def test_a_conflict_with_a_deletion_leaves_an_empty_side(deleted_on):
     theirs_text = theirs_text.partition(">>>>>>> theirs\n")[0]
     assert (mine, theirs_text)[0 if deleted_on == "ours" else 1] == ""
     assert "  b:\n" in text.split(">>>>>>> theirs\n")[1]  # the rest stays merged
+
+
+# -- metadata and aliases ---------------------------------------------------------------------
+def aliased(*entries: Entry, **aliases: Entry) -> Registry:
+    """A registry of ``entries`` whose aliases name the given entries' bytes."""
+    result = reg(*entries)
+    result.aliases = {a: (e.name, e.sha256) for a, e in aliases.items()}
+    return result
+
+
+def test_metadata_merges_name_by_name():
+    base = A._replace(metrics={"auc": 0.8, "loss": 0.3}, tags={"team": "x"})
+    ours = base._replace(metrics={"auc": 0.9, "loss": 0.3}, description="ours")
+    theirs = base._replace(metrics={"auc": 0.8}, tags={"team": "x", "stage": "eval"})
+    result = merge(reg(base), reg(ours), reg(theirs))
+    assert result.conflicts == []
+    assert result.registry.entries["a"] == A._replace(
+        metrics={"auc": 0.9}, tags={"stage": "eval", "team": "x"}, description="ours"
+    )
+
+
+def test_a_push_on_one_side_and_an_annotation_on_the_other_merge():
+    local = A._replace(state="local", key=None)
+    result = merge(reg(local), reg(A), reg(local._replace(params={"lr": 0.1})))
+    assert result.conflicts == []
+    assert result.registry.entries["a"] == A._replace(params={"lr": 0.1})
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        pytest.param({"metrics": {"auc": 0.9}}, {"metrics": {"auc": 0.7}}, id="same-metric"),
+        pytest.param({"description": "x"}, {"description": "y"}, id="description"),
+        pytest.param({"tags": {"t": "x"}}, {"tags": None, "sha256": "c" * 64}, id="re-dump"),
+    ],
+)
+def test_the_same_metadata_name_changed_two_ways_conflicts(ours, theirs):
+    base = A._replace(metrics={"auc": 0.8}, tags={"t": "a"})
+    if "sha256" in theirs:
+        theirs = {**theirs, "key": f"a/{theirs['sha256']}.pkl"}
+    result = merge(reg(base), reg(base._replace(**ours)), reg(base._replace(**theirs)))
+    assert result.conflicts == ["a"]
+    assert b"<<<<<<< ours\n  a:\n" in result.text()
+
+
+def test_aliases_merge_alias_by_alias():
+    b2 = changed(B, "c")
+    base = aliased(A, B, prod=A, old=B)
+    ours = aliased(A, B, prod=B, old=B, staging=A)  # moved prod, added staging
+    theirs = aliased(A, b2, prod=A, dev=b2)  # dropped old, added dev
+    result = merge(base, ours, reg(A, b2))  # (theirs without aliases: all dropped)
+    assert result.conflicts == ["@prod"]
+    result = merge(base, ours, theirs)
+    assert result.conflicts == []  # (b re-dumped on theirs only: theirs)
+    assert result.registry.aliases == {
+        "prod": ("b", B.sha256),
+        "staging": ("a", A.sha256),
+        "dev": ("b", b2.sha256),
+    }
+
+
+def test_an_alias_moved_two_ways_is_a_conflict_naming_it():
+    base = aliased(A, B, C, prod=A, stable=A)
+    result = merge(base, aliased(A, B, C, prod=B, stable=A), aliased(A, B, C, prod=C, stable=A))
+    assert result.conflicts == ["@prod"]
+    text = result.text()
+    assert f"  stable: a@{A.sha256}\n".encode() in text
+    assert (
+        f"<<<<<<< ours\n  prod: b@{B.sha256}\n=======\n  prod: c@{C.sha256}\n>>>>>>> theirs\n"
+    ).encode() in text
+    with pytest.raises(RegistryError, match="conflict markers"):
+        parse(text, REGISTRY)
+    same = merge(base, aliased(A, B, C, prod=B), aliased(A, B, C, prod=B))
+    assert same.conflicts == [] and same.registry.aliases == {"prod": ("b", B.sha256)}
+
+
+def test_with_the_driver_an_alias_moved_two_ways_is_reported_by_name(repo, remote):
+    assert install_hooks(repo, hooks=False)
+    commit(repo, "merge driver")
+    two_branches(repo, remote, ("model_b", "model_c"))
+    git(repo, "checkout", "-q", "-b", "aliases", "main")
+    for branch, model in (("left", "model_b"), ("right", "model_c")):
+        git(repo, "checkout", "-q", branch)
+        model_filer(repo / "models", remote).set_alias("production", model)
+        model_filer(repo / "models", remote).annotate(model, metrics={"auc": 0.5})
+        commit(repo, f"production is {model}")
+    git(repo, "checkout", "-q", "left")
+
+    merged = git(repo, "merge", "--no-edit", "right", check=False)
+
+    assert merged.returncode != 0
+    assert f"{REGISTRY}: @production changed differently on both branches" in (
+        merged.stdout + merged.stderr
+    )
+    text = (repo / REGISTRY).read_text()
+    assert "<<<<<<< ours\n  production: model_b@" in text
+    assert "  model_c:\n" in text and "      auc: 0.5\n" in text  # the rest merged

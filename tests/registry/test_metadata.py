@@ -219,3 +219,21 @@ def test_reading_metadata_and_aliases_imports_no_pyyaml(tmp_path):
         "assert 'yaml' not in sys.modules, 'PyYAML imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_count_of_entries_with_metadata_keeps_in_step_with_changes():
+    plain, rich = sample_entry("a"), annotated("a", tags={"t": "x"})
+    reg = Registry("local", "/r", {"a": plain, "b": plain._replace(name="b")})
+    entries = reg.entries
+    assert entries.with_metadata() == 0 and format_needed(reg) == 1
+    entries["a"] = rich
+    assert entries.with_metadata() == 1 and format_needed(reg) == 2
+    entries["c"] = rich._replace(name="c")
+    entries["a"] = rich  # (replaced by the same kind: no change)
+    copy = reg.copy()
+    del entries["c"]
+    entries["a"] = plain
+    assert entries.with_metadata() == 0 and format_needed(reg) == 1
+    assert copy.entries.with_metadata() == 2
+    entries.update({"d": rich._replace(name="d")})  # a bulk change: counted again when asked
+    assert entries.with_metadata() == 1

@@ -26,7 +26,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 PRE_COMMIT = str(BIN / "pre-commit")
 MODEL_FILER = str(BIN / "model-filer")
-HOOK_TYPES = "[pre-commit, post-checkout, post-merge, post-rewrite, pre-push]"
+HOOK_TYPES = "[pre-commit, pre-merge-commit, post-checkout, post-merge, post-rewrite, pre-push]"
 REGISTRY = "models/.s3_registry"
 SKIP_PARTS = {".git", "__pycache__", "venv", "node_modules"}
 

@@ -14,11 +14,7 @@ def pyyaml_bytes(reg: Registry, dumper: type[Any] = yamlio.Dumper) -> bytes:
     doc = {
         "format": format_needed(reg),
         "remote": reg.remote_fields(),
-        **(
-            {"aliases": {a: alias_text(reg.aliases[a]) for a in sorted(reg.aliases)}}
-            if reg.aliases
-            else {}
-        ),
+        "aliases": {a: alias_text(reg.aliases[a]) for a in sorted(reg.aliases)},
         "models": {n: reg.entries[n].to_yaml_dict() for n in sorted(reg.entries)},
     }
     if not doc["aliases"]:
