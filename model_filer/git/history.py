@@ -24,7 +24,7 @@ from model_filer.git import gitops
 from model_filer.pickles import serializers
 from model_filer.pickles.trust import TrustedSet
 from model_filer.registry.codec import Codec
-from model_filer.registry.model import Entry, Registry
+from model_filer.registry.model import META_FIELDS, Entry, Registry
 from model_filer.registry.names import check_name
 
 if TYPE_CHECKING:
@@ -242,8 +242,7 @@ def iso_date(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def _metadata(e: Entry) -> tuple[Any, ...]:
-    return e.metrics, e.params, e.tags, e.description
+_META = slice(-len(META_FIELDS), None)  # an Entry's metadata: its last fields
 
 
 def change_of(old: Entry | None, new: Entry | None) -> str | None:
@@ -256,7 +255,7 @@ def change_of(old: Entry | None, new: Entry | None) -> str | None:
         return "replaced"
     if old.key is None and new.key is not None:
         return "pushed"
-    return "annotated" if _metadata(old) != _metadata(new) else None
+    return "annotated" if old[_META] != new[_META] else None
 
 
 def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow]:
@@ -398,7 +397,7 @@ def diff(filer: Filer, rev1: str, rev2: str | None = None) -> list[DiffRow | Ali
             rows.append(DiffRow(name, "added" if a is None else "removed", a, b))
         elif (a.sha256, a.size) != (b.sha256, b.size):
             rows.append(DiffRow(name, "changed", a, b))
-        elif _metadata(a) != _metadata(b):
+        elif a[_META] != b[_META]:
             rows.append(DiffRow(name, "annotated", a, b))
     for alias in sorted(before.aliases.keys() | after.aliases.keys()):
         was, now = before.aliases.get(alias), after.aliases.get(alias)
