@@ -36,7 +36,7 @@ def test_each_hook_id_is_its_entry_and_a_console_script_of_one_hooks_module() ->
 
 
 def test_stages_use_current_names() -> None:
-    assert HOOKS["no-local-models"]["stages"] == ["pre-commit"]
+    assert HOOKS["no-local-models"]["stages"] == ["pre-commit", "pre-merge-commit"]  # issue 22
     assert HOOKS["prefetch-models"]["stages"] == ["post-checkout", "post-merge", "post-rewrite"]
     assert HOOKS["check-remote-models"]["stages"] == ["pre-push"]
     prefetch = HOOKS["prefetch-models"]

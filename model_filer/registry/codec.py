@@ -129,8 +129,9 @@ IMPLICIT: tuple[tuple[str, re.Pattern[str], str], ...] = (
 # First characters of the values some implicit tag may claim: any other is a plain string.
 RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
 # Characters that never make PyYAML's emitter leave plain or single-quoted style: no
-# indicator, no space, no quote, no ':' at the end (': ' cannot occur without a space).
-_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@-]*(?<!:)")
+# indicator, no quote, no tab or line break, a space only inside (a description: "first try"),
+# no ':' at the end, and no ': ' (checked in scalar()).
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
 _QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
@@ -138,7 +139,7 @@ MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
 
 def scalar(value: str) -> str | None:
     """``value`` as PyYAML writes it (plain or single-quoted), or ``None`` if unsure."""
-    if len(value) > MAX_PLAIN or not _PLAIN_RE.fullmatch(value):
+    if len(value) > MAX_PLAIN or not _PLAIN_RE.fullmatch(value) or ": " in value:
         return None
     first = value[0]
     # Plain only when a reader would not take it for a number, a date, a bool...
@@ -204,6 +205,12 @@ _EMPTY_MODELS = "models: {}\n"
 # other tools). Captured values are checked below exactly as parse_entry checks them; a block
 # of any other shape is read alone by PyYAML.
 _P = r"'?[A-Za-z0-9_.+-]{1,100}'?"
+_REST = (  # an entry's params, tags and description: they repeat from entry to entry
+    r"(?:    params:\n(?P<params>(?:      [^\n]*\n)+))?"
+    r"(?:    tags:\n(?P<tags>(?:      [^\n]*\n)+))?"
+    r"(?:    description: (?P<description>[^\n]*)\n)?"
+)
+_REST_RE = re.compile(_REST)
 _ENTRY_RE = re.compile(
     r"  (?P<name>'?[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}'?):\n"
     r"    state: (?P<state>local|synced)\n"
@@ -216,15 +223,17 @@ _ENTRY_RE = re.compile(
     rf"    python: (?P<python>{_P})\n"
     rf"(?:    library:\n      name: (?P<lib>{_P})\n      version: (?P<version>{_P})\n)?"
     r"(?:    imports:(?P<none> \[\])?\n(?P<imports>(?:    - [A-Za-z_][A-Za-z0-9_.]{0,511}\n)*))?"
-    r"(?P<meta>(?:    metrics:\n(?P<metrics>(?:      [^\n]*\n)+))?"
-    r"(?:    params:\n(?P<params>(?:      [^\n]*\n)+))?"
-    r"(?:    tags:\n(?P<tags>(?:      [^\n]*\n)+))?"
-    r"(?:    description: (?P<description>[^\n]*)\n)?)"
+    r"(?P<meta>(?:    metrics:\n(?P<metrics>(?:      [^\n]*\n)+))?(?P<rest>" + _REST + "))"
 )
-_META_SECTIONS = ("metrics", "params", "tags")
+# A metric as the writer makes it: a plain name, an int or a float (with its dot).
+_METRIC_LINE = re.compile(
+    r"      ([A-Za-z0-9_][A-Za-z0-9_./-]{0,63}): "
+    r"(?:(-?(?:0|[1-9][0-9]*))|(-?(?:0|[1-9][0-9]*)\.[0-9]+(?:e[-+][0-9]+)?))\n"
+)
 _INT_TEXT = re.compile(r"0|-?[1-9][0-9]*")  # an int as PyYAML writes it
 _PARAM_WORDS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
 _BAD = object()  # not a value as PyYAML writes it
+_NO_REST = (None, None, None)
 MAX_REMEMBERED = 200_000  # blocks, tails and scalars a Codec keeps of each kind, then starts over
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
 
@@ -305,6 +314,8 @@ class Codec:
         self._texts: dict[str, tuple[Entry, bytes]] = {}  # name -> (entry, its text)
         self._quoted: dict[str, str | None] = {}  # value -> scalar(value)
         self._tails: dict[str, _Tail | tuple[()]] = {}  # an entry's text from python on
+        self._rests: dict[str, Any] = {}  # params, tags, description text -> them, or None
+        self._plain_names: set[str] = set()  # metric names known valid and plain
         self._body: _Body | None = None
 
     # -- writing ----------------------------------------------------------------------------
@@ -580,25 +591,81 @@ class Codec:
         """metrics, params, tags and description of a matched block, checked as
         :func:`~model_filer.registry.model.check_metadata` checks them; ``None`` if invalid
         or not as PyYAML writes them (then PyYAML reads the block, and the checker says why)."""
-        sections = []
-        for field in _META_SECTIONS:
-            text = match[field]
-            section = None if text is None else self._section(text, field)
-            if text is not None and section is None:
+        metrics_text, rest_text = match.group("metrics", "rest")
+        metrics = None
+        if metrics_text is not None:
+            metrics = self._metrics(metrics_text)
+            if metrics is None:
                 return None
-            sections.append(section)
-        description = match["description"]
-        if description is not None:
-            description = self._string(description)
-            if description is None:
-                return None
-        names, size = metadata_size(tuple(sections), description)
-        if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
+        rest = self._rest(rest_text) if rest_text else _NO_REST
+        if rest is None:
             return None
-        return (*sections, description)
+        params, tags, description = rest
+        names = len(metrics or ()) + len(params or ()) + len(tags or ())
+        # The bound counts a name's and a value's characters, fewer than their line's (all
+        # plain ASCII here): metadata text within the bound is within it.
+        if names > MAX_METADATA_NAMES or (
+            match.end("meta") - match.start("meta") > MAX_METADATA_BYTES
+            and metadata_size((metrics, params, tags), description)[1] > MAX_METADATA_BYTES
+        ):
+            return None
+        copy = dict  # (each entry its own mappings, as the full parser gives)
+        return (metrics, params and copy(params), tags and copy(tags), description)
 
-    def _section(self, text: str, field: str) -> dict[str, Any] | None:
-        """One metadata mapping's lines (``      name: value``), names ascending."""
+    def _rest(self, text: str) -> tuple[Any, Any, str | None] | None:
+        """params, tags and description (:data:`_REST`), each distinct text judged once."""
+        known = self._rests.get(text, _BAD)
+        if known is _BAD:
+            if len(self._rests) >= MAX_REMEMBERED:
+                self._rests.clear()
+            known = self._rests[text] = self._read_rest(text)
+        return known  # type: ignore[no-any-return]
+
+    def _read_rest(self, text: str) -> tuple[Any, Any, str | None] | None:
+        match = _REST_RE.fullmatch(text)
+        if match is None:
+            return None
+        params, tags, description = match.group("params", "tags", "description")
+        if params is not None and (params := self._lines(params, "params")) is None:
+            return None
+        if tags is not None and (tags := self._lines(tags, "tags")) is None:
+            return None
+        if description is not None and (description := self._string(description)) is None:
+            return None
+        return params, tags, description
+
+    def _metrics(self, text: str) -> dict[str, Any] | None:
+        """A metrics mapping of plain names and numbers, in one regex pass (each entry's
+        metrics differ: nothing to remember); any other form line by line."""
+        pairs = _METRIC_LINE.findall(text)
+        if len(pairs) != text.count("\n"):
+            return self._lines(text, "metrics")
+        metrics: dict[str, Any] = {}
+        previous, plain = "", self._plain_names
+        for name, int_text, number in pairs:
+            if name <= previous or (name not in plain and not self._plain_name(name)):
+                return None
+            if int_text:
+                metrics[name] = int(int_text)
+            else:
+                value = metrics[name] = float(number)
+                if repr(value) != number and float_text(value) != number:
+                    return None  # (not as PyYAML writes it: PyYAML's path reads the block)
+            previous = name
+        return metrics
+
+    def _plain_name(self, name: str) -> bool:
+        """Whether ``name`` is a valid metadata name PyYAML writes plain (remembered)."""
+        if not (meta_name_is_valid(name) and self.quote(name) == name):
+            return False
+        if len(self._plain_names) >= MAX_REMEMBERED:
+            self._plain_names.clear()
+        self._plain_names.add(name)
+        return True
+
+    def _lines(self, text: str, field: str) -> dict[str, Any] | None:
+        """A metadata mapping read line by line: names plain or quoted, values of any kind
+        :func:`value_text` writes."""
         section: dict[str, Any] = {}
         previous = ""
         for line in text[6:-1].split("\n      "):

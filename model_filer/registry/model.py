@@ -333,6 +333,7 @@ def _printable(value: object) -> bool:
     return value.isprintable() or value.replace("\n", "").replace("\t", "").isprintable()
 
 
+_EXAMPLES = {"metrics": "{'auc': 0.91}", "params": "{'lr': 0.01}", "tags": "{'team': 'growth'}"}
 # Each field's values: (accepted?, what it takes, how to fix another value).
 _KINDS = {
     "metrics": (_finite, "a finite int or float (not a bool, NaN or infinity)", "float(x)"),
@@ -350,7 +351,8 @@ def _checked_mapping(field: str, given: object, where: str) -> dict[str, Any] | 
         return None
     if not isinstance(given, Mapping):
         raise InvalidMetadataError(
-            f"{where}{field} must be a dict of name -> value, got {show(given)}."
+            f"{where}{field} must be a dict of name -> value, got {show(given)}. Pass e.g. "
+            f"{field}={_EXAMPLES[field]}."
         )
     accepted, kind, fix = _KINDS[field]
     checked = {}
@@ -394,8 +396,9 @@ def check_metadata(
 
     The one check of metadata, whether it comes from a caller or from a registry's text:
     names follow :data:`META_NAME_RULE`; numpy scalars become plain numbers; mappings are
-    sorted by name and an empty one is ``None``; at most :data:`MAX_METADATA_NAMES` names and
-    :data:`MAX_METADATA_BYTES` of names and values. ``where`` prefixes the messages.
+    sorted by name, and an empty one (or description) is ``None``; at most
+    :data:`MAX_METADATA_NAMES` names and :data:`MAX_METADATA_BYTES` of names and values.
+    ``where`` prefixes the messages.
 
     Raises
     ------
@@ -407,6 +410,7 @@ def check_metadata(
     if description is not None and not _printable(description):
         raise InvalidMetadataError(
             f"{where}description must be a str of printable characters, got {show(description)}."
+            " Pass e.g. str(x), without control characters."
         )
     names, size = metadata_size(checked, description)
     if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
@@ -416,7 +420,8 @@ def check_metadata(
             "which keeps a registry of 10,000 models readable). Keep the few that say which "
             "model is better, and the rest in your experiment tracker."
         )
-    return (*checked, description if isinstance(description, str) else None)  # type: ignore[return-value]
+    text = description if isinstance(description, str) and description else None  # "": none
+    return (*checked, text)  # type: ignore[return-value]
 
 
 def _without_deletions(given: object) -> object:

@@ -172,6 +172,7 @@ def test_numpy_scalars_are_stored_as_plain_numbers_and_mappings_sorted():
         metrics={"b": np.float32(0.5), "a": np.int64(3)},
         params={"n": np.int32(2), "flag": np.bool_(True)},
         tags={},
+        description="",
     )
     assert list(metrics) == ["a", "b"] and metrics == {"a": 3, "b": 0.5}
     assert type(metrics["a"]) is int and type(metrics["b"]) is float
@@ -204,8 +205,8 @@ def test_reading_metadata_and_aliases_imports_no_pyyaml(tmp_path):
     usual = annotated(
         metrics={"auc": 0.91, "val/loss": 1e-05, "n": 3, "f1.macro": -0.0},
         params={"lr": 0.01, "optimizer": "adam", "seed": 3, "none": None, "flag": True, "v": "1.0"},
-        tags={"team": "growth", "date": "2024-01-01"},
-        description="v3",
+        tags={"team": "growth team", "date": "2024-01-01"},
+        description="v3 with 500 trees",  # (spaces: still plain, still no PyYAML)
     )
     entries = {f"m{i:03d}": usual._replace(name=f"m{i:03d}") for i in range(20)}
     reg = Registry("local", "/r", entries, aliases={"prod": ("m001", entries["m001"].sha256)})

@@ -81,13 +81,17 @@ def test_a_registry_without_metadata_stays_readable_by_the_old_release(
     ]
 
 
-def test_a_registry_with_metadata_is_refused_by_the_old_release_never_rewritten(
-    old_release: Path, tmp_path: Path, remote: Path
+@pytest.mark.parametrize("feature", ["metadata", "alias"])
+def test_a_registry_with_metadata_or_aliases_is_refused_by_the_old_release_never_rewritten(
+    old_release: Path, tmp_path: Path, remote: Path, feature: str
 ) -> None:
     models = tmp_path / "models"
     filer = Filer(models, str(remote), "local")
     filer.dump({"a": 1}, "churn")
-    filer.annotate("churn", metrics={"auc": 0.9})
+    if feature == "metadata":
+        filer.annotate("churn", metrics={"auc": 0.9})
+    else:
+        filer.set_alias("production", "churn")
     registry = filer.registry_path
     before = registry.read_bytes()
     assert b"\nformat: 2\n" in before
