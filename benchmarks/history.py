@@ -6,7 +6,8 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.history [--commits N] [--models N] [--runs N] [--install-dvc]
 
 One git history of ``--commits`` commits is built with ``git fast-import`` (the first
-``--models`` commits add a model each, every later one replaces one), the registry of every
+``--models`` commits add a model each, every later one replaces one; every tenth points
+``@production`` at the model it changed), the registry of every
 commit written by model_filer's own serialiser and every version's bytes put on a local-folder
 remote. Then, each against a baseline measured in the same run:
 
@@ -14,6 +15,10 @@ remote. Then, each against a baseline measured in the same run:
   no network, by construction), against ``pickle.load`` of the same bytes: target at most 50 ms
   over it;
 - ``model-filer log NAME`` as a whole process: target at most 1 s;
+- ``model-filer log NAME --metric auc`` and ``model-filer log @production`` (issue 22: every
+  entry carries four metrics and two params, and every tenth commit also moves the alias) as
+  whole processes beside ``git log -p`` of the registry file (the text a reader would page
+  through by hand): target at most 1 s each;
 - ``model-filer gc --remote`` (listing only) as a whole process, beside one LIST of the remote:
   target at most 5 s plus that LIST;
 - ``dvc.api.read(path, rev=..., mode="rb")`` + ``pickle.loads`` of the same file at the same
@@ -48,6 +53,7 @@ REPO_ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 
 MODEL_BYTES = 256 * 1024
+ALIAS_EVERY = 10  # commits per move of @production
 
 
 def log(message: str) -> None:
@@ -120,7 +126,11 @@ class Generated:
             reg.entries[name] = Entry(
                 name, "synced", sha, len(data), "pickle-5", f"2024-01-01T00:{i % 60:02d}:00",
                 python_version(), key, {"name": "numpy", "version": np.__version__},
+                metrics={"auc": 0.5 + i / 4000, "loss": 1 / (i + 1), "f1.macro": 0.7, "n": i},
+                params={"lr": 0.1, "solver": "lbfgs"},
             )  # fmt: skip
+            if i % ALIAS_EVERY == ALIAS_EVERY - 1:
+                reg.aliases["production"] = (name, sha)
             files = {"models/.local_registry": dumps(reg)}
             if i == 0:
                 files["models/.gitignore"] = b"*.pkl\n.model_filer\n"
@@ -235,9 +245,22 @@ def main(argv: list[str] | None = None) -> int:
         cli = str(BIN / "model-filer")
         t_log = time_cli([cli, "log", "--dir", "models", name], gen.repo, env, args.runs)
         t_log_all = time_cli([cli, "log", "--dir", "models", "--all"], gen.repo, env, 3)
-        results["log"] = {"name": t_log, "all": t_log_all}
+        metric = [cli, "log", "--dir", "models", name, "--metric", "auc"]
+        t_metric = time_cli(metric, gen.repo, env, args.runs)
+        t_alias = time_cli([cli, "log", "--dir", "models", "@production"], gen.repo, env, args.runs)
+        git_p = ["git", "log", "-p", "--", "models/.local_registry"]
+        t_git = time_cli(git_p, gen.repo, env, args.runs)
+        results["log"] = {
+            "name": t_log,
+            "all": t_log_all,
+            "metric": t_metric,
+            "alias": t_alias,
+            "git_log_p": t_git,
+        }
         results["cpu"] = CPU
         log(f"model-filer log NAME {t_log:.3f} s; --all {t_log_all:.3f} s")
+        log(f"log NAME --metric auc {t_metric:.3f} s; log @production {t_alias:.3f} s")
+        log(f"git log -p of the registry {t_git:.3f} s")
         t_gc = time_cli([cli, "gc", "--remote", "--dir", "models"], gen.repo, env, 3)
         t_list = median_call(lambda: sum(1 for _ in filer.remote.list_objects()), 3)
         results["gc"] = {"listing": t_gc, "one_list": t_list}
@@ -302,6 +325,22 @@ def print_table(r: dict[str, Any]) -> None:
             "",
             "<= 1 s",
             lg["name"] <= 1.0,
+        ),
+        (
+            "model-filer log NAME --metric auc",
+            f"{lg['metric']:.3f} s",
+            f"git log -p {lg['git_log_p']:.3f} s",
+            f"{lg['metric'] / lg['git_log_p']:.2f}x",
+            "<= 1 s",
+            lg["metric"] <= 1.0,
+        ),
+        (
+            f"model-filer log @production ({r['commits'] // ALIAS_EVERY} moves)",
+            f"{lg['alias']:.3f} s",
+            f"git log -p {lg['git_log_p']:.3f} s",
+            f"{lg['alias'] / lg['git_log_p']:.2f}x",
+            "<= 1 s",
+            lg["alias"] <= 1.0,
         ),
         (
             "model-filer gc --remote (listing)",

@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from model_filer import __version__
 from model_filer.errors import ModelFilerError, UntrustedRemoteError
@@ -19,10 +19,11 @@ from model_filer.filer import Filer
 from model_filer.fs.layout import registry_filename, remote_type_of
 from model_filer.hookapi import approved_filer, filer_for, local_filer
 from model_filer.registry.discovery import find_registries, read_registry, registries_in
-from model_filer.registry.model import Registry
+from model_filer.registry.model import Registry, alias_problem
 
 if TYPE_CHECKING:
     from model_filer.git.approvals import Action
+    from model_filer.git.history import AliasMove
 
 USER_ERROR = 2
 
@@ -179,17 +180,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         override = override_of(path, reg)
         filer = filer_for(path, override.address if override else None)
         where = f"  (this machine: {override.address})" if override else ""
+        folder = shlex.quote(str(path.parent))
         try:  # the rule pull and push apply, asked here so status says why they refuse
             approved_address(path, reg, action="use")
         except UntrustedRemoteError:
-            folder = shlex.quote(str(path.parent))
             where += f"  (not trusted in this clone: `model-filer remote trust --dir {folder}`)"
         print(f"{path}  ->  {reg.remote_address}{where}")
         models = filer.status()
         for entry, held in models:
-            print(f"  {entry.name} ({entry.state})  {_human(entry.size)}  {_PRESENCE[held]}")
+            meta = _metadata(entry.metrics, entry.params) if args.metrics else ""
+            print(
+                f"  {entry.name} ({entry.state})  {_human(entry.size)}  {_PRESENCE[held]}"
+                + (f"  {meta}" if meta else "")
+            )
         if not models:
             print("  [no files exist]")
+        for alias in sorted(reg.aliases):
+            print(f"  {_aliased(reg, alias)}")
     return 0
 
 
@@ -415,7 +422,14 @@ def cmd_log(args: argparse.Namespace) -> int:
     if not args.all and not args.name:
         raise ModelFilerError(
             "Pass one model NAME to `model-filer log` (`model-filer log NAME` shows its "
-            "history), or --all for every model."
+            "history, `model-filer log @ALIAS` every move of an alias), or --all for every "
+            "model."
+        )
+    args.alias = (args.name or "").startswith("@")
+    if args.metric is not None and args.alias:
+        raise ModelFilerError(
+            f"--metric narrows a model's log; {args.name} is an alias, whose log shows its "
+            f"moves. Run `model-filer log {args.name}` without --metric."
         )
     return _each(_found(args), lambda path: _log(args, path), headed=True)
 
@@ -423,21 +437,48 @@ def cmd_log(args: argparse.Namespace) -> int:
 def _log(args: argparse.Namespace, path: Path) -> int:
     import json
 
-    from model_filer.git.history import iso_date, log
+    from model_filer.git.history import AliasMove, iso_date
 
-    rows = log(_filer(args, path, action=None), None if args.all else args.name)
+    rows = _filer(args, path, action=None).log(None if args.all else args.name)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
     for r in rows:
         who = r.author if len(r.author) <= 20 else r.author[:19] + "~"
+        when = f"{r.commit[:10]}  {iso_date(r.time)[:10]}  {who:<20}"
+        if isinstance(r, AliasMove):
+            print(f"{when}  @{r.alias}  {r.change:<7}  {_moved(r)}")
+            continue
+        e = r.entry
+        shown = (
+            f"{args.metric}={_shown((e.metrics or {}).get(args.metric), '-')}"
+            if args.metric is not None
+            else _metadata(e.metrics, e.params)
+        )
         print(
-            f"{r.commit[:10]}  {iso_date(r.time)[:10]}  {who:<20}  {r.name}  {r.change:<8}  "
-            f"{_short(r.entry.sha256)}  {_human(r.entry.size)}"
+            f"{when}  {r.name}  {r.change:<9}  {_short(e.sha256)}  {_human(e.size)}"
+            + (f"  {shown}" if shown else "")
         )
     if not rows:
-        print("No changes in the history of HEAD.")
+        what = "moves of that alias" if args.alias else "changes"
+        print(f"No {what} in the history of HEAD.")
     return 0
+
+
+def _moved(r: AliasMove) -> str:
+    """``old (sha) -> new (sha)`` of an alias move, ``-`` for "unset"."""
+    ends = ["-" if t is None else f"{t[0]} ({_short(t[1])})" for t in (r.old, r.new)]
+    return "  ->  ".join(ends)
+
+
+def _metadata(metrics: dict[str, Any] | None, params: dict[str, Any] | None) -> str:
+    """``metrics auc=0.91 loss=0.2  params lr=0.1``: what a model's metadata says."""
+    parts = [
+        f"{label} " + " ".join(f"{k}={_shown(v)}" for k, v in sorted(values.items()))
+        for label, values in (("metrics", metrics), ("params", params))
+        if values
+    ]
+    return "  ".join(parts)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -447,23 +488,151 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace, path: Path) -> int:
     import json
 
-    from model_filer.git.history import diff
+    from model_filer.git.history import AliasMove, diff
 
     rows = diff(_filer(args, path, action=None), args.rev1, args.rev2)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
     for r in rows:
-        old, new = r.as_dict()["old"], r.as_dict()["new"]
+        if isinstance(r, AliasMove):
+            print(f"{r.change:<9} @{r.alias}  {_moved(r)}")
+            continue
+        as_dict = r.as_dict()
         parts = []
-        for label, side in (("old", old), ("new", new)):
+        for label in ("old", "new") if r.change != "annotated" else ():
+            side = as_dict[label]
             if side is not None:
                 lib = f", {side['library']}" if side["library"] else ""
                 parts.append(f"{label} {_short(side['sha256'])} {_human(side['size'])}{lib}")
-        print(f"{r.change:<8} {r.name}  {'  ->  '.join(parts)}")
+        print(f"{r.change:<9} {r.name}  {'  ->  '.join(parts)}".rstrip())
+        changed = [
+            f"{label} "
+            + ", ".join(f"{k} {_shown(a, '-')} -> {_shown(b, '-')}" for k, (a, b) in kinds.items())
+            for label in ("metrics", "params")
+            if (kinds := as_dict[label])
+        ]
+        if changed:
+            print(f"          {'; '.join(changed)}")
     if not rows:
         print(f"No model changed between {args.rev1} and {args.rev2 or 'the working tree'}.")
     return 0
+
+
+# -- metadata and aliases (issue 22) ----------------------------------------------------------
+def _scalar(text: str) -> Any:
+    """``--param``'s rule: a JSON number, ``true``, ``false``, ``null`` or quoted string;
+    anything else (``NaN`` and overflowing numbers included) is the text itself."""
+    import json
+    import math
+
+    try:
+        value = json.loads(text, parse_constant=str)  # NaN, Infinity: strings, not floats
+    except ValueError:
+        return text
+    if isinstance(value, float) and not math.isfinite(value):  # 1e999
+        return text
+    return value if value is None or isinstance(value, (str, int, float)) else text
+
+
+def _shown(value: Any, missing: str | None = None) -> str:
+    """A metadata value as ``--param`` reads it back: a string that would read as another
+    value is quoted (``"1.0"``); ``missing`` stands for an absent one."""
+    import json
+
+    if value is None and missing is not None:
+        return missing
+    return value if isinstance(value, str) and _scalar(value) == value else json.dumps(value)
+
+
+def _pairs(
+    items: Sequence[str] | None, option: str, parse: Callable[[str, str], Any]
+) -> dict[str, Any] | None:
+    """``--metric k=v ...`` as a mapping, each value parsed; ``null`` deletes the key."""
+    if not items:
+        return None
+    found: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise ModelFilerError(
+                f"{option} {item!r} is not KEY=VALUE. Write it like `{option} auc=0.91`."
+            )
+        found[key] = None if text == "null" else parse(key, text)
+    return found
+
+
+def _metric(key: str, text: str) -> int | float:
+    value = _scalar(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelFilerError(
+            f"--metric {key}={text}: a metric is a finite number, such as {key}=0.91 or "
+            f"{key}=3 (`--metric {key}=null` deletes it). Record text with --tag or --param."
+        )
+    return value
+
+
+def _one(args: argparse.Namespace, verb: str) -> Path:
+    """The one registry a command changes: --dir's, or the only one under the current folder."""
+    found = _found(args)
+    if len(found) > 1:
+        raise ModelFilerError(
+            f"{verb} changes one registry, and {len(found)} were found ({_listed(found)}). "
+            "Pass the model folder with --dir."
+        )
+    return found[0]
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    metrics = _pairs(args.metric, "--metric", _metric)
+    params = _pairs(args.param, "--param", lambda _, text: _scalar(text))
+    tags = _pairs(args.tag, "--tag", lambda _, text: text)
+    if metrics is None and params is None and tags is None and args.description is None:
+        raise ModelFilerError(
+            f"Nothing to record on {args.name}: pass --metric, --param, --tag or "
+            f"--description, e.g. `model-filer annotate {args.name} --metric auc=0.91`."
+        )
+    path = _one(args, "annotate")
+    entry = _filer(args, path, action=None).annotate(
+        args.name, metrics=metrics, params=params, tags=tags, description=args.description
+    )
+    shown = _metadata(entry.metrics, entry.params)
+    print(f"{args.name}: {shown or 'no metrics or params'}. Commit {path}.")
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    alias = args.alias.removeprefix("@") if args.alias else None
+    if args.remove and (alias is None or args.model):
+        raise ModelFilerError(
+            "--remove drops one alias: run `model-filer alias NAME --remove`, without MODEL."
+        )
+    path = _one(args, "alias")
+    filer = _filer(args, path, action=None)
+    if args.remove or args.model:
+        assert alias is not None  # noqa: S101 - checked above; argparse fills NAME first
+        filer.set_alias(alias, args.model)  # (None with --remove: drops it)
+        done = f"@{alias} removed" if args.remove else _aliased(filer.registry(), alias)
+        print(f"{done}. Commit {path}.")
+        return 0
+    reg = filer.registry()
+    if alias is not None and alias not in reg.aliases:
+        raise ModelFilerError(
+            f"{path} has no alias @{alias}. Set it with `model-filer alias{_dir_option(args)} "
+            f"{alias} MODEL`."
+        )
+    for name in [alias] if alias is not None else sorted(reg.aliases):
+        print(_aliased(reg, name))
+    if not reg.aliases:
+        print(f"No aliases in {path}.")
+    return 0
+
+
+def _aliased(reg: Registry, alias: str) -> str:
+    """``@alias ->  model (sha)``, and why it cannot be used when it cannot."""
+    model, sha = reg.aliases[alias]
+    problem = alias_problem(reg, alias)
+    return f"@{alias}  ->  {model} ({_short(sha)})" + (f"  (STALE: {problem})" if problem else "")
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -582,6 +751,37 @@ def _folder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-address", help="override the remote address the registry records")
 
 
+def _metadata_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("annotate", help="record a model's metrics, params, tags, description")
+    _folder_options(p)
+    p.add_argument("name", metavar="NAME")
+    deletes = "; repeatable; KEY=null deletes KEY"
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"a finite number, e.g. auc=0.91 or epochs=12{deletes}",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="read as an integer, a float, true or false, and anything else as text "
+        f"(in double quotes, a number stays text: version='\"1.0\"'){deletes}",
+    )
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE", help=f"text{deletes}")
+    p.add_argument(
+        "--description", metavar="TEXT", help='free text about the model ("" deletes it)'
+    )
+    p.set_defaults(func=cmd_annotate)
+    p = sub.add_parser("alias", help="set, show or remove an alias such as @production")
+    _folder_options(p)
+    p.add_argument("alias", nargs="?", metavar="NAME", help="the alias (default: list them)")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="point NAME at this model")
+    p.add_argument("--remove", action="store_true", help="drop the alias NAME")
+    p.set_defaults(func=cmd_alias)
+
+
 def _cache_parsers(cache: argparse.ArgumentParser) -> None:
     from model_filer.sizes import parse_size
 
@@ -657,12 +857,20 @@ _DESCRIBED: dict[str, tuple[str, str]] = {
         "model-filer merge-registry %O %A %B %P",
     ),
     "log": (
-        "Show how a model changed through the git history, newest first.",
-        "model-filer log --dir models churn_model",
+        "Show a model's changes, metrics and params, or an alias's moves, through git history.",
+        "model-filer log --dir models churn_model --metric auc",
     ),
     "diff": (
-        "Show the models added, removed and changed between two revisions.",
+        "Show the models added, removed, changed or annotated, and the aliases moved, since REV1.",
         "model-filer diff --dir models v1.0 HEAD",
+    ),
+    "annotate": (
+        "Add or replace a model's metrics, params, tags or description; its bytes stay untouched.",
+        "model-filer annotate --dir models churn_v3 --metric auc=0.91 --param lr=0.1",
+    ),
+    "alias": (
+        "Point an alias such as production at a model, show it, or remove it.",
+        "model-filer alias --dir models production churn_v3",
     ),
     "gc": (
         "List, or delete with --delete, the remote objects no reachable registry names.",
@@ -714,6 +922,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="models of every registry under PATH and their state")
     p.add_argument("path", nargs="?", default=".")
+    p.add_argument("--metrics", action="store_true", help="each model's metrics and params too")
     p.set_defaults(func=cmd_status)
     for verb, helptext, func in (
         ("push", "upload local models", cmd_push),
@@ -761,8 +970,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge_registry)
     p = sub.add_parser("log", help="changes of a model through git history, newest first")
     _folder_options(p)
-    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a model, or @ALIAS for its moves")
     p.add_argument("--all", action="store_true", help="every model's changes")
+    p.add_argument("--metric", metavar="KEY", help="show this metric only (e.g. auc)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_log)
     p = sub.add_parser("diff", help="models added, removed and changed between revisions")
@@ -771,6 +981,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("rev2", nargs="?", metavar="REV2", help="default: the working tree")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_diff)
+    _metadata_parsers(sub)
     p = sub.add_parser("gc", help="remote objects no reachable registry names")
     _folder_options(p)
     p.add_argument("--remote", action="store_true", help="collect on the remote (required)")

@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import (
     AliasError,
@@ -39,8 +39,12 @@ from model_filer.registry.model import (
     check_metadata,
 )
 from model_filer.registry.names import NAME_RULE, check_name, is_storage_key
+from model_filer.registry.table import Table
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import STORAGES, TransferReport, Transfers
+
+if TYPE_CHECKING:
+    from model_filer.git.history import AliasMove, LogRow
 
 
 class ModelStatus(NamedTuple):
@@ -610,14 +614,42 @@ class Filer:
             lambda reg: sorted(n for n, e in reg.entries.items() if e.state == "local"), False
         )
 
-    def list_files(self, rev: str | None = None) -> list[Entry]:
-        """The registry's entries as data, sorted by name; at git revision ``rev`` if given."""
+    def list_files(self, rev: str | None = None) -> Table[Entry]:
+        """The registry's entries as data, sorted by name; at git revision ``rev`` if given.
+
+        A list of :class:`Entry` that a notebook shows as a table; ``.to_pandas()`` makes it a
+        DataFrame (``metrics.auc``, ``params.lr``, ... columns).
+        """
         if rev is not None:
             from model_filer.git.history import list_at
 
-            return list_at(self, rev)
+            return Table(list_at(self, rev))
         reg = self.folder.read()
-        return [reg.entries[n] for n in sorted(reg.entries)]
+        return Table(reg.entries[n] for n in sorted(reg.entries))
+
+    def log(self, name: str | None = None, rev: str = "HEAD") -> Table[LogRow] | Table[AliasMove]:
+        """The git history of a model, of every model, or of an alias: what ``model-filer
+        log`` prints, newest first, as a :class:`Table` (``.to_pandas()``).
+
+        Parameters
+        ----------
+        name : str, optional
+            A model: one :class:`~model_filer.git.history.LogRow` per commit that added,
+            replaced, pushed, annotated or removed it, with its metrics and params then.
+            ``"@production"``: one :class:`~model_filer.git.history.AliasMove` per commit
+            that set, moved or removed the alias. ``None``: every model's changes.
+        rev : str
+            Whose history: a branch, tag or commit (default ``HEAD``).
+
+        Raises
+        ------
+        UnknownRevisionError, InvalidNameError, ModelFilerError (outside git)
+        """
+        from model_filer.git.history import alias_log, log
+
+        if name is not None and name.startswith("@"):
+            return Table(alias_log(self, name[1:], rev))
+        return Table(log(self, name, rev))
 
     def show_files(self) -> None:
         """Print one ``name (state)`` line per model, or ``[no files exist]``."""

@@ -8,7 +8,7 @@ keyed by content, so every committed registry can still load the bytes it names.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -24,7 +24,7 @@ from model_filer.git import gitops
 from model_filer.pickles import serializers
 from model_filer.pickles.trust import TrustedSet
 from model_filer.registry.codec import Codec
-from model_filer.registry.model import Entry, Registry
+from model_filer.registry.model import META_FIELDS, Entry, Registry
 from model_filer.registry.names import check_name
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ class Filer(Protocol):
     def open_bytes(self, entry: Entry) -> IO[bytes]: ...
 
     def list_files(self, rev: str | None = None) -> list[Entry]: ...
+
+    def registry(self) -> Registry: ...
 
 
 # -- where the registry lives in git --------------------------------------------------------
@@ -177,31 +179,70 @@ def open_verified(filer: Filer, entry: Entry, rev: str = "") -> IO[bytes]:
 
 # -- log ------------------------------------------------------------------------------------
 class LogRow(NamedTuple):
-    """One change of one model in one commit."""
+    """One change of one model in one commit, with the metadata its entry had then."""
 
     commit: str
     time: int  # seconds since the epoch
     author: str
     name: str
-    change: str  # added, replaced, removed or pushed
+    change: str  # added, replaced, removed, pushed or annotated
     entry: Entry  # the new entry; the old one for ``removed``
 
     def as_dict(self) -> dict[str, Any]:
+        e = self.entry
         return {
             "commit": self.commit,
             "date": iso_date(self.time),
             "author": self.author,
             "name": self.name,
             "change": self.change,
-            "sha256": self.entry.sha256,
-            "size": self.entry.size,
-            "state": self.entry.state,
+            "sha256": e.sha256,
+            "size": e.size,
+            "state": e.state,
+            "metrics": e.metrics,
+            "params": e.params,
+        }
+
+
+Target = tuple[str, str]  # what an alias names: (model name, sha256)
+
+
+class AliasMove(NamedTuple):
+    """An alias set, moved or removed: in one commit (log), or between two revisions (diff,
+    where ``commit`` is empty)."""
+
+    alias: str
+    old: Target | None
+    new: Target | None
+    commit: str = ""
+    time: int = 0
+    author: str = ""
+
+    @property
+    def change(self) -> str:
+        """``set``, ``moved`` or ``removed``."""
+        return "set" if self.old is None else "removed" if self.new is None else "moved"
+
+    def as_dict(self) -> dict[str, Any]:
+        def side(target: Target | None) -> dict[str, str] | None:
+            return None if target is None else {"model": target[0], "sha256": target[1]}
+
+        when = {"commit": self.commit, "date": iso_date(self.time), "author": self.author}
+        return {
+            **(when if self.commit else {}),
+            "alias": self.alias,
+            "change": self.change,
+            "from": side(self.old),
+            "to": side(self.new),
         }
 
 
 def iso_date(seconds: int) -> str:
     """A commit time as ISO 8601 UTC."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+_META = slice(-len(META_FIELDS), None)  # an Entry's metadata: its last fields
 
 
 def change_of(old: Entry | None, new: Entry | None) -> str | None:
@@ -214,28 +255,19 @@ def change_of(old: Entry | None, new: Entry | None) -> str | None:
         return "replaced"
     if old.key is None and new.key is not None:
         return "pushed"
-    return None
+    return "annotated" if old[_META] != new[_META] else None
 
 
 def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow]:
     """Every change of ``name`` (every model when ``None``) in ``rev``'s history, newest first.
 
-    A merge shows a change only when the merged entry differs from every parent's (a change
-    made on a branch is shown once, where it was made).
+    A merge shows a change only when the merged version differs from every parent's (a
+    change made on a branch is shown once, where it was made).
     """
     if name is not None:
         check_name(name)
-    where = repo_path(filer, "there is no history to read")
-    resolve(rev, where)
-    changes = gitops.path_log(where.top, [f":(top,literal){where.registry}"], [rev])
-    ids = {b for c in changes for _, *pair in c.blobs for b in pair} - {gitops.NULL_BLOB}
-    versions = _parse_blobs(filer, where, ids, name)
     rows: list[LogRow] = []
-    for change in changes:
-        pairs = [(versions.get(old), versions.get(new)) for _, old, new in change.blobs]
-        pairs = [(o, n) for o, n in pairs if o is not _UNREADABLE and n is not _UNREADABLE]
-        if not pairs or len(pairs) < len(change.parents):
-            continue  # a merge equal to one parent: the change is listed on that side
+    for change, pairs in _versions(filer, rev):
         new = pairs[0][1]
         names = {name} if name is not None else _names(p for pair in pairs for p in pair)
         for model in sorted(names):
@@ -250,13 +282,43 @@ def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow
     return rows
 
 
+def alias_log(filer: Filer, alias: str, rev: str = "HEAD") -> list[AliasMove]:
+    """Every move of ``alias`` (set, moved to other bytes or another model, removed) in
+    ``rev``'s history, newest first; a merge as in :func:`log`."""
+    check_name(alias)
+    rows = []
+    for change, pairs in _versions(filer, rev):
+        new = _target(pairs[0][1], alias)
+        olds = [_target(old, alias) for old, _ in pairs]
+        if all(old != new for old in olds):
+            rows.append(AliasMove(alias, olds[0], new, change.commit, change.time, change.author))
+    return rows
+
+
+Versions = list[tuple[Registry | None, Registry | None]]  # (before, after) per parent
+
+
+def _versions(filer: Filer, rev: str) -> Iterator[tuple[gitops.PathChange, Versions]]:
+    """Each commit of ``rev``'s history that changes the registry, newest first, with the
+    registry before and after it per parent; a merge equal to one parent is left out (the
+    change is listed on that side), and so is a version that does not parse."""
+    where = repo_path(filer, "there is no history to read")
+    resolve(rev, where)
+    changes = gitops.path_log(where.top, [f":(top,literal){where.registry}"], [rev])
+    ids = {b for c in changes for _, *pair in c.blobs for b in pair} - {gitops.NULL_BLOB}
+    versions = _parse_blobs(filer, where, ids)
+    for change in changes:
+        pairs = [(versions.get(old), versions.get(new)) for _, old, new in change.blobs]
+        pairs = [(o, n) for o, n in pairs if o is not _UNREADABLE and n is not _UNREADABLE]
+        if pairs and len(pairs) >= len(change.parents):
+            yield change, pairs
+
+
 _UNREADABLE = Registry("", "")  # a version that does not parse: skipped, never guessed at
 
 
-def _parse_blobs(
-    filer: Filer, where: RepoPath, ids: Iterable[str], name: str | None
-) -> dict[str, Registry]:
-    """Each distinct registry version, parsed once (only ``name``'s entry when given)."""
+def _parse_blobs(filer: Filer, where: RepoPath, ids: Iterable[str]) -> dict[str, Registry]:
+    """Each distinct registry version, read with one ``git cat-file`` and parsed once."""
     codec = Codec()  # consecutive versions share all but an entry or two: each checked once
     out: dict[str, Registry] = {}
     for blob, got in gitops.blobs(sorted(ids), where.top).items():
@@ -277,18 +339,29 @@ def _get(reg: Registry | None, name: str) -> Entry | None:
     return None if reg is None else reg.entries.get(name)
 
 
+def _target(reg: Registry | None, alias: str) -> Target | None:
+    return None if reg is None else reg.aliases.get(alias)
+
+
 def _names(regs: Iterable[Registry | None]) -> set[str]:
     return {n for reg in regs if reg is not None for n in reg.entries}
 
 
 # -- diff -----------------------------------------------------------------------------------
 class DiffRow(NamedTuple):
-    """A model added, removed or changed between two revisions."""
+    """A model added, removed, changed (its bytes) or annotated between two revisions."""
 
     name: str
-    change: str  # added, removed or changed
+    change: str  # added, removed, changed or annotated
     old: Entry | None
     new: Entry | None
+
+    def changes(self, field: str) -> dict[str, list[Any]]:
+        """``field``'s (``"metrics"``, ``"params"``) keys that differ: key -> [old, new]."""
+        a, b = (getattr(e, field) or {} if e is not None else {} for e in (self.old, self.new))
+        return {
+            k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+        }
 
     def as_dict(self) -> dict[str, Any]:
         def side(entry: Entry | None) -> dict[str, Any] | None:
@@ -307,21 +380,38 @@ class DiffRow(NamedTuple):
             "change": self.change,
             "old": side(self.old),
             "new": side(self.new),
+            "metrics": self.changes("metrics"),
+            "params": self.changes("params"),
         }
 
 
-def diff(filer: Filer, rev1: str, rev2: str | None = None) -> list[DiffRow]:
-    """Models added, removed and changed from ``rev1`` to ``rev2`` (default: working tree)."""
-    old = {e.name: e for e in filer.list_files(rev1)}
-    new = {e.name: e for e in filer.list_files(rev2)}
-    rows = []
+def diff(filer: Filer, rev1: str, rev2: str | None = None) -> list[DiffRow | AliasMove]:
+    """Models added, removed, changed and annotated from ``rev1`` to ``rev2`` (default: the
+    working tree), by name, then the aliases set, moved or removed, by name."""
+    before, after = (_registry_or_tree(filer, rev) for rev in (rev1, rev2))
+    old, new = before.entries, after.entries
+    rows: list[DiffRow | AliasMove] = []
     for name in sorted(old.keys() | new.keys()):
         a, b = old.get(name), new.get(name)
         if a is None or b is None:
             rows.append(DiffRow(name, "added" if a is None else "removed", a, b))
         elif (a.sha256, a.size) != (b.sha256, b.size):
             rows.append(DiffRow(name, "changed", a, b))
+        elif a[_META] != b[_META]:
+            rows.append(DiffRow(name, "annotated", a, b))
+    for alias in sorted(before.aliases.keys() | after.aliases.keys()):
+        was, now = before.aliases.get(alias), after.aliases.get(alias)
+        if was != now:
+            rows.append(AliasMove(alias, was, now))
     return rows
+
+
+def _registry_or_tree(filer: Filer, rev: str | None) -> Registry:
+    """The registry at ``rev`` (empty where there is none), or the working tree's."""
+    if rev is None:
+        return filer.registry()
+    reg, _ = registry_at(filer, rev)
+    return Registry(filer.remote_type, "") if reg is None else reg
 
 
 def registry_pathspecs(names: Sequence[str]) -> list[str]:

@@ -214,7 +214,11 @@ def test_log_all_json(hist: History, capsys: pytest.CaptureFixture[str]) -> None
     ]
     assert rows[-1]["commit"] == hist.v1
     assert rows[-1]["sha256"] == hist.filer.list_files(rev="v1")[0].sha256
-    assert set(rows[0]) == {"commit", "date", "author", "name", "change", "sha256", "size", "state"}
+    assert set(rows[0]) == {
+        *("commit", "date", "author", "name", "change", "sha256", "size", "state"),
+        *("metrics", "params"),  # issue 22: each version's metadata (None without any)
+    }
+    assert rows[0]["metrics"] is None
     assert rows[0]["author"] == "Model Filer Tests"
 
 
@@ -329,3 +333,177 @@ def test_git_blobs_after_a_tree_or_a_missing_path_are_read_whole(repo):
     assert sha is not None and len(sha) == 40 and data == b"top bytes\n"
     assert read_at("HEAD", "d", repo)[1] is None  # a tree is not a registry's bytes
     assert read_at("HEAD:top", "top", repo) == (None, None)  # names a blob, not a commit
+
+
+# -- metrics, params and aliases through history (issue 22) --------------------------------
+class Scores:
+    """Two models with metrics and params, and an alias that moved.
+
+    ====  ===================================================  ==============
+    rev   change                                               @production
+    ====  ===================================================  ==============
+    ~4    v1 added (auc 0.8, lr 0.1)                           -
+    ~3    @production set to v1                                v1
+    ~2    v2 added (auc 0.85, loss 0.3, lr 0.05)               v1
+    ~1    v1 annotated after the push (auc 0.79)               v1
+    HEAD  @production moved to v2                              v2
+    ====  ===================================================  ==============
+    """
+
+    def __init__(self, repo: Path, remote: Path) -> None:
+        self.repo = repo
+        self.filer = filer = Filer(repo / "models", str(remote), remote_type="local")
+        filer.dump([1], "v1", push=True, metrics={"auc": 0.8}, params={"lr": 0.1})
+        self.added = commit(repo, "v1")
+        filer.set_alias("production", "v1")
+        self.set = commit(repo, "production: v1")
+        filer.dump([2], "v2", push=True, metrics={"auc": 0.85, "loss": 0.3}, params={"lr": 0.05})
+        commit(repo, "v2")
+        filer.annotate("v1", metrics={"auc": 0.79})
+        self.annotated = commit(repo, "v1 re-evaluated")
+        filer.set_alias("production", "v2")
+        self.moved = commit(repo, "production: v2")
+        self.sha = {e.name: e.sha256 for e in filer.list_files()}
+
+
+@pytest.fixture
+def scores(repo: Path, remote: Path) -> Scores:
+    return Scores(repo, remote)
+
+
+def test_filer_log_gives_each_versions_metrics_and_params(scores: Scores) -> None:
+    rows = scores.filer.log("v1")
+    assert [(r.commit, r.change) for r in rows] == [
+        (scores.annotated, "annotated"),
+        (scores.added, "added"),
+    ]
+    assert [r.entry.metrics for r in rows] == [{"auc": 0.79}, {"auc": 0.8}]
+    assert rows[0].entry.params == {"lr": 0.1}
+    assert rows[0].as_dict()["metrics"] == {"auc": 0.79}
+
+
+def test_log_prints_metrics_and_params_beside_each_commit(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["log", "--dir", "models", "v1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(scores.annotated[:10])
+    assert lines[0].endswith("metrics auc=0.79  params lr=0.1")
+    assert lines[1].endswith("metrics auc=0.8  params lr=0.1")
+    assert re.split(r"\s{2,}", lines[0])[2:5] == ["Model Filer Tests", "v1", "annotated"]
+
+
+def test_log_metric_narrows_to_one_column(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["log", "--dir", "models", "--all", "--metric", "loss"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.rsplit("  ", 1)[1] for line in lines] == ["loss=-", "loss=0.3", "loss=-"]
+    assert "auc" not in "".join(lines) and "lr=" not in "".join(lines)
+
+
+def test_log_json_carries_metrics_and_params(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["log", "--dir", "models", "v2", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["metrics"] == {"auc": 0.85, "loss": 0.3} and row["params"] == {"lr": 0.05}
+
+
+def test_filer_log_of_an_alias_gives_every_move(scores: Scores) -> None:
+    rows = scores.filer.log("@production")
+    v1, v2 = ("v1", scores.sha["v1"]), ("v2", scores.sha["v2"])
+    assert [(r.commit, r.change, r.old, r.new) for r in rows] == [
+        (scores.moved, "moved", v1, v2),
+        (scores.set, "set", None, v1),
+    ]
+    assert rows[0].author == "Model Filer Tests"
+    assert rows[0].as_dict()["from"] == {"model": "v1", "sha256": scores.sha["v1"]}
+    assert scores.filer.log("@production", rev=scores.annotated) == rows[1:]
+
+
+def test_log_of_an_alias_prints_from_what_to_what(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["log", "--dir", "models", "@production"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    v1, v2 = (f"{n} ({scores.sha[n][:12]})" for n in ("v1", "v2"))
+    assert lines[0].startswith(scores.moved[:10])
+    assert re.split(r"\s{2,}", lines[0])[3:] == ["@production", "moved", v1, "->", v2]
+    assert re.split(r"\s{2,}", lines[1])[3:] == ["@production", "set", "-", "->", v1]
+    assert main(["log", "--dir", "models", "@production", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["change"] for r in rows] == ["moved", "set"]
+    assert rows[1]["from"] is None and rows[1]["to"]["model"] == "v1"
+
+
+def test_an_alias_moved_on_a_branch_is_shown_once(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(scores.repo, "checkout", "-q", "-b", "side")
+    scores.filer.set_alias("production", "v1")
+    back = commit(scores.repo, "roll back")
+    git(scores.repo, "checkout", "-q", "main")
+    git(scores.repo, "merge", "-q", "--no-ff", "--no-edit", "side")
+    commits = [r.commit for r in scores.filer.log("@production")]  # (same-second commits:
+    assert sorted(commits) == sorted([back, scores.moved, scores.set])  # git's order may vary)
+
+
+def test_log_of_an_alias_never_set(scores: Scores, capsys: pytest.CaptureFixture[str]) -> None:
+    assert scores.filer.log("@staging") == []
+    assert main(["log", "--dir", "models", "@staging"]) == 0
+    assert "No moves of that alias" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["@production", "--metric", "auc"], ["an alias", "without --metric"]),
+        (["@no way"], ["no way"]),
+    ],
+)
+def test_log_refusals(
+    scores: Scores, capsys: pytest.CaptureFixture[str], argv: list[str], words: list[str]
+) -> None:
+    assert main(["log", "--dir", "models", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("model-filer: error: ") and "Traceback" not in err
+    assert all(w in err for w in words), err
+
+
+def test_diff_shows_metric_and_param_changes_and_alias_moves(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["diff", "--dir", "models", scores.set]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    v1, v2 = (f"{n} ({scores.sha[n][:12]})" for n in ("v1", "v2"))
+    assert lines[0] == "annotated v1"
+    assert lines[1].split() == ["metrics", "auc", "0.8", "->", "0.79"]
+    assert lines[2].split()[:2] == ["added", "v2"]
+    assert lines[3].strip() == "metrics auc - -> 0.85, loss - -> 0.3; params lr - -> 0.05"
+    assert lines[4] == f"moved     @production  {v1}  ->  {v2}"
+    assert len(lines) == 5
+
+
+def test_diff_json_of_metadata_and_aliases(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["diff", "--dir", "models", scores.added, scores.annotated, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["name"] == "v1" and rows[0]["change"] == "annotated"
+    assert rows[0]["metrics"] == {"auc": [0.8, 0.79]} and rows[0]["params"] == {}
+    assert rows[1]["name"] == "v2" and rows[1]["params"] == {"lr": [None, 0.05]}
+    assert rows[2] == {
+        "alias": "production",
+        "change": "set",
+        "from": None,
+        "to": {"model": "v1", "sha256": scores.sha["v1"]},
+    }
+
+
+def test_log_results_display_as_a_table(scores: Scores) -> None:
+    html = scores.filer.log("v1")._repr_html_()
+    assert "<th>metrics.auc</th>" in html and "<th>params.lr</th>" in html
+    frame = scores.filer.log("@production").to_pandas()
+    assert frame["to.model"].tolist() == ["v2", "v1"]
+    assert list(scores.filer.list_files().to_pandas()["metrics.auc"]) == [0.79, 0.85]
