@@ -83,12 +83,17 @@ def run_demo(keep: bool = False) -> int:
             '[tool.model_filer]\ntrusted = ["model_filer.demo.LinearModel"]\n'
         )
 
-        _say("Alice trains a model and dumps it locally: filer.dump(model, 'house_prices')")
+        _say(
+            "Alice trains a model and dumps it locally, with how good it is: "
+            "filer.dump(model, 'house_prices', metrics={'rmse': ...})"
+        )
         rng = random.Random(0)  # noqa: S311 - demo data, not crypto
         xs = [rng.uniform(50, 200) for _ in range(200)]
-        model = LinearModel.fit(xs, [3000 * x + 20000 + rng.gauss(0, 5000) for x in xs])
+        ys = [3000 * x + 20000 + rng.gauss(0, 5000) for x in xs]
+        model = LinearModel.fit(xs, ys)
+        rmse = (sum((model.predict(x) - y) ** 2 for x, y in zip(xs, ys, strict=True)) / 200) ** 0.5
         filer = Filer(alice / "models", str(remote), "local", store=stores["alice"])
-        filer.dump(model, "house_prices")
+        filer.dump(model, "house_prices", metrics={"rmse": round(rmse, 1)})
         filer.show_files()
 
         _say("She commits the registry: the pre-commit hook refuses a local model")
@@ -97,8 +102,12 @@ def run_demo(keep: bool = False) -> int:
         _show(said)
         print(f"   (git commit exit status {refused})")
 
-        _say("She pushes it, and the commit goes through: filer.push('house_prices')")
+        _say(
+            "She pushes it and marks it as production, and the commit goes through: "
+            "filer.push('house_prices'); filer.set_alias('production', 'house_prices')"
+        )
         filer.push("house_prices")
+        filer.set_alias("production", "house_prices")
         filer.show_files()
         _git(alice, "add", "-A")
         _git(alice, "commit", "-qm", "Add house price model")
@@ -116,9 +125,10 @@ def run_demo(keep: bool = False) -> int:
         fetched_ok = (bob / "models" / "house_prices.pkl").is_file()
         print("   bob/models:", sorted(p.name for p in (bob / "models").iterdir()))
 
-        _say("Bob loads it: filer.load('house_prices')")
+        _say("Bob loads what production uses: filer.load('@production')")
         bobs = Filer(bob / "models", str(remote), "local", store=stores["bob"])
-        theirs = bobs.load("house_prices")
+        theirs = bobs.load("@production")
+        print(f"   its metrics: {bobs.list_files()[0].metrics}")
         same = theirs.predict(120.0) == model.predict(120.0)
         print(
             f"   price of 120 m2: Alice {model.predict(120.0):,.0f}, "

@@ -484,6 +484,7 @@ def test_demo(capsys):
     assert "commit refused" in out
     assert "house_prices is local" in out
     assert "1 model(s) fetched" in out
+    assert "its metrics: {'rmse': " in out  # Bob's load('@production') found Alice's alias
     assert "identical" in out
 
 
