@@ -17,10 +17,9 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from model_filer.errors import IntegrityError
 from model_filer.fs.hashing import HashingWriter
@@ -30,6 +29,9 @@ from model_filer.storage import REFRESH_AFTER, storage_key
 from model_filer.storage.chunks import SMALL_MAX, cut
 from model_filer.storage.manifest import MAX_MANIFEST_BYTES, Chunk, encode_manifest, parse_manifest
 from model_filer.storage.stored import decode, encode, max_stored_size
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 #: Where the chunks of objects on this machine are: chunk sha256 -> (file, offset, size).
 ChunkIndex = dict[str, tuple[Path, int, int]]
@@ -127,6 +129,8 @@ class Chunked:
         seen: set[str] = set()
         slots = threading.BoundedSemaphore(2 * self.jobs)  # chunks in memory: bounded
         futures: list[Future[None]] = []
+        from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
+
         with ThreadPoolExecutor(self.jobs) as pool:
             listing = pool.submit(self._listed, storage_key("chunks", ""))
             try:
@@ -244,6 +248,8 @@ class Chunked:
         start = fh.seek(0, os.SEEK_END)  # ("a+b": every write appends here)
         written: dict[str, int] = {}  # sha -> where this file already holds it
         fetch = [c for c in dict.fromkeys(chunks) if c.sha256 not in index]
+        from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
+
         with ThreadPoolExecutor(self.jobs) as pool:
             ahead: dict[str, Future[bytes]] = {}
             queue = iter(fetch)

@@ -15,7 +15,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from model_filer.errors import (
     FolderNotWritableError,
@@ -35,8 +35,10 @@ from model_filer.registry.model import Entry
 from model_filer.registry.names import object_key, storage_key_kind
 from model_filer.remotes import Progress, Remote
 from model_filer.transfer import resume
-from model_filer.transfer.chunked import Chunked
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
+
+if TYPE_CHECKING:
+    from model_filer.transfer.chunked import Chunked
 
 # Threads per core beyond ~4 only contend for the GIL (a 1,000-model pull on 2 cores: 8 threads
 # 5% faster than 16); DVC's default is the same 4 per core.
@@ -138,7 +140,17 @@ class Transfers:
         self.remote = remote
         self.store = store
         self.storage = storage
-        self.chunked = Chunked(remote, folder.temp, CHUNK_JOBS)
+        self._chunked: Chunked | None = None
+
+    @property
+    def chunked(self) -> Chunked:
+        """The chunked layout's transfers, made (and imported: hooks that never transfer
+        skip it) on first use."""
+        if self._chunked is None:
+            from model_filer.transfer.chunked import Chunked
+
+            self._chunked = Chunked(self.remote, self.folder.temp, CHUNK_JOBS)
+        return self._chunked
 
     # -- one entry ----------------------------------------------------------------------------
     def _download(
