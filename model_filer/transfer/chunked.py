@@ -292,7 +292,7 @@ class Chunked:
 def _fits(found: RemoteObject, size: int) -> bool:
     """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
     say by another tool's partial upload, is replaced, not trusted)."""
-    return 1 < found.size <= max_stored_size(size)  # (a header and at least one byte)
+    return min(2, size + 1) <= found.size <= max_stored_size(size)  # (a header and a byte)
 
 
 def _held_prefix(fh: IO[bytes], chunks: list[Chunk]) -> tuple[int, Any]:
