@@ -5,7 +5,9 @@ into a temp file in the local object store while hashing, check size and sha256,
 the store, link it into the model folder and hand back the already-open, verified descriptor.
 Bytes that fail the check are deleted and never returned. What the store already holds is
 linked without the network; when the store cannot be used, downloads go straight into the
-model folder as before.
+model folder as before. A key of the chunked layout (:mod:`model_filer.transfer.chunked`) is
+fetched into the same temp or partial file and checked the same way; a push writes that layout
+unless the Filer's ``storage`` is ``plain``.
 """
 
 from __future__ import annotations
