@@ -168,7 +168,7 @@ class Chunked:
         key = storage_key("manifests", entry.sha256)
         chunks: list[Chunk] = []
         seen: set[str] = set()
-        slots = threading.BoundedSemaphore(2 * self.jobs)  # chunks in memory: bounded
+        slots = threading.BoundedSemaphore(self.jobs)  # chunks in memory: one per upload
         futures: list[Future[None]] = []
         from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
 

@@ -46,9 +46,9 @@ if TYPE_CHECKING:
 # 5% faster than 16); DVC's default is the same 4 per core.
 DEFAULT_JOBS = min(16, 4 * (os.cpu_count() or 4))
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
-# Chunks of one model in flight (twice as many wait in memory on a push): with 16, a 200 MiB
-# push peaked at 178 MiB RSS, over tests/test_memory.py's 150.
-CHUNK_JOBS = 8
+# Chunks of one model in flight, each held in memory: 12 keep a 200 MiB push near 140 MiB RSS
+# (tests/test_memory.py's bound is 150; 16 took it to 151), a pull near 110.
+CHUNK_JOBS = 12
 # pull fetches models this small without the per-model lock file. That lock only spares a
 # second process the same work; the object's own lock in the store still makes one download,
 # and installing is atomic and idempotent (verified bytes renamed into place).
