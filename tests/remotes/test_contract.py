@@ -34,7 +34,7 @@ from model_filer import (
     TransferError,
     UnknownRemoteTypeError,
 )
-from model_filer.registry.names import object_key
+from model_filer.registry.names import object_key, storage_key_kind
 from model_filer.remotes import Remote, get_remote
 from tests.support.azurite import DEV_KEY, connection_string
 from tests.support.faultproxy import FaultProxy, StuckServer
@@ -436,6 +436,7 @@ def test_a_load_killed_halfway_fetches_only_the_rest(tmp_path, target, big_model
     point = _networked(target, monkeypatch)
     producer, payload = big_model
     producer.push("big")
+    assert storage_key_kind(producer.list_files()[0].key or "") == "manifests"  # chunks resume
     consumer = _consumer(tmp_path, producer)
     store = Path(os.environ["MODEL_FILER_CACHE_DIR"])
     with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
