@@ -43,6 +43,8 @@ from model_filer.registry.table import Table
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import STORAGES, TransferReport, Transfers
 
+STORAGE_ENV = "MODEL_FILER_STORAGE"  # the layout pushes write when no storage= is given
+
 if TYPE_CHECKING:
     from model_filer.git.history import AliasMove, LogRow
 
@@ -93,6 +95,8 @@ class Filer:
         small model as one zstd-compressed object and a big one as deduplicated, compressed
         chunks (docs/storage-format.md). ``'plain'`` stores each pickle whole under
         ``<name>/<sha256>.pkl``, for a remote that other tools read directly. Both load.
+        Default: ``$MODEL_FILER_STORAGE`` when set (so the CLI and hooks follow it too),
+        else ``'chunked'``.
     store : ObjectStore, optional
         The local object store the model files link to; default: the user's
         (``MODEL_FILER_CACHE_DIR``, else ``$XDG_CACHE_HOME/model_filer``, else
@@ -117,7 +121,7 @@ class Filer:
         *,
         network: Network = PATIENT,
         store: ObjectStore | None = None,
-        storage: str = "chunked",
+        storage: str | None = None,
         _vouch: bool = True,
         _registry: Registry | None = None,
     ) -> None:
@@ -140,9 +144,12 @@ class Filer:
         self.remote_type = remote_type
         self.store = ObjectStore() if store is None else store
         self.folder = ModelFolder(self.local_dir, self.remote, self._written)
+        given = "storage=" if storage is not None else f"${STORAGE_ENV}="
+        if storage is None:
+            storage = os.environ.get(STORAGE_ENV, "").strip() or "chunked"
         if storage not in STORAGES:
             raise InvalidNameError(
-                f"storage={storage!r} is not a layout: pass 'chunked' (the default: compressed, "
+                f"{given}{storage!r} is not a layout: use 'chunked' (the default: compressed, "
                 "deduplicated chunks) or 'plain' (each pickle whole, for tools that read the "
                 "remote directly)."
             )

@@ -140,6 +140,19 @@ def test_push_all(repo, filer, capsys):
     assert "Pushed 2 model(s)" in capsys.readouterr().out
 
 
+def test_push_follows_the_storage_setting_of_the_environment(repo, filer, monkeypatch, capsys):
+    """MODEL_FILER_STORAGE=plain: a CLI push writes each pickle whole, for other tools."""
+    monkeypatch.setenv("MODEL_FILER_STORAGE", "plain")
+    assert main(["push", "-d", "models", "--all"]) == 0
+    draft = next(e for e in filer.list_files() if e.name == "draft")
+    assert draft.key == f"draft/{draft.sha256}.pkl"
+    assert next(e for e in filer.list_files() if e.name == "churn").key.startswith(".model_filer/")
+
+    monkeypatch.setenv("MODEL_FILER_STORAGE", "zip")
+    assert main(["push", "-d", "models", "--all"]) == 2
+    user_error(capsys, "$MODEL_FILER_STORAGE='zip' is not a layout", "'plain'")
+
+
 def test_push_from_inside_the_model_folder(repo, filer, monkeypatch):
     monkeypatch.chdir(repo / "models")
     assert main(["push", "--all"]) == 0

@@ -127,7 +127,7 @@ def test_the_plain_setting_keeps_todays_layout_and_both_load(tmp_path, target):
 
 
 def test_an_unknown_storage_setting_is_refused(tmp_path, target):
-    with pytest.raises(InvalidNameError, match="storage='zip' is not a layout: pass 'chunked'"):
+    with pytest.raises(InvalidNameError, match="storage='zip' is not a layout: use 'chunked'"):
         target.filer(tmp_path / "m", storage="zip")
 
 
