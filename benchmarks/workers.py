@@ -31,13 +31,14 @@ def _small_model(nbytes: int, seed: int) -> Any:
 
 
 def w_make_model(
-    dir: str, address: str, remote_type: str, nbytes: int, name: str
+    dir: str, address: str, remote_type: str, nbytes: int, name: str, incompressible: bool = False
 ) -> dict[str, Any]:
-    """Dump one big array model (setup); load it once, so later loads are cache hits."""
+    """Dump one big array model (setup), of random bytes if ``incompressible`` (else random
+    floats); load it once, so later loads are cache hits."""
     from model_filer import Filer
 
     filer = Filer(dir, address, remote_type)
-    filer.dump(_array(nbytes), name)
+    filer.dump(_small_model(nbytes, 0) if incompressible else _array(nbytes), name)
     if remote_type == "local":
         filer.load(name)
     return {"seconds": 0.0, "size": filer.model_path(name).stat().st_size}
