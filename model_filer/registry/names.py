@@ -111,10 +111,49 @@ def object_key(name: str, sha256: str, suffix: str = ".pkl") -> str:
 
 
 def key_sha256(key: str) -> str | None:
-    """The sha256 of the bytes ``key`` holds, as the key itself names it; ``None`` for a key
-    of no form :func:`object_key` writes."""
+    """The sha256 of the model ``key`` holds, as the key itself names it; ``None`` for a key
+    of no form a registry entry may name (:func:`object_key`, or a storage key of a whole
+    object or a manifest)."""
     match = _OBJECT_KEY_RE.fullmatch(key)
-    return None if match is None else match["sha"]
+    if match is not None:
+        return match["sha"]
+    kind = storage_key_kind(key)
+    return key[-64:] if kind in MODEL_KINDS else None
+
+
+# The chunked layout (docs/storage-format.md): ``.model_filer/<kind>/<sha256>``, never ending
+# in ``.pkl``, so an older model_filer's gc (which deletes only ``<name>/<sha>.pkl``) never
+# touches them. ``objects`` and ``manifests`` are named by the model's sha256 (a registry
+# entry's key), ``chunks`` by the sha256 of the chunk's raw bytes; ``repos`` holds gc's
+# markers of the repositories that share the remote.
+STORAGE_DIR = ".model_filer"
+STORAGE_KINDS = ("objects", "manifests", "chunks", "repos")
+MODEL_KINDS = ("objects", "manifests")
+_STORAGE_KEY_RE = re.compile(
+    re.escape(STORAGE_DIR)
+    + r"/(objects|manifests|chunks)/[0-9a-f]{64}|"
+    + re.escape(STORAGE_DIR)
+    + r"/(repos)/[A-Za-z0-9_.+=-]{1,255}"
+)
+
+
+def storage_key(kind: str, sha256: str) -> str:
+    """Key of a whole object, a manifest or a chunk (``kind``) named by ``sha256``."""
+    if kind not in STORAGE_KINDS:
+        raise ValueError(f"{kind!r} is not a storage kind ({STORAGE_KINDS}).")
+    return f"{STORAGE_DIR}/{kind}/{sha256}"
+
+
+def storage_key_kind(key: str) -> str | None:
+    """The kind (``objects``, ``manifests``, ``chunks``, ``repos``) of a storage key; ``None``
+    for any other key (today's ``<name>/<sha>.pkl`` included)."""
+    match = _STORAGE_KEY_RE.fullmatch(key)
+    return None if match is None else match[1] or match[2]
+
+
+def is_storage_key(key: str) -> bool:
+    """Whether ``key`` is a key of the chunked layout (:func:`storage_key_kind` knows it)."""
+    return storage_key_kind(key) is not None
 
 
 def is_object_key(key: str) -> bool:

@@ -1,0 +1,74 @@
+"""A stored object (a whole small model, or a chunk): one header byte, then raw or zstd bytes.
+
+Compressed only when that saves at least :data:`MIN_SAVING`, so a stored object is never
+more than one byte longer than what it holds: a download larger than that is refused before
+it is read whole. Decompression is bounded by the size the object must produce.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_filer.errors import IntegrityError
+
+RAW = 0
+ZSTD = 1
+LEVEL = 3  # zstd's default: 240-500 MB/s per core; levels above it cost more than they save
+MIN_SAVING = 0.10
+MAX_WINDOW = 1 << 27  # zstd's own default bound on a frame's window (memory while decoding)
+
+
+def encode(data: Any) -> list[Any]:
+    """The stored form of ``data`` (a bytes-like) as buffers to write in order."""
+    import zstandard  # (not on the hooks' path)
+
+    view = memoryview(data).cast("B")
+    packed = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True).compress(view)
+    if len(packed) <= view.nbytes * (1 - MIN_SAVING):
+        return [bytes([ZSTD]), packed]
+    return [bytes([RAW]), view]
+
+
+def max_stored_size(size: int) -> int:
+    """The largest stored object that may hold ``size`` bytes."""
+    return size + 1
+
+
+def decode(blob: bytes, size: int, what: str) -> Any:
+    """The ``size`` bytes a stored object ``blob`` holds; ``what`` names it in errors.
+
+    Raises
+    ------
+    IntegrityError
+        An unknown header, a frame that declares another size (checked before anything is
+        allocated), or bytes that do not come to ``size``.
+    """
+    if not blob or len(blob) > max_stored_size(size):
+        raise _bad(what, f"{len(blob)} stored bytes for {size}")
+    kind, body = blob[0], memoryview(blob)[1:]
+    if kind == RAW:
+        out: Any = body
+    elif kind == ZSTD:
+        import zstandard
+
+        try:
+            declared = zstandard.frame_content_size(body)
+            if declared != size:
+                raise _bad(what, f"its zstd frame declares {declared} bytes, not {size}")
+            out = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompress(
+                body, max_output_size=size
+            )
+        except zstandard.ZstdError as exc:
+            raise _bad(what, f"a damaged zstd frame ({exc})") from None
+    else:
+        raise _bad(what, f"unknown header byte {kind}")
+    if len(out) != size:
+        raise _bad(what, f"it holds {len(out)} bytes, not {size}")
+    return out
+
+
+def _bad(what: str, why: str) -> IntegrityError:
+    return IntegrityError(
+        f"The remote's {what} is damaged: {why}. Nothing was written. Ask the model's author "
+        "to push it again.",
+    )
