@@ -31,7 +31,7 @@ from model_filer.pickles.trust import trusted_set
 from model_filer.registry.model import Entry, Registry
 from model_filer.registry.names import check_name
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
-from model_filer.transfer.transfers import TransferReport, Transfers
+from model_filer.transfer.transfers import STORAGES, TransferReport, Transfers
 
 
 class ModelStatus(NamedTuple):
@@ -75,6 +75,11 @@ class Filer:
         How long the remote waits on a store that does not answer: stall timeouts (seconds
         without a byte) and retries. Default :data:`PATIENT` (a stuck store costs at most
         80 s); git hooks pass :data:`FAIL_FAST` (13 s).
+    storage : {'chunked', 'plain'}, optional
+        How a push lays out new bytes on the remote. ``'chunked'`` (the default) stores a
+        small model as one zstd-compressed object and a big one as deduplicated, compressed
+        chunks (docs/storage-format.md). ``'plain'`` stores each pickle whole under
+        ``<name>/<sha256>.pkl``, for a remote that other tools read directly. Both load.
     store : ObjectStore, optional
         The local object store the model files link to; default: the user's
         (``MODEL_FILER_CACHE_DIR``, else ``$XDG_CACHE_HOME/model_filer``, else
@@ -99,6 +104,7 @@ class Filer:
         *,
         network: Network = PATIENT,
         store: ObjectStore | None = None,
+        storage: str = "chunked",
         _vouch: bool = True,
         _registry: Registry | None = None,
     ) -> None:
@@ -121,7 +127,13 @@ class Filer:
         self.remote_type = remote_type
         self.store = ObjectStore() if store is None else store
         self.folder = ModelFolder(self.local_dir, self.remote, self._written)
-        self.transfers = Transfers(self.folder, self.remote, self.store)
+        if storage not in STORAGES:
+            raise InvalidNameError(
+                f"storage={storage!r} is not a layout: pass 'chunked' (the default: compressed, "
+                "deduplicated chunks) or 'plain' (each pickle whole, for tools that read the "
+                "remote directly)."
+            )
+        self.transfers = Transfers(self.folder, self.remote, self.store, storage)
         # Fail early on an unreadable registry or another remote's (a caller that has just
         # read it passes it: a hook reads each registry once).
         if _registry is None:
@@ -361,9 +373,7 @@ class Filer:
         UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
         """
         entry = self.folder.entry(name)
-        if entry.state == "synced" and (
-            entry.key is None or self.remote.size_of(entry.key) == entry.size
-        ):
+        if entry.state == "synced" and (entry.key is None or self.transfers.present(entry)):
             return  # re-upload a synced model only to repair a remote that lost it
         with self.folder.freshness() as fresh:
             key = self.transfers.upload(entry, fresh)

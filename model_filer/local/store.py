@@ -5,6 +5,8 @@ One store per user (:func:`default_root`) serves every checkout, worktree and cl
     objects/ab/cdef...      the bytes: read-only, entered only once verified, never partial
     meta/ab/cdef....json    the object's stat as it entered, and the checkouts holding a copy;
                             its own mtime is the object's last use (for ``prune``)
+    manifests/ab/cdef....json  a chunked object's manifest (docs/storage-format.md): where
+                            each of its chunks sits, so a pull reads them here, not remotely
     locks/<sha256>.lock     one lock per object: two processes fetch it once
     tmp/                    owner-tagged temp files; those of dead processes are removed
 
@@ -177,10 +179,12 @@ class ObjectStore:
         return data if isinstance(data, dict) else {}
 
     def _write_meta(self, sha: str, data: dict[str, Any]) -> None:
-        path = self._meta_path(sha)
+        self._write(self._meta_path(sha), json.dumps(data, sort_keys=True).encode())
+
+    def _write(self, path: Path, text: bytes) -> None:
+        """Replace ``path`` with ``text`` atomically (a temp file in the store, renamed)."""
         self._dir(path.parent, "record an object")
         tmp = self.temp("meta")
-        text = json.dumps(data, sort_keys=True).encode()
         done = False
         try:
             # os-level calls: a pull writes one record per model, and a Python file object
@@ -213,8 +217,39 @@ class ObjectStore:
         meta = self._read_meta(sha)
         self._write_meta(sha, {**meta, "key": record[:5], "seen": record[5:], **changes})
 
+    def _manifest_path(self, sha: str) -> Path:
+        return self.root / "manifests" / sha[:2] / f"{sha[2:]}.json"
+
+    def record_manifest(self, sha: str, manifest: bytes) -> None:
+        """Keep the manifest of the object ``sha`` (its chunks then serve other pulls)."""
+        with contextlib.suppress(StoreError):  # bookkeeping only: at worst chunks download
+            self._write(self._manifest_path(sha), manifest)
+
+    def chunk_index(self) -> dict[str, tuple[Path, int, int]]:
+        """Where the chunks of this store's objects are: chunk sha256 -> (object, offset,
+        size), from the manifests of objects present (the caller checks the bytes)."""
+        from model_filer.storage.manifest import parse_manifest
+
+        index: dict[str, tuple[Path, int, int]] = {}
+        top = self.root / "manifests"
+        with contextlib.suppress(OSError):
+            for path in top.glob("??/*.json"):
+                sha = path.parent.name + path.name[:-5]
+                if not _SHA_RE.fullmatch(sha) or not self.has(sha):
+                    continue
+                try:
+                    data = path.read_bytes()
+                    chunks = parse_manifest(data, sha, json.loads(data).get("size"))
+                except (OSError, ValueError, AttributeError, ModelFilerError):
+                    continue
+                offset = 0
+                for chunk in chunks:
+                    index.setdefault(chunk.sha256, (self.object_path(sha), offset, chunk.size))
+                    offset += chunk.size
+        return index
+
     def _evict(self, sha: str) -> None:
-        for path in (self.object_path(sha), self._meta_path(sha)):
+        for path in (self.object_path(sha), self._meta_path(sha), self._manifest_path(sha)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -40,6 +40,7 @@ from model_filer.registry.model import (
     Entry,
     Registry,
     conflict_advice,
+    format_needed,
     from_doc,
     parse_entry,
     restore,
@@ -155,7 +156,7 @@ def _unquote(text: str) -> str:
 # -- the canonical text ---------------------------------------------------------------------
 _HEAD_RE = re.compile(
     re.escape(HEADER)
-    + rf"format: {FORMAT_VERSION}\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
+    + r"format: ([1-9])\nremote:\n  type: ([^\n]*)\n  address: ([^\n]*)\n"
     + r"(?:  id: ([0-9a-f]{32})\n)?"
     + r"models:( \{\})?\n"
 )
@@ -276,18 +277,19 @@ class Codec:
             quoted = self._quoted[value] = scalar(value)
         return quoted
 
-    def header(self, reg: Registry, has_entries: bool) -> str:
-        """Everything before the first entry: comment header, format, remote, ``models:``."""
+    def header(self, reg: Registry, has_entries: bool, version: int = FORMAT_VERSION) -> str:
+        """Everything before the first entry: comment header, format ``version``, remote,
+        ``models:``."""
         remote = reg.remote_fields()
         fields = block("remote", remote, 0, self.quote)
         if fields is None:  # an address outside the plain subset: PyYAML writes it
-            doc = {"format": FORMAT_VERSION, "remote": remote, "models": {}}
+            doc = {"format": version, "remote": remote, "models": {}}
             text = HEADER + _yaml_dump(doc)
             if not text.endswith(_EMPTY_MODELS):  # pragma: no cover - PyYAML changed its output
                 raise AssertionError(f"unexpected registry header {text!r}")
             text = text[: -len(_EMPTY_MODELS)]
         else:
-            text = f"{HEADER}format: {FORMAT_VERSION}\n{fields}"
+            text = f"{HEADER}format: {version}\n{fields}"
         return text + ("models:\n" if has_entries else _EMPTY_MODELS)
 
     def entry_text(self, entry: Entry) -> str:
@@ -311,7 +313,7 @@ class Codec:
         The bytes are those of PyYAML's safe dumper in block style over the whole document
         (tests/support/registries.py), built from each entry's text.
         """
-        head = self.header(reg, bool(reg.entries)).encode()
+        head = self.header(reg, bool(reg.entries), format_needed(reg)).encode()
         return b"".join([head, *self._sorted_chunks(reg.entries)])
 
     def _sorted_chunks(self, entries: Entries) -> list[bytes]:
@@ -378,16 +380,17 @@ class Codec:
         match = _HEAD_RE.match(doc)
         if match is None:
             return None
-        reg = Registry(_unquote(match[1]), _unquote(match[2]), remote_id=match[3])
-        has_entries = match[4] is None
-        head = self.header(reg, has_entries)
+        version = int(match[1])
+        reg = Registry(_unquote(match[2]), _unquote(match[3]), remote_id=match[4])
+        has_entries = match[5] is None
+        head = self.header(reg, has_entries, version)
         if not doc.startswith(head):
             return None
         if filename and remote_type_of(filename) not in (None, reg.remote_type):
             return None
         body = doc[len(head) :]
         if not has_entries:
-            return reg if not body else None
+            return reg if not body and version == FORMAT_VERSION else None
         collecting = gc.isenabled()
         gc.disable()  # 10,000 entries of new objects: the collector would walk them all, often
         try:
@@ -395,7 +398,7 @@ class Codec:
         finally:
             if collecting:
                 gc.enable()
-        if found is None:
+        if found is None or version != format_needed(reg):  # (not as written: PyYAML judges)
             return None
         entries = reg.entries
         self._body = _Body(entries, entries.mark(), *found)  # the text is this body

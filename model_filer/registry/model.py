@@ -18,12 +18,15 @@ from model_filer.registry.names import (
     check_key,
     check_name,
     check_sha256,
+    is_storage_key,
     key_sha256,
     object_key,
     show,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a registry is written with the lowest format that holds its content
+STORAGE_FORMAT = 3  # entries whose key is a chunked-layout key (docs/storage-format.md)
+MAX_FORMAT = STORAGE_FORMAT  # the newest format this model_filer reads
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
 MAX_MODEL_BYTES = 1 << 50  # 1 PiB: sizes above this are nonsense, not models
 STATES = ("local", "synced")
@@ -240,6 +243,16 @@ class Registry:
         return fields
 
 
+def format_needed(reg: Registry) -> int:
+    """The registry format ``reg`` must be written with: :data:`STORAGE_FORMAT` once an entry
+    names chunked-layout bytes (an older model_filer then refuses the whole file, never
+    loading a wrong model), else :data:`FORMAT_VERSION`."""
+    entries = list(reg.entries.values())  # (a snapshot: another thread may add an entry)
+    if any(e.key is not None and is_storage_key(e.key) for e in entries):
+        return STORAGE_FORMAT
+    return FORMAT_VERSION
+
+
 def restore(path: str | None) -> str:
     """How to get a registry back from git: with its real path when known."""
     if not path:
@@ -368,10 +381,10 @@ def from_doc(doc: Any, where: str, filename: str | None = None) -> Registry:
     """
     if not isinstance(doc, dict):
         raise RegistryError(f"{where}: a registry must be a YAML mapping. Restore it from git.")
-    if type(doc.get("format")) is not int or doc["format"] != FORMAT_VERSION:
+    if type(doc.get("format")) is not int or not FORMAT_VERSION <= doc["format"] <= MAX_FORMAT:
         raise RegistryError(
             f"{where}: unsupported registry format {show(doc.get('format'))} "
-            f"(this model_filer reads {FORMAT_VERSION}). "
+            f"(this model_filer reads {FORMAT_VERSION} to {MAX_FORMAT}). "
             "Upgrade with `pip install -U ds-model-filer`."
         )
     remote = _field(doc, "remote", dict, where, path=filename)

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from model_filer.errors import UnknownRemoteTypeError
+from model_filer.errors import RemoteObjectMissingError, UnknownRemoteTypeError
 
 Progress = Callable[[int], None]
 
@@ -248,8 +248,29 @@ class Remote(ABC):
         self.download(key, _Unseekable(sink), progress, size)
 
     @abstractmethod
+    def stat(self, key: str) -> RemoteObject | None:
+        """The object's size and last change (one HEAD), or ``None`` when it does not exist."""
+
     def size_of(self, key: str) -> int | None:
         """The object's size in bytes, or ``None`` when it does not exist."""
+        found = self.stat(key)
+        return None if found is None else found.size
+
+    def modified_of(self, key: str) -> datetime | None:
+        """The object's last change as the store tells it now, or ``None`` when it is gone.
+
+        ``gc`` re-reads it just before each delete: a push that reused the object since the
+        listing has refreshed it (:meth:`touch`), and wins.
+        """
+        found = self.stat(key)
+        return None if found is None else found.modified
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Make the object's last change now, its bytes unchanged (a push that reuses it).
+
+        :class:`RemoteObjectMissingError` when it does not exist.
+        """
 
     @abstractmethod
     def list_sizes(self, prefix: str) -> dict[str, int]:
@@ -266,6 +287,15 @@ class Remote(ABC):
     def url(self, key: str) -> str:
         """The object's full address, for messages."""
         return f"{self.address.rstrip('/')}/{key}"
+
+    def _gone(self, key: str) -> RemoteObjectMissingError:
+        """The error for an object ``key`` the store does not hold."""
+        return RemoteObjectMissingError(
+            f"{self.url(key)} does not exist on the remote. Was it removed with "
+            "remove_remote=True? Dump and push the model again.",
+            key=key,
+            address=self.address,
+        )
 
     # -- listing for the garbage collector (issue 10) ------------------------------------------
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import logging
 import os
 import re
@@ -560,13 +561,27 @@ class AzureRemote(RangedRemote):
             if progress is not None:
                 progress(len(data))
 
-    def size_of(self, key: str) -> int | None:
+    def _properties(self, key: str) -> Any:
+        """The blob's properties (one HEAD), or ``None`` when it does not exist."""
         try:
-            properties = self._call("check", key, self._blob(key).get_blob_properties)
+            return self._call("check", key, self._blob(key).get_blob_properties)
         except RemoteObjectMissingError:
             self._check_store()  # a missing container also answers 404 to HEAD
             return None
-        return int(properties.size)
+
+    def stat(self, key: str) -> RemoteObject | None:
+        found = self._properties(key)
+        return None if found is None else RemoteObject(key, int(found.size), found.last_modified)
+
+    def touch(self, key: str) -> None:
+        # Any write of a blob's metadata moves its Last-Modified; the metadata it holds is
+        # kept (Set Blob Metadata replaces all of it), with the time added.
+        found = self._properties(key)
+        if found is None:
+            raise self._gone(key)
+        metadata = dict(found.metadata or {})
+        metadata["touched"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self._call("touch", key, self._blob(key).set_blob_metadata, metadata)
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
         return {o.key: o.size for o in self.list_objects(prefix)}

@@ -17,7 +17,6 @@ from model_filer.errors import (
     InvalidNameError,
     RemoteError,
     RemoteMismatchError,
-    RemoteObjectMissingError,
 )
 from model_filer.fs.hashing import CHUNK
 from model_filer.fs.tempfiles import owned_temp_name, remove_dead_temps_in
@@ -206,23 +205,30 @@ class LocalRemote(Remote):
                     if progress is not None:
                         progress(len(chunk))
         except FileNotFoundError:
-            raise RemoteObjectMissingError(
-                f"{self.url(key)} does not exist on the remote. Was it removed with "
-                "remove_remote=True? Dump and push the model again.",
-                key=key,
-                address=self.address,
-            ) from None
+            raise self._gone(key) from None
         except OSError as exc:
             raise RemoteError(
                 f"Cannot read {self.url(key)}: {exc.strerror}.", key=key, address=self.address
             ) from None
 
-    def size_of(self, key: str) -> int | None:
+    def stat(self, key: str) -> RemoteObject | None:
         self._require_root()
         try:
-            return self._path(key).stat().st_size
+            st = self._path(key).stat()
         except FileNotFoundError:
             return None
+        return RemoteObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def touch(self, key: str) -> None:
+        self._require_root()
+        try:
+            os.utime(self._path(key))
+        except FileNotFoundError:
+            raise self._gone(key) from None
+        except OSError as exc:
+            raise RemoteError(
+                f"Cannot touch {self.url(key)}: {exc.strerror}.", key=key, address=self.address
+            ) from None
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
         self._require_root()

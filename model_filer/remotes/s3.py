@@ -650,12 +650,15 @@ class S3Remote(RangedRemote, BucketRemote):
             progress(len(data))
         return True
 
-    def size_of(self, key: str) -> int | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD answer, or ``None`` when it does not exist."""
         from botocore.exceptions import ClientError
 
         try:
             with self._waiting("check", key):
-                head = self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+                head: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=self._full_key(key)
+                )
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING_CODES:
@@ -664,7 +667,35 @@ class S3Remote(RangedRemote, BucketRemote):
             raise self._error(exc, "check", key) from None
         except Exception as exc:
             raise self._error(exc, "check", key) from None
-        return int(head["ContentLength"])
+        return head
+
+    def stat(self, key: str) -> RemoteObject | None:
+        head = self._head(key)
+        if head is None:
+            return None
+        return RemoteObject(key, int(head["ContentLength"]), head["LastModified"])
+
+    def touch(self, key: str) -> None:
+        # A copy onto itself is S3's one way to renew Last-Modified without sending the
+        # bytes again; it must change something, so the metadata is replaced by itself plus
+        # the time (objects up to 5 GiB: chunks, manifests and small models).
+        head = self._head(key)
+        if head is None:
+            raise self._gone(key)
+        full = self._full_key(key)
+        metadata = dict(head.get("Metadata") or {})
+        metadata["touched"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self._call(
+            "touch",
+            key,
+            self.client.copy_object,
+            Bucket=self.bucket,
+            Key=full,
+            CopySource={"Bucket": self.bucket, "Key": full},
+            Metadata=metadata,
+            MetadataDirective="REPLACE",
+            **({"ContentType": head["ContentType"]} if head.get("ContentType") else {}),
+        )
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
         root = self._root()

@@ -5,6 +5,8 @@ The format is docs/storage-format.md. This package knows bytes only: no remote, 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from model_filer.registry.names import (
     MODEL_KINDS,
     STORAGE_DIR,
@@ -21,10 +23,18 @@ from model_filer.storage.manifest import (
     parse_manifest,
 )
 
+#: gc collects an unnamed object only once it is this old (``model-filer gc --grace``'s default).
+GC_GRACE = timedelta(days=14)
+#: A push that reuses a chunk or object older than this makes it new again (``touch``), so a
+#: gc running meanwhile (which re-reads the age just before deleting) never deletes it.
+REFRESH_AFTER = GC_GRACE / 2
+
 __all__ = [
+    "GC_GRACE",
     "MAX_CHUNKS",
     "MAX_CHUNK_BYTES",
     "MODEL_KINDS",
+    "REFRESH_AFTER",
     "STORAGE_DIR",
     "STORAGE_KINDS",
     "Chunk",

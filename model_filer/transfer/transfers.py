@@ -32,9 +32,10 @@ from model_filer.local.folder import READ_ONLY_ERRNOS, ModelFolder
 from model_filer.local.freshness import Freshness
 from model_filer.local.store import ObjectStore, warn_skipped
 from model_filer.registry.model import Entry
-from model_filer.registry.names import object_key
+from model_filer.registry.names import object_key, storage_key_kind
 from model_filer.remotes import Progress, Remote
 from model_filer.transfer import resume
+from model_filer.transfer.chunked import Chunked
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
 
 # Threads per core beyond ~4 only contend for the GIL (a 1,000-model pull on 2 cores: 8 threads
@@ -46,6 +47,9 @@ OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round tr
 # and installing is atomic and idempotent (verified bytes renamed into place).
 UNLOCKED_FETCH = 1024 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: How a push lays out bytes on the remote: ``chunked`` (compressed objects and chunks,
+#: docs/storage-format.md) or ``plain`` (``<name>/<sha256>.pkl``, the pickle as it is).
+STORAGES = ("chunked", "plain")
 
 
 class TransferReport:
@@ -108,12 +112,19 @@ def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
 
 
 class Transfers:
-    """Fetch and upload the entries of one folder to and from one remote."""
+    """Fetch and upload the entries of one folder to and from one remote.
 
-    def __init__(self, folder: ModelFolder, remote: Remote, store: ObjectStore) -> None:
+    ``storage`` is how a push lays out new bytes (:data:`STORAGES`); every layout is read.
+    """
+
+    def __init__(
+        self, folder: ModelFolder, remote: Remote, store: ObjectStore, storage: str = "chunked"
+    ) -> None:
         self.folder = folder
         self.remote = remote
         self.store = store
+        self.storage = storage
+        self.chunked = Chunked(remote, folder.temp, DEFAULT_JOBS)
 
     # -- one entry ----------------------------------------------------------------------------
     def _download(
@@ -133,7 +144,8 @@ class Transfers:
         """
         if entry.key is None:
             raise _not_pushed(entry)
-        resumable = entry.size > resume.RESUMABLE_ABOVE
+        kind = storage_key_kind(entry.key)
+        resumable = entry.size > resume.RESUMABLE_ABOVE or kind == "manifests"
         if resumable:
             partial_dir.mkdir(parents=True, exist_ok=True)
             tmp = resume.claim_partial(partial_dir, entry.sha256)
@@ -143,7 +155,13 @@ class Transfers:
         done = keep = False
         try:
             with byte_bar(entry.size, entry.name) as progress:
-                if resumable:
+                if kind == "manifests":
+                    size, sha, manifest = self.chunked.fetch_chunks(
+                        entry.key, entry, tmp, progress, self._chunk_index
+                    )
+                elif kind == "objects":
+                    size, sha = self.chunked.fetch_whole(entry.key, entry, tmp)
+                elif resumable:
                     size, sha = resume.download(
                         self.remote,
                         entry.key,
@@ -166,6 +184,8 @@ class Transfers:
                     expected=(entry.size, entry.sha256),
                     actual=(size, sha),
                 )
+            if kind == "manifests" and not direct:
+                self.store.record_manifest(entry.sha256, manifest)
             fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
             done = True
             return tmp, fh
@@ -182,6 +202,12 @@ class Transfers:
         finally:
             if not done and not keep:
                 tmp.unlink(missing_ok=True)
+
+    def _chunk_index(self) -> dict[str, tuple[Path, int, int]]:
+        try:
+            return self.store.chunk_index()
+        except (OSError, StoreError):  # a store that cannot be read: chunks are downloaded
+            return {}
 
     def _store_error(self, exc: OSError) -> StoreError:
         return StoreError(self.store.root, "write a download", exc)
@@ -354,16 +380,37 @@ class Transfers:
                 f"{path} is missing, so local model {entry.name!r} cannot be pushed. "
                 f"Dump it again, or filer.remove({entry.name!r})."
             )
-        fh.close()
-        key = object_key(entry.name, entry.sha256)
-        self.remote.ensure_identity()  # recorded in the registry when marked synced
-        waiting = f"{entry.name!r} to {self.remote.url(key)}"
-        with (
-            stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
-            byte_bar(entry.size, entry.name) as progress,
-        ):
-            self.remote.upload(path, key, entry.sha256, progress)
+        with fh:
+            plain = self._plain(entry)
+            key = object_key(entry.name, entry.sha256) if plain else ""
+            self.remote.ensure_identity()  # recorded in the registry when marked synced
+            waiting = f"{entry.name!r} to {self.remote.url(key or entry.sha256)}"
+            with (
+                stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
+                byte_bar(entry.size, entry.name) as progress,
+            ):
+                if plain:
+                    self.remote.upload(path, key, entry.sha256, progress)
+                    return key
+                key, manifest = self.chunked.push(fh, entry, progress)
+        if manifest:
+            self.store.record_manifest(entry.sha256, manifest)
         return key
+
+    def _plain(self, entry: Entry) -> bool:
+        """Whether ``entry`` goes up in the plain layout: the setting, except that a synced
+        entry pushed again (a remote that lost it) keeps the layout of its key."""
+        if entry.state == "synced" and entry.key is not None:
+            return storage_key_kind(entry.key) is None
+        return self.storage == "plain"
+
+    def present(self, entry: Entry) -> bool:
+        """Whether the remote holds all of ``entry``'s bytes under its key (checked there)."""
+        if entry.key is None:
+            return False
+        if storage_key_kind(entry.key) is None:
+            return self.remote.size_of(entry.key) == entry.size
+        return self.chunked.present(entry)
 
     # -- many entries -------------------------------------------------------------------------
     def pull(

@@ -347,7 +347,7 @@ def test_not_a_registry_at_all_is_refused(text):
     reject(text)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, 1.5, 1.0, True])
+@pytest.mark.parametrize("version", [4, 0, "1", None, 1.5, 1.0, True])
 def test_wrong_format_version_is_refused(version):
     doc = base_doc()
     doc["format"] = version

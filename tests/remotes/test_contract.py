@@ -547,3 +547,33 @@ def test_gc_deletes_only_what_no_commit_names(tmp_path, target, repo):
     assert [o.key for o in found.candidates] == [dropped]
     assert gc.collect(filer, found.candidates) == [dropped]
     assert {o.key for o in target.remote().list_objects("")} == {filer.list_files()[0].key}
+
+
+def test_touch_renews_last_modified_and_keeps_the_bytes(tmp_path, target):
+    import time
+
+    from model_filer.errors import RemoteObjectMissingError
+
+    remote = target.remote()
+    data = os.urandom(5000)
+    src, sha = _file(tmp_path, data)
+    key = f".model_filer/chunks/{sha}"
+    remote.upload(src, key, sha, None)
+    before = remote.modified_of(key)
+    (listed,) = remote.list_objects(".model_filer/")
+    assert before is not None and before.tzinfo is not None and listed.modified == before
+    time.sleep(1.1)  # S3 and Azure keep Last-Modified to the second
+
+    remote.touch(key)
+
+    after = remote.modified_of(key)
+    assert after is not None and after > before
+    (listed,) = remote.list_objects(".model_filer/")
+    assert listed.modified == after and listed.size == len(data)  # what gc lists
+    sink = _Collect()
+    remote.download_from(key, 0, sink, None, len(data))
+    assert bytes(sink.data) == data
+    absent = f".model_filer/chunks/{'0' * 64}"
+    assert remote.modified_of(absent) is None
+    with pytest.raises(RemoteObjectMissingError):
+        remote.touch(absent)
