@@ -104,3 +104,22 @@ def check_synced_present(remote: Remote, entries: dict[str, Entry]) -> None:
                 assert storage_key("chunks", chunk.sha256) in listed, f"{name}: chunk missing"
         elif storage_key_kind(key) == "objects":
             assert hashlib.sha256(stored_bytes(remote, key)).hexdigest() == entry.sha256
+
+
+def model_bytes(remote: Remote, key: str) -> bytes | None:
+    """The model the registry key ``key`` names, as ``remote`` holds it (a whole stored
+    object, the chunks of a manifest, or today's plain ``<name>/<sha>.pkl``); ``None`` when
+    something is missing."""
+    listed = {o.key for o in remote.list_objects("")}
+    if key not in listed:
+        return None
+    kind = storage_key_kind(key)
+    if kind == "objects":
+        return stored_bytes(remote, key)
+    if kind != "manifests":
+        return read(remote, key)
+    data = read(remote, key)
+    chunks = parse_manifest(data, key[-64:], json.loads(data)["size"])
+    if any(storage_key("chunks", c.sha256) not in listed for c in chunks):
+        return None
+    return b"".join(stored_bytes(remote, storage_key("chunks", c.sha256)) for c in chunks)
