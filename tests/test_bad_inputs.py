@@ -359,8 +359,8 @@ CLI_CASES = [
         id="cli-registry-not-yaml",
     ),
     pytest.param(
-        lambda c: ["verify", "--dir", str(c.registry(registry_text("R", fmt=2)))],
-        id="registry-format-2",
+        lambda c: ["verify", "--dir", str(c.registry(registry_text("R", fmt=4)))],
+        id="registry-format-4",
     ),
     pytest.param(
         lambda c: [

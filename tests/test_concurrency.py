@@ -127,7 +127,7 @@ def test_concurrent_dumps_with_push_to_s3_mark_every_model_synced(tmp_path, s3_a
 
     def writer(k: int) -> Callable[[], None]:
         def body() -> None:
-            filer = Filer(folder, s3_address)
+            filer = Filer(folder, s3_address, storage="plain")
             for j in range(4):
                 filer.dump(small_model(k, j), f"s{k}-{j}", push=True)
 

@@ -68,6 +68,13 @@ def filer(local_dir, remote_dir):
     return Filer(local_dir, str(remote_dir), remote_type="local")
 
 
+@pytest.fixture
+def plain_filer(local_dir, remote_dir):
+    """A Filer of the plain layout (each pickle whole at ``<name>/<sha256>.pkl``), for the
+    cases that read or damage the remote's objects by their path."""
+    return Filer(local_dir, str(remote_dir), remote_type="local", storage="plain")
+
+
 def teammate(tmp_path, author: Filer, remote: pathlib.Path | None = None, name="teammate"):
     """A fresh clone: a new folder holding only the author's registry."""
     folder = tmp_path / name
@@ -110,15 +117,15 @@ def test_dump_local_then_load(filer, local_dir, capsys):
     assert filer.load("my_model") == model
 
 
-def test_dump_then_push_then_push_again(filer, local_dir, remote_dir, capsys):
-    filer.dump({"a": 1}, "my_model")
-    filer.push("my_model")
-    assert shown(filer, capsys) == "my_model (synced)\n"
+def test_dump_then_push_then_push_again(plain_filer, local_dir, remote_dir, capsys):
+    plain_filer.dump({"a": 1}, "my_model")
+    plain_filer.push("my_model")
+    assert shown(plain_filer, capsys) == "my_model (synced)\n"
     sha = sha_of(local_dir / "my_model.pkl")
     remote_object = remote_dir / "my_model" / f"{sha}.pkl"
     assert remote_object.read_bytes() == (local_dir / "my_model.pkl").read_bytes()
-    filer.push("my_model")  # already synced: nothing to do
-    assert shown(filer, capsys) == "my_model (synced)\n"
+    plain_filer.push("my_model")  # already synced: nothing to do
+    assert shown(plain_filer, capsys) == "my_model (synced)\n"
 
 
 def test_dump_with_push(filer, remote_dir, capsys):
@@ -246,11 +253,11 @@ def test_a_failed_dump_leaves_everything_as_it_was(filer, local_dir):
 # -- data, files and registry -----------------------------------------------------------------
 
 
-def test_list_files_returns_entries_as_data(filer, local_dir):
+def test_list_files_returns_entries_as_data(plain_filer, local_dir):
     array = np.arange(10.0)
-    filer.dump(array, "arr", push=True)
-    filer.dump({"plain": True}, "plain")
-    arr, plain = filer.list_files()
+    plain_filer.dump(array, "arr", push=True)
+    plain_filer.dump({"plain": True}, "plain")
+    arr, plain = plain_filer.list_files()
     assert isinstance(arr, Entry) and isinstance(plain, Entry)
     assert (arr.name, arr.state, plain.name, plain.state) == ("arr", "synced", "plain", "local")
     path = local_dir / "arr.pkl"
@@ -288,10 +295,10 @@ def test_gitignore_keeps_models_out_and_the_registry_in(filer, local_dir):
     assert sorted(status) == ["?? .gitignore", f"?? {REGISTRY}"]
 
 
-def test_the_registry_holds_relative_keys(filer, remote_dir, local_dir):
-    filer.dump({"a": 1}, "my_model", push=True)
+def test_the_registry_holds_relative_keys(plain_filer, remote_dir, local_dir):
+    plain_filer.dump({"a": 1}, "my_model", push=True)
     text = (local_dir / REGISTRY).read_text()
-    [entry] = filer.list_files()
+    [entry] = plain_filer.list_files()
     assert f"key: my_model/{entry.sha256}.pkl" in text
     assert f"{remote_dir}/my_model" not in text
 
@@ -340,14 +347,16 @@ def test_a_missing_remote_folder_is_reported(tmp_path, local_dir):
     assert filer.list_files()[0].state == "local"
 
 
-def test_object_keys_embed_the_sha_and_old_registries_keep_their_bytes(tmp_path, filer, remote_dir):
-    filer.dump({"v": 1}, "my_model", push=True)
-    [old] = filer.list_files()
+def test_object_keys_embed_the_sha_and_old_registries_keep_their_bytes(
+    tmp_path, plain_filer, remote_dir
+):
+    plain_filer.dump({"v": 1}, "my_model", push=True)
+    [old] = plain_filer.list_files()
     assert old.key == f"my_model/{old.sha256}.pkl"
-    old_registry = filer.registry_path.read_bytes()
-    filer.remove("my_model")
-    filer.dump({"v": 2}, "my_model", push=True)
-    [new] = filer.list_files()
+    old_registry = plain_filer.registry_path.read_bytes()
+    plain_filer.remove("my_model")
+    plain_filer.dump({"v": 2}, "my_model", push=True)
+    [new] = plain_filer.list_files()
     assert new.key == f"my_model/{new.sha256}.pkl" != old.key
     assert (remote_dir / old.key).is_file() and (remote_dir / new.key).is_file()
 
@@ -355,7 +364,7 @@ def test_object_keys_embed_the_sha_and_old_registries_keep_their_bytes(tmp_path,
     old_clone.mkdir()
     (old_clone / REGISTRY).write_bytes(old_registry)
     assert Filer(old_clone, str(remote_dir), remote_type="local").load("my_model") == {"v": 1}
-    assert teammate(tmp_path, filer).load("my_model") == {"v": 2}
+    assert teammate(tmp_path, plain_filer).load("my_model") == {"v": 2}
 
 
 def test_a_missing_remote_object_is_reported(tmp_path, filer, remote_dir):
@@ -448,11 +457,11 @@ def test_four_processes_loading_one_model_at_once(tmp_path, filer):
     assert sha_of(mate.model_path("shared")) == filer.list_files()[0].sha256
 
 
-def test_push_of_a_synced_model_repairs_a_remote_that_lost_it(filer, remote_dir):
-    filer.dump({"v": 1}, "my_model", push=True)
-    [entry] = filer.list_files()
+def test_push_of_a_synced_model_repairs_a_remote_that_lost_it(plain_filer, remote_dir):
+    plain_filer.dump({"v": 1}, "my_model", push=True)
+    [entry] = plain_filer.list_files()
     (remote_dir / entry.key).unlink()
-    filer.push("my_model")
+    plain_filer.push("my_model")
     assert sha_of(remote_dir / entry.key) == entry.sha256
 
 
@@ -489,17 +498,17 @@ def _replace(data: bytes, marker: pathlib.Path) -> bytes:
     ],
 )
 def test_a_tampered_remote_object_is_refused_and_never_unpickled(
-    tmp_path, filer, remote_dir, tamper
+    tmp_path, plain_filer, remote_dir, tamper
 ):
     marker = tmp_path / "unpickled-marker"
-    filer.dump({"payload": b"x" * 2000}, "my_model", push=True)
-    [entry] = filer.list_files()
+    plain_filer.dump({"payload": b"x" * 2000}, "my_model", push=True)
+    [entry] = plain_filer.list_files()
     obj = remote_dir / entry.key
     bad = tamper(obj.read_bytes(), marker)
     obj.write_bytes(bad)
     actual = hashlib.sha256(bad).hexdigest()
 
-    mate = teammate(tmp_path, filer)
+    mate = teammate(tmp_path, plain_filer)
     with pytest.raises(IntegrityError) as info:
         mate.load("my_model")
     message = str(info.value)
@@ -514,13 +523,13 @@ def test_a_tampered_remote_object_is_refused_and_never_unpickled(
     assert not marker.exists()
 
 
-def test_a_truncated_remote_object_is_refused_naming_both_sizes(tmp_path, filer, remote_dir):
+def test_a_truncated_remote_object_is_refused_naming_both_sizes(tmp_path, plain_filer, remote_dir):
     marker = tmp_path / "unpickled-marker"
-    filer.dump({"payload": b"x" * 2000}, "my_model", push=True)
-    [entry] = filer.list_files()
+    plain_filer.dump({"payload": b"x" * 2000}, "my_model", push=True)
+    [entry] = plain_filer.list_files()
     obj = remote_dir / entry.key
     obj.write_bytes(_truncate(obj.read_bytes()))
-    mate = teammate(tmp_path, filer)
+    mate = teammate(tmp_path, plain_filer)
     with pytest.raises(IntegrityError) as info:
         mate.load("my_model")
     message = str(info.value)

@@ -46,6 +46,13 @@ def filer(tmp_path, s3_address):
     return Filer(tmp_path / "models", s3_address)  # remote_type defaults to 's3'
 
 
+@pytest.fixture
+def plain_filer(tmp_path, s3_address):
+    """A Filer of the plain layout (each pickle whole at ``<name>/<sha256>.pkl``), for the
+    cases that read or damage the remote's objects by their key."""
+    return Filer(tmp_path / "models", s3_address, storage="plain")
+
+
 def bucket_and_key(address: str, key: str) -> tuple[str, str]:
     bucket, prefix = parse_address(address)
     return bucket, f"{prefix}/{key}" if prefix else key
@@ -84,17 +91,17 @@ def free_port() -> int:
 # -- the spec's flow --------------------------------------------------------------------------
 
 
-def test_dump_with_push_and_show_files(filer, s3_address, s3_client, capsys):
-    filer.dump({"v": 1}, "my_model", push=True)
-    assert shown(filer, capsys) == "my_model (synced)\n"
-    assert filer.registry_path.name == REGISTRY
-    [entry] = filer.list_files()
+def test_dump_with_push_and_show_files(plain_filer, s3_address, s3_client, capsys):
+    plain_filer.dump({"v": 1}, "my_model", push=True)
+    assert shown(plain_filer, capsys) == "my_model (synced)\n"
+    assert plain_filer.registry_path.name == REGISTRY
+    [entry] = plain_filer.list_files()
     assert entry.key == f"my_model/{entry.sha256}.pkl"
     bucket, key = bucket_and_key(s3_address, entry.key)
     assert key.startswith(s3_address.split("/")[-1] + "/my_model/")
     body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == entry.sha256
-    assert body == filer.model_path("my_model").read_bytes()
+    assert body == plain_filer.model_path("my_model").read_bytes()
 
 
 def test_local_dump_push_push_all_remove(filer, s3_address, s3_client, capsys):
@@ -178,11 +185,11 @@ def test_old_registries_keep_their_bytes_after_a_redump(tmp_path, filer, s3_addr
 
 @pytest.mark.parametrize("how", ["replaced-same-size", "bit-flip", "truncated"])
 def test_a_tampered_s3_object_is_refused_and_never_unpickled(
-    tmp_path, filer, s3_address, s3_client, how
+    tmp_path, plain_filer, s3_address, s3_client, how
 ):
     marker = tmp_path / "unpickled-marker"
-    filer.dump({"payload": b"x" * 2000}, "my_model", push=True)
-    [entry] = filer.list_files()
+    plain_filer.dump({"payload": b"x" * 2000}, "my_model", push=True)
+    [entry] = plain_filer.list_files()
     bucket, key = bucket_and_key(s3_address, entry.key)
     good = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     if how == "bit-flip":
@@ -195,7 +202,7 @@ def test_a_tampered_s3_object_is_refused_and_never_unpickled(
         assert len(bad) == len(good)  # only the sha can tell
     s3_client.put_object(Bucket=bucket, Key=key, Body=bad)
 
-    mate = teammate(tmp_path, filer)
+    mate = teammate(tmp_path, plain_filer)
     with pytest.raises(IntegrityError) as info:
         mate.load("my_model")
     message = str(info.value)
@@ -270,7 +277,7 @@ def test_a_bare_bucket_address_puts_objects_at_the_bucket_root(
     tmp_path, s3_env, s3_client, address_of
 ):
     name = f"m-{uuid.uuid4().hex[:12]}"  # unique: the bucket root is shared by the session
-    filer = Filer(tmp_path / "models", address_of(s3_env.bucket))
+    filer = Filer(tmp_path / "models", address_of(s3_env.bucket), storage="plain")
     filer.dump({"v": 1}, name, push=True)
     [entry] = filer.list_files()
     assert entry.key == f"{name}/{entry.sha256}.pkl"

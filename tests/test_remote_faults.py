@@ -130,7 +130,7 @@ def pushed(tmp_path, s3_address, proxy) -> Filer:
 def test_push_through_faults_marks_synced_only_what_is_whole(
     tmp_path, s3_address, s3_client, proxy
 ):
-    filer = Filer(tmp_path / "models", s3_address)
+    filer = Filer(tmp_path / "models", s3_address, storage="plain")
     for i in range(12):
         filer.dump(model(i), f"m{i}")
     proxy.share = SHARE
@@ -317,7 +317,7 @@ def test_a_tampered_s3_object_is_refused_before_unpickling(
     tmp_path, s3_address, s3_client, how, monkeypatch, s3_env
 ):
     marker = tmp_path / "marker"
-    source = Filer(tmp_path / "source", s3_address)
+    source = Filer(tmp_path / "source", s3_address, storage="plain")
     payload = [Touch(marker), b"x" * 5000]
     source.dump(payload, "victim", push=True)
     assert not marker.exists()  # pickling does not run the payload; unpickling would
@@ -340,7 +340,7 @@ def test_a_tampered_local_remote_object_is_refused_before_unpickling(tmp_path, h
     marker = tmp_path / "marker"
     remote = tmp_path / "remote"
     remote.mkdir()
-    source = Filer(tmp_path / "source", str(remote), "local")
+    source = Filer(tmp_path / "source", str(remote), "local", storage="plain")
     source.dump([Touch(marker), b"x" * 5000], "victim", push=True)
     [entry] = source.list_files()
     obj = remote / (entry.key or "")
@@ -351,7 +351,9 @@ def test_a_tampered_local_remote_object_is_refused_before_unpickling(tmp_path, h
     clone_dir = tmp_path / "clone"
     clone_dir.mkdir()
     (clone_dir / ".local_registry").write_bytes(source.registry_path.read_bytes())
-    _check_refused(Filer(clone_dir, str(remote), "local"), "victim", entry.sha256, bad, marker)
+    _check_refused(
+        Filer(clone_dir, str(remote), "local", storage="plain"), "victim", entry.sha256, bad, marker
+    )
 
 
 def test_a_synced_models_local_file_changed_in_place_is_fetched_again(tmp_path):

@@ -37,7 +37,7 @@ def encode_manifest(sha256: str, size: int, chunks: Sequence[Chunk]) -> bytes:
 def _refuse(sha256: str, why: str) -> IntegrityError:
     return IntegrityError(
         f"The remote's manifest of the model with sha256 {sha256} is not a valid one: {why}. "
-        "Nothing was written. The remote was changed or damaged: ask the model's author to "
+        "Nothing was written. The remote was changed or damaged. Ask the model's author to "
         "push it again (or push it yourself from a machine that holds it).",
         expected=(None, sha256),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -97,6 +97,18 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
     )
 
 
+@contextlib.contextmanager
+def _named(entry: Entry) -> Iterator[None]:
+    """Say which model an error of the chunked layout is about: its keys name only hashes."""
+    try:
+        yield
+    except (IntegrityError, RemoteError) as exc:
+        if isinstance(exc, IntegrityError):
+            exc.name = exc.name or entry.name
+        exc.args = (f"Model {entry.name!r}: {exc}", *exc.args[1:])
+        raise
+
+
 def _placed(fh: IO[bytes], tmp: Path, place: Callable[[], object]) -> IO[bytes]:
     """Move a verified download into place; return its open file, or close it and re-raise.
 
@@ -156,11 +168,13 @@ class Transfers:
         try:
             with byte_bar(entry.size, entry.name) as progress:
                 if kind == "manifests":
-                    size, sha, manifest = self.chunked.fetch_chunks(
-                        entry.key, entry, tmp, progress, self._chunk_index
-                    )
+                    with _named(entry):
+                        size, sha, manifest = self.chunked.fetch_chunks(
+                            entry.key, entry, tmp, progress, self._chunk_index
+                        )
                 elif kind == "objects":
-                    size, sha = self.chunked.fetch_whole(entry.key, entry, tmp)
+                    with _named(entry):
+                        size, sha = self.chunked.fetch_whole(entry.key, entry, tmp)
                 elif resumable:
                     size, sha = resume.download(
                         self.remote,
@@ -192,9 +206,9 @@ class Transfers:
         except (IntegrityError, StoreError):
             raise  # bad bytes, or a store that cannot hold them: nothing worth resuming
         except OSError as exc:
-            keep = resumable  # the next attempt continues from what arrived
             if error is not None and exc.errno in _DISK_FULL:
-                raise error(exc) from exc
+                raise error(exc) from exc  # (the partial goes: the download falls back)
+            keep = resumable  # the next attempt continues from what arrived
             raise
         except BaseException:
             keep = resumable

@@ -141,7 +141,7 @@ def test_a_resumed_push_resends_a_part_whose_bytes_differ(
     tmp_path: Path, s3_env: Any, s3_address: str, s3_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = os.urandom(24 * MB)
-    producer = Filer(tmp_path / "producer", s3_address)
+    producer = Filer(tmp_path / "producer", s3_address, storage="plain")
     producer.dump(data, "big")
     entry = producer.list_files()[0]
     src = producer.model_path("big").read_bytes()
@@ -174,13 +174,15 @@ def test_our_uploads_unfinished_for_a_day_are_aborted(
     theirs = f"{remote.prefix}/someone-elses.bin"
     for key in (ours, theirs):
         s3_client.create_multipart_upload(Bucket=remote.bucket, Key=key)
-    producer = Filer(tmp_path / "producer", s3_address)
+    producer = Filer(tmp_path / "producer", s3_address, storage="plain")
     producer.dump(os.urandom(17 * MB), "big")
     producer.push("big")  # younger than a day: both kept
     assert sorted(u["Key"] for u in remote._uploads(remote.prefix)) == sorted([ours, theirs])
 
     monkeypatch.setattr(s3_module, "ABANDONED_AFTER", 0)  # "a day" has passed
-    producer = Filer(tmp_path / "producer", s3_address)  # a new process, as it were
+    producer = Filer(
+        tmp_path / "producer", s3_address, storage="plain"
+    )  # a new process, as it were
     producer.dump(os.urandom(17 * MB), "big2")
     producer.push("big2")
 

@@ -1,0 +1,184 @@
+"""The chunked layout's pieces without a remote: keys, stored objects, manifests, cuts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+
+import pytest
+import zstandard
+
+from model_filer import IntegrityError
+from model_filer.registry.names import is_object_key, key_sha256
+from model_filer.storage import (
+    MAX_CHUNK_BYTES,
+    MAX_CHUNKS,
+    Chunk,
+    encode_manifest,
+    is_storage_key,
+    parse_manifest,
+    storage_key,
+    storage_key_kind,
+)
+from model_filer.storage.chunks import MAX_AVG, MIN_AVG, average_chunk, cut
+from model_filer.storage.manifest import MAX_MANIFEST_BYTES
+from model_filer.storage.stored import decode, encode
+
+SHA = "ab" * 32
+
+
+# -- keys ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["objects", "manifests", "chunks"])
+def test_storage_keys_have_their_kind_and_never_the_old_form(kind):
+    key = storage_key(kind, SHA)
+    assert key == f".model_filer/{kind}/{SHA}"
+    assert storage_key_kind(key) == kind and is_storage_key(key)
+    assert not is_object_key(key) and not key.endswith(".pkl")  # an older gc leaves it alone
+
+
+def test_a_registry_key_names_a_model_but_a_chunk_key_does_not():
+    assert key_sha256(storage_key("objects", SHA)) == SHA
+    assert key_sha256(storage_key("manifests", SHA)) == SHA
+    assert key_sha256(storage_key("chunks", SHA)) is None  # never an entry's key
+    assert key_sha256(f"m/{SHA}.pkl") == SHA  # today's form still named
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"chunks/{SHA}.pkl",
+        f".model_filer/objects/{SHA}.pkl",
+        f".model_filer/blobs/{SHA}",
+        f".model_filer/objects/{SHA[:-1]}",
+        f"x/.model_filer/objects/{SHA}",
+    ],
+)
+def test_other_keys_are_not_storage_keys(key):
+    assert storage_key_kind(key) is None
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="not a storage kind"):
+        storage_key("blobs", SHA)
+
+
+# -- stored objects --------------------------------------------------------------------------
+def _joined(parts):
+    return b"".join(bytes(p) for p in parts)
+
+
+def test_compressible_bytes_are_stored_compressed_and_come_back():
+    data = b"tree node " * 50_000
+    stored = _joined(encode(data))
+    assert stored[0] == 1 and len(stored) < len(data) // 10
+    assert bytes(decode(stored, len(data), "x")) == data
+
+
+def test_bytes_that_compress_less_than_ten_percent_are_stored_raw():
+    data = os.urandom(100_000)
+    stored = _joined(encode(data))
+    assert stored == b"\x00" + data
+    assert bytes(decode(stored, len(data), "x")) == data
+
+
+def test_a_zstd_bomb_is_refused_by_its_declared_size_before_decompressing():
+    bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
+    with pytest.raises(IntegrityError, match="declares 67108864 bytes, not 5000"):
+        decode(bomb, 5000, "chunk")  # (fits the stored-size bound: the frame is 2 KB)
+
+
+def test_a_frame_without_its_size_is_refused():
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(b"a" * 1000)
+    with pytest.raises(IntegrityError, match="declares"):
+        decode(b"\x01" + frame, 1000, "chunk")
+
+
+@pytest.mark.parametrize(
+    ("blob", "match"),
+    [
+        (b"", "0 stored bytes"),
+        (b"\x02abc", "unknown header"),
+        (b"\x00ab", "holds 2 bytes"),
+        (b"\x00" + b"a" * 5, "stored bytes for 3"),
+    ],
+)
+def test_damaged_stored_objects_are_refused(blob, match):
+    with pytest.raises(IntegrityError, match=match):
+        decode(blob, 3, "chunk")
+
+
+def test_a_truncated_frame_is_refused():
+    frame = zstandard.ZstdCompressor().compress(b"abc" * 10_000)
+    with pytest.raises(IntegrityError, match="damaged"):
+        decode(b"\x01" + frame[:-8], 30_000, "chunk")
+
+
+# -- manifests -------------------------------------------------------------------------------
+def test_a_manifest_is_canonical_json_and_parses_back():
+    chunks = [Chunk(SHA, 10), Chunk("cd" * 32, 5)]
+    data = encode_manifest("ef" * 32, 15, chunks)
+    assert data == (
+        b'{"chunks":[["' + SHA.encode() + b'",10],["' + b"cd" * 32 + b'",5]],'
+        b'"format":1,"sha256":"' + b"ef" * 32 + b'","size":15}'
+    )
+    assert parse_manifest(data, "ef" * 32, 15) == chunks
+
+
+def _doc(**changes):
+    doc = {"chunks": [[SHA, 10]], "format": 1, "sha256": SHA, "size": 10}
+    return json.dumps({**doc, **changes}).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"x" * (MAX_MANIFEST_BYTES + 1), "more than"),
+        (b"{not json", "not JSON"),
+        (_doc(format=2), "not a manifest of format 1"),
+        (_doc(sha256="cd" * 32), "another model"),
+        (_doc(size=11, chunks=[[SHA, 11]]), "another model"),
+        (_doc(chunks=[[SHA, 4], [SHA, 4]]), "hold 8 bytes, the registry says 10"),
+        (_doc(chunks=[["AB" * 32, 10]]), "is not"),
+        (_doc(chunks=[[SHA, 0], [SHA, 10]]), "is not"),
+        (_doc(chunks=[[SHA, True]]), "is not"),
+        (_doc(chunks=[[SHA, MAX_CHUNK_BYTES + 1]]), "is not"),
+        (_doc(chunks=[]), "1 to"),
+        (_doc(chunks=[[SHA, 1]] * (MAX_CHUNKS + 1)), "1 to"),
+    ],
+    ids=[
+        "oversize",
+        "json",
+        "format",
+        "sha",
+        "size",
+        "total",
+        "hash",
+        "zero",
+        "bool",
+        "big-chunk",
+        "empty",
+        "too-many",
+    ],
+)
+def test_hostile_manifests_are_refused(data, match):
+    with pytest.raises(IntegrityError, match=match) as caught:
+        parse_manifest(data, SHA, 10)
+    assert "Nothing was written" in str(caught.value)
+
+
+# -- cuts ------------------------------------------------------------------------------------
+def test_the_average_chunk_grows_with_the_model_within_bounds():
+    sizes = [average_chunk(n) for n in (1, 10 << 20, 100 << 20, 1 << 30, 1 << 40)]
+    assert sizes == sorted(sizes) and sizes[0] == MIN_AVG and sizes[-1] == MAX_AVG
+
+
+def test_bytes_shared_by_two_models_give_the_same_chunks():
+    shared = os.urandom(6 << 20)
+    first = {p.sha256 for p, _ in cut(io.BytesIO(os.urandom(1 << 20) + shared), 7 << 20)}
+    reused = 0
+    for piece, data in cut(io.BytesIO(os.urandom(3 << 20) + shared), 9 << 20):
+        assert hashlib.sha256(data).hexdigest() == piece.sha256 and len(data) == piece.size
+        reused += piece.size if piece.sha256 in first else 0
+    assert reused >= 5 << 20
