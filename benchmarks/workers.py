@@ -62,20 +62,6 @@ def w_make_many(
     return {"seconds": 0.0}
 
 
-def w_keys(dir: str, address: str, remote_type: str) -> dict[str, Any]:
-    """Full object keys and sizes of a folder's synced entries (setup, for the baselines)."""
-    from model_filer import Filer
-
-    filer = Filer(dir, address, remote_type)
-    prefix = getattr(filer.remote, "prefix", "")
-    keys = [
-        (f"{prefix}/{e.key}" if prefix else str(e.key), e.size)
-        for e in filer.list_files()
-        if e.state == "synced"
-    ]
-    return {"seconds": 0.0, "keys": keys}
-
-
 def _boto3_config(direction: str) -> Any:
     """boto3's TransferConfig with the settings model_filer's S3 remote uses (same workload)."""
     from boto3.s3.transfer import TransferConfig

@@ -152,8 +152,8 @@ def bench_pull(b: Bench, target: float = 0.8, rss: int = 200) -> Row:
     env = b.s3_env
     log("setup: pushing the big model once, to pull it back")
     src, address = b.once("big_src", lambda: b.pushed_copy((template, tpl_address), "big"))
-    keys = b.setup_worker("keys", env, dir=str(src), address=address, remote_type="s3")["keys"]
-    key = keys[0][0]
+    key = f"pull-base-{uuid.uuid4().hex[:12]}/big.pkl"  # the pickle as is, for the baseline
+    b.setup_worker("push_base", env, path=str(template / "big.pkl"), bucket=BUCKET, key=key)
 
     def ours(i: int) -> Sample:
         folder = b.fresh("pull")
@@ -223,8 +223,9 @@ def bench_pull_many(b: Bench) -> Row:
     template = b.many_template()
     n = b.sizes.many
     src, address = b.once("many_src", lambda: b.pushed_copy(template, "many"))
-    keys = b.setup_worker("keys", b.s3_env, dir=str(src), address=address, remote_type="s3")
-    key_names = [k for k, _ in keys["keys"]]
+    prefix = f"pull-many-base-{uuid.uuid4().hex[:12]}"  # the pickles as they are, for the baseline
+    b.setup_worker("put_loop", b.s3_env, src=str(template[0]), bucket=BUCKET, prefix=prefix)
+    key_names = [f"{prefix}/{path.name}" for path in sorted(template[0].glob("*.pkl"))]
     env = b.proxy_env
 
     def ours(i: int) -> Sample:
