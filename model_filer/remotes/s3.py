@@ -622,7 +622,8 @@ class S3Remote(RangedRemote, BucketRemote):
     def _get_small(self, key: str, sink: Sink, progress: Progress | None, size: int) -> bool:
         """Fetch a small object with one GET (s3transfer would add a HEAD round trip, which
         doubles the time of pulling many small models); False, having written nothing, when
-        the object is not ``size`` bytes, so the full path streams it for the caller to judge.
+        the object is larger than ``size`` bytes (a compressed chunk's bound: at most its size
+        plus one), so the full path streams it for the caller to judge.
         """
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
@@ -630,17 +631,18 @@ class S3Remote(RangedRemote, BucketRemote):
         for attempt in range(attempts):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
             with contextlib.closing(response["Body"]) as stream:
-                if response.get("ContentLength") != size:
+                length = response.get("ContentLength")
+                if not isinstance(length, int) or length > size:
                     return False
                 try:
-                    data = self._read(stream, size)
+                    data = self._read(stream, length)
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
                     data = b""
-            if len(data) == size:
+            if len(data) == length:
                 break
             if attempt == attempts - 1:  # the body was cut short every time
                 raise RemoteUnreachableError(
-                    f"The store kept cutting {self.url(key)} short ({len(data)} of {size} "
+                    f"The store kept cutting {self.url(key)} short ({len(data)} of {length} "
                     "bytes). Check the network, then try again.",
                     key=key,
                     address=self.address,

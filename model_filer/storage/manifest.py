@@ -43,7 +43,7 @@ def _refuse(sha256: str, why: str) -> IntegrityError:
     )
 
 
-def parse_manifest(data: bytes, sha256: str, size: int) -> list[Chunk]:
+def parse_manifest(data: bytes | bytearray, sha256: str, size: int) -> list[Chunk]:
     """The chunks of the model (``sha256``, ``size`` bytes) that manifest ``data`` lists.
 
     Raises

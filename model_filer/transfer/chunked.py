@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from model_filer.errors import IntegrityError
-from model_filer.fs.hashing import CHUNK, sha256_stream
+from model_filer.fs.hashing import HashingWriter
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
@@ -52,15 +52,15 @@ class _Buffer:
                 "it was not read further and nothing was written. Ask the model's author to "
                 "push it again."
             )
-        self.parts.append(bytes(data))
+        self.parts.append(bytes(data))  # (no copy of a bytes object: one GET's body)
         self.size += n
         return n
 
+    def getvalue(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
     def seekable(self) -> bool:
         return False
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
 
 
 class Chunked:
@@ -111,7 +111,7 @@ class Chunked:
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
         key = storage_key("objects", entry.sha256)
         found = self.remote.stat(key)  # one HEAD, with the object's age
-        if found is not None:
+        if found is not None and _fits(found, entry.size):
             self._keep(found)
         else:
             self._put(encode(fh.read()), key, entry.sha256)
@@ -164,7 +164,7 @@ class Chunked:
         try:
             key = storage_key("chunks", sha)
             found = listing.result().get(key)
-            if found is not None:
+            if found is not None and _fits(found, len(data)):
                 self._keep(found)
             else:
                 self._put(encode(data), key, sha)
@@ -181,15 +181,10 @@ class Chunked:
             return self.remote.stat(key) is not None
         try:
             data = self._get(key, MAX_MANIFEST_BYTES, "manifest")
-        except IntegrityError:
-            return False
-        except LookupError:
+            chunks = parse_manifest(data, entry.sha256, entry.size)
+        except (IntegrityError, LookupError):  # damaged, or missing: not on the remote
             return False
         listed = self._listed(storage_key("chunks", ""))
-        try:
-            chunks = parse_manifest(data, entry.sha256, entry.size)
-        except IntegrityError:
-            return False
         return all(storage_key("chunks", c.sha256) in listed for c in chunks)
 
     # -- fetch --------------------------------------------------------------------------------
@@ -212,87 +207,117 @@ class Chunked:
     ) -> tuple[int, str, bytes]:
         """Assemble ``entry`` in ``partial`` from its chunks; return (size, sha256, manifest).
 
-        What ``partial`` already holds (a killed pull's chunks, checked by their hashes) and
-        what objects on this machine hold (``local()``) is not downloaded again.
+        The file is written in order, hashed as it is written (as a plain download is), while
+        up to ``2 * jobs`` chunks download ahead. What ``partial`` already holds (a killed
+        pull's prefix, checked chunk by chunk) and chunks that objects on this machine hold
+        (``local()``, checked too) are not downloaded. When the whole sha256 fails, the chunk
+        at fault is found and named.
         """
         manifest = self._get(key, MAX_MANIFEST_BYTES, f"manifest {key}")
         chunks = parse_manifest(manifest, entry.sha256, entry.size)  # before any write
-        where: dict[str, list[int]] = {}
-        offset = 0
-        for chunk in chunks:
-            where.setdefault(chunk.sha256, []).append(offset)
-            offset += chunk.size
-        sizes = {c.sha256: c.size for c in chunks}
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            held = os.fstat(fd).st_size
-            if held > entry.size:
-                os.ftruncate(fd, 0)
-                held = 0
-            todo: list[str] = []
-            index: ChunkIndex | None = None
-            for sha, offsets in where.items():
-                size = sizes[sha]
-                if any(o + size <= held and _holds(fd, o, size, sha) for o in offsets):
-                    data = os.pread(fd, size, next(o for o in offsets if o + size <= held))
-                    _write_all(fd, data, offsets, sha, progress)  # (fills the other places)
-                    continue
-                if index is None:
-                    index = local()
-                found = index.get(sha)
-                mine = _read_local(found, sha) if found is not None else None
-                if mine is not None:
-                    _write_all(fd, mine, offsets, sha, progress)
-                else:
-                    todo.append(sha)
-            self._download_chunks(fd, todo, where, sizes, progress)
-            os.ftruncate(fd, entry.size)
-            os.lseek(fd, 0, os.SEEK_SET)
-            with os.fdopen(os.dup(fd), "rb") as fh:
-                sha = sha256_stream(fh)
-            return entry.size, sha, manifest
-        finally:
-            os.close(fd)
-
-    def _download_chunks(
-        self,
-        fd: int,
-        todo: list[str],
-        where: dict[str, list[int]],
-        sizes: dict[str, int],
-        progress: Progress | None,
-    ) -> None:
-        def one(sha: str) -> None:
-            key = storage_key("chunks", sha)
-            what = f"chunk {key}"
-            blob = self._get(key, max_stored_size(sizes[sha]), what, sizes[sha] + 1)
-            data = decode(blob, sizes[sha], what)
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise IntegrityError(
-                    f"The remote's {what} does not hold the bytes its name says. The model "
-                    "was not loaded. Ask the model's author to push it again."
-                )
-            _write_all(fd, data, where[sha], sha, progress)
-
-        if not todo:
-            return
-        with ThreadPoolExecutor(self.jobs) as pool:
-            futures = [pool.submit(one, sha) for sha in todo]
+        with open(partial, "a+b") as fh:
+            done, digest = _held_prefix(fh, chunks)
+            prefix = sum(c.size for c in chunks[:done])
+            fh.truncate(prefix)
+            if progress is not None and prefix:
+                progress(prefix)
+            writer = HashingWriter(fh, offload_bytes=0, digest=digest)
             try:
-                for future in futures:
-                    future.result()
+                fetched = self._write_chunks(fh, writer, chunks[done:], progress, local)
+            finally:
+                sha = writer.hexdigest()  # also stops its thread
+            fh.flush()
+            if sha != entry.sha256:
+                _name_bad_chunk(fh, chunks, fetched)
+        return entry.size, sha, manifest
+
+    def _write_chunks(
+        self,
+        fh: IO[bytes],
+        writer: HashingWriter,
+        chunks: list[Chunk],
+        progress: Progress | None,
+        local: Callable[[], ChunkIndex],
+    ) -> set[str]:
+        """Write ``chunks`` in order at the end of ``fh``; return the shas downloaded."""
+        index = local() if chunks else {}
+        start = fh.seek(0, os.SEEK_END)  # ("a+b": every write appends here)
+        written: dict[str, int] = {}  # sha -> where this file already holds it
+        fetch = [c for c in dict.fromkeys(chunks) if c.sha256 not in index]
+        with ThreadPoolExecutor(self.jobs) as pool:
+            ahead: dict[str, Future[bytes]] = {}
+            queue = iter(fetch)
+
+            def refill() -> None:
+                while len(ahead) < 2 * self.jobs and (nxt := next(queue, None)) is not None:
+                    ahead[nxt.sha256] = pool.submit(self._chunk, nxt)
+
+            try:
+                for chunk in chunks:
+                    refill()
+                    data: Any = None
+                    if chunk.sha256 in written:  # repeated in this model: read back
+                        fh.flush()
+                        data = os.pread(fh.fileno(), chunk.size, written[chunk.sha256])
+                    elif chunk.sha256 in index:
+                        data = _read_local(index[chunk.sha256], chunk.sha256)
+                    if data is None:
+                        future = ahead.pop(chunk.sha256, None) or pool.submit(self._chunk, chunk)
+                        data = future.result()
+                    written.setdefault(chunk.sha256, start + writer.size)
+                    writer.write(data)
+                    if progress is not None:
+                        progress(chunk.size)
             except BaseException:
-                for future in futures:
+                for future in ahead.values():
                     future.cancel()
                 raise
+        return {c.sha256 for c in fetch}
+
+    def _chunk(self, chunk: Chunk) -> Any:
+        """One chunk's raw bytes, from the remote (checked later, with the whole file)."""
+        key = storage_key("chunks", chunk.sha256)
+        what = f"chunk {key}"
+        return decode(
+            self._get(key, max_stored_size(chunk.size), what, chunk.size + 1), chunk.size, what
+        )
 
 
-def _holds(fd: int, offset: int, size: int, sha: str) -> bool:
-    """Whether the file holds the chunk ``sha`` at ``offset`` (a killed pull wrote it)."""
+def _fits(found: RemoteObject, size: int) -> bool:
+    """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
+    say by another tool's partial upload, is replaced, not trusted)."""
+    return 1 < found.size <= max_stored_size(size)  # (a header and at least one byte)
+
+
+def _held_prefix(fh: IO[bytes], chunks: list[Chunk]) -> tuple[int, Any]:
+    """How many chunks a killed pull's partial file holds whole, in order, and the sha256
+    state of those bytes (to continue hashing from)."""
     digest = hashlib.sha256()
-    for start in range(offset, offset + size, CHUNK):
-        digest.update(os.pread(fd, min(CHUNK, offset + size - start), start))
-    return digest.hexdigest() == sha
+    held = os.fstat(fh.fileno()).st_size
+    offset = 0
+    for done, chunk in enumerate(chunks):
+        if offset + chunk.size > held:
+            return done, digest
+        data = os.pread(fh.fileno(), chunk.size, offset)
+        if hashlib.sha256(data).hexdigest() != chunk.sha256:
+            return done, digest
+        digest.update(data)
+        offset += chunk.size
+    return len(chunks), digest
+
+
+def _name_bad_chunk(fh: IO[bytes], chunks: list[Chunk], fetched: set[str]) -> None:
+    """Raise for the first downloaded chunk whose bytes are not those its name says."""
+    offset = 0
+    for chunk in chunks:
+        data = os.pread(fh.fileno(), chunk.size, offset)
+        offset += chunk.size
+        if chunk.sha256 in fetched and hashlib.sha256(data).hexdigest() != chunk.sha256:
+            raise IntegrityError(
+                f"The remote's chunk {storage_key('chunks', chunk.sha256)} does not hold the "
+                "bytes its name says. The model was not loaded. Ask the model's author to push "
+                "it again."
+            )
 
 
 def _read_local(found: tuple[Path, int, int], sha: str) -> bytes | None:
@@ -304,13 +329,3 @@ def _read_local(found: tuple[Path, int, int], sha: str) -> bytes | None:
         if hashlib.sha256(data).hexdigest() == sha:
             return data
     return None
-
-
-def _write_all(fd: int, data: Any, offsets: list[int], sha: str, progress: Progress | None) -> None:
-    view = memoryview(data).cast("B")
-    for offset in offsets:
-        done = 0
-        while done < view.nbytes:
-            done += os.pwrite(fd, view[done:], offset + done)
-        if progress is not None:
-            progress(view.nbytes)

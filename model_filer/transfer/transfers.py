@@ -42,6 +42,8 @@ from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
 # 5% faster than 16); DVC's default is the same 4 per core.
 DEFAULT_JOBS = min(16, 4 * (os.cpu_count() or 4))
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
+# Chunks of one model in flight: as many as a big plain download's ranged GETs (s3.py).
+CHUNK_JOBS = 16
 # pull fetches models this small without the per-model lock file. That lock only spares a
 # second process the same work; the object's own lock in the store still makes one download,
 # and installing is atomic and idempotent (verified bytes renamed into place).
@@ -136,7 +138,7 @@ class Transfers:
         self.remote = remote
         self.store = store
         self.storage = storage
-        self.chunked = Chunked(remote, folder.temp, DEFAULT_JOBS)
+        self.chunked = Chunked(remote, folder.temp, CHUNK_JOBS)
 
     # -- one entry ----------------------------------------------------------------------------
     def _download(

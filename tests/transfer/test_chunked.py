@@ -220,3 +220,14 @@ def test_a_push_of_a_synced_model_restores_a_chunk_the_remote_lost(tmp_path, tar
     filer.push("big")  # synced, but not all on the remote: checked there, so pushed again
     assert lost in _stored(target)
     assert target.filer(_consumer(tmp_path, filer)).load("big") == payload
+
+
+def test_a_stored_chunk_cut_short_on_the_remote_is_replaced_before_synced(tmp_path, target):
+    producer = target.filer(tmp_path / "producer")
+    payload = os.urandom(10 * MB)
+    producer.dump(payload, "a", push=True)
+    chunk = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
+    _forge(target, tmp_path, chunk, b"\x00")  # a header alone: holds no chunk
+    producer.dump(payload, "b", push=True)  # the same bytes: every chunk checked again
+    assert _stored(target)[chunk] > 1
+    assert target.filer(_consumer(tmp_path, producer)).load("a") == payload
