@@ -391,6 +391,9 @@ class S3Remote(RangedRemote, BucketRemote):
         if size >= MULTIPART_THRESHOLD:
             self._call("upload to", key, self._upload_resumable, src, key, sha256, progress)
             return
+        if size <= SMALL_OBJECT:  # one PUT: s3transfer's futures cost more than a chunk's bytes
+            self._call("upload to", key, self._put_small, src, key, sha256, progress)
+            return
         future = self._manager("upload").upload(
             str(src),
             self.bucket,
@@ -399,6 +402,18 @@ class S3Remote(RangedRemote, BucketRemote):
             subscribers=self._subscribers(progress),
         )
         self._call("upload to", key, future.result)
+
+    def _put_small(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+        with open(src, "rb") as fh:
+            data = fh.read()
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self._full_key(key),
+            Body=_Sending(data, self.silence),
+            Metadata={"sha256": sha256},
+        )
+        if progress is not None:
+            progress(len(data))
 
     def download(
         self, key: str, sink: Sink, progress: Progress | None, size: int | None = None

@@ -17,19 +17,21 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from model_filer.errors import IntegrityError
-from model_filer.fs.hashing import HashingWriter
+from model_filer.fs.hashing import CHUNK
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
 from model_filer.storage.chunks import SMALL_MAX, cut
 from model_filer.storage.manifest import MAX_MANIFEST_BYTES, Chunk, encode_manifest, parse_manifest
 from model_filer.storage.stored import decode, encode, max_stored_size
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 #: Where the chunks of objects on this machine are: chunk sha256 -> (file, offset, size).
 ChunkIndex = dict[str, tuple[Path, int, int]]
@@ -61,6 +63,47 @@ class _Buffer:
 
     def seekable(self) -> bool:
         return False
+
+
+class _InOrder:
+    """The sha256 of a file filled out of order, hashed in order as each next chunk lands
+    (read back from the page cache): no second pass over the file once the last one lands."""
+
+    def __init__(self, fd: int, spans: list[tuple[int, int, str]]) -> None:
+        self._fd, self._spans = fd, spans
+        self._cond = threading.Condition()
+        self._landed: set[str] = set()
+        self._stopped = False
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def landed(self, sha: str) -> None:
+        """Chunk ``sha`` is written at every offset it has."""
+        with self._cond:
+            self._landed.add(sha)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        for offset, size, sha in self._spans:
+            with self._cond:
+                while sha not in self._landed and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+            for start in range(offset, offset + size, CHUNK):
+                self._digest.update(os.pread(self._fd, min(CHUNK, offset + size - start), start))
+
+    def hexdigest(self) -> str:
+        """The file's sha256, once every chunk has landed."""
+        self._thread.join()
+        return self._digest.hexdigest()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
 
 
 class Chunked:
@@ -125,8 +168,10 @@ class Chunked:
         key = storage_key("manifests", entry.sha256)
         chunks: list[Chunk] = []
         seen: set[str] = set()
-        slots = threading.BoundedSemaphore(2 * self.jobs)  # chunks in memory: bounded
+        slots = threading.BoundedSemaphore(self.jobs)  # chunks in memory: one per upload
         futures: list[Future[None]] = []
+        from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
+
         with ThreadPoolExecutor(self.jobs) as pool:
             listing = pool.submit(self._listed, storage_key("chunks", ""))
             try:
@@ -207,117 +252,112 @@ class Chunked:
     ) -> tuple[int, str, bytes]:
         """Assemble ``entry`` in ``partial`` from its chunks; return (size, sha256, manifest).
 
-        The file is written in order, hashed as it is written (as a plain download is), while
-        up to ``2 * jobs`` chunks download ahead. What ``partial`` already holds (a killed
-        pull's prefix, checked chunk by chunk) and chunks that objects on this machine hold
-        (``local()``, checked too) are not downloaded. When the whole sha256 fails, the chunk
-        at fault is found and named.
+        What ``partial`` already holds (a killed pull's chunks, checked by their hashes) and
+        what objects on this machine hold (``local()``, checked too) is not downloaded again.
+        Downloaded chunks are checked by the whole file's sha256, hashed in order as they
+        land; when it fails, the chunk at fault is found and named.
         """
-        manifest = self._get(key, MAX_MANIFEST_BYTES, f"manifest {key}")
+        manifest = bytes(self._get(key, MAX_MANIFEST_BYTES, f"manifest {key}"))
         chunks = parse_manifest(manifest, entry.sha256, entry.size)  # before any write
-        with open(partial, "a+b") as fh:
-            done, digest = _held_prefix(fh, chunks)
-            prefix = sum(c.size for c in chunks[:done])
-            fh.truncate(prefix)
-            if progress is not None and prefix:
-                progress(prefix)
-            writer = HashingWriter(fh, offload_bytes=0, digest=digest)
-            try:
-                fetched = self._write_chunks(fh, writer, chunks[done:], progress, local)
-            finally:
-                sha = writer.hexdigest()  # also stops its thread
-            fh.flush()
-            if sha != entry.sha256:
-                _name_bad_chunk(fh, chunks, fetched)
-        return entry.size, sha, manifest
+        where: dict[str, list[int]] = {}
+        spans, offset = [], 0
+        for chunk in chunks:
+            where.setdefault(chunk.sha256, []).append(offset)
+            spans.append((offset, chunk.size, chunk.sha256))
+            offset += chunk.size
+        sizes = {c.sha256: c.size for c in chunks}
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        hasher: _InOrder | None = None
+        try:
+            held = os.fstat(fd).st_size
+            if held > entry.size:
+                os.ftruncate(fd, 0)
+                held = 0
+            hasher = _InOrder(fd, spans)
+            todo: list[str] = []
+            index: ChunkIndex | None = None
+            for sha, offsets in where.items():
+                size = sizes[sha]
+                at = next(
+                    (o for o in offsets if o + size <= held and _holds(fd, o, size, sha)), None
+                )
+                data: Any = os.pread(fd, size, at) if at is not None else None
+                if data is None:
+                    if index is None:
+                        index = local()
+                    found = index.get(sha)
+                    data = _read_local(found, sha) if found is not None else None
+                if data is None:
+                    todo.append(sha)
+                else:
+                    _write_all(fd, data, offsets, progress)
+                    hasher.landed(sha)
+            self._download_chunks(fd, todo, where, sizes, progress, hasher.landed)
+            os.ftruncate(fd, entry.size)
+            digest = hasher.hexdigest()
+            if digest != entry.sha256:
+                _name_bad_chunk(fd, todo, where, sizes)
+            return entry.size, digest, manifest
+        finally:
+            if hasher is not None:
+                hasher.stop()
+            os.close(fd)
 
-    def _write_chunks(
+    def _download_chunks(
         self,
-        fh: IO[bytes],
-        writer: HashingWriter,
-        chunks: list[Chunk],
+        fd: int,
+        todo: list[str],
+        where: dict[str, list[int]],
+        sizes: dict[str, int],
         progress: Progress | None,
-        local: Callable[[], ChunkIndex],
-    ) -> set[str]:
-        """Write ``chunks`` in order at the end of ``fh``; return the shas downloaded."""
-        index = local() if chunks else {}
-        start = fh.seek(0, os.SEEK_END)  # ("a+b": every write appends here)
-        written: dict[str, int] = {}  # sha -> where this file already holds it
-        fetch = [c for c in dict.fromkeys(chunks) if c.sha256 not in index]
+        landed: Callable[[str], None],
+    ) -> None:
+        def one(sha: str) -> None:
+            key = storage_key("chunks", sha)
+            what = f"chunk {key}"
+            blob = self._get(key, max_stored_size(sizes[sha]), what, sizes[sha] + 1)
+            _write_all(fd, decode(blob, sizes[sha], what), where[sha], progress)
+            landed(sha)
+
+        if not todo:
+            return
+        from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
+
         with ThreadPoolExecutor(self.jobs) as pool:
-            ahead: dict[str, Future[bytes]] = {}
-            queue = iter(fetch)
-
-            def refill() -> None:
-                while len(ahead) < 2 * self.jobs and (nxt := next(queue, None)) is not None:
-                    ahead[nxt.sha256] = pool.submit(self._chunk, nxt)
-
+            futures = [pool.submit(one, sha) for sha in todo]
             try:
-                for chunk in chunks:
-                    refill()
-                    data: Any = None
-                    if chunk.sha256 in written:  # repeated in this model: read back
-                        fh.flush()
-                        data = os.pread(fh.fileno(), chunk.size, written[chunk.sha256])
-                    elif chunk.sha256 in index:
-                        data = _read_local(index[chunk.sha256], chunk.sha256)
-                    if data is None:
-                        future = ahead.pop(chunk.sha256, None) or pool.submit(self._chunk, chunk)
-                        data = future.result()
-                    written.setdefault(chunk.sha256, start + writer.size)
-                    writer.write(data)
-                    if progress is not None:
-                        progress(chunk.size)
+                for future in futures:
+                    future.result()
             except BaseException:
-                for future in ahead.values():
+                for future in futures:
                     future.cancel()
                 raise
-        return {c.sha256 for c in fetch}
 
-    def _chunk(self, chunk: Chunk) -> Any:
-        """One chunk's raw bytes, from the remote (checked later, with the whole file)."""
-        key = storage_key("chunks", chunk.sha256)
-        what = f"chunk {key}"
-        return decode(
-            self._get(key, max_stored_size(chunk.size), what, chunk.size + 1), chunk.size, what
-        )
+
+def _name_bad_chunk(
+    fd: int, todo: list[str], where: dict[str, list[int]], sizes: dict[str, int]
+) -> None:
+    """Raise for the first downloaded chunk whose bytes are not those its name says."""
+    for sha in todo:
+        if not _holds(fd, where[sha][0], sizes[sha], sha):
+            raise IntegrityError(
+                f"The remote's chunk {storage_key('chunks', sha)} does not hold the bytes its "
+                "name says. The model was not loaded. Ask the model's author to push it again."
+            )
 
 
 def _fits(found: RemoteObject, size: int) -> bool:
     """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
     say by another tool's partial upload, is replaced, not trusted)."""
-    return 1 < found.size <= max_stored_size(size)  # (a header and at least one byte)
+    return min(2, size + 1) <= found.size <= max_stored_size(size)  # (a header and a byte)
 
 
-def _held_prefix(fh: IO[bytes], chunks: list[Chunk]) -> tuple[int, Any]:
-    """How many chunks a killed pull's partial file holds whole, in order, and the sha256
-    state of those bytes (to continue hashing from)."""
+def _holds(fd: int, offset: int, size: int, sha: str) -> bool:
+    """Whether the file holds the chunk ``sha`` at ``offset`` (a killed pull wrote it)."""
     digest = hashlib.sha256()
-    held = os.fstat(fh.fileno()).st_size
-    offset = 0
-    for done, chunk in enumerate(chunks):
-        if offset + chunk.size > held:
-            return done, digest
-        data = os.pread(fh.fileno(), chunk.size, offset)
-        if hashlib.sha256(data).hexdigest() != chunk.sha256:
-            return done, digest
-        digest.update(data)
-        offset += chunk.size
-    return len(chunks), digest
-
-
-def _name_bad_chunk(fh: IO[bytes], chunks: list[Chunk], fetched: set[str]) -> None:
-    """Raise for the first downloaded chunk whose bytes are not those its name says."""
-    offset = 0
-    for chunk in chunks:
-        data = os.pread(fh.fileno(), chunk.size, offset)
-        offset += chunk.size
-        if chunk.sha256 in fetched and hashlib.sha256(data).hexdigest() != chunk.sha256:
-            raise IntegrityError(
-                f"The remote's chunk {storage_key('chunks', chunk.sha256)} does not hold the "
-                "bytes its name says. The model was not loaded. Ask the model's author to push "
-                "it again."
-            )
+    for start in range(offset, offset + size, CHUNK):
+        digest.update(os.pread(fd, min(CHUNK, offset + size - start), start))
+    return digest.hexdigest() == sha
 
 
 def _read_local(found: tuple[Path, int, int], sha: str) -> bytes | None:
@@ -329,3 +369,14 @@ def _read_local(found: tuple[Path, int, int], sha: str) -> bytes | None:
         if hashlib.sha256(data).hexdigest() == sha:
             return data
     return None
+
+
+def _write_all(fd: int, data: Any, offsets: list[int], progress: Progress | None) -> None:
+    """Write one chunk at each of its offsets (pieces landing out of order)."""
+    view = memoryview(data).cast("B")
+    for offset in offsets:
+        done = 0
+        while done < view.nbytes:
+            done += os.pwrite(fd, view[done:], offset + done)
+        if progress is not None:
+            progress(view.nbytes)

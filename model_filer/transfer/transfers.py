@@ -5,7 +5,9 @@ into a temp file in the local object store while hashing, check size and sha256,
 the store, link it into the model folder and hand back the already-open, verified descriptor.
 Bytes that fail the check are deleted and never returned. What the store already holds is
 linked without the network; when the store cannot be used, downloads go straight into the
-model folder as before.
+model folder as before. A key of the chunked layout (:mod:`model_filer.transfer.chunked`) is
+fetched into the same temp or partial file and checked the same way; a push writes that layout
+unless the Filer's ``storage`` is ``plain``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from model_filer.errors import (
     FolderNotWritableError,
@@ -35,15 +37,18 @@ from model_filer.registry.model import Entry
 from model_filer.registry.names import object_key, storage_key_kind
 from model_filer.remotes import Progress, Remote
 from model_filer.transfer import resume
-from model_filer.transfer.chunked import Chunked
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
+
+if TYPE_CHECKING:
+    from model_filer.transfer.chunked import Chunked
 
 # Threads per core beyond ~4 only contend for the GIL (a 1,000-model pull on 2 cores: 8 threads
 # 5% faster than 16); DVC's default is the same 4 per core.
 DEFAULT_JOBS = min(16, 4 * (os.cpu_count() or 4))
 OFFLOAD_ABOVE = 8 * 1024 * 1024  # transfers are network-bound: overlap round trips, not CPU
-# Chunks of one model in flight: as many as a big plain download's ranged GETs (s3.py).
-CHUNK_JOBS = 16
+# Chunks of one model in flight, each held in memory: 12 keep a 200 MiB push near 140 MiB RSS
+# (tests/test_memory.py's bound is 150; 16 took it to 151), a pull near 110.
+CHUNK_JOBS = 12
 # pull fetches models this small without the per-model lock file. That lock only spares a
 # second process the same work; the object's own lock in the store still makes one download,
 # and installing is atomic and idempotent (verified bytes renamed into place).
@@ -138,7 +143,17 @@ class Transfers:
         self.remote = remote
         self.store = store
         self.storage = storage
-        self.chunked = Chunked(remote, folder.temp, CHUNK_JOBS)
+        self._chunked: Chunked | None = None
+
+    @property
+    def chunked(self) -> Chunked:
+        """The chunked layout's transfers, made (and imported: hooks that never transfer
+        skip it) on first use."""
+        if self._chunked is None:
+            from model_filer.transfer.chunked import Chunked
+
+            self._chunked = Chunked(self.remote, self.folder.temp, CHUNK_JOBS)
+        return self._chunked
 
     # -- one entry ----------------------------------------------------------------------------
     def _download(

@@ -34,7 +34,7 @@ from model_filer import (
     TransferError,
     UnknownRemoteTypeError,
 )
-from model_filer.registry.names import object_key
+from model_filer.registry.names import object_key, storage_key_kind
 from model_filer.remotes import Remote, get_remote
 from tests.support.azurite import DEV_KEY, connection_string
 from tests.support.faultproxy import FaultProxy, StuckServer
@@ -395,18 +395,32 @@ def test_a_stuck_server_costs_the_stall_bound_not_attempts_multiplied(target, mo
 _RUN = """
 import sys
 from model_filer import Filer
-filer = Filer(sys.argv[2], sys.argv[3], remote_type=sys.argv[4])
+filer = Filer(sys.argv[2], sys.argv[3], remote_type=sys.argv[4], storage=sys.argv[5])
 filer.load("big") if sys.argv[1] == "load" else filer.push("big")
 """
 
 
 def _kill_at_half(
-    target: Target, action: str, folder: Path, via: FaultProxy, moved: Callable[[], int]
+    target: Target,
+    action: str,
+    folder: Path,
+    via: FaultProxy,
+    moved: Callable[[], int],
+    storage: str = "chunked",
 ) -> None:
     """Run ``action`` in a child through the proxy ``via``; SIGKILL it once ``moved()``
     passes half of :data:`BIG`."""
     kill_when(
-        [sys.executable, "-c", _RUN, action, str(folder), target.address, target.remote_type],
+        [
+            sys.executable,
+            "-c",
+            _RUN,
+            action,
+            str(folder),
+            target.address,
+            target.remote_type,
+            storage,
+        ],
         environ(**target.point_at(via.url)),
         lambda: moved() >= BIG // 2,
         settle=1.0,  # what the child left in flight reaches the store
@@ -430,6 +444,7 @@ def test_a_load_killed_halfway_fetches_only_the_rest(tmp_path, target, big_model
     point = _networked(target, monkeypatch)
     producer, payload = big_model
     producer.push("big")
+    assert storage_key_kind(producer.list_files()[0].key or "") == "manifests"  # chunks resume
     consumer = _consumer(tmp_path, producer)
     store = Path(os.environ["MODEL_FILER_CACHE_DIR"])
     with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
@@ -469,11 +484,12 @@ def test_an_upload_abandoned_for_a_day_is_cleaned_up(
         )
     producer, _ = big_model
     with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
-        _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up)
+        # (a plain push: the chunked layout's chunks are single PUTs, never left unfinished)
+        _kill_at_half(target, "push", producer.local_dir, proxy, lambda: proxy.bytes_up, "plain")
     assert target.leftovers() != []
     module = sys.modules[type(target.remote()).__module__]
     monkeypatch.setattr(module, "ABANDONED_AFTER", 0)  # a day is now
-    other = target.filer(tmp_path / "other")
+    other = target.filer(tmp_path / "other", storage="plain")
     other.dump(os.urandom(BIG), "next", push=True)  # the next big push sweeps
 
     assert target.leftovers() == []

@@ -231,3 +231,12 @@ def test_a_stored_chunk_cut_short_on_the_remote_is_replaced_before_synced(tmp_pa
     producer.dump(payload, "b", push=True)  # the same bytes: every chunk checked again
     assert _stored(target)[chunk] > 1
     assert target.filer(_consumer(tmp_path, producer)).load("a") == payload
+
+
+def test_a_small_model_under_two_names_is_stored_once(tmp_path, target):
+    producer = target.filer(tmp_path / "producer")
+    producer.dump(b"", "empty", push=True)
+    before = _stored(target)
+    producer.dump(b"", "again", push=True)
+    assert _stored(target) == before
+    assert target.filer(_consumer(tmp_path, producer)).load("empty") == b""
