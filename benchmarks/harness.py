@@ -287,6 +287,8 @@ class Bench:
         self._proxy_env: dict[str, str] | None = None
         self._cache: dict[str, Any] = {}
         self._n = 0
+        self.module = "benchmarks.run"  # whose --worker runs the workers (it falls back to run's)
+        self.incompressible = False  # big_template's model: random bytes, not random floats
 
     # -- plumbing --------------------------------------------------------------------------
     def fresh(self, purpose: str) -> Path:
@@ -346,10 +348,10 @@ class Bench:
             self._server.stop()
 
     def worker(self, name: str, env: dict[str, str] | None = None, /, **args: Any) -> Sample:
-        return sample_worker(name, args, env or self.env)
+        return sample_worker(name, args, env or self.env, self.module)
 
     def setup_worker(self, name: str, env: dict[str, str] | None = None, /, **args: Any) -> Any:
-        result = run_worker(name, args, env or self.env)
+        result = run_worker(name, args, env or self.env, self.module)
         for line in result.get("stderr", "").splitlines()[-5:]:
             log(f"{name}: {line}")
         return result
@@ -368,6 +370,7 @@ class Bench:
                 remote_type="s3",
                 nbytes=self.sizes.transfer_bytes,
                 name="big",
+                incompressible=self.incompressible,
             )["size"]
             return folder, address, int(size)
 
@@ -475,20 +478,7 @@ class Bench:
     def dvc_repo(self, dvc: Path, label: str, remote_url: str | None) -> Path:
         """A git repo whose ``count`` files are each tracked by their own ``.dvc`` file."""
         repo = self.root / label
-        self._git_init(repo)
-        env = self.s3_env if remote_url else self.env
-        run([str(dvc), "init", "-q"], repo, env)
-        run([str(dvc), "config", "core.analytics", "false"], repo, env)
-        run([str(dvc), "config", "core.check_update", "false"], repo, env)
-        if remote_url:
-            run([str(dvc), "remote", "add", "-d", "store", remote_url], repo, env)
-            endpoint = env["AWS_ENDPOINT_URL"]
-            run([str(dvc), "remote", "modify", "store", "endpointurl", endpoint], repo, env)
-            run(
-                [str(dvc), "remote", "modify", "store", "region", env["AWS_DEFAULT_REGION"]],
-                repo,
-                env,
-            )
+        env = self.dvc_init(dvc, repo, remote_url)
         data = repo / "data"
         data.mkdir()
         src = self.hook_repo() / "models"
@@ -504,6 +494,27 @@ class Bench:
             run([str(dvc), "push", "-q"], repo, env)
         run(["git", "add", "-A"], repo, self.env)
         return repo
+
+    def dvc_init(
+        self, dvc: Path, repo: Path, remote_url: str | None, endpoint: str | None = None
+    ) -> dict[str, str]:
+        """A git repo with DVC initialised, pushing to ``remote_url`` on the S3 server (through
+        ``endpoint`` if given); return the environment to run DVC in."""
+        self._git_init(repo)
+        env = self.s3_env if remote_url else self.env
+        run([str(dvc), "init", "-q"], repo, env)
+        run([str(dvc), "config", "core.analytics", "false"], repo, env)
+        run([str(dvc), "config", "core.check_update", "false"], repo, env)
+        if remote_url:
+            run([str(dvc), "remote", "add", "-d", "store", remote_url], repo, env)
+            endpoint = endpoint or env["AWS_ENDPOINT_URL"]
+            run([str(dvc), "remote", "modify", "store", "endpointurl", endpoint], repo, env)
+            run(
+                [str(dvc), "remote", "modify", "store", "region", env["AWS_DEFAULT_REGION"]],
+                repo,
+                env,
+            )
+        return env
 
 
 def install_dvc() -> None:

@@ -31,13 +31,14 @@ def _small_model(nbytes: int, seed: int) -> Any:
 
 
 def w_make_model(
-    dir: str, address: str, remote_type: str, nbytes: int, name: str
+    dir: str, address: str, remote_type: str, nbytes: int, name: str, incompressible: bool = False
 ) -> dict[str, Any]:
-    """Dump one big array model (setup); load it once, so later loads are cache hits."""
+    """Dump one big array model (setup), of random bytes if ``incompressible`` (else random
+    floats); load it once, so later loads are cache hits."""
     from model_filer import Filer
 
     filer = Filer(dir, address, remote_type)
-    filer.dump(_array(nbytes), name)
+    filer.dump(_small_model(nbytes, 0) if incompressible else _array(nbytes), name)
     if remote_type == "local":
         filer.load(name)
     return {"seconds": 0.0, "size": filer.model_path(name).stat().st_size}
@@ -59,20 +60,6 @@ def w_make_many(
     if len(entries) != count:
         raise BenchError(f"expected {count} entries in {dir}, found {len(entries)}")
     return {"seconds": 0.0}
-
-
-def w_keys(dir: str, address: str, remote_type: str) -> dict[str, Any]:
-    """Full object keys and sizes of a folder's synced entries (setup, for the baselines)."""
-    from model_filer import Filer
-
-    filer = Filer(dir, address, remote_type)
-    prefix = getattr(filer.remote, "prefix", "")
-    keys = [
-        (f"{prefix}/{e.key}" if prefix else str(e.key), e.size)
-        for e in filer.list_files()
-        if e.state == "synced"
-    ]
-    return {"seconds": 0.0, "keys": keys}
 
 
 def _boto3_config(direction: str) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 import random
 import signal
@@ -34,15 +33,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
 from model_filer import Filer
 from model_filer.fs.tempfiles import remove_dead_temps, remove_dead_temps_in, temp_path
 from model_filer.local.store import ObjectStore
 from model_filer.registry.file import Entry, Registry, RegistryFile, dumps, parse
-from model_filer.registry.names import storage_key, storage_key_kind
 from model_filer.remotes.local import ID_FILE
-from model_filer.storage.stored import decode
+from model_filer.storage import storage_key
+from model_filer.storage.stored import encode
+from tests.support.chunking import (
+    check_remote_whole,
+    check_synced_present,
+    model_bytes,
+    small_chunks,
+)
+from tests.support.machines import another_machine
 
 
 def seeded(seed: int) -> random.Random:
@@ -60,8 +65,12 @@ KILLS = {
     "overwrite": 30,
     "push_local": 20,
     "push_s3": 10,
+    "push_chunked_local": 15,
+    "push_chunked_s3": 5,
     "download_local": 20,
     "download_s3": 10,
+    "download_chunked_local": 15,
+    "download_chunked_s3": 5,
     "registry_write": 15,
     "registry_via_filer": 15,
 }
@@ -258,6 +267,12 @@ def kill_counts() -> Iterator[collections.Counter[str]]:
 
 
 @pytest.fixture
+def chunky(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models of ~1-2 MB cut into dozens of chunks (forked children inherit it)."""
+    small_chunks(monkeypatch)
+
+
+@pytest.fixture
 def remote(tmp_path: Path) -> Path:
     path = tmp_path / "remote"
     path.mkdir()
@@ -371,12 +386,18 @@ def _push_rounds(
     rtype: str,
     rounds: int,
     max_delay: float,
-    object_bytes: Callable[[str], bytes | None],
     kill_counts: collections.Counter[str],
     label: str,
 ) -> collections.Counter[str]:
-    """Dump 3 local models, kill a child pushing them, check, let the parent push the rest."""
+    """Dump 3 local models, kill a child pushing them, check, let the parent push the rest.
+
+    After each kill every object of the chunked layout on the remote is whole, and every
+    ``synced`` entry's bytes (its object, or its manifest and all its chunks) are there."""
     rng = seeded(SEED + len(label))
+
+    def object_bytes(key: str) -> bytes | None:
+        return model_bytes(filer.remote, key)
+
     outcomes: collections.Counter[str] = collections.Counter()
     for round_ in range(rounds):
         names = [f"q{round_}-{j}" for j in range(3)]
@@ -394,6 +415,8 @@ def _push_rounds(
         killed = kill_after(loop, rng.uniform(0.0, max_delay))
         kill_counts[label] += 1
         reg = check_after_kill(folder, rtype)
+        check_remote_whole(filer.remote)
+        check_synced_present(filer.remote, reg.entries)
         for j, name in enumerate(names):
             entry = reg.entries[name]
             if j in killed.finished:
@@ -420,59 +443,46 @@ def _push_rounds(
     return outcomes
 
 
-def _model_bytes(read: Callable[[str], bytes | None], key: str) -> bytes | None:
-    """The model's bytes that ``key`` names, in either layout (docs/storage-format.md);
-    ``None`` when a piece of them is missing."""
-    data = read(key)
-    kind = storage_key_kind(key)
-    if data is None or kind is None:
-        return data
-    if kind == "objects":
-        return _stored_bytes(data)
-    pieces = [read(storage_key("chunks", sha)) for sha, _ in json.loads(data)["chunks"]]
-    if any(piece is None for piece in pieces):
-        return None
-    return b"".join(_stored_bytes(piece) for piece in pieces if piece is not None)
+def _debris(remote: Path) -> list[Path]:
+    """Files on a folder remote that are no object: what a killed push left."""
+    return [p for p in remote.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
 
 
-def _stored_bytes(data: bytes) -> bytes:
-    size = len(data) - 1 if data[0] == 0 else zstandard.frame_content_size(data[1:])
-    return bytes(decode(data, size, "object"))
+def test_kill_during_push_to_a_local_remote(tmp_path, remote, kill_counts):
+    folder = tmp_path / "models"
+    filer = Filer(folder, str(remote), "local")
+    outcomes = _push_rounds(
+        filer, folder, "local", KILLS["push_local"], 0.015, kill_counts, "push_local"
+    )
+    print(f"\nlocal push kills: {dict(outcomes)}; temp files left: {len(_debris(remote))}")
+
+
+def test_kill_during_a_chunked_push_to_a_local_remote(tmp_path, remote, kill_counts, chunky):
+    folder = tmp_path / "models"
+    filer = Filer(folder, str(remote), "local")
+    label = "push_chunked_local"
+    outcomes = _push_rounds(filer, folder, "local", KILLS[label], 0.06, kill_counts, label)
+    print(f"\nchunked local push kills: {dict(outcomes)}; temp files: {len(_debris(remote))}")
 
 
 @pytest.mark.parametrize("storage", ["chunked", "plain"])
-def test_kill_during_push_to_a_local_remote(tmp_path, remote, kill_counts, storage):
-    folder = tmp_path / "models"
-    filer = Filer(folder, str(remote), "local", storage=storage)
-
-    def read(key: str) -> bytes | None:
-        path = remote / key
-        return path.read_bytes() if path.is_file() else None
-
-    def object_bytes(key: str) -> bytes | None:
-        return _model_bytes(read, key)
-
-    outcomes = _push_rounds(
-        filer, folder, "local", KILLS["push_local"], 0.015, object_bytes, kill_counts, "push_local"
-    )
-    debris = [p for p in remote.rglob("*") if p.is_file() and not p.name.endswith(".pkl")]
-    print(f"\nlocal push kills: {dict(outcomes)}; temp files left on the remote: {len(debris)}")
-
-
-def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path, remote):
-    filer = Filer(tmp_path / "models", str(remote), "local", storage="plain")
+def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path, remote, storage):
+    filer = Filer(tmp_path / "models", str(remote), "local", storage=storage)
     filer.dump(model(0, MB), "m")
     [entry] = filer.list_files()
-    key = f"m/{entry.sha256}.pkl"
+    data = filer.model_path("m").read_bytes()
+    if storage == "plain":
+        key, stored = f"m/{entry.sha256}.pkl", filer.model_path("m")
+    else:  # where the push stores it, in the form it stores
+        key, stored = storage_key("objects", entry.sha256), tmp_path / "stored"
+        stored.write_bytes(b"".join(bytes(part) for part in encode(data)))
 
     def upload_and_hang() -> None:
         def progress(n: int) -> None:
             os.write(w, b"1")
             time.sleep(60)  # the copy is written, not yet renamed: the kill lands here
 
-        Filer(tmp_path / "models", str(remote), "local", storage="plain").remote.upload(
-            filer.model_path("m"), key, entry.sha256, progress
-        )
+        filer.remote.upload(stored, key, entry.sha256, progress)
 
     r, w = os.pipe()
     pid = _fork(upload_and_hang)
@@ -483,34 +493,41 @@ def test_a_push_killed_mid_copy_leaves_no_temp_file_on_the_local_remote(tmp_path
     os.close(w)
 
     filer.push("m")  # the next operation succeeds
-    assert (remote / key).read_bytes() == filer.model_path("m").read_bytes()
+    assert model_bytes(filer.remote, key) == data
     files = [p.name for p in remote.rglob("*") if p.is_file() and p.name != ID_FILE]
-    assert files == [f"{entry.sha256}.pkl"]
+    assert files == [key.rpartition("/")[2]]
 
 
-def test_kill_during_push_to_s3(tmp_path, s3_address, s3_client, kill_counts):
+def test_kill_during_push_to_s3(tmp_path, s3_address, kill_counts):
     folder = tmp_path / "models"
-    filer = Filer(folder, s3_address, storage="plain")
-    bucket, _, prefix = s3_address[5:].partition("/")
-
-    def object_bytes(key: str) -> bytes | None:
-        try:
-            answer = s3_client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")
-            return bytes(answer["Body"].read())
-        except s3_client.exceptions.NoSuchKey:
-            return None
-
-    outcomes = _push_rounds(
-        filer, folder, "s3", KILLS["push_s3"], 0.15, object_bytes, kill_counts, "push_s3"
-    )
+    filer = Filer(folder, s3_address, storage="plain")  # today's layout stays covered
+    outcomes = _push_rounds(filer, folder, "s3", KILLS["push_s3"], 0.15, kill_counts, "push_s3")
     print(f"\nS3 push kills: {dict(outcomes)}")
+
+
+def test_kill_during_a_chunked_push_to_s3(tmp_path, s3_address, kill_counts, chunky):
+    folder = tmp_path / "models"
+    filer = Filer(folder, s3_address)
+    label = "push_chunked_s3"
+    outcomes = _push_rounds(filer, folder, "s3", KILLS[label], 0.4, kill_counts, label)
+    print(f"\nchunked S3 push kills: {dict(outcomes)}")
 
 
 # -- download -------------------------------------------------------------------------------
 def _download_rounds(
-    source: Filer, fresh: Path, rtype: str, rounds: int, max_delay: float, kill_counts, label
+    source: Filer,
+    fresh: Path,
+    rtype: str,
+    rounds: int,
+    max_delay: float,
+    kill_counts,
+    label,
+    new_machine: bool = False,
 ) -> collections.Counter[str]:
-    """Kill a child loading every model into a fresh folder; the parent loads after it."""
+    """Kill a child loading every model into a fresh folder; the parent loads after it.
+
+    With ``new_machine`` each round starts from an empty local object store, so the child
+    downloads (else it may link what an earlier round fetched)."""
     rng = seeded(SEED + 7 * len(label))
     names = [e.name for e in source.list_files()]
     fresh.mkdir()
@@ -519,6 +536,8 @@ def _download_rounds(
     outcomes: collections.Counter[str] = collections.Counter()
     for _ in range(rounds):
         order = rng.sample(range(len(names)), len(names))
+        if new_machine:
+            another_machine()
 
         def loop(mark: Mark, order: list[int] = order) -> None:
             child = Filer(fresh, source.remote.address, rtype)
@@ -531,6 +550,7 @@ def _download_rounds(
         killed = kill_after(loop, rng.uniform(0.0, max_delay))
         kill_counts[label] += 1
         check_after_kill(fresh, rtype)  # a file in place is whole: never a partial download
+        check_remote_whole(source.remote)  # (a reader never changes the remote)
         dead_temps = [n for n in internal_files(fresh, "tmp") if owner_pid(n) == killed.pid]
         outcomes["left a temp file" if dead_temps else "left no temp file"] += 1
         if killed.interrupted is not None:
@@ -569,6 +589,28 @@ def test_kill_during_download_from_s3(tmp_path, s3_address, kill_counts):
         source, tmp_path / "fresh", "s3", KILLS["download_s3"], 0.2, kill_counts, "download_s3"
     )
     print(f"\nS3 download kills: {dict(outcomes)}")
+
+
+def test_kill_during_a_chunked_download_from_a_local_remote(tmp_path, remote, kill_counts, chunky):
+    source = Filer(tmp_path / "source", str(remote), "local")
+    for j in range(6):
+        source.dump(model(j), f"d{j}", push=True)
+    label = "download_chunked_local"
+    outcomes = _download_rounds(
+        source, tmp_path / "fresh", "local", KILLS[label], 0.1, kill_counts, label, True
+    )
+    print(f"\nchunked local download kills: {dict(outcomes)}")
+
+
+def test_kill_during_a_chunked_download_from_s3(tmp_path, s3_address, kill_counts, chunky):
+    source = Filer(tmp_path / "source", s3_address)
+    for j in range(4):
+        source.dump(model(j), f"d{j}", push=True)
+    label = "download_chunked_s3"
+    outcomes = _download_rounds(
+        source, tmp_path / "fresh", "s3", KILLS[label], 0.4, kill_counts, label, True
+    )
+    print(f"\nchunked S3 download kills: {dict(outcomes)}")
 
 
 # -- registry writes ----------------------------------------------------------------------------
