@@ -131,7 +131,9 @@ RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
 # Characters that never make PyYAML's emitter leave plain or single-quoted style: no
 # indicator, no quote, no tab or line break, a space only inside (a description: "first try"),
 # no ':' at the end, and no ': ' (checked in scalar()).
-_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
+# A leading "." is plain (the chunked layout's keys start with one) unless it begins "...",
+# which PyYAML's emitter quotes as a document marker.
+_PLAIN_RE = re.compile(r"(?!\.\.\.)[A-Za-z0-9_/.][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
 _QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
