@@ -130,8 +130,9 @@ IMPLICIT: tuple[tuple[str, re.Pattern[str], str], ...] = (
 RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
 # Characters that never make PyYAML's emitter leave plain or single-quoted style: no
 # indicator, no quote, no tab or line break, a space only inside (a description: "first try"),
-# no ':' at the end, and no ': ' (checked in scalar()).
-_PLAIN_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
+# no ':' at the end, and no ': ' (checked in scalar()). A leading '.' is plain (the chunked
+# layout's keys: .model_filer/objects/<sha256>) unless it starts '...', a document end.
+_PLAIN_RE = re.compile(r"(?!\.\.\.)[A-Za-z0-9_/.][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
 _QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')

@@ -580,3 +580,41 @@ def test_unusual_but_canonical_entries_stay_on_the_fast_reader():
     text = dumps(reg)
     assert text == pyyaml_bytes(reg)
     assert canonical(text) == reg == parse(text, "r", loader=yamlio.Loader)
+
+
+def test_the_chunked_layouts_keys_are_written_and_read_without_pyyaml(tmp_path):
+    """The default layout's keys (``.model_filer/objects/<sha256>``, plain in PyYAML's
+    output) stay on the fast writer and reader: the commit hook reads every staged registry."""
+    base = valid_registry(20)
+    entries = {
+        n: e._replace(key=f".model_filer/{('objects', 'manifests')[i % 2]}/{e.sha256}")
+        for i, (n, e) in enumerate(base.entries.items())
+        if e.key is not None
+    }
+    reg = Registry("local", "/srv/models", entries, base.remote_id)
+    text = dumps(reg)
+    assert text == pyyaml_bytes(reg)
+    assert canonical(text) == reg == parse(text, "r", loader=yamlio.Loader)
+    path = tmp_path / ".local_registry"
+    code = (
+        "import pathlib, sys\n"
+        "from model_filer.registry.file import dumps, read\n"
+        f"path = pathlib.Path({str(path)!r})\n"
+        f"path.write_bytes({text!r})\n"
+        "reg = read(path)\n"
+        f"assert len(reg.entries) == {len(entries)} and dumps(reg) == path.read_bytes()\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML imported'\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_value_starting_with_a_dot_is_quoted_exactly_when_pyyaml_quotes_it():
+    values = [".", "..", "...", ".../x", "....", ".5", ".inf", ".NaN", ".a: b", ".x", ".a b"]
+    for value in values + [".model_filer/objects/" + SHA]:
+        ours = registry_text.scalar(value)
+        if ours is not None:
+            assert yamlio.dump({"k": value}) == f"k: {ours}\n"
+    assert registry_text.scalar(".model_filer/objects/" + SHA) is not None
