@@ -460,8 +460,15 @@ def _log(args: argparse.Namespace, path: Path) -> int:
             + (f"  {shown}" if shown else "")
         )
     if not rows:
-        what = "moves of that alias" if args.alias else "changes"
-        print(f"No {what} in the history of HEAD.")
+        folder = shlex.quote(_label(args, path))
+        lists = (
+            f"`model-filer alias --dir {folder}` lists the aliases"
+            if args.alias
+            else f"`model-filer status {folder}` lists the models"
+        )
+        what = "moves of" if args.alias else "changes to"
+        name = args.name or "any model"  # (--all)
+        print(f"No {what} {name} in the history of HEAD ({lists}; commit what is new).")
     return 0
 
 
