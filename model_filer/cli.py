@@ -631,7 +631,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
     for name in [alias] if alias is not None else sorted(reg.aliases):
         print(_aliased(reg, name))
     if not reg.aliases:
-        print(f"No aliases in {path}.")
+        print(
+            f"No aliases in {path}. Set one with `model-filer alias{_dir_option(args)} NAME MODEL`."
+        )
     return 0
 
 
