@@ -613,7 +613,7 @@ def test_the_chunked_layouts_keys_are_written_and_read_without_pyyaml(tmp_path):
 
 def test_a_value_starting_with_a_dot_is_quoted_exactly_when_pyyaml_quotes_it():
     values = [".", "..", "...", ".../x", "....", ".5", ".inf", ".NaN", ".a: b", ".x", ".a b"]
-    for value in values + [".model_filer/objects/" + SHA]:
+    for value in [*values, ".model_filer/objects/" + SHA]:
         ours = registry_text.scalar(value)
         if ours is not None:
             assert yamlio.dump({"k": value}) == f"k: {ours}\n"
