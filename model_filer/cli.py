@@ -460,8 +460,15 @@ def _log(args: argparse.Namespace, path: Path) -> int:
             + (f"  {shown}" if shown else "")
         )
     if not rows:
-        what = "moves of that alias" if args.alias else "changes"
-        print(f"No {what} in the history of HEAD.")
+        folder = shlex.quote(_label(args, path))
+        lists = (
+            f"`model-filer alias --dir {folder}` lists the aliases"
+            if args.alias
+            else f"`model-filer status {folder}` lists the models"
+        )
+        what = "moves of" if args.alias else "changes to"
+        name = args.name or "any model"  # (--all)
+        print(f"No {what} {name} in the history of HEAD ({lists}; commit what is new).")
     return 0
 
 
@@ -624,7 +631,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
     for name in [alias] if alias is not None else sorted(reg.aliases):
         print(_aliased(reg, name))
     if not reg.aliases:
-        print(f"No aliases in {path}.")
+        print(
+            f"No aliases in {path}. Set one with `model-filer alias{_dir_option(args)} NAME MODEL`."
+        )
     return 0
 
 

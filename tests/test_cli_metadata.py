@@ -131,7 +131,9 @@ def test_alias_set_show_list_and_remove(filer: Filer, capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == f"@production removed. Commit {REGISTRY}.\n"
     assert filer.aliases() == {}
     assert main(["alias", "--dir", "models"]) == 0
-    assert capsys.readouterr().out == f"No aliases in {REGISTRY}.\n"
+    assert capsys.readouterr().out == (
+        f"No aliases in {REGISTRY}. Set one with `model-filer alias --dir models NAME MODEL`.\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -167,3 +167,21 @@ def test_load_an_alias_at_a_revision(repo, remote):
     with pytest.raises(AliasError, match="no alias '@staging'"):
         filer.load("@staging", rev=first)
     assert filer.load("@production", rev=first) == {"v": 1}  # still on the remote
+
+
+def test_an_alias_to_a_removed_model_advises_a_fix_that_works(filer):
+    """Pointing the alias "again" at a name the registry no longer has fails: the advice is
+    another model, or dropping it."""
+    filer.dump({"v": 1}, "churn_v2")
+    filer.dump({"v": 2}, "churn_v3")
+    filer.set_alias("staging", "churn_v2")
+    filer.remove("churn_v2")
+    with pytest.raises(AliasError) as info:
+        filer.load("@staging")
+    message = str(info.value)
+    assert "set_alias('staging', 'churn_v2')" not in message
+    assert "model-filer alias staging churn_v2" not in message
+    assert "`filer.set_alias('staging', MODEL)` or `model-filer alias staging MODEL`" in message
+    assert "filer.set_alias('staging', None)" in message
+    with pytest.raises(UnknownModelError):  # (what the old advice led to)
+        filer.set_alias("staging", "churn_v2")

@@ -520,3 +520,29 @@ def test_a_clone_whose_driver_is_gone_gets_markers_the_commit_hook_refuses(team)
     git(bob, "add", REGISTRY)
     team.git(bob, "commit", "--no-edit")
     assert [e.name for e in team.filer(bob).list_files()] == ["base", "model_b", "model_c"]
+
+
+def test_metrics_after_the_push_and_an_alias_travel_between_two_machines(team):
+    """Alice dumps with metrics and pushes; Bob, on another machine, annotates the synced
+    model and points production at it through the real hooks (commit, push); Alice pulls and
+    loads @production, and both see its history."""
+    alice = team.founder()
+    team.empty_registry(alice)
+    team.filer(alice).dump({"v": 3}, "churn_v3", push=True, metrics={"auc": 0.91})
+    team.commit(alice, "churn_v3")
+    team.git(alice, "push", "-q")
+    bob = team.clone("bob")
+    annotated = team.run(bob, MODEL_FILER, "annotate", "churn_v3", "--metric", "auc_test=0.89")
+    assert "auc=0.91 auc_test=0.89" in annotated.stdout
+    team.run(bob, MODEL_FILER, "alias", "production", "churn_v3")
+    git(bob, "add", "-A")
+    done = team.git(bob, "commit", "-m", "production is churn_v3", GIT_AUTHOR_NAME="Bo")
+    assert "no local-only models in registries....." in output(done), output(done)  # (ran)
+    pushed = team.git(bob, "push", "-q", check=False)
+    assert pushed.returncode == 0, output(pushed)
+    team.git(alice, "pull", "-q")
+    assert team.filer(alice).load("@production") == {"v": 3}
+    [entry] = [e for e in team.filer(alice).list_files() if e.name == "churn_v3"]
+    assert entry.metrics == {"auc": 0.91, "auc_test": 0.89}
+    log = team.run(alice, MODEL_FILER, "log", "@production").stdout
+    assert re.search(r"Bo\s+@production\s+set\s+-\s+->\s+churn_v3", log), log

@@ -128,12 +128,25 @@ IMPLICIT: tuple[tuple[str, re.Pattern[str], str], ...] = (
 )
 # First characters of the values some implicit tag may claim: any other is a plain string.
 RESOLVED_FIRST = frozenset("".join(firsts for _, _, firsts in IMPLICIT))
-# Characters that never make PyYAML's emitter leave plain or single-quoted style: no
-# indicator, no quote, no tab or line break, a space only inside (a description: "first try"),
-# no ':' at the end, and no ': ' (checked in scalar()).
-# A leading "." is plain (the chunked layout's keys start with one) unless it begins "...",
-# which PyYAML's emitter quotes as a document marker.
-_PLAIN_RE = re.compile(r"(?!\.\.\.)[A-Za-z0-9_/.][A-Za-z0-9_.+/=:@ -]*(?<![: ])")
+# A one-line value of printable ASCII: PyYAML writes it plain or single-quoted (never wraps:
+# yamlio's width is 65,536), and plain unless one of these blocks plain style in a block
+# mapping (its emitter's analyze_scalar), or a reader would take it for a number, a date...
+_ONE_LINE_RE = re.compile(r"[\x20-\x7e]+")
+_INDICATOR_FIRST = frozenset("#,[]{}&*!|>'\"%@`")
+
+
+def _plain_blocked(value: str) -> bool:
+    return (
+        value[0] in _INDICATOR_FIRST
+        or " " in (value[0], value[-1])
+        or value.startswith(("---", "..."))  # a document's start or end
+        or (value[0] in "?:-" and value[1:2] in ("", " "))
+        or ": " in value
+        or value[-1] == ":"
+        or " #" in value  # a comment
+    )
+
+
 _QUOTED_FIRST = RESOLVED_FIRST | {"'"}
 MAX_PLAIN = 1000  # longer strings take PyYAML's path (no line wrapping questions)
 MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
@@ -141,12 +154,14 @@ MAX_KEY = 100  # PyYAML writes keys of 128+ characters as complex keys ('? ')
 
 def scalar(value: str) -> str | None:
     """``value`` as PyYAML writes it (plain or single-quoted), or ``None`` if unsure."""
-    if len(value) > MAX_PLAIN or not _PLAIN_RE.fullmatch(value) or ": " in value:
+    if len(value) > MAX_PLAIN or not _ONE_LINE_RE.fullmatch(value):
         return None
     first = value[0]
     # Plain only when a reader would not take it for a number, a date, a bool...
-    if first in RESOLVED_FIRST and any(p.match(value) for _, p, f in IMPLICIT if first in f):
-        return f"'{value}'"
+    if _plain_blocked(value) or (
+        first in RESOLVED_FIRST and any(p.match(value) for _, p, f in IMPLICIT if first in f)
+    ):
+        return "'" + value.replace("'", "''") + "'"
     return value
 
 
@@ -684,7 +699,8 @@ class Codec:
 
     def _string(self, raw: str) -> str | None:
         """The str PyYAML writes as ``raw`` (plain or single-quoted), else ``None``."""
-        value = raw[1:-1] if len(raw) >= 2 and raw[0] == "'" == raw[-1] else raw
+        quoted = len(raw) >= 2 and raw[0] == "'" == raw[-1]
+        value = raw[1:-1].replace("''", "'") if quoted else raw
         return value if value and self.quote(value) == raw else None
 
     def _meta_value(self, raw: str, field: str) -> Any:

@@ -45,7 +45,16 @@ class MergeResult:
             return codec.alias_line(alias, target) if target is not None else ""
 
         plain = Registry(reg.remote_type, reg.remote_address, reg.entries, reg.remote_id)
-        parts = [codec.header(plain, True, format_needed(reg)).removesuffix("models:\n")]
+        # Either side may be the one kept: the format holds both (metadata or an alias only
+        # theirs has, under ``format: 1``, is what the release before format 2 would drop).
+        their_side = Registry(
+            reg.remote_type,
+            reg.remote_address,
+            {n: e for n, e in self.theirs.items() if e is not None},
+            aliases={a: t for a, t in self.theirs_aliases.items() if t is not None},
+        )
+        fmt = max(format_needed(reg), format_needed(their_side))
+        parts = [codec.header(plain, True, fmt).removesuffix("models:\n")]
         aliases = sorted(set(reg.aliases) | set(self.theirs_aliases))
         parts.append("aliases:\n" if aliases else "")
         for alias in aliases:

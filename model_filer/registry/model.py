@@ -644,11 +644,13 @@ class Alias(NamedTuple):
     sha256: str
 
 
-def alias_fix(alias: str, model: str) -> str:
-    """How to point an alias again (or drop it), in Python and on the command line."""
+def alias_fix(alias: str, model: str | None) -> str:
+    """How to point an alias again (at ``model``; at another one when ``None``) or drop it,
+    in Python and on the command line."""
+    again, shown = ("again", repr(model)) if model else ("at another model", "MODEL")
     return (
-        f"Point it again with `filer.set_alias({alias!r}, {model!r})` or `model-filer alias "
-        f"{alias} {model}` (or drop it: `filer.set_alias({alias!r}, None)`)."
+        f"Point it {again} with `filer.set_alias({alias!r}, {shown})` or `model-filer alias "
+        f"{alias} {model or 'MODEL'}` (or drop it: `filer.set_alias({alias!r}, None)`)."
     )
 
 
@@ -667,7 +669,7 @@ def alias_problem(reg: Registry, alias: str) -> str | None:
         )
     else:
         return None
-    return f"{problem} {alias_fix(alias, model)}"
+    return f"{problem} {alias_fix(alias, model if entry is not None else None)}"
 
 
 def alias_problems(reg: Registry) -> list[str]:

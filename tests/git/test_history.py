@@ -245,7 +245,9 @@ def test_log_needs_a_name_or_all(hist: History, capsys: pytest.CaptureFixture[st
 
 def test_log_of_a_name_never_seen(hist: History, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["log", "--dir", "models", "zzz"]) == 0
-    assert "No changes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No changes to zzz in the history of HEAD" in out
+    assert "`model-filer status models` lists the models" in out  # what to type next
 
 
 # -- diff -----------------------------------------------------------------------------------
@@ -452,7 +454,9 @@ def test_an_alias_moved_on_a_branch_is_shown_once(
 def test_log_of_an_alias_never_set(scores: Scores, capsys: pytest.CaptureFixture[str]) -> None:
     assert scores.filer.log("@staging") == []
     assert main(["log", "--dir", "models", "@staging"]) == 0
-    assert "No moves of that alias" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No moves of @staging in the history of HEAD" in out
+    assert "`model-filer alias --dir models` lists the aliases" in out  # what to type next
 
 
 @pytest.mark.parametrize(

@@ -580,3 +580,88 @@ def test_unusual_but_canonical_entries_stay_on_the_fast_reader():
     text = dumps(reg)
     assert text == pyyaml_bytes(reg)
     assert canonical(text) == reg == parse(text, "r", loader=yamlio.Loader)
+
+
+def test_the_chunked_layouts_keys_are_written_and_read_without_pyyaml(tmp_path):
+    """The default layout's keys (``.model_filer/objects/<sha256>``, plain in PyYAML's
+    output) stay on the fast writer and reader: the commit hook reads every staged registry."""
+    base = valid_registry(20)
+    entries = {
+        n: e._replace(key=f".model_filer/{('objects', 'manifests')[i % 2]}/{e.sha256}")
+        for i, (n, e) in enumerate(base.entries.items())
+        if e.key is not None
+    }
+    reg = Registry("local", "/srv/models", entries, base.remote_id)
+    text = dumps(reg)
+    assert text == pyyaml_bytes(reg)
+    assert canonical(text) == reg == parse(text, "r", loader=yamlio.Loader)
+    path = tmp_path / ".local_registry"
+    code = (
+        "import pathlib, sys\n"
+        "from model_filer.registry.file import dumps, read\n"
+        f"path = pathlib.Path({str(path)!r})\n"
+        f"path.write_bytes({text!r})\n"
+        "reg = read(path)\n"
+        f"assert len(reg.entries) == {len(entries)} and dumps(reg) == path.read_bytes()\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML imported'\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_value_starting_with_a_dot_is_quoted_exactly_when_pyyaml_quotes_it():
+    values = [".", "..", "...", ".../x", "....", ".5", ".inf", ".NaN", ".a: b", ".x", ".a b"]
+    for value in [*values, ".model_filer/objects/" + SHA]:
+        ours = registry_text.scalar(value)
+        if ours is not None:
+            assert yamlio.dump({"k": value}) == f"k: {ours}\n"
+    assert registry_text.scalar(".model_filer/objects/" + SHA) is not None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_one_line_printable_value_is_written_as_pyyaml_writes_it(seed):
+    """Descriptions and tags hold punctuation ('#', ',', ': ', quotes, leading '-'): plain
+    or single-quoted exactly as PyYAML's emitter chooses, and read back to the same str."""
+    rng = seeded(50_000 + seed)
+    alphabet = string.printable[:95] + " :#-?.'\",[]{}" * 3
+    for _ in range(50):
+        value = rng.choice(["", "- ", "? ", "---", "...", "#", " "]) + "".join(
+            rng.choice(alphabet) for _ in range(rng.randint(1, 12))
+        )
+        ours = registry_text.scalar(value)
+        assert ours is not None
+        assert yamlio.dump({"description": value}) == f"description: {ours}\n"
+        assert yaml.safe_load(f"k: {ours}\n")["k"] == value
+
+
+def test_free_text_metadata_is_read_without_pyyaml(tmp_path):
+    """A description like people write one, and tags with punctuation: the commit hook
+    reads 10,000 of them, so they stay on the fast reader."""
+    base = valid_registry(3)
+    entries = {
+        n: e._replace(
+            description="Gradient boosting, 500 trees (tuned). See PR #42: it's 'v3'.",
+            tags={"dataset": "churn: 2026-q1", "note": "- first, then #2"},
+            params={"loss": "log_loss", "note": "[a, b]"},
+        )
+        for n, e in base.entries.items()
+    }
+    reg = Registry("local", "/srv/models", entries, base.remote_id)
+    text = dumps(reg)
+    assert text == pyyaml_bytes(reg)
+    path = tmp_path / ".local_registry"
+    path.write_bytes(text)
+    code = (
+        "import pathlib, sys\n"
+        "from model_filer.registry.file import read\n"
+        f"reg = read(pathlib.Path({str(path)!r}))\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML imported'\n"
+        "print(repr(reg))\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert done.stdout.strip() == repr(parse(text, "r", loader=yamlio.Loader))

@@ -389,3 +389,26 @@ def test_with_the_driver_an_alias_moved_two_ways_is_reported_by_name(repo, remot
     text = (repo / REGISTRY).read_text()
     assert "<<<<<<< ours\n  production: model_b@" in text
     assert "  model_c:\n" in text and "      auc: 0.5\n" in text  # the rest merged
+
+
+def _keep_theirs(text: bytes) -> bytes:
+    """The conflict resolved as the README says: their version kept, ours and markers deleted."""
+    head, _, rest = text.partition(b"<<<<<<< ours\n")
+    theirs = rest.partition(b"=======\n")[2]
+    kept, _, tail = theirs.partition(b">>>>>>> theirs\n")
+    return head + kept + tail
+
+
+@pytest.mark.parametrize("kind", ["metadata", "alias"])
+def test_a_conflict_whose_other_side_holds_metadata_or_an_alias_is_written_in_their_format(kind):
+    """Keeping their side must leave a registry the release before format 2 refuses: with
+    ``format: 1``, that release reads it and drops ``aliases:`` on its next write."""
+    if kind == "metadata":  # re-dumped without metadata on ours, annotated on theirs
+        ours, theirs = reg(changed(A, "4")), reg(A._replace(metrics={"auc": 0.9}))
+        base = reg(A)
+    else:  # the alias dropped on ours, moved on theirs
+        base, ours, theirs = aliased(A, B, prod=A), reg(A, B), aliased(A, B, prod=B)
+    text = merge(base, ours, theirs).text()
+    kept = parse(_keep_theirs(text), REGISTRY)
+    assert kept == theirs
+    assert _keep_theirs(text).count(b"\nformat: 2\n") == 1

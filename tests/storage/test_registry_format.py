@@ -44,7 +44,8 @@ def test_a_format_that_does_not_match_the_content_is_still_read():
 
 def test_a_newer_format_is_refused_saying_to_upgrade():
     text = dumps(_registry(storage_key("objects", SHA))).replace(b"format: 3", b"format: 4")
-    with pytest.raises(RegistryError, match=r"written by a newer model_filer \(registry format 4;.*pip install -U"):
+    newer = r"written by a newer model_filer \(registry format 4;.*pip install -U"
+    with pytest.raises(RegistryError, match=newer):
         parse(text, "r")
 
 
