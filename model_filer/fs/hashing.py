@@ -36,9 +36,9 @@ class HashingWriter:
 
     Large buffers (numpy arrays written by pickle protocol 5) are hashed in a second thread
     while the file write runs, slice by slice (no copy): both release the GIL, so hashing
-    costs almost no wall time on a machine with a free core. Writes are forwarded unchanged and ``write`` returns as soon as the file
-    has them, so callers must keep written buffers alive until :meth:`hexdigest` (pickle does:
-    they belong to the object being dumped).
+    costs almost no wall time on a machine with a free core. The bytes reach the file in
+    order, and ``write`` returns as soon as the file has them, so callers must keep written
+    buffers alive until :meth:`hexdigest` (pickle does: they belong to the object dumped).
     """
 
     def __init__(self, fh: IO[bytes], offload_bytes: int = _SMALL, digest: Any = None) -> None:

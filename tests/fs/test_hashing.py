@@ -8,6 +8,7 @@ import os
 import pickle
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_a_big_buffer_reaches_the_file_in_slices_hashed_in_step():
     data = np.random.default_rng(2).integers(0, 256, size=5 * MB + 3, dtype=np.uint8)
 
     class Sink(io.BytesIO):
-        sizes: list[int] = []
+        sizes: ClassVar[list[int]] = []
         copies = 0
 
         def write(self, b):  # type: ignore[override]
