@@ -8,6 +8,7 @@ import os
 import pickle
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -58,6 +59,30 @@ def test_hashing_writer_with_pickle_protocol_5_of_a_large_array():
     assert writer.hexdigest() == hashlib.sha256(out.getvalue()).hexdigest()
     loaded = pickle.loads(out.getvalue())
     assert np.array_equal(loaded["weights"], model["weights"])
+
+
+def test_a_big_buffer_reaches_the_file_in_slices_hashed_in_step():
+    """Slices, not one write: the hash thread reads each one while it is in the cache, and
+    the slices are views of the caller's buffer (no copy of a big model)."""
+    data = np.random.default_rng(2).integers(0, 256, size=5 * MB + 3, dtype=np.uint8)
+
+    class Sink(io.BytesIO):
+        sizes: ClassVar[list[int]] = []
+        copies = 0
+
+        def write(self, b):  # type: ignore[override]
+            view = memoryview(b)
+            self.sizes.append(view.nbytes)
+            self.copies += not isinstance(b, memoryview) or view.obj is not data
+            return super().write(view)
+
+    out = Sink()
+    writer = HashingWriter(out)
+    writer.write(data)
+    assert writer.hexdigest() == hashlib.sha256(data.tobytes()).hexdigest()
+    assert out.getvalue() == data.tobytes()
+    assert out.sizes == [MB] * 5 + [3]
+    assert out.copies == 0
 
 
 def test_hexdigest_with_no_writes_is_the_empty_hash():
