@@ -22,16 +22,17 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from model_filer.errors import IntegrityError
-from model_filer.fs.hashing import CHUNK
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
-from model_filer.storage.chunks import SMALL_MAX, cut
+from model_filer.storage.chunks import MIN_AVG, SMALL_MAX, cut
 from model_filer.storage.manifest import MAX_MANIFEST_BYTES, Chunk, encode_manifest, parse_manifest
 from model_filer.storage.stored import decode, encode, max_stored_size
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+READ_PIECE = 1024 * 1024  # bytes read back at once to hash (from the page cache)
 
 #: Where the chunks of objects on this machine are: chunk sha256 -> (file, offset, size).
 ChunkIndex = dict[str, tuple[Path, int, int]]
@@ -75,6 +76,7 @@ class _InOrder:
         self._landed: set[str] = set()
         self._stopped = False
         self._digest = hashlib.sha256()
+        self._buffer = bytearray(READ_PIECE)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -91,8 +93,7 @@ class _InOrder:
                     self._cond.wait()
                 if self._stopped:
                     return
-            for start in range(offset, offset + size, CHUNK):
-                self._digest.update(os.pread(self._fd, min(CHUNK, offset + size - start), start))
+            _hash_span(self._digest, self._fd, offset, size, self._buffer)
 
     def hexdigest(self) -> str:
         """The file's sha256, once every chunk has landed."""
@@ -257,7 +258,8 @@ class Chunked:
         Downloaded chunks are checked by the whole file's sha256, hashed in order as they
         land; when it fails, the chunk at fault is found and named.
         """
-        manifest = bytes(self._get(key, MAX_MANIFEST_BYTES, f"manifest {key}"))
+        what = f"manifest {key}"
+        manifest = bytes(self._get(key, MAX_MANIFEST_BYTES, what, _manifest_size(entry.size)))
         chunks = parse_manifest(manifest, entry.sha256, entry.size)  # before any write
         where: dict[str, list[int]] = {}
         spans, offset = [], 0
@@ -346,6 +348,13 @@ def _name_bad_chunk(
             )
 
 
+def _manifest_size(size: int) -> int:
+    """How long the manifest of a ``size``-byte model written by this chunker can be: a hint
+    that lets a remote fetch it in one request (a longer one is still read, up to its bound)."""
+    most_chunks = size // (MIN_AVG // 4) + 1  # FastCDC's smallest chunk: a quarter of the average
+    return min(MAX_MANIFEST_BYTES, 256 + 80 * most_chunks)  # ["<64 hex>",<size>], per chunk
+
+
 def _fits(found: RemoteObject, size: int) -> bool:
     """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
     say by another tool's partial upload, is replaced, not trusted)."""
@@ -355,9 +364,21 @@ def _fits(found: RemoteObject, size: int) -> bool:
 def _holds(fd: int, offset: int, size: int, sha: str) -> bool:
     """Whether the file holds the chunk ``sha`` at ``offset`` (a killed pull wrote it)."""
     digest = hashlib.sha256()
-    for start in range(offset, offset + size, CHUNK):
-        digest.update(os.pread(fd, min(CHUNK, offset + size - start), start))
+    _hash_span(digest, fd, offset, size, bytearray(READ_PIECE))
     return digest.hexdigest() == sha
+
+
+def _hash_span(digest: Any, fd: int, offset: int, size: int, buffer: bytearray) -> None:
+    """Feed ``size`` bytes of the file from ``offset`` to ``digest``, read into ``buffer``
+    (reused: a fresh buffer per read costs a page fault per 4 KiB, more than the copy)."""
+    view = memoryview(buffer)
+    end = offset + size
+    while offset < end:
+        n = os.preadv(fd, [view[: min(len(view), end - offset)]], offset)
+        if n == 0:  # the file ends early: what was hashed cannot match
+            return
+        digest.update(view[:n])
+        offset += n
 
 
 def _read_local(found: tuple[Path, int, int], sha: str) -> bytes | None:

@@ -1,0 +1,81 @@
+"""What a chunked pull asks S3 for: the requests themselves, seen through botocore's events.
+
+Against the session's SeaweedFS. Time is never asserted: only which requests are made, and
+what botocore is asked to compute for them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from model_filer import Filer
+from model_filer.remotes.s3 import S3Remote
+from model_filer.storage import parse_manifest
+from model_filer.storage.stored import decode
+from model_filer.transfer.chunked import Chunked
+
+MB = 1024 * 1024
+
+
+def _pushed(tmp_path: Path, s3_address: str, size: int) -> tuple[Any, bytes]:
+    data = os.urandom(size)
+    producer = Filer(tmp_path / "producer", s3_address)
+    producer.dump(data, "big", push=True)
+    return producer.list_files()[0], producer.model_path("big").read_bytes()
+
+
+def _watch(remote: S3Remote) -> list[tuple[str, Any]]:
+    """Every call the remote's client makes: (operation, response checksums it validates)."""
+    calls: list[tuple[str, Any]] = []
+
+    def seen(model: Any, context: dict[str, Any], **_: Any) -> None:
+        calls.append((model.name, context.get("checksum", {}).get("response_algorithms")))
+
+    remote.client.meta.events.register_last("after-call.s3", seen)
+    return calls
+
+
+def test_a_chunked_pull_reads_its_manifest_and_chunks_with_one_get_each(
+    tmp_path: Path, s3_env: Any, s3_address: str
+) -> None:
+    entry, pickle = _pushed(tmp_path, s3_address, 9 * MB)
+    remote = S3Remote(s3_address)
+    calls = _watch(remote)
+    chunked = Chunked(remote, lambda name: tmp_path / f"t-{name}", 4)
+    partial = tmp_path / "partial"
+    size, sha, manifest = chunked.fetch_chunks(entry.key, entry, partial, None, dict)
+    assert (size, sha) == (entry.size, entry.sha256)
+    assert partial.read_bytes() == pickle
+    ops = [op for op, _ in calls]
+    assert "HeadObject" not in ops  # no round trip before the manifest's bytes move
+    chunks = {c.sha256 for c in parse_manifest(manifest, entry.sha256, entry.size)}
+    assert ops.count("GetObject") == 1 + len(chunks)  # the manifest, then each chunk once
+
+
+def test_a_verified_get_skips_botocores_crc_of_its_body(
+    tmp_path: Path, s3_env: Any, s3_address: str
+) -> None:
+    # Every download is checked by the registry's sha256: a CRC32 of the same bytes on top
+    # is CPU a 1 GiB pull of chunks paid and a ranged download never did.
+    entry, pickle = _pushed(tmp_path, s3_address, 1 * MB)
+    remote = S3Remote(s3_address)
+    calls = _watch(remote)
+    sink = _Sink()
+    remote.download(entry.key, sink, None, entry.size + 1)
+    assert [op for op, _ in calls] == ["GetObject"]
+    assert not calls[0][1]  # no response checksum asked of botocore
+    assert decode(bytes(sink.data), entry.size, "object") == pickle
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: Any) -> int:
+        self.data += data
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
