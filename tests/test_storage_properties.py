@@ -78,7 +78,7 @@ def chunky(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @settings(
-    max_examples=15,
+    max_examples=6,
     deadline=None,
     derandomize=True,
     database=None,
