@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pytest
 
 AZURITE_VERSION = "3.37.0"
@@ -146,7 +147,11 @@ def find_azurite() -> Path:
     the README's test command needs only Node.js; :class:`AzuriteError` saying how if that fails.
     """
     if not AZURITE_BIN.exists() and shutil.which("npm"):
-        subprocess.run([*INSTALL.split(), "--no-audit", "--no-fund"], cwd=ROOT, check=False)
+        # Each test worker (pytest -n 2) may get here first: one installs, the other waits.
+        (ROOT / ".ci").mkdir(exist_ok=True)
+        with filelock.FileLock(ROOT / ".ci" / "azurite-install.lock"):
+            if not AZURITE_BIN.exists():
+                subprocess.run([*INSTALL.split(), "--no-audit", "--no-fund"], cwd=ROOT, check=False)
     if not AZURITE_BIN.exists():
         raise AzuriteError(
             f"Azurite is not installed at {AZURITE_BIN}. Install it (Node.js and npm needed) "

@@ -99,12 +99,16 @@ def test_a_load_killed_halfway_fetches_only_the_rest(
         _kill_at_half(proxy, "load", consumer, s3_address, entry.size)
         partials = list((store / "partial").iterdir())  # downloads land in the store
         assert len(partials) == 1 and partials[0].stat().st_size >= entry.size * 0.4
+        kept = partials[0].stat().st_size
         before = proxy.bytes_down
         _through(monkeypatch, proxy)
         assert Filer(consumer, s3_address).load("big") == payload  # the bytes verified
         fetched = proxy.bytes_down - before
     print(f"resumed load fetched {fetched / entry.size:.1%} of the bytes")
-    assert fetched <= 0.55 * entry.size, f"{fetched / entry.size:.0%} fetched again"
+    # Only what the killed load had not kept comes again, plus at most the chunks that were in
+    # flight beyond its in-order prefix (a few MiB of 96).
+    rest = entry.size - kept
+    assert fetched <= rest + 0.08 * entry.size, f"{fetched / entry.size:.0%} fetched again"
     assert list((store / "partial").iterdir()) == []
 
 
