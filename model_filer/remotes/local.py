@@ -194,22 +194,27 @@ class LocalRemote(Remote):
         """Copy the object into ``sink``, in order; with ``resume`` (offset, restart), from
         that offset (or from 0 when the object is shorter), told to the sink first."""
         self._require_root()
+        with self._file_errors(key, "read"), open(self._path(key), "rb") as fin:
+            if resume is not None:
+                offset, restart = resume
+                start = offset if os.fstat(fin.fileno()).st_size >= offset else 0
+                fin.seek(start)
+                restart(start)
+            while chunk := fin.read(CHUNK):
+                sink.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+
+    @contextlib.contextmanager
+    def _file_errors(self, key: str, verb: str) -> Iterator[None]:
+        """A file operation's errors on ``key`` as the remote's: gone, or cannot ``verb``."""
         try:
-            with open(self._path(key), "rb") as fin:
-                if resume is not None:
-                    offset, restart = resume
-                    start = offset if os.fstat(fin.fileno()).st_size >= offset else 0
-                    fin.seek(start)
-                    restart(start)
-                while chunk := fin.read(CHUNK):
-                    sink.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
+            yield
         except FileNotFoundError:
             raise self._gone(key) from None
         except OSError as exc:
             raise RemoteError(
-                f"Cannot read {self.url(key)}: {exc.strerror}.", key=key, address=self.address
+                f"Cannot {verb} {self.url(key)}: {exc.strerror}.", key=key, address=self.address
             ) from None
 
     def stat(self, key: str) -> RemoteObject | None:
@@ -222,14 +227,8 @@ class LocalRemote(Remote):
 
     def touch(self, key: str) -> None:
         self._require_root()
-        try:
+        with self._file_errors(key, "touch"):
             os.utime(self._path(key))
-        except FileNotFoundError:
-            raise self._gone(key) from None
-        except OSError as exc:
-            raise RemoteError(
-                f"Cannot touch {self.url(key)}: {exc.strerror}.", key=key, address=self.address
-            ) from None
 
     def list_sizes(self, prefix: str) -> dict[str, int]:
         self._require_root()
