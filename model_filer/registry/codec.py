@@ -50,6 +50,7 @@ from model_filer.registry.model import (
     restore,
 )
 from model_filer.registry.names import (
+    STORAGE_DIR,
     check_key,
     check_name,
     key_sha256,
@@ -251,6 +252,9 @@ _INT_TEXT = re.compile(r"0|-?[1-9][0-9]*")  # an int as PyYAML writes it
 _PARAM_WORDS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
 _BAD = object()  # not a value as PyYAML writes it
 _NO_REST = (None, None, None)
+# The chunked layout's keys an entry may have: a prefix, then the entry's own sha256 (a plain
+# string test: 10,000 entries of a default registry carry one).
+_KEYS_OF_SHA = frozenset(f"{STORAGE_DIR}/{kind}/" for kind in ("objects", "manifests"))
 MAX_REMEMBERED = 200_000  # blocks, tails and scalars a Codec keeps of each kind, then starts over
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
 
@@ -561,9 +565,14 @@ class Codec:
             return None
         if (key is None) == (state == "synced"):
             return None  # (a local entry with a key is valid, but rare: PyYAML reads it)
-        # The usual key, object_key(name, sha), is safe, plain and names these bytes once the
-        # name is valid; another form (an older layout's) is checked as parse_entry checks it.
-        if key is not None and key != object_key(name, sha):
+        # The usual keys, object_key(name, sha) and the chunked layout's two forms, are safe,
+        # plain and name these bytes once the name is valid; another form (an older layout's)
+        # is checked as parse_entry checks it.
+        if (
+            key is not None
+            and key != object_key(name, sha)
+            and not (key[:-64] in _KEYS_OF_SHA and key[-64:] == sha)
+        ):
             try:
                 check_key(key, "")
             except InvalidNameError:
