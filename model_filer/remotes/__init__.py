@@ -249,18 +249,22 @@ class Remote(ABC):
         sink.restart(0)
         self.download(key, _Unseekable(sink), progress, size)
 
-    def read_bytes(self, key: str, limit: int) -> bytes:
-        """A small object's bytes (a manifest, a marker); :class:`RemoteError` past ``limit``."""
+    def read_bytes(
+        self, key: str, limit: int, size: int | None = None, too_big: Exception | None = None
+    ) -> bytes:
+        """A small object's bytes (a manifest, a marker, a chunk), read into memory; past
+        ``limit`` it is cut off and ``too_big`` raised (default :class:`RemoteError`).
+        ``size`` is a hint, as for :meth:`download`."""
         from model_filer.errors import RemoteError
 
-        too_big = RemoteError(
+        too_big = too_big or RemoteError(
             f"{self.url(key)} holds more than {limit} bytes, too many for what it should be.",
             key=key,
             address=self.address,
         )
         sink = _Bounded(limit, too_big)
-        self.download(key, sink, None)
-        return bytes(sink.data)
+        self.download(key, sink, None, size)
+        return sink.getvalue()
 
     @abstractmethod
     def stat(self, key: str) -> RemoteObject | None:
@@ -363,13 +367,19 @@ class _Bounded:
 
     def __init__(self, limit: int, error: Exception) -> None:
         self.limit, self.error = limit, error
-        self.data = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
 
     def write(self, data: Any) -> int:
-        self.data += data
-        if len(self.data) > self.limit:
+        n = memoryview(data).nbytes
+        if self.size + n > self.limit:  # cut off before it is kept, not after
             raise self.error
-        return len(data)
+        self.parts.append(bytes(data))  # (no copy of a bytes object: one GET's body)
+        self.size += n
+        return n
+
+    def getvalue(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
     def seekable(self) -> bool:
         return False

@@ -38,34 +38,6 @@ READ_PIECE = 1024 * 1024  # bytes read back at once to hash (from the page cache
 ChunkIndex = dict[str, tuple[Path, int, int]]
 
 
-class _Buffer:
-    """An in-memory download sink that refuses more than ``limit`` bytes (a hostile or
-    damaged object is cut off, not read whole)."""
-
-    def __init__(self, limit: int, what: str) -> None:
-        self.limit, self.what = limit, what
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: Any) -> int:
-        n = memoryview(data).nbytes
-        if self.size + n > self.limit:
-            raise IntegrityError(
-                f"The remote's {self.what} is larger than the {self.limit} bytes it may be; "
-                "it was not read further and nothing was written. Ask the model's author to "
-                "push it again."
-            )
-        self.parts.append(bytes(data))  # (no copy of a bytes object: one GET's body)
-        self.size += n
-        return n
-
-    def getvalue(self) -> bytes:
-        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-
-    def seekable(self) -> bool:
-        return False
-
-
 class _InOrder:
     """The sha256 of a file filled out of order, hashed in order as each next chunk lands
     (read back from the page cache): no second pass over the file once the last one lands."""
@@ -121,9 +93,11 @@ class Chunked:
 
     # -- the remote's side --------------------------------------------------------------------
     def _get(self, key: str, limit: int, what: str, size: int | None = None) -> bytes:
-        sink = _Buffer(limit, what)
-        self.remote.download(key, sink, None, size)
-        return sink.getvalue()
+        too_big = IntegrityError(
+            f"The remote's {what} is larger than the {limit} bytes it may be; it was not read "
+            "further and nothing was written. Ask the model's author to push it again."
+        )
+        return self.remote.read_bytes(key, limit, size, too_big)
 
     def _put(self, data: Iterable[Any], key: str, sha256: str) -> None:
         """Upload the buffers ``data`` as the object ``key`` (through a temp file)."""
