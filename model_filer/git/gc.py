@@ -309,11 +309,7 @@ def mark_repository(filer: Filer) -> None:
         data = json.dumps({"format": 1, "roots": roots}, sort_keys=True).encode()
         tmp = temp_path(filer.local_dir, "marker")
         ensure_dir(tmp.parent)
-        try:
-            tmp.write_bytes(data)
-            filer.remote.upload(tmp, key, hashlib.sha256(data).hexdigest(), None)
-        finally:
-            tmp.unlink(missing_ok=True)
+        filer.remote.upload_parts([data], key, hashlib.sha256(data).hexdigest(), tmp)
     elif modified < datetime.now(UTC) - MARKER_RENEWED:
         filer.remote.touch(key)
     _MARKED.add((filer.remote.address, repo.top))

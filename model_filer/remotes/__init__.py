@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -265,6 +265,17 @@ class Remote(ABC):
         sink = _Bounded(limit, too_big)
         self.download(key, sink, None, size)
         return sink.getvalue()
+
+    def upload_parts(self, parts: Iterable[Any], key: str, sha256: str, tmp: Path) -> None:
+        """Upload the buffers ``parts`` (a chunk, a marker) as ``key`` through the fresh temp
+        file ``tmp``, removed afterwards: every remote type uploads from a file."""
+        try:
+            with open(tmp, "wb") as fh:
+                for part in parts:
+                    fh.write(part)
+            self.upload(tmp, key, sha256, None)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @abstractmethod
     def stat(self, key: str) -> RemoteObject | None:

@@ -101,14 +101,7 @@ class Chunked:
 
     def _put(self, data: Iterable[Any], key: str, sha256: str) -> None:
         """Upload the buffers ``data`` as the object ``key`` (through a temp file)."""
-        tmp = self.temp("stored")
-        try:
-            with open(tmp, "wb") as fh:
-                for part in data:
-                    fh.write(part)
-            self.remote.upload(tmp, key, sha256, None)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self.remote.upload_parts(data, key, sha256, self.temp("stored"))
 
     def _keep(self, found: RemoteObject) -> None:
         """Refresh an object a push reuses if gc could collect it soon (see REFRESH_AFTER)."""
