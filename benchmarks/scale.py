@@ -244,7 +244,9 @@ def bench_dump_10k(b: Scale, metadata: bool = False) -> harness.Row:
     for i in range(b.runs):
         common.log(f"run {i + 1}/{b.runs}")
         args = {"dir": str(repo / "models"), "address": str(remote), "count": PER_RUN}
-        result = run_worker("dump_into", {**args, "tag": f"r{i}", "metadata": metadata}, b.env)
+        # Its own names per row: the metadata row's registry is a copy of the other's.
+        tag = f"{'m' if metadata else 'r'}{i}"
+        result = run_worker("dump_into", {**args, "tag": tag, "metadata": metadata}, b.env)
         ours += result["ours"]
         theirs += result["base"]
         entries = result["entries"]
