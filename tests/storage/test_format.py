@@ -53,6 +53,9 @@ def test_a_registry_key_names_a_model_but_a_chunk_key_does_not():
         f".model_filer/blobs/{SHA}",
         f".model_filer/objects/{SHA[:-1]}",
         f"x/.model_filer/objects/{SHA}",
+        f".model_filer/chunks/{SHA.upper()}",
+        f".model_filer/manifests/{SHA[:-1]}g",
+        f".model_filer/objects/0{SHA}",
     ],
 )
 def test_other_keys_are_not_storage_keys(key):
