@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from model_filer.fs.layout import INTERNAL_DIR, TMP_DIR, ensure_dir, internal_dir
 
-_FALLOCATE = sys.platform == "linux" and hasattr(os, "posix_fallocate")
-_FALLOCATE_FROM = 64 * 1024  # below this a rename's writeout is too small to matter
+_ALLOCATE_FROM = 64 * 1024  # below this a rename's writeout is too small to matter
+_EXT4: dict[int, bool] = {}  # device -> whether it is mounted as ext4 (asked once a process)
 _HOST = os.uname().nodename.replace("-", "_")[:40] or "host"
 
 
@@ -48,12 +48,41 @@ def atomic_write(final: Path, local_dir: Path, purpose: str) -> Iterator[IO[byte
 def write_bytes_atomic(final: Path, local_dir: Path, data: bytes, purpose: str) -> None:
     """Replace ``final`` with ``data`` all at once: readers see the old or the new bytes."""
     with atomic_write(final, local_dir, purpose) as fh:
-        if _FALLOCATE and len(data) >= _FALLOCATE_FROM:
+        if len(data) >= _ALLOCATE_FROM and _on_ext4(fh.fileno()):
             # Blocks allocated up front: ext4 (auto_da_alloc) otherwise writes out a renamed-over
             # file's delayed blocks inside rename(), 3.6 of a 4.7 MB registry write's 5 ms.
             with contextlib.suppress(OSError):  # no space is then reported by the write
                 os.posix_fallocate(fh.fileno(), 0, len(data))
         fh.write(data)
+
+
+def _on_ext4(fd: int) -> bool:
+    """Whether the open file is on ext4, by the mount table (``False`` when unsure). Elsewhere
+    no rename writes data out, and where a filesystem lacks fallocate (NFSv3, FUSE, 9p)
+    glibc would write a byte per block instead."""
+    if not sys.platform.startswith("linux"):
+        return False
+    dev = os.fstat(fd).st_dev
+    known = _EXT4.get(dev)
+    if known is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+                kind = mount_type(f"{os.major(dev)}:{os.minor(dev)}", fh)
+        except OSError:
+            kind = None
+        known = _EXT4[dev] = kind == "ext4"
+    return known
+
+
+def mount_type(device: str, mountinfo: Iterable[str]) -> str | None:
+    """The filesystem type of the mount of ``device`` (``major:minor``) in the lines of a
+    ``/proc/<pid>/mountinfo`` table; ``None`` when none is that device's."""
+    for line in mountinfo:  # id parent major:minor root point options [tags...] - type ...
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == device and "-" in fields[6:]:
+            at = fields.index("-", 6) + 1
+            return fields[at] if at < len(fields) else None
+    return None
 
 
 def _owner_alive(name: str) -> bool:

@@ -75,6 +75,43 @@ def test_write_bytes_atomic_replaces_the_file(tmp_path):
     assert list((tmp_path / INTERNAL_DIR / "tmp").iterdir()) == []
 
 
+@pytest.mark.parametrize("size", [70 * 1024, 3 * 1024 * 1024 + 7])
+def test_a_large_atomic_write_holds_exactly_its_bytes(tmp_path, size):
+    # From 64 KiB the blocks are allocated before the write (on ext4): the file must still be
+    # exactly the new bytes, never padded or cut, over a longer and a shorter old file.
+    target = tmp_path / "f"
+    for old in (os.urandom(size + 5000), b"old"):
+        target.write_bytes(old)
+        data = os.urandom(size)
+        write_bytes_atomic(target, tmp_path, data, "test")
+        assert target.read_bytes() == data
+    assert list((tmp_path / INTERNAL_DIR / "tmp").iterdir()) == []
+
+
+MOUNTINFO = [
+    "22 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n",
+    "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n",
+    "40 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard\n",
+    "41 1 0:44 / /mnt/c rw,noatime - 9p drvfs rw\n",
+    "42 1 8:1 / /broken rw\n",  # no separator: not trusted
+]
+
+
+@pytest.mark.parametrize(
+    ("device", "kind"),
+    [
+        ("254:0", "ext4"),
+        ("98:0", "ext3"),
+        ("0:44", "9p"),
+        ("0:21", "proc"),
+        ("8:1", None),
+        ("9:9", None),
+    ],
+)
+def test_the_mount_type_of_a_device_comes_from_its_mountinfo_line(device, kind):
+    assert tempfiles.mount_type(device, MOUNTINFO) == kind
+
+
 def test_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path):
     target = tmp_path / "f"
     target.write_bytes(b"old")
