@@ -29,7 +29,7 @@ from model_filer.fs.layout import (
 from model_filer.fs.locks import FolderLock
 from model_filer.fs.tempfiles import remove_dead_temps, temp_path, write_bytes_atomic
 from model_filer.local.freshness import Freshness, ParseMemo
-from model_filer.registry.file import RegistryFile
+from model_filer.registry.file import OnWrite, RegistryFile
 from model_filer.registry.model import Entry, Registry
 from model_filer.registry.names import check_name
 
@@ -111,12 +111,7 @@ class ModelFolder:
         Given the bytes of every registry write.
     """
 
-    def __init__(
-        self,
-        local_dir: Path,
-        remote: Remote,
-        on_write: Callable[[bytes], None] | None = None,
-    ) -> None:
+    def __init__(self, local_dir: Path, remote: Remote, on_write: OnWrite | None = None) -> None:
         self.local_dir = local_dir
         self.registry_file = RegistryFile(local_dir, remote.remote_type, on_write)
         self._remote = remote

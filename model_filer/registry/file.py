@@ -23,8 +23,19 @@ from model_filer.fs.tempfiles import write_bytes_atomic
 from model_filer.registry.codec import Codec, dumps, parse
 from model_filer.registry.model import MAX_REGISTRY_BYTES, Entry, Registry
 
-__all__ = ["Codec", "Entry", "FolderLock", "Registry", "RegistryFile", "dumps", "parse", "read"]
+__all__ = [
+    "Codec",
+    "Entry",
+    "FolderLock",
+    "OnWrite",
+    "Registry",
+    "RegistryFile",
+    "dumps",
+    "parse",
+    "read",
+]
 
+OnWrite = Callable[[bytes], None]  # told the bytes of each registry write
 _PIECE = 256 * 1024  # a registry is checked against known bytes this much at a time
 
 
@@ -108,12 +119,7 @@ class RegistryFile:
     3 MB again. Keyed by the bytes themselves, so never stale.
     """
 
-    def __init__(
-        self,
-        local_dir: Path,
-        remote_type: str,
-        on_write: Callable[[bytes], None] | None = None,
-    ) -> None:
+    def __init__(self, local_dir: Path, remote_type: str, on_write: OnWrite | None = None) -> None:
         self.local_dir = local_dir
         self.path = local_dir / registry_filename(remote_type)
         self.remote_type = remote_type

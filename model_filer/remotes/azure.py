@@ -24,7 +24,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_filer.errors import (
     BucketNotFoundError,
@@ -38,17 +38,16 @@ from model_filer.errors import (
 from model_filer.registry.names import check_key
 from model_filer.remotes import (
     PATIENT,
-    Network,
-    Progress,
     RangedRemote,
-    RangeSink,
     RemoteObject,
     Sending,
-    Sink,
     _Stalled,
     check_stall,
     silence_of,
 )
+
+if TYPE_CHECKING:
+    from model_filer.remotes import Network, Progress, RangeSink, Sink
 
 MB = 1024 * 1024
 SINGLE_PUT = 16 * MB  # below: one Put Blob (atomic); above: staged blocks, resumable

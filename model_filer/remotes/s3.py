@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_filer.errors import (
     BucketNotFoundError,
@@ -29,18 +29,17 @@ from model_filer.errors import (
 from model_filer.registry.names import is_object_key
 from model_filer.remotes import (
     PATIENT,
-    Network,
-    Progress,
     RangedRemote,
-    RangeSink,
     RemoteObject,
-    Sink,
     _Stalled,
     check_stall,
     silence_of,
 )
 from model_filer.remotes import Sending as _Sending
 from model_filer.remotes._bucket import BucketRemote
+
+if TYPE_CHECKING:
+    from model_filer.remotes import Network, Progress, RangeSink, Sink
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MAX_COPY = 5 * 1024**3  # CopyObject's limit (touch)
