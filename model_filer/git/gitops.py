@@ -172,6 +172,12 @@ def commit_of(rev: str, cwd: Path) -> str | None:
     return out.strip() or None
 
 
+def merge_base(commits: Sequence[str], cwd: Path) -> str | None:
+    """The best common ancestor of ``commits`` (full shas: a merge's parents), or ``None``."""
+    done = run(["merge-base", "--octopus", *commits], cwd, check=False)
+    return done.stdout.decode().strip() or None if done.returncode == 0 else None
+
+
 def _safe_rev(rev: str) -> bool:
     """Whether ``rev`` can be passed to git (never read as an option, one line)."""
     return bool(rev) and not rev.startswith("-") and not any(c in rev for c in "\0\n")

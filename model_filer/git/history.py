@@ -261,24 +261,27 @@ def change_of(old: Entry | None, new: Entry | None) -> str | None:
 def log(filer: Filer, name: str | None = None, rev: str = "HEAD") -> list[LogRow]:
     """Every change of ``name`` (every model when ``None``) in ``rev``'s history, newest first.
 
-    A merge shows a change only when the merged version differs from every parent's (a
-    change made on a branch is shown once, where it was made).
+    A merge shows a change when the merged version differs from every parent's, or when
+    both branches had changed it and the merge kept one side's version (``merged``): a
+    change made on one branch only is shown once, where it was made.
     """
     if name is not None:
         check_name(name)
     rows: list[LogRow] = []
+    bases = _Bases(filer)
     for change, pairs in _versions(filer, rev):
         new = pairs[0][1]
         names = {name} if name is not None else _names(p for pair in pairs for p in pair)
         for model in sorted(names):
             after = _get(new, model)
-            kinds = [change_of(_get(old, model), after) for old, _ in pairs]
-            if all(kinds) and kinds[0] is not None:
-                entry = after if after is not None else _get(pairs[0][0], model)
-                assert entry is not None  # noqa: S101 - a change has a side with the entry
-                rows.append(
-                    LogRow(change.commit, change.time, change.author, model, kinds[0], entry)
-                )
+            olds = [_get(old, model) for old, _ in pairs]
+            kinds = [change_of(old, after) for old in olds]
+            kind = kinds[0] if all(kinds) else None
+            if kind is None and any(kinds) and bases.both_changed(change, olds, _get, model):
+                kind = "merged" if after is not None else "removed"
+            if kind is not None:
+                entry = after if after is not None else next(o for o in olds if o is not None)
+                rows.append(LogRow(change.commit, change.time, change.author, model, kind, entry))
     return rows
 
 
@@ -287,12 +290,51 @@ def alias_log(filer: Filer, alias: str, rev: str = "HEAD") -> list[AliasMove]:
     ``rev``'s history, newest first; a merge as in :func:`log`."""
     check_name(alias)
     rows = []
+    bases = _Bases(filer)
     for change, pairs in _versions(filer, rev):
         new = _target(pairs[0][1], alias)
         olds = [_target(old, alias) for old, _ in pairs]
-        if all(old != new for old in olds):
+        differ = [old != new for old in olds]
+        if all(differ) or (any(differ) and bases.both_changed(change, olds, _target, alias)):
             rows.append(AliasMove(alias, olds[0], new, change.commit, change.time, change.author))
     return rows
+
+
+class _Bases:
+    """The registry at each merge's base, read only for merges that may have kept one side
+    of a change made on both (one ``git merge-base`` and one blob read each)."""
+
+    def __init__(self, filer: Filer) -> None:
+        self._filer = filer
+        self._where: RepoPath | None = None
+        self._regs: dict[str, Registry | None] = {}
+
+    def both_changed(
+        self, change: gitops.PathChange, olds: Sequence[Any], get: Any, key: str
+    ) -> bool:
+        """Whether every parent's ``get(reg, key)`` differs from the merge base's: each
+        branch changed it, so the merge chose (``olds`` are the parents' values)."""
+        if len(change.parents) < 2:
+            return False
+        if change.commit not in self._regs:
+            self._regs[change.commit] = self._base(change.parents)
+        base = self._regs[change.commit]
+        return base is not _UNREADABLE and all(old != get(base, key) for old in olds)
+
+    def _base(self, parents: Sequence[str]) -> Registry | None:
+        if self._where is None:
+            self._where = repo_path(self._filer, "there is no history to read")
+        top, path = self._where
+        commit = gitops.merge_base(parents, top)
+        if commit is None:  # unrelated histories: nothing both sides started from
+            return None
+        _, text = gitops.read_at(commit, path, top)
+        if text is None:
+            return None
+        try:
+            return Codec().parse(text, f"{path} at {commit[:10]}", filename=path)
+        except ModelFilerError:
+            return _UNREADABLE
 
 
 Versions = list[tuple[Registry | None, Registry | None]]  # (before, after) per parent
