@@ -642,7 +642,8 @@ class Filer:
         ----------
         name : str, optional
             A model: one :class:`~model_filer.git.history.LogRow` per commit that added,
-            replaced, pushed, annotated or removed it, with its metrics and params then.
+            replaced, pushed, annotated or removed it, or merged two branches that had both
+            changed it (``merged``: the version kept), with its metrics and params then.
             ``"@production"``: one :class:`~model_filer.git.history.AliasMove` per commit
             that set, moved or removed the alias. ``None``: every model's changes.
         rev : str

@@ -185,7 +185,7 @@ class LogRow(NamedTuple):
     time: int  # seconds since the epoch
     author: str
     name: str
-    change: str  # added, replaced, removed, pushed or annotated
+    change: str  # added, replaced, removed, pushed, annotated, or merged (one side kept)
     entry: Entry  # the new entry; the old one for ``removed``
 
     def as_dict(self) -> dict[str, Any]:

@@ -451,6 +451,56 @@ def test_an_alias_moved_on_a_branch_is_shown_once(
     assert sorted(commits) == sorted([back, scores.moved, scores.set])  # git's order may vary)
 
 
+def _merge_keeping(scores: Scores, side: str) -> str:
+    """Merge branch ``side`` into main; on a conflict keep ``ours`` or ``theirs`` for the
+    registry, then redo the other branch's alias (as a user who resolved it by hand does)."""
+    repo = scores.repo
+    done = git(repo, "merge", "-q", "--no-ff", "--no-edit", "side", check=False)
+    if done.returncode != 0:
+        git(repo, "checkout", f"--{side}", "--", "models/.local_registry")
+        scores.filer.set_alias("canary", "v2")  # side's
+        scores.filer.set_alias("staging", "v1")  # main's
+        git(repo, "add", "models/.local_registry")
+        git(repo, "commit", "-q", "--no-edit")
+    return head(repo)
+
+
+@pytest.mark.parametrize("kept", ["ours", "theirs"])
+def test_a_merge_that_kept_one_of_two_changes_is_logged(scores: Scores, kept: str) -> None:
+    # Both branches changed v1's metrics (and an alias each); the merge kept one version of
+    # v1: the newest row must be the merge, with the version it kept, not the other one.
+    git(scores.repo, "checkout", "-q", "-b", "side")
+    scores.filer.annotate("v1", metrics={"auc": 0.7})
+    scores.filer.set_alias("canary", "v2")
+    commit(scores.repo, "side: auc 0.7")
+    git(scores.repo, "checkout", "-q", "main")
+    scores.filer.annotate("v1", metrics={"auc": 0.9})
+    scores.filer.set_alias("staging", "v1")
+    commit(scores.repo, "main: auc 0.9")
+    merge = _merge_keeping(scores, kept)
+    rows = scores.filer.log("v1")
+    assert (rows[0].commit, rows[0].change) == (merge, "merged")
+    assert rows[0].entry.metrics == {"auc": 0.9 if kept == "ours" else 0.7}
+    assert [r.change for r in rows].count("merged") == 1
+    assert scores.filer.log("v2")[0].change != "merged"  # changed on neither branch
+
+
+def test_a_merge_that_kept_one_of_two_alias_moves_is_logged(scores: Scores) -> None:
+    git(scores.repo, "checkout", "-q", "-b", "side")
+    scores.filer.set_alias("production", "v1")
+    scores.filer.set_alias("canary", "v2")
+    commit(scores.repo, "side: back to v1")
+    git(scores.repo, "checkout", "-q", "main")
+    scores.filer.dump([3], "v3", push=True)
+    scores.filer.set_alias("production", "v3")
+    scores.filer.set_alias("staging", "v1")
+    commit(scores.repo, "main: v3")
+    merge = _merge_keeping(scores, "theirs")
+    moves = scores.filer.log("@production")
+    assert moves[0].commit == merge and moves[0].new == ("v1", scores.sha["v1"])
+    assert scores.filer.log("@canary")[0].commit != merge  # set on one branch only
+
+
 def test_log_of_an_alias_never_set(scores: Scores, capsys: pytest.CaptureFixture[str]) -> None:
     assert scores.filer.log("@staging") == []
     assert main(["log", "--dir", "models", "@staging"]) == 0
