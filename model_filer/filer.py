@@ -43,6 +43,7 @@ from model_filer.registry.table import Table
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import STORAGES, TransferReport, Transfers
 
+_READS = 3  # reads of the registry by a load that meets a concurrent re-dump (see load)
 STORAGE_ENV = "MODEL_FILER_STORAGE"  # the layout pushes write when no storage= is given
 
 if TYPE_CHECKING:
@@ -439,13 +440,25 @@ class Filer:
             serializers.warn_versions(entry)
             return model
         self.folder.clean_dead_temps()
-        if is_alias:
-            entry = aliased(self.folder.read(), name, str(self.registry_path))
-            name = entry.name
-        else:
-            entry = self.folder.entry(name)
-        with self.open(entry) as fh:
-            model = serializers.load(fh, entry.serializer, name, trust_set, self.registry_path)
+        for attempt in range(_READS):
+            if is_alias:
+                entry = aliased(self.folder.read(), name, str(self.registry_path))
+            else:
+                entry = self.folder.entry(name)
+            try:
+                fh = self.open(entry)
+                break
+            except IntegrityError:
+                # A re-dump (overwrite=True) in another process writes the registry, then
+                # renames the file into place: the entry read and the file opened can be of
+                # two versions. A fresh read (which waits for a dump half done) settles it;
+                # a file that still differs was changed by something else.
+                if entry.state != "local" or attempt == _READS - 1:
+                    raise
+        with fh:
+            model = serializers.load(
+                fh, entry.serializer, entry.name, trust_set, self.registry_path
+            )
         serializers.warn_versions(entry)
         return model
 

@@ -197,3 +197,44 @@ def test_eight_processes_loading_one_missing_model_from_s3_download_it_once(
     check_folder(fresh, "s3")
     assert [p.name for p in fresh.glob("*.pkl")] == ["shared.pkl"]
     assert gets == 1  # the others waited on the model's lock and found it in place
+
+
+def test_a_load_that_meets_a_re_dump_between_its_reads_returns_one_version(tmp_path):
+    # The reader has read the registry; another process's re-dump (overwrite=True) then
+    # replaces the registry and the file. The reader must load the new version, not call
+    # the file "changed after dump".
+    folder, remote = tmp_path / "models", tmp_path / "remote"
+    reader = Filer(folder, str(remote), remote_type="local")
+    reader.dump([1], "hot")
+    writer = Filer(folder, str(remote), remote_type="local")
+    opened, raced = reader.open, []
+
+    def open_after_a_re_dump(entry: Any) -> Any:
+        if not raced:  # once: between this load's registry read and its open
+            raced.append(writer.dump([2], "hot", overwrite=True))
+        return opened(entry)
+
+    reader.open = open_after_a_re_dump  # type: ignore[method-assign]
+    assert reader.load("hot") == [2]
+
+
+def test_loads_beside_a_process_re_dumping_the_same_model_always_get_a_whole_version(tmp_path):
+    folder, remote = tmp_path / "models", tmp_path / "remote"
+    Filer(folder, str(remote), remote_type="local").dump([0] * 1000, "hot")
+
+    def re_dump() -> int:
+        filer = Filer(folder, str(remote), remote_type="local")
+        for i in range(1, 60):
+            filer.dump([i] * 1000, "hot", overwrite=True)
+        return 59
+
+    def load_many() -> set[int]:
+        filer = Filer(folder, str(remote), remote_type="local")
+        seen = set()
+        for _ in range(150):
+            got = filer.load("hot")
+            assert len(set(got)) == 1 and len(got) == 1000  # one whole version
+            seen.add(got[0])
+        return seen
+
+    assert run_together([re_dump, load_many, load_many])[0] == 59
