@@ -83,7 +83,9 @@ def driver_command(python: str | None = None) -> str:
     ``rev:`` bump; the checkout hook then sets its own), else ``model-filer`` on PATH. When
     neither can run, or the driver refuses (an unreadable side, two remotes), the registry
     gets git's line merge with conflict markers, which no registry parse accepts: git itself
-    would keep "ours" without a marker. The exit status then says "conflict".
+    would keep "ours" without a marker. The exit status then says "conflict". Its markers
+    say ``HEAD`` and ``MERGE_HEAD`` as git's own do: ``ours``/``theirs`` are the driver's,
+    whose conflicts need only a choice (see ``conflict_advice``).
     """
     # -P: git runs the driver in the work tree's top folder, which Python would otherwise put
     # first on sys.path, so a branch committing a model_filer/ folder would run its code.
@@ -96,7 +98,7 @@ def driver_command(python: str | None = None) -> str:
         "else echo 'model-filer: the registry merge driver cannot run here (neither' \"$py\" "
         "'nor model-filer on PATH); install it (pip install ds-model-filer), then run: git "
         "checkout -m --' %P >&2; false; fi || { grep -q '^<<<<<<< ' %A || "
-        "git merge-file -L ours -L base -L theirs %A %O %B; exit 1; }"
+        "git merge-file -L HEAD -L base -L MERGE_HEAD %A %O %B; exit 1; }"
     )
 
 

@@ -451,7 +451,7 @@ class Codec:
                     f"(limit {MAX_REGISTRY_BYTES}). Restore it from git."
                 )
             if b"\n<<<<<<< " in b"\n" + text or b"\n>>>>>>> " in text:
-                raise RegistryError(conflict_advice(where, filename))
+                raise RegistryError(conflict_advice(where, filename, text))
             fast = self.parse_canonical(text, filename) if loader is None else None
             return fast if fast is not None else _parse_yaml(text, where, loader, filename)
 

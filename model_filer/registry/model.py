@@ -702,10 +702,22 @@ def aliased(reg: Registry, name: str, where: str) -> Entry:
     return reg.entries[reg.aliases[alias][0]]
 
 
-def conflict_advice(where: str, path: str | None) -> str:
-    """What to do about a registry left with conflict markers: merge it again with the
-    driver, which keeps both sides' models (``git checkout --ours`` would drop theirs)."""
+_DRIVER_MARKS = re.compile(rb"^(<<<<<<<|=======|>>>>>>>)( .*)?$", re.M)
+
+
+def conflict_advice(where: str, path: str | None, text: bytes = b"") -> str:
+    """What to do about a registry left with conflict markers (``text``): merge it again
+    with the driver, which keeps both sides' models (``git checkout --ours`` would drop
+    theirs); when the driver itself left them (its ``ours``/``theirs`` labels, where git's
+    own merge writes ``HEAD`` and a branch), only the choice between two versions is left."""
     quoted = shlex.quote(path) if path else "the registry"
+    marks = {m.group(0) for m in _DRIVER_MARKS.finditer(text)}
+    if marks == {b"<<<<<<< ours", b"=======", b">>>>>>> theirs"}:
+        return (
+            f"{where}: a model or alias was changed differently on both branches; the merge "
+            "driver kept both versions between conflict markers. Keep one of the two versions "
+            f"of each, delete the marker lines, then `git add {quoted}`."
+        )
     return (
         f"{where}: unresolved merge conflict markers. To merge it entry by entry, keeping both "
         "branches' models: set up the registry merge driver (`model-filer install-hooks "

@@ -230,9 +230,20 @@ def test_with_the_driver_a_real_conflict_is_reported(repo, remote):
     assert "  base_model:\n" in head and "<<<<<<<" not in tail
     assert mine.startswith("  shared:\n") and theirs.startswith("  shared:\n")
     assert mine != theirs
-    # A plain `git add` cannot keep one side silently: the registry does not parse.
-    with pytest.raises(RegistryError, match=f"git checkout -m -- {REGISTRY}"):
+    # A plain `git add` cannot keep one side silently: the registry does not parse, and the
+    # advice is the one step left (not to set up the driver that made these markers).
+    with pytest.raises(RegistryError) as refused:
         parse((repo / REGISTRY).read_bytes(), REGISTRY, filename=REGISTRY)
+    assert "the merge driver kept both versions" in str(refused.value)
+    assert (
+        f"Keep one of the two versions of each, delete the marker lines, then `git add {REGISTRY}`"
+        in str(refused.value)
+    )
+    assert "checkout -m" not in str(refused.value)
+    # Git's own line merge (HEAD and a branch name as labels) still gets the whole advice.
+    text = (repo / REGISTRY).read_bytes().replace(b"<<<<<<< ours", b"<<<<<<< HEAD")
+    with pytest.raises(RegistryError, match=f"git checkout -m -- {REGISTRY}"):
+        parse(text.replace(b">>>>>>> theirs", b">>>>>>> right"), REGISTRY, filename=REGISTRY)
 
 
 def test_the_cli_form_installs_only_the_driver(repo, remote):
