@@ -153,6 +153,12 @@ def test_push_follows_the_storage_setting_of_the_environment(repo, filer, monkey
     user_error(capsys, "$MODEL_FILER_STORAGE='zip' is not a layout", "'plain'")
 
 
+def test_a_bad_stall_timeout_in_the_environment_says_what_to_type(repo, filer, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_FILER_STALL_TIMEOUT", "5min")
+    assert main(["pull", "--dir", "models", "--all"]) == 2
+    user_error(capsys, "$MODEL_FILER_STALL_TIMEOUT='5min'", "such as 300, or unset it")
+
+
 def test_push_from_inside_the_model_folder(repo, filer, monkeypatch):
     monkeypatch.chdir(repo / "models")
     assert main(["push", "--all"]) == 0
@@ -187,7 +193,8 @@ def test_pull_from_a_missing_remote_is_a_clear_error(repo, filer, remote, capsys
     capsys.readouterr()
 
     assert main(["pull", "--dir", "models", "--all"]) == 2
-    user_error(capsys, "churn", "does not exist")
+    line = user_error(capsys, "churn", "does not exist", "model-filer remote set --dir")
+    assert "mkdir" not in line  # models on an unmounted share: an empty folder is no fix
 
 
 def test_pull_with_a_remote_address_override(repo, filer, remote, tmp_path, capsys):

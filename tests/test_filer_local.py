@@ -342,9 +342,36 @@ def test_a_shared_drive_mounted_at_another_path_still_loads(tmp_path, filer, rem
 def test_a_missing_remote_folder_is_reported(tmp_path, local_dir):
     filer = Filer(local_dir, str(tmp_path / "not-mounted"), remote_type="local")
     filer.dump({"v": 1}, "my_model")
-    with pytest.raises(BucketNotFoundError, match="mkdir -p"):
-        filer.push("my_model")
+    with pytest.raises(BucketNotFoundError, match="mkdir -p") as info:
+        filer.push("my_model")  # a first push may start a new remote: creating it is right
+    assert "Mount it" in str(info.value)
     assert filer.list_files()[0].state == "local"
+
+
+def test_a_read_from_a_missing_remote_folder_says_mount_it_not_create_it(
+    tmp_path, local_dir, remote_dir, filer
+):
+    """Models on a share that is not mounted: an empty folder would only change the error."""
+    filer.dump({"v": 1}, "my_model")
+    filer.push("my_model")
+    shutil.rmtree(remote_dir)  # the share, unmounted
+    mate = teammate(tmp_path, filer)
+
+    with pytest.raises(BucketNotFoundError) as info:
+        mate.load("my_model")
+    message = str(info.value)
+    assert "is the share mounted?" in message
+    assert "Mount it" in message
+    assert "model-filer remote set --dir MODEL_FOLDER PATH" in message
+    assert "mkdir" not in message
+    for read in (
+        lambda: mate.remote.stat("my_model/x.pkl"),
+        lambda: mate.remote.list_sizes(""),
+        lambda: list(mate.remote.list_objects()),
+    ):
+        with pytest.raises(BucketNotFoundError, match="remote set --dir") as info:
+            read()
+        assert "mkdir" not in str(info.value)
 
 
 def test_object_keys_embed_the_sha_and_old_registries_keep_their_bytes(

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import io
 import math
+import os
 import re
 import threading
 import time
@@ -21,7 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from model_filer.errors import RemoteObjectMissingError, UnknownRemoteTypeError
+from model_filer.errors import (
+    InvalidNameError,
+    RemoteObjectMissingError,
+    UnknownRemoteTypeError,
+)
 
 Progress = Callable[[int], None]
 
@@ -95,6 +100,41 @@ PATIENT = Network()
 #: Git hooks must not hold up a checkout or a push: a stuck store costs them at most 13 s (about
 #: 5 s: after one attempt of 5 s silence, a second could end past 13 s).
 FAIL_FAST = Network(connect_timeout=2.0, read_timeout=5.0, max_attempts=3, stall_timeout=13.0)
+
+#: Seconds of silence after which the default policies give up, for users who cannot pass a
+#: Network (the CLI, the hooks): it replaces the ``stall_timeout`` of PATIENT and FAIL_FAST.
+STALL_ENV = "MODEL_FILER_STALL_TIMEOUT"
+
+#: The end of every remote's "no answer" error: how to wait longer, from the CLI or a hook
+#: (the environment) as well as from Python.
+STALL_ADVICE = (
+    f"To wait longer, set {STALL_ENV}=300 (seconds), or pass "
+    "network=model_filer.Network(stall_timeout=300) to Filer."
+)
+
+
+def network_from_env(network: Network) -> Network:
+    """``network``, its ``stall_timeout`` from ``$MODEL_FILER_STALL_TIMEOUT`` when it is one
+    of the default policies (:data:`PATIENT`, :data:`FAIL_FAST`) and the variable is set; a
+    policy the caller chose is kept as is.
+
+    Raises :class:`InvalidNameError` for a value that is not a finite positive number.
+    """
+    if network not in (PATIENT, FAIL_FAST):
+        return network
+    raw = os.environ.get(STALL_ENV, "").strip()
+    if not raw:
+        return network
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidNameError(
+            f"${STALL_ENV}={raw!r} is not a positive number of seconds: set it to a number "
+            "of seconds such as 300, or unset it."
+        )
+    return network._replace(stall_timeout=seconds)
 
 
 class Silence:
@@ -448,8 +488,9 @@ def check_type(remote_type: object) -> str:
 
 
 def get_remote(remote_type: str, address: str, network: Network = PATIENT) -> Remote:
-    """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy."""
+    """Build the remote of ``remote_type`` at ``address``, with its ``network`` policy
+    (a default one adjusted by ``$MODEL_FILER_STALL_TIMEOUT``: :func:`network_from_env`)."""
     module = importlib.import_module(check_type(remote_type))
     check_scheme(remote_type, address)
-    remote: Remote = module.REMOTE(address, network)
+    remote: Remote = module.REMOTE(address, network_from_env(network))
     return remote

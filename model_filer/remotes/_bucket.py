@@ -10,7 +10,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 
 from model_filer.errors import InvalidNameError, RemoteMismatchError, RemoteUnreachableError
-from model_filer.remotes import PATIENT, Network, Remote, _Stalled
+from model_filer.remotes import PATIENT, STALL_ADVICE, Network, Remote, _Stalled
 
 
 class BucketRemote(Remote):
@@ -100,6 +100,5 @@ class BucketRemote(Remote):
         return RemoteUnreachableError(
             f"No answer from {self.store} at {self._endpoint()} for {exc.seconds:.0f} s to "
             f"{action} {where} (a stuck VPN or proxy?), so model_filer gave up. Check the "
-            f"network and {self.endpoint_variable}, then try again. To wait longer, pass "
-            "network=model_filer.Network(stall_timeout=300) to Filer."
+            f"network and {self.endpoint_variable}, then try again. {STALL_ADVICE}"
         )

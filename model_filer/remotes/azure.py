@@ -38,6 +38,7 @@ from model_filer.errors import (
 from model_filer.registry.names import check_key
 from model_filer.remotes import (
     PATIENT,
+    STALL_ADVICE,
     RangedRemote,
     RemoteObject,
     Sending,
@@ -349,8 +350,7 @@ class AzureRemote(RangedRemote):
             return RemoteUnreachableError(
                 f"No answer from Azure Blob Storage at {self._endpoint()} for "
                 f"{exc.seconds:.0f} s to {action} {where} (a stuck VPN or proxy?), so "
-                "model_filer gave up. Check the network, then try again. To wait longer, pass "
-                "network=model_filer.Network(stall_timeout=300) to Filer."
+                f"model_filer gave up. Check the network, then try again. {STALL_ADVICE}"
             )
         status = getattr(exc, "status_code", None)
         code = str(getattr(exc, "error_code", None) or status or "")

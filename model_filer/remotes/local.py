@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import time
 import uuid
@@ -108,7 +109,7 @@ class LocalRemote(Remote):
         """The folder's ID, written on first push: atomically, and the first writer wins."""
         if (existing := self.identity()) is not None:
             return existing
-        self._require_root()
+        self._require_root(writing=True)
         final = self.root / ID_FILE
         tmp = self.root / owned_temp_name("remote-id")
         data = f"{uuid.uuid4().hex}\n".encode()
@@ -153,16 +154,33 @@ class LocalRemote(Remote):
             raise InvalidNameError(f"Object key {key!r} escapes the remote folder {self.root}.")
         return path
 
-    def _require_root(self) -> None:
-        if not self.root.is_dir():
-            raise BucketNotFoundError(
-                f"Remote folder {self.root} does not exist (is the share mounted?). "
-                f"Create it with `mkdir -p {self.root}` or pass the right path.",
-                address=self.address,
+    def _require_root(self, writing: bool = False) -> None:
+        """Raise :class:`BucketNotFoundError` when the root folder is missing.
+
+        Only a write (a push, whose first may start a new remote) is told to create it: to a
+        read of models a share that is not mounted holds, an empty folder would only change
+        the error.
+        """
+        if self.root.is_dir():
+            return
+        root = shlex.quote(str(self.root))
+        if writing:
+            fix = (
+                "Mount it; if this is a new remote, create it with "
+                f"`mkdir -p {root}`; or pass the right path."
             )
+        else:
+            fix = (
+                "Mount it; if this machine mounts it elsewhere, run "
+                "`model-filer remote set --dir MODEL_FOLDER PATH`."
+            )
+        raise BucketNotFoundError(
+            f"Remote folder {self.root} does not exist (is the share mounted?). {fix}",
+            address=self.address,
+        )
 
     def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        self._require_root()
+        self._require_root(writing=True)
         dest = self._path(key)
         if dest.is_file() and dest.stat().st_size == src.stat().st_size:
             self.touch(key)  # keys embed the sha256: same key, same bytes

@@ -35,7 +35,7 @@ from model_filer import (
     UnknownRemoteTypeError,
 )
 from model_filer.registry.names import object_key, storage_key_kind
-from model_filer.remotes import Remote, get_remote
+from model_filer.remotes import STALL_ADVICE, Remote, get_remote
 from tests.support.azurite import DEV_KEY, connection_string
 from tests.support.faultproxy import FaultProxy, StuckServer
 from tests.support.gcsserver import GCS_BUCKET, free_port
@@ -382,9 +382,12 @@ def test_a_stuck_server_costs_the_stall_bound_not_attempts_multiplied(target, mo
         remote, other = target.remote(QUICK), target.remote(QUICK)
         other._connect()  # type: ignore[attr-defined] # built now: a busy machine takes a while
 
-        with pytest.raises(RemoteUnreachableError, match="No answer from"):
+        with pytest.raises(RemoteUnreachableError, match="No answer from") as info:
             remote.size_of("m/" + "0" * 64 + ".pkl")
         assert stuck.connections <= 2  # QUICK would allow 10 attempts
+        # what a CLI or hook user can type too, not only a Filer argument
+        assert str(info.value).endswith(STALL_ADVICE)
+        assert "MODEL_FILER_STALL_TIMEOUT=300" in STALL_ADVICE
 
         seen = stuck.connections
         with pytest.raises(RemoteUnreachableError, match="the last call gave up"):
