@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from model_filer import Filer
+from model_filer import Filer, ModelFilerError
 from model_filer.cli import main
 from tests.support.gitrepo import model_filer
 
@@ -144,6 +144,10 @@ def test_alias_set_show_list_and_remove(filer: Filer, capsys: pytest.CaptureFixt
         (["production", "churn", "--remove"], ["without MODEL"]),
         (["production", "chrun"], ["chrun"]),
         (["bad name", "churn"], ["bad name"]),
+        (["", "churn"], ["Invalid alias '': an alias follows the model-name rule"]),
+        (["@", "churn"], ["Invalid alias ''"]),
+        (["", "--remove"], ["Invalid alias ''"]),
+        ([""], ["Invalid alias ''"]),
     ],
 )
 def test_alias_refusals(
@@ -197,6 +201,18 @@ def test_a_stale_alias_is_flagged_with_its_fix(
     line = next(x for x in capsys.readouterr().out.splitlines() if "@nightly" in x)
     assert line.startswith("  @nightly  ->  draft (")
     assert "  (STALE: @nightly names 'draft' as it was" in line
-    assert "model-filer alias nightly draft" in line
+    assert "`model-filer alias --dir models nightly draft`" in line  # (pasted here, it works)
     assert main(["alias", "nightly"]) == 0
     assert "(STALE: " in capsys.readouterr().out
+    monkeypatch.chdir(repo / "models")
+    assert main(["alias", "nightly"]) == 0
+    assert "`model-filer alias nightly draft`" in capsys.readouterr().out
+
+
+def test_an_empty_alias_is_refused_as_the_library_refuses_it(
+    filer: Filer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ModelFilerError) as raised:
+        filer.set_alias("", "churn")
+    capsys.readouterr()
+    refused(capsys, ["alias", "--dir", "models", "", "churn"], str(raised.value))

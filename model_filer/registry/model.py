@@ -644,19 +644,23 @@ class Alias(NamedTuple):
     sha256: str
 
 
-def alias_fix(alias: str, model: str | None) -> str:
+def alias_fix(alias: str, model: str | None, folder: str | None = None) -> str:
     """How to point an alias again (at ``model``; at another one when ``None``) or drop it,
-    in Python and on the command line."""
+    in Python and on the command line. ``folder``: the model folder as the reader would pass
+    it from where they stand; the command names it with ``--dir`` (shell-quoted) unless it is
+    ``None`` or the current folder, so that it works when pasted."""
     again, shown = ("again", repr(model)) if model else ("at another model", "MODEL")
+    where = f" --dir {shlex.quote(folder)}" if folder not in (None, "", ".") else ""
     return (
-        f"Point it {again} with `filer.set_alias({alias!r}, {shown})` or `model-filer alias "
-        f"{alias} {model or 'MODEL'}` (or drop it: `filer.set_alias({alias!r}, None)`)."
+        f"Point it {again} with `filer.set_alias({alias!r}, {shown})` or `model-filer alias"
+        f"{where} {alias} {model or 'MODEL'}` (or drop it: `filer.set_alias({alias!r}, None)`)."
     )
 
 
-def alias_problem(reg: Registry, alias: str) -> str | None:
+def alias_problem(reg: Registry, alias: str, folder: str | None = None) -> str | None:
     """Why ``@alias`` cannot be used in ``reg`` (no entry, or the entry holds other bytes
-    than the alias named), ending with the fix; ``None`` when it can."""
+    than the alias named), ending with the fix (its command with ``--dir folder``, see
+    :func:`alias_fix`); ``None`` when it can."""
     model, sha = reg.aliases[alias]
     entry = reg.entries.get(model)
     if entry is None:
@@ -669,15 +673,16 @@ def alias_problem(reg: Registry, alias: str) -> str | None:
         )
     else:
         return None
-    return f"{problem} {alias_fix(alias, model if entry is not None else None)}"
+    return f"{problem} {alias_fix(alias, model if entry is not None else None, folder)}"
 
 
-def alias_problems(reg: Registry) -> list[str]:
+def alias_problems(reg: Registry, folder: str | None = None) -> list[str]:
     """Why each alias a commit must not record cannot be used: gone or other bytes
-    (:func:`alias_problem`), or a ``local`` model, which no other clone can load."""
+    (:func:`alias_problem`, its fix naming ``--dir folder``), or a ``local`` model, which no
+    other clone can load."""
     found = []
     for alias in sorted(reg.aliases):
-        problem = alias_problem(reg, alias)
+        problem = alias_problem(reg, alias, folder)
         model = reg.aliases[alias][0]
         if problem is None and reg.entries[model].state == "local":
             problem = f"@{alias} names {model!r}, which is local: push it, and the alias holds."
