@@ -103,6 +103,11 @@ def test_null_deletes_a_key_and_the_rest_is_merged(
         (["--metric", "auc=true"], ["a metric is a finite number"]),
         (["--metric", "bad name=1"], ["bad name"]),
         ([], ["Nothing to record on churn", "--metric"]),
+        (["--tag", "t=x\ny"], ["tags['t'] is 'x\\ny': a tag is a str of printable"]),
+        (["--tag", "t=a\tb"], ["tags['t'] is 'a\\tb'"]),
+        (["--param", "p=a\nb"], ["params['p'] is 'a\\nb'"]),
+        (["--description", "a\tb"], ["description must be a str of printable", "'a\\tb'"]),
+        (["--description", "two\nlines"], ["description must be a str of printable"]),
     ],
 )
 def test_annotate_refuses_bad_input_before_writing(

@@ -341,10 +341,10 @@ def _finite(value: object) -> bool:
 
 
 def _printable(value: object) -> bool:
-    # A registry is read in review: no control character hides in it (newlines and tabs may).
-    if type(value) is not str:
-        return False
-    return value.isprintable() or value.replace("\n", "").replace("\t", "").isprintable()
+    # A registry is read in review, one line an entry's field: no control character hides in
+    # it, and no newline or tab either (a newline made a multi-line quoted scalar, against
+    # "each entry owns its own lines"). str.isprintable refuses all of them, and U+2028.
+    return type(value) is str and value.isprintable()
 
 
 _EXAMPLES = {"metrics": "{'auc': 0.91}", "params": "{'lr': 0.01}", "tags": "{'team': 'growth'}"}
@@ -353,10 +353,14 @@ _KINDS = {
     "metrics": (_finite, "a finite int or float (not a bool, NaN or infinity)", "float(x)"),
     "params": (
         lambda v: v is None or type(v) is bool or _finite(v) or _printable(v),
-        "a str, int, finite float, bool or None",
+        "a str of printable characters (no newline or tab), int, finite float, bool or None",
         "str(x)",
     ),
-    "tags": (_printable, "a str of printable characters", "str(x)"),
+    "tags": (
+        _printable,
+        "a str of printable characters (no newline, tab or other control character)",
+        "str(x) on one line",
+    ),
 }
 
 
@@ -424,7 +428,7 @@ def check_metadata(
     if description is not None and not _printable(description):
         raise InvalidMetadataError(
             f"{where}description must be a str of printable characters, got {show(description)}."
-            " Pass e.g. str(x), without control characters."
+            " Pass e.g. str(x) on one line, without newlines, tabs or other control characters."
         )
     names, size = metadata_size(checked, description)
     if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
