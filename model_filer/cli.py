@@ -19,7 +19,7 @@ from model_filer.filer import Filer
 from model_filer.fs.layout import registry_filename, remote_type_of
 from model_filer.hookapi import approved_filer, filer_for, local_filer
 from model_filer.registry.discovery import find_registries, read_registry, registries_in
-from model_filer.registry.model import Registry, alias_problem
+from model_filer.registry.model import Entry, Registry, alias_problem
 from model_filer.registry.names import check_alias
 
 if TYPE_CHECKING:
@@ -604,9 +604,20 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     entry = _filer(args, path, action=None).annotate(
         args.name, metrics=metrics, params=params, tags=tags, description=args.description
     )
-    shown = _metadata(entry.metrics, entry.params)
-    print(f"{args.name}: {shown or 'no metrics or params'}. Commit {path}.")
+    print(f"{args.name}: {_recorded(entry, args.description)}. Commit {path}.")
     return 0
+
+
+def _recorded(entry: Entry, description: str | None) -> str:
+    """What an entry holds after ``annotate``: its metrics and params (:func:`_metadata`),
+    its tags as ``--tag`` takes them back (shell-quoted), and whether this command set or
+    removed the description (its text may be long: not repeated)."""
+    parts = [_metadata(entry.metrics, entry.params)] if entry.metrics or entry.params else []
+    if entry.tags:
+        parts.append("tags " + " ".join(shlex.quote(f"{k}={v}") for k, v in entry.tags.items()))
+    if description is not None:
+        parts.append("description set" if description else "description removed")
+    return "  ".join(parts) or "no metrics, params or tags"
 
 
 def cmd_alias(args: argparse.Namespace) -> int:

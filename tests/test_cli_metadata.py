@@ -46,7 +46,8 @@ def test_annotate_records_metrics_params_tags_and_a_description(
     argv += ["--param", "lr=1e-05", "--param", "solver=lbfgs", "--tag", "team=risk"]
     assert main([*argv, "--description", "weekly retrain"]) == 0
     assert capsys.readouterr().out == (
-        f"churn: metrics auc=0.91 n=3  params lr=1e-05 solver=lbfgs. Commit {REGISTRY}.\n"
+        "churn: metrics auc=0.91 n=3  params lr=1e-05 solver=lbfgs  tags team=risk  "
+        f"description set. Commit {REGISTRY}.\n"
     )
     after = entry(filer, "churn")
     assert after.metrics == {"auc": 0.91, "n": 3} and type(after.metrics["n"]) is int
@@ -79,6 +80,33 @@ def test_a_param_reads_as_a_number_or_bool_else_as_text(
     assert main(["annotate", "--dir", "models", "draft", "--param", f"p={text}"]) == 0
     got = entry(filer, "draft").params["p"]
     assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--tag", "t=x"], "churn: tags t=x."),
+        (["--tag", "team=growth team", "--tag", "a=1"], "churn: tags a=1 'team=growth team'."),
+        (["--description", "weekly retrain"], "churn: description set."),
+        (["--metric", "auc=0.5", "--tag", "t=x"], "churn: metrics auc=0.5  tags t=x."),
+        (["--param", "lr=0.1", "--description", "d"], "churn: params lr=0.1  description set."),
+    ],
+)
+def test_annotate_says_what_it_recorded_tags_and_description_too(
+    filer: Filer, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    capsys.readouterr()
+    assert main(["annotate", "--dir", "models", "churn", *args]) == 0
+    assert capsys.readouterr().out == f"{said} Commit {REGISTRY}.\n"
+
+
+def test_annotate_says_what_it_removed(filer: Filer, capsys: pytest.CaptureFixture[str]) -> None:
+    filer.annotate("draft", tags={"a": "b"}, description="x")
+    capsys.readouterr()
+    assert main(["annotate", "--dir", "models", "draft", "--description", ""]) == 0
+    assert capsys.readouterr().out == f"draft: tags a=b  description removed. Commit {REGISTRY}.\n"
+    assert main(["annotate", "--dir", "models", "draft", "--tag", "a=null"]) == 0
+    assert capsys.readouterr().out == f"draft: no metrics, params or tags. Commit {REGISTRY}.\n"
 
 
 def test_null_deletes_a_key_and_the_rest_is_merged(
