@@ -86,7 +86,8 @@ def _registry_problems(path: str, local: Sequence[str]) -> list[str]:
 def _alias_problems(path: str, reg: Registry) -> list[str]:
     if not reg.aliases:
         return []
-    lines = [f"{path}: {problem}" for problem in alias_problems(reg)]
+    # The hook runs at the repository's top: the fix names the registry's folder.
+    lines = [f"{path}: {problem}" for problem in alias_problems(reg, posixpath.dirname(path))]
     return [*lines, f"  then: git add {shlex.quote(path)}"] if lines else []
 
 

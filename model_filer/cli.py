@@ -19,7 +19,8 @@ from model_filer.filer import Filer
 from model_filer.fs.layout import registry_filename, remote_type_of
 from model_filer.hookapi import approved_filer, filer_for, local_filer
 from model_filer.registry.discovery import find_registries, read_registry, registries_in
-from model_filer.registry.model import Registry, alias_problem
+from model_filer.registry.model import Entry, Registry, alias_problem
+from model_filer.registry.names import check_alias
 
 if TYPE_CHECKING:
     from model_filer.git.approvals import Action
@@ -196,7 +197,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not models:
             print("  [no files exist]")
         for alias in sorted(reg.aliases):
-            print(f"  {_aliased(reg, alias)}")
+            print(f"  {_aliased(reg, alias, str(path.parent))}")
     return 0
 
 
@@ -603,23 +604,36 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     entry = _filer(args, path, action=None).annotate(
         args.name, metrics=metrics, params=params, tags=tags, description=args.description
     )
-    shown = _metadata(entry.metrics, entry.params)
-    print(f"{args.name}: {shown or 'no metrics or params'}. Commit {path}.")
+    print(f"{args.name}: {_recorded(entry, args.description)}. Commit {path}.")
     return 0
 
 
+def _recorded(entry: Entry, description: str | None) -> str:
+    """What an entry holds after ``annotate``: its metrics and params (:func:`_metadata`),
+    its tags as ``--tag`` takes them back (shell-quoted), and whether this command set or
+    removed the description (its text may be long: not repeated)."""
+    parts = [_metadata(entry.metrics, entry.params)] if entry.metrics or entry.params else []
+    if entry.tags:
+        parts.append("tags " + " ".join(shlex.quote(f"{k}={v}") for k, v in entry.tags.items()))
+    if description is not None:
+        parts.append("description set" if description else "description removed")
+    return "  ".join(parts) or "no metrics, params or tags"
+
+
 def cmd_alias(args: argparse.Namespace) -> int:
-    alias = args.alias.removeprefix("@") if args.alias else None
+    # (NAME given as "" or "@" is a name, and refused as one, as Filer.set_alias refuses it.)
+    alias = args.alias.removeprefix("@") if args.alias is not None else None
     if args.remove and (alias is None or args.model):
         raise ModelFilerError(
             "--remove drops one alias: run `model-filer alias NAME --remove`, without MODEL."
         )
+    if alias is not None:
+        check_alias(alias)
     path = _one(args, "alias")
     filer = _filer(args, path, action=None)
-    if args.remove or args.model:
-        assert alias is not None  # noqa: S101 - checked above; argparse fills NAME first
+    if alias is not None and (args.remove or args.model):  # (argparse fills NAME first)
         filer.set_alias(alias, args.model)  # (None with --remove: drops it)
-        done = f"@{alias} removed" if args.remove else _aliased(filer.registry(), alias)
+        done = f"@{alias} removed" if args.remove else _aliased(filer.registry(), alias, ".")
         print(f"{done}. Commit {path}.")
         return 0
     reg = filer.registry()
@@ -629,7 +643,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
             f"{alias} MODEL`."
         )
     for name in [alias] if alias is not None else sorted(reg.aliases):
-        print(_aliased(reg, name))
+        print(_aliased(reg, name, _label(args, path)))
     if not reg.aliases:
         print(
             f"No aliases in {path}. Set one with `model-filer alias{_dir_option(args)} NAME MODEL`."
@@ -637,10 +651,11 @@ def cmd_alias(args: argparse.Namespace) -> int:
     return 0
 
 
-def _aliased(reg: Registry, alias: str) -> str:
-    """``@alias ->  model (sha)``, and why it cannot be used when it cannot."""
+def _aliased(reg: Registry, alias: str, folder: str) -> str:
+    """``@alias ->  model (sha)``, and why it cannot be used when it cannot (its fix naming
+    ``--dir folder``, the registry's folder as seen from here)."""
     model, sha = reg.aliases[alias]
-    problem = alias_problem(reg, alias)
+    problem = alias_problem(reg, alias, folder)
     return f"@{alias}  ->  {model} ({_short(sha)})" + (f"  (STALE: {problem})" if problem else "")
 
 

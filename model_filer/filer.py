@@ -38,7 +38,7 @@ from model_filer.registry.model import (
     annotated,
     check_metadata,
 )
-from model_filer.registry.names import NAME_RULE, check_name, is_storage_key
+from model_filer.registry.names import check_alias, check_name, is_storage_key
 from model_filer.registry.table import Table
 from model_filer.remotes import PATIENT, Network, Remote, check_type, get_remote
 from model_filer.transfer.transfers import STORAGES, TransferReport, Transfers
@@ -331,12 +331,7 @@ class Filer:
             AliasError: dropping an alias that does not exist.
         """
         alias = alias[1:] if isinstance(alias, str) and alias.startswith("@") else alias
-        try:
-            check_name(alias)
-        except InvalidNameError:
-            raise InvalidNameError(
-                f"Invalid alias {alias!r}: an alias follows the model-name rule, {NAME_RULE}."
-            ) from None
+        check_alias(alias)
         with self.folder.transaction() as reg:
             if name is None:
                 if reg.aliases.pop(alias, None) is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from model_filer import Filer
+from model_filer import Filer, ModelFilerError
 from model_filer.cli import main
 from tests.support.gitrepo import model_filer
 
@@ -46,7 +46,8 @@ def test_annotate_records_metrics_params_tags_and_a_description(
     argv += ["--param", "lr=1e-05", "--param", "solver=lbfgs", "--tag", "team=risk"]
     assert main([*argv, "--description", "weekly retrain"]) == 0
     assert capsys.readouterr().out == (
-        f"churn: metrics auc=0.91 n=3  params lr=1e-05 solver=lbfgs. Commit {REGISTRY}.\n"
+        "churn: metrics auc=0.91 n=3  params lr=1e-05 solver=lbfgs  tags team=risk  "
+        f"description set. Commit {REGISTRY}.\n"
     )
     after = entry(filer, "churn")
     assert after.metrics == {"auc": 0.91, "n": 3} and type(after.metrics["n"]) is int
@@ -81,6 +82,33 @@ def test_a_param_reads_as_a_number_or_bool_else_as_text(
     assert got == value and type(got) is type(value)
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--tag", "t=x"], "churn: tags t=x."),
+        (["--tag", "team=growth team", "--tag", "a=1"], "churn: tags a=1 'team=growth team'."),
+        (["--description", "weekly retrain"], "churn: description set."),
+        (["--metric", "auc=0.5", "--tag", "t=x"], "churn: metrics auc=0.5  tags t=x."),
+        (["--param", "lr=0.1", "--description", "d"], "churn: params lr=0.1  description set."),
+    ],
+)
+def test_annotate_says_what_it_recorded_tags_and_description_too(
+    filer: Filer, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    capsys.readouterr()
+    assert main(["annotate", "--dir", "models", "churn", *args]) == 0
+    assert capsys.readouterr().out == f"{said} Commit {REGISTRY}.\n"
+
+
+def test_annotate_says_what_it_removed(filer: Filer, capsys: pytest.CaptureFixture[str]) -> None:
+    filer.annotate("draft", tags={"a": "b"}, description="x")
+    capsys.readouterr()
+    assert main(["annotate", "--dir", "models", "draft", "--description", ""]) == 0
+    assert capsys.readouterr().out == f"draft: tags a=b  description removed. Commit {REGISTRY}.\n"
+    assert main(["annotate", "--dir", "models", "draft", "--tag", "a=null"]) == 0
+    assert capsys.readouterr().out == f"draft: no metrics, params or tags. Commit {REGISTRY}.\n"
+
+
 def test_null_deletes_a_key_and_the_rest_is_merged(
     filer: Filer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,6 +131,11 @@ def test_null_deletes_a_key_and_the_rest_is_merged(
         (["--metric", "auc=true"], ["a metric is a finite number"]),
         (["--metric", "bad name=1"], ["bad name"]),
         ([], ["Nothing to record on churn", "--metric"]),
+        (["--tag", "t=x\ny"], ["tags['t'] is 'x\\ny': a tag is a str of printable"]),
+        (["--tag", "t=a\tb"], ["tags['t'] is 'a\\tb'"]),
+        (["--param", "p=a\nb"], ["params['p'] is 'a\\nb'"]),
+        (["--description", "a\tb"], ["description must be a str of printable", "'a\\tb'"]),
+        (["--description", "two\nlines"], ["description must be a str of printable"]),
     ],
 )
 def test_annotate_refuses_bad_input_before_writing(
@@ -144,6 +177,10 @@ def test_alias_set_show_list_and_remove(filer: Filer, capsys: pytest.CaptureFixt
         (["production", "churn", "--remove"], ["without MODEL"]),
         (["production", "chrun"], ["chrun"]),
         (["bad name", "churn"], ["bad name"]),
+        (["", "churn"], ["Invalid alias '': an alias follows the model-name rule"]),
+        (["@", "churn"], ["Invalid alias ''"]),
+        (["", "--remove"], ["Invalid alias ''"]),
+        ([""], ["Invalid alias ''"]),
     ],
 )
 def test_alias_refusals(
@@ -197,6 +234,18 @@ def test_a_stale_alias_is_flagged_with_its_fix(
     line = next(x for x in capsys.readouterr().out.splitlines() if "@nightly" in x)
     assert line.startswith("  @nightly  ->  draft (")
     assert "  (STALE: @nightly names 'draft' as it was" in line
-    assert "model-filer alias nightly draft" in line
+    assert "`model-filer alias --dir models nightly draft`" in line  # (pasted here, it works)
     assert main(["alias", "nightly"]) == 0
     assert "(STALE: " in capsys.readouterr().out
+    monkeypatch.chdir(repo / "models")
+    assert main(["alias", "nightly"]) == 0
+    assert "`model-filer alias nightly draft`" in capsys.readouterr().out
+
+
+def test_an_empty_alias_is_refused_as_the_library_refuses_it(
+    filer: Filer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ModelFilerError) as raised:
+        filer.set_alias("", "churn")
+    capsys.readouterr()
+    refused(capsys, ["alias", "--dir", "models", "", "churn"], str(raised.value))

@@ -258,7 +258,7 @@ def test_a_clean_merge_that_leaves_an_alias_dangling_is_refused_until_it_is_move
     assert merged.returncode != 0, output(merged)
     assert "CONFLICT" not in output(merged)
     assert f"{REGISTRY}: @production names 'churn' as it was" in output(merged)
-    assert "model-filer alias production churn" in output(merged)
+    assert "model-filer alias --dir models production churn" in output(merged)
     assert git(alice, "rev-parse", "HEAD").stdout == git(alice, "rev-parse", "redump").stdout
     team.filer(alice).set_alias("production", "churn")
     done = team.commit(alice, "merge alias: production is churn v2")

@@ -341,10 +341,10 @@ def _finite(value: object) -> bool:
 
 
 def _printable(value: object) -> bool:
-    # A registry is read in review: no control character hides in it (newlines and tabs may).
-    if type(value) is not str:
-        return False
-    return value.isprintable() or value.replace("\n", "").replace("\t", "").isprintable()
+    # A registry is read in review, one line an entry's field: no control character hides in
+    # it, and no newline or tab either (a newline made a multi-line quoted scalar, against
+    # "each entry owns its own lines"). str.isprintable refuses all of them, and U+2028.
+    return type(value) is str and value.isprintable()
 
 
 _EXAMPLES = {"metrics": "{'auc': 0.91}", "params": "{'lr': 0.01}", "tags": "{'team': 'growth'}"}
@@ -353,10 +353,14 @@ _KINDS = {
     "metrics": (_finite, "a finite int or float (not a bool, NaN or infinity)", "float(x)"),
     "params": (
         lambda v: v is None or type(v) is bool or _finite(v) or _printable(v),
-        "a str, int, finite float, bool or None",
+        "a str of printable characters (no newline or tab), int, finite float, bool or None",
         "str(x)",
     ),
-    "tags": (_printable, "a str of printable characters", "str(x)"),
+    "tags": (
+        _printable,
+        "a str of printable characters (no newline, tab or other control character)",
+        "str(x) on one line",
+    ),
 }
 
 
@@ -424,7 +428,7 @@ def check_metadata(
     if description is not None and not _printable(description):
         raise InvalidMetadataError(
             f"{where}description must be a str of printable characters, got {show(description)}."
-            " Pass e.g. str(x), without control characters."
+            " Pass e.g. str(x) on one line, without newlines, tabs or other control characters."
         )
     names, size = metadata_size(checked, description)
     if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:
@@ -644,19 +648,23 @@ class Alias(NamedTuple):
     sha256: str
 
 
-def alias_fix(alias: str, model: str | None) -> str:
+def alias_fix(alias: str, model: str | None, folder: str | None = None) -> str:
     """How to point an alias again (at ``model``; at another one when ``None``) or drop it,
-    in Python and on the command line."""
+    in Python and on the command line. ``folder``: the model folder as the reader would pass
+    it from where they stand; the command names it with ``--dir`` (shell-quoted) unless it is
+    ``None`` or the current folder, so that it works when pasted."""
     again, shown = ("again", repr(model)) if model else ("at another model", "MODEL")
+    where = f" --dir {shlex.quote(folder)}" if folder not in (None, "", ".") else ""
     return (
-        f"Point it {again} with `filer.set_alias({alias!r}, {shown})` or `model-filer alias "
-        f"{alias} {model or 'MODEL'}` (or drop it: `filer.set_alias({alias!r}, None)`)."
+        f"Point it {again} with `filer.set_alias({alias!r}, {shown})` or `model-filer alias"
+        f"{where} {alias} {model or 'MODEL'}` (or drop it: `filer.set_alias({alias!r}, None)`)."
     )
 
 
-def alias_problem(reg: Registry, alias: str) -> str | None:
+def alias_problem(reg: Registry, alias: str, folder: str | None = None) -> str | None:
     """Why ``@alias`` cannot be used in ``reg`` (no entry, or the entry holds other bytes
-    than the alias named), ending with the fix; ``None`` when it can."""
+    than the alias named), ending with the fix (its command with ``--dir folder``, see
+    :func:`alias_fix`); ``None`` when it can."""
     model, sha = reg.aliases[alias]
     entry = reg.entries.get(model)
     if entry is None:
@@ -669,15 +677,16 @@ def alias_problem(reg: Registry, alias: str) -> str | None:
         )
     else:
         return None
-    return f"{problem} {alias_fix(alias, model if entry is not None else None)}"
+    return f"{problem} {alias_fix(alias, model if entry is not None else None, folder)}"
 
 
-def alias_problems(reg: Registry) -> list[str]:
+def alias_problems(reg: Registry, folder: str | None = None) -> list[str]:
     """Why each alias a commit must not record cannot be used: gone or other bytes
-    (:func:`alias_problem`), or a ``local`` model, which no other clone can load."""
+    (:func:`alias_problem`, its fix naming ``--dir folder``), or a ``local`` model, which no
+    other clone can load."""
     found = []
     for alias in sorted(reg.aliases):
-        problem = alias_problem(reg, alias)
+        problem = alias_problem(reg, alias, folder)
         model = reg.aliases[alias][0]
         if problem is None and reg.entries[model].state == "local":
             problem = f"@{alias} names {model!r}, which is local: push it, and the alias holds."

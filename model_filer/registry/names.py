@@ -54,6 +54,17 @@ def check_name(name: object) -> str:
     return name
 
 
+def check_alias(alias: object) -> str:
+    """Return ``alias`` (without ``@``) if it follows the model-name rule, else raise
+    :class:`InvalidNameError` saying so: the one message of ``Filer.set_alias`` and the CLI."""
+    try:
+        return check_name(alias)
+    except InvalidNameError:
+        raise InvalidNameError(
+            f"Invalid alias {show(alias)}: an alias follows the model-name rule, {NAME_RULE}."
+        ) from None
+
+
 def _reserved(name: str) -> bool:
     return name.partition(".")[0].lower() in _WINDOWS_RESERVED
 

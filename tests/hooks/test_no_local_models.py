@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -378,7 +379,8 @@ def test_an_alias_that_does_not_hold_is_refused_naming_it_and_the_fix(repo, remo
     out = capsys.readouterr().out
     assert f"{REGISTRY}: @prices_live names 'prices' as it was (sha256 " in out
     assert "now holds other bytes" in out
-    assert "`model-filer alias prices_live prices`" in out
+    assert "`model-filer alias --dir models prices_live prices`" in out  # (run from the top)
+    assert "`model-filer alias --dir models gone_live MODEL`" in out
     assert f"{REGISTRY}: @gone_live names 'gone', which the registry no longer has." in out
     assert f"{REGISTRY}: @draft_live names 'draft', which is local" in out
     assert "churn_live" not in out and "@fine" not in out
@@ -389,6 +391,28 @@ def test_an_alias_that_does_not_hold_is_refused_naming_it_and_the_fix(repo, remo
     filer.push("draft")
     staged(repo, REGISTRY)
     assert main([REGISTRY]) == 0
+
+
+def test_an_alias_fix_names_the_folder_shell_quoted_so_it_works_pasted_at_the_top(
+    repo, remote, capsys
+):
+    filer = model_filer(repo / "team models", remote)
+    filer.dump({"w": 1}, "churn", push=True)
+    filer.set_alias("production", "churn")
+    filer.remove("churn")
+    filer.dump({"w": 2}, "churn", push=True)
+    registry = "team models/.local_registry"
+    staged(repo, registry)
+
+    assert main([registry]) == 1
+
+    fix = "model-filer alias --dir 'team models' production churn"
+    assert f"`{fix}`" in capsys.readouterr().out
+    argv = [sys.executable, "-m", "model_filer.cli", *shlex.split(fix)[1:]]
+    pasted = subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=False)
+    assert pasted.returncode == 0, pasted.stderr
+    staged(repo, registry)
+    assert main([registry]) == 0
 
 
 def test_the_hook_reads_a_registry_with_metadata_and_aliases_without_pyyaml(repo, remote):

@@ -154,7 +154,7 @@ def rand_metadata(rng: random.Random) -> dict[str, object]:
         "metrics": mapping(number),
         "params": mapping(lambda: rand_value(rng) if rng.random() < 0.3 else number()),
         "tags": mapping(lambda: rand_str(rng)),
-        "description": rng.choice([None, rand_str(rng), "a model", "multi\nline"]),
+        "description": rng.choice([None, rand_str(rng), "a model", "caf\u00e9 \u2014 v2"]),
     }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from model_filer import Filer
 from model_filer.errors import InvalidMetadataError, RegistryError
 from model_filer.registry import yamlio
 from model_filer.registry.codec import Codec, dumps, parse
@@ -135,7 +136,10 @@ def test_an_annotation_changes_only_its_entrys_lines():
         ({"metrics": {"auc": np.float64("nan")}}, "metrics['auc'] is"),
         ({"metrics": {"auc": np.bool_(True)}}, "metrics['auc'] is"),
         ({"metrics": [0.9]}, "metrics must be a dict of name -> value"),
-        ({"params": {"layers": [1, 2]}}, "params['layers'] is [1, 2]: a param is a str, int"),
+        (
+            {"params": {"layers": [1, 2]}},
+            "params['layers'] is [1, 2]: a param is a str of printable",
+        ),
         ({"params": {"lr": float("nan")}}, "params['lr'] is nan"),
         ({"params": {"ctl": "a\x00b"}}, "params['ctl']"),
         ({"tags": {"team": 3}}, "tags['team'] is 3: a tag is a str of printable characters"),
@@ -148,6 +152,16 @@ def test_an_annotation_changes_only_its_entrys_lines():
         ({"tags": {1: "x"}}, "tags: invalid name 1"),
         ({"description": 3}, "description must be a str of printable characters, got 3"),
         ({"description": "bell\x07"}, "description must be a str"),
+        # Newlines and tabs too: one line a field, as the messages say (issue: team-path).
+        ({"tags": {"t": "x\ny"}}, "tags['t'] is 'x\\ny': a tag is a str of printable"),
+        ({"tags": {"t": "a\tb"}}, "tags['t'] is 'a\\tb': a tag is a str of printable"),
+        ({"tags": {"t": "a\rb"}}, "tags['t'] is 'a\\rb'"),
+        ({"tags": {"t": "a\u2028b"}}, "tags['t']"),
+        ({"params": {"p": "a\nb"}}, "params['p'] is 'a\\nb': a param is a str of printable"),
+        ({"params": {"p": "a\tb"}}, "params['p'] is 'a\\tb'"),
+        ({"description": "two\nlines"}, "description must be a str of printable characters"),
+        ({"description": "a\tb"}, "got 'a\\tb'. Pass e.g. str(x) on one line, without newlines"),
+        ({"description": "esc\x1b[31m"}, "description must be a str"),
         (
             {"tags": {f"t{i}": "x" for i in range(MAX_METADATA_NAMES + 1)}},
             f"metadata of {MAX_METADATA_NAMES + 1} names",
@@ -199,6 +213,40 @@ def test_bad_metadata_or_aliases_in_a_registry_are_refused(edit, message):
     with pytest.raises(RegistryError) as info:
         parse(text.replace(*edit), "r")
     assert message in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ((b"team: growth", b'team: "x\\ny"'), "tags['team'] is 'x\\ny': a tag is a str"),
+        ((b"team: growth", b"team: 'x\n\n        y'"), "tags['team'] is 'x\\ny'"),
+        ((b"team: growth", b'team: "a\\tb"'), "tags['team'] is 'a\\tb'"),
+        ((b"team: growth", b"team: 'a\tb'"), "tags['team'] is 'a\\tb'"),
+        ((b"lr: 0.1", b'lr: "a\\nb"'), "params['lr'] is 'a\\nb': a param is a str"),
+        ((b"description: d", b'description: "two\\nlines"'), "description must be a str"),
+        ((b"description: d", b"description: 'two\n\n    lines'"), "got 'two\\nlines'"),
+        ((b"description: d", b'description: "a\\tb"'), "got 'a\\tb'"),
+    ],
+)
+def test_a_registry_written_by_hand_with_newlines_or_tabs_in_metadata_is_refused(
+    tmp_path, edit, message
+):
+    """Both readers: the fast one never takes such a value (only printable ASCII on one
+    line), and PyYAML's path, which then reads the block, refuses it by check_metadata."""
+    entry = annotated("m", params={"lr": 0.1}, tags={"team": "growth"}, description="d")
+    text = dumps(Registry("local", "/r", {"m": entry}))
+    assert edit[0] in text
+    edited = text.replace(*edit)
+    assert yaml.safe_load(edited)  # (well-formed YAML: only the value is wrong)
+    with pytest.raises(RegistryError) as info:
+        parse(edited, "r")
+    assert message in str(info.value), str(info.value)
+    assert "entry 'm'" in str(info.value) or "'m'" in str(info.value), str(info.value)
+    path = tmp_path / ".local_registry"
+    path.write_bytes(edited)
+    with pytest.raises(RegistryError) as from_disk:
+        Filer(tmp_path, str(tmp_path / "remote"), remote_type="local").list_files()
+    assert message in str(from_disk.value), str(from_disk.value)
 
 
 def test_reading_metadata_and_aliases_imports_no_pyyaml(tmp_path):
