@@ -19,7 +19,7 @@ from model_filer.filer import Filer
 from model_filer.fs.layout import registry_filename, remote_type_of
 from model_filer.hookapi import approved_filer, filer_for, local_filer
 from model_filer.registry.discovery import find_registries, read_registry, registries_in
-from model_filer.registry.model import Entry, Registry, alias_problem
+from model_filer.registry.model import Entry, Registry, alias_fix, alias_problem
 from model_filer.registry.names import check_alias
 
 if TYPE_CHECKING:
@@ -171,6 +171,8 @@ def _names(args: argparse.Namespace, verb: str) -> list[str] | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     root = Path(args.path)
+    if not root.exists():
+        raise ModelFilerError(f"{root} does not exist. Pass a folder that holds model folders.")
     paths = [root] if remote_type_of(root.name) else list(find_registries(root))
     if not paths:
         print(f"No registries under {root}.")
@@ -292,6 +294,11 @@ def _rm(args: argparse.Namespace, path: Path, names: list[str] | None) -> int:
         filer.remove(name, remove_remote=args.remote)
     removed_remote = " and their remote objects" if args.remote else ""
     print(f"Removed {', '.join(names or [])}{removed_remote}.")
+    # An alias that named a removed model would only be refused at commit: say so now.
+    folder = str(path.parent)
+    for alias in filer.aliases().values():
+        if alias.model in (names or []):
+            print(f"@{alias.name} still names {alias.model}. {alias_fix(alias.name, None, folder)}")
     return 0
 
 
@@ -633,7 +640,14 @@ def cmd_alias(args: argparse.Namespace) -> int:
     filer = _filer(args, path, action=None)
     if alias is not None and (args.remove or args.model):  # (argparse fills NAME first)
         filer.set_alias(alias, args.model)  # (None with --remove: drops it)
-        done = f"@{alias} removed" if args.remove else _aliased(filer.registry(), alias, ".")
+        reg = filer.registry()
+        done = f"@{alias} removed" if args.remove else _aliased(reg, alias, ".")
+        entry = reg.entries.get(args.model or "")
+        if entry is not None and entry.state == "local":  # the commit hook would refuse it
+            done += (
+                f". {args.model} is local: push it before you commit "
+                f"(`model-filer push{_dir_option(args)} {args.model}`)"
+            )
         print(f"{done}. Commit {path}.")
         return 0
     reg = filer.registry()

@@ -107,6 +107,12 @@ def test_status_with_no_registries(repo, capsys):
     assert "No registries under ." in capsys.readouterr().out
 
 
+def test_status_of_a_path_that_does_not_exist_is_an_error(repo, capsys):
+    assert main(["status", "no-such-folder"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-folder does not exist" in err and "Traceback" not in err
+
+
 def test_status_of_an_empty_registry(repo, remote, capsys):
     (repo / "models").mkdir()
     (repo / REGISTRY).write_bytes(registry_bytes("local", str(remote)))
@@ -219,6 +225,16 @@ def test_rm_keeps_the_remote_object_unless_asked(repo, filer, remote):
     assert main(["rm", "--dir", "models", "prices", "--remote"]) == 0
     assert "prices" not in states(filer)
     assert not (remote / str(keys["prices"])).exists()
+
+
+def test_rm_of_an_aliased_model_says_the_alias_needs_a_move(repo, filer, capsys):
+    filer.dump([1], "a")
+    filer.dump([2], "b")
+    filer.set_alias("production", "a")
+    assert main(["rm", "--dir", "models", "a"]) == 0
+    out = capsys.readouterr().out
+    assert "@production still names a." in out
+    assert "model-filer alias --dir models production MODEL" in out
 
 
 def test_rm_locals(repo, filer, capsys):

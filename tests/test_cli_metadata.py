@@ -169,6 +169,17 @@ def test_alias_set_show_list_and_remove(filer: Filer, capsys: pytest.CaptureFixt
     )
 
 
+def test_an_alias_set_to_a_local_model_says_to_push_it(
+    filer: Filer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    filer.dump([1], "fresh")  # local: the commit hook would refuse the alias
+    assert main(["alias", "--dir", "models", "staging", "fresh"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "fresh is local: push it before you commit (`model-filer push --dir models fresh`)" in out
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
