@@ -171,9 +171,10 @@ def _names(args: argparse.Namespace, verb: str) -> list[str] | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     root = Path(args.path)
-    if not root.exists():
+    is_registry = bool(remote_type_of(root.name))  # (a missing one is said when it is read)
+    if not is_registry and not root.exists():
         raise ModelFilerError(f"{root} does not exist. Pass a folder that holds model folders.")
-    paths = [root] if remote_type_of(root.name) else list(find_registries(root))
+    paths = [root] if is_registry else list(find_registries(root))
     if not paths:
         print(f"No registries under {root}.")
     for path in paths:

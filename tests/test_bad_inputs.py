@@ -30,7 +30,7 @@ from tests.support.machines import another_machine
 #: Words and commands of a message that says what to do.
 HINTS = (
     "Use", "Pass", "Run", "run", "Set", "Create", "Restore", "push", "Dump", "fix", "Check",
-    "pip install", "git ", "model-filer", "Ask",
+    "pip install", "git ", "model-filer", "Ask", "Mount",
 )  # fmt: skip
 SHA = "ab" * 32
 
