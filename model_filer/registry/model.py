@@ -341,10 +341,14 @@ def _finite(value: object) -> bool:
 
 
 def _printable(value: object) -> bool:
-    # A registry is read in review, one line an entry's field: no control character hides in
-    # it, and no newline or tab either (a newline made a multi-line quoted scalar, against
-    # "each entry owns its own lines"). str.isprintable refuses all of them, and U+2028.
+    # A tag or a param is one short value on its own line: no control character hides in it,
+    # and no newline or tab (str.isprintable refuses them all, and U+2028).
     return type(value) is str and value.isprintable()
+
+
+def _paragraph(value: object) -> bool:
+    # A description may be a paragraph: lines and tabs, but no other control character.
+    return type(value) is str and value.replace("\n", "").replace("\t", "").isprintable()
 
 
 _EXAMPLES = {"metrics": "{'auc': 0.91}", "params": "{'lr': 0.01}", "tags": "{'team': 'growth'}"}
@@ -425,10 +429,10 @@ def check_metadata(
     """
     given = (metrics, params, tags)
     checked = tuple(_checked_mapping(f, v, where) for f, v in zip(_KINDS, given, strict=True))
-    if description is not None and not _printable(description):
+    if description is not None and not _paragraph(description):
         raise InvalidMetadataError(
             f"{where}description must be a str of printable characters, got {show(description)}."
-            " Pass e.g. str(x) on one line, without newlines, tabs or other control characters."
+            " Pass e.g. str(x), without control characters (newlines and tabs may stay)."
         )
     names, size = metadata_size(checked, description)
     if names > MAX_METADATA_NAMES or size > MAX_METADATA_BYTES:

@@ -154,7 +154,9 @@ def rand_metadata(rng: random.Random) -> dict[str, object]:
         "metrics": mapping(number),
         "params": mapping(lambda: rand_value(rng) if rng.random() < 0.3 else number()),
         "tags": mapping(lambda: rand_str(rng)),
-        "description": rng.choice([None, rand_str(rng), "a model", "caf\u00e9 \u2014 v2"]),
+        "description": rng.choice(
+            [None, rand_str(rng), "a model", "multi\nline", "caf\u00e9 \u2014 v2"]
+        ),
     }
 
 
