@@ -444,12 +444,16 @@ def test_a_load_killed_halfway_fetches_only_the_rest(tmp_path, target, big_model
     store = Path(os.environ["MODEL_FILER_CACHE_DIR"])
     with FaultProxy(str(target.endpoint), lifetime=300) as proxy:
         _kill_at_half(target, "load", consumer, proxy, lambda: _partial_bytes(store))
-        assert BIG // 2 <= _partial_bytes(store) < BIG  # killed halfway, the bytes kept
+        kept = _partial_bytes(store)
+        assert BIG // 2 <= kept < BIG  # killed halfway, the bytes kept
         before = proxy.bytes_down
         point(proxy.url)
         assert target.filer(consumer).load("big") == payload
         fetched = proxy.bytes_down - before
-    assert fetched <= 0.6 * BIG, f"{fetched / BIG:.0%} fetched again"
+    # What the killed load had not kept comes again, plus the holes below the furthest chunk
+    # it wrote: up to 12 chunks were in flight, ~256 KiB each (1 MiB at most) of 32 MiB;
+    # measured 5-14% more than the rest. Starting over would fetch 100%.
+    assert fetched <= BIG - kept + 0.2 * BIG, f"{fetched / BIG:.0%} fetched again"
 
 
 def test_a_push_killed_halfway_sends_only_the_rest(tmp_path, target, big_model, monkeypatch):
