@@ -592,11 +592,17 @@ class Filer:
     def _remove(self, names: Callable[[Registry], list[str]], remove_remote: bool) -> list[str]:
         with self.folder.freshness() as fresh, self.folder.transaction() as reg:
             chosen = names(reg)
+            if remove_remote:
+                # Keys name bytes, not models: one that a model kept here still names stays.
+                going = set(chosen)
+                kept = {e.key for n, e in reg.entries.items() if n not in going}
+                for name in chosen:
+                    key = reg.entries[name].key
+                    if key is not None and key not in kept:
+                        self.remote.delete(key)
+                        kept.add(key)  # (deleted once)
             for name in chosen:
-                entry = reg.entries[name]
-                if remove_remote and entry.key is not None:
-                    self.remote.delete(entry.key)
-                self.folder.drop(reg, entry, fresh)
+                self.folder.drop(reg, reg.entries[name], fresh)
         return chosen
 
     def remove(self, name: str, remove_remote: bool = False) -> None:
@@ -606,8 +612,9 @@ class Filer:
         ----------
         name : str
         remove_remote : bool, default False
-            Also delete the remote object. Every commit whose registry names those bytes then
-            stops loading them (``RemoteObjectMissingError``), in every clone. To replace a
+            Also delete the remote object, unless another model of this registry holds the same
+            bytes (keys name bytes, not models). Every commit whose registry names those bytes
+            then stops loading them (``RemoteObjectMissingError``), in every clone. To replace a
             synced model, ``remove(name)`` and dump again: remote keys hold the content hash,
             so the old bytes stay for the old commits, and ``model-filer gc --remote`` deletes
             what no commit names any more.

@@ -191,6 +191,21 @@ def test_remove_locals(filer, local_dir, capsys):
 # -- overwrite rules --------------------------------------------------------------------------
 
 
+def test_removing_one_of_two_names_for_the_same_bytes_with_its_remote_object_keeps_the_other(
+    tmp_path, filer, remote_dir
+):
+    # Keys name bytes, not models: the object the other name holds must stay on the remote.
+    filer.dump({"w": [1, 2, 3]}, "churn", push=True)
+    filer.dump({"w": [1, 2, 3]}, "churn_backup", push=True)
+    assert {e.key for e in filer.list_files()} == {filer.list_files()[0].key}
+    filer.remove("churn_backup", remove_remote=True)
+    mate = teammate(tmp_path, filer)
+    assert mate.load("churn") == {"w": [1, 2, 3]}
+    filer.remove("churn", remove_remote=True)  # the last name: now the object goes
+    with pytest.raises(RemoteObjectMissingError):  # (a clone of the commit that named it)
+        teammate(tmp_path, mate, filer.remote.address, name="third").load("churn")
+
+
 def test_overwrite_a_local_model(filer):
     filer.dump({"v": 1}, "my_model")
     filer.dump({"v": 2}, "my_model", overwrite=True)
