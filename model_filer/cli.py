@@ -525,9 +525,11 @@ def _diff(args: argparse.Namespace, path: Path) -> int:
         changed = [
             f"{label} "
             + ", ".join(f"{k} {_shown(a, '-')} -> {_shown(b, '-')}" for k, (a, b) in kinds.items())
-            for label in ("metrics", "params")
+            for label in ("metrics", "params", "tags")
             if (kinds := as_dict[label])
         ]
+        if as_dict["description"] is not None:
+            changed.append("description changed")  # (a paragraph: --json has both)
         if changed:
             print(f"          {'; '.join(changed)}")
     if not rows:

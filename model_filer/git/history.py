@@ -201,6 +201,8 @@ class LogRow(NamedTuple):
             "state": e.state,
             "metrics": e.metrics,
             "params": e.params,
+            "tags": e.tags,
+            "description": e.description,
         }
 
 
@@ -399,7 +401,8 @@ class DiffRow(NamedTuple):
     new: Entry | None
 
     def changes(self, field: str) -> dict[str, list[Any]]:
-        """``field``'s (``"metrics"``, ``"params"``) keys that differ: key -> [old, new]."""
+        """``field``'s (``"metrics"``, ``"params"``, ``"tags"``) keys that differ: key ->
+        [old, new]."""
         a, b = (getattr(e, field) or {} if e is not None else {} for e in (self.old, self.new))
         return {
             k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
@@ -424,7 +427,14 @@ class DiffRow(NamedTuple):
             "new": side(self.new),
             "metrics": self.changes("metrics"),
             "params": self.changes("params"),
+            "tags": self.changes("tags"),
+            "description": self.description_change(),
         }
+
+    def description_change(self) -> list[str | None] | None:
+        """[old, new] description when it changed, else ``None``."""
+        a, b = (e.description if e is not None else None for e in (self.old, self.new))
+        return [a, b] if a != b else None
 
 
 def diff(filer: Filer, rev1: str, rev2: str | None = None) -> list[DiffRow | AliasMove]:

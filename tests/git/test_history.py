@@ -216,7 +216,7 @@ def test_log_all_json(hist: History, capsys: pytest.CaptureFixture[str]) -> None
     assert rows[-1]["sha256"] == hist.filer.list_files(rev="v1")[0].sha256
     assert set(rows[0]) == {
         *("commit", "date", "author", "name", "change", "sha256", "size", "state"),
-        *("metrics", "params"),  # issue 22: each version's metadata (None without any)
+        *("metrics", "params", "tags", "description"),  # each version's metadata, or None
     }
     assert rows[0]["metrics"] is None
     assert rows[0]["author"] == "Model Filer Tests"
@@ -553,6 +553,26 @@ def test_diff_json_of_metadata_and_aliases(
         "from": None,
         "to": {"model": "v1", "sha256": scores.sha["v1"]},
     }
+
+
+def test_diff_and_log_show_tag_and_description_changes(
+    scores: Scores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores.filer.annotate("v2", tags={"owner": "bo"}, description="nightly\nretrain")
+    tagged = commit(scores.repo, "v2: owner and description")
+    assert main(["diff", "--dir", "models", scores.moved, tagged]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["annotated v2", "          tags owner - -> bo; description changed"]
+    assert main(["diff", "--dir", "models", scores.moved, tagged, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["tags"] == {"owner": [None, "bo"]}
+    assert row["description"] == [None, "nightly\nretrain"]
+    assert main(["log", "--dir", "models", "v2", "--json"]) == 0
+    newest = json.loads(capsys.readouterr().out)[0]
+    assert (newest["change"], newest["tags"]) == ("annotated", {"owner": "bo"})
+    assert newest["description"] == "nightly\nretrain"
+    frame = scores.filer.log("v2").to_pandas()
+    assert frame["tags.owner"].tolist()[0] == "bo"
 
 
 def test_log_results_display_as_a_table(scores: Scores) -> None:
