@@ -137,6 +137,40 @@ def network_from_env(network: Network) -> Network:
     return network._replace(stall_timeout=seconds)
 
 
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^\]\)'\"]+)")
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why a call could not reach a store, in a few words ("connection refused", "host not
+    found", "timed out"), from the first OS error in ``exc``'s causes; else its own text,
+    cut short. An SDK's text repeats the request's URL and pool (urllib3's runs to 500
+    characters), which says nothing more to the reader and keeps the same cause from being
+    said once for all the models it stopped."""
+    import socket
+
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror):
+            return "host not found"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, ConnectionResetError):
+            return "connection reset"
+        if isinstance(e, TimeoutError):
+            return "timed out"
+        more = [e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())]
+        todo += [m for m in more if isinstance(m, BaseException)]
+    text = str(exc)
+    found = _ERRNO_TEXT.search(text)
+    if found:
+        return found.group(1).strip().lower()
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 class Silence:
     """How long a store has sent nothing while calls wait on it; shared by threads.
 

@@ -88,7 +88,7 @@ class BucketRemote(Remote):
         self._connect()  # first: its endpoint names the silence clock
         if self.silence.gave_up_within(self.network.read_timeout):
             raise RemoteUnreachableError(
-                f"Cannot {action} {self.url(key) if key else self.address}: no answer from "
+                f"Cannot {action} {self.address}: no answer from "
                 f"{self.store} at {self._endpoint()}, on which the last call gave up a moment "
                 f"ago. Check the network (a stuck VPN or proxy?) and {self.endpoint_variable}, "
                 "then try again."

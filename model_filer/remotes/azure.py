@@ -44,6 +44,7 @@ from model_filer.remotes import (
     Sending,
     _Stalled,
     check_stall,
+    network_reason,
     silence_of,
 )
 
@@ -377,10 +378,10 @@ class AzureRemote(RangedRemote):
             )
         if isinstance(exc, aex.HttpResponseError) and status is not None and status < 500:
             return RemoteError(f"Azure error {code} (HTTP {status}) to {action} {where}.")
+        # The remote, not each object: a dead store is one cause for every model it stopped.
         return RemoteUnreachableError(
-            f"Cannot reach Azure Blob Storage at {self._endpoint()} to {action} {where}: "
-            f"{scrub(str(getattr(exc, 'message', None) or exc))[:300]}. Check the network, "
-            "then try again."
+            f"Cannot reach Azure Blob Storage at {self._endpoint()} to {action} {self.address}: "
+            f"{scrub(network_reason(exc))}. Check the network, then try again."
         )
 
     def _no_container(self) -> BucketNotFoundError:

@@ -45,6 +45,7 @@ from model_filer.remotes import (
     RemoteObject,
     Sink,
     _Stalled,
+    network_reason,
     silence_of,
 )
 from model_filer.remotes._bucket import BucketRemote
@@ -256,10 +257,11 @@ class GCSRemote(BucketRemote):
                 return self._no_bucket()
             return self._gone(key)
         if _transient(exc):
+            # The remote, not each object: a dead store is one cause for every model it stopped.
             return RemoteUnreachableError(
-                f"Cannot reach Google Cloud Storage at {self._endpoint()} to {action} {where}: "
-                f"{scrub(str(exc))}. Check the network and {self.endpoint_variable}, then try "
-                "again."
+                f"Cannot reach Google Cloud Storage at {self._endpoint()} to {action} "
+                f"{self.address}: {scrub(network_reason(exc))}. Check the network and "
+                f"{self.endpoint_variable}, then try again."
             )
         return RemoteError(f"Failed to {action} {where}: {scrub(str(exc))}")
 

@@ -33,6 +33,7 @@ from model_filer.remotes import (
     RemoteObject,
     _Stalled,
     check_stall,
+    network_reason,
     silence_of,
 )
 from model_filer.remotes import Sending as _Sending
@@ -349,9 +350,11 @@ class S3Remote(RangedRemote, BucketRemote):
                 )
             return RemoteError(f"S3 error {code} to {action} {where}: {scrub(str(exc))}")
         if isinstance(exc, bex.BotoCoreError | OSError):
+            # The remote, not each object: a dead store is one cause for every model it stopped.
             return RemoteUnreachableError(
-                f"Cannot reach the S3 store to {action} {where}: {scrub(str(exc))}. Check the "
-                "network and AWS_ENDPOINT_URL, then try again."
+                f"Cannot reach the S3 store at {self._endpoint()} to {action} {self.address}: "
+                f"{scrub(network_reason(exc))}. Check the network and AWS_ENDPOINT_URL, then "
+                "try again."
             )
         return RemoteError(f"Failed to {action} {where}: {scrub(str(exc))}")
 

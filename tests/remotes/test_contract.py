@@ -691,3 +691,24 @@ def test_the_pre_push_hook_finds_a_missing_chunk(tmp_path, target, repo, monkeyp
     assert main([]) == 1
     out = capsys.readouterr().out
     assert f"big: {remote.url(entry.key)}: 1 of its {len(chunks)} chunks are missing" in out
+
+
+def test_a_store_that_refuses_connections_is_one_short_cause_for_every_model(
+    tmp_path, target, monkeypatch
+):
+    point = _networked(target, monkeypatch)
+    producer = target.filer(tmp_path / "producer")
+    for name in ("a", "b", "c"):
+        producer.dump({"name": name}, name, push=True)
+    consumer = _consumer(tmp_path, producer)
+    point(f"http://127.0.0.1:{free_port()}")  # nothing listens there: refused at once
+    report = target.filer(consumer).pull(jobs=1)  # (a report; the CLI raises its failures)
+    with pytest.raises(TransferError) as info:
+        report.raise_failures("pull")
+    message = str(info.value)
+    # One sentence for the three models (the remote's address, not each object's URL),
+    # with why in a few words instead of the client library's 500 characters of URL and pool.
+    assert message.startswith("3 models failed to pull: Cannot reach ")
+    assert message.count("Cannot reach") == 1 and message.endswith("(a, b, c)")
+    assert "connection refused" in message and "HTTPConnectionPool" not in message
+    assert len(message) < 400, message
