@@ -7,6 +7,8 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -1060,6 +1062,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # `model-filer log --json | head`: the reader had enough
+        # Python's own recipe: stdout to devnull, so the flush at exit does not fail again.
+        with contextlib.suppress(OSError):  # (a stdout without a descriptor: nothing to do)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ModelFilerError as exc:
         print(f"model-filer: error: {exc}", file=sys.stderr)
         return USER_ERROR

@@ -570,3 +570,19 @@ def test_a_command_reads_each_registry_it_acts_on_once(tmp_path, argv):
     assert done.returncode == 0, done.stderr
     read = sorted((repo / p).resolve() for p in opened)
     assert read == [(repo / f / ".local_registry").resolve() for f in ("a", "b")]
+
+
+def test_a_reader_that_stops_early_is_no_error(repo, filer):
+    # `model-filer status | head -1`: the pipe closes before the output is written.
+    filer.dump([1], "a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "model_filer", "status"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command prints
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err
