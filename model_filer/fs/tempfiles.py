@@ -57,9 +57,9 @@ def write_bytes_atomic(final: Path, local_dir: Path, data: bytes, purpose: str) 
 
 
 def _on_ext4(fd: int) -> bool:
-    """Whether the open file is on ext4, by the mount table (``False`` when unsure). Elsewhere
-    no rename writes data out, and where a filesystem lacks fallocate (NFSv3, FUSE, 9p)
-    glibc would write a byte per block instead."""
+    """Whether the open file is on ext4, by the mount table (``False`` when unsure): the
+    filesystem whose rename was measured writing data out (auto_da_alloc). Not elsewhere:
+    where a filesystem lacks fallocate (NFSv3, FUSE, 9p) glibc writes a byte per block."""
     if not sys.platform.startswith("linux"):
         return False
     dev = os.fstat(fd).st_dev
