@@ -591,26 +591,19 @@ def test_kill_during_download_from_s3(tmp_path, s3_address, kill_counts):
     print(f"\nS3 download kills: {dict(outcomes)}")
 
 
-def test_kill_during_a_chunked_download_from_a_local_remote(tmp_path, remote, kill_counts, chunky):
-    source = Filer(tmp_path / "source", str(remote), "local")
-    for j in range(6):
+@pytest.mark.parametrize(("rtype", "models", "delay"), [("local", 6, 0.1), ("s3", 4, 0.4)])
+def test_kill_during_a_chunked_download(
+    request, tmp_path, kill_counts, chunky, rtype, models, delay
+):
+    address = str(request.getfixturevalue("remote" if rtype == "local" else "s3_address"))
+    source = Filer(tmp_path / "source", address, rtype)
+    for j in range(models):
         source.dump(model(j), f"d{j}", push=True)
-    label = "download_chunked_local"
+    label = f"download_chunked_{rtype}"
     outcomes = _download_rounds(
-        source, tmp_path / "fresh", "local", KILLS[label], 0.1, kill_counts, label, True
+        source, tmp_path / "fresh", rtype, KILLS[label], delay, kill_counts, label, True
     )
-    print(f"\nchunked local download kills: {dict(outcomes)}")
-
-
-def test_kill_during_a_chunked_download_from_s3(tmp_path, s3_address, kill_counts, chunky):
-    source = Filer(tmp_path / "source", s3_address)
-    for j in range(4):
-        source.dump(model(j), f"d{j}", push=True)
-    label = "download_chunked_s3"
-    outcomes = _download_rounds(
-        source, tmp_path / "fresh", "s3", KILLS[label], 0.4, kill_counts, label, True
-    )
-    print(f"\nchunked S3 download kills: {dict(outcomes)}")
+    print(f"\nchunked {rtype} download kills: {dict(outcomes)}")
 
 
 # -- registry writes ----------------------------------------------------------------------------

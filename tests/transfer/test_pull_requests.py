@@ -26,23 +26,24 @@ def _pushed(tmp_path: Path, s3_address: str, size: int) -> tuple[Any, bytes]:
     return producer.list_files()[0], producer.model_path("big").read_bytes()
 
 
-def _watch(remote: S3Remote) -> list[tuple[str, Any]]:
-    """Every call the remote's client makes: (operation, response checksums it validates)."""
+def _watched(s3_address: str) -> tuple[S3Remote, list[tuple[str, Any]]]:
+    """A remote, and every call its client makes: (operation, response checksums it
+    validates)."""
+    remote = S3Remote(s3_address)
     calls: list[tuple[str, Any]] = []
 
     def seen(model: Any, context: dict[str, Any], **_: Any) -> None:
         calls.append((model.name, context.get("checksum", {}).get("response_algorithms")))
 
     remote.client.meta.events.register_last("after-call.s3", seen)
-    return calls
+    return remote, calls
 
 
 def test_a_chunked_pull_reads_its_manifest_and_chunks_with_one_get_each(
     tmp_path: Path, s3_env: Any, s3_address: str
 ) -> None:
     entry, pickle = _pushed(tmp_path, s3_address, 9 * MB)
-    remote = S3Remote(s3_address)
-    calls = _watch(remote)
+    remote, calls = _watched(s3_address)
     chunked = Chunked(remote, lambda name: tmp_path / f"t-{name}", 4)
     partial = tmp_path / "partial"
     size, sha, manifest = chunked.fetch_chunks(entry.key, entry, partial, None, dict)
@@ -60,8 +61,7 @@ def test_a_verified_get_skips_botocores_crc_of_its_body(
     # Every download is checked by the registry's sha256: a CRC32 of the same bytes on top
     # is CPU a 1 GiB pull of chunks paid and a ranged download never did.
     entry, pickle = _pushed(tmp_path, s3_address, 1 * MB)
-    remote = S3Remote(s3_address)
-    calls = _watch(remote)
+    remote, calls = _watched(s3_address)
     sink = _Sink()
     remote.download(entry.key, sink, None, entry.size + 1)
     assert [op for op, _ in calls] == ["GetObject"]
