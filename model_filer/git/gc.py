@@ -20,7 +20,6 @@ repositories that share a prefix are told apart, is in docs/gc-protocol.md.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -211,13 +210,9 @@ def manifest_chunks(remote: Remote, key: str, sha256: str, size: int | None = No
     RemoteError, IntegrityError
         When the manifest cannot be read, or is not a valid one of that model.
     """
-    from model_filer.storage.manifest import MAX_MANIFEST_BYTES, parse_manifest
+    from model_filer.storage.manifest import read_manifest
 
-    data = remote.read_bytes(key, MAX_MANIFEST_BYTES)
-    if size is None:
-        with contextlib.suppress(ValueError, AttributeError):
-            size = json.loads(data).get("size")
-    chunks = parse_manifest(data, sha256, size if type(size) is int else -1)
+    _, chunks = read_manifest(remote, key, sha256, size)
     return [storage_key("chunks", c.sha256) for c in chunks]
 
 

@@ -239,7 +239,7 @@ class ObjectStore:
                     continue
                 try:
                     data = path.read_bytes()
-                    chunks = parse_manifest(data, sha, json.loads(data).get("size"))
+                    chunks = parse_manifest(data, sha, None)
                 except (OSError, ValueError, AttributeError, ModelFilerError):
                     continue
                 offset = 0

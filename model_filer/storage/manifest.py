@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from model_filer.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from model_filer.remotes import Remote
 
 FORMAT = 1
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # ~220,000 chunks: 200 GiB at 1 MiB chunks
@@ -43,8 +46,25 @@ def _refuse(sha256: str, why: str) -> IntegrityError:
     )
 
 
-def parse_manifest(data: bytes | bytearray, sha256: str, size: int) -> list[Chunk]:
-    """The chunks of the model (``sha256``, ``size`` bytes) that manifest ``data`` lists.
+def read_manifest(
+    remote: Remote, key: str, sha256: str, size: int | None, hint: int | None = None
+) -> tuple[bytes, list[Chunk]]:
+    """The manifest ``key`` of the model ``sha256`` from ``remote``: its bytes (read up to
+    :data:`MAX_MANIFEST_BYTES`, ``hint`` its likely size) and the chunks it lists, checked
+    by :func:`parse_manifest`. The one reader of a remote's manifest: pull, push and gc.
+
+    Raises
+    ------
+    RemoteError, IntegrityError
+    """
+    too_big = _refuse(sha256, f"more than {MAX_MANIFEST_BYTES} bytes (it was not read further)")
+    data = bytes(remote.read_bytes(key, MAX_MANIFEST_BYTES, hint, too_big))
+    return data, parse_manifest(data, sha256, size)
+
+
+def parse_manifest(data: bytes | bytearray, sha256: str, size: int | None) -> list[Chunk]:
+    """The chunks of the model (``sha256``, ``size`` bytes; ``None``: the size the manifest
+    itself gives, for gc, which has no registry entry) that manifest ``data`` lists.
 
     Raises
     ------
@@ -56,10 +76,12 @@ def parse_manifest(data: bytes | bytearray, sha256: str, size: int) -> list[Chun
         raise _refuse(sha256, f"{len(data)} bytes, more than {MAX_MANIFEST_BYTES}")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # (nesting: a stack, not a value)
         raise _refuse(sha256, "not JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _refuse(sha256, f"not a manifest of format {FORMAT}")
+    if size is None and type(doc.get("size")) is int:
+        size = doc["size"]
     if doc.get("sha256") != sha256 or doc.get("size") != size:
         raise _refuse(sha256, "it describes another model")
     raw = doc.get("chunks")

@@ -26,7 +26,7 @@ from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
 from model_filer.storage.chunks import MIN_AVG, SMALL_MAX, cut
-from model_filer.storage.manifest import MAX_MANIFEST_BYTES, Chunk, encode_manifest, parse_manifest
+from model_filer.storage.manifest import MAX_MANIFEST_BYTES, Chunk, encode_manifest, read_manifest
 from model_filer.storage.stored import decode, encode, max_stored_size
 
 if TYPE_CHECKING:
@@ -193,8 +193,7 @@ class Chunked:
         if key == storage_key("objects", entry.sha256):
             return self.remote.stat(key) is not None
         try:
-            data = self._get(key, MAX_MANIFEST_BYTES, "manifest")
-            chunks = parse_manifest(data, entry.sha256, entry.size)
+            _, chunks = read_manifest(self.remote, key, entry.sha256, entry.size)
         except (IntegrityError, LookupError):  # damaged, or missing: not on the remote
             return False
         listed = self._listed(storage_key("chunks", ""))
@@ -225,9 +224,8 @@ class Chunked:
         Downloaded chunks are checked by the whole file's sha256, hashed in order as they
         land; when it fails, the chunk at fault is found and named.
         """
-        what = f"manifest {key}"
-        manifest = bytes(self._get(key, MAX_MANIFEST_BYTES, what, _manifest_size(entry.size)))
-        chunks = parse_manifest(manifest, entry.sha256, entry.size)  # before any write
+        hint = _manifest_size(entry.size)
+        manifest, chunks = read_manifest(self.remote, key, entry.sha256, entry.size, hint)
         where: dict[str, list[int]] = {}
         spans, offset = [], 0
         for chunk in chunks:

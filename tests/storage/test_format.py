@@ -149,6 +149,7 @@ def _doc(**changes):
         (_doc(chunks=[[SHA, MAX_CHUNK_BYTES + 1]]), "is not"),
         (_doc(chunks=[]), "1 to"),
         (_doc(chunks=[[SHA, 1]] * (MAX_CHUNKS + 1)), "1 to"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # deeper than Python's stack
     ],
     ids=[
         "oversize",
@@ -163,12 +164,23 @@ def _doc(**changes):
         "big-chunk",
         "empty",
         "too-many",
+        "nested",
     ],
 )
 def test_hostile_manifests_are_refused(data, match):
     with pytest.raises(IntegrityError, match=match) as caught:
         parse_manifest(data, SHA, 10)
     assert "Nothing was written" in str(caught.value)
+
+
+def test_without_a_registry_size_a_manifest_is_held_to_its_own():
+    # gc reads manifests no registry entry describes: the size is the manifest's, still
+    # checked against its chunks, and a size that is not a number is refused.
+    assert parse_manifest(_doc(), SHA, None) == [(SHA, 10)]
+    with pytest.raises(IntegrityError, match="hold 8 bytes"):
+        parse_manifest(_doc(chunks=[[SHA, 4], [SHA, 4]]), SHA, None)
+    with pytest.raises(IntegrityError, match="another model"):
+        parse_manifest(_doc(size="10"), SHA, None)
 
 
 # -- cuts ------------------------------------------------------------------------------------
