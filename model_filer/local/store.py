@@ -259,18 +259,23 @@ class ObjectStore:
         bad = []
         for path in sorted((self.root / "manifests").glob("??/*.json")):
             sha = path.parent.name + path.name[:-5]
-            try:
-                size = self.object_path(sha).stat().st_size
-                chunks = parse_manifest(path.read_bytes(), sha, size)
-                with open(self.object_path(sha), "rb") as fh:
-                    fits = all(
-                        hashlib.sha256(fh.read(c.size)).hexdigest() == c.sha256 for c in chunks
-                    )
-            except (OSError, ModelFilerError):
-                fits = False
-            if not fits:
-                path.unlink(missing_ok=True)
-                bad.append(sha)
+            # Under the object's lock, skipped when busy: a download records the manifest
+            # before its object enters the store, and holds that lock across both.
+            with self.locked(sha, blocking=False) as held:
+                if not held:
+                    continue
+                try:
+                    size = self.object_path(sha).stat().st_size
+                    chunks = parse_manifest(path.read_bytes(), sha, size)
+                    with open(self.object_path(sha), "rb") as fh:
+                        fits = all(
+                            hashlib.sha256(fh.read(c.size)).hexdigest() == c.sha256 for c in chunks
+                        )
+                except (OSError, ModelFilerError):
+                    fits = False
+                if not fits:
+                    path.unlink(missing_ok=True)
+                    bad.append(sha)
         return bad
 
     def _evict(self, sha: str) -> None:
