@@ -347,6 +347,14 @@ class Remote(ABC):
         self.download(key, sink, None, size)
         return sink.getvalue()
 
+    @abstractmethod
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object ``key`` from byte ``start``: one ranged GET, as one
+        bounded wait on the store (the network policy's timeouts, retries and stall bound, as
+        every other call). Fewer bytes when the object ends first, ``b""`` when it ends before
+        ``start`` (the caller checks the length); :class:`RemoteObjectMissingError` when there
+        is no such object."""
+
     def _range_body(
         self, key: str, start: int, length: int, status: int, content_range: str, size: str
     ) -> int:
