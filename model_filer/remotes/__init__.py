@@ -50,6 +50,13 @@ class RangeSink(Protocol):
 
 
 _TYPE_RE = re.compile(r"[a-z][a-z0-9]{0,15}")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
+
+
+def check_range(start: int, length: int) -> None:
+    """Refuse the arguments of a :meth:`Remote.read_range` no caller should pass."""
+    if start < 0 or length < 1:
+        raise ValueError(f"read_range needs start >= 0 and length >= 1, got {start}, {length}")
 
 
 class Network(NamedTuple):
@@ -339,6 +346,42 @@ class Remote(ABC):
         sink = _Bounded(limit, too_big)
         self.download(key, sink, None, size)
         return sink.getvalue()
+
+    @abstractmethod
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object ``key`` from byte ``start``: one ranged GET, as one
+        bounded wait on the store (the network policy's timeouts, retries and stall bound, as
+        every other call). Fewer bytes when the object ends first, ``b""`` when it ends before
+        ``start`` (the caller checks the length); :class:`RemoteObjectMissingError` when there
+        is no such object."""
+
+    def _range_body(
+        self, key: str, start: int, length: int, status: int, content_range: str, size: str
+    ) -> int:
+        """How many bytes of a ranged GET's body to read for :meth:`read_range`, from its
+        answer: the ``status``, ``Content-Range`` and ``Content-Length`` headers (``""`` when
+        absent). A 206 must start at ``start``; a 200 is the whole object (a store that ignores
+        ``Range``), whose first bytes serve a read from 0, and nothing one past its end.
+
+        Raises :class:`RemoteError` for any other answer: reading a whole pack to keep a
+        slice of it would cost every read the whole object.
+        """
+        from model_filer.errors import RemoteError
+
+        found = _CONTENT_RANGE.fullmatch(content_range.strip())
+        total = int(size) if size.isdigit() else -1
+        if status == 206 and found and int(found[1]) == start:
+            return max(0, min(length, int(found[2]) - start + 1))
+        if status == 200 and total >= 0 and (start == 0 or start >= total):
+            return max(0, min(length, total - start))
+        raise RemoteError(
+            f"The store answered a read of bytes {start}-{start + length - 1} of "
+            f"{self.url(key)} with HTTP {status} and Content-Range {content_range!r}: "
+            "it does not serve byte ranges, which reading packed chunks needs. Check the "
+            "store's endpoint (a proxy in front of it?).",
+            key=key,
+            address=self.address,
+        )
 
     def upload_parts(self, parts: Iterable[Any], key: str, sha256: str, tmp: Path) -> None:
         """Upload the buffers ``parts`` (a chunk, a marker) as ``key`` through the fresh temp

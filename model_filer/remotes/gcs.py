@@ -45,6 +45,7 @@ from model_filer.remotes import (
     RemoteObject,
     Sink,
     _Stalled,
+    check_range,
     network_reason,
     silence_of,
 )
@@ -408,6 +409,59 @@ class GCSRemote(BucketRemote):
             error = self._error(exc, "download", key)
         else:
             return
+        if isinstance(error, RemoteObjectMissingError):
+            self._check_store()  # a missing bucket also answers 404
+        raise error  # outside the except: the client's exception is not kept as context
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """One ranged GET through the client's authorized session, as :meth:`_stream`: a
+        body cut or stalled midway is asked again whole, within the stall bound."""
+        from google.api_core.exceptions import from_http_response
+
+        check_range(start, length)
+        url = self._blob(key)._get_download_url(self._client)
+        session = self._client._http
+        # The stored bytes as they are (a gzip-stored object is not decompressed).
+        headers = {"accept-encoding": "gzip", "range": f"bytes={start}-{start + length - 1}"}
+
+        def get() -> bytes:
+            with session.request(
+                "GET", url, headers=headers, stream=True, timeout=self._timeout
+            ) as response:
+                if response.status_code == 416:  # the object ends at or before ``start``
+                    # (its body unread: the connection is closed, not pooled; fake-gcs-server
+                    # closes it after a 416, and the next GET on it would be reset)
+                    return b""
+                if response.status_code >= 400:
+                    raise from_http_response(response)  # type: ignore[no-untyped-call]
+                want = self._range_body(
+                    key,
+                    start,
+                    length,
+                    response.status_code,
+                    response.headers.get("content-range", ""),
+                    response.headers.get("content-length", ""),
+                )
+                parts, left = [], want
+                while left > 0 and (
+                    data := response.raw.read(min(READ, left), decode_content=False)
+                ):
+                    self.silence.heard()
+                    parts.append(data)
+                    left -= len(data)
+            if left > 0:  # (urllib3 raises first when the body has a Content-Length)
+                import urllib3
+
+                raise urllib3.exceptions.ProtocolError(f"body cut short: {left} of {want} missing")
+            return b"".join(parts)
+
+        try:
+            with self._waiting("read", key):
+                return self._attempts(get)
+        except ModelFilerError:  # ours already
+            raise
+        except Exception as exc:
+            error = self._error(exc, "read", key)
         if isinstance(error, RemoteObjectMissingError):
             self._check_store()  # a missing bucket also answers 404
         raise error  # outside the except: the client's exception is not kept as context

@@ -27,9 +27,11 @@ from model_filer import (
     BucketNotFoundError,
     Filer,
     IntegrityError,
+    ModelFilerError,
     Network,
     RemoteError,
     RemoteMismatchError,
+    RemoteObjectMissingError,
     RemoteUnreachableError,
     TransferError,
     UnknownRemoteTypeError,
@@ -295,6 +297,97 @@ def test_a_ranged_read_continues_from_an_offset(tmp_path, target, size):
     assert sink.offset == size // 3 and bytes(sink.data) == data[size // 3 :]
 
 
+def _stored(tmp_path: Path, target: Target, data: bytes) -> tuple[Remote, str]:
+    """A remote of ``target`` holding ``data``, and its key."""
+    src, sha = _file(tmp_path, data)
+    remote, key = target.remote(), f"m/{sha}.pkl"
+    remote.upload(src, key, sha, None)
+    return remote, key
+
+
+def test_read_range_reads_the_bytes_asked_and_stops_at_the_end(tmp_path, target):
+    size = MB + 123
+    data = os.urandom(size)
+    remote, key = _stored(tmp_path, target, data)
+    spans = [
+        (1000, 300_000),  # in the middle, over more than one piece of a body read (256 KiB)
+        (0, 1),
+        (0, size),  # the whole object
+        (size - 10, 4096),  # running past the end: the tail
+        (size - 1, 1),
+    ]
+    for start, length in spans:
+        assert remote.read_range(key, start, length) == data[start : start + length], start
+
+    assert remote.read_range(key, size, 10) == b""  # starting at the end
+    assert remote.read_range(key, size + 5000, 10) == b""  # and past it
+
+
+def test_read_range_of_an_empty_object_is_empty(tmp_path, target):
+    remote, key = _stored(tmp_path, target, b"")
+
+    assert remote.read_range(key, 0, 1) == b""
+    assert remote.read_range(key, 0, MB) == b""
+    assert remote.read_range(key, 7, 3) == b""
+
+
+def test_read_range_of_a_missing_object_or_bucket_is_a_typed_error(target):
+    absent = "m/" + "0" * 64 + ".pkl"
+    remote = target.remote()
+    remote.list_sizes("")  # the bucket exists (the session made it)
+
+    with pytest.raises(RemoteObjectMissingError) as info:
+        remote.read_range(absent, 0, 10)
+    assert isinstance(info.value, ModelFilerError) and info.value.key == absent
+    assert info.value.address == remote.address
+    with pytest.raises(BucketNotFoundError, match="does not exist"):
+        get_remote(target.remote_type, target.missing_address).read_range(absent, 0, 10)
+
+
+@pytest.mark.parametrize(("start", "length"), [(-1, 10), (0, 0), (5, -1)])
+def test_read_range_refuses_what_no_caller_should_ask(target, start, length):
+    with pytest.raises(ValueError, match="read_range"):
+        target.remote().read_range("m/" + "0" * 64 + ".pkl", start, length)
+
+
+def test_read_range_is_one_get_and_no_head_from_many_threads(tmp_path, target, monkeypatch):
+    """Packs are read back by ranged GETs, several in flight: each read is one request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    point = _networked(target, monkeypatch)
+    data = os.urandom(MB)
+    _, key = _stored(tmp_path, target, data)
+    spans = [(n * 40_000, 50_000) for n in range(24)] + [(MB - 100, 4096), (MB, 10), (0, MB)]
+    with FaultProxy(str(target.endpoint), lifetime=120) as proxy:
+        point(proxy.url)
+        remote = target.remote()
+        remote._connect()  # type: ignore[attr-defined] # (whatever building the client asks)
+        before = len(proxy.log)
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda span: remote.read_range(key, *span), spans))
+        methods = [method for method, _, _ in proxy.log[before:]]
+
+    assert got == [data[start : start + length] for start, length in spans]
+    assert methods == ["GET"] * len(spans)  # no HEAD, no retry, nothing else
+
+
+def test_a_range_whose_body_stops_midway_costs_the_stall_bound(tmp_path, target, monkeypatch):
+    point = _networked(target, monkeypatch)
+    _, key = _stored(tmp_path, target, os.urandom(MB))
+    only_gets = lambda method, path: method == "GET"  # noqa: E731
+    with FaultProxy(
+        str(target.endpoint), share=1.0, faults=["stall"], applies=only_gets, lifetime=60
+    ) as proxy:
+        point(proxy.url)
+        # After the body's stall (0.5 s), one more attempt could end past the bound:
+        # 0.5 + (0.5 + 0.5) > 1.4. Without the bound: up to 10 GETs of 0.5 s silence each.
+        remote = target.remote(QUICK._replace(stall_timeout=1.4))
+        with pytest.raises(RemoteUnreachableError, match="No answer from"):
+            remote.read_range(key, 0, MB)
+
+    assert proxy.injected["stall"] == 1 and proxy.count("GET") == 1
+
+
 def test_an_object_of_the_wrong_size_at_a_key_is_replaced_before_synced(tmp_path, target):
     producer = target.filer(tmp_path / "producer", storage="plain")
     payload = os.urandom(BIG)
@@ -375,15 +468,17 @@ def test_an_unreachable_server_is_a_typed_error_with_the_fix(tmp_path, target, m
         target.remote(QUICK).size_of("m/" + "0" * 64 + ".pkl")
 
 
-def test_a_stuck_server_costs_the_stall_bound_not_attempts_multiplied(target, monkeypatch):
+@pytest.mark.parametrize("call", ["stat", "read_range"])
+def test_a_stuck_server_costs_the_stall_bound_not_attempts_multiplied(target, monkeypatch, call):
     point = _networked(target, monkeypatch)
+    key = "m/" + "0" * 64 + ".pkl"
     with StuckServer(lifetime=60) as stuck:
         point(stuck.url)
         remote, other = target.remote(QUICK), target.remote(QUICK)
         other._connect()  # type: ignore[attr-defined] # built now: a busy machine takes a while
 
         with pytest.raises(RemoteUnreachableError, match="No answer from") as info:
-            remote.size_of("m/" + "0" * 64 + ".pkl")
+            remote.stat(key) if call == "stat" else remote.read_range(key, 0, MB)
         assert stuck.connections <= 2  # QUICK would allow 10 attempts
         # what a CLI or hook user can type too, not only a Filer argument
         assert str(info.value).endswith(STALL_ADVICE)
@@ -501,6 +596,7 @@ def test_secrets_never_reach_a_message(tmp_path, target, monkeypatch):
     messages = []
     for call in (
         lambda: target.remote(QUICK).size_of("m/" + "0" * 64 + ".pkl"),
+        lambda: target.remote(QUICK).read_range("m/" + "0" * 64 + ".pkl", 0, 10),
         lambda: target.filer(tmp_path / "a").load("absent"),
         lambda: get_remote(target.remote_type, target.missing_address, QUICK).list_sizes(""),
     ):

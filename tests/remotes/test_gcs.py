@@ -240,6 +240,65 @@ def test_a_body_that_stops_moving_costs_the_stall_bound(gcs_env, stored, monkeyp
     assert 1 <= proxy.count("GET", "/download/") <= 3  # QUICK would allow 10 attempts
 
 
+def test_a_read_past_the_end_leaves_no_connection_the_next_read_finds_reset(
+    gcs_env, stored, monkeypatch
+):
+    """fake-gcs-server closes its connection after a 416 (saying nothing): a read that
+    pooled it would make the next read on it fail, retried after a backoff. Seen as the
+    failures our retry loop is asked to judge."""
+    address, data = stored
+    judged: list[str] = []
+    transient = gcs_module._transient
+    monkeypatch.setattr(
+        gcs_module, "_transient", lambda exc: judged.append(repr(exc)) or transient(exc)
+    )
+    remote = get_remote("gcs", address)
+    for _ in range(50):  # (pooling it: about 1 in 5 of the next reads was reset)
+        assert remote.read_range(KEY, len(data), 10) == b""
+        assert remote.read_range(KEY, 0, 10) == data[:10]
+
+    assert judged == []
+
+
+@pytest.fixture
+def ignoring_range(gcs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[bytes]:
+    """A loopback server that answers every GET with the whole of its 1000 bytes (HTTP 200),
+    whatever ``Range`` asks, as a store or proxy that ignores it; returns the bytes."""
+    data = os.urandom(1000)
+
+    class Whole(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Whole)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
+    yield data
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_store_that_ignores_range_serves_only_what_it_can_cheaply(ignoring_range):
+    """Its first bytes serve a read from 0, and nothing one past its end; a read in the
+    middle is refused: taking the whole object for each slice would cost every read of a
+    pack the whole pack."""
+    data = ignoring_range
+    remote = get_remote("gcs", f"gs://{GCS_BUCKET}/whole", QUICK)
+
+    assert remote.read_range(KEY, 0, 10) == data[:10]
+    assert remote.read_range(KEY, 0, 5000) == data
+    assert remote.read_range(KEY, 1000, 10) == b""
+    with pytest.raises(RemoteError, match="does not serve byte ranges") as info:
+        remote.read_range(KEY, 500, 10)
+    assert info.value.key == KEY and not isinstance(info.value, RemoteUnreachableError)
+
+
 def test_messages_carry_no_bearer_token_or_session_id():
     text = (
         "PUT http://h/upload?upload_id=ABCDEF123&x=1 Authorization: Bearer ya29.secret-token "
