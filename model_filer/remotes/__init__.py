@@ -260,6 +260,49 @@ class Sending(io.BytesIO):
         return super().read(size)
 
 
+class SendingPart(io.RawIOBase):
+    """``length`` bytes of the file ``path`` from ``start``, as a body read from the file as it
+    is sent (every read a sign of life, as :class:`Sending`): 8 parts of 8 MiB in flight then
+    hold a few reads' worth of memory, not 64 MiB. Seekable, so an SDK can checksum it and
+    send it again."""
+
+    def __init__(self, path: Path, start: int, length: int, silence: Silence) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._start, self._length, self._silence = start, length, silence
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(view.nbytes, self._length - self._at))
+        got = os.preadv(self._fd, [view[:n]], self._start + self._at) if n else 0
+        self._at += got
+        self._silence.heard()
+        return got
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._length}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def __len__(self) -> int:
+        return self._length
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
 # One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
 _SILENCES: dict[str, Silence] = {}
 _SILENCES_LOCK = threading.Lock()
@@ -348,7 +391,7 @@ class Remote(ABC):
         return sink.getvalue()
 
     @abstractmethod
-    def read_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, length: int) -> bytes | bytearray:
         """``length`` bytes of the object ``key`` from byte ``start``: one ranged GET, as one
         bounded wait on the store (the network policy's timeouts, retries and stall bound, as
         every other call). Fewer bytes when the object ends first, ``b""`` when it ends before

@@ -26,11 +26,12 @@ from model_filer.errors import (
     RemoteObjectMissingError,
     RemoteUnreachableError,
 )
-from model_filer.registry.names import is_object_key
+from model_filer.registry.names import is_ours
 from model_filer.remotes import (
     PATIENT,
     RangedRemote,
     RemoteObject,
+    SendingPart,
     _Stalled,
     check_range,
     check_stall,
@@ -271,17 +272,22 @@ class S3Remote(RangedRemote, BucketRemote):
     def _endpoint(self) -> str:
         return scrub(str(self._client.meta.endpoint_url)) if self._client is not None else "?"
 
-    def _read(self, body: Any, size: int) -> bytes:
+    def _read(self, body: Any, size: int) -> bytearray:
         """A body of ``size`` bytes, read a piece at a time: each piece is a sign of life.
+        Into one buffer: joining the pieces would hold the body twice (8 reads of 16 MiB in
+        flight, 256 MiB).
 
         A body cut short raises botocore's ``IncompleteReadError`` (as ``read()`` does).
         """
-        parts = []
-        while size > 0 and (data := body.read(min(CHUNK, size))):
-            self.silence.heard()
-            parts.append(data)
-            size -= len(data)
-        return b"".join(parts)
+        out = bytearray(size)
+        with memoryview(out) as view:
+            got = 0
+            while got < size and (data := body.read(min(CHUNK, size - got))):
+                self.silence.heard()
+                view[got : got + len(data)] = data
+                got += len(data)
+        del out[got:]  # (a body that ended early: the caller sees the length)
+        return out
 
     def _manager(self, kind: str) -> Any:
         """The transfer manager for uploads or downloads, shared by all threads."""
@@ -463,16 +469,16 @@ class S3Remote(RangedRemote, BucketRemote):
         )
         self._call("download", key, future.result)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, length: int) -> bytes | bytearray:
         check_range(start, length)
         try:
-            data: bytes = self._call("read", key, self._read_range, key, start, length)
+            data: bytearray = self._call("read", key, self._read_range, key, start, length)
         except RemoteObjectMissingError:
             self._check_store()  # a missing bucket also answers 404
             raise
         return data
 
-    def _read_range(self, key: str, start: int, length: int) -> bytes:
+    def _read_range(self, key: str, start: int, length: int) -> bytearray:
         """One ranged GET (no HEAD, no s3transfer), its body read a piece at a time: each
         piece is a sign of life, and a body cut or stalled midway is asked again, as
         :meth:`_get_range` does, within the stall bound (checked before each GET)."""
@@ -482,12 +488,14 @@ class S3Remote(RangedRemote, BucketRemote):
         full, asked = self._full_key(key), f"bytes={start}-{start + length - 1}"
         for _ in range(self.network.max_attempts):  # a body cut short: as s3transfer
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=full, Range=asked)
+                response = self.client.get_object(  # (the caller checks the bytes)
+                    Bucket=self.bucket, Key=full, Range=asked, **{_VERIFIED: True}
+                )
             except ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code == "InvalidRange" or status == 416:
-                    return b""  # the object ends at or before ``start``
+                    return bytearray()  # the object ends at or before ``start``
                 raise
             with contextlib.closing(response["Body"]) as body:
                 want = self._range_body(
@@ -647,16 +655,15 @@ class S3Remote(RangedRemote, BucketRemote):
         todo = [n for n in range(1, count + 1) if n not in etags]
 
         def send(number: int) -> None:
-            with open(src, "rb") as fh:
-                fh.seek((number - 1) * part)
-                data = fh.read(part)
-            body = _Sending(data, self.silence)
-            response = client.upload_part(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body
-            )
+            start = (number - 1) * part
+            length = min(part, size - start)
+            with SendingPart(src, start, length, self.silence) as body:
+                response = client.upload_part(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body
+                )
             etags[number] = response["ETag"]
             if progress is not None:
-                progress(len(data))
+                progress(length)
 
         from concurrent.futures import ThreadPoolExecutor
 
@@ -700,7 +707,7 @@ class S3Remote(RangedRemote, BucketRemote):
         for upload in self._uploads(root):
             ukey = str(upload.get("Key", ""))
             initiated = upload.get("Initiated")
-            if ukey == except_key or not is_object_key(ukey[len(root) :]):
+            if ukey == except_key or not is_ours(ukey[len(root) :]):
                 continue  # not an object key of ours: never touch another tool's upload
             if isinstance(initiated, datetime.datetime) and initiated < cutoff:
                 with contextlib.suppress(Exception):
@@ -728,7 +735,7 @@ class S3Remote(RangedRemote, BucketRemote):
                 try:
                     data = self._read(stream, length)
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
-                    data = b""
+                    data = bytearray()
             if len(data) == length:
                 break
             if attempt == attempts - 1:  # the body was cut short every time
@@ -771,7 +778,7 @@ class S3Remote(RangedRemote, BucketRemote):
     def touch(self, key: str) -> None:
         # A copy onto itself is S3's one way to renew Last-Modified without sending the
         # bytes again; it must change something, so the metadata is replaced by itself plus
-        # the time (objects up to MAX_COPY: chunks, manifests and small models).
+        # the time (objects up to MAX_COPY: packs, maps and small models).
         head = self._head(key)
         if head is None:
             raise self._gone(key)
