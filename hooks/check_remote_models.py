@@ -2,10 +2,11 @@
 
 For each pushed commit, every ``synced`` entry of every registry as committed there (not the
 working tree) must exist on its remote (today's ``<name>/<sha>.pkl`` with the recorded size);
-an entry of the chunked layout's manifest also needs every chunk the manifest names. Otherwise
+an entry of the chunked layout's map (or manifest) also needs every pack (or chunk) it names,
+at least as long as the chunks placed in it. Otherwise
 nobody who pulls could load it. Sizes come from listings (one LIST per key prefix, about a
 page each), not from one HEAD per object: 10,000 entries cost about ten requests; manifests
-are read a few at a time, then their chunks are listed the same way.
+are read a few at a time, then their packs or chunks are listed the same way.
 
 A remote that cannot be checked (down, or a stuck VPN: the hooks' network policy gives up
 within 13 s) refuses the push too: an unanswered check proves nothing, and a push that passed
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from model_filer.hookapi import (
     FAIL_FAST,
+    MANIFEST_KINDS,
     NULL_REF,
     STORAGE_DIR,
     Entry,
@@ -33,7 +35,7 @@ from model_filer.hookapi import (
     approved_address,
     get_remote,
     hook_git,
-    manifest_chunks,
+    manifest_needs,
     max_stored_size,
     parse,
     pin_work_tree,
@@ -164,7 +166,7 @@ def _check_remote(
             problems.append((where, None, text))
         elif (problem := _problem(remote, where, entry, sizes)) is not None:
             problems.append((where, entry, problem))
-        elif storage_key_kind(key) == "manifests":
+        elif storage_key_kind(key) in MANIFEST_KINDS:
             chunked.append((where, entry))
     return problems + _check_chunks(remote, chunked, pool)
 
@@ -175,31 +177,31 @@ def _check_chunks(
     """Problems with the chunks the manifests of ``tasks`` name: each manifest read (a few
     at a time), then one LIST per prefix of their chunks."""
 
-    def read(task: tuple[str, Entry]) -> list[str] | ModelFilerError:
+    def read(task: tuple[str, Entry]) -> dict[str, int] | ModelFilerError:
         try:
-            return manifest_chunks(remote, task[1].key or "", task[1].sha256, task[1].size)
+            return manifest_needs(remote, task[1].key or "", task[1].sha256, task[1].size)
         except ModelFilerError as exc:
             return exc
 
     named = list(pool.map(read, tasks))
-    wanted = sorted({k for keys in named if isinstance(keys, list) for k in keys})
+    wanted = sorted({k for keys in named if isinstance(keys, dict) for k in keys})
     sizes, errors = _listed(remote, wanted, pool) if wanted else ({}, [])
     problems: list[tuple[str, Entry | None, str]] = []
     for (where, entry), keys in zip(tasks, named, strict=True):
         start = f"{where}: {entry.name}: {remote.url(entry.key or '')}"
-        if not isinstance(keys, list):
+        if not isinstance(keys, dict):
             unchecked = not isinstance(keys, LookupError | IntegrityError)
             what = UNCHECKED + " its chunks" if unchecked else "is not a valid manifest"
             problems.append((where, None if unchecked else entry, f"{start} {what}: {keys}"))
             continue
         failed = next((e for p, e in errors for k in keys if k.startswith(p)), None)
-        missing = [k for k in keys if k not in sizes]
+        missing = [k for k, least in keys.items() if sizes.get(k, -1) < least]
         if failed is not None:
             problems.append((where, None, f"{start}: {UNCHECKED} its chunks: {failed}"))
         elif missing:
             text = (
-                f"{start}: {len(missing)} of its {len(keys)} chunks are missing from the "
-                f"remote (e.g. {remote.url(missing[0])})"
+                f"{start}: {len(missing)} of the {len(keys)} packs or chunks it names are "
+                f"missing from the remote or cut short (e.g. {remote.url(missing[0])})"
             )
             problems.append((where, entry, text))
     return problems

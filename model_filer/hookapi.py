@@ -44,7 +44,7 @@ from model_filer.pickles.trust import SERVED, TrustedSet, can_trust, never_reaso
 from model_filer.registry.codec import parse
 from model_filer.registry.discovery import read_registry
 from model_filer.registry.model import Entry, Registry, alias_problems
-from model_filer.registry.names import STORAGE_DIR, storage_key_kind
+from model_filer.registry.names import MANIFEST_KINDS, STORAGE_DIR, storage_key_kind
 from model_filer.remotes import FAIL_FAST, PATIENT, Network, Remote, available_types, get_remote
 from model_filer.sizes import parse_size
 from model_filer.transfer.progress import count_bar
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAIL_FAST",
+    "MANIFEST_KINDS",
     "MODEL_SUFFIX",
     "NULL_REF",
     "SERVED",
@@ -82,7 +83,7 @@ __all__ = [
     "hook_git",
     "local_filer",
     "locate",
-    "manifest_chunks",
+    "manifest_needs",
     "max_stored_size",
     "never_reason",
     "parse",
@@ -211,10 +212,11 @@ def local_filer(path: Path, registry: Registry | None = None) -> Filer:
     return filer_for(path, override.address if override else None, registry=reg)
 
 
-def manifest_chunks(remote: Remote, key: str, sha256: str, size: int) -> list[str]:
-    """The chunk keys a synced entry's manifest names, read from its remote and checked
-    (see :func:`model_filer.git.gc.manifest_chunks`; imported only when a manifest is read)."""
-    from model_filer.git.gc import manifest_chunks as read
+def manifest_needs(remote: Remote, key: str, sha256: str, size: int) -> dict[str, int]:
+    """The packs or chunks a synced entry's manifest names, each with its least length, read
+    from its remote and checked (:func:`model_filer.storage.manifest.manifest_needs`,
+    imported only when a manifest is read)."""
+    from model_filer.storage.manifest import manifest_needs as read
 
     return read(remote, key, sha256, size)
 

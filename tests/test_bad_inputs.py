@@ -359,8 +359,8 @@ CLI_CASES = [
         id="cli-registry-not-yaml",
     ),
     pytest.param(
-        lambda c: ["verify", "--dir", str(c.registry(registry_text("R", fmt=4)))],
-        id="registry-format-4",  # (2 is metadata and aliases, 3 the chunked layout)
+        lambda c: ["verify", "--dir", str(c.registry(registry_text("R", fmt=5)))],
+        id="registry-format-5",  # (2 is metadata and aliases, 3 and 4 the chunked layout)
     ),
     pytest.param(
         lambda c: [

@@ -3,12 +3,12 @@
 An object is garbage only if all of these hold:
 
 - its key has a form model_filer writes: ``<name>/<sha256>.pkl``, or the chunked layout's
-  ``.model_filer/{objects,manifests,chunks}/<sha256>`` (anything else on the remote is
-  someone else's and is never touched; nor are the repository markers, ``.model_filer/repos/``);
+  ``.model_filer/{objects,maps,packs,manifests,chunks}/<sha256>`` (anything else on the remote
+  is someone else's and is never touched; nor are the repository markers, ``.model_filer/repos/``);
 - no version of any registry file of this remote type, at any commit reachable from any ref
   (local branches, tags, remote-tracking refs, stashes, HEAD), nor in the index or the
-  working tree's registry, names it (by key, or by the sha256 it is named by); a chunk, no
-  manifest that stays on the remote names it;
+  working tree's registry, names it (by key, or by the sha256 it is named by); a pack or a
+  chunk, no map or manifest that stays on the remote names it;
 - it is older than the grace period, which protects what other clones pushed but this one
   has not fetched yet; and its last change, re-read just before the delete, is still the one
   the listing showed (a push that reused it since has renewed it, and wins).
@@ -36,8 +36,10 @@ from model_filer.git.history import registry_pathspecs, repo_path
 from model_filer.registry.codec import Codec
 from model_filer.registry.model import Registry
 from model_filer.registry.names import (
+    MANIFEST_KINDS,
+    MODEL_KINDS,
     STORAGE_DIR,
-    is_object_key,
+    is_ours,
     key_sha256,
     object_key,
     storage_key,
@@ -68,7 +70,7 @@ class Protected(NamedTuple):
 class Plan(NamedTuple):
     """What ``gc`` would delete, and what it kept."""
 
-    candidates: list[RemoteObject]  # models and manifests first, then chunks
+    candidates: list[RemoteObject]  # models and manifests first, then packs and chunks
     kept_named: int  # objects a reachable registry (or a manifest that stays) names
     kept_young: int  # unnamed, but younger than the grace period
     registries: int
@@ -144,7 +146,7 @@ def plan(
     cutoff = (now or datetime.now(UTC)) - grace
     by_kind: dict[str | None, list[RemoteObject]] = {}
     for obj in _listing(filer):
-        if _ours(obj.key):
+        if is_ours(obj.key):
             by_kind.setdefault(storage_key_kind(obj.key), []).append(obj)
     candidates: list[RemoteObject] = []
     kept = [0, 0]  # named, young
@@ -157,63 +159,46 @@ def plan(
             else:
                 candidates.append(obj)
 
-    for kind in (None, "objects", "manifests"):
+    for kind in (None, *MODEL_KINDS):
         judge(by_kind.get(kind, []), keep.keys)
     going = {o.key for o in candidates}
-    staying = [o for o in by_kind.get("manifests", []) if o.key not in going]
-    judge(by_kind.get("chunks", []), _chunks_named(filer.remote, staying))
+    staying = [o for k in MANIFEST_KINDS for o in by_kind.get(k, []) if o.key not in going]
+    named = _named_by(filer.remote, staying)
+    judge(by_kind.get("packs", []) + by_kind.get("chunks", []), named)
     foreign = _foreign(filer, by_kind.get("repos", []))
     return Plan(candidates, kept[0], kept[1], keep.registries, foreign)
 
 
-def _ours(key: str) -> bool:
-    """Whether model_filer wrote ``key`` (any other object is never touched)."""
-    return is_object_key(key) or storage_key_kind(key) is not None
-
-
 def _shareable(key: str) -> bool:
     """Whether ``key`` is of the chunked layout, whose objects any repository may reuse."""
-    return storage_key_kind(key) in ("objects", "manifests", "chunks")
+    return storage_key_kind(key) not in (None, "repos")
 
 
 def _listing(filer: Filer) -> Iterator[RemoteObject]:
     return filer.remote.list_objects("")
 
 
-def _chunks_named(remote: Remote, manifests: list[RemoteObject]) -> set[str]:
-    """The chunk keys ``manifests`` name, read a few at a time (they are small).
+def _named_by(remote: Remote, manifests: list[RemoteObject]) -> set[str]:
+    """The packs and chunks ``manifests`` name, read a few at a time (they are small).
 
-    A manifest that cannot be read or parsed stops gc: the chunks it names are unknown.
+    A manifest that cannot be read or parsed stops gc: what it needs is unknown.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def chunks_of(obj: RemoteObject) -> list[str]:
+    from model_filer.storage.manifest import manifest_needs
+
+    def needed_by(obj: RemoteObject) -> dict[str, int]:
         try:
-            return manifest_chunks(remote, obj.key, obj.key.rpartition("/")[2])
+            return manifest_needs(remote, obj.key, obj.key.rpartition("/")[2])
         except ModelFilerError as exc:
             raise ModelFilerError(
                 f"{remote.url(obj.key)} is not a readable manifest ({exc}), so gc cannot tell "
-                "which chunks it needs and deletes none. Push the model again from a machine "
-                "that holds it; if no registry names it, delete that manifest by hand."
+                "which packs or chunks it needs and deletes none. Push the model again from a "
+                "machine that holds it; if no registry names it, delete that manifest by hand."
             ) from None
 
     with ThreadPoolExecutor(MANIFEST_READS) as pool:
-        return {key for keys in pool.map(chunks_of, manifests) for key in keys}
-
-
-def manifest_chunks(remote: Remote, key: str, sha256: str, size: int | None = None) -> list[str]:
-    """The chunk keys the manifest ``key`` of the model ``sha256`` names, read and checked
-    (``size``: the model's, as its registry entry says; None takes the manifest's own).
-
-    Raises
-    ------
-    RemoteError, IntegrityError
-        When the manifest cannot be read, or is not a valid one of that model.
-    """
-    from model_filer.storage.manifest import read_manifest
-
-    _, chunks = read_manifest(remote, key, sha256, size)
-    return [storage_key("chunks", c.sha256) for c in chunks]
+        return {key for keys in pool.map(needed_by, manifests) for key in keys}
 
 
 def collect(
@@ -226,7 +211,7 @@ def collect(
     deleted only when no other repository's marker is on the prefix, or ``shared_prefix_ok``.
     """
     for obj in candidates:  # a plan built by hand must not widen what gc may touch
-        if not _ours(obj.key) or storage_key_kind(obj.key) == "repos":
+        if not is_ours(obj.key) or storage_key_kind(obj.key) == "repos":
             raise ModelFilerError(f"{obj.key!r} was not written by model_filer; not deleted.")
     if not shared_prefix_ok and any(_shareable(o.key) for o in candidates):
         foreign = _foreign(filer, list(filer.remote.list_objects(MARKERS)))

@@ -33,7 +33,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import ModelFilerError, StoreError, StoreWarning
 from model_filer.fs.layout import ensure_dir
@@ -41,6 +41,9 @@ from model_filer.fs.locks import object_lock
 from model_filer.fs.tempfiles import owned_temp_name, remove_dead_temps_in
 from model_filer.local.freshness import stat_record, unchanged
 from model_filer.local.store_root import default_root
+
+if TYPE_CHECKING:
+    from model_filer.storage.manifest import Chunk
 
 LINK_ENV = "MODEL_FILER_LINK"
 READ_ONLY = 0o444
@@ -246,6 +249,25 @@ class ObjectStore:
                 for chunk in chunks:
                     index.setdefault(chunk.sha256, (self.object_path(sha), offset, chunk.size))
                     offset += chunk.size
+        return index
+
+    def pack_index(self) -> dict[str, Chunk]:
+        """Where the maps this store keeps place chunks on remotes: chunk sha256 -> the
+        chunk, in its pack (a push checks that the remote holds that pack before naming it;
+        the object itself need not be here)."""
+        from model_filer.storage.manifest import parse_manifest
+
+        index: dict[str, Chunk] = {}
+        with contextlib.suppress(OSError):
+            for path in (self.root / "manifests").glob("??/*.json"):
+                sha = path.parent.name + path.name[:-5]
+                if not _SHA_RE.fullmatch(sha):
+                    continue
+                try:
+                    chunks = parse_manifest(path.read_bytes(), sha, None)
+                except (OSError, ModelFilerError):
+                    continue
+                index.update((c.sha256, c) for c in chunks if c.pack is not None)
         return index
 
     def verify_manifests(self) -> list[str]:

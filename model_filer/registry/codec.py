@@ -50,6 +50,7 @@ from model_filer.registry.model import (
     restore,
 )
 from model_filer.registry.names import (
+    MODEL_KINDS,
     STORAGE_DIR,
     check_key,
     check_name,
@@ -254,7 +255,7 @@ _BAD = object()  # not a value as PyYAML writes it
 _NO_REST = (None, None, None)
 # The chunked layout's keys an entry may have: a prefix, then the entry's own sha256 (a plain
 # string test: 10,000 entries of a default registry carry one).
-_KEYS_OF_SHA = frozenset(f"{STORAGE_DIR}/{kind}/" for kind in ("objects", "manifests"))
+_KEYS_OF_SHA = frozenset(f"{STORAGE_DIR}/{kind}/" for kind in MODEL_KINDS)
 MAX_REMEMBERED = 200_000  # blocks, tails and scalars a Codec keeps of each kind, then starts over
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's Python __new__
 

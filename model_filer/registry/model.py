@@ -18,6 +18,7 @@ from model_filer.errors import AliasError, InvalidMetadataError, InvalidNameErro
 from model_filer.fs.layout import remote_type_of
 from model_filer.registry.names import (
     META_NAME_RULE,
+    STORAGE_DIR,
     check_key,
     check_name,
     check_sha256,
@@ -29,11 +30,14 @@ from model_filer.registry.names import (
 )
 
 # Registry formats: 1, entries only; 2, entry metadata and aliases (issue 22); 3, entries whose
-# key is a chunked-layout key (issue 21, docs/storage-format.md). A file is written in the oldest
+# key is a chunked-layout key (issue 21, docs/storage-format.md); 4, entries whose key is a map
+# of chunks in packs (the layout's second form: a release that reads format 3 would take such a
+# key for a manifest it cannot parse, so it must refuse the file). A file is written in the oldest
 # format that holds its content (format_needed), so a team that uses no newer feature stays
 # readable by older releases, and one that does is refused by them, never rewritten without what
 # they cannot read (or, for format 3, made to load a wrong model).
-NEWEST_FORMAT = 3
+NEWEST_FORMAT = 4
+_MAPS = f"{STORAGE_DIR}/maps/"
 TOP_LEVEL_KEYS = ("format", "remote", "aliases", "models")
 MAX_REGISTRY_BYTES = 32 * 1024 * 1024  # ~100,000 entries; a larger file is an attack or an accident
 MAX_MODEL_BYTES = 1 << 50  # 1 PiB: sizes above this are nonsense, not models
@@ -126,10 +130,11 @@ class Entry(NamedTuple):
         return self[-4:] != _NO_METADATA
 
     def format(self) -> int:
-        """The oldest registry format that can hold this entry: 3 when its key is a
-        chunked-layout key, 2 when it carries metadata, else 1."""
+        """The oldest registry format that can hold this entry: 4 when its key is a map of
+        packed chunks, 3 when it is another chunked-layout key, 2 when it carries metadata,
+        else 1."""
         if self.key is not None and is_storage_key(self.key):
-            return 3
+            return 4 if self.key.startswith(_MAPS) else 3
         return 2 if self[-4:] != _NO_METADATA else 1
 
     def to_yaml_dict(self) -> dict[str, Any]:
@@ -158,7 +163,7 @@ class Entries(dict[str, Entry]):
         self.version = 0  # counts changes, for "changed since?" questions
         self.marked = -1  # the version at the last mark()
         self.lower: dict[str, int] | None = None  # lower-cased name -> how many; None: unknown
-        # How many entries need each registry format (index 1-3); None: not counted yet.
+        # How many entries need each registry format (index 1-4); None: not counted yet.
         self.formats: list[int] | None = None
 
     def mark(self) -> int:
@@ -214,9 +219,9 @@ class Entries(dict[str, Entry]):
         entries."""
         if self.formats is None:
             counts = Counter(map(Entry.format, list(self.values())))
-            self.formats = [0, counts[1], counts[2], counts[3]]
+            self.formats = [0, counts[1], counts[2], counts[3], counts[4]]
         formats = self.formats
-        return 3 if formats[3] else 2 if formats[2] else 1
+        return next(f for f in (4, 3, 2) if formats[f]) if any(formats[2:]) else 1
 
     def _all_changed(self, method: str, *args: Any, **kwargs: Any) -> Any:
         self.changed = None
@@ -324,7 +329,7 @@ _NO_METADATA = (None, None, None, None)
 
 def format_needed(reg: Registry) -> int:
     """The oldest registry format that holds ``reg``'s content: one line per feature."""
-    needed = reg.entries.format()  # 2: metadata; 3: chunked-layout keys
+    needed = reg.entries.format()  # 2: metadata; 3: chunked-layout keys; 4: maps
     return max(needed, 2) if reg.aliases else needed
 
 

@@ -148,31 +148,35 @@ def key_sha256(key: str) -> str | None:
 
 # The chunked layout (docs/storage-format.md): ``.model_filer/<kind>/<sha256>``, never ending
 # in ``.pkl``, so an older model_filer's gc (which deletes only ``<name>/<sha>.pkl``) never
-# touches them. ``objects`` and ``manifests`` are named by the model's sha256 (a registry
-# entry's key), ``chunks`` by the sha256 of the chunk's raw bytes; ``repos`` holds gc's
-# markers of the repositories that share the remote.
+# touches them. ``objects``, ``maps`` and (read only, from earlier releases) ``manifests`` are
+# named by the model's sha256 (a registry entry's key); ``packs`` by the sha256 of the pack's
+# bytes and (read only) ``chunks`` by the sha256 of the chunk's raw bytes; ``repos`` holds
+# gc's markers of the repositories that share the remote.
 STORAGE_DIR = ".model_filer"
-STORAGE_KINDS = ("objects", "manifests", "chunks", "repos")
-MODEL_KINDS = ("objects", "manifests")
-_SHA_KEY_DIRS = {f"{STORAGE_DIR}/{kind}/": kind for kind in STORAGE_KINDS[:3]}
+STORAGE_KINDS = ("objects", "maps", "manifests", "packs", "chunks", "repos")
+MODEL_KINDS = ("objects", "maps", "manifests")
+#: The kinds whose object lists what a model needs besides itself (packs, or chunks).
+MANIFEST_KINDS = ("maps", "manifests")
+_SHA_KEY_DIRS = {f"{STORAGE_DIR}/{kind}/": kind for kind in STORAGE_KINDS[:5]}
 _HEX = "0123456789abcdef"
 _STORAGE_KEY_RE = re.compile(
     re.escape(STORAGE_DIR)
-    + r"/(objects|manifests|chunks)/[0-9a-f]{64}|"
+    + r"/(objects|maps|manifests|packs|chunks)/[0-9a-f]{64}|"
     + re.escape(STORAGE_DIR)
     + r"/(repos)/[A-Za-z0-9_.+=-]{1,255}"
 )
 
 
 def storage_key(kind: str, sha256: str) -> str:
-    """Key of a whole object, a manifest or a chunk (``kind``) named by ``sha256``."""
+    """Key of a whole object, a map, a pack, (read only) a manifest or a chunk named by
+    ``sha256``."""
     if kind not in STORAGE_KINDS:
         raise ValueError(f"{kind!r} is not a storage kind ({STORAGE_KINDS}).")
     return f"{STORAGE_DIR}/{kind}/{sha256}"
 
 
 def storage_key_kind(key: str) -> str | None:
-    """The kind (``objects``, ``manifests``, ``chunks``, ``repos``) of a storage key; ``None``
+    """The kind (one of :data:`STORAGE_KINDS`) of a storage key; ``None``
     for any other key (today's ``<name>/<sha>.pkl`` included)."""
     kind = _SHA_KEY_DIRS.get(key[:-64])  # the usual keys by string tests (10,000 per read)
     if kind is not None and not key[-64:].strip(_HEX):
@@ -184,6 +188,12 @@ def storage_key_kind(key: str) -> str | None:
 def is_storage_key(key: str) -> bool:
     """Whether ``key`` is a key of the chunked layout (:func:`storage_key_kind` knows it)."""
     return storage_key_kind(key) is not None
+
+
+def is_ours(key: str) -> bool:
+    """Whether model_filer writes keys of this form (``<name>/<sha256>.pkl``, or one of the
+    chunked layout): the only objects (and unfinished uploads) it may ever delete."""
+    return is_object_key(key) or storage_key_kind(key) is not None
 
 
 def is_object_key(key: str) -> bool:

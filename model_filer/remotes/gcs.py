@@ -36,7 +36,7 @@ from model_filer.errors import (
     RemoteUnreachableError,
     UnknownRemoteTypeError,
 )
-from model_filer.registry.names import is_object_key
+from model_filer.registry.names import is_ours
 from model_filer.remotes import (
     PATIENT,
     Network,
@@ -583,7 +583,7 @@ class GCSRemote(BucketRemote):
         for blob in self._listing(f"{root}{UPLOADS}/", "upload to"):
             rel = blob.name[len(root) + len(UPLOADS) + 1 :]
             key = rel.rsplit("/", 2)[0]
-            if rel.startswith(keep[len(UPLOADS) + 1 :]) or not is_object_key(key):
+            if rel.startswith(keep[len(UPLOADS) + 1 :]) or not is_ours(key):
                 continue  # the upload under way, or not a part of ours
             if blob.updated is not None and blob.updated < cutoff:
                 with contextlib.suppress(Exception):

@@ -1,8 +1,11 @@
-"""A big model's manifest: the chunks that make its bytes, as canonical JSON.
+"""A big model's manifest: the chunks that make its bytes, and where each is stored, as
+canonical JSON.
 
-A manifest comes from the remote, so nothing in it is trusted: :func:`parse_manifest` bounds
-its size and chunk count, checks every hash and size, and that the chunks add up to the
-registry's size, before a byte of the model is fetched or written.
+Format 2 (a *map*, what push writes) places every chunk in a pack; format 1 (read only, from
+earlier releases) named each chunk's own stored object. A manifest comes from the remote, so
+nothing in it is trusted: :func:`parse_manifest` bounds its size and chunk count, checks every
+hash, size and place, and that the chunks add up to the registry's size, before a byte of the
+model is fetched or written.
 """
 
 from __future__ import annotations
@@ -13,28 +16,57 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from model_filer.errors import IntegrityError
+from model_filer.registry.names import storage_key
 
 if TYPE_CHECKING:
     from model_filer.remotes import Remote
 
-FORMAT = 1
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # ~220,000 chunks: 200 GiB at 1 MiB chunks
+FORMAT = 2
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # ~100,000 chunks listed with their places
 MAX_CHUNKS = 200_000
 MAX_CHUNK_BYTES = 16 * 1024 * 1024  # a chunk is held whole in memory while it moves
+MAX_PACK_BYTES = 1 << 40  # far above what a writer makes (~64 MiB): a bound on offsets
+_MAPS = storage_key("maps", "")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class Chunk(NamedTuple):
-    """One chunk of a model: the sha256 of its raw bytes and their length."""
+    """One chunk of a model: the sha256 of its raw bytes, their length and, in a map, where
+    its stored form is: the pack's sha256, the offset there and the stored length."""
 
     sha256: str
     size: int
+    pack: str | None = None  # None: its own stored object (format 1)
+    offset: int = 0
+    stored: int = 0
+
+    def key(self) -> str:
+        """The remote object that holds this chunk's stored form."""
+        if self.pack is None:
+            return storage_key("chunks", self.sha256)
+        return storage_key("packs", self.pack)
 
 
 def encode_manifest(sha256: str, size: int, chunks: Sequence[Chunk]) -> bytes:
-    """The manifest's canonical bytes: sorted keys, no spaces, chunks in order."""
-    doc = {"chunks": [list(c) for c in chunks], "format": FORMAT, "sha256": sha256, "size": size}
+    """The map's canonical bytes (format 2): sorted keys, no spaces, chunks in order, packs
+    in the order chunks first name them."""
+    packs: dict[str, int] = {}
+    rows = []
+    for c in chunks:
+        place = packs.setdefault(c.pack or "", len(packs))  # (a map places every chunk)
+        rows.append([c.sha256, c.size, place, c.offset, c.stored])
+    doc = {"chunks": rows, "format": FORMAT, "packs": list(packs), "sha256": sha256, "size": size}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def needs(chunks: Sequence[Chunk]) -> dict[str, int]:
+    """The remote objects ``chunks`` are read from, each with the length it must have at
+    least (a pack: to its last chunk's end; a chunk object: a header and a byte)."""
+    need: dict[str, int] = {}
+    for c in chunks:
+        key = c.key()
+        need[key] = max(need.get(key, 0), 2 if c.pack is None else c.offset + c.stored)
+    return need
 
 
 def _refuse(sha256: str, why: str) -> IntegrityError:
@@ -59,18 +91,37 @@ def read_manifest(
     """
     too_big = _refuse(sha256, f"more than {MAX_MANIFEST_BYTES} bytes (it was not read further)")
     data = bytes(remote.read_bytes(key, MAX_MANIFEST_BYTES, hint, too_big))
-    return data, parse_manifest(data, sha256, size)
+    fmt = FORMAT if key.startswith(_MAPS) else 1  # (a key's kind says its format)
+    return data, parse_manifest(data, sha256, size, fmt)
 
 
-def parse_manifest(data: bytes | bytearray, sha256: str, size: int | None) -> list[Chunk]:
+def manifest_needs(
+    remote: Remote, key: str, sha256: str, size: int | None = None
+) -> dict[str, int]:
+    """The packs (or chunks) the manifest ``key`` of the model ``sha256`` names, each with
+    the length it must have at least, read and checked (``size``: the model's, as its
+    registry entry says; None takes the manifest's own). For gc and the pre-push hook.
+
+    Raises
+    ------
+    RemoteError, IntegrityError
+        When the manifest cannot be read, or is not a valid one of that model.
+    """
+    return needs(read_manifest(remote, key, sha256, size)[1])
+
+
+def parse_manifest(
+    data: bytes | bytearray, sha256: str, size: int | None, fmt: int | None = None
+) -> list[Chunk]:
     """The chunks of the model (``sha256``, ``size`` bytes; ``None``: the size the manifest
-    itself gives, for gc, which has no registry entry) that manifest ``data`` lists.
+    itself gives, for gc, which has no registry entry) that manifest ``data`` lists, of
+    format ``fmt`` (``None``: either).
 
     Raises
     ------
     IntegrityError
         When ``data`` is too big, not a manifest of this model, lists too many chunks, a
-        malformed hash or size, or chunks whose sizes do not add up to ``size``.
+        malformed hash, size or place, or chunks whose sizes do not add up to ``size``.
     """
     if len(data) > MAX_MANIFEST_BYTES:
         raise _refuse(sha256, f"{len(data)} bytes, more than {MAX_MANIFEST_BYTES}")
@@ -78,8 +129,9 @@ def parse_manifest(data: bytes | bytearray, sha256: str, size: int | None) -> li
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):  # (nesting: a stack, not a value)
         raise _refuse(sha256, "not JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise _refuse(sha256, f"not a manifest of format {FORMAT}")
+    found = doc.get("format") if isinstance(doc, dict) else None
+    if found not in ((1, FORMAT) if fmt is None else (fmt,)):
+        raise _refuse(sha256, f"not a manifest of format {fmt or f'1 or {FORMAT}'}")
     if size is None and type(doc.get("size")) is int:
         size = doc["size"]
     if doc.get("sha256") != sha256 or doc.get("size") != size:
@@ -87,21 +139,43 @@ def parse_manifest(data: bytes | bytearray, sha256: str, size: int | None) -> li
     raw = doc.get("chunks")
     if not isinstance(raw, list) or not 0 < len(raw) <= MAX_CHUNKS:
         raise _refuse(sha256, f"it must list 1 to {MAX_CHUNKS} chunks")
-    chunks = []
-    for item in raw:
-        if not (
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and _SHA_RE.fullmatch(item[0])
-            and type(item[1]) is int
-            and 0 < item[1] <= MAX_CHUNK_BYTES
-        ):
-            raise _refuse(
-                sha256, f"chunk {str(item)[:100]} is not [sha256, size 1..{MAX_CHUNK_BYTES}]"
-            )
-        chunks.append(Chunk(item[0], item[1]))
+    packs = _packs(doc, sha256) if found == FORMAT else []
+    chunks = [_chunk(item, packs, sha256) for item in raw]
     total = sum(c.size for c in chunks)
     if total != size:
         raise _refuse(sha256, f"its chunks hold {total} bytes, the registry says {size}")
     return chunks
+
+
+def _packs(doc: dict[str, object], sha256: str) -> list[str]:
+    packs = doc.get("packs")
+    if not (
+        isinstance(packs, list)
+        and 0 < len(packs) <= MAX_CHUNKS
+        and all(isinstance(p, str) and _SHA_RE.fullmatch(p) for p in packs)
+    ):
+        raise _refuse(sha256, f"it must list 1 to {MAX_CHUNKS} packs, each a sha256")
+    return packs
+
+
+def _chunk(item: object, packs: list[str], sha256: str) -> Chunk:
+    """One listed chunk: ``[sha256, size]`` (format 1) or ``[sha256, size, pack, offset,
+    stored]`` (format 2, ``packs`` given), checked."""
+    width = 5 if packs else 2
+    if (
+        isinstance(item, list)
+        and len(item) == width
+        and all(type(n) is int for n in item[1:])
+        and isinstance(item[0], str)
+        and _SHA_RE.fullmatch(item[0])
+        and 0 < item[1] <= MAX_CHUNK_BYTES
+    ):
+        if not packs:
+            return Chunk(item[0], item[1])
+        _, size, pack, offset, stored = item
+        # A stored form is a header byte and at most the raw bytes (stored.py).
+        if 0 <= pack < len(packs) and 0 <= offset < MAX_PACK_BYTES and 2 <= stored <= size + 1:
+            return Chunk(item[0], size, packs[pack], offset, stored)
+    place = ", pack, offset, stored" if packs else ""
+    form = f"[sha256, size 1..{MAX_CHUNK_BYTES}{place}]"
+    raise _refuse(sha256, f"chunk {str(item)[:100]} is not {form}")

@@ -34,7 +34,7 @@ def max_stored_size(size: int) -> int:
     return size + 1
 
 
-def decode(blob: bytes | bytearray, size: int, what: str) -> Any:
+def decode(blob: bytes | bytearray | memoryview, size: int, what: str) -> Any:
     """The ``size`` bytes a stored object ``blob`` holds; ``what`` names it in errors.
 
     Raises

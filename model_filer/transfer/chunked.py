@@ -1,13 +1,15 @@
-"""Moving one model in the chunked layout: a whole stored object, or a manifest of chunks.
+"""Moving one model in the chunked layout: a whole stored object, or a map of packed chunks.
 
-Push cuts and compresses (never dump), uploads only the chunks the remote lacks (one listing
-of the chunk prefix says which it holds), refreshes reused chunks gc could soon collect, and
-uploads the manifest last: the key it returns names bytes that are all on the remote. Pull
-reads the manifest (bounded, checked before anything is written), takes each chunk from bytes
-already on this machine (a partial file of an earlier, killed pull, or an object of the local
-store whose manifest lists it) or else downloads it, checks every chunk against its hash, and
-hands the reassembled file back for the whole sha256 check. Remotes are used through their
-``upload``/``download``/``list_objects``/``touch`` only: they know nothing of chunks.
+Push cuts and compresses (never dump) and writes the chunks the remote lacks into packs, each
+uploaded as it fills; a chunk it already holds (listed in a map this machine keeps, in a pack
+the remote's listing shows) is named where it is, and refreshed if gc could soon collect it.
+The map goes up last: the key push returns names bytes that are all on the remote. Pull reads
+the map (bounded, checked before anything is written), takes each chunk from bytes already on
+this machine (a partial file of an earlier, killed pull, or an object of the local store whose
+manifest lists it) or else reads it, in ranged GETs of back-to-back chunks, and hands the
+reassembled file back for the whole sha256 check. Manifests of format 1 (each chunk its own
+object, from earlier releases) are still read. Remotes are used through their ``upload``,
+``read_range``, ``list_objects`` and ``touch`` only: they know nothing of chunks.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
 from model_filer.storage.chunks import MIN_AVG, SMALL_MAX, cut
-from model_filer.storage.manifest import MAX_MANIFEST_BYTES, Chunk, encode_manifest, read_manifest
+from model_filer.storage.manifest import (
+    MAX_MANIFEST_BYTES,
+    Chunk,
+    encode_manifest,
+    needs,
+    read_manifest,
+)
+from model_filer.storage.packs import PACK_TARGET, Span, range_limit, spans
 from model_filer.storage.stored import decode, encode, max_stored_size
 
 if TYPE_CHECKING:
@@ -34,8 +43,16 @@ if TYPE_CHECKING:
 
 READ_PIECE = 1024 * 1024  # bytes read back at once to hash (from the page cache)
 
+# Packs going up at once while the next fills: each is a multipart upload of 8 parts in flight,
+# and one alone idles while its last parts finish (measured on loopback S3: 0.73x upload_file's
+# rate with one, 1.04x with two). Parts are read from the pack's file as they are sent.
+PACKS_UPLOADING = 2
+RANGE_JOBS = 8  # ranged GETs in flight (each up to RANGE_MAX in memory)
+
 #: Where the chunks of objects on this machine are: chunk sha256 -> (file, offset, size).
 ChunkIndex = dict[str, tuple[Path, int, int]]
+#: Where chunks are on remotes, as the maps this machine keeps say: chunk sha256 -> Chunk.
+PackIndex = dict[str, Chunk]
 
 
 class _InOrder:
@@ -82,14 +99,22 @@ class _InOrder:
 class Chunked:
     """Push and fetch models in the chunked layout on ``remote``.
 
-    ``temp`` names fresh temp files (a stored object is uploaded from one); ``jobs`` chunks
-    move at once.
+    ``temp`` names fresh temp files (a stored object or a pack is uploaded from one); ``jobs``
+    chunks of format 1 move at once; ``known`` tells where the maps this machine keeps place
+    chunks (a push names those the remote still holds instead of uploading them).
     """
 
-    def __init__(self, remote: Remote, temp: Callable[[str], Path], jobs: int) -> None:
+    def __init__(
+        self,
+        remote: Remote,
+        temp: Callable[[str], Path],
+        jobs: int,
+        known: Callable[[], PackIndex] = dict,
+    ) -> None:
         self.remote = remote
         self.temp = temp
         self.jobs = max(1, jobs)
+        self.known = known
 
     # -- the remote's side --------------------------------------------------------------------
     def _get(self, key: str, limit: int, what: str, size: int | None = None) -> bytes:
@@ -133,62 +158,51 @@ class Chunked:
     def _push_chunks(
         self, fh: IO[bytes], entry: Entry, progress: Progress | None
     ) -> tuple[str, bytes]:
-        key = storage_key("manifests", entry.sha256)
-        chunks: list[Chunk] = []
-        seen: set[str] = set()
-        slots = threading.BoundedSemaphore(self.jobs)  # chunks in memory: one per upload
-        futures: list[Future[None]] = []
         from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
 
-        with ThreadPoolExecutor(self.jobs) as pool:
-            listing = pool.submit(self._listed, storage_key("chunks", ""))
+        placed: dict[str, tuple[_Pack | str, int, int]] = {}  # sha -> (pack, offset, stored)
+        order: list[tuple[str, int]] = []
+        reused: dict[str, RemoteObject] = {}
+        with ThreadPoolExecutor(PACKS_UPLOADING + 1) as pool:
+            known = self.known()
+            listing = pool.submit(self._listed, storage_key("packs", "")) if known else None
+            packer = _Packer(self, pool, progress)
             try:
                 for piece, data in cut(fh, entry.size):
-                    chunks.append(Chunk(piece.sha256, piece.size))
-                    if piece.sha256 in seen:  # repeated inside this model: stored once
-                        if progress is not None:
-                            progress(piece.size)
-                        continue
-                    seen.add(piece.sha256)
-                    slots.acquire()
-                    futures.append(
-                        pool.submit(
-                            self._push_chunk, piece.sha256, bytes(data), listing, slots, progress
-                        )
-                    )
-                for future in futures:
-                    future.result()  # the first failure is raised; the rest are not waited
+                    sha = piece.sha256
+                    order.append((sha, piece.size))
+                    if sha not in placed:
+                        old = known.get(sha)
+                        found = None if old is None or listing is None else listing.result()
+                        there = None if found is None or old is None else found.get(old.key())
+                        if (
+                            old is None
+                            or old.pack is None
+                            or there is None
+                            or there.size < (old.offset + old.stored)
+                        ):
+                            placed[sha] = packer.add(encode(data), piece.size)
+                            continue
+                        placed[sha] = (old.pack, old.offset, old.stored)
+                        reused[there.key] = there
+                    if progress is not None:  # (a chunk put in a pack counts once it is up)
+                        progress(piece.size)
+                packer.finish()
             except BaseException:
-                for future in futures:
-                    future.cancel()
+                packer.abort()
                 raise
+        for there in reused.values():
+            self._keep(there)
+        chunks = [Chunk(sha, size, _name(placed[sha][0]), *placed[sha][1:]) for sha, size in order]
         manifest = encode_manifest(entry.sha256, entry.size, chunks)
-        self._put([manifest], key, entry.sha256)  # last: it names only chunks now stored
+        key = storage_key("maps", entry.sha256)
+        self._put([manifest], key, entry.sha256)  # last: it names only what is now stored
         return key, manifest
-
-    def _push_chunk(
-        self,
-        sha: str,
-        data: bytes,
-        listing: Future[dict[str, RemoteObject]],
-        slots: threading.BoundedSemaphore,
-        progress: Progress | None,
-    ) -> None:
-        try:
-            key = storage_key("chunks", sha)
-            found = listing.result().get(key)
-            if found is not None and _fits(found, len(data)):
-                self._keep(found)
-            else:
-                self._put(encode(data), key, sha)
-            if progress is not None:
-                progress(len(data))
-        finally:
-            slots.release()
 
     def present(self, entry: Entry) -> bool:
         """Whether ``entry``'s stored bytes are all on the remote: the object, or the
-        manifest and every chunk it names (checked on the remote, not assumed)."""
+        manifest and every pack (or chunk) it names, long enough (checked on the remote,
+        not assumed)."""
         key = entry.key or ""
         if key == storage_key("objects", entry.sha256):
             return self.remote.stat(key) is not None
@@ -196,8 +210,11 @@ class Chunked:
             _, chunks = read_manifest(self.remote, key, entry.sha256, entry.size)
         except (IntegrityError, LookupError):  # damaged, or missing: not on the remote
             return False
-        listed = self._listed(storage_key("chunks", ""))
-        return all(storage_key("chunks", c.sha256) in listed for c in chunks)
+        need = needs(chunks)
+        listed: dict[str, int] = {}
+        for prefix in {k.rpartition("/")[0] + "/" for k in need}:
+            listed.update(self.remote.list_sizes(prefix))
+        return all(listed.get(k, -1) >= n for k, n in need.items())
 
     # -- fetch --------------------------------------------------------------------------------
     def fetch_whole(self, key: str, entry: Entry, tmp: Path) -> tuple[int, str]:
@@ -227,12 +244,13 @@ class Chunked:
         hint = _manifest_size(entry.size)
         manifest, chunks = read_manifest(self.remote, key, entry.sha256, entry.size, hint)
         where: dict[str, list[int]] = {}
-        spans, offset = [], 0
+        in_order, offset = [], 0
         for chunk in chunks:
             where.setdefault(chunk.sha256, []).append(offset)
-            spans.append((offset, chunk.size, chunk.sha256))
+            in_order.append((offset, chunk.size, chunk.sha256))
             offset += chunk.size
         sizes = {c.sha256: c.size for c in chunks}
+        first = {c.sha256: c for c in reversed(chunks)}  # where each is read from
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         hasher: _InOrder | None = None
         try:
@@ -240,8 +258,8 @@ class Chunked:
             if held > entry.size:
                 os.ftruncate(fd, 0)
                 held = 0
-            hasher = _InOrder(fd, spans)
-            todo: list[str] = []
+            hasher = _InOrder(fd, in_order)
+            todo: list[Chunk] = []
             index: ChunkIndex | None = None
             for sha, offsets in where.items():
                 size = sizes[sha]
@@ -255,15 +273,16 @@ class Chunked:
                     found = index.get(sha)
                     data = _read_local(found, sha) if found is not None else None
                 if data is None:
-                    todo.append(sha)
+                    todo.append(first[sha])
                 else:
                     _write_all(fd, data, offsets, progress)
                     hasher.landed(sha)
-            self._download_chunks(fd, todo, where, sizes, progress, hasher.landed)
+            reads = spans(todo, range_limit(entry.size))
+            self._download_chunks(fd, reads, where, progress, hasher.landed)
             os.ftruncate(fd, entry.size)
             digest = hasher.hexdigest()
             if digest != entry.sha256:
-                _name_bad_chunk(fd, todo, where, sizes)
+                _name_bad_chunk(fd, todo, where)
             return entry.size, digest, manifest
         finally:
             if hasher is not None:
@@ -273,25 +292,41 @@ class Chunked:
     def _download_chunks(
         self,
         fd: int,
-        todo: list[str],
+        reads: list[Span],
         where: dict[str, list[int]],
-        sizes: dict[str, int],
         progress: Progress | None,
         landed: Callable[[str], None],
     ) -> None:
-        def one(sha: str) -> None:
-            key = storage_key("chunks", sha)
-            what = f"chunk {key}"
-            blob = self._get(key, max_stored_size(sizes[sha]), what, sizes[sha] + 1)
-            _write_all(fd, decode(blob, sizes[sha], what), where[sha], progress)
-            landed(sha)
+        def one(span: Span) -> None:
+            head = span.chunks[0]
+            if head.pack is None:  # format 1: the chunk's own stored object
+                what = f"chunk {span.key}"
+                blob: Any = self._get(span.key, max_stored_size(head.size), what, head.size + 1)
+                _write_all(fd, decode(blob, head.size, what), where[head.sha256], progress)
+                landed(head.sha256)
+                return
+            blob = memoryview(self.remote.read_range(span.key, span.start, span.length))
+            if blob.nbytes != span.length:
+                raise IntegrityError(
+                    f"The remote's pack {span.key} ends before the chunks its map places in it "
+                    f"(bytes {span.start}..{span.start + span.length}). Nothing was loaded. Ask "
+                    "the model's author to push it again."
+                )
+            for c in span.chunks:
+                at = c.offset - span.start
+                what = f"chunk {c.sha256} in pack {span.key}"
+                _write_all(
+                    fd, decode(blob[at : at + c.stored], c.size, what), where[c.sha256], progress
+                )
+                landed(c.sha256)
 
-        if not todo:
+        if not reads:
             return
         from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
 
-        with ThreadPoolExecutor(self.jobs) as pool:
-            futures = [pool.submit(one, sha) for sha in todo]
+        jobs = self.jobs if reads[0].chunks[0].pack is None else RANGE_JOBS
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = [pool.submit(one, span) for span in reads]
             try:
                 for future in futures:
                     future.result()
@@ -301,15 +336,100 @@ class Chunked:
                 raise
 
 
-def _name_bad_chunk(
-    fd: int, todo: list[str], where: dict[str, list[int]], sizes: dict[str, int]
-) -> None:
+class _Pack:
+    """A pack being written: its temp file, length, sha256 (its name once sealed) and the raw
+    bytes of the chunks in it (what its upload moves, for progress)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed by seal(), or by the packer's abort
+        self.digest = hashlib.sha256()
+        self.size = self.raw = 0
+        self.name = ""
+
+    def write(self, parts: list[Any]) -> None:
+        for part in parts:
+            self.fh.write(part)
+            self.digest.update(part)
+            self.size += memoryview(part).nbytes
+
+    def seal(self) -> None:
+        self.fh.close()
+        self.name = self.digest.hexdigest()
+
+
+class _Packer:
+    """Puts stored chunks into packs, uploading each as it fills, PACKS_UPLOADING at once
+    (the next fills meanwhile): at most that many and one more wait on disk, none in memory."""
+
+    def __init__(self, chunked: Chunked, pool: Any, progress: Progress | None) -> None:
+        self._chunked, self._pool, self._progress = chunked, pool, progress
+        self._slots = threading.BoundedSemaphore(PACKS_UPLOADING)
+        self._uploads: list[Future[None]] = []
+        self._open: _Pack | None = None
+        self._made: list[_Pack] = []
+
+    def add(self, parts: list[Any], raw: int) -> tuple[_Pack, int, int]:
+        """Append one stored chunk (``raw`` bytes before encoding); return where it is."""
+        pack = self._open
+        if pack is None:
+            pack = self._open = _Pack(self._chunked.temp("pack"))
+            self._made.append(pack)
+        offset = pack.size
+        pack.write(parts)
+        pack.raw += raw
+        if pack.size >= PACK_TARGET:
+            self._close()
+        return pack, offset, pack.size - offset
+
+    def _close(self) -> None:
+        pack, self._open = self._open, None
+        if pack is None:
+            return
+        pack.seal()
+        self._slots.acquire()
+        for done in self._uploads:  # a failed upload stops the push at once
+            if done.done():
+                done.result()
+        self._uploads.append(self._pool.submit(self._upload, pack))
+
+    def _upload(self, pack: _Pack) -> None:
+        try:
+            self._chunked.remote.upload(pack.path, storage_key("packs", pack.name), pack.name, None)
+            if self._progress is not None:
+                self._progress(pack.raw)
+        finally:
+            pack.path.unlink(missing_ok=True)
+            self._slots.release()
+
+    def finish(self) -> None:
+        """Upload the last pack; wait for every upload (the first failure is raised)."""
+        self._close()
+        for upload in self._uploads:
+            upload.result()
+
+    def abort(self) -> None:
+        """Stop: uploads not begun are dropped, and every pack file goes."""
+        for upload in self._uploads:
+            upload.cancel()
+        for pack in self._made:
+            pack.fh.close()
+            pack.path.unlink(missing_ok=True)
+
+
+def _name(pack: _Pack | str) -> str:
+    return pack if isinstance(pack, str) else pack.name
+
+
+def _name_bad_chunk(fd: int, todo: list[Chunk], where: dict[str, list[int]]) -> None:
     """Raise for the first downloaded chunk whose bytes are not those its name says."""
-    for sha in todo:
-        if not _holds(fd, where[sha][0], sizes[sha], sha):
+    for c in todo:
+        if not _holds(fd, where[c.sha256][0], c.size, c.sha256):
+            place = "" if c.pack is None else f" at byte {c.offset}"
             raise IntegrityError(
-                f"The remote's chunk {storage_key('chunks', sha)} does not hold the bytes its "
-                "name says. The model was not loaded. Ask the model's author to push it again."
+                f"The remote's {c.key()}{place} does not hold the chunk {c.sha256} its "
+                "manifest names. The model was not loaded. Ask the model's author to push it "
+                "again."
             )
 
 

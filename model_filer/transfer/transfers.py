@@ -34,13 +34,13 @@ from model_filer.local.folder import READ_ONLY_ERRNOS, ModelFolder
 from model_filer.local.freshness import Freshness
 from model_filer.local.store import ObjectStore, warn_skipped
 from model_filer.registry.model import Entry
-from model_filer.registry.names import object_key, storage_key_kind
+from model_filer.registry.names import MANIFEST_KINDS, object_key, storage_key_kind
 from model_filer.remotes import Progress, Remote
 from model_filer.transfer import resume
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
 
 if TYPE_CHECKING:
-    from model_filer.transfer.chunked import Chunked
+    from model_filer.transfer.chunked import Chunked, PackIndex
 
 # Threads per core beyond ~4 only contend for the GIL (a 1,000-model pull on 2 cores: 8 threads
 # 5% faster than 16); DVC's default is the same 4 per core.
@@ -152,7 +152,7 @@ class Transfers:
         if self._chunked is None:
             from model_filer.transfer.chunked import Chunked
 
-            self._chunked = Chunked(self.remote, self.folder.temp, CHUNK_JOBS)
+            self._chunked = Chunked(self.remote, self.folder.temp, CHUNK_JOBS, self._pack_index)
         return self._chunked
 
     # -- one entry ----------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class Transfers:
         if entry.key is None:
             raise _not_pushed(entry)
         kind = storage_key_kind(entry.key)
-        resumable = entry.size > resume.RESUMABLE_ABOVE or kind == "manifests"
+        resumable = entry.size > resume.RESUMABLE_ABOVE or kind in MANIFEST_KINDS
         if resumable:
             partial_dir.mkdir(parents=True, exist_ok=True)
             tmp = resume.claim_partial(partial_dir, entry.sha256)
@@ -184,7 +184,7 @@ class Transfers:
         done = keep = False
         try:
             with byte_bar(entry.size, entry.name) as progress:
-                if kind == "manifests":
+                if kind in MANIFEST_KINDS:
                     with _named(entry):
                         size, sha, manifest = self.chunked.fetch_chunks(
                             entry.key, entry, tmp, progress, self._chunk_index
@@ -215,7 +215,7 @@ class Transfers:
                     expected=(entry.size, entry.sha256),
                     actual=(size, sha),
                 )
-            if kind == "manifests" and not direct:
+            if kind in MANIFEST_KINDS and not direct:
                 self.store.record_manifest(entry.sha256, manifest)
             fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
             done = True
@@ -238,6 +238,12 @@ class Transfers:
         try:
             return self.store.chunk_index()
         except (OSError, StoreError):  # a store that cannot be read: chunks are downloaded
+            return {}
+
+    def _pack_index(self) -> PackIndex:
+        try:
+            return self.store.pack_index()
+        except (OSError, StoreError):  # a store that cannot be read: chunks are uploaded
             return {}
 
     def _store_error(self, exc: OSError) -> StoreError:

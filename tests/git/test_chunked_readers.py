@@ -33,7 +33,7 @@ def test_a_chunked_version_loads_at_its_revision_on_another_machine(
     second = first[: 6 * MB] + os.urandom(4 * MB)  # retrained: shares its first chunks
     filer.dump(second, "big", push=True)
     commit(repo, "v2")
-    assert storage_key_kind(filer.list_files(rev=v1)[0].key or "") == "manifests"
+    assert storage_key_kind(filer.list_files(rev=v1)[0].key or "") == "maps"
     other = Filer(repo / "models", str(remote), "local", store=ObjectStore(tmp_path / "s2"))
 
     assert other.load("big", rev=v1) == first

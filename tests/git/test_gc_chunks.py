@@ -1,4 +1,5 @@
-"""``gc --remote`` on the chunked layout (issue 21): manifests, chunks, renewal, shared prefixes.
+"""``gc --remote`` on the chunked layout (issue 21): maps and packs (and the manifests and
+chunks of format 1), renewal, shared prefixes.
 
 Real git repositories and a real folder remote whose objects are aged with ``os.utime`` (a
 store's clock cannot be set back; tests/remotes/test_contract.py runs the same rules on
@@ -22,6 +23,7 @@ from model_filer.errors import ModelFilerError, SharedPrefixError
 from model_filer.git import gc
 from model_filer.registry.names import storage_key
 from model_filer.storage.manifest import Chunk, encode_manifest
+from tests.support.chunking import small_chunks
 from tests.support.gitrepo import commit, git, registry_bytes, sample_entry
 
 OLD = time.time() - 30 * 86400  # past the default grace period of 14 days
@@ -48,11 +50,33 @@ class Remote:
     def model(self, *chunks: bytes, age: float | None = OLD) -> tuple[str, str, int]:
         """A big model made of ``chunks``: its manifest key, sha256 and size."""
         whole = b"".join(chunks)
-        listed = [Chunk(_sha(c), len(c)) for c in chunks]
+        rows = [[_sha(c), len(c)] for c in chunks]
         for c in chunks:
             self.chunk(c)
         sha = _sha(whole)
-        key = self.put(storage_key("manifests", sha), encode_manifest(sha, len(whole), listed), age)
+        doc = {"chunks": rows, "format": 1, "sha256": sha, "size": len(whole)}
+        key = self.put(storage_key("manifests", sha), json.dumps(doc).encode(), age)
+        return key, sha, len(whole)
+
+    def pack(self, *chunks: bytes) -> dict[bytes, Chunk]:
+        """A pack of ``chunks`` (stored raw); where each chunk is in it."""
+        body, places = b"", {}
+        for c in chunks:
+            places[c] = (len(body), len(c) + 1)
+            body += b"\x00" + c
+        name = _sha(body)
+        self.put(storage_key("packs", name), body)
+        return {c: Chunk(_sha(c), len(c), name, *places[c]) for c in chunks}
+
+    def mapped(
+        self, *chunks: bytes, places: dict[bytes, Chunk], age: float | None = OLD
+    ) -> tuple[str, str, int]:
+        """A big model made of ``chunks``, placed as ``places`` says: its map's key, sha256 and
+        size."""
+        whole = b"".join(chunks)
+        sha = _sha(whole)
+        listed = [places[c] for c in chunks]
+        key = self.put(storage_key("maps", sha), encode_manifest(sha, len(whole), listed), age)
         return key, sha, len(whole)
 
     def stored(self) -> set[str]:
@@ -104,6 +128,41 @@ def test_chunks_live_while_a_manifest_that_stays_names_them(repo: Path, tmp_path
     before = remote.stored()
     assert sorted(gc.collect(filer, found.candidates)) == sorted([dropped, whole, chunk_d])
     assert remote.stored() == before - {dropped, whole, chunk_d}
+
+
+def test_packs_live_while_a_map_that_stays_names_any_chunk_in_them(
+    repo: Path, tmp_path: Path
+) -> None:
+    remote = Remote(tmp_path / "remote")
+    first, second, third = remote.pack(A, B), remote.pack(C), remote.pack(D)
+    places = {**first, **second, **third}
+    named, sha, size = remote.mapped(A, C, places=places)  # B's pack kept whole for A
+    remote.mapped(C, places=places, age=None)  # unnamed but young: another clone's fresh push
+    dropped, _, _ = remote.mapped(D, B, places=places)  # unnamed and old
+    filer = _commit_registry(repo, str(remote.root), ("big", named, sha, size))
+
+    found = gc.plan(filer)
+
+    only_d = storage_key("packs", third[D].pack or "")
+    assert {o.key for o in found.candidates} == {dropped, only_d}
+    assert found.candidates[-1].key == only_d  # maps before packs
+    assert (found.kept_named, found.kept_young) == (3, 1)  # named, A+B, C | young map
+    before = remote.stored()
+    assert sorted(gc.collect(filer, found.candidates)) == sorted([dropped, only_d])
+    assert remote.stored() == before - {dropped, only_d}
+
+
+def test_an_unreadable_map_stops_gc_before_any_delete(repo: Path, tmp_path: Path) -> None:
+    remote = Remote(tmp_path / "remote")
+    places = remote.pack(A)
+    key, sha, size = remote.mapped(A, places=places)
+    remote.put(key, encode_manifest(sha, size + 1, list(places.values())))  # sizes disagree
+    filer = _commit_registry(repo, str(remote.root), ("big", key, sha, size))
+    before = remote.stored()
+
+    with pytest.raises(ModelFilerError, match=r"not a readable manifest.*deletes none"):
+        gc.plan(filer)
+    assert remote.stored() == before
 
 
 def test_an_unreadable_manifest_stops_gc_before_any_delete(repo: Path, tmp_path: Path) -> None:
@@ -227,19 +286,20 @@ def _age_everything(root: Path) -> None:
 def test_a_push_that_reuses_chunks_between_plan_and_delete_stays_loadable(
     repo: Path, tmp_path: Path, reuse: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    small_chunks(monkeypatch)  # a few MiB in several packs
     remote = tmp_path / "remote"
     remote.mkdir()
     filer = Filer(repo / "models", str(remote), remote_type="local")
-    first = os.urandom(12 * 1024 * 1024)
+    first = os.urandom(3 * 1024 * 1024)
     filer.dump(first, "v1", push=True)
     filer.remove("v1")  # no registry names it any more: all of it is garbage...
     commit(repo, "v1 dropped")
     _age_everything(remote)  # ...and past the grace period
     found = gc.plan(filer)
-    assert len(found.candidates) > 3  # its manifest and its chunks
+    assert len(found.candidates) > 3  # its map and its packs
 
     # Another clone pushes, between gc's plan and its delete, a model reusing those chunks.
-    second = first if reuse == "the same model" else first[: 9 * 1024 * 1024] + os.urandom(3000)
+    second = first if reuse == "the same model" else first[: 2 * 1024 * 1024] + os.urandom(3000)
     other = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(repo), str(other))
     pusher = Filer(other / "models", str(remote), remote_type="local")

@@ -371,43 +371,86 @@ def test_a_first_push_under_pre_commit_checks_the_registries_at_the_ref(
     assert "prices" not in out
 
 
-# -- the chunked layout: a manifest and every chunk it names ---------------------------------
+# -- the chunked layout: a map and every pack it names (or a manifest and its chunks) --------
 @pytest.fixture
-def big(repo: Path, remote: Path) -> Filer:
+def big(repo: Path, remote: Path, monkeypatch: pytest.MonkeyPatch) -> Filer:
     import os
 
+    from tests.support.chunking import small_chunks
+
+    small_chunks(monkeypatch)  # a few MiB in several packs
     filer = model_filer(repo / "models", remote)
-    filer.dump(os.urandom(10 * 1024 * 1024), "big", push=True)
+    filer.dump(os.urandom(3 * 1024 * 1024), "big", push=True)
     filer.dump({"w": 1}, "small", push=True)
     commit(repo, "a big model")
     return filer
 
 
-def chunks_of(filer: Filer) -> list[Path]:
+def packs_of(filer: Filer) -> list[Path]:
     import json
 
-    manifest = json.loads(object_of(filer, "big").read_bytes())
-    root = Path(filer.remote.address) / ".model_filer" / "chunks"
-    return [root / sha for sha, _ in manifest["chunks"]]
+    doc = json.loads(object_of(filer, "big").read_bytes())
+    root = Path(filer.remote.address) / ".model_filer" / "packs"
+    return [root / name for name in doc["packs"]]
 
 
-def test_a_big_model_is_checked_chunk_by_chunk(repo, big, hook_env, capsys):
+def test_a_big_model_is_checked_pack_by_pack(repo, big, hook_env, capsys):
     pre_commit_push(hook_env, head(repo))
     assert main([]) == 0
-    chunks = chunks_of(big)
-    assert len(chunks) > 2 and all(c.is_file() for c in chunks)
+    packs = packs_of(big)
+    assert len(packs) > 2 and all(p.is_file() for p in packs)
 
-    chunks[1].unlink()  # gone (a gc of another repository sharing the prefix?)
+    packs[1].unlink()  # gone (a gc of another repository sharing the prefix?)
 
     assert main([]) == 1
     out = capsys.readouterr().out
-    assert f"big: {object_of(big, 'big')}: 1 of its {len(chunks)} chunks are missing" in out
-    assert str(chunks[1]) in out and "small" not in out
+    said = f"big: {object_of(big, 'big')}: 1 of the {len(packs)} packs or chunks it names are "
+    assert said + "missing from the remote or cut short" in out
+    assert str(packs[1]) in out and "small" not in out
     assert "model-filer push --dir models big" in out
 
 
+def test_a_pack_cut_short_is_refused(repo, big, hook_env, capsys):
+    last = packs_of(big)[-1]
+    last.write_bytes(last.read_bytes()[:-1])  # one byte short of the last chunk's end
+    pre_commit_push(hook_env, head(repo))
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert "1 of the" in out and "cut short" in out and str(last) in out
+
+
+def test_a_manifest_of_format_1_is_checked_chunk_by_chunk(repo, remote, hook_env, capsys):
+    import hashlib
+    import json
+    import os
+
+    from model_filer.remotes.local import LocalRemote
+    from tests.support.chunking import push_format1, small_chunks
+    from tests.support.gitrepo import registry_bytes, sample_entry
+
+    with pytest.MonkeyPatch.context() as mp:
+        small_chunks(mp)
+        data = os.urandom(1024 * 1024)
+        key = push_format1(LocalRemote(str(remote)), data, remote.parent / "upload.tmp")
+    sha = hashlib.sha256(data).hexdigest()
+    (repo / "models").mkdir(exist_ok=True)
+    entry = sample_entry("old", key=key, sha256=sha, size=len(data))
+    (repo / REGISTRY).write_bytes(registry_bytes("local", str(remote), entry))
+    commit(repo, "a model pushed by an earlier release")
+    pre_commit_push(hook_env, head(repo))
+    assert main([]) == 0
+
+    rows = json.loads((remote / key).read_bytes())["chunks"]
+    (remote / ".model_filer" / "chunks" / rows[2][0]).unlink()
+
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    assert f"1 of the {len({r[0] for r in rows})} packs or chunks it names are missing" in out
+
+
 def test_a_manifest_that_is_not_the_models_is_refused(repo, big, hook_env, capsys):
-    object_of(big, "big").write_bytes(b'{"chunks":[],"format":1}')
+    object_of(big, "big").write_bytes(b'{"chunks":[],"format":2}')
     pre_commit_push(hook_env, head(repo))
 
     assert main([]) == 1
@@ -428,8 +471,8 @@ def test_chunks_are_listed_not_asked_one_by_one(repo, big, hook_env, monkeypatch
     pre_commit_push(hook_env, head(repo))
 
     assert main([]) == 0
-    assert asked == []  # no HEAD per chunk (nor per model)
-    assert len(listed) <= 2 + len({c.name[:2] for c in chunks_of(big)})
+    assert asked == []  # no HEAD per pack (nor per model)
+    assert len(listed) <= 2 + len({p.name[:2] for p in packs_of(big)})
 
 
 def test_many_chunks_are_one_listing_of_the_chunk_folder_not_of_the_whole_remote():

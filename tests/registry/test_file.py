@@ -362,7 +362,7 @@ BUMP_REV = "pre-commit users: bump `rev:` for model_filer in .pre-commit-config.
 @pytest.mark.parametrize(
     ("change", "found"),
     [
-        pytest.param({"format": 4}, "registry format 4; this one reads 1 to 3", id="format"),
+        pytest.param({"format": 5}, "registry format 5; this one reads 1 to 4", id="format"),
         pytest.param({"stages": {"x": 1}}, "unknown top-level keys ['stages']", id="top-level"),
     ],
 )

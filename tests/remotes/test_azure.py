@@ -538,7 +538,11 @@ def test_contract_a_download_killed_halfway_fetches_only_the_rest(
 
 _RUN = """
 import sys
+import model_filer.storage.packs as packs
 from model_filer import Filer
+# Runs of chunks read 1 MiB at a time (16 MiB in the product): 4 reads in flight at once
+# would fetch all of the model together, leaving no moment when half is written.
+packs.RANGE_MAX = 1024 * 1024
 filer = Filer(sys.argv[2], sys.argv[3], remote_type="azure", storage=sys.argv[4])
 filer.load("big") if sys.argv[1] == "load" else filer.push("big")
 """

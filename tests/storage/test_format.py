@@ -23,14 +23,16 @@ from model_filer.storage import (
     storage_key_kind,
 )
 from model_filer.storage.chunks import MAX_AVG, MIN_AVG, average_chunk, cut
-from model_filer.storage.manifest import MAX_MANIFEST_BYTES
+from model_filer.storage.manifest import MAX_MANIFEST_BYTES, needs
+from model_filer.storage.packs import range_limit, spans
 from model_filer.storage.stored import decode, encode
 
 SHA = "ab" * 32
+MiB = 1024 * 1024
 
 
 # -- keys ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["objects", "manifests", "chunks"])
+@pytest.mark.parametrize("kind", ["objects", "maps", "packs", "manifests", "chunks"])
 def test_storage_keys_have_their_kind_and_never_the_old_form(kind):
     key = storage_key(kind, SHA)
     assert key == f".model_filer/{kind}/{SHA}"
@@ -40,8 +42,10 @@ def test_storage_keys_have_their_kind_and_never_the_old_form(kind):
 
 def test_a_registry_key_names_a_model_but_a_chunk_key_does_not():
     assert key_sha256(storage_key("objects", SHA)) == SHA
+    assert key_sha256(storage_key("maps", SHA)) == SHA
     assert key_sha256(storage_key("manifests", SHA)) == SHA
     assert key_sha256(storage_key("chunks", SHA)) is None  # never an entry's key
+    assert key_sha256(storage_key("packs", SHA)) is None
     assert key_sha256(f"m/{SHA}.pkl") == SHA  # today's form still named
 
 
@@ -56,6 +60,8 @@ def test_a_registry_key_names_a_model_but_a_chunk_key_does_not():
         f".model_filer/chunks/{SHA.upper()}",
         f".model_filer/manifests/{SHA[:-1]}g",
         f".model_filer/objects/0{SHA}",
+        f".model_filer/packs/{SHA}.pkl",
+        f"packs/{SHA}.pkl",
     ],
 )
 def test_other_keys_are_not_storage_keys(key):
@@ -119,18 +125,39 @@ def test_a_truncated_frame_is_refused():
 
 
 # -- manifests -------------------------------------------------------------------------------
-def test_a_manifest_is_canonical_json_and_parses_back():
-    chunks = [Chunk(SHA, 10), Chunk("cd" * 32, 5)]
-    data = encode_manifest("ef" * 32, 15, chunks)
+P1, P2 = "11" * 32, "22" * 32
+
+
+def test_a_map_is_canonical_json_and_parses_back():
+    chunks = [Chunk(SHA, 10, P1, 0, 11), Chunk("cd" * 32, 5, P2, 7, 4), Chunk(SHA, 10, P1, 0, 11)]
+    data = encode_manifest("ef" * 32, 25, chunks)
     assert data == (
-        b'{"chunks":[["' + SHA.encode() + b'",10],["' + b"cd" * 32 + b'",5]],'
-        b'"format":1,"sha256":"' + b"ef" * 32 + b'","size":15}'
+        b'{"chunks":[["' + SHA.encode() + b'",10,0,0,11],["' + b"cd" * 32 + b'",5,1,7,4],'
+        b'["'
+        + SHA.encode()
+        + b'",10,0,0,11]],"format":2,"packs":["'
+        + P1.encode()
+        + b'","'
+        + P2.encode()
+        + b'"],"sha256":"'
+        + b"ef" * 32
+        + b'","size":25}'
     )
-    assert parse_manifest(data, "ef" * 32, 15) == chunks
+    assert parse_manifest(data, "ef" * 32, 25) == chunks
+    assert needs(chunks) == {storage_key("packs", P1): 11, storage_key("packs", P2): 11}
+
+
+def test_a_manifest_of_format_1_still_parses():
+    # written by the releases before packs: each chunk its own stored object
+    chunks = parse_manifest(_doc(format=1), SHA, 10)
+    assert chunks == [Chunk(SHA, 10)] and chunks[0].key() == storage_key("chunks", SHA)
+    assert needs(chunks) == {storage_key("chunks", SHA): 2}
 
 
 def _doc(**changes):
-    doc = {"chunks": [[SHA, 10]], "format": 1, "sha256": SHA, "size": 10}
+    doc = {"chunks": [[SHA, 10, 0, 0, 11]], "format": 2, "packs": [P1], "sha256": SHA, "size": 10}
+    if changes.get("format") == 1:
+        doc = {"chunks": [[SHA, 10]], "format": 1, "sha256": SHA, "size": 10}
     return json.dumps({**doc, **changes}).encode()
 
 
@@ -139,17 +166,29 @@ def _doc(**changes):
     [
         (b"x" * (MAX_MANIFEST_BYTES + 1), "more than"),
         (b"{not json", "not JSON"),
-        (_doc(format=2), "not a manifest of format 1"),
+        (_doc(format=3), "not a manifest of format 1 or 2"),
         (_doc(sha256="cd" * 32), "another model"),
-        (_doc(size=11, chunks=[[SHA, 11]]), "another model"),
-        (_doc(chunks=[[SHA, 4], [SHA, 4]]), "hold 8 bytes, the registry says 10"),
-        (_doc(chunks=[["AB" * 32, 10]]), "is not"),
-        (_doc(chunks=[[SHA, 0], [SHA, 10]]), "is not"),
-        (_doc(chunks=[[SHA, True]]), "is not"),
-        (_doc(chunks=[[SHA, MAX_CHUNK_BYTES + 1]]), "is not"),
+        (_doc(size=11, chunks=[[SHA, 11, 0, 0, 12]]), "another model"),
+        (_doc(chunks=[[SHA, 4, 0, 0, 5], [SHA, 4, 0, 0, 5]]), "hold 8 bytes, the registry says 10"),
+        (_doc(chunks=[["AB" * 32, 10, 0, 0, 11]]), "is not"),
+        (_doc(chunks=[[SHA, 0, 0, 0, 1], [SHA, 10, 0, 0, 11]]), "is not"),
+        (_doc(chunks=[[SHA, True, 0, 0, 11]]), "is not"),
+        (_doc(chunks=[[SHA, MAX_CHUNK_BYTES + 1, 0, 0, 11]]), "is not"),
         (_doc(chunks=[]), "1 to"),
-        (_doc(chunks=[[SHA, 1]] * (MAX_CHUNKS + 1)), "1 to"),
+        (_doc(chunks=[[SHA, 1, 0, 0, 2]] * (MAX_CHUNKS + 1)), "1 to"),
         (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # deeper than Python's stack
+        (_doc(chunks=[[SHA, 10]]), "is not"),  # a format 1 row in a map
+        (_doc(chunks=[[SHA, 10, 1, 0, 11]]), "is not"),  # no such pack
+        (_doc(chunks=[[SHA, 10, -1, 0, 11]]), "is not"),
+        (_doc(chunks=[[SHA, 10, 0, -5, 11]]), "is not"),  # before the pack's start
+        (_doc(chunks=[[SHA, 10, 0, 1 << 41, 11]]), "is not"),
+        (_doc(chunks=[[SHA, 10, 0, 0, 12]]), "is not"),  # stored longer than raw + header
+        (_doc(chunks=[[SHA, 10, 0, 0, 1]]), "is not"),
+        (_doc(chunks=[[SHA, 10, 0.0, 0, 11]]), "is not"),
+        (_doc(packs=[]), "packs"),
+        (_doc(packs=["x" * 64]), "packs"),
+        (_doc(packs="11" * 32), "packs"),
+        (_doc(format=1, chunks=[[SHA, 10, 0, 0, 11]]), "is not"),  # a map row in format 1
     ],
     ids=[
         "oversize",
@@ -165,6 +204,18 @@ def _doc(**changes):
         "empty",
         "too-many",
         "nested",
+        "short-row",
+        "pack-index",
+        "negative-pack",
+        "negative-offset",
+        "huge-offset",
+        "stored-long",
+        "stored-short",
+        "float-pack",
+        "no-packs",
+        "bad-pack",
+        "packs-not-list",
+        "long-row-v1",
     ],
 )
 def test_hostile_manifests_are_refused(data, match):
@@ -176,11 +227,43 @@ def test_hostile_manifests_are_refused(data, match):
 def test_without_a_registry_size_a_manifest_is_held_to_its_own():
     # gc reads manifests no registry entry describes: the size is the manifest's, still
     # checked against its chunks, and a size that is not a number is refused.
-    assert parse_manifest(_doc(), SHA, None) == [(SHA, 10)]
+    assert parse_manifest(_doc(), SHA, None) == [(SHA, 10, P1, 0, 11)]
     with pytest.raises(IntegrityError, match="hold 8 bytes"):
-        parse_manifest(_doc(chunks=[[SHA, 4], [SHA, 4]]), SHA, None)
+        parse_manifest(_doc(chunks=[[SHA, 4, 0, 0, 5], [SHA, 4, 0, 0, 5]]), SHA, None)
     with pytest.raises(IntegrityError, match="another model"):
         parse_manifest(_doc(size="10"), SHA, None)
+
+
+# -- packs -----------------------------------------------------------------------------------
+def test_back_to_back_chunks_of_a_pack_are_one_read_up_to_its_bound():
+    a, b, c = (Chunk(f"{i}" * 64, 30, P1, 40 * i, 31) for i in range(3))
+    far = Chunk("9" * 64, 5, P1, 500, 6)  # a gap before it: its own read
+    other = Chunk("8" * 64, 5, P2, 0, 6)
+    legacy = Chunk("7" * 64, 5)  # format 1: its own object, read whole
+    reads = spans([far, c, a, other, legacy, b], 100)
+    got = sorted((r.key[-64:], r.start, r.length, [x.sha256[0] for x in r.chunks]) for r in reads)
+    assert got == sorted(
+        [
+            (P1, 0, 31, ["0"]),  # a..b are not back to back: a is 31 long, b starts at 40
+            (P1, 40, 31, ["1"]),
+            (P1, 80, 31, ["2"]),
+            (P1, 500, 6, ["9"]),
+            (P2, 0, 6, ["8"]),
+            ("7" * 64, 0, 6, ["7"]),
+        ]
+    )
+    tight = [Chunk(f"{i}" * 64, 30, P1, 31 * i, 31) for i in range(5)]
+    assert [len(r.chunks) for r in spans(tight, 100)] == [3, 2]  # 3 x 31 <= 100 < 4 x 31
+    assert [(r.start, r.length) for r in spans(tight, 100)] == [(0, 93), (93, 62)]
+
+
+def test_a_read_is_about_a_128th_of_the_model_within_bounds():
+    assert [range_limit(n) for n in (0, 100 * MiB, 1 << 30, 100 << 30)] == [
+        1 * MiB,
+        1 * MiB,
+        8 * MiB,
+        16 * MiB,
+    ]
 
 
 # -- cuts ------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ import pytest
 from model_filer import IntegrityError, InvalidNameError
 from model_filer.registry.names import object_key
 from model_filer.storage import REFRESH_AFTER, encode_manifest, parse_manifest, storage_key
+from model_filer.storage.manifest import Chunk
 from model_filer.storage.stored import encode
 from tests.remotes.test_contract import TARGETS, FaultProxy, Target, _consumer, _networked
+from tests.support import chunking
 
 MB = 1024 * 1024
 
@@ -59,10 +61,15 @@ def test_small_and_big_models_round_trip_in_the_chunked_layout(tmp_path, target)
     producer.dump(big, "big", push=True)
     entries = {e.name: e for e in producer.list_files()}
     assert entries["small"].key == storage_key("objects", entries["small"].sha256)
-    assert entries["big"].key == storage_key("manifests", entries["big"].sha256)
+    assert entries["big"].key == storage_key("maps", entries["big"].sha256)
     stored = _stored(target)
     assert stored[entries["small"].key] < entries["small"].size / 10  # compressed
-    assert b"format: 3\n" in producer.registry_path.read_bytes()
+    packs = [k for k in stored if k.startswith(".model_filer/packs/")]
+    assert len(packs) == 1 and stored[packs[0]] >= 20 * MB  # ~80 chunks in one object
+    assert not [
+        k for k in stored if k.startswith((".model_filer/chunks/", ".model_filer/manifests/"))
+    ]
+    assert b"format: 4\n" in producer.registry_path.read_bytes()
 
     consumer = target.filer(_consumer(tmp_path, producer))
     assert consumer.load("small") == small and consumer.load("big") == big
@@ -111,7 +118,7 @@ def test_the_same_bytes_under_another_name_store_nothing_new(tmp_path, target):
     filer.dump(payload, "a", push=True)
     before = _stored(target)
     filer.dump(payload, "b", push=True)
-    assert _stored(target) == before  # same sha256: the same manifest and chunks
+    assert _stored(target) == before  # same sha256: the same map and packs
 
 
 def test_the_plain_setting_keeps_todays_layout_and_both_load(tmp_path, target):
@@ -145,25 +152,37 @@ def _nothing_written(folder: Path, store: Path) -> None:
     assert not [p for p in (store / "partial").glob("*") if p.stat().st_size]
 
 
-@pytest.mark.parametrize("attack", ["oversize", "wrong-total", "bad-hash", "too-many", "bomb"])
+def _map(remote, entry) -> list[Chunk]:
+    return parse_manifest(chunking.read(remote, entry.key), entry.sha256, entry.size)
+
+
+@pytest.mark.parametrize(
+    "attack", ["oversize", "wrong-total", "bad-hash", "too-many", "bomb", "format-1", "past-end"]
+)
 def test_a_hostile_manifest_is_refused_before_anything_is_written(tmp_path, target, attack):
     producer = target.filer(tmp_path / "producer")
     producer.dump(os.urandom(10 * MB), "big", push=True)
     entry = producer.list_files()[0]
     sha, size = entry.sha256, entry.size
-    chunk = "ab" * 32
+    chunk, pack = "ab" * 32, "cd" * 32
     forged = {
         "oversize": b" " * (16 * MB + 1),
-        "wrong-total": encode_manifest(sha, size, [(chunk, size - 1)]),  # type: ignore[list-item]
-        "bad-hash": encode_manifest(sha, size, [("XY" * 32, size)]),  # type: ignore[list-item]
-        "too-many": encode_manifest(sha, size, [(chunk, 1)] * 200_001),  # type: ignore[list-item]
-        "bomb": encode_manifest(sha, size, [(chunk, size)]),  # type: ignore[list-item]
+        "wrong-total": encode_manifest(sha, size, [Chunk(chunk, size - 1, pack, 0, 2)]),
+        "bad-hash": encode_manifest(sha, size, [Chunk("XY" * 32, size, pack, 0, 2)]),
+        "too-many": encode_manifest(sha, size, [Chunk(chunk, 1, pack, 0, 2)] * 200_001),
+        "bomb": encode_manifest(sha, size, [Chunk(chunk, size, pack, 0, 50)]),
+        # a manifest of the earlier format at a map's key: read as what its key says
+        "format-1": b'{"chunks":[["'
+        + chunk.encode()
+        + b'",%d]],"format":1,"sha256":"%s","size":%d}' % (size, sha.encode(), size),
+        # a map placing its chunk past its pack's end
+        "past-end": encode_manifest(sha, size, [Chunk(chunk, size, pack, 10, size + 1)]),
     }[attack]
-    if attack == "bomb":  # a valid manifest naming a chunk that inflates beyond its size
+    if attack in ("bomb", "past-end"):  # a pack whose stored chunk inflates beyond its size
         import zstandard
 
         bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (size * 4))
-        _forge(target, tmp_path, storage_key("chunks", chunk), bomb)
+        _forge(target, tmp_path, storage_key("packs", pack), bomb.ljust(50, b"\0"))
     _forge(target, tmp_path, entry.key, forged)
     folder = _consumer(tmp_path, producer)
     with pytest.raises(IntegrityError, match="Ask the model's author to push it again"):
@@ -176,61 +195,57 @@ def test_a_chunk_whose_bytes_do_not_match_its_hash_is_refused(tmp_path, target):
     producer.dump(os.urandom(10 * MB), "big", push=True)
     entry = producer.list_files()[0]
     remote = target.remote()
-    manifest = bytearray()
-
-    class Sink:
-        def write(self, data):
-            manifest.extend(data)
-            return len(data)
-
-        def seekable(self):
-            return False
-
-    remote.download(entry.key, Sink(), None)
-    first = parse_manifest(bytes(manifest), entry.sha256, entry.size)[0]
+    first = _map(remote, entry)[0]
+    pack = bytearray(chunking.read(remote, first.key()))
     other = b"".join(bytes(p) for p in encode(os.urandom(first.size)))
-    _forge(target, tmp_path, storage_key("chunks", first.sha256), other)
+    assert len(other) == first.stored  # (random bytes: stored raw, as the real chunk)
+    pack[first.offset : first.offset + first.stored] = other
+    _forge(target, tmp_path, first.key(), bytes(pack))
     folder = _consumer(tmp_path, producer)
-    with pytest.raises(IntegrityError, match="does not hold the bytes its name says"):
+    with pytest.raises(IntegrityError, match=f"does not hold the chunk {first.sha256}"):
         target.filer(folder).load("big")
     assert not (folder / "big.pkl").exists()
 
 
-def test_a_push_refreshes_a_reused_chunk_that_gc_could_soon_collect(tmp_path, target):
+def test_a_push_refreshes_a_reused_pack_that_gc_could_soon_collect(tmp_path, target, monkeypatch):
     if target.endpoint is not None:
         # (touch itself is tested on every type: tests/remotes/test_contract.py)
         pytest.skip("only a folder lets a test make an object old")
+    chunking.small_chunks(monkeypatch)
     filer = target.filer(tmp_path / "m")
-    shared = os.urandom(12 * MB)
+    shared = os.urandom(3 * MB)
     filer.dump(shared, "a", push=True)
     root = Path(target.address)
     old = (datetime.now(UTC) - REFRESH_AFTER - timedelta(days=1)).timestamp()
-    chunks = list((root / ".model_filer" / "chunks").iterdir())
-    for path in chunks:
-        os.utime(path, (old, old))
-    filer.dump(shared + b"tail", "b", push=True)  # all but the first and last chunks reused
-    assert sum(p.stat().st_mtime > old + 3600 for p in chunks) >= len(chunks) - 2
+    young = (datetime.now(UTC) - REFRESH_AFTER + timedelta(days=1)).timestamp()
+    packs = sorted((root / ".model_filer" / "packs").iterdir())
+    assert len(packs) >= 4
+    for i, path in enumerate(packs):
+        os.utime(path, (old, old) if i % 2 else (young, young))
+    filer.dump(shared + b"tail", "b", push=True)  # every pack holds chunks b reuses
+    for i, path in enumerate(packs):  # the old ones renewed, the young ones left alone
+        assert path.stat().st_mtime > old + 3600 if i % 2 else path.stat().st_mtime == young
 
 
-def test_a_push_of_a_synced_model_restores_a_chunk_the_remote_lost(tmp_path, target):
+def test_a_push_of_a_synced_model_restores_a_pack_the_remote_lost(tmp_path, target):
     filer = target.filer(tmp_path / "m")
     payload = os.urandom(10 * MB)
     filer.dump(payload, "big", push=True)
-    lost = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
+    lost = next(k for k in _stored(target) if k.startswith(".model_filer/packs/"))
     target.remote().delete(lost)
     filer.push("big")  # synced, but not all on the remote: checked there, so pushed again
-    assert lost in _stored(target)
+    assert lost in _stored(target)  # (the same chunks: the same pack)
     assert target.filer(_consumer(tmp_path, filer)).load("big") == payload
 
 
-def test_a_stored_chunk_cut_short_on_the_remote_is_replaced_before_synced(tmp_path, target):
+def test_a_pack_cut_short_on_the_remote_is_not_reused_but_replaced(tmp_path, target):
     producer = target.filer(tmp_path / "producer")
     payload = os.urandom(10 * MB)
     producer.dump(payload, "a", push=True)
-    chunk = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
-    _forge(target, tmp_path, chunk, b"\x00")  # a header alone: holds no chunk
-    producer.dump(payload, "b", push=True)  # the same bytes: every chunk checked again
-    assert _stored(target)[chunk] > 1
+    pack = next(k for k in _stored(target) if k.startswith(".model_filer/packs/"))
+    _forge(target, tmp_path, pack, b"\x00")  # a header alone: holds no chunk
+    producer.dump(payload, "b", push=True)  # the same bytes: the listing shows the pack short
+    assert _stored(target)[pack] > 1  # so its chunks were packed again: the same pack
     assert target.filer(_consumer(tmp_path, producer)).load("a") == payload
 
 

@@ -10,9 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from model_filer import Filer
 from model_filer.remotes.s3 import S3Remote
 from model_filer.storage import parse_manifest
+from model_filer.storage.packs import spans
 from model_filer.storage.stored import decode
 from model_filer.transfer.chunked import Chunked
 
@@ -39,9 +42,14 @@ def _watched(s3_address: str) -> tuple[S3Remote, list[tuple[str, Any]]]:
     return remote, calls
 
 
-def test_a_chunked_pull_reads_its_manifest_and_chunks_with_one_get_each(
-    tmp_path: Path, s3_env: Any, s3_address: str
+@pytest.mark.parametrize("range_max", [16 * MB, 1 * MB])
+def test_a_chunked_pull_reads_its_map_then_each_run_of_chunks_with_one_ranged_get(
+    tmp_path: Path, s3_env: Any, s3_address: str, range_max: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import model_filer.storage.packs as packs
+
+    monkeypatch.setattr(packs, "RANGE_MIN", range_max)
+    monkeypatch.setattr(packs, "RANGE_MAX", range_max)
     entry, pickle = _pushed(tmp_path, s3_address, 9 * MB)
     remote, calls = _watched(s3_address)
     chunked = Chunked(remote, lambda name: tmp_path / f"t-{name}", 4)
@@ -50,9 +58,14 @@ def test_a_chunked_pull_reads_its_manifest_and_chunks_with_one_get_each(
     assert (size, sha) == (entry.size, entry.sha256)
     assert partial.read_bytes() == pickle
     ops = [op for op, _ in calls]
-    assert "HeadObject" not in ops  # no round trip before the manifest's bytes move
-    chunks = {c.sha256 for c in parse_manifest(manifest, entry.sha256, entry.size)}
-    assert ops.count("GetObject") == 1 + len(chunks)  # the manifest, then each chunk once
+    assert "HeadObject" not in ops  # no round trip before the map's bytes move
+    chunks = parse_manifest(manifest, entry.sha256, entry.size)
+    reads = spans({c.sha256: c for c in chunks}.values(), range_max)
+    assert len(chunks) > 20 and len({c.pack for c in chunks}) == 1  # ~9 MB: one pack
+    assert all(r.length <= range_max for r in reads)  # back to back, up to the bound
+    assert len(reads) == 1 if range_max == 16 * MB else len(reads) >= 9
+    assert ops.count("GetObject") == 1 + len(reads)  # the map, then each run once
+    assert not any(validated for _, validated in calls)  # (the sha256 checks the bytes)
 
 
 def test_a_verified_get_skips_botocores_crc_of_its_body(
