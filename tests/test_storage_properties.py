@@ -6,7 +6,7 @@ retrained network shares with its last version), and compressible runs. Each exa
 them in a fresh folder of one git repository, pushes them all, drops some before they are
 ever committed (garbage for gc), commits, runs gc with no grace period, and pulls the kept
 ones on another machine, one by one (each pull can take chunks from the models pulled before
-it). Then every kept model loads with its bytes, every ``synced`` entry's manifest and chunks
+it). Then every kept model loads with its bytes, every ``synced`` entry's map and packs
 are on the remote, and what the remote holds is whole. Chunking thresholds are lowered so that
 these sizes cut into dozens of chunks. Every remote type runs the same examples (derandomized:
 the same on every run), 15 each.
