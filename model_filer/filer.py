@@ -517,7 +517,13 @@ class Filer:
             reg.remote_id = reg.remote_id or self.remote.identity()
             for name, (sha, key) in pushed.items():
                 current = reg.entries.get(name)
-                if current is not None and current.state == "local" and current.sha256 == sha:
+                # A synced entry pushed again (its remote lost something) may come back under
+                # another key: an earlier layout's manifest is pushed again as a map.
+                if (
+                    current is not None
+                    and current.sha256 == sha
+                    and (current.state == "local" or current.key != key)
+                ):
                     reg.entries[name] = current._replace(state="synced", key=key)
 
     def push(self, name: str) -> None:

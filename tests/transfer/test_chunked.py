@@ -256,3 +256,32 @@ def test_a_small_model_under_two_names_is_stored_once(tmp_path, target):
     producer.dump(b"", "again", push=True)
     assert _stored(target) == before
     assert target.filer(_consumer(tmp_path, producer)).load("empty") == b""
+
+
+def test_a_model_pushed_by_an_earlier_release_loads_and_is_repaired_as_a_map(
+    tmp_path, target, monkeypatch
+):
+    from tests.support.gitrepo import registry_bytes
+
+    chunking.small_chunks(monkeypatch)
+    producer = target.filer(tmp_path / "producer")
+    producer.dump(os.urandom(MB), "old")
+    (entry,) = producer.list_files()
+    pickled = producer.model_path("old").read_bytes()
+    remote = target.remote()
+    key = chunking.push_format1(remote, pickled, tmp_path / "upload.tmp")
+    old = entry._replace(state="synced", key=key)  # as the earlier release recorded it
+    producer.registry_path.write_bytes(registry_bytes(target.remote_type, remote.address, old))
+    assert b"format: 3\n" in producer.registry_path.read_bytes()
+    assert target.filer(_consumer(tmp_path, producer)).load("old") == producer.load("old")
+
+    lost = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
+    remote.delete(lost)
+    producer = target.filer(producer.local_dir)
+    producer.push("old")  # what check-remote-models advises: it goes up as a map
+
+    (entry,) = producer.list_files()
+    assert entry.state == "synced" and entry.key == storage_key("maps", entry.sha256)
+    assert b"format: 4\n" in producer.registry_path.read_bytes()  # to commit
+    consumer = target.filer(_consumer(tmp_path, producer, "second"))
+    assert consumer.load("old") == producer.load("old")
