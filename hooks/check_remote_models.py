@@ -177,7 +177,7 @@ def _check_chunks(
     """Problems with the chunks the manifests of ``tasks`` name: each manifest read (a few
     at a time), then one LIST per prefix of their chunks."""
 
-    def read(task: tuple[str, Entry]) -> dict[str, int] | ModelFilerError:
+    def read(task: tuple[str, Entry]) -> dict[str, tuple[int, int]] | ModelFilerError:
         try:
             return manifest_needs(remote, task[1].key or "", task[1].sha256, task[1].size)
         except ModelFilerError as exc:
@@ -195,13 +195,13 @@ def _check_chunks(
             problems.append((where, None if unchecked else entry, f"{start} {what}: {keys}"))
             continue
         failed = next((e for p, e in errors for k in keys if k.startswith(p)), None)
-        missing = [k for k, least in keys.items() if sizes.get(k, -1) < least]
+        missing = [k for k, (least, most) in keys.items() if not least <= sizes.get(k, -1) <= most]
         if failed is not None:
             problems.append((where, None, f"{start}: {UNCHECKED} its chunks: {failed}"))
         elif missing:
             text = (
                 f"{start}: {len(missing)} of the {len(keys)} packs or chunks it names are "
-                f"missing from the remote or cut short (e.g. {remote.url(missing[0])})"
+                f"missing from the remote or of another length (e.g. {remote.url(missing[0])})"
             )
             problems.append((where, entry, text))
     return problems

@@ -212,8 +212,8 @@ def local_filer(path: Path, registry: Registry | None = None) -> Filer:
     return filer_for(path, override.address if override else None, registry=reg)
 
 
-def manifest_needs(remote: Remote, key: str, sha256: str, size: int) -> dict[str, int]:
-    """The packs or chunks a synced entry's manifest names, each with its least length, read
+def manifest_needs(remote: Remote, key: str, sha256: str, size: int) -> dict[str, tuple[int, int]]:
+    """The packs or chunks a synced entry's manifest names, each with the lengths it may have, read
     from its remote and checked (:func:`model_filer.storage.manifest.manifest_needs`,
     imported only when a manifest is read)."""
     from model_filer.storage.manifest import manifest_needs as read

@@ -187,7 +187,7 @@ def _named_by(remote: Remote, manifests: list[RemoteObject]) -> set[str]:
 
     from model_filer.storage.manifest import manifest_needs
 
-    def needed_by(obj: RemoteObject) -> dict[str, int]:
+    def needed_by(obj: RemoteObject) -> dict[str, tuple[int, int]]:
         try:
             return manifest_needs(remote, obj.key, obj.key.rpartition("/")[2])
         except ModelFilerError as exc:

@@ -7,6 +7,8 @@ One store per user (:func:`default_root`) serves every checkout, worktree and cl
                             its own mtime is the object's last use (for ``prune``)
     manifests/ab/cdef....json  a chunked object's manifest (docs/storage-format.md): where
                             each of its chunks sits, so a pull reads them here, not remotely
+    places/<remote>/ab/cdef....json  where that object's chunks are in one remote's packs, as
+                            a push put them or a pull read them: a push names them, not sends
     locks/<sha256>.lock     one lock per object: two processes fetch it once
     tmp/                    owner-tagged temp files; those of dead processes are removed
 
@@ -251,23 +253,36 @@ class ObjectStore:
                     offset += chunk.size
         return index
 
-    def pack_index(self) -> dict[str, Chunk]:
-        """Where the maps this store keeps place chunks on remotes: chunk sha256 -> the
-        chunk, in its pack (a push checks that the remote holds that pack before naming it;
-        the object itself need not be here)."""
-        from model_filer.storage.manifest import parse_manifest
+    def _places_path(self, remote: str, sha: str) -> Path:
+        import hashlib
+
+        tag = hashlib.sha256(remote.encode()).hexdigest()[:32]
+        return self.root / "places" / tag / sha[:2] / f"{sha[2:]}.json"
+
+    def record_places(self, remote: str, sha: str, chunks: list[Chunk]) -> None:
+        """Keep where on ``remote`` (its address) chunks of the object ``sha`` are: places a
+        push made or reused there, or a pull read there and checked (never places a map
+        merely names: a damaged map would spread into every model pushed after it)."""
+        from model_filer.storage.manifest import encode_places
+
+        if chunks:
+            with contextlib.suppress(StoreError):  # bookkeeping only: at worst chunks go up
+                self._write(self._places_path(remote, sha), encode_places(chunks))
+
+    def pack_index(self, remote: str) -> dict[str, Chunk]:
+        """Where chunks are on ``remote``, as this store has seen them: chunk sha256 -> the
+        chunk, in its pack (a push checks that the remote still lists that pack, at that
+        length, before naming it)."""
+        from model_filer.storage.manifest import parse_places
 
         index: dict[str, Chunk] = {}
+        top = self._places_path(remote, "0" * 64).parent.parent
         with contextlib.suppress(OSError):
-            for path in (self.root / "manifests").glob("??/*.json"):
-                sha = path.parent.name + path.name[:-5]
-                if not _SHA_RE.fullmatch(sha):
-                    continue
+            for path in top.glob("??/*.json"):
                 try:
-                    chunks = parse_manifest(path.read_bytes(), sha, None)
+                    index.update((c.sha256, c) for c in parse_places(path.read_bytes()))
                 except (OSError, ModelFilerError):
                     continue
-                index.update((c.sha256, c) for c in chunks if c.pack is not None)
         return index
 
     def verify_manifests(self) -> list[str]:
@@ -301,7 +316,13 @@ class ObjectStore:
         return bad
 
     def _evict(self, sha: str) -> None:
-        for path in (self.object_path(sha), self._meta_path(sha), self._manifest_path(sha)):
+        places = self.root.glob(f"places/*/{sha[:2]}/{sha[2:]}.json")  # (every remote's)
+        for path in (
+            self.object_path(sha),
+            self._meta_path(sha),
+            self._manifest_path(sha),
+            *places,
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

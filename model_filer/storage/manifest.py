@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import IntegrityError
 from model_filer.registry.names import storage_key
@@ -32,13 +32,15 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 class Chunk(NamedTuple):
     """One chunk of a model: the sha256 of its raw bytes, their length and, in a map, where
-    its stored form is: the pack's sha256, the offset there and the stored length."""
+    its stored form is: the pack's sha256 and length, the offset there and the stored
+    length."""
 
     sha256: str
     size: int
     pack: str | None = None  # None: its own stored object (format 1)
     offset: int = 0
     stored: int = 0
+    pack_size: int = 0
 
     def key(self) -> str:
         """The remote object that holds this chunk's stored form."""
@@ -49,24 +51,55 @@ class Chunk(NamedTuple):
 
 def encode_manifest(sha256: str, size: int, chunks: Sequence[Chunk]) -> bytes:
     """The map's canonical bytes (format 2): sorted keys, no spaces, chunks in order, packs
-    in the order chunks first name them."""
-    packs: dict[str, int] = {}
+    (``[sha256, length]``) in the order chunks first name them."""
+    packs: dict[tuple[str, int], int] = {}
     rows = []
     for c in chunks:
-        place = packs.setdefault(c.pack or "", len(packs))  # (a map places every chunk)
+        place = packs.setdefault((c.pack or "", c.pack_size), len(packs))  # (all are placed)
         rows.append([c.sha256, c.size, place, c.offset, c.stored])
-    doc = {"chunks": rows, "format": FORMAT, "packs": list(packs), "sha256": sha256, "size": size}
+    listed = [list(p) for p in packs]
+    doc = {"chunks": rows, "format": FORMAT, "packs": listed, "sha256": sha256, "size": size}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def needs(chunks: Sequence[Chunk]) -> dict[str, int]:
-    """The remote objects ``chunks`` are read from, each with the length it must have at
-    least (a pack: to its last chunk's end; a chunk object: a header and a byte)."""
-    need: dict[str, int] = {}
+def needs(chunks: Sequence[Chunk]) -> dict[str, tuple[int, int]]:
+    """The remote objects ``chunks`` are read from, each with the lengths it may have (a
+    pack: its own; a chunk object: a header and 1 to the chunk's size bytes)."""
+    need: dict[str, tuple[int, int]] = {}
     for c in chunks:
-        key = c.key()
-        need[key] = max(need.get(key, 0), 2 if c.pack is None else c.offset + c.stored)
+        need[c.key()] = (2, c.size + 1) if c.pack is None else (c.pack_size, c.pack_size)
     return need
+
+
+def fits(need: tuple[int, int], size: int | None) -> bool:
+    """Whether an object of ``size`` bytes (None: missing) is what :func:`needs` asks."""
+    return size is not None and need[0] <= size <= need[1]
+
+
+def encode_places(chunks: Sequence[Chunk]) -> bytes:
+    """Where ``chunks`` (in packs) are, as this machine keeps it for one remote: a JSON list
+    of ``[sha256, size, pack, pack length, offset, stored]``."""
+    rows = [[c.sha256, c.size, c.pack, c.pack_size, c.offset, c.stored] for c in chunks]
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def parse_places(data: bytes) -> list[Chunk]:
+    """The chunks :func:`encode_places` wrote, each checked as a map's are (a damaged file
+    must not name a wrong place to a push); :class:`IntegrityError` when one is not."""
+    try:
+        rows = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        rows = None
+    if not isinstance(rows, list):
+        raise _refuse("(places)", "not a list")
+    chunks = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 6 and isinstance(row[2], str)):
+            raise _refuse("(places)", f"row {str(row)[:100]} is not one")
+        sha, size, pack, pack_size, offset, stored = row
+        packs = _packs({"packs": [[pack, pack_size]]}, "(places)")
+        chunks.append(_chunk([sha, size, 0, offset, stored], packs, "(places)"))
+    return chunks
 
 
 def _refuse(sha256: str, why: str) -> IntegrityError:
@@ -97,9 +130,9 @@ def read_manifest(
 
 def manifest_needs(
     remote: Remote, key: str, sha256: str, size: int | None = None
-) -> dict[str, int]:
+) -> dict[str, tuple[int, int]]:
     """The packs (or chunks) the manifest ``key`` of the model ``sha256`` names, each with
-    the length it must have at least, read and checked (``size``: the model's, as its
+    the lengths it may have (:func:`needs`), read and checked (``size``: the model's, as its
     registry entry says; None takes the manifest's own). For gc and the pre-push hook.
 
     Raises
@@ -147,20 +180,28 @@ def parse_manifest(
     return chunks
 
 
-def _packs(doc: dict[str, object], sha256: str) -> list[str]:
+def _packs(doc: dict[str, object], sha256: str) -> list[list[Any]]:
     packs = doc.get("packs")
     if not (
         isinstance(packs, list)
         and 0 < len(packs) <= MAX_CHUNKS
-        and all(isinstance(p, str) and _SHA_RE.fullmatch(p) for p in packs)
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and _SHA_RE.fullmatch(p[0])
+            and type(p[1]) is int
+            and 0 < p[1] <= MAX_PACK_BYTES
+            for p in packs
+        )
     ):
-        raise _refuse(sha256, f"it must list 1 to {MAX_CHUNKS} packs, each a sha256")
+        raise _refuse(sha256, f"it must list 1 to {MAX_CHUNKS} packs, each [sha256, length]")
     return packs
 
 
-def _chunk(item: object, packs: list[str], sha256: str) -> Chunk:
+def _chunk(item: object, packs: list[list[Any]], sha256: str) -> Chunk:
     """One listed chunk: ``[sha256, size]`` (format 1) or ``[sha256, size, pack, offset,
-    stored]`` (format 2, ``packs`` given), checked."""
+    stored]`` (format 2, ``packs`` given), checked: in a map, within its pack."""
     width = 5 if packs else 2
     if (
         isinstance(item, list)
@@ -174,8 +215,10 @@ def _chunk(item: object, packs: list[str], sha256: str) -> Chunk:
             return Chunk(item[0], item[1])
         _, size, pack, offset, stored = item
         # A stored form is a header byte and at most the raw bytes (stored.py).
-        if 0 <= pack < len(packs) and 0 <= offset < MAX_PACK_BYTES and 2 <= stored <= size + 1:
-            return Chunk(item[0], size, packs[pack], offset, stored)
+        if 0 <= pack < len(packs) and offset >= 0 and 2 <= stored <= size + 1:
+            name, length = packs[pack]
+            if offset + stored <= length:
+                return Chunk(item[0], size, name, offset, stored, length)
     place = ", pack, offset, stored" if packs else ""
     form = f"[sha256, size 1..{MAX_CHUNK_BYTES}{place}]"
     raise _refuse(sha256, f"chunk {str(item)[:100]} is not {form}")

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from model_filer.errors import IntegrityError
+from model_filer.errors import IntegrityError, RemoteObjectMissingError
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.storage import REFRESH_AFTER, storage_key
@@ -32,6 +32,7 @@ from model_filer.storage.manifest import (
     MAX_MANIFEST_BYTES,
     Chunk,
     encode_manifest,
+    fits,
     needs,
     read_manifest,
 )
@@ -137,11 +138,13 @@ class Chunked:
         return {obj.key: obj for obj in self.remote.list_objects(prefix)}
 
     # -- push ---------------------------------------------------------------------------------
-    def push(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> tuple[str, bytes]:
-        """Store the verified open file ``fh`` of ``entry``; return its key and its manifest
-        (``b""`` for a small model, stored whole)."""
+    def push(
+        self, fh: IO[bytes], entry: Entry, progress: Progress | None
+    ) -> tuple[str, bytes, list[Chunk]]:
+        """Store the verified open file ``fh`` of ``entry``; return its key, its map and the
+        chunks it places (``b""`` and none for a small model, stored whole)."""
         if entry.size <= SMALL_MAX:
-            return self._push_whole(fh, entry, progress), b""
+            return self._push_whole(fh, entry, progress), b"", []
         return self._push_chunks(fh, entry, progress)
 
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
@@ -157,10 +160,10 @@ class Chunked:
 
     def _push_chunks(
         self, fh: IO[bytes], entry: Entry, progress: Progress | None
-    ) -> tuple[str, bytes]:
+    ) -> tuple[str, bytes, list[Chunk]]:
         from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
 
-        placed: dict[str, tuple[_Pack | str, int, int]] = {}  # sha -> (pack, offset, stored)
+        placed: dict[str, Chunk | tuple[_Pack, int, int]] = {}  # sha -> where, or pack being made
         order: list[tuple[str, int]] = []
         reused: dict[str, RemoteObject] = {}
         with ThreadPoolExecutor(PACKS_UPLOADING + 1) as pool:
@@ -175,15 +178,10 @@ class Chunked:
                         old = known.get(sha)
                         found = None if old is None or listing is None else listing.result()
                         there = None if found is None or old is None else found.get(old.key())
-                        if (
-                            old is None
-                            or old.pack is None
-                            or there is None
-                            or there.size < (old.offset + old.stored)
-                        ):
+                        if old is None or there is None or there.size != old.pack_size:
                             placed[sha] = packer.add(encode(data), piece.size)
                             continue
-                        placed[sha] = (old.pack, old.offset, old.stored)
+                        placed[sha] = old
                         reused[there.key] = there
                     if progress is not None:  # (a chunk put in a pack counts once it is up)
                         progress(piece.size)
@@ -193,11 +191,11 @@ class Chunked:
                 raise
         for there in reused.values():
             self._keep(there)
-        chunks = [Chunk(sha, size, _name(placed[sha][0]), *placed[sha][1:]) for sha, size in order]
+        chunks = [_placed(sha, size, placed[sha]) for sha, size in order]
         manifest = encode_manifest(entry.sha256, entry.size, chunks)
         key = storage_key("maps", entry.sha256)
         self._put([manifest], key, entry.sha256)  # last: it names only what is now stored
-        return key, manifest
+        return key, manifest, chunks
 
     def present(self, entry: Entry) -> bool:
         """Whether ``entry``'s stored bytes are all on the remote: the object, or the
@@ -214,7 +212,7 @@ class Chunked:
         listed: dict[str, int] = {}
         for prefix in {k.rpartition("/")[0] + "/" for k in need}:
             listed.update(self.remote.list_sizes(prefix))
-        return all(listed.get(k, -1) >= n for k, n in need.items())
+        return all(fits(sizes, listed.get(k)) for k, sizes in need.items())
 
     # -- fetch --------------------------------------------------------------------------------
     def fetch_whole(self, key: str, entry: Entry, tmp: Path) -> tuple[int, str]:
@@ -233,8 +231,9 @@ class Chunked:
         partial: Path,
         progress: Progress | None,
         local: Callable[[], ChunkIndex],
-    ) -> tuple[int, str, bytes]:
-        """Assemble ``entry`` in ``partial`` from its chunks; return (size, sha256, manifest).
+    ) -> tuple[int, str, bytes, list[Chunk]]:
+        """Assemble ``entry`` in ``partial`` from its chunks; return (size, sha256, manifest,
+        the chunks read from packs: whose places the caller's sha256 check has now proved).
 
         What ``partial`` already holds (a killed pull's chunks, checked by their hashes) and
         what objects on this machine hold (``local()``, checked too) is not downloaded again.
@@ -278,12 +277,12 @@ class Chunked:
                     _write_all(fd, data, offsets, progress)
                     hasher.landed(sha)
             reads = spans(todo, range_limit(entry.size))
-            self._download_chunks(fd, reads, where, progress, hasher.landed)
+            self._download_chunks(entry.name, fd, reads, where, progress, hasher.landed)
             os.ftruncate(fd, entry.size)
             digest = hasher.hexdigest()
             if digest != entry.sha256:
                 _name_bad_chunk(fd, todo, where)
-            return entry.size, digest, manifest
+            return entry.size, digest, manifest, [c for c in todo if c.pack is not None]
         finally:
             if hasher is not None:
                 hasher.stop()
@@ -291,6 +290,7 @@ class Chunked:
 
     def _download_chunks(
         self,
+        name: str,
         fd: int,
         reads: list[Span],
         where: dict[str, list[int]],
@@ -298,6 +298,19 @@ class Chunked:
         landed: Callable[[str], None],
     ) -> None:
         def one(span: Span) -> None:
+            try:
+                read(span)
+            except RemoteObjectMissingError:
+                raise RemoteObjectMissingError(
+                    f"{self.remote.url(span.key)}, which holds chunks of this model, does not "
+                    "exist on the remote (deleted by hand, or by the gc of another repository "
+                    f"that shares the prefix?). On a machine that holds the model, run "
+                    f"`model-filer push {name}`: it puts them back. Then pull again.",
+                    key=span.key,
+                    address=self.remote.address,
+                ) from None
+
+        def read(span: Span) -> None:
             head = span.chunks[0]
             if head.pack is None:  # format 1: the chunk's own stored object
                 what = f"chunk {span.key}"
@@ -417,8 +430,12 @@ class _Packer:
             pack.path.unlink(missing_ok=True)
 
 
-def _name(pack: _Pack | str) -> str:
-    return pack if isinstance(pack, str) else pack.name
+def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk:
+    """The chunk ``sha`` where a push put it: a place reused, or a pack it made (now sealed)."""
+    if isinstance(where, Chunk):
+        return where
+    pack, offset, stored = where
+    return Chunk(sha, size, pack.name, offset, stored, pack.size)
 
 
 def _name_bad_chunk(fd: int, todo: list[Chunk], where: dict[str, list[int]]) -> None:

@@ -186,7 +186,7 @@ class Transfers:
             with byte_bar(entry.size, entry.name) as progress:
                 if kind in MANIFEST_KINDS:
                     with _named(entry):
-                        size, sha, manifest = self.chunked.fetch_chunks(
+                        size, sha, manifest, placed = self.chunked.fetch_chunks(
                             entry.key, entry, tmp, progress, self._chunk_index
                         )
                 elif kind == "objects":
@@ -217,6 +217,7 @@ class Transfers:
                 )
             if kind in MANIFEST_KINDS and not direct:
                 self.store.record_manifest(entry.sha256, manifest)
+                self.store.record_places(self.remote.address, entry.sha256, placed)
             fh = open(tmp, "rb")  # noqa: SIM115 - returned to the caller: the verified inode
             done = True
             return tmp, fh
@@ -242,7 +243,7 @@ class Transfers:
 
     def _pack_index(self) -> PackIndex:
         try:
-            return self.store.pack_index()
+            return self.store.pack_index(self.remote.address)
         except (OSError, StoreError):  # a store that cannot be read: chunks are uploaded
             return {}
 
@@ -429,9 +430,10 @@ class Transfers:
                 if plain:
                     self.remote.upload(path, key, entry.sha256, progress)
                     return key
-                key, manifest = self.chunked.push(fh, entry, progress)
+                key, manifest, placed = self.chunked.push(fh, entry, progress)
         if manifest:
             self.store.record_manifest(entry.sha256, manifest)
+            self.store.record_places(self.remote.address, entry.sha256, placed)
         return key
 
     def _plain(self, entry: Entry) -> bool:

@@ -66,7 +66,7 @@ class Remote:
             body += b"\x00" + c
         name = _sha(body)
         self.put(storage_key("packs", name), body)
-        return {c: Chunk(_sha(c), len(c), name, *places[c]) for c in chunks}
+        return {c: Chunk(_sha(c), len(c), name, *places[c], len(body)) for c in chunks}
 
     def mapped(
         self, *chunks: bytes, places: dict[bytes, Chunk], age: float | None = OLD

@@ -721,7 +721,7 @@ def test_gc_collects_packs_no_staying_map_names_and_keeps_renewed_ones(tmp_path,
         put(storage_key("packs", name), body)
         at = [sum(len(x) + 1 for x in chunks[:i]) for i in range(len(chunks))]
         return {
-            c: Chunk(hashlib.sha256(c).hexdigest(), len(c), name, at[i], len(c) + 1)
+            c: Chunk(hashlib.sha256(c).hexdigest(), len(c), name, at[i], len(c) + 1, len(body))
             for i, c in enumerate(chunks)
         }
 
@@ -792,12 +792,12 @@ def test_the_pre_push_hook_finds_a_missing_pack(tmp_path, target, repo, monkeypa
     monkeypatch.setenv("PRE_COMMIT_TO_REF", head(repo))
     assert main([]) == 0
 
-    remote.delete(f".model_filer/packs/{packs[-1]}")
+    remote.delete(f".model_filer/packs/{packs[-1][0]}")
 
     assert main([]) == 1
     out = capsys.readouterr().out
     said = f"big: {remote.url(entry.key)}: 1 of the {len(packs)} packs or chunks it names are"
-    assert said in out and "missing from the remote or cut short" in out
+    assert said in out and "missing from the remote or of another length" in out
 
 
 def test_a_store_that_refuses_connections_is_one_short_cause_for_every_model(

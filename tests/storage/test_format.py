@@ -23,7 +23,13 @@ from model_filer.storage import (
     storage_key_kind,
 )
 from model_filer.storage.chunks import MAX_AVG, MIN_AVG, average_chunk, cut
-from model_filer.storage.manifest import MAX_MANIFEST_BYTES, needs
+from model_filer.storage.manifest import (
+    MAX_MANIFEST_BYTES,
+    encode_places,
+    fits,
+    needs,
+    parse_places,
+)
 from model_filer.storage.packs import range_limit, spans
 from model_filer.storage.stored import decode, encode
 
@@ -129,33 +135,45 @@ P1, P2 = "11" * 32, "22" * 32
 
 
 def test_a_map_is_canonical_json_and_parses_back():
-    chunks = [Chunk(SHA, 10, P1, 0, 11), Chunk("cd" * 32, 5, P2, 7, 4), Chunk(SHA, 10, P1, 0, 11)]
+    chunks = [
+        Chunk(SHA, 10, P1, 0, 11, 11),
+        Chunk("cd" * 32, 5, P2, 7, 4, 20),
+        Chunk(SHA, 10, P1, 0, 11, 11),
+    ]
     data = encode_manifest("ef" * 32, 25, chunks)
     assert data == (
         b'{"chunks":[["' + SHA.encode() + b'",10,0,0,11],["' + b"cd" * 32 + b'",5,1,7,4],'
-        b'["'
-        + SHA.encode()
-        + b'",10,0,0,11]],"format":2,"packs":["'
-        + P1.encode()
-        + b'","'
-        + P2.encode()
-        + b'"],"sha256":"'
-        + b"ef" * 32
-        + b'","size":25}'
+        b'["' + SHA.encode() + b'",10,0,0,11]],"format":2,"packs":[["' + P1.encode() + b'",11],'
+        b'["' + P2.encode() + b'",20]],"sha256":"' + b"ef" * 32 + b'","size":25}'
     )
     assert parse_manifest(data, "ef" * 32, 25) == chunks
-    assert needs(chunks) == {storage_key("packs", P1): 11, storage_key("packs", P2): 11}
+    assert needs(chunks) == {storage_key("packs", P1): (11, 11), storage_key("packs", P2): (20, 20)}
+    assert fits((11, 11), 11) and not fits((11, 11), 12) and not fits((11, 11), None)
+
+
+def test_places_this_machine_keeps_round_trip_and_are_checked_like_a_maps():
+    chunks = [Chunk(SHA, 10, P1, 0, 11, 11), Chunk("cd" * 32, 5, P2, 7, 4, 20)]
+    assert parse_places(encode_places(chunks)) == chunks
+    for bad in (
+        b"{",
+        b"{}",
+        b"[[1]]",
+        b'[["' + SHA.encode() + b'",10,"' + P1.encode() + b'",11,5,11]]',
+    ):
+        with pytest.raises(IntegrityError):  # the last: a chunk past its pack's end
+            parse_places(bad)
 
 
 def test_a_manifest_of_format_1_still_parses():
     # written by the releases before packs: each chunk its own stored object
     chunks = parse_manifest(_doc(format=1), SHA, 10)
     assert chunks == [Chunk(SHA, 10)] and chunks[0].key() == storage_key("chunks", SHA)
-    assert needs(chunks) == {storage_key("chunks", SHA): 2}
+    assert needs(chunks) == {storage_key("chunks", SHA): (2, 11)}
 
 
 def _doc(**changes):
-    doc = {"chunks": [[SHA, 10, 0, 0, 11]], "format": 2, "packs": [P1], "sha256": SHA, "size": 10}
+    doc = {"chunks": [[SHA, 10, 0, 0, 11]], "format": 2, "packs": [[P1, 11]], "sha256": SHA}
+    doc["size"] = 10
     if changes.get("format") == 1:
         doc = {"chunks": [[SHA, 10]], "format": 1, "sha256": SHA, "size": 10}
     return json.dumps({**doc, **changes}).encode()
@@ -181,13 +199,16 @@ def _doc(**changes):
         (_doc(chunks=[[SHA, 10, 1, 0, 11]]), "is not"),  # no such pack
         (_doc(chunks=[[SHA, 10, -1, 0, 11]]), "is not"),
         (_doc(chunks=[[SHA, 10, 0, -5, 11]]), "is not"),  # before the pack's start
-        (_doc(chunks=[[SHA, 10, 0, 1 << 41, 11]]), "is not"),
+        (_doc(chunks=[[SHA, 10, 0, 1, 11]]), "is not"),  # past its pack's end
         (_doc(chunks=[[SHA, 10, 0, 0, 12]]), "is not"),  # stored longer than raw + header
         (_doc(chunks=[[SHA, 10, 0, 0, 1]]), "is not"),
         (_doc(chunks=[[SHA, 10, 0.0, 0, 11]]), "is not"),
         (_doc(packs=[]), "packs"),
-        (_doc(packs=["x" * 64]), "packs"),
+        (_doc(packs=[["x" * 64, 11]]), "packs"),
         (_doc(packs="11" * 32), "packs"),
+        (_doc(packs=[P1]), "packs"),  # no length
+        (_doc(packs=[[P1, 0]]), "packs"),
+        (_doc(packs=[[P1, 1 << 41]]), "packs"),
         (_doc(format=1, chunks=[[SHA, 10, 0, 0, 11]]), "is not"),  # a map row in format 1
     ],
     ids=[
@@ -208,13 +229,16 @@ def _doc(**changes):
         "pack-index",
         "negative-pack",
         "negative-offset",
-        "huge-offset",
+        "past-pack",
         "stored-long",
         "stored-short",
         "float-pack",
         "no-packs",
         "bad-pack",
         "packs-not-list",
+        "pack-no-length",
+        "pack-empty",
+        "pack-huge",
         "long-row-v1",
     ],
 )
@@ -227,7 +251,7 @@ def test_hostile_manifests_are_refused(data, match):
 def test_without_a_registry_size_a_manifest_is_held_to_its_own():
     # gc reads manifests no registry entry describes: the size is the manifest's, still
     # checked against its chunks, and a size that is not a number is refused.
-    assert parse_manifest(_doc(), SHA, None) == [(SHA, 10, P1, 0, 11)]
+    assert parse_manifest(_doc(), SHA, None) == [(SHA, 10, P1, 0, 11, 11)]
     with pytest.raises(IntegrityError, match="hold 8 bytes"):
         parse_manifest(_doc(chunks=[[SHA, 4, 0, 0, 5], [SHA, 4, 0, 0, 5]]), SHA, None)
     with pytest.raises(IntegrityError, match="another model"):

@@ -16,7 +16,7 @@ from model_filer.registry.names import MANIFEST_KINDS
 from model_filer.remotes import Remote
 from model_filer.storage import parse_manifest, storage_key, storage_key_kind
 from model_filer.storage.chunks import cut
-from model_filer.storage.manifest import Chunk, needs
+from model_filer.storage.manifest import Chunk, fits, needs
 from model_filer.storage.stored import RAW, ZSTD, decode, encode
 
 KiB = 1024
@@ -117,8 +117,8 @@ def check_remote_whole(remote: Remote) -> dict[str, int]:
         elif kind == "packs":
             assert hashlib.sha256(read(remote, key)).hexdigest() == key[-64:], key
         elif kind in MANIFEST_KINDS:
-            for need, least in needs(_chunks(remote, key)).items():
-                assert listed.get(need, -1) >= least, f"{key} names a lost {need}"
+            for need, sizes in needs(_chunks(remote, key)).items():
+                assert fits(sizes, listed.get(need)), f"{key} names a lost {need}"
     return kinds
 
 
@@ -132,8 +132,8 @@ def check_synced_present(remote: Remote, entries: dict[str, Entry]) -> None:
         key = entry.key or ""
         assert key in listed, f"{name} says synced but {key} is missing"
         if storage_key_kind(key) in MANIFEST_KINDS:
-            for need, least in needs(_chunks(remote, key, entry.sha256)).items():
-                assert listed.get(need, -1) >= least, f"{name}: {need} missing or cut short"
+            for need, sizes in needs(_chunks(remote, key, entry.sha256)).items():
+                assert fits(sizes, listed.get(need)), f"{name}: {need} missing or cut short"
         elif storage_key_kind(key) == "objects":
             assert hashlib.sha256(stored_bytes(remote, key)).hexdigest() == entry.sha256
 
@@ -151,7 +151,7 @@ def model_bytes(remote: Remote, key: str) -> bytes | None:
     if kind not in MANIFEST_KINDS:
         return read(remote, key)
     chunks = _chunks(remote, key)
-    if any(listed.get(k, -1) < least for k, least in needs(chunks).items()):
+    if not all(fits(sizes, listed.get(k)) for k, sizes in needs(chunks).items()):
         return None
     blobs: dict[str, bytes] = {}
     return b"".join(_chunk_bytes(remote, c, blobs) for c in chunks)

@@ -167,16 +167,16 @@ def test_a_hostile_manifest_is_refused_before_anything_is_written(tmp_path, targ
     chunk, pack = "ab" * 32, "cd" * 32
     forged = {
         "oversize": b" " * (16 * MB + 1),
-        "wrong-total": encode_manifest(sha, size, [Chunk(chunk, size - 1, pack, 0, 2)]),
-        "bad-hash": encode_manifest(sha, size, [Chunk("XY" * 32, size, pack, 0, 2)]),
-        "too-many": encode_manifest(sha, size, [Chunk(chunk, 1, pack, 0, 2)] * 200_001),
-        "bomb": encode_manifest(sha, size, [Chunk(chunk, size, pack, 0, 50)]),
+        "wrong-total": encode_manifest(sha, size, [Chunk(chunk, size - 1, pack, 0, 2, 50)]),
+        "bad-hash": encode_manifest(sha, size, [Chunk("XY" * 32, size, pack, 0, 2, 50)]),
+        "too-many": encode_manifest(sha, size, [Chunk(chunk, 1, pack, 0, 2, 50)] * 200_001),
+        "bomb": encode_manifest(sha, size, [Chunk(chunk, size, pack, 0, 50, 50)]),
         # a manifest of the earlier format at a map's key: read as what its key says
         "format-1": b'{"chunks":[["'
         + chunk.encode()
         + b'",%d]],"format":1,"sha256":"%s","size":%d}' % (size, sha.encode(), size),
         # a map placing its chunk past its pack's end
-        "past-end": encode_manifest(sha, size, [Chunk(chunk, size, pack, 10, size + 1)]),
+        "past-end": encode_manifest(sha, size, [Chunk(chunk, size, pack, 10, 41, 60)]),
     }[attack]
     if attack in ("bomb", "past-end"):  # a pack whose stored chunk inflates beyond its size
         import zstandard
@@ -285,3 +285,23 @@ def test_a_model_pushed_by_an_earlier_release_loads_and_is_repaired_as_a_map(
     assert b"format: 4\n" in producer.registry_path.read_bytes()  # to commit
     consumer = target.filer(_consumer(tmp_path, producer, "second"))
     assert consumer.load("old") == producer.load("old")
+
+
+def test_a_pack_gone_from_the_remote_says_which_push_puts_it_back(tmp_path, target):
+    from model_filer.errors import RemoteObjectMissingError
+
+    producer = target.filer(tmp_path / "producer")
+    payload = os.urandom(10 * MB)
+    producer.dump(payload, "big", push=True)
+    lost = next(k for k in _stored(target) if k.startswith(".model_filer/packs/"))
+    target.remote().delete(lost)
+    consumer = target.filer(_consumer(tmp_path, producer))
+
+    with pytest.raises(RemoteObjectMissingError) as caught:
+        consumer.load("big")
+    said = str(caught.value)
+    assert said.startswith("Model 'big': ") and lost in said
+    assert "`model-filer push big`" in said and "Dump" not in said
+
+    producer.push("big")  # what it says, on the machine that holds the model
+    assert consumer.load("big") == payload

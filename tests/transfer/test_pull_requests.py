@@ -54,7 +54,7 @@ def test_a_chunked_pull_reads_its_map_then_each_run_of_chunks_with_one_ranged_ge
     remote, calls = _watched(s3_address)
     chunked = Chunked(remote, lambda name: tmp_path / f"t-{name}", 4)
     partial = tmp_path / "partial"
-    size, sha, manifest = chunked.fetch_chunks(entry.key, entry, partial, None, dict)
+    size, sha, manifest, _ = chunked.fetch_chunks(entry.key, entry, partial, None, dict)
     assert (size, sha) == (entry.size, entry.sha256)
     assert partial.read_bytes() == pickle
     ops = [op for op, _ in calls]
