@@ -281,7 +281,7 @@ class Chunked:
             os.ftruncate(fd, entry.size)
             digest = hasher.hexdigest()
             if digest != entry.sha256:
-                _name_bad_chunk(fd, todo, where)
+                _name_bad_chunk(entry.name, fd, todo, where)
             return entry.size, digest, manifest, [c for c in todo if c.pack is not None]
         finally:
             if hasher is not None:
@@ -438,15 +438,20 @@ def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk
     return Chunk(sha, size, pack.name, offset, stored, pack.size)
 
 
-def _name_bad_chunk(fd: int, todo: list[Chunk], where: dict[str, list[int]]) -> None:
-    """Raise for the first downloaded chunk whose bytes are not those its name says."""
+def _name_bad_chunk(name: str, fd: int, todo: list[Chunk], where: dict[str, list[int]]) -> None:
+    """Raise for the first downloaded chunk whose bytes are not those its name says.
+
+    Its object was changed on the remote, keeping its length: a push of the model cannot see
+    that without reading it back, so the advice is to delete it first.
+    """
     for c in todo:
         if not _holds(fd, where[c.sha256][0], c.size, c.sha256):
             place = "" if c.pack is None else f" at byte {c.offset}"
             raise IntegrityError(
                 f"The remote's {c.key()}{place} does not hold the chunk {c.sha256} its "
-                "manifest names. The model was not loaded. Ask the model's author to push it "
-                "again."
+                "manifest names: it was changed after it was uploaded. The model was not "
+                f"loaded. Delete that object from the remote, then, on a machine that holds "
+                f"the model, run `model-filer push {name}`: it uploads it again."
             )
 
 

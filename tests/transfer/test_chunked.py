@@ -202,9 +202,15 @@ def test_a_chunk_whose_bytes_do_not_match_its_hash_is_refused(tmp_path, target):
     pack[first.offset : first.offset + first.stored] = other
     _forge(target, tmp_path, first.key(), bytes(pack))
     folder = _consumer(tmp_path, producer)
-    with pytest.raises(IntegrityError, match=f"does not hold the chunk {first.sha256}"):
+    with pytest.raises(IntegrityError, match=f"does not hold the chunk {first.sha256}") as caught:
         target.filer(folder).load("big")
     assert not (folder / "big.pkl").exists()
+    # What it says to do: the push alone sees a pack of the right length, so it first goes.
+    assert "Delete that object" in str(caught.value)
+    assert "`model-filer push big`" in str(caught.value)
+    remote.delete(first.key())
+    producer.push("big")
+    assert target.filer(folder).load("big") == producer.load("big")
 
 
 def test_a_push_refreshes_a_reused_pack_that_gc_could_soon_collect(tmp_path, target, monkeypatch):
