@@ -520,6 +520,21 @@ class RangedRemote(Remote):
     def _check_store(self) -> None:
         """Raise the type's missing-bucket error if its bucket or container is gone."""
 
+    @abstractmethod
+    def _read_range(self, key: str, start: int, length: int) -> bytes | bytearray:
+        """One ranged GET of :meth:`read_range`, run as one bounded wait on the store."""
+
+    def read_range(self, key: str, start: int, length: int) -> bytes | bytearray:
+        from model_filer.errors import RemoteObjectMissingError
+
+        check_range(start, length)
+        try:
+            data: bytes | bytearray = self._call("read", key, self._read_range, key, start, length)
+        except RemoteObjectMissingError:
+            self._check_store()  # a missing bucket or container also answers 404
+            raise
+        return data
+
     def download_from(
         self, key: str, offset: int, sink: RangeSink, progress: Progress | None, size: int
     ) -> None:

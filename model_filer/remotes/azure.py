@@ -43,7 +43,6 @@ from model_filer.remotes import (
     RemoteObject,
     Sending,
     _Stalled,
-    check_range,
     check_stall,
     network_reason,
     silence_of,
@@ -492,15 +491,6 @@ class AzureRemote(RangedRemote):
                     address=self.address,
                 )
         self.download_from(key, 0, _InOrder(sink), progress, size)
-
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        check_range(start, length)
-        try:
-            data: bytes = self._call("read", key, self._read_range, key, start, length)
-        except RemoteObjectMissingError:
-            self._check_store()  # a missing container also answers 404
-            raise
-        return data
 
     def _read_range(self, key: str, start: int, length: int) -> bytes:
         """One ranged GET (no properties first): ``download_blob`` asks for the range alone

@@ -33,7 +33,6 @@ from model_filer.remotes import (
     RemoteObject,
     SendingPart,
     _Stalled,
-    check_range,
     check_stall,
     network_reason,
     silence_of,
@@ -468,15 +467,6 @@ class S3Remote(RangedRemote, BucketRemote):
             self.bucket, self._full_key(key), sink, subscribers=self._subscribers(progress)
         )
         self._call("download", key, future.result)
-
-    def read_range(self, key: str, start: int, length: int) -> bytes | bytearray:
-        check_range(start, length)
-        try:
-            data: bytearray = self._call("read", key, self._read_range, key, start, length)
-        except RemoteObjectMissingError:
-            self._check_store()  # a missing bucket also answers 404
-            raise
-        return data
 
     def _read_range(self, key: str, start: int, length: int) -> bytearray:
         """One ranged GET (no HEAD, no s3transfer), its body read a piece at a time: each
