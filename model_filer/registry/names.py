@@ -150,7 +150,7 @@ def key_sha256(key: str) -> str | None:
 # in ``.pkl``, so an older model_filer's gc (which deletes only ``<name>/<sha>.pkl``) never
 # touches them. ``objects``, ``maps`` and (read only, from earlier releases) ``manifests`` are
 # named by the model's sha256 (a registry entry's key); ``packs`` by the sha256 of the pack's
-# bytes and (read only) ``chunks`` by the sha256 of the chunk's raw bytes; ``repos`` holds
+# contents and (read only) ``chunks`` by the sha256 of the chunk's raw bytes; ``repos`` holds
 # gc's markers of the repositories that share the remote.
 STORAGE_DIR = ".model_filer"
 STORAGE_KINDS = ("objects", "maps", "manifests", "packs", "chunks", "repos")

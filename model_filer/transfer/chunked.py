@@ -37,7 +37,7 @@ from model_filer.storage.manifest import (
     read_manifest,
 )
 from model_filer.storage.packs import PACK_TARGET, Span, range_limit, spans
-from model_filer.storage.stored import decode, encode, max_stored_size
+from model_filer.storage.stored import RAW, decode, encode, max_stored_size
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -179,7 +179,7 @@ class Chunked:
                         found = None if old is None or listing is None else listing.result()
                         there = None if found is None or old is None else found.get(old.key())
                         if old is None or there is None or there.size != old.pack_size:
-                            placed[sha] = packer.add(encode(data), piece.size)
+                            placed[sha] = packer.add(sha, encode(data), piece.size)
                             continue
                         placed[sha] = old
                         reused[there.key] = there
@@ -350,8 +350,14 @@ class Chunked:
 
 
 class _Pack:
-    """A pack being written: its temp file, length, sha256 (its name once sealed) and the raw
-    bytes of the chunks in it (what its upload moves, for progress)."""
+    """A pack being written: its temp file, length, name once sealed, and the raw bytes of
+    the chunks in it (what its upload moves, for progress).
+
+    The name is the sha256 of what the pack holds, in order: each chunk's raw sha256, how it
+    is stored, its stored length and, when compressed, its payload's sha256. That fixes the
+    pack's bytes as a hash of them would, without hashing a GiB of incompressible chunks a
+    second time (their sha256 already says what they are).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -360,11 +366,16 @@ class _Pack:
         self.size = self.raw = 0
         self.name = ""
 
-    def write(self, parts: list[Any]) -> None:
+    def write(self, sha: str, parts: list[Any]) -> None:
+        header, payload = parts
+        stored = 0
         for part in parts:
             self.fh.write(part)
-            self.digest.update(part)
-            self.size += memoryview(part).nbytes
+            stored += memoryview(part).nbytes
+        self.digest.update(bytes.fromhex(sha) + bytes(header) + stored.to_bytes(8, "big"))
+        if bytes(header) != bytes([RAW]):
+            self.digest.update(hashlib.sha256(payload).digest())
+        self.size += stored
 
     def seal(self) -> None:
         self.fh.close()
@@ -382,14 +393,15 @@ class _Packer:
         self._open: _Pack | None = None
         self._made: list[_Pack] = []
 
-    def add(self, parts: list[Any], raw: int) -> tuple[_Pack, int, int]:
-        """Append one stored chunk (``raw`` bytes before encoding); return where it is."""
+    def add(self, sha: str, parts: list[Any], raw: int) -> tuple[_Pack, int, int]:
+        """Append the stored chunk ``sha`` (``raw`` bytes before encoding); return where it
+        is."""
         pack = self._open
         if pack is None:
             pack = self._open = _Pack(self._chunked.temp("pack"))
             self._made.append(pack)
         offset = pack.size
-        pack.write(parts)
+        pack.write(sha, parts)
         pack.raw += raw
         if pack.size >= PACK_TARGET:
             self._close()
