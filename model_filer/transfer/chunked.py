@@ -194,8 +194,21 @@ class Chunked:
         chunks = [_placed(sha, size, placed[sha]) for sha, size in order]
         manifest = encode_manifest(entry.sha256, entry.size, chunks)
         key = storage_key("maps", entry.sha256)
-        self._put([manifest], key, entry.sha256)  # last: it names only what is now stored
+        self._put_map(manifest, key, entry.sha256)  # last: it names only what is now stored
         return key, manifest, chunks
+
+    def _put_map(self, manifest: bytes, key: str, sha256: str) -> None:
+        """Upload the map ``manifest`` as ``key``. Its key names the model, not these bytes:
+        a map there of the same length may place chunks elsewhere (a repair names new packs),
+        and remotes keep an object of the right length at a key that names its bytes. So
+        one of other bytes goes first; one of these bytes is renewed, as an upload would."""
+        found = self.remote.stat(key)
+        if found is not None and found.size == len(manifest):
+            if self._get(key, MAX_MANIFEST_BYTES, f"map {key}", found.size) == manifest:
+                self._keep(found)
+                return
+            self.remote.delete(key)  # (a pull in between finds none, and may try again)
+        self._put([manifest], key, sha256)
 
     def present(self, entry: Entry) -> bool:
         """Whether ``entry``'s stored bytes are all on the remote: the object, or the

@@ -301,3 +301,21 @@ def test_a_pack_gone_from_the_remote_says_which_push_puts_it_back(tmp_path, targ
     producer.push("big")  # what it says: synced, but checked on the remote, so pushed again
     assert lost in _stored(target)  # (the same chunks: the same pack)
     assert consumer.load("big") == payload
+
+
+def test_a_push_replaces_a_damaged_map_of_the_same_length(tmp_path, target):
+    producer = target.filer(tmp_path / "producer")
+    payload = os.urandom(10 * MB)
+    producer.dump(payload, "big", push=True)
+    (entry,) = producer.list_files()
+    remote = target.remote()
+    damaged = b"[" + chunking.read(remote, entry.key)[1:]  # its key names the model, not it
+    _forge(target, tmp_path, entry.key, damaged)
+    consumer = target.filer(_consumer(tmp_path, producer))
+    with pytest.raises(IntegrityError, match="not JSON"):
+        consumer.load("big")
+
+    producer.push("big")  # what the message says: the map goes up again, whatever its length
+
+    assert chunking.read(remote, entry.key) != damaged
+    assert consumer.load("big") == payload
