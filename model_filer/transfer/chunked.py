@@ -212,8 +212,8 @@ class Chunked:
 
     def present(self, entry: Entry) -> bool:
         """Whether ``entry``'s stored bytes are all on the remote: the object, or the
-        manifest and every pack (or chunk) it names, long enough (checked on the remote,
-        not assumed)."""
+        manifest and every pack (or chunk) it names, at the lengths it records (checked on
+        the remote, not assumed)."""
         key = entry.key or ""
         if key == storage_key("objects", entry.sha256):
             return self.remote.stat(key) is not None
