@@ -261,7 +261,6 @@ class Chunked:
             where.setdefault(chunk.sha256, []).append(offset)
             in_order.append((offset, chunk.size, chunk.sha256))
             offset += chunk.size
-        sizes = {c.sha256: c.size for c in chunks}
         first = {c.sha256: c for c in reversed(chunks)}  # where each is read from
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         hasher: _InOrder | None = None
@@ -274,7 +273,7 @@ class Chunked:
             todo: list[Chunk] = []
             index: ChunkIndex | None = None
             for sha, offsets in where.items():
-                size = sizes[sha]
+                size = first[sha].size
                 at = next(
                     (o for o in offsets if o + size <= held and _holds(fd, o, size, sha)), None
                 )
