@@ -36,6 +36,22 @@ def test_two_branches_adding_different_models_merge_cleanly():
     assert result.registry == reg(A, B, C)
 
 
+def test_a_branch_naming_a_map_merges_with_one_of_format_3_into_format_4():
+    """One branch pushed a big model in packs (format 4), the other a small one (format 3):
+    the merged file is written in the format its content needs, in both directions."""
+    from model_filer.registry.names import storage_key
+
+    big = B._replace(key=storage_key("maps", B.sha256))
+    small = C._replace(key=storage_key("objects", C.sha256))
+    for ours, theirs in ((reg(A, big), reg(A, small)), (reg(A, small), reg(A, big))):
+        text = [dumps(r) for r in (reg(A), ours, theirs)]
+        assert sorted(t.split(b"\nformat: ")[1][:1] for t in text[1:]) == [b"3", b"4"]
+        result = merge_texts(*text, REGISTRY)
+        assert result.conflicts == [] and result.registry == reg(A, big, small)
+        merged = dumps(result.registry)
+        assert b"\nformat: 4\n" in merged and parse(merged, REGISTRY) == reg(A, big, small)
+
+
 def test_the_result_keeps_the_remote():
     result = merge(reg(), reg(B, address="/x"), reg(C, address="/x"))
     assert (result.registry.remote_type, result.registry.remote_address) == ("local", "/x")
