@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from model_filer.errors import ModelFilerError, SharedPrefixError
-from model_filer.fs.layout import ensure_dir, registry_filename
-from model_filer.fs.tempfiles import temp_path
+from model_filer.fs.layout import registry_filename
 from model_filer.git import gitops
 from model_filer.git.history import registry_pathspecs, repo_path
 from model_filer.registry.codec import Codec
@@ -287,9 +286,7 @@ def mark_repository(filer: Filer) -> None:
     modified = filer.remote.modified_of(key)
     if modified is None:
         data = json.dumps({"format": 1, "roots": roots}, sort_keys=True).encode()
-        tmp = temp_path(filer.local_dir, "marker")
-        ensure_dir(tmp.parent)
-        filer.remote.upload_parts([data], key, hashlib.sha256(data).hexdigest(), tmp)
+        filer.remote.upload_parts([data], key, hashlib.sha256(data).hexdigest())
     elif modified < datetime.now(UTC) - MARKER_RENEWED:
         filer.remote.touch(key)
     _MARKED.add((filer.remote.address, repo.top))

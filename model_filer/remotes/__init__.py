@@ -27,6 +27,7 @@ from model_filer.errors import (
     RemoteObjectMissingError,
     UnknownRemoteTypeError,
 )
+from model_filer.remotes.sources import BufferSource, Source, source_of
 
 Progress = Callable[[int], None]
 
@@ -261,15 +262,16 @@ class Sending(io.BytesIO):
 
 
 class SendingPart(io.RawIOBase):
-    """``length`` bytes of the file ``path`` from ``start``, as a body read from the file as it
-    is sent (every read a sign of life, as :class:`Sending`): 8 parts of 8 MiB in flight then
-    hold a few reads' worth of memory, not 64 MiB. Seekable, so an SDK can checksum it and
-    send it again."""
+    """``length`` bytes of ``source`` from ``start``, as a body read from it as it is sent
+    (every read a sign of life, as :class:`Sending`, told to ``heard``): 8 parts of 8 MiB in
+    flight then hold a few reads' worth of memory, not 64 MiB. Seekable, so an SDK can
+    checksum it and send it again. Closing it leaves ``source`` open."""
 
-    def __init__(self, path: Path, start: int, length: int, silence: Silence) -> None:
+    def __init__(
+        self, source: Source, start: int, length: int, heard: Callable[[], object]
+    ) -> None:
         super().__init__()
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._start, self._length, self._silence = start, length, silence
+        self._source, self._start, self._length, self._heard = source, start, length, heard
         self._at = 0
 
     def readable(self) -> bool:
@@ -281,14 +283,14 @@ class SendingPart(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         n = max(0, min(view.nbytes, self._length - self._at))
-        got = os.preadv(self._fd, [view[:n]], self._start + self._at) if n else 0
+        got = self._source.read_into(view[:n], self._start + self._at) if n else 0
         self._at += got
-        self._silence.heard()
+        self._heard()
         return got
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._length}[whence]
-        self._at = max(0, base + offset)
+        self._at = max(0, min(self._length, base + offset))
         return self._at
 
     def tell(self) -> int:
@@ -296,11 +298,6 @@ class SendingPart(io.RawIOBase):
 
     def __len__(self) -> int:
         return self._length
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
 
 
 # One silence clock per endpoint: every bucket of a stuck endpoint is stuck alike.
@@ -347,11 +344,17 @@ class Remote(ABC):
         """:meth:`identity`, created first where the remote has none yet (on push)."""
         return self.identity()
 
+    def upload(self, src: Path | Source, key: str, sha256: str, progress: Progress | None) -> None:
+        """Store ``src`` (a file, or a :class:`Source`: a pack is never written out) under
+        ``key``; a key already holding those bytes keeps them, its last change renewed
+        (:meth:`touch`): gc, which re-reads it before deleting, must see that a push relies
+        on it."""
+        with source_of(src) as source:
+            self.put(source, key, sha256, progress)
+
     @abstractmethod
-    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        """Store ``src`` under ``key``; a key already holding those bytes keeps them, its
-        last change renewed (:meth:`touch`): gc, which re-reads it before deleting, must see
-        that a push relies on it."""
+    def put(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
+        """:meth:`upload`, of a source: what each remote type implements."""
 
     @abstractmethod
     def download(
@@ -426,16 +429,9 @@ class Remote(ABC):
             address=self.address,
         )
 
-    def upload_parts(self, parts: Iterable[Any], key: str, sha256: str, tmp: Path) -> None:
-        """Upload the buffers ``parts`` (a chunk, a marker) as ``key`` through the fresh temp
-        file ``tmp``, removed afterwards: every remote type uploads from a file."""
-        try:
-            with open(tmp, "wb") as fh:
-                for part in parts:
-                    fh.write(part)
-            self.upload(tmp, key, sha256, None)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def upload_parts(self, parts: Iterable[Any], key: str, sha256: str) -> None:
+        """Upload the buffers ``parts`` (a chunk, a marker, a map) as the one object ``key``."""
+        self.put(BufferSource(parts), key, sha256, None)
 
     @abstractmethod
     def stat(self, key: str) -> RemoteObject | None:

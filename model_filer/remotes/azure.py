@@ -23,7 +23,6 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_filer.errors import (
@@ -50,6 +49,7 @@ from model_filer.remotes import (
 
 if TYPE_CHECKING:
     from model_filer.remotes import Network, Progress, RangeSink, Sink
+    from model_filer.remotes.sources import Source
 
 MB = 1024 * 1024
 SINGLE_PUT = 16 * MB  # below: one Put Blob (atomic); above: staged blocks, resumable
@@ -416,8 +416,8 @@ class AzureRemote(RangedRemote):
             )
         self._check_credentials(registry_path)
 
-    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        size = src.stat().st_size
+    def put(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
+        size = src.size
         # Keys embed the sha256, so an object already there holds these bytes: for a big
         # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
         if size >= SINGLE_PUT and self.size_of(key) == size:
@@ -432,7 +432,7 @@ class AzureRemote(RangedRemote):
                 "upload to",
                 key,
                 blob.upload_blob,
-                src.read_bytes(),  # (the SDK reads a stream whole first anyway)
+                src.read(0, size),  # (the SDK reads a stream whole first anyway)
                 length=size,
                 overwrite=True,
                 metadata={"sha256": sha256},
@@ -449,12 +449,12 @@ class AzureRemote(RangedRemote):
                 address=self.address,
             )
 
-    def _staged(self, src: Path, blob: Any, sha256: str, progress: Progress | None) -> None:
+    def _staged(self, src: Source, blob: Any, sha256: str, progress: Progress | None) -> None:
         """Stage the blocks the store does not hold yet (a killed push's are kept), commit."""
         from azure.core.exceptions import ResourceNotFoundError
         from azure.storage.blob import BlobBlock
 
-        size = src.stat().st_size
+        size = src.size
         block = _block_size(size)
         ids = [_block_id(n, block) for n in range(-(-size // block))]
         try:
@@ -465,9 +465,7 @@ class AzureRemote(RangedRemote):
         def send(number: int) -> None:
             length = min(block, size - number * block)
             if held.get(ids[number]) != length:
-                with open(src, "rb") as fh:
-                    fh.seek(number * block)
-                    data = fh.read(length)
+                data = src.read(number * block, length)
                 blob.stage_block(ids[number], Sending(data, self.silence), length=length)
             if progress is not None:
                 progress(length)

@@ -18,13 +18,11 @@ import base64
 import contextlib
 import datetime
 import hashlib
-import io
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from model_filer.errors import (
@@ -43,6 +41,7 @@ from model_filer.remotes import (
     Progress,
     RangeSink,
     RemoteObject,
+    SendingPart,
     Sink,
     _Stalled,
     check_range,
@@ -50,6 +49,7 @@ from model_filer.remotes import (
     silence_of,
 )
 from model_filer.remotes._bucket import BucketRemote
+from model_filer.remotes.sources import Source
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -83,51 +83,11 @@ def _part_size(size: int) -> int:
     return max(SEND_CHUNK, -(-size // MAX_PARTS // SEND_CHUNK) * SEND_CHUNK)
 
 
-def _md5(path: Path, offset: int, length: int) -> str:
+def _md5(src: Source, offset: int, length: int) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        while length > 0 and (data := fh.read(min(MB, length))):
-            digest.update(data)
-            length -= len(data)
+    for at in range(offset, offset + length, MB):
+        digest.update(src.read(at, min(MB, offset + length - at)))
     return base64.b64encode(digest.digest()).decode()
-
-
-class _Slice(io.RawIOBase):
-    """``length`` bytes of a file from ``offset``, as a stream of its own (the client reads
-    an upload's body from position 0); every read is a sign of life while a part is sent."""
-
-    def __init__(self, path: Path, offset: int, length: int, heard: Callable[[], None]) -> None:
-        super().__init__()
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed with the slice
-        self._offset, self._length, self._pos, self._heard = offset, length, 0, heard
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
-        self._pos = max(0, min(self._length, base + pos))
-        return self._pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        want = self._length - self._pos if size is None or size < 0 else size
-        want = min(want, self._length - self._pos)
-        self._fh.seek(self._offset + self._pos)
-        data = self._fh.read(want)
-        self._pos += len(data)
-        self._heard()
-        return data
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
 
 
 class GCSRemote(BucketRemote):
@@ -467,8 +427,8 @@ class GCSRemote(BucketRemote):
         raise error  # outside the except: the client's exception is not kept as context
 
     # -- uploads ----------------------------------------------------------------------------
-    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        size = src.stat().st_size
+    def put(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
+        size = src.size
         # Keys embed the sha256, so an object of that size there holds these bytes: for a big
         # file a lookup first can save the whole upload; for a small one it adds a round trip.
         if size > SINGLE_UPLOAD and self.size_of(key) == size:
@@ -493,19 +453,19 @@ class GCSRemote(BucketRemote):
         if progress is not None and size <= SINGLE_UPLOAD:
             progress(size)
 
-    def _send(self, blob: Any, src: Path, offset: int, length: int) -> None:
+    def _send(self, blob: Any, src: Source, offset: int, length: int) -> None:
         """One upload of ``length`` bytes of ``src`` from ``offset`` to ``blob``: in one
         request up to 8 MiB (atomic), else in 8 MiB chunks of a resumable session."""
         blob.chunk_size = SEND_CHUNK if length > SINGLE_UPLOAD else None
-        with _Slice(src, offset, length, self.silence.heard) as body:
+        with SendingPart(src, offset, length, self.silence.heard) as body:
             blob.upload_from_file(
                 body, size=length, checksum=None, timeout=self._timeout, retry=None
             )
 
-    def _upload_parts(self, src: Path, key: str, sha256: str, progress: Progress | None) -> int:
+    def _upload_parts(self, src: Source, key: str, sha256: str, progress: Progress | None) -> int:
         """Upload ``src`` as parts to temporary objects, keeping the ones a killed push left
         whole, then compose them into ``key``; return the final object's size."""
-        size = src.stat().st_size
+        size = src.size
         self._sweep_abandoned(keep=f"{UPLOADS}/{key}/")
         for attempt in range(2):
             names = self._send_parts(src, key, progress if attempt == 0 else None)
@@ -526,9 +486,9 @@ class GCSRemote(BucketRemote):
             address=self.address,
         )
 
-    def _send_parts(self, src: Path, key: str, progress: Progress | None) -> list[str]:
+    def _send_parts(self, src: Source, key: str, progress: Progress | None) -> list[str]:
         """Send the parts of ``src`` the bucket lacks; return every part's full key."""
-        size = src.stat().st_size
+        size = src.size
         part = _part_size(size)
         folder = f"{self._root()}{UPLOADS}/{key}/{part}"
         held = {b.name: b for b in self._listing(f"{folder}/", "upload to")}

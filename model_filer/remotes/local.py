@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import shlex
-import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +31,7 @@ from model_filer.remotes import (
     Sink,
     check_range,
 )
+from model_filer.remotes.sources import FileSource, Source
 
 ID_FILE = ".model_filer_remote_id"
 ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -43,14 +44,25 @@ def _same_path(address: str, root: Path) -> bool:
         return False
 
 
-def _copy(src: Path, dest: Path, progress: Progress | None) -> None:
-    if progress is None:
-        shutil.copyfile(src, dest)  # sendfile fast path
-        return
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        while chunk := fin.read(CHUNK):
-            fout.write(chunk)
-            progress(len(chunk))
+def _copy(src: Source, dest: Path, progress: Progress | None) -> None:
+    with open(dest, "wb") as fout:
+        done = 0
+        if isinstance(src, FileSource) and progress is None and sys.platform == "linux":
+            while done < src.size:  # in the kernel, as shutil.copyfile would
+                sent = os.sendfile(fout.fileno(), src.fd, done, src.size - done)
+                if sent == 0:
+                    raise OSError(f"the file to upload ended at {done} of {src.size} bytes")
+                done += sent
+            return
+        buffer = memoryview(bytearray(CHUNK))
+        while done < src.size:
+            got = src.read_into(buffer, done)
+            if got == 0:
+                raise OSError(f"the file to upload ended at {done} of {src.size} bytes")
+            fout.write(buffer[:got])
+            done += got
+            if progress is not None:
+                progress(got)
 
 
 class LocalRemote(Remote):
@@ -188,10 +200,10 @@ class LocalRemote(Remote):
             address=self.address,
         )
 
-    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+    def put(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
         self._require_root(writing=True)
         dest = self._path(key)
-        if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+        if dest.is_file() and dest.stat().st_size == src.size:
             self.touch(key)  # keys embed the sha256: same key, same bytes
             return
         tmp = dest.with_name(owned_temp_name("upload"))

@@ -17,7 +17,6 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_filer.errors import (
@@ -43,6 +42,7 @@ from model_filer.remotes._bucket import BucketRemote
 
 if TYPE_CHECKING:
     from model_filer.remotes import Network, Progress, RangeSink, Sink
+    from model_filer.remotes.sources import Source
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MAX_COPY = 5 * 1024**3  # CopyObject's limit (touch)
@@ -406,12 +406,12 @@ class S3Remote(RangedRemote, BucketRemote):
             ) from None
 
     # -- the interface ----------------------------------------------------------------------
-    def upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+    def put(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
         with self._waiting("upload to", key):
             self._upload(src, key, sha256, progress)
 
-    def _upload(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        size = src.stat().st_size
+    def _upload(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
+        size = src.size
         # Keys embed the sha256, so an object already there holds these bytes: for a big
         # file a HEAD first can save the whole upload; for a small one it only adds a round trip.
         if size >= MULTIPART_THRESHOLD and self.size_of(key) == size:
@@ -427,18 +427,18 @@ class S3Remote(RangedRemote, BucketRemote):
         if size <= SMALL_OBJECT:  # one PUT: s3transfer's futures cost more than a chunk's bytes
             self._call("upload to", key, self._put_small, src, key, sha256, progress)
             return
-        future = self._manager("upload").upload(
-            str(src),
-            self.bucket,
-            self._full_key(key),
-            extra_args={"Metadata": {"sha256": sha256}},
-            subscribers=self._subscribers(progress),
-        )
-        self._call("upload to", key, future.result)
+        with io.BufferedReader(SendingPart(src, 0, size, self.silence.heard), MB) as body:
+            future = self._manager("upload").upload(
+                body,
+                self.bucket,
+                self._full_key(key),
+                extra_args={"Metadata": {"sha256": sha256}},
+                subscribers=self._subscribers(progress),
+            )
+            self._call("upload to", key, future.result)
 
-    def _put_small(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
-        with open(src, "rb") as fh:
-            data = fh.read()
+    def _put_small(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
+        data = src.read(0, src.size)
         self.client.put_object(
             Bucket=self.bucket,
             Key=self._full_key(key),
@@ -594,7 +594,7 @@ class S3Remote(RangedRemote, BucketRemote):
                     progress(len(data))
 
     def _upload_resumable(
-        self, src: Path, key: str, sha256: str, progress: Progress | None
+        self, src: Source, key: str, sha256: str, progress: Progress | None
     ) -> None:
         from botocore.exceptions import ClientError
 
@@ -607,19 +607,19 @@ class S3Remote(RangedRemote, BucketRemote):
                 # aborted) it under us: done if the object is whole, else once more afresh.
                 if str(exc.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
                     raise
-                if self.size_of(key) == src.stat().st_size:
+                if self.size_of(key) == src.size:
                     return
                 if attempt == 1:
                     raise
 
-    def _multipart(self, src: Path, key: str, sha256: str, progress: Progress | None) -> None:
+    def _multipart(self, src: Source, key: str, sha256: str, progress: Progress | None) -> None:
         """A multipart upload that continues one a killed push left on the store.
 
         The key embeds the sha256, so an unfinished upload to it is of these bytes; each part it
         holds is kept only if its ETag is the MD5 of our part (else sent again). Unfinished
         uploads of ours older than a day are aborted.
         """
-        size = src.stat().st_size
+        size = src.size
         part = _part_size(size)
         full = self._full_key(key)
         client = self.client
@@ -631,18 +631,14 @@ class S3Remote(RangedRemote, BucketRemote):
             )["UploadId"]
         count = max(1, -(-size // part))
         etags: dict[int, str] = {}
-        with open(src, "rb") as fh:
-            for number, (etag, length) in held.items():
-                if number > count or length != min(part, size - (number - 1) * part):
-                    continue
-                fh.seek((number - 1) * part)
-                if (
-                    etag.strip('"')
-                    == hashlib.md5(fh.read(length), usedforsecurity=False).hexdigest()
-                ):
-                    etags[number] = etag
-                    if progress is not None:
-                        progress(length)
+        for number, (etag, length) in held.items():
+            if number > count or length != min(part, size - (number - 1) * part):
+                continue
+            data = src.read((number - 1) * part, length)
+            if etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest():
+                etags[number] = etag
+                if progress is not None:
+                    progress(length)
         todo = [n for n in range(1, count + 1) if n not in etags]
 
         def send(number: int) -> None:
@@ -650,7 +646,7 @@ class S3Remote(RangedRemote, BucketRemote):
             length = min(part, size - start)
             # Buffered: the SDK reads 8-16 KiB at a time (to sign, checksum and send the part),
             # and one Python read per MiB is cheaper than one per 16 KiB.
-            raw = SendingPart(src, start, length, self.silence)
+            raw = SendingPart(src, start, length, self.silence.heard)
             with io.BufferedReader(raw, buffer_size=MB) as body:
                 response = client.upload_part(
                     Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body

@@ -100,7 +100,7 @@ class _InOrder:
 class Chunked:
     """Push and fetch models in the chunked layout on ``remote``.
 
-    ``temp`` names fresh temp files (a stored object or a pack is uploaded from one); ``jobs``
+    ``temp`` names fresh temp files (a pack is uploaded from one); ``jobs``
     chunks of format 1 move at once; ``known`` tells where the maps this machine keeps place
     chunks (a push names those the remote still holds instead of uploading them).
     """
@@ -126,8 +126,8 @@ class Chunked:
         return self.remote.read_bytes(key, limit, size, too_big)
 
     def _put(self, data: Iterable[Any], key: str, sha256: str) -> None:
-        """Upload the buffers ``data`` as the object ``key`` (through a temp file)."""
-        self.remote.upload_parts(data, key, sha256, self.temp("stored"))
+        """Upload the buffers ``data`` as the object ``key``."""
+        self.remote.upload_parts(data, key, sha256)
 
     def _keep(self, found: RemoteObject) -> None:
         """Refresh an object a push reuses if gc could collect it soon (see REFRESH_AFTER)."""

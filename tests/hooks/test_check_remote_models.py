@@ -432,7 +432,7 @@ def test_a_manifest_of_format_1_is_checked_chunk_by_chunk(repo, remote, hook_env
     with pytest.MonkeyPatch.context() as mp:
         small_chunks(mp)
         data = os.urandom(1024 * 1024)
-        key = push_format1(LocalRemote(str(remote)), data, remote.parent / "upload.tmp")
+        key = push_format1(LocalRemote(str(remote)), data)
     sha = hashlib.sha256(data).hexdigest()
     (repo / "models").mkdir(exist_ok=True)
     entry = sample_entry("old", key=key, sha256=sha, size=len(data))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,18 +157,16 @@ def model_bytes(remote: Remote, key: str) -> bytes | None:
     return b"".join(_chunk_bytes(remote, c, blobs) for c in chunks)
 
 
-def push_format1(remote: Remote, data: bytes, tmp: Path) -> str:
+def push_format1(remote: Remote, data: bytes) -> str:
     """Store ``data`` as an earlier release did: each chunk its own stored object, then a
     manifest of format 1; return the manifest's key (what its registry entry names)."""
     sha = hashlib.sha256(data).hexdigest()
     rows = []
     for piece, chunk in cut(io.BytesIO(data), len(data)):
         rows.append([piece.sha256, piece.size])
-        remote.upload_parts(
-            encode(bytes(chunk)), storage_key("chunks", piece.sha256), piece.sha256, tmp
-        )
+        remote.upload_parts(encode(bytes(chunk)), storage_key("chunks", piece.sha256), piece.sha256)
     doc = {"chunks": rows, "format": 1, "sha256": sha, "size": len(data)}
     key = storage_key("manifests", sha)
     manifest = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    remote.upload_parts([manifest], key, sha, tmp)
+    remote.upload_parts([manifest], key, sha)
     return key

@@ -264,7 +264,7 @@ def test_a_model_pushed_by_an_earlier_release_loads_and_is_repaired_as_a_map(
     (entry,) = producer.list_files()
     pickled = producer.model_path("old").read_bytes()
     remote = target.remote()
-    key = chunking.push_format1(remote, pickled, tmp_path / "upload.tmp")
+    key = chunking.push_format1(remote, pickled)
     old = entry._replace(state="synced", key=key)  # as the earlier release recorded it
     producer.registry_path.write_bytes(registry_bytes(target.remote_type, remote.address, old))
     assert b"format: 3\n" in producer.registry_path.read_bytes()
