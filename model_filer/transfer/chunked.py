@@ -14,6 +14,7 @@ object, from earlier releases) are still read. Remotes are used through their ``
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -23,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from model_filer.errors import IntegrityError, RemoteObjectMissingError
+from model_filer.errors import IntegrityError, ModelFilerError, RemoteObjectMissingError
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
+from model_filer.remotes.sources import Source
 from model_filer.storage import REFRESH_AFTER, storage_key
 from model_filer.storage.chunks import MIN_AVG, SMALL_MAX, cut
 from model_filer.storage.manifest import (
@@ -46,7 +48,7 @@ READ_PIECE = 1024 * 1024  # bytes read back at once to hash (from the page cache
 
 # Packs going up at once while the next fills: each is a multipart upload of 8 parts in flight,
 # and one alone idles while its last parts finish (measured on loopback S3: 0.73x upload_file's
-# rate with one, 1.04x with two). Parts are read from the pack's file as they are sent.
+# rate with one, 1.04x with two). Parts are read as they are sent (see _Pack).
 PACKS_UPLOADING = 2
 RANGE_JOBS = 8  # ranged GETs in flight (each up to RANGE_MAX in memory)
 
@@ -100,7 +102,7 @@ class _InOrder:
 class Chunked:
     """Push and fetch models in the chunked layout on ``remote``.
 
-    ``temp`` names fresh temp files (a pack is uploaded from one); ``jobs``
+    ``temp`` names fresh temp files (a pack's compressed chunks wait in one); ``jobs``
     chunks of format 1 move at once; ``known`` tells where the maps this machine keeps place
     chunks (a push names those the remote still holds instead of uploading them).
     """
@@ -169,7 +171,8 @@ class Chunked:
         with ThreadPoolExecutor(PACKS_UPLOADING + 1) as pool:
             known = self.known()
             listing = pool.submit(self._listed, storage_key("packs", "")) if known else None
-            packer = _Packer(self, pool, progress)
+            base = fh.tell()
+            packer = _Packer(self, pool, progress, fh.fileno(), entry.name)
             try:
                 for piece, data in cut(fh, entry.size):
                     sha = piece.sha256
@@ -179,7 +182,9 @@ class Chunked:
                         found = None if old is None or listing is None else listing.result()
                         there = None if found is None or old is None else found.get(old.key())
                         if old is None or there is None or there.size != old.pack_size:
-                            placed[sha] = packer.add(sha, encode(data), piece.size)
+                            placed[sha] = packer.add(
+                                sha, base + piece.offset, encode(data), piece.size
+                            )
                             continue
                         placed[sha] = old
                         reused[there.key] = there
@@ -361,9 +366,12 @@ class Chunked:
                 raise
 
 
-class _Pack:
-    """A pack being written: its temp file, length, name once sealed, and the raw bytes of
-    the chunks in it (what its upload moves, for progress).
+class _Pack(Source):
+    """A pack being made, and the source its upload reads: each chunk's header byte, then its
+    payload from where it already is. A raw chunk is read from the model's own file; a
+    compressed one from the pack's spill file, written there as it is made. So a GiB of
+    incompressible chunks goes up without being written out again, and nothing waits in
+    memory.
 
     The name is the sha256 of what the pack holds, in order: each chunk's raw sha256, how it
     is stored, its stored length and, when compressed, its payload's sha256. That fixes the
@@ -371,53 +379,93 @@ class _Pack:
     second time (their sha256 already says what they are).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fh = open(path, "wb")  # noqa: SIM115 - closed by seal(), or by the packer's abort
+    def __init__(self, model_fd: int, spill: Path) -> None:
+        self._model_fd, self._spill, self._spill_fd, self._spilled = model_fd, spill, -1, 0
+        self._starts: list[int] = []  # where each piece begins in the pack
+        self._pieces: list[tuple[int, int, bytes]] = []  # (fd, offset, b"") or (-1, 0, bytes)
         self.digest = hashlib.sha256()
         self.size = self.raw = 0
         self.name = ""
 
-    def write(self, sha: str, parts: list[Any]) -> None:
-        header, payload = parts
-        stored = 0
-        for part in parts:
-            self.fh.write(part)
-            stored += memoryview(part).nbytes
-        self.digest.update(bytes.fromhex(sha) + bytes(header) + stored.to_bytes(8, "big"))
-        if bytes(header) != bytes([RAW]):
-            self.digest.update(hashlib.sha256(payload).digest())
-        self.size += stored
+    def write(self, sha: str, offset: int, parts: list[Any]) -> None:
+        """Append the chunk ``sha``, at ``offset`` in the model's file, stored as ``parts``."""
+        header, payload = bytes(parts[0]), memoryview(parts[1]).cast("B")
+        self._add(header, -1, 0, len(header))
+        if header == bytes([RAW]):
+            self._add(b"", self._model_fd, offset, payload.nbytes)
+        else:
+            if self._spill_fd < 0:
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                self._spill_fd = os.open(self._spill, flags, 0o600)
+            self._add(b"", self._spill_fd, self._spilled, payload.nbytes)
+            while payload:
+                written = os.pwrite(self._spill_fd, payload, self._spilled)
+                payload, self._spilled = payload[written:], self._spilled + written
+        stored = len(header) + memoryview(parts[1]).nbytes
+        self.digest.update(bytes.fromhex(sha) + header + stored.to_bytes(8, "big"))
+        if header != bytes([RAW]):
+            self.digest.update(hashlib.sha256(parts[1]).digest())
+
+    def _add(self, data: bytes, fd: int, offset: int, length: int) -> None:
+        self._starts.append(self.size)
+        self._pieces.append((fd, offset, data))
+        self.size += length
 
     def seal(self) -> None:
-        self.fh.close()
         self.name = self.digest.hexdigest()
+
+    def read_into(self, view: memoryview, offset: int) -> int:
+        index, done = bisect.bisect_right(self._starts, offset) - 1, 0
+        while done < view.nbytes and 0 <= index < len(self._pieces):
+            begin = self._starts[index]
+            end = self._starts[index + 1] if index + 1 < len(self._starts) else self.size
+            fd, at, data = self._pieces[index]
+            skip = offset + done - begin
+            n = min(end - begin - skip, view.nbytes - done)
+            if fd < 0:
+                view[done : done + n] = data[skip : skip + n]
+            elif os.preadv(fd, [view[done : done + n]], at + skip) != n:
+                raise OSError(f"a pack's source file ended early (at byte {at + skip})")
+            done, index = done + n, index + 1
+        return done
+
+    def close(self) -> None:
+        """Drop the spill file (once no upload reads the pack)."""
+        if self._spill_fd >= 0:
+            os.close(self._spill_fd)
+            self._spill_fd = -1
+            self._spill.unlink(missing_ok=True)
 
 
 class _Packer:
     """Puts stored chunks into packs, uploading each as it fills, PACKS_UPLOADING at once
-    (the next fills meanwhile): at most that many and one more wait on disk, none in memory."""
+    (the next fills meanwhile).
 
-    def __init__(self, chunked: Chunked, pool: Any, progress: Progress | None) -> None:
+    The packs read the model's file ``fd`` as they go up: a change to it before the last one
+    is up (a stat that moved) fails the push, and the pack that saw it is deleted.
+    """
+
+    def __init__(
+        self, chunked: Chunked, pool: Any, progress: Progress | None, fd: int, name: str
+    ) -> None:
         self._chunked, self._pool, self._progress = chunked, pool, progress
+        self._fd, self._name, self._stat = fd, name, _unchanged(os.fstat(fd))
         self._slots = threading.BoundedSemaphore(PACKS_UPLOADING)
-        self._uploads: list[Future[None]] = []
+        self._uploads: list[tuple[Future[None], _Pack]] = []
         self._open: _Pack | None = None
-        self._made: list[_Pack] = []
 
-    def add(self, sha: str, parts: list[Any], raw: int) -> tuple[_Pack, int, int]:
-        """Append the stored chunk ``sha`` (``raw`` bytes before encoding); return where it
-        is."""
+    def add(self, sha: str, offset: int, parts: list[Any], raw: int) -> tuple[_Pack, int, int]:
+        """Append the stored chunk ``sha`` (``raw`` bytes from ``offset`` of the model's file);
+        return where it is."""
         pack = self._open
         if pack is None:
-            pack = self._open = _Pack(self._chunked.temp("pack"))
-            self._made.append(pack)
-        offset = pack.size
-        pack.write(sha, parts)
+            pack = self._open = _Pack(self._fd, self._chunked.temp("pack"))
+        start = pack.size
+        pack.write(sha, offset, parts)
         pack.raw += raw
         if pack.size >= PACK_TARGET:
             self._close()
-        return pack, offset, pack.size - offset
+        return pack, start, pack.size - start
 
     def _close(self) -> None:
         pack, self._open = self._open, None
@@ -425,33 +473,49 @@ class _Packer:
             return
         pack.seal()
         self._slots.acquire()
-        for done in self._uploads:  # a failed upload stops the push at once
+        for done, _ in self._uploads:  # a failed upload stops the push at once
             if done.done():
                 done.result()
-        self._uploads.append(self._pool.submit(self._upload, pack))
+        self._uploads.append((self._pool.submit(self._upload, pack), pack))
 
     def _upload(self, pack: _Pack) -> None:
+        key = storage_key("packs", pack.name)
         try:
-            self._chunked.remote.upload(pack.path, storage_key("packs", pack.name), pack.name, None)
+            self._chunked.remote.upload(pack, key, pack.name, None)
+            if _unchanged(os.fstat(self._fd)) != self._stat:
+                with contextlib.suppress(ModelFilerError):  # (named by no map yet)
+                    self._chunked.remote.delete(key)
+                raise IntegrityError(
+                    f"{self._name!r} changed on disk while it was pushed, so what went up "
+                    f"may not be its bytes; nothing was recorded. Check "
+                    f"filer.verify({self._name!r}) and push it again."
+                )
             if self._progress is not None:
                 self._progress(pack.raw)
         finally:
-            pack.path.unlink(missing_ok=True)
+            pack.close()
             self._slots.release()
 
     def finish(self) -> None:
         """Upload the last pack; wait for every upload (the first failure is raised)."""
         self._close()
-        for upload in self._uploads:
+        for upload, _ in self._uploads:
             upload.result()
 
     def abort(self) -> None:
-        """Stop: uploads not begun are dropped, and every pack file goes."""
-        for upload in self._uploads:
-            upload.cancel()
-        for pack in self._made:
-            pack.fh.close()
-            pack.path.unlink(missing_ok=True)
+        """Stop: uploads not begun are dropped with their packs' spill files (an upload
+        running drops its own when it ends)."""
+        if self._open is not None:
+            self._open.close()
+        for upload, pack in self._uploads:
+            if upload.cancel():
+                pack.close()
+
+
+def _unchanged(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What moves when a file's bytes are written (not its links: a pull elsewhere may link
+    the same object while it is pushed)."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
 def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk:

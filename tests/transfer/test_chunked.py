@@ -319,3 +319,87 @@ def test_a_push_replaces_a_damaged_map_of_the_same_length(tmp_path, target):
 
     assert chunking.read(remote, entry.key) != damaged
     assert consumer.load("big") == payload
+
+
+PUSH_WATCHED = """
+import json, os, sys
+import model_filer.storage.chunks as chunks
+import model_filer.transfer.chunked as chunked
+from model_filer import Filer, ModelFilerError
+
+chunked.SMALL_MAX, chunked.PACK_TARGET = 128 * 1024, 512 * 1024  # several packs of a few MiB
+chunks.MIN_AVG, chunks.MAX_AVG = 32 * 1024, 64 * 1024
+folder, remote, kind, change = sys.argv[1:5]
+filer = Filer(folder, remote, "local")
+if kind == "random":
+    data = os.urandom(3 * 1024 * 1024)
+else:  # compressible in every chunk
+    data = b"".join(i.to_bytes(4, "little") for i in range(768 * 1024))
+filer.dump(data, "m")
+model = os.path.join(folder, "m.pkl")
+made, changed = [], []
+
+def watch(event, args):
+    if event != "open" or not isinstance(args[0], str) or not isinstance(args[2], int):
+        return
+    if args[2] & os.O_CREAT:
+        made.append(os.path.basename(args[0]))
+    if change == "change" and "/packs/" in args[0] and not changed:
+        changed.append(1)  # another program writes the model while its first pack goes up
+        os.chmod(model, 0o644)
+        fd = os.open(model, os.O_WRONLY)
+        os.pwrite(fd, b"X", 1000)
+        os.close(fd)
+
+sys.addaudithook(watch)
+try:
+    filer.push("m")
+    error = ""
+except ModelFilerError as exc:
+    error = str(exc)
+sys.addaudithook(lambda *a: None)
+print(json.dumps({"made": made, "error": error, "state": filer.list_files()[0].state}))
+"""
+
+
+def _watched_push(tmp_path: Path, kind: str, change: str = "") -> dict[str, object]:
+    import json
+    import subprocess
+    import sys
+
+    remote = tmp_path / "remote"
+    remote.mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PUSH_WATCHED, str(tmp_path / "m"), str(remote), kind, change],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MODEL_FILER_CACHE_DIR": str(tmp_path / "store")},
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    result["packs"] = sorted((remote / ".model_filer" / "packs").glob("*"))
+    result["maps"] = sorted((remote / ".model_filer" / "maps").glob("*"))
+    return result
+
+
+def test_a_push_of_incompressible_chunks_writes_no_pack_file(tmp_path):
+    """A raw chunk goes up read from the model's own file: a GiB pushed is not a GiB
+    written to disk first. Compressed chunks wait in a spill file, smaller than the chunks."""
+    raw = _watched_push(tmp_path / "raw", "random")
+    assert not [n for n in raw["made"] if ".pack." in n], raw["made"]  # type: ignore[union-attr]
+    assert len(raw["packs"]) >= 3 and raw["state"] == "synced"  # type: ignore[arg-type]
+    packed = _watched_push(tmp_path / "packed", "compressible")
+    assert [n for n in packed["made"] if ".pack." in n]  # type: ignore[union-attr]
+    assert packed["state"] == "synced"
+    assert not list((tmp_path / "packed" / "m" / ".model_filer" / "tmp").glob("*.pack.*"))
+
+
+def test_a_model_changed_while_its_packs_go_up_fails_the_push_and_leaves_no_pack(tmp_path):
+    """Packs read the model's file as they are sent: a write to it meanwhile must not leave a
+    pack of other bytes under a name that says which chunks it holds (a later push would
+    reuse it), nor a synced entry."""
+    result = _watched_push(tmp_path, "random", "change")
+    assert "changed on disk while it was pushed" in str(result["error"]), result
+    assert "push it again" in str(result["error"])
+    assert result["state"] == "local"
+    assert result["packs"] == [] and result["maps"] == []
