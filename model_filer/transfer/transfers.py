@@ -36,6 +36,7 @@ from model_filer.local.store import ObjectStore, warn_skipped
 from model_filer.registry.model import Entry
 from model_filer.registry.names import MANIFEST_KINDS, object_key, storage_key_kind
 from model_filer.remotes import Progress, Remote
+from model_filer.remotes.sources import FileSource
 from model_filer.transfer import resume
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
 
@@ -427,8 +428,8 @@ class Transfers:
                 stall_notice(self.remote, waiting) if notice else contextlib.nullcontext(),
                 byte_bar(entry.size, entry.name) as progress,
             ):
-                if plain:
-                    self.remote.upload(path, key, entry.sha256, progress)
+                if plain:  # (the verified file: the path may name another by now)
+                    self.remote.upload(FileSource(fh.fileno()), key, entry.sha256, progress)
                     return key
                 key, manifest, placed = self.chunked.push(fh, entry, progress)
         if manifest:

@@ -330,7 +330,7 @@ from model_filer import Filer, ModelFilerError
 chunked.SMALL_MAX, chunked.PACK_TARGET = 128 * 1024, 512 * 1024  # several packs of a few MiB
 chunks.MIN_AVG, chunks.MAX_AVG = 32 * 1024, 64 * 1024
 folder, remote, kind, change = sys.argv[1:5]
-filer = Filer(folder, remote, "local")
+filer = Filer(folder, remote, "local", storage="plain" if change == "swap" else "chunked")
 if kind == "random":
     data = os.urandom(3 * 1024 * 1024)
 else:  # compressible in every chunk
@@ -340,6 +340,12 @@ model = os.path.join(folder, "m.pkl")
 made, changed = [], []
 
 def watch(event, args):
+    if event == "os.listdir" and change == "swap" and str(args[0]).endswith("remote/m"):
+        if not changed:  # the remote's folder is being readied: after the check, before the copy
+            changed.append(1)
+            with open(model + ".new", "wb") as fh:
+                fh.write(b"other bytes")
+            os.replace(model + ".new", model)
     if event != "open" or not isinstance(args[0], str) or not isinstance(args[2], int):
         return
     if args[2] & os.O_CREAT:
@@ -403,3 +409,14 @@ def test_a_model_changed_while_its_packs_go_up_fails_the_push_and_leaves_no_pack
     assert "push it again" in str(result["error"])
     assert result["state"] == "local"
     assert result["packs"] == [] and result["maps"] == []
+
+
+def test_a_plain_push_sends_the_file_it_verified_not_what_its_path_names_later(tmp_path):
+    """The plain layout uploads the open file whose stat was checked: a file renamed over
+    the model's path meanwhile is not what goes up under the model's sha256."""
+    import hashlib
+
+    result = _watched_push(tmp_path, "random", "swap")
+    assert result["error"] == "" and result["state"] == "synced", result
+    (stored,) = (tmp_path / "remote" / "m").glob("*.pkl")
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.stem
