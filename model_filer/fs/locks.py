@@ -14,7 +14,6 @@ Lock order: a folder's registry lock, then a model lock, then object locks.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 import threading
@@ -38,7 +37,7 @@ class FolderLock:
         from filelock import FileLock as _Os  # imported only when locking
 
         self.path = path
-        mode = _private_mode()
+        mode = _private_mode(os.path.dirname(path))
         self._os = (
             _Os(path, thread_local=False)
             if mode is None
@@ -125,16 +124,17 @@ class FolderLock:
         return cls.at(os.path.realpath(internal_dir(local_dir) / f"{name}.lock"))
 
 
-@functools.cache
-def _private_mode() -> int | None:
-    """The mode a new lock file gets by default (0o666 less the umask) when that is private
-    to its owner, else ``None`` (filelock's default).
+def _private_mode(directory: str) -> int | None:
+    """The mode a new lock file in ``directory`` gets by default (0o666 less the umask) when
+    that is private to its owner, else ``None`` (filelock's default, left to decide).
 
     Said explicitly, it spares filelock a probe of the folder for flock support: a temp file
-    made and dropped per new lock file, which is one per object a pull fetches, and as
-    slow as any file creation (about 1 ms on some disks). A umask that lets the group write
-    keeps filelock's default and its probe. Linux tells the umask in /proc, read once per
-    process (a read per lock cost 5% of a 1,000-model pull); elsewhere the default stays.
+    made and dropped per new lock file, which is one per object a pull fetches, and as slow
+    as any file creation (about 1 ms on some disks). A umask that lets the group write, or a
+    default ACL on the folder (which the umask does not govern: a shared store's), keeps
+    filelock's default and its probe. The umask is read from /proc for each lock (a notebook
+    may change it): about 20 us, the cost of the probe on a fast disk. Elsewhere than Linux
+    the default stays.
     """
     try:
         with open("/proc/self/status", "rb") as fh:
@@ -142,7 +142,13 @@ def _private_mode() -> int | None:
     except (OSError, StopIteration, IndexError, ValueError):
         return None
     mode = 0o666 & ~umask
-    return None if mode & (stat.S_IWGRP | stat.S_IWOTH) else mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    try:
+        os.getxattr(directory, "system.posix_acl_default")
+    except OSError:  # none (ENODATA), or no ACLs on this filesystem
+        return mode
+    return None
 
 
 def object_lock(root: Path, sha: str) -> FolderLock:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import errno
+import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -27,6 +30,8 @@ LOCKING = textwrap.dedent(
             made.append(os.path.basename(args[0]))
     sys.addaudithook(hook)
     for i in range(3):
+        if i == 1 and len(sys.argv) > 3:
+            os.umask(int(sys.argv[3], 8))  # a notebook that changes its umask on the way
         with object_lock(Path(sys.argv[1]), f"{i:064x}"):
             lock = Path(sys.argv[1], "locks", f"{i:064x}.lock")
             modes.append(stat.S_IMODE(lock.stat().st_mode))
@@ -35,9 +40,9 @@ LOCKING = textwrap.dedent(
 )
 
 
-def _lock_three(root: Path, umask: str) -> tuple[int, list[int]]:
+def _lock_three(root: Path, *umasks: str) -> tuple[int, list[int]]:
     out = subprocess.run(
-        [sys.executable, "-c", LOCKING, str(root), umask],
+        [sys.executable, "-c", LOCKING, str(root), *umasks],
         capture_output=True,
         text=True,
         check=True,
@@ -62,3 +67,37 @@ def test_a_private_lock_file_is_made_without_a_probe_of_the_folder(
     creation costs up to 1 ms on some disks: a private lock file is made alone."""
     made, _ = _lock_three(tmp_path, umask)
     assert made == 3 + probes  # the three lock files, and a probe for each if shared
+
+
+def test_a_umask_changed_in_the_process_is_the_one_lock_files_get(tmp_path: Path) -> None:
+    """Read for each lock: a notebook that sets a group-writable umask gets group-writable
+    lock files from then on."""
+    _, modes = _lock_three(tmp_path, "022", "002")
+    assert modes == [0o644, 0o664]
+
+
+def _default_acl(folder: Path, group: int) -> None:
+    """Give ``folder`` a default ACL letting ``group`` write (setfacl -d -m g:GROUP:rwx)."""
+    entries = [(0x01, 7, -1), (0x04, 7, -1), (0x08, 7, group), (0x10, 7, -1), (0x20, 5, -1)]
+    value = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, ident & 0xFFFFFFFF) for tag, perm, ident in entries
+    )
+    os.setxattr(folder, "system.posix_acl_default", value)
+
+
+def test_a_store_with_a_default_acl_keeps_lock_files_writable_by_its_group(
+    tmp_path: Path,
+) -> None:
+    """A shared store is often a folder whose default ACL lets a team's group write, under a
+    umask of 022 that the ACL overrides. Its lock files must stay group-writable (as
+    filelock's default makes them), or the group's other users cannot lock its objects."""
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    try:
+        _default_acl(locks, 4321)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            pytest.skip(f"no POSIX ACLs here: {exc}")
+        raise
+    _, modes = _lock_three(tmp_path, "022")
+    assert modes == [0o664]
