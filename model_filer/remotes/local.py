@@ -166,7 +166,7 @@ class LocalRemote(Remote):
                 f"Cannot write {what}: {exc.strerror}. {fix}", key=key, address=self.address
             ) from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # (never made, or its folder never could be)
                 tmp.unlink()
 
     def _path(self, key: str) -> Path:
