@@ -383,6 +383,7 @@ class _Pack(Source):
         self._model_fd, self._spill, self._spill_fd, self._spilled = model_fd, spill, -1, 0
         self._starts: list[int] = []  # where each piece begins in the pack
         self._pieces: list[tuple[int, int, bytes]] = []  # (fd, offset, b"") or (-1, 0, bytes)
+        self.contents: list[tuple[bytes, int, str]] = []  # header, payload length, its sha256
         self.digest = hashlib.sha256()
         self.size = self.raw = 0
         self.name = ""
@@ -403,8 +404,11 @@ class _Pack(Source):
                 payload, self._spilled = payload[written:], self._spilled + written
         stored = len(header) + memoryview(parts[1]).nbytes
         self.digest.update(bytes.fromhex(sha) + header + stored.to_bytes(8, "big"))
+        payload_sha = sha
         if header != bytes([RAW]):
-            self.digest.update(hashlib.sha256(parts[1]).digest())
+            payload_sha = hashlib.sha256(parts[1]).hexdigest()
+            self.digest.update(bytes.fromhex(payload_sha))
+        self.contents.append((header, stored - len(header), payload_sha))
 
     def _add(self, data: bytes, fd: int, offset: int, length: int) -> None:
         self._starts.append(self.size)
@@ -472,24 +476,35 @@ class _Packer:
         if pack is None:
             return
         pack.seal()
-        self._slots.acquire()
-        for done, _ in self._uploads:  # a failed upload stops the push at once
-            if done.done():
-                done.result()
-        self._uploads.append((self._pool.submit(self._upload, pack), pack))
+        try:
+            self._slots.acquire()
+            for done, _ in self._uploads:  # a failed upload stops the push at once
+                if done.done():
+                    done.result()
+            self._uploads.append((self._pool.submit(self._upload, pack), pack))
+        except BaseException:
+            pack.close()  # (abort() knows only the packs submitted)
+            raise
 
     def _upload(self, pack: _Pack) -> None:
         key = storage_key("packs", pack.name)
         try:
-            self._chunked.remote.upload(pack, key, pack.name, None)
+            remote = self._chunked.remote
+            remote.upload(pack, key, pack.name, None)
+            # The model's file moved while its packs were read: what went up is read back,
+            # and deleted only if it is not what its name says (another push may rely on a
+            # pack that is; a touched file, or the store's re-seal, moves only the mtime).
             if _unchanged(os.fstat(self._fd)) != self._stat:
-                with contextlib.suppress(ModelFilerError):  # (named by no map yet)
-                    self._chunked.remote.delete(key)
-                raise IntegrityError(
-                    f"{self._name!r} changed on disk while it was pushed, so what went up "
-                    f"may not be its bytes; nothing was recorded. Check "
-                    f"filer.verify({self._name!r}) and push it again."
-                )
+                check = _PackCheck(pack.contents)
+                remote.download(key, check, None, pack.size)
+                if not check.whole():
+                    with contextlib.suppress(ModelFilerError):
+                        remote.delete(key)
+                    raise IntegrityError(
+                        f"{self._name!r} changed on disk while it was pushed, so what went up "
+                        f"was not its bytes; that pack was deleted and nothing was recorded. "
+                        f"Check filer.verify({self._name!r}) and push it again."
+                    )
             if self._progress is not None:
                 self._progress(pack.raw)
         finally:
@@ -510,6 +525,48 @@ class _Packer:
         for upload, pack in self._uploads:
             if upload.cancel():
                 pack.close()
+
+
+class _PackCheck:
+    """A download sink that checks a pack, as it arrives, against what its name says it
+    holds (``contents``: each chunk's header, payload length and payload sha256)."""
+
+    def __init__(self, contents: list[tuple[bytes, int, str]]) -> None:
+        self._todo = [(h, n, sha) for h, n, sha in reversed(contents)]  # the next one last
+        self._left = 0  # payload bytes still to come
+        self._digest = hashlib.sha256()
+        self._want = ""
+        self.bad = False
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        while view.nbytes and not self.bad:
+            if self._left == 0 and not self._want:  # a header next
+                if not self._todo:
+                    self.bad = True  # more bytes than the pack holds
+                    break
+                header, self._left, self._want = self._todo.pop()
+                self._digest = hashlib.sha256()
+                if bytes(view[: len(header)]) != header:
+                    self.bad = True
+                    break
+                view = view[len(header) :]
+                continue
+            take = view[: self._left]
+            self._digest.update(take)
+            self._left -= take.nbytes
+            view = view[take.nbytes :]
+            if self._left == 0:
+                self.bad = self._digest.hexdigest() != self._want
+                self._want = ""
+        return memoryview(data).nbytes
+
+    def whole(self) -> bool:
+        """Whether every chunk came, each as its name says."""
+        return not self.bad and not self._todo and self._left == 0 and not self._want
 
 
 def _unchanged(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -322,7 +322,7 @@ def test_a_push_replaces_a_damaged_map_of_the_same_length(tmp_path, target):
 
 
 PUSH_WATCHED = """
-import json, os, sys
+import json, os, random, sys
 import model_filer.storage.chunks as chunks
 import model_filer.transfer.chunked as chunked
 from model_filer import Filer, ModelFilerError
@@ -332,7 +332,7 @@ chunks.MIN_AVG, chunks.MAX_AVG = 32 * 1024, 64 * 1024
 folder, remote, kind, change = sys.argv[1:5]
 filer = Filer(folder, remote, "local", storage="plain" if change == "swap" else "chunked")
 if kind == "random":
-    data = os.urandom(3 * 1024 * 1024)
+    data = random.Random(7).randbytes(3 * 1024 * 1024)
 else:  # compressible in every chunk
     data = b"".join(i.to_bytes(4, "little") for i in range(768 * 1024))
 filer.dump(data, "m")
@@ -340,6 +340,9 @@ model = os.path.join(folder, "m.pkl")
 made, changed = [], []
 
 def watch(event, args):
+    if event == "os.utime" and change == "touch" and "/packs/" in str(args[0]) and not changed:
+        changed.append(1)  # a pack already there is renewed: the model is touched meanwhile
+        os.utime(model, ns=(1, 1))
     if event == "os.listdir" and change == "swap" and str(args[0]).endswith("remote/m"):
         if not changed:  # the remote's folder is being readied: after the check, before the copy
             changed.append(1)
@@ -350,6 +353,9 @@ def watch(event, args):
         return
     if args[2] & os.O_CREAT:
         made.append(os.path.basename(args[0]))
+    if change == "touch" and "/packs/" in args[0] and not changed:
+        changed.append(1)  # a new pack goes up: the model is touched meanwhile
+        os.utime(model, ns=(1, 1))
     if change == "change" and "/packs/" in args[0] and not changed:
         changed.append(1)  # another program writes the model while its first pack goes up
         os.chmod(model, 0o644)
@@ -358,32 +364,43 @@ def watch(event, args):
         os.close(fd)
 
 sys.addaudithook(watch)
+if change == "fail":  # the remote cannot take packs: a file where their folder goes
+    os.makedirs(os.path.join(remote, ".model_filer"), exist_ok=True)
+    open(os.path.join(remote, ".model_filer", "packs"), "wb").close()
 try:
     filer.push("m")
     error = ""
 except ModelFilerError as exc:
     error = str(exc)
 sys.addaudithook(lambda *a: None)
-print(json.dumps({"made": made, "error": error, "state": filer.list_files()[0].state}))
+tmp = os.path.join(folder, ".model_filer", "tmp")
+left = [n for n in os.listdir(tmp) if ".pack." in n] if os.path.isdir(tmp) else []
+state = filer.list_files()[0].state
+print(json.dumps({"made": made, "error": error, "state": state, "left": left}))
 """
 
 
-def _watched_push(tmp_path: Path, kind: str, change: str = "") -> dict[str, object]:
+def _watched_push(
+    tmp_path: Path, kind: str, change: str = "", folder: str = "m"
+) -> dict[str, object]:
+    """Dump a model in ``tmp_path/folder`` (a machine of its own) and push it to the folder
+    remote ``tmp_path/remote``, ``change`` happening on the way; say what happened."""
     import json
     import subprocess
     import sys
 
     remote = tmp_path / "remote"
-    remote.mkdir(parents=True)
+    remote.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(
-        [sys.executable, "-c", PUSH_WATCHED, str(tmp_path / "m"), str(remote), kind, change],
+        [sys.executable, "-c", PUSH_WATCHED, str(tmp_path / folder), str(remote), kind, change],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "MODEL_FILER_CACHE_DIR": str(tmp_path / "store")},
+        env={**os.environ, "MODEL_FILER_CACHE_DIR": str(tmp_path / f"store-{folder}")},
     ).stdout
     result: dict[str, object] = json.loads(out)
-    result["packs"] = sorted((remote / ".model_filer" / "packs").glob("*"))
+    packs = remote / ".model_filer" / "packs"
+    result["packs"] = sorted(packs.glob("*")) if packs.is_dir() else []
     result["maps"] = sorted((remote / ".model_filer" / "maps").glob("*"))
     return result
 
@@ -400,15 +417,59 @@ def test_a_push_of_incompressible_chunks_writes_no_pack_file(tmp_path):
     assert not list((tmp_path / "packed" / "m" / ".model_filer" / "tmp").glob("*.pack.*"))
 
 
-def test_a_model_changed_while_its_packs_go_up_fails_the_push_and_leaves_no_pack(tmp_path):
+def test_a_push_whose_pack_uploads_fail_leaves_no_spill_file(tmp_path):
+    """Compressed chunks wait in a spill file per pack; when an upload fails, the packs not
+    yet up (the one being filled, the one waiting for a slot) drop theirs too."""
+    result = _watched_push(tmp_path, "compressible", "fail")
+    assert result["error"] and result["state"] == "local", result
+    assert [n for n in result["made"] if ".pack." in n]  # type: ignore[union-attr]
+    assert result["left"] == []
+
+
+def test_a_model_only_touched_while_its_packs_go_up_is_pushed(tmp_path):
+    """A moved mtime with the same bytes (touch, rsync -t, the store re-sealing an object)
+    makes the push read its packs back; they hold what their names say, so they stay."""
+    result = _watched_push(tmp_path, "random", "touch")
+    assert result["error"] == "" and result["state"] == "synced", result
+    assert result["packs"] and result["maps"]
+
+
+def test_a_touched_push_never_deletes_a_pack_another_push_relies_on(tmp_path):
+    """Packs are named by what they hold, so another machine's push of the same model finds
+    them there and renews them. A touch of its file meanwhile must not delete them."""
+    first = _watched_push(tmp_path, "random", folder="first")
+    again = _watched_push(tmp_path, "random", "touch", folder="second")
+    assert again["error"] == "" and again["state"] == "synced", again
+    assert again["packs"] == first["packs"] and first["packs"]
+
+
+def test_a_model_changed_while_its_packs_go_up_fails_and_leaves_no_pack_of_other_bytes(
+    tmp_path, monkeypatch
+):
     """Packs read the model's file as they are sent: a write to it meanwhile must not leave a
-    pack of other bytes under a name that says which chunks it holds (a later push would
-    reuse it), nor a synced entry."""
+    pack of other bytes under a name that says which chunks it holds (a later push of the
+    model would reuse it), nor a synced entry. Packs that went up whole may stay."""
+    import random
+    import shutil
+
+    from model_filer import Filer
+
     result = _watched_push(tmp_path, "random", "change")
     assert "changed on disk while it was pushed" in str(result["error"]), result
-    assert "push it again" in str(result["error"])
-    assert result["state"] == "local"
-    assert result["packs"] == [] and result["maps"] == []
+    assert "that pack was deleted" in str(result["error"]) and "push it again" in str(
+        result["error"]
+    )
+    assert result["state"] == "local" and result["maps"] == []
+    assert len(result["packs"]) < 6  # (3 MiB in packs of 512 KiB: the changed one is gone)
+    # Another machine pushes the model's true bytes, reusing what is there; a third loads it.
+    clean = _watched_push(tmp_path, "random", folder="clean")
+    assert clean["state"] == "synced"
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    shutil.copy(tmp_path / "clean" / ".local_registry", reader)
+    monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(tmp_path / "reader-store"))
+    loaded = Filer(reader, str(tmp_path / "remote"), "local").load("m")
+    assert loaded == random.Random(7).randbytes(3 * 1024 * 1024)  # noqa: S311 - test data
 
 
 def test_a_plain_push_sends_the_file_it_verified_not_what_its_path_names_later(tmp_path):
