@@ -48,8 +48,13 @@ class FileSource(Source):
         self.size = os.fstat(self.fd).st_size
 
     def read_into(self, view: memoryview, offset: int) -> int:
-        n = max(0, min(view.nbytes, self.size - offset))
-        return os.preadv(self.fd, [view[:n]], offset) if n else 0
+        n, done = max(0, min(view.nbytes, self.size - offset)), 0
+        while done < n:  # (a network filesystem may read less than asked)
+            got = os.preadv(self.fd, [view[done:n]], offset + done)
+            if got == 0:
+                break
+            done += got
+        return done
 
     def close(self) -> None:
         """Close the file if this source opened it."""
