@@ -173,8 +173,10 @@ class Chunked:
             listing = pool.submit(self._listed, storage_key("packs", "")) if known else None
             base = fh.tell()
             packer = _Packer(self, pool, progress, fh.fileno(), entry.name)
+            whole = hashlib.sha256()  # of the bytes cut: the map must describe the model's
             try:
                 for piece, data in cut(fh, entry.size):
+                    whole.update(data)
                     sha = piece.sha256
                     order.append((sha, piece.size))
                     if sha not in placed:
@@ -190,6 +192,8 @@ class Chunked:
                         reused[there.key] = there
                     if progress is not None:  # (a chunk put in a pack counts once it is up)
                         progress(piece.size)
+                if whole.hexdigest() != entry.sha256:  # written to while it was cut
+                    raise _changed(entry.name, "its chunks were not cut from its bytes")
                 packer.finish()
             except BaseException:
                 packer.abort()
@@ -445,8 +449,9 @@ class _Packer:
     """Puts stored chunks into packs, uploading each as it fills, PACKS_UPLOADING at once
     (the next fills meanwhile).
 
-    The packs read the model's file ``fd`` as they go up: a change to it before the last one
-    is up (a stat that moved) fails the push, and the pack that saw it is deleted.
+    The packs read the model's file ``fd`` as they go up: when its stat moves meanwhile,
+    each pack is read back and checked against what its name says, deleted if it is not (and
+    the push fails), kept if it is (another push may rely on it).
     """
 
     def __init__(
@@ -488,28 +493,29 @@ class _Packer:
 
     def _upload(self, pack: _Pack) -> None:
         key = storage_key("packs", pack.name)
+        remote = self._chunked.remote
         try:
-            remote = self._chunked.remote
-            remote.upload(pack, key, pack.name, None)
-            # The model's file moved while its packs were read: what went up is read back,
-            # and deleted only if it is not what its name says (another push may rely on a
-            # pack that is; a touched file, or the store's re-seal, moves only the mtime).
-            if _unchanged(os.fstat(self._fd)) != self._stat:
+            try:
+                remote.upload(pack, key, pack.name, None)
+            except (ModelFilerError, OSError) as exc:  # (a file cut short: a read fails)
+                if self._moved():
+                    raise _changed(self._name, f"the upload failed ({exc})") from None
+                raise
+            if self._moved():
                 check = _PackCheck(pack.contents)
                 remote.download(key, check, None, pack.size)
                 if not check.whole():
                     with contextlib.suppress(ModelFilerError):
                         remote.delete(key)
-                    raise IntegrityError(
-                        f"{self._name!r} changed on disk while it was pushed, so what went up "
-                        f"was not its bytes; that pack was deleted and nothing was recorded. "
-                        f"Check filer.verify({self._name!r}) and push it again."
-                    )
+                    raise _changed(self._name, "a pack did not hold its bytes and was deleted")
             if self._progress is not None:
                 self._progress(pack.raw)
         finally:
             pack.close()
             self._slots.release()
+
+    def _moved(self) -> bool:
+        return _unchanged(os.fstat(self._fd)) != self._stat
 
     def finish(self) -> None:
         """Upload the last pack; wait for every upload (the first failure is raised)."""
@@ -569,10 +575,19 @@ class _PackCheck:
         return not self.bad and not self._todo and self._left == 0 and not self._want
 
 
-def _unchanged(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What moves when a file's bytes are written (not its links: a pull elsewhere may link
-    the same object while it is pushed)."""
-    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+def _unchanged(st: os.stat_result) -> tuple[int, ...]:
+    """What moves when a file's bytes are written. The ctime cannot be set back, so a write
+    that restores the mtime still shows; links made by others move it too, which costs only
+    a read-back of the packs."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def _changed(name: str, what: str) -> IntegrityError:
+    return IntegrityError(
+        f"{name!r} changed on disk while it was pushed: {what}. Nothing was recorded. Push it "
+        "again (if the file no longer holds its bytes, that push says so).",
+        name=name,
+    )
 
 
 def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk:
