@@ -51,6 +51,22 @@ def stat_record(st: os.stat_result) -> list[int]:
     ]
 
 
+def write_stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What moves when a file's bytes are written (a push watches it on the file it sends).
+    The ctime cannot be set back, so a write that restores the mtime still shows; links made
+    by others move it too, which costs only a read-back of what went up."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def changed_while_pushed(name: str, what: str) -> IntegrityError:
+    """The error of a push whose file was written to while it was sent; ``what`` it did."""
+    return IntegrityError(
+        f"{name!r} changed on disk while it was pushed: {what}. Nothing was recorded. Push it "
+        "again (if the file no longer holds its bytes, that push says so).",
+        name=name,
+    )
+
+
 def unchanged(record: object, st: os.stat_result) -> bool:
     """Whether a file whose stat is now ``st`` still holds what it held when ``record`` was
     taken (:func:`stat_record`): the one freshness rule."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from model_filer.errors import IntegrityError, ModelFilerError, RemoteObjectMissingError
+from model_filer.local.freshness import changed_while_pushed, write_stamp
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
 from model_filer.remotes.sources import Source
@@ -193,7 +194,7 @@ class Chunked:
                     if progress is not None:  # (a chunk put in a pack counts once it is up)
                         progress(piece.size)
                 if whole.hexdigest() != entry.sha256:  # written to while it was cut
-                    raise _changed(entry.name, "its chunks were not cut from its bytes")
+                    raise changed_while_pushed(entry.name, "its chunks were not cut from its bytes")
                 packer.finish()
             except BaseException:
                 packer.abort()
@@ -458,7 +459,7 @@ class _Packer:
         self, chunked: Chunked, pool: Any, progress: Progress | None, fd: int, name: str
     ) -> None:
         self._chunked, self._pool, self._progress = chunked, pool, progress
-        self._fd, self._name, self._stat = fd, name, _unchanged(os.fstat(fd))
+        self._fd, self._name, self._stat = fd, name, write_stamp(os.fstat(fd))
         self._slots = threading.BoundedSemaphore(PACKS_UPLOADING)
         self._uploads: list[tuple[Future[None], _Pack]] = []
         self._open: _Pack | None = None
@@ -499,7 +500,7 @@ class _Packer:
                 remote.upload(pack, key, pack.name, None)
             except (ModelFilerError, OSError) as exc:  # (a file cut short: a read fails)
                 if self._moved():
-                    raise _changed(self._name, f"the upload failed ({exc})") from None
+                    raise changed_while_pushed(self._name, f"the upload failed ({exc})") from None
                 raise
             if self._moved():
                 check = _PackCheck(pack.contents)
@@ -507,7 +508,8 @@ class _Packer:
                 if not check.whole():
                     with contextlib.suppress(ModelFilerError):
                         remote.delete(key)
-                    raise _changed(self._name, "a pack did not hold its bytes and was deleted")
+                    what = "a pack sent held other bytes, and was deleted"
+                    raise changed_while_pushed(self._name, what)
             if self._progress is not None:
                 self._progress(pack.raw)
         finally:
@@ -515,7 +517,7 @@ class _Packer:
             self._slots.release()
 
     def _moved(self) -> bool:
-        return _unchanged(os.fstat(self._fd)) != self._stat
+        return write_stamp(os.fstat(self._fd)) != self._stat
 
     def finish(self) -> None:
         """Upload the last pack; wait for every upload (the first failure is raised)."""
@@ -573,21 +575,6 @@ class _PackCheck:
     def whole(self) -> bool:
         """Whether every chunk came, each as its name says."""
         return not self.bad and not self._todo and self._left == 0 and not self._want
-
-
-def _unchanged(st: os.stat_result) -> tuple[int, ...]:
-    """What moves when a file's bytes are written. The ctime cannot be set back, so a write
-    that restores the mtime still shows; links made by others move it too, which costs only
-    a read-back of the packs."""
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
-
-
-def _changed(name: str, what: str) -> IntegrityError:
-    return IntegrityError(
-        f"{name!r} changed on disk while it was pushed: {what}. Nothing was recorded. Push it "
-        "again (if the file no longer holds its bytes, that push says so).",
-        name=name,
-    )
 
 
 def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from model_filer.errors import (
 from model_filer.fs.hashing import CHUNK, HashingWriter
 from model_filer.fs.layout import PARTIAL_DIR, internal_dir
 from model_filer.local.folder import READ_ONLY_ERRNOS, ModelFolder
-from model_filer.local.freshness import Freshness
+from model_filer.local.freshness import Freshness, changed_while_pushed, write_stamp
 from model_filer.local.store import ObjectStore, warn_skipped
 from model_filer.registry.model import Entry
 from model_filer.registry.names import MANIFEST_KINDS, object_key, storage_key_kind
@@ -103,6 +104,21 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
         f"machine that dumped it. Ask its author to run filer.push({entry.name!r}) and "
         "commit the registry."
     )
+
+
+class _Digest:
+    """A download sink that only hashes (a plain object read back)."""
+
+    def __init__(self) -> None:
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        self.size += memoryview(data).nbytes
+        return memoryview(data).nbytes
+
+    def seekable(self) -> bool:
+        return False
 
 
 @contextlib.contextmanager
@@ -429,13 +445,31 @@ class Transfers:
                 byte_bar(entry.size, entry.name) as progress,
             ):
                 if plain:  # (the verified file: the path may name another by now)
-                    self.remote.upload(FileSource(fh.fileno()), key, entry.sha256, progress)
+                    self._push_plain(fh, entry, key, progress)
                     return key
                 key, manifest, placed = self.chunked.push(fh, entry, progress)
         if manifest:
             self.store.record_manifest(entry.sha256, manifest)
             self.store.record_places(self.remote.address, entry.sha256, placed)
         return key
+
+    def _push_plain(self, fh: IO[bytes], entry: Entry, key: str, progress: Progress | None) -> None:
+        """Upload the verified open file ``fh``; when it was written to meanwhile (its stat
+        moved), read the object back: one of other bytes is deleted and the push fails."""
+        before = write_stamp(os.fstat(fh.fileno()))
+        try:
+            self.remote.upload(FileSource(fh.fileno()), key, entry.sha256, progress)
+        except (ModelFilerError, OSError) as exc:
+            if write_stamp(os.fstat(fh.fileno())) != before:
+                raise changed_while_pushed(entry.name, f"the upload failed ({exc})") from None
+            raise
+        if write_stamp(os.fstat(fh.fileno())) != before:
+            sink = _Digest()
+            self.remote.download(key, sink, None, entry.size)
+            if (sink.size, sink.digest.hexdigest()) != (entry.size, entry.sha256):
+                with contextlib.suppress(ModelFilerError):
+                    self.remote.delete(key)
+                raise changed_while_pushed(entry.name, "what went up was deleted")
 
     def _plain(self, entry: Entry) -> bool:
         """Whether ``entry`` goes up in the plain layout: the setting, except that a synced

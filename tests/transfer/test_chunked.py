@@ -330,7 +330,9 @@ from model_filer import Filer, ModelFilerError
 chunked.SMALL_MAX, chunked.PACK_TARGET = 128 * 1024, 512 * 1024  # several packs of a few MiB
 chunks.MIN_AVG, chunks.MAX_AVG = 32 * 1024, 64 * 1024
 folder, remote, kind, change = sys.argv[1:5]
-filer = Filer(folder, remote, "local", storage="plain" if change == "swap" else "chunked")
+plain = change == "swap" or change.startswith("plain")
+change = change.removeprefix("plain-")
+filer = Filer(folder, remote, "local", storage="plain" if plain else "chunked")
 if kind == "random":
     data = random.Random(7).randbytes(3 * 1024 * 1024)
 else:  # compressible in every chunk
@@ -356,7 +358,8 @@ def watch(event, args):
     if change == "touch" and "/packs/" in args[0] and not changed:
         changed.append(1)  # a new pack goes up: the model is touched meanwhile
         os.utime(model, ns=(1, 1))
-    if change.startswith(("change", "truncate")) and "/packs/" in args[0] and not changed:
+    sending = "/packs/" in args[0] or (plain and "upload.tmp" in args[0])
+    if change.startswith(("change", "truncate")) and sending and not changed:
         changed.append(1)  # another program writes the model while its first pack goes up
         before = os.stat(model)
         os.chmod(model, 0o644)
@@ -448,7 +451,10 @@ def test_a_touched_push_never_deletes_a_pack_another_push_relies_on(tmp_path):
     assert again["packs"] == first["packs"] and first["packs"]
 
 
-@pytest.mark.parametrize("change", ["change", "change-late", "change-restore", "truncate"])
+@pytest.mark.parametrize(
+    "change",
+    ["change", "change-late", "change-restore", "truncate", "plain-change", "plain-truncate"],
+)
 def test_a_model_changed_while_it_is_pushed_fails_and_leaves_no_pack_of_other_bytes(
     tmp_path, monkeypatch, change
 ):
@@ -466,7 +472,8 @@ def test_a_model_changed_while_it_is_pushed_fails_and_leaves_no_pack_of_other_by
     assert "Push it again" in str(result["error"])
     assert result["state"] == "local" and result["maps"] == []
     # Another machine pushes the model's true bytes, reusing what is there; a third loads it.
-    clean = _watched_push(tmp_path, "random", folder="clean")
+    layout = "plain" if change.startswith("plain") else ""
+    clean = _watched_push(tmp_path, "random", layout, folder="clean")
     assert clean["state"] == "synced"
     reader = tmp_path / "reader"
     reader.mkdir()
