@@ -142,13 +142,18 @@ class Chunked:
 
     # -- push ---------------------------------------------------------------------------------
     def push(
-        self, fh: IO[bytes], entry: Entry, progress: Progress | None
+        self,
+        fh: IO[bytes],
+        entry: Entry,
+        progress: Progress | None,
+        stamp: tuple[int, ...] | None = None,
     ) -> tuple[str, bytes, list[Chunk]]:
         """Store the verified open file ``fh`` of ``entry``; return its key, its map and the
-        chunks it places (``b""`` and none for a small model, stored whole)."""
+        chunks it places (``b""`` and none for a small model, stored whole). ``stamp`` is
+        :func:`write_stamp` of ``fh`` when it was verified (default: now)."""
         if entry.size <= SMALL_MAX:
             return self._push_whole(fh, entry, progress), b"", []
-        return self._push_chunks(fh, entry, progress)
+        return self._push_chunks(fh, entry, progress, stamp)
 
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
         key = storage_key("objects", entry.sha256)
@@ -156,13 +161,20 @@ class Chunked:
         if found is not None and _fits(found, entry.size):
             self._keep(found)
         else:
-            self._put(encode(fh.read()), key, entry.sha256)
+            data = fh.read()
+            if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
+                raise changed_while_pushed(entry.name, "it no longer holds its bytes")
+            self._put(encode(data), key, entry.sha256)
         if progress is not None:
             progress(entry.size)
         return key
 
     def _push_chunks(
-        self, fh: IO[bytes], entry: Entry, progress: Progress | None
+        self,
+        fh: IO[bytes],
+        entry: Entry,
+        progress: Progress | None,
+        stamp: tuple[int, ...] | None,
     ) -> tuple[str, bytes, list[Chunk]]:
         from concurrent.futures import ThreadPoolExecutor  # (not on the hooks' path)
 
@@ -173,11 +185,9 @@ class Chunked:
             known = self.known()
             listing = pool.submit(self._listed, storage_key("packs", "")) if known else None
             base = fh.tell()
-            packer = _Packer(self, pool, progress, fh.fileno(), entry.name)
-            whole = hashlib.sha256()  # of the bytes cut: the map must describe the model's
+            packer = _Packer(self, pool, progress, fh.fileno(), entry.name, stamp)
             try:
                 for piece, data in cut(fh, entry.size):
-                    whole.update(data)
                     sha = piece.sha256
                     order.append((sha, piece.size))
                     if sha not in placed:
@@ -193,9 +203,9 @@ class Chunked:
                         reused[there.key] = there
                     if progress is not None:  # (a chunk put in a pack counts once it is up)
                         progress(piece.size)
-                if whole.hexdigest() != entry.sha256:  # written to while it was cut
-                    raise changed_while_pushed(entry.name, "its chunks were not cut from its bytes")
                 packer.finish()
+                if packer.moved():  # written to since it was verified? the map must be right
+                    _recut(fh.fileno(), base, entry, order)
             except BaseException:
                 packer.abort()
                 raise
@@ -456,10 +466,17 @@ class _Packer:
     """
 
     def __init__(
-        self, chunked: Chunked, pool: Any, progress: Progress | None, fd: int, name: str
+        self,
+        chunked: Chunked,
+        pool: Any,
+        progress: Progress | None,
+        fd: int,
+        name: str,
+        stamp: tuple[int, ...] | None,
     ) -> None:
         self._chunked, self._pool, self._progress = chunked, pool, progress
-        self._fd, self._name, self._stat = fd, name, write_stamp(os.fstat(fd))
+        self._fd, self._name = fd, name
+        self._stat = stamp or write_stamp(os.fstat(fd))  # (as the file was verified)
         self._slots = threading.BoundedSemaphore(PACKS_UPLOADING)
         self._uploads: list[tuple[Future[None], _Pack]] = []
         self._open: _Pack | None = None
@@ -499,10 +516,10 @@ class _Packer:
             try:
                 remote.upload(pack, key, pack.name, None)
             except (ModelFilerError, OSError) as exc:  # (a file cut short: a read fails)
-                if self._moved():
+                if self.moved():
                     raise changed_while_pushed(self._name, f"the upload failed ({exc})") from None
                 raise
-            if self._moved():
+            if self.moved():
                 check = _PackCheck(pack.contents)
                 remote.download(key, check, None, pack.size)
                 if not check.whole():
@@ -516,7 +533,8 @@ class _Packer:
             pack.close()
             self._slots.release()
 
-    def _moved(self) -> bool:
+    def moved(self) -> bool:
+        """Whether the model's file may have been written to since the packer was made."""
         return write_stamp(os.fstat(self._fd)) != self._stat
 
     def finish(self) -> None:
@@ -575,6 +593,24 @@ class _PackCheck:
     def whole(self) -> bool:
         """Whether every chunk came, each as its name says."""
         return not self.bad and not self._todo and self._left == 0 and not self._want
+
+
+def _recut(fd: int, base: int, entry: Entry, order: list[tuple[str, int]]) -> None:
+    """Cut the model's file again; raise unless it still holds ``entry``'s bytes, cut as
+    ``order`` says (then the map describes them, whatever moved its stat: a touch, a link).
+
+    A push trusts the file as its stat was verified, and hashes nothing twice; a stat that
+    moved during the push costs this one more read.
+    """
+    before = write_stamp(os.fstat(fd))
+    with open(os.dup(fd), "rb") as again:
+        again.seek(base)
+        whole, cuts = hashlib.sha256(), []
+        for piece, data in cut(again, entry.size):
+            whole.update(data)
+            cuts.append((piece.sha256, piece.size))
+    if whole.hexdigest() != entry.sha256 or cuts != order or write_stamp(os.fstat(fd)) != before:
+        raise changed_while_pushed(entry.name, "its chunks were not cut from its bytes")
 
 
 def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk:

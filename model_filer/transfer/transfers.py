@@ -436,6 +436,7 @@ class Transfers:
                 f"Dump it again, or filer.remove({entry.name!r})."
             )
         with fh:
+            stamp = write_stamp(os.fstat(fh.fileno()))  # as verified: a write after it shows
             plain = self._plain(entry)
             key = object_key(entry.name, entry.sha256) if plain else ""
             self.remote.ensure_identity()  # recorded in the registry when marked synced
@@ -445,18 +446,24 @@ class Transfers:
                 byte_bar(entry.size, entry.name) as progress,
             ):
                 if plain:  # (the verified file: the path may name another by now)
-                    self._push_plain(fh, entry, key, progress)
+                    self._push_plain(fh, entry, key, progress, stamp)
                     return key
-                key, manifest, placed = self.chunked.push(fh, entry, progress)
+                key, manifest, placed = self.chunked.push(fh, entry, progress, stamp)
         if manifest:
             self.store.record_manifest(entry.sha256, manifest)
             self.store.record_places(self.remote.address, entry.sha256, placed)
         return key
 
-    def _push_plain(self, fh: IO[bytes], entry: Entry, key: str, progress: Progress | None) -> None:
-        """Upload the verified open file ``fh``; when it was written to meanwhile (its stat
-        moved), read the object back: one of other bytes is deleted and the push fails."""
-        before = write_stamp(os.fstat(fh.fileno()))
+    def _push_plain(
+        self,
+        fh: IO[bytes],
+        entry: Entry,
+        key: str,
+        progress: Progress | None,
+        before: tuple[int, ...],
+    ) -> None:
+        """Upload the verified open file ``fh``; when it was written to since its stat
+        ``before``, read the object back: one of other bytes is deleted and the push fails."""
         try:
             self.remote.upload(FileSource(fh.fileno()), key, entry.sha256, progress)
         except (ModelFilerError, OSError) as exc:

@@ -335,6 +335,8 @@ change = change.removeprefix("plain-")
 filer = Filer(folder, remote, "local", storage="plain" if plain else "chunked")
 if kind == "random":
     data = random.Random(7).randbytes(3 * 1024 * 1024)
+elif kind == "small":  # stored whole
+    data = random.Random(7).randbytes(64 * 1024)
 else:  # compressible in every chunk
     data = b"".join(i.to_bytes(4, "little") for i in range(768 * 1024))
 filer.dump(data, "m")
@@ -359,6 +361,7 @@ def watch(event, args):
         changed.append(1)  # a new pack goes up: the model is touched meanwhile
         os.utime(model, ns=(1, 1))
     sending = "/packs/" in args[0] or (plain and "upload.tmp" in args[0])
+    sending = sending or (kind == "small" and "remote-id" in args[0])  # before it is read
     if change.startswith(("change", "truncate")) and sending and not changed:
         changed.append(1)  # another program writes the model while its first pack goes up
         before = os.stat(model)
@@ -481,6 +484,14 @@ def test_a_model_changed_while_it_is_pushed_fails_and_leaves_no_pack_of_other_by
     monkeypatch.setenv("MODEL_FILER_CACHE_DIR", str(tmp_path / "reader-store"))
     loaded = Filer(reader, str(tmp_path / "remote"), "local").load("m")
     assert loaded == random.Random(7).randbytes(3 * 1024 * 1024)  # noqa: S311 - test data
+
+
+def test_a_small_model_changed_before_it_is_read_is_not_pushed(tmp_path):
+    """A small model goes up whole from memory: its bytes are hashed there first."""
+    result = _watched_push(tmp_path, "small", "change")
+    assert "changed on disk while it was pushed" in str(result["error"]), result
+    assert result["state"] == "local"
+    assert not list((tmp_path / "remote" / ".model_filer").glob("objects/*"))
 
 
 def test_a_plain_push_sends_the_file_it_verified_not_what_its_path_names_later(tmp_path):
