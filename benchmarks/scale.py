@@ -16,6 +16,7 @@ isolated environment, whole-process timing, the DVC setup) and contacts no other
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pickle
@@ -414,13 +415,13 @@ def bench_dump_512(b: Scale) -> harness.Row:
         result = run_worker("hash", {"nbytes": size}, b.env)
         return harness.Sample(float(result["seconds"]), float(result["maxrss_mib"]))
 
-    sides: list[tuple[str, Callable[[], harness.Sample]]] = [
-        ("ours", lambda: ours(0)),
-        ("pickle", lambda: pickled(0)),
-        ("sha256", hashed),
-    ]
     for i in range(b.runs):
         common.log(f"run {i + 1}/{b.runs}")
+        sides: list[tuple[str, Callable[[], harness.Sample]]] = [
+            ("ours", functools.partial(ours, i)),  # (array i: a new model each run)
+            ("pickle", functools.partial(pickled, i)),
+            ("sha256", hashed),
+        ]
         for name, fn in sides[i % 3 :] + sides[: i % 3]:  # each side takes each place
             os.sync()  # one run's writeback must not throttle the next one's writes
             series[name].samples.append(fn())

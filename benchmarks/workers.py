@@ -76,20 +76,20 @@ def _boto3_config(direction: str) -> Any:
     )
 
 
-def w_dump_ours(dir: str, address: str, nbytes: int) -> dict[str, Any]:
+def w_dump_ours(dir: str, address: str, nbytes: int, seed: int = 0) -> dict[str, Any]:
     from model_filer import Filer
 
-    model = _array(nbytes)
+    model = _array(nbytes, seed)
     filer = Filer(dir, address, "local")
     start = time.perf_counter()
     filer.dump(model, "model")
     return {"seconds": time.perf_counter() - start}
 
 
-def w_dump_base(path: str, nbytes: int) -> dict[str, Any]:
+def w_dump_base(path: str, nbytes: int, seed: int = 0) -> dict[str, Any]:
     import pickle
 
-    model = _array(nbytes)
+    model = _array(nbytes, seed)
     start = time.perf_counter()
     with open(path, "wb") as fh:
         pickle.dump(model, fh, protocol=5)

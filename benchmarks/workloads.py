@@ -33,12 +33,14 @@ def dump_samplers(
     b: Bench, size: int, remote: Path
 ) -> tuple[Callable[[int], Sample], Callable[[int], Sample]]:
     """One dump of a ``size``-byte array by model_filer, and by ``pickle.dump``, each in a
-    fresh process and folder (deleted after)."""
+    fresh process and folder (deleted after). Run ``i`` dumps array ``i`` on both sides: the
+    store keeps objects across runs, and the same array again would measure a re-dump (the
+    object is there: the new copy is dropped, and freeing its blocks is most of the cost)."""
 
     def ours(i: int) -> Sample:
         folder = b.fresh("dump")
         try:
-            return b.worker("dump_ours", dir=str(folder), address=str(remote), nbytes=size)
+            return b.worker("dump_ours", dir=str(folder), address=str(remote), nbytes=size, seed=i)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -46,7 +48,7 @@ def dump_samplers(
         folder = b.fresh("dump-base")
         folder.mkdir()
         try:
-            return b.worker("dump_base", path=str(folder / "model.pkl"), nbytes=size)
+            return b.worker("dump_base", path=str(folder / "model.pkl"), nbytes=size, seed=i)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
