@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from model_filer.errors import IntegrityError, ModelFilerError, RemoteObjectMissingError
+from model_filer.errors import IntegrityError, RemoteObjectMissingError
 from model_filer.local.freshness import changed_while_pushed, write_stamp
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
@@ -41,6 +41,7 @@ from model_filer.storage.manifest import (
 )
 from model_filer.storage.packs import PACK_TARGET, Span, range_limit, spans
 from model_filer.storage.stored import RAW, decode, encode, max_stored_size
+from model_filer.transfer.watched import moved, send_watched
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -475,8 +476,8 @@ class _Packer:
         stamp: tuple[int, ...] | None,
     ) -> None:
         self._chunked, self._pool, self._progress = chunked, pool, progress
-        self._fd, self._name = fd, name
-        self._stat = stamp or write_stamp(os.fstat(fd))  # (as the file was verified)
+        self._fd = fd
+        self._watched = (name, fd, stamp or write_stamp(os.fstat(fd)))  # (as it was verified)
         self._slots = threading.BoundedSemaphore(PACKS_UPLOADING)
         self._uploads: list[tuple[Future[None], _Pack]] = []
         self._open: _Pack | None = None
@@ -512,21 +513,14 @@ class _Packer:
     def _upload(self, pack: _Pack) -> None:
         key = storage_key("packs", pack.name)
         remote = self._chunked.remote
+
+        def holds() -> bool:
+            check = _PackCheck(pack.contents)
+            remote.download(key, check, None, pack.size)
+            return check.whole()
+
         try:
-            try:
-                remote.upload(pack, key, pack.name, None)
-            except (ModelFilerError, OSError) as exc:  # (a file cut short: a read fails)
-                if self.moved():
-                    raise changed_while_pushed(self._name, f"the upload failed ({exc})") from None
-                raise
-            if self.moved():
-                check = _PackCheck(pack.contents)
-                remote.download(key, check, None, pack.size)
-                if not check.whole():
-                    with contextlib.suppress(ModelFilerError):
-                        remote.delete(key)
-                    what = "a pack sent held other bytes, and was deleted"
-                    raise changed_while_pushed(self._name, what)
+            send_watched(remote, pack, key, pack.name, None, self._watched, holds)
             if self._progress is not None:
                 self._progress(pack.raw)
         finally:
@@ -534,8 +528,9 @@ class _Packer:
             self._slots.release()
 
     def moved(self) -> bool:
-        """Whether the model's file may have been written to since the packer was made."""
-        return write_stamp(os.fstat(self._fd)) != self._stat
+        """Whether the model's file may have been written to since it was verified."""
+        _, fd, stamp = self._watched
+        return moved(fd, stamp)
 
     def finish(self) -> None:
         """Upload the last pack; wait for every upload (the first failure is raised)."""
@@ -609,7 +604,7 @@ def _recut(fd: int, base: int, entry: Entry, order: list[tuple[str, int]]) -> No
         for piece, data in cut(again, entry.size):
             whole.update(data)
             cuts.append((piece.sha256, piece.size))
-    if whole.hexdigest() != entry.sha256 or cuts != order or write_stamp(os.fstat(fd)) != before:
+    if whole.hexdigest() != entry.sha256 or cuts != order or moved(fd, before):
         raise changed_while_pushed(entry.name, "its chunks were not cut from its bytes")
 
 

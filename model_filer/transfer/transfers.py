@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from model_filer.errors import (
 from model_filer.fs.hashing import CHUNK, HashingWriter
 from model_filer.fs.layout import PARTIAL_DIR, internal_dir
 from model_filer.local.folder import READ_ONLY_ERRNOS, ModelFolder
-from model_filer.local.freshness import Freshness, changed_while_pushed, write_stamp
+from model_filer.local.freshness import Freshness, write_stamp
 from model_filer.local.store import ObjectStore, warn_skipped
 from model_filer.registry.model import Entry
 from model_filer.registry.names import MANIFEST_KINDS, object_key, storage_key_kind
@@ -40,6 +39,7 @@ from model_filer.remotes import Progress, Remote
 from model_filer.remotes.sources import FileSource
 from model_filer.transfer import resume
 from model_filer.transfer.progress import byte_bar, count_bar, stall_notice
+from model_filer.transfer.watched import send_watched
 
 if TYPE_CHECKING:
     from model_filer.transfer.chunked import Chunked, PackIndex
@@ -104,21 +104,6 @@ def _not_pushed(entry: Entry) -> LocalOnlyError:
         f"machine that dumped it. Ask its author to run filer.push({entry.name!r}) and "
         "commit the registry."
     )
-
-
-class _Digest:
-    """A download sink that only hashes (a plain object read back)."""
-
-    def __init__(self) -> None:
-        self.digest, self.size = hashlib.sha256(), 0
-
-    def write(self, data: Any) -> int:
-        self.digest.update(data)
-        self.size += memoryview(data).nbytes
-        return memoryview(data).nbytes
-
-    def seekable(self) -> bool:
-        return False
 
 
 @contextlib.contextmanager
@@ -460,23 +445,21 @@ class Transfers:
         entry: Entry,
         key: str,
         progress: Progress | None,
-        before: tuple[int, ...],
+        stamp: tuple[int, ...],
     ) -> None:
-        """Upload the verified open file ``fh``; when it was written to since its stat
-        ``before``, read the object back: one of other bytes is deleted and the push fails."""
-        try:
-            self.remote.upload(FileSource(fh.fileno()), key, entry.sha256, progress)
-        except (ModelFilerError, OSError) as exc:
-            if write_stamp(os.fstat(fh.fileno())) != before:
-                raise changed_while_pushed(entry.name, f"the upload failed ({exc})") from None
-            raise
-        if write_stamp(os.fstat(fh.fileno())) != before:
-            sink = _Digest()
-            self.remote.download(key, sink, None, entry.size)
-            if (sink.size, sink.digest.hexdigest()) != (entry.size, entry.sha256):
-                with contextlib.suppress(ModelFilerError):
-                    self.remote.delete(key)
-                raise changed_while_pushed(entry.name, "what went up was deleted")
+        """Upload the verified open file ``fh`` (its stamp then: ``stamp``), read back if it
+        was written to meanwhile (see :mod:`model_filer.transfer.watched`)."""
+
+        def holds() -> bool:
+            with open(os.devnull, "wb") as null:
+                sink = HashingWriter(null)
+                self.remote.download(key, sink, None, entry.size)
+                return (sink.size, sink.hexdigest()) == (entry.size, entry.sha256)
+
+        watched = (entry.name, fh.fileno(), stamp)
+        send_watched(
+            self.remote, FileSource(fh.fileno()), key, entry.sha256, progress, watched, holds
+        )
 
     def _plain(self, entry: Entry) -> bool:
         """Whether ``entry`` goes up in the plain layout: the setting, except that a synced
