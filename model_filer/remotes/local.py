@@ -163,7 +163,7 @@ class LocalRemote(Remote):
             yield
         except OSError as exc:
             raise RemoteError(
-                f"Cannot write {what}: {exc.strerror}. {fix}", key=key, address=self.address
+                f"Cannot write {what}: {exc.strerror or exc}. {fix}", key=key, address=self.address
             ) from None
         finally:
             with contextlib.suppress(OSError):  # (never made, or its folder never could be)

@@ -185,8 +185,9 @@ class Chunked:
         with ThreadPoolExecutor(PACKS_UPLOADING + 1) as pool:
             known = self.known()
             listing = pool.submit(self._listed, storage_key("packs", "")) if known else None
-            base = fh.tell()
-            packer = _Packer(self, pool, progress, fh.fileno(), entry.name, stamp)
+            base, fd = fh.tell(), fh.fileno()
+            stamp = stamp or write_stamp(os.fstat(fd))  # (as it was verified)
+            packer = _Packer(self, pool, progress, (entry.name, fd, stamp))
             try:
                 for piece, data in cut(fh, entry.size):
                     sha = piece.sha256
@@ -205,8 +206,8 @@ class Chunked:
                     if progress is not None:  # (a chunk put in a pack counts once it is up)
                         progress(piece.size)
                 packer.finish()
-                if packer.moved():  # written to since it was verified? the map must be right
-                    _recut(fh.fileno(), base, entry, order)
+                if moved(fd, stamp):  # written to since it was verified? the map must be right
+                    _recut(fd, base, entry, order)
             except BaseException:
                 packer.abort()
                 raise
@@ -461,7 +462,7 @@ class _Packer:
     """Puts stored chunks into packs, uploading each as it fills, PACKS_UPLOADING at once
     (the next fills meanwhile).
 
-    The packs read the model's file ``fd`` as they go up: when its stat moves meanwhile,
+    The packs read the model's file as they go up: when its stat moves meanwhile,
     each pack is read back and checked against what its name says, deleted if it is not (and
     the push fails), kept if it is (another push may rely on it).
     """
@@ -471,13 +472,10 @@ class _Packer:
         chunked: Chunked,
         pool: Any,
         progress: Progress | None,
-        fd: int,
-        name: str,
-        stamp: tuple[int, ...] | None,
+        watched: tuple[str, int, tuple[int, ...]],
     ) -> None:
         self._chunked, self._pool, self._progress = chunked, pool, progress
-        self._fd = fd
-        self._watched = (name, fd, stamp or write_stamp(os.fstat(fd)))  # (as it was verified)
+        self._watched = watched  # the model's name, file and stamp (see send_watched)
         self._slots = threading.BoundedSemaphore(PACKS_UPLOADING)
         self._uploads: list[tuple[Future[None], _Pack]] = []
         self._open: _Pack | None = None
@@ -487,7 +485,7 @@ class _Packer:
         return where it is."""
         pack = self._open
         if pack is None:
-            pack = self._open = _Pack(self._fd, self._chunked.temp("pack"))
+            pack = self._open = _Pack(self._watched[1], self._chunked.temp("pack"))
         start = pack.size
         pack.write(sha, offset, parts)
         pack.raw += raw
@@ -527,11 +525,6 @@ class _Packer:
             pack.close()
             self._slots.release()
 
-    def moved(self) -> bool:
-        """Whether the model's file may have been written to since it was verified."""
-        _, fd, stamp = self._watched
-        return moved(fd, stamp)
-
     def finish(self) -> None:
         """Upload the last pack; wait for every upload (the first failure is raised)."""
         self._close()
@@ -553,7 +546,7 @@ class _PackCheck:
     holds (``contents``: each chunk's header, payload length and payload sha256)."""
 
     def __init__(self, contents: list[tuple[bytes, int, str]]) -> None:
-        self._todo = [(h, n, sha) for h, n, sha in reversed(contents)]  # the next one last
+        self._todo = contents[::-1]  # the next one last
         self._left = 0  # payload bytes still to come
         self._digest = hashlib.sha256()
         self._want = ""
