@@ -4,12 +4,14 @@ One store per user (:func:`default_root`) serves every checkout, worktree and cl
 
     objects/ab/cdef...      the bytes: read-only, entered only once verified, never partial
     meta/ab/cdef....json    the object's stat as it entered, and the checkouts holding a copy;
-                            its own mtime is the object's last use (for ``prune``)
+                            its own mtime is the object's last use (for ``prune``; for an
+                            object too small to be recorded, its own atime)
     manifests/ab/cdef....json  a chunked object's manifest (docs/storage-format.md): where
                             each of its chunks sits, so a pull reads them here, not remotely
     places/<remote>/ab/cdef....json  where that object's chunks are in one remote's packs, as
                             a push put them or a pull read them: a push names them, not sends
-    locks/<sha256>.lock     one lock per object: two processes fetch it once
+    locks/objects.lock      a byte of it per object, locked: two processes fetch it once
+                            (``locks/<sha256>.lock`` where bytes cannot be locked)
     tmp/                    owner-tagged temp files; those of dead processes are removed
 
 Bytes enter as a temp file inside the store, then one rename gives them their name, so a
@@ -17,7 +19,8 @@ SIGKILL at any point leaves either no object or a whole one. An object is truste
 ``stat`` while :func:`~model_filer.local.freshness.unchanged` says so of the stat recorded on entry
 (the rule model files follow too); entry sets its mtime one second back, so any later write
 (which stamps the current time) shows, and such an object is hashed again before it is linked,
-and deleted if it changed.
+and deleted if it changed. An object of at most 64 KiB has no record: it is hashed at each use,
+which costs no more than reading a record, where writing one costs a file creation.
 
 Model files in a checkout are links to objects: a reflink where the filesystem can, else a
 hardlink (the object is read-only, so an in-place write is refused), else a copy (another
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import ModelFilerError, StoreError, StoreWarning
 from model_filer.fs.layout import ensure_dir
-from model_filer.fs.locks import object_lock
+from model_filer.fs.locks import ObjectLocks
 from model_filer.fs.tempfiles import owned_temp_name, remove_dead_temps_in
 from model_filer.local.freshness import stat_record, unchanged
 from model_filer.local.store_root import default_root
@@ -52,6 +55,10 @@ READ_ONLY = 0o444
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _BACKDATE_NS = 1_000_000_000  # entry's mtime is set this far back: a later write must show
+# Objects this small get no record: they are hashed at each use instead. Hashing 64 KiB costs
+# about what reading a record does (~40 us), and writing one is a file creation: ~1 ms of CPU
+# when a pull's threads create files on a busy disk, most of a small model's pull.
+HASHED_UP_TO = 64 * 1024
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EXDEV, errno.EPERM}
 _NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES}
 # Failures that say the filesystem cannot do it at all, so the next link need not try. (EXDEV
@@ -126,6 +133,7 @@ class ObjectStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = default_root() if root is None else Path(root)
         self._swept = False  # dead processes' temp files removed yet (once per instance)
+        self._locks = ObjectLocks(self.root)
         # Per filesystem (st_dev): the best link that worked, so a failed reflink is tried once.
         self._modes: dict[int, str] = {}
 
@@ -164,7 +172,7 @@ class ObjectStore:
     def locked(self, sha: str, blocking: bool = True) -> Iterator[bool]:
         """Hold the lock of one object (across processes) for the block; yield whether it is
         held (``blocking=False``: ``False`` at once when someone else holds it)."""
-        lock = object_lock(self.root, sha)
+        lock = self._locks.of(sha)
         try:
             got = lock.acquire(blocking)
         except OSError as exc:
@@ -217,8 +225,14 @@ class ObjectStore:
         os.utime(path, ns=(now, now - _BACKDATE_NS))
 
     def _record(self, sha: str, **changes: Any) -> None:
-        """Record the object's stat now as the one to trust (and ``changes``); lock held."""
-        record = stat_record(os.stat(self.object_path(sha)))
+        """Record the object's stat now as the one to trust (and ``changes``); lock held.
+
+        Not for an object of at most :data:`HASHED_UP_TO` bytes: it is hashed at each use.
+        """
+        st = os.stat(self.object_path(sha))
+        if st.st_size <= HASHED_UP_TO:
+            return
+        record = stat_record(st)
         meta = self._read_meta(sha)
         self._write_meta(sha, {**meta, "key": record[:5], "seen": record[5:], **changes})
 
@@ -337,8 +351,8 @@ class ObjectStore:
     def lookup(self, sha: str, size: int) -> Path | None:
         """The object of ``sha`` if it holds those bytes, else ``None``; lock held.
 
-        One ``stat`` when it is as it entered; else it is hashed again, and deleted if its
-        bytes changed.
+        One ``stat`` when it is as it entered; else (or when it is small) it is hashed again,
+        and deleted if its bytes changed.
         """
         obj = self.object_path(sha)
         try:
@@ -347,7 +361,7 @@ class ObjectStore:
             return None
         except OSError as exc:
             raise StoreError(self.root, "read an object", exc) from exc
-        if st.st_size == size and _trusted(self._read_meta(sha), st):
+        if HASHED_UP_TO < st.st_size == size and _trusted(self._read_meta(sha), st):
             with contextlib.suppress(OSError):
                 os.utime(self._meta_path(sha))  # its last use, for prune
             return obj
@@ -365,7 +379,10 @@ class ObjectStore:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):
                 st = os.stat(obj)
-                if self._read_meta(sha).get("key") != stat_record(st)[:5] or st.st_mode & 0o222:
+                small = got_size <= HASHED_UP_TO  # (no record to compare: hashed at each use)
+                if st.st_mode & 0o222 or (
+                    not small and self._read_meta(sha).get("key") != stat_record(st)[:5]
+                ):
                     self._seal(obj)  # moves the mtime: checkouts' hash caches re-hash once
                 self._record(sha)
                 return True
@@ -513,6 +530,8 @@ class ObjectStore:
         return False
 
     def _last_use(self, sha: str, st: os.stat_result) -> int:
+        if st.st_size <= HASHED_UP_TO:  # no record: its last read as the filesystem keeps it
+            return max(st.st_atime_ns, st.st_mtime_ns)
         try:
             return os.stat(self._meta_path(sha)).st_mtime_ns
         except OSError:

@@ -1,10 +1,12 @@
-"""Lock files: the mode they are made with, and what making one costs."""
+"""Lock files: the mode they are made with, what making one costs, and the store's object
+locks (bytes of one file)."""
 
 from __future__ import annotations
 
 import ast
 import errno
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -13,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import model_filer.fs.locks as locks_module
+from model_filer.fs.locks import ObjectLocks
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the umask is read from /proc")
 
 # In a child: the umask is read once per process, and an audit hook cannot be removed.
@@ -20,8 +25,9 @@ LOCKING = textwrap.dedent(
     """
     import os, stat, sys
     from pathlib import Path
-    from model_filer.fs.locks import object_lock
+    from model_filer.fs.locks import FolderLock
     os.umask(int(sys.argv[2], 8))
+    Path(sys.argv[1], "locks").mkdir(exist_ok=True)
     made, modes = [], []
     def hook(event, args):
         if event == "open" and isinstance(args[0], str) and isinstance(args[2], int) and (
@@ -32,8 +38,8 @@ LOCKING = textwrap.dedent(
     for i in range(3):
         if i == 1 and len(sys.argv) > 3:
             os.umask(int(sys.argv[3], 8))  # a notebook that changes its umask on the way
-        with object_lock(Path(sys.argv[1]), f"{i:064x}"):
-            lock = Path(sys.argv[1], "locks", f"{i:064x}.lock")
+        lock = Path(sys.argv[1], "locks", f"m{i}.lock")
+        with FolderLock.at(lock):
             modes.append(stat.S_IMODE(lock.stat().st_mode))
     print(len(made), sorted(set(modes)))
     """
@@ -63,8 +69,8 @@ def test_a_private_lock_file_is_made_without_a_probe_of_the_folder(
     tmp_path: Path, umask: str, probes: int
 ) -> None:
     """filelock probes a folder for flock support (a temp file made and dropped) before
-    making a lock file others could write. A pull makes one lock per object, and a file
-    creation costs up to 1 ms on some disks: a private lock file is made alone."""
+    making a lock file others could write. A pull from the store makes one lock per model,
+    and a file creation costs up to 1 ms on some disks: a private lock file is made alone."""
     made, _ = _lock_three(tmp_path, umask)
     assert made == 3 + probes  # the three lock files, and a probe for each if shared
 
@@ -101,3 +107,112 @@ def test_a_store_with_a_default_acl_keeps_lock_files_writable_by_its_group(
         raise
     _, modes = _lock_three(tmp_path, "022")
     assert modes == [0o664]
+
+
+# -- the store's object locks: bytes of one file ----------------------------------------------
+HOLD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from model_filer.fs.locks import ObjectLocks
+    with ObjectLocks(Path(sys.argv[1])).of(sys.argv[2]):
+        print("held", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def _holder(root: Path, sha: str) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(root), sha],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    return child
+
+
+def _free(root: Path, sha: str) -> bool:
+    lock = ObjectLocks(root).of(sha)
+    got = lock.acquire(blocking=False)
+    if got:
+        lock.release()
+    return got
+
+
+def test_object_locks_are_bytes_of_one_file_not_a_file_each(tmp_path: Path) -> None:
+    """A pull locks every object it fetches; a file each was a file creation each (about
+    1 ms of CPU on a busy disk) and a folder of files nobody removed."""
+    locks = ObjectLocks(tmp_path)
+    for i in range(50):
+        with locks.of(f"{i:064x}"):
+            pass
+    assert os.listdir(tmp_path / "locks") == ["objects.lock"]
+
+
+def test_an_object_held_by_another_process_is_refused_and_others_are_free(
+    tmp_path: Path,
+) -> None:
+    held, other = "ab" * 32, "ab" * 7 + "c" + "ab" * 24 + "d"  # (the same first 14 digits)
+    child = _holder(tmp_path, held)
+    try:
+        assert not _free(tmp_path, held)
+        assert _free(tmp_path, other)
+    finally:
+        child.communicate("\n", timeout=60)
+    assert _free(tmp_path, held)
+
+
+def test_an_object_lock_goes_with_a_killed_process(tmp_path: Path) -> None:
+    sha = "0f" * 32
+    child = _holder(tmp_path, sha)
+    assert not _free(tmp_path, sha)
+    child.kill()
+    child.wait(timeout=60)
+    assert _free(tmp_path, sha)
+
+
+def test_threads_of_one_process_take_an_object_lock_in_turn(tmp_path: Path) -> None:
+    """One descriptor per acquisition: a second lock object on the same byte (the store
+    reached by another path, so another lock object of this process) is refused while a
+    thread holds the first."""
+    sha = "1e" * 32
+    alias = tmp_path.parent / f"{tmp_path.name}-alias"
+    alias.symlink_to(tmp_path)
+    with ObjectLocks(tmp_path).of(sha) as first:
+        lock = ObjectLocks(alias).of(sha)
+        assert lock is not first
+        assert not lock.acquire(blocking=False)
+    assert lock.acquire(blocking=False)
+    lock.release()
+
+
+def test_where_bytes_cannot_be_locked_each_object_has_a_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not Linux, or a filesystem that refuses open-file-description locks."""
+    monkeypatch.setattr(locks_module, "_BYTE_LOCKS", False)
+    sha = "2d" * 32
+    with ObjectLocks(tmp_path).of(sha):
+        assert os.listdir(tmp_path / "locks") == [f"{sha}.lock"]
+
+
+def test_a_store_with_a_default_acl_keeps_its_object_lock_file_writable_by_its_group(
+    tmp_path: Path,
+) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    try:
+        _default_acl(locks, 4321)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            pytest.skip(f"no POSIX ACLs here: {exc}")
+        raise
+    old = os.umask(0o022)
+    try:
+        with ObjectLocks(tmp_path).of("3c" * 32):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((locks / "objects.lock").stat().st_mode) == 0o664

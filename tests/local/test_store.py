@@ -23,8 +23,8 @@ import pytest
 from model_filer import BatchError, Filer, ModelFilerError
 from model_filer.cli import main as cli_main
 from model_filer.errors import StoreError, StoreWarning
-from model_filer.fs.locks import FolderLock, object_lock
-from model_filer.local.store import ObjectStore, default_root
+from model_filer.fs.locks import FolderLock, ObjectLocks
+from model_filer.local.store import HASHED_UP_TO, ObjectStore, default_root
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import closed_port, commit, git, init_repo
 
@@ -306,19 +306,30 @@ def test_cache_commands_refuse_a_dir_that_is_no_folder(command, tmp_path, capsys
     assert "Traceback" not in err
 
 
-def test_cache_prune_evicts_least_recently_used_objects_no_checkout_links(filer, store, capsys):
+@pytest.mark.parametrize("size", [1000, 100_000])
+def test_cache_prune_evicts_least_recently_used_objects_no_checkout_links(
+    filer, store, capsys, size
+):
+    """A recorded object's last use is its record's mtime; one too small to be recorded
+    (hashed at each use instead) has its own atime, which reads of it move."""
     for name in ("kept", "older", "newer"):
-        filer.dump(os.urandom(1000), name, push=True)
+        filer.dump(os.urandom(size), name, push=True)
     sha = {e.name: e.sha256 for e in filer.list_files()}
     for name in ("older", "newer"):
         filer.model_path(name).unlink()
     now = time.time_ns()
     for age, name in ((3, "kept"), (2, "older"), (1, "newer")):  # kept is the oldest of all
-        meta = store.root / "meta" / sha[name][:2] / f"{sha[name][2:]}.json"
-        os.utime(meta, ns=(now - age * 10**9, now - age * 10**9))
+        when = now - age * 10**9
+        if size <= HASHED_UP_TO:
+            obj = store.object_path(sha[name])
+            os.utime(obj, ns=(when, obj.stat().st_mtime_ns - 10 * 10**9))
+        else:
+            meta = store.root / "meta" / sha[name][:2] / f"{sha[name][2:]}.json"
+            os.utime(meta, ns=(when, when))
+    pickled = store.object_path(sha["kept"]).stat().st_size
 
-    assert cli_main(["cache", "prune", "--max-size", "2500"]) == 0
-    assert "Evicted 1 object(s), freed 1.0 KB" in capsys.readouterr().out
+    assert cli_main(["cache", "prune", "--max-size", str(2 * pickled + pickled // 2)]) == 0
+    assert "Evicted 1 object(s), freed " in capsys.readouterr().out
     assert set(objects_of(store)) == {sha["kept"], sha["newer"]}
 
     assert cli_main(["cache", "prune", "--max-size", "0"]) == 0
@@ -729,7 +740,7 @@ def test_a_dump_takes_each_lock_once(filer, store):
     filer.dump({"v": 1}, "a")
     sha = filer.list_files()[0].sha256
     # This process's one lock object of each file (held here, so it stays the same object):
-    objects, registry = object_lock(store.root, sha), FolderLock.of(filer.local_dir, "registry")
+    objects, registry = ObjectLocks(store.root).of(sha), FolderLock.of(filer.local_dir, "registry")
     before = (objects.acquisitions, registry.acquisitions)
     filer.dump({"v": 1}, "b")  # the same bytes: the same object
     assert (objects.acquisitions, registry.acquisitions) == (before[0] + 1, before[1] + 1)
@@ -751,8 +762,8 @@ def test_another_process_holding_an_object_lock_makes_prune_skip_it(filer, store
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from model_filer.fs.locks import object_lock\n"
-        f"with object_lock(Path({str(store.root)!r}), {sha!r}):\n"
+        "from model_filer.fs.locks import ObjectLocks\n"
+        f"with ObjectLocks(Path({str(store.root)!r})).of({sha!r}):\n"
         "    print('held', flush=True)\n"
         "    sys.stdin.readline()\n"
     )
