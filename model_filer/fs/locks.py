@@ -148,9 +148,9 @@ def _private_mode(directory: str) -> int | None:
 
     Said explicitly, it spares filelock a probe of the folder for flock support: a temp file
     made and dropped per new lock file, which is one per model a pull links from the store,
-    and as slow as any file creation (about 1 ms on some disks). A umask that lets the group write, or a
-    default ACL on the folder (which the umask does not govern: a shared store's), keeps
-    filelock's default and its probe. The umask is read from /proc for each lock (a notebook
+    and as slow as any file creation (about 1 ms on some disks). A umask that lets the group
+    write, or a default ACL on the folder (which the umask does not govern: a shared store's),
+    keeps filelock's default and its probe. The umask is read from /proc for each lock (a notebook
     may change it): about 20 us, the cost of the probe on a fast disk. Elsewhere than Linux
     the default stays.
     """

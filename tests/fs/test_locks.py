@@ -91,13 +91,9 @@ def _default_acl(folder: Path, group: int) -> None:
     os.setxattr(folder, "system.posix_acl_default", value)
 
 
-def test_a_store_with_a_default_acl_keeps_lock_files_writable_by_its_group(
-    tmp_path: Path,
-) -> None:
-    """A shared store is often a folder whose default ACL lets a team's group write, under a
-    umask of 022 that the ACL overrides. Its lock files must stay group-writable (as
-    filelock's default makes them), or the group's other users cannot lock its objects."""
-    locks = tmp_path / "locks"
+def _shared_locks_folder(root: Path) -> Path:
+    """``root``/locks with a default ACL letting a group write (skips where ACLs are not)."""
+    locks = root / "locks"
     locks.mkdir()
     try:
         _default_acl(locks, 4321)
@@ -105,6 +101,16 @@ def test_a_store_with_a_default_acl_keeps_lock_files_writable_by_its_group(
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
             pytest.skip(f"no POSIX ACLs here: {exc}")
         raise
+    return locks
+
+
+def test_a_store_with_a_default_acl_keeps_lock_files_writable_by_its_group(
+    tmp_path: Path,
+) -> None:
+    """A shared store is often a folder whose default ACL lets a team's group write, under a
+    umask of 022 that the ACL overrides. Its lock files must stay group-writable (as
+    filelock's default makes them), or the group's other users cannot take its locks."""
+    _shared_locks_folder(tmp_path)
     _, modes = _lock_three(tmp_path, "022")
     assert modes == [0o664]
 
@@ -201,14 +207,7 @@ def test_where_bytes_cannot_be_locked_each_object_has_a_lock_file(
 def test_a_store_with_a_default_acl_keeps_its_object_lock_file_writable_by_its_group(
     tmp_path: Path,
 ) -> None:
-    locks = tmp_path / "locks"
-    locks.mkdir()
-    try:
-        _default_acl(locks, 4321)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            pytest.skip(f"no POSIX ACLs here: {exc}")
-        raise
+    locks = _shared_locks_folder(tmp_path)
     old = os.umask(0o022)
     try:
         with ObjectLocks(tmp_path).of("3c" * 32):
