@@ -1,9 +1,10 @@
 """Inter-process locks: a model folder's registry and model locks, and the store's object locks.
 
-Every lock is a :class:`FolderLock` (filelock underneath), got through :meth:`FolderLock.at`,
-which gives one lock object per lock file in this process. That one table is process-wide on
-purpose: an OS file lock cannot tell two threads of one process apart (each would open its
-own descriptor and poll), nor see that the thread asking already holds it. So here the
+Every lock is a :class:`FolderLock` (filelock underneath, or a byte of a shared file: below),
+got through :meth:`FolderLock.at`, which gives one lock object per lock file (or byte) in this
+process. That one table is process-wide on purpose: an OS file lock cannot tell two threads of
+one process apart (each would open its own descriptor and poll), nor see that the thread
+asking already holds it. So here the
 threads of one process queue on a thread lock and hand the file lock over instead of
 dropping and taking it again (16 pull threads installing models: most of a 1,000-model pull
 was that polling), and a thread asking for a lock it holds gets :class:`BatchError` instead
@@ -40,7 +41,8 @@ _GUARD = threading.Lock()  # (the table's only: a pull's threads lock objects in
 
 
 class FolderLock:
-    """An inter-process lock on one file that the threads of one process take in turn.
+    """An inter-process lock on one file (or one byte of it) that the threads of one process
+    take in turn.
 
     Take it with ``with``; get it with :meth:`at` or :meth:`of`, never by constructing it.
     """
@@ -183,6 +185,11 @@ _NO_BYTE_LOCKS = {errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 _BYTE_LOCKS = sys.platform == "linux" and struct.calcsize("P") == 8
 
 
+def _flock(kind: int, byte: int) -> bytes:
+    """A ``struct flock`` of ``kind`` (``F_WRLCK``, ``F_UNLCK``) over one ``byte``."""
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, byte, 1, 0)
+
+
 class _ByteLock:
     """One byte of a shared lock file, locked with an open-file-description lock: its own
     descriptor per acquisition, so threads exclude each other too; closing it unlocks."""
@@ -198,9 +205,7 @@ class _ByteLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
             command = fcntl.F_OFD_SETLKW if timeout < 0 else fcntl.F_OFD_SETLK
-            fcntl.fcntl(
-                fd, command, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, self.byte, 1, 0)
-            )
+            fcntl.fcntl(fd, command, _flock(fcntl.F_WRLCK, self.byte))
         except BaseException as exc:
             os.close(fd)
             if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EACCES):
@@ -211,9 +216,19 @@ class _ByteLock:
         self._fd = fd
 
     def release(self) -> None:
-        """Let the byte go (with its descriptor)."""
+        """Let the byte go, then close its descriptor.
+
+        Unlocked first: a child forked while it was held shares the descriptor's open file
+        description, and closing alone would leave the byte locked until that child exits.
+        """
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        import fcntl
+
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, self.byte))
+        finally:
             os.close(fd)
 
 
@@ -247,17 +262,19 @@ class ObjectLocks:
 
 
 def _locks_bytes(path: Path) -> bool:
-    """Whether the filesystem of ``path`` takes open-file-description locks."""
+    """Whether the filesystem of ``path`` takes open-file-description locks: byte 0 (no
+    object's, but for a 2**-60 chance) locked and unlocked, as a lock will be."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
-        fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0))
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, 0))
     except OSError as exc:
         if exc.errno in _NO_BYTE_LOCKS:
             return False
-        raise
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):  # (held: another probe's)
+            raise
     finally:
         os.close(fd)
     return True

@@ -38,7 +38,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from model_filer.errors import ModelFilerError, StoreError, StoreWarning
 from model_filer.fs.layout import ensure_dir
@@ -88,6 +88,16 @@ def _trusted(meta: dict[str, Any], st: os.stat_result) -> bool:
     """Whether an object's stat is the one recorded: then it still holds its bytes."""
     # (recorded as "key" and "seen", the two halves of a stat record, as before)
     return unchanged([*(meta.get("key") or []), *(meta.get("seen") or [])], st)
+
+
+def _open_unused(path: Path) -> IO[bytes]:
+    """``path`` opened to read, its atime left as it was where the owner may (``O_NOATIME``):
+    a small object's atime is its last use, and a ``cache verify`` reading it is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0))
+    except PermissionError:  # (not its owner: a shared store)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    return open(fd, "rb")
 
 
 def reflink(src: Path, dest: Path) -> None:
@@ -365,7 +375,12 @@ class ObjectStore:
             with contextlib.suppress(OSError):
                 os.utime(self._meta_path(sha))  # its last use, for prune
             return obj
-        return obj if self.recheck(sha, size) else None
+        if not self.recheck(sha, size):
+            return None
+        if size <= HASHED_UP_TO:  # its last use, for prune: its atime (it has no record)
+            with contextlib.suppress(OSError):
+                os.utime(obj, ns=(time.time_ns(), os.stat(obj).st_mtime_ns))
+        return obj
 
     def recheck(self, sha: str, size: int | None = None) -> bool:
         """Hash the object again: keep and re-seal it if it holds ``sha``, else delete it."""
@@ -375,7 +390,7 @@ class ObjectStore:
                 sha256_stream,  # (not on the hooks' path, which import this)
             )
 
-            with open(obj, "rb") as fh:
+            with _open_unused(obj) as fh:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):
                 st = os.stat(obj)

@@ -333,7 +333,8 @@ class Transfers:
         return _placed(fh, tmp, lambda: self.folder.install(tmp, entry, fresh))
 
     def from_store(self, entry: Entry, fresh: Freshness) -> bool:
-        """Link ``entry``'s bytes from the local store if it has them: no network, no hashing.
+        """Link ``entry``'s bytes from the local store if it has them: no network, and no
+        hashing but of an object small enough to be hashed at each use.
 
         The caller holds the model's lock. Returns whether the model file is now in place.
         """

@@ -179,7 +179,9 @@ def test_an_object_lock_goes_with_a_killed_process(tmp_path: Path) -> None:
     assert _free(tmp_path, sha)
 
 
-def test_threads_of_one_process_take_an_object_lock_in_turn(tmp_path: Path) -> None:
+def test_two_lock_objects_of_one_process_on_one_object_exclude_each_other(
+    tmp_path: Path,
+) -> None:
     """One descriptor per acquisition: a second lock object on the same byte (the store
     reached by another path, so another lock object of this process) is refused while a
     thread holds the first."""
@@ -192,6 +194,38 @@ def test_threads_of_one_process_take_an_object_lock_in_turn(tmp_path: Path) -> N
         assert not lock.acquire(blocking=False)
     assert lock.acquire(blocking=False)
     lock.release()
+
+
+def test_a_child_forked_while_an_object_lock_is_held_does_not_keep_it(tmp_path: Path) -> None:
+    """The child shares the lock's descriptor: closing it in the parent alone would leave the
+    byte locked until the child exits (a fork-started worker pool: a hang)."""
+    sha = "4b" * 32
+    lock = ObjectLocks(tmp_path).of(sha)
+    lock.acquire()
+    told, tell = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: alive, holding a copy of the descriptor, until told
+        os.close(tell)
+        os.read(told, 1)
+        os._exit(0)
+    os.close(told)
+    try:
+        lock.release()
+        probe = (
+            "import sys; from pathlib import Path; from model_filer.fs.locks import ObjectLocks\n"
+            "print(ObjectLocks(Path(sys.argv[1])).of(sys.argv[2]).acquire(blocking=False))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(tmp_path), sha],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == "True"
+    finally:
+        os.write(tell, b"x")
+        os.close(tell)
+        os.waitpid(pid, 0)
 
 
 def test_where_bytes_cannot_be_locked_each_object_has_a_lock_file(

@@ -230,8 +230,17 @@ def test_a_second_machine_downloads_and_enters_the_store(filer, tmp_path):
 
 
 # -- objects whose bytes changed ---------------------------------------------------------------
-def test_an_object_written_in_place_is_hashed_again_and_replaced(filer, store, remote, tmp_path):
-    filer.dump({"v": 1}, "m", push=True)
+# A small object is hashed at each use; a bigger one is trusted by its recorded stat.
+SIZES = pytest.mark.parametrize(
+    "model", [{"v": 1}, {"v": 1, "pad": b"p" * (HASHED_UP_TO + 1)}], ids=["hashed", "recorded"]
+)
+
+
+@SIZES
+def test_an_object_written_in_place_is_hashed_again_and_replaced(
+    filer, store, remote, tmp_path, model
+):
+    filer.dump(model, "m", push=True)
     sha = filer.list_files()[0].sha256
     # As root, which ignores the read-only mode: the write goes through to the object.
     with open(filer.model_path("m"), "r+b") as fh:
@@ -241,12 +250,13 @@ def test_an_object_written_in_place_is_hashed_again_and_replaced(filer, store, r
     clone = clone_of(filer, tmp_path / "clone")
     report = clone.pull()
     assert (report.done, report.linked) == (["m"], [])  # not linked: downloaded again
-    assert clone.load("m") == {"v": 1}
+    assert clone.load("m") == model
     assert sha_of(store.object_path(sha)) == sha
 
 
-def test_a_write_that_puts_the_mtime_back_is_still_caught(filer, store, tmp_path):
-    filer.dump({"v": 1}, "m", push=True)
+@SIZES
+def test_a_write_that_puts_the_mtime_back_is_still_caught(filer, store, tmp_path, model):
+    filer.dump(model, "m", push=True)
     sha = filer.list_files()[0].sha256
     obj = store.object_path(sha)
     before = os.stat(obj)
@@ -256,7 +266,7 @@ def test_a_write_that_puts_the_mtime_back_is_still_caught(filer, store, tmp_path
 
     clone = clone_of(filer, tmp_path / "clone")
     assert clone.pull().done == ["m"]
-    assert clone.load("m") == {"v": 1}
+    assert clone.load("m") == model
     assert sha_of(obj) == sha
 
 
@@ -320,9 +330,8 @@ def test_cache_prune_evicts_least_recently_used_objects_no_checkout_links(
     now = time.time_ns()
     for age, name in ((3, "kept"), (2, "older"), (1, "newer")):  # kept is the oldest of all
         when = now - age * 10**9
-        if size <= HASHED_UP_TO:
-            obj = store.object_path(sha[name])
-            os.utime(obj, ns=(when, obj.stat().st_mtime_ns - 10 * 10**9))
+        if size <= HASHED_UP_TO:  # one mtime for all: only the atime tells them apart
+            os.utime(store.object_path(sha[name]), ns=(when, now - 100 * 10**9))
         else:
             meta = store.root / "meta" / sha[name][:2] / f"{sha[name][2:]}.json"
             os.utime(meta, ns=(when, when))
@@ -336,6 +345,24 @@ def test_cache_prune_evicts_least_recently_used_objects_no_checkout_links(
     assert "(1 object(s) in use by checkouts are kept;" in capsys.readouterr().out
     assert set(objects_of(store)) == {sha["kept"]}
     assert filer.load("older") == filer.load("older")  # downloaded again on use
+
+
+def test_a_small_objects_use_moves_its_atime_and_cache_verify_does_not(
+    filer, store, tmp_path, capsys
+):
+    """Its atime is its last use for prune: a link from the store is one, a re-hash by
+    ``cache verify`` is not."""
+    filer.dump({"v": 1}, "m", push=True)
+    obj = store.object_path(filer.list_files()[0].sha256)
+    long_ago = time.time_ns() - 10**12
+    os.utime(obj, ns=(long_ago, obj.stat().st_mtime_ns))
+
+    assert cli_main(["cache", "verify"]) == 0
+    assert "1 object(s) verified" in capsys.readouterr().out
+    assert obj.stat().st_atime_ns == long_ago
+
+    assert clone_of(filer, tmp_path / "clone").pull().linked == ["m"]
+    assert obj.stat().st_atime_ns > long_ago + 10**11
 
 
 def test_cache_prune_rejects_a_bad_size(capsys):
