@@ -202,7 +202,7 @@ def w_issue_table(kinds: list[str], shape: list[int], root: str) -> dict[str, An
         old, new = versions
         chunks = [{p.sha256: p.size for p, _ in cut(io.BytesIO(b), len(b))} for b in versions]
         shared = sum(n for sha, n in chunks[1].items() if sha in chunks[0])
-        packed = zstandard.ZstdCompressor(level=stored.LEVEL).compress(old)
+        packed = zstandard.ZstdCompressor(level=stored.level_for(len(old))).compress(old)
         on_remote = sum(p.stat().st_size for p in remote.rglob("*") if p.is_file())
         rows.append(
             {
@@ -551,7 +551,8 @@ def print_issue_table(rows: list[dict[str, Any]]) -> None:
     from model_filer.storage import chunks, stored
 
     print(
-        f"\nThe issue's table, as measured (zstd level {stored.LEVEL}; FastCDC at model_filer's "
+        f"\nThe issue's table, as measured (zstd level {stored.SMALL_LEVEL} up to "
+        f"{stored.SMALL_MODEL // MiB} MiB, {stored.LEVEL} above; FastCDC at model_filer's "
         f"average chunk for the size, {chunks.MIN_AVG // 1024}-{chunks.MAX_AVG // 1024} KiB; "
         f"models up to {chunks.SMALL_MAX // MiB} MiB are stored whole):\n"
     )

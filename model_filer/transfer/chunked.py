@@ -40,7 +40,7 @@ from model_filer.storage.manifest import (
     read_manifest,
 )
 from model_filer.storage.packs import PACK_TARGET, Span, range_limit, spans
-from model_filer.storage.stored import RAW, decode, encode, max_stored_size
+from model_filer.storage.stored import RAW, decode, encode, level_for, max_stored_size
 from model_filer.transfer.watched import moved, send_watched
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class Chunked:
             data = fh.read()
             if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
                 raise changed_while_pushed(entry.name, "it no longer holds its bytes")
-            self._put(encode(data), key, entry.sha256)
+            self._put(encode(data, level_for(entry.size)), key, entry.sha256)
         if progress is not None:
             progress(entry.size)
         return key
@@ -188,6 +188,7 @@ class Chunked:
             base, fd = fh.tell(), fh.fileno()
             stamp = stamp or write_stamp(os.fstat(fd))  # (as it was verified)
             packer = _Packer(self, pool, progress, (entry.name, fd, stamp))
+            level = level_for(entry.size)
             try:
                 for piece, data in cut(fh, entry.size):
                     sha = piece.sha256
@@ -198,7 +199,7 @@ class Chunked:
                         there = None if found is None or old is None else found.get(old.key())
                         if old is None or there is None or there.size != old.pack_size:
                             placed[sha] = packer.add(
-                                sha, base + piece.offset, encode(data), piece.size
+                                sha, base + piece.offset, encode(data, level), piece.size
                             )
                             continue
                         placed[sha] = old

@@ -7,6 +7,7 @@ import io
 import json
 import os
 
+import numpy as np
 import pytest
 import zstandard
 
@@ -31,7 +32,14 @@ from model_filer.storage.manifest import (
     parse_places,
 )
 from model_filer.storage.packs import range_limit, spans
-from model_filer.storage.stored import decode, encode
+from model_filer.storage.stored import (
+    LEVEL,
+    SMALL_LEVEL,
+    SMALL_MODEL,
+    decode,
+    encode,
+    level_for,
+)
 
 SHA = "ab" * 32
 MiB = 1024 * 1024
@@ -89,6 +97,17 @@ def test_compressible_bytes_are_stored_compressed_and_come_back():
     stored = _joined(encode(data))
     assert stored[0] == 1 and len(stored) < len(data) // 10
     assert bytes(decode(stored, len(data), "x")) == data
+
+
+def test_a_model_up_to_32_mib_is_compressed_harder_and_still_reads_back():
+    """Its pulls gain the bytes (level 6: 8.5% fewer for a RandomForest); a bigger model keeps
+    zstd's default, whose push costs a third of the CPU per GiB."""
+    assert level_for(SMALL_MODEL) == SMALL_LEVEL > LEVEL == level_for(SMALL_MODEL + 1)
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 40, 400_000).astype(np.float64).tobytes()  # tree-like values
+    harder, default = _joined(encode(data, SMALL_LEVEL)), _joined(encode(data, LEVEL))
+    assert harder[0] == default[0] == 1 and len(harder) < len(default)
+    assert bytes(decode(harder, len(data), "x")) == data
 
 
 def test_bytes_that_compress_less_than_ten_percent_are_stored_raw():

@@ -17,7 +17,7 @@ from model_filer import IntegrityError, InvalidNameError
 from model_filer.registry.names import object_key
 from model_filer.storage import REFRESH_AFTER, encode_manifest, parse_manifest, storage_key
 from model_filer.storage.manifest import Chunk
-from model_filer.storage.stored import encode
+from model_filer.storage.stored import SMALL_LEVEL, encode, level_for
 from tests.remotes.test_contract import TARGETS, FaultProxy, Target, _consumer, _networked
 from tests.support import chunking
 
@@ -73,6 +73,16 @@ def test_small_and_big_models_round_trip_in_the_chunked_layout(tmp_path, target)
 
     consumer = target.filer(_consumer(tmp_path, producer))
     assert consumer.load("small") == small and consumer.load("big") == big
+
+
+def test_a_small_models_stored_object_is_compressed_at_its_level(tmp_path, target):
+    producer = target.filer(tmp_path / "producer")
+    producer.dump(b"tree node " * 50_000 + bytes(range(256)) * 400, "m", push=True)
+    [entry] = producer.list_files()
+    pickled = producer.model_path("m").read_bytes()
+    expected = b"".join(bytes(p) for p in encode(pickled, level_for(entry.size)))
+    assert level_for(entry.size) == SMALL_LEVEL
+    assert _stored(target)[entry.key] == len(expected)
 
 
 def test_a_new_version_moves_only_its_changed_chunks(tmp_path, target, monkeypatch):
