@@ -23,6 +23,7 @@ Lock order: a folder's registry lock, then a model lock, then object locks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -197,6 +198,7 @@ class _ByteLock:
     def __init__(self, path: str, byte: int) -> None:
         self.path, self.byte = path, byte
         self._fd: int | None = None
+        self._pid = 0  # the process that took it
 
     def acquire(self, timeout: float) -> None:
         """Take the byte: wait with ``timeout`` -1, else ``filelock.Timeout`` if it is held."""
@@ -213,13 +215,14 @@ class _ByteLock:
 
                 raise Timeout(self.path) from None
             raise
-        self._fd = fd
+        self._fd, self._pid = fd, os.getpid()
 
     def release(self) -> None:
         """Let the byte go, then close its descriptor.
 
         Unlocked first: a child forked while it was held shares the descriptor's open file
         description, and closing alone would leave the byte locked until that child exits.
+        (Only by the process that took it: that child's own release just closes its copy.)
         """
         fd, self._fd = self._fd, None
         if fd is None:
@@ -227,7 +230,9 @@ class _ByteLock:
         import fcntl
 
         try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, self.byte))
+            if self._pid == os.getpid():
+                with contextlib.suppress(OSError):  # (the close lets it go too, unforked)
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, self.byte))
         finally:
             os.close(fd)
 

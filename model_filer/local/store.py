@@ -93,11 +93,14 @@ def _trusted(meta: dict[str, Any], st: os.stat_result) -> bool:
 def _open_unused(path: Path) -> IO[bytes]:
     """``path`` opened to read, its atime left as it was where the owner may (``O_NOATIME``):
     a small object's atime is its last use, and a ``cache verify`` reading it is none."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0))
-    except PermissionError:  # (not its owner: a shared store)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    return open(fd, "rb")
+
+    def opener(name: str, flags: int) -> int:
+        try:
+            return os.open(name, flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError:  # (not its owner: a shared store)
+            return os.open(name, flags)
+
+    return open(path, "rb", opener=opener)
 
 
 def reflink(src: Path, dest: Path) -> None:
@@ -375,22 +378,23 @@ class ObjectStore:
             with contextlib.suppress(OSError):
                 os.utime(self._meta_path(sha))  # its last use, for prune
             return obj
-        if not self.recheck(sha, size):
-            return None
-        if size <= HASHED_UP_TO:  # its last use, for prune: its atime (it has no record)
-            with contextlib.suppress(OSError):
-                os.utime(obj, ns=(time.time_ns(), os.stat(obj).st_mtime_ns))
-        return obj
+        # A small object's read moves its atime (its last use, for prune) as the kernel does:
+        # setting it here would move the ctime that checkouts' hash records hold of the inode.
+        return obj if self.recheck(sha, size) else None
 
-    def recheck(self, sha: str, size: int | None = None) -> bool:
-        """Hash the object again: keep and re-seal it if it holds ``sha``, else delete it."""
+    def recheck(self, sha: str, size: int | None = None, use: bool = True) -> bool:
+        """Hash the object again: keep and re-seal it if it holds ``sha``, else delete it.
+
+        ``use``: the read is a use of it, whose atime the kernel may move (a small object's
+        last use, for prune); ``cache verify``'s is not.
+        """
         obj = self.object_path(sha)
         try:
             from model_filer.fs.hashing import (
                 sha256_stream,  # (not on the hooks' path, which import this)
             )
 
-            with _open_unused(obj) as fh:
+            with open(obj, "rb") if use else _open_unused(obj) as fh:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):
                 st = os.stat(obj)
@@ -621,7 +625,7 @@ class ObjectStore:
         good, bad = 0, []
         for sha, _ in list(self.objects()):
             with self.locked(sha):
-                if self.recheck(sha):
+                if self.recheck(sha, use=False):
                     good += 1
                 else:
                     bad.append(sha)

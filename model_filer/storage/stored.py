@@ -13,7 +13,7 @@ from model_filer.errors import IntegrityError
 
 RAW = 0
 ZSTD = 1
-LEVEL = 3  # zstd's default: 240-500 MB/s per core; levels above it cost more than they save
+LEVEL = 3  # zstd's default: 240-500 MB/s per core; for a big model, higher costs more than it saves
 # A model up to SMALL_MODEL is compressed harder: level 6 stores a 21 MB RandomForest in 8.5%
 # fewer bytes than level 3 (4.09 MB against 4.47), which every pull over a slow link gains, for
 # ~0.15 s more at its push (94 MB/s against 331, one core); past it the seconds per GiB add up.

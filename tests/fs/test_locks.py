@@ -211,21 +211,41 @@ def test_a_child_forked_while_an_object_lock_is_held_does_not_keep_it(tmp_path: 
     os.close(told)
     try:
         lock.release()
-        probe = (
-            "import sys; from pathlib import Path; from model_filer.fs.locks import ObjectLocks\n"
-            "print(ObjectLocks(Path(sys.argv[1])).of(sys.argv[2]).acquire(blocking=False))"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", probe, str(tmp_path), sha],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert out.stdout.strip() == "True"
+        assert _probe(tmp_path, sha) == "True"
     finally:
         os.write(tell, b"x")
         os.close(tell)
         os.waitpid(pid, 0)
+
+
+def test_a_forked_child_letting_go_of_an_inherited_object_lock_leaves_it_held(
+    tmp_path: Path,
+) -> None:
+    """A child forked inside a locked block that unwinds it must not unlock the parent's
+    lock (the unlock acts on the open file description they share)."""
+    sha = "5a" * 32
+    lock = ObjectLocks(tmp_path).of(sha)
+    lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: leaves the block, as a fork inside `with` would
+            lock.release()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert _probe(tmp_path, sha) == "False"  # still the parent's
+    finally:
+        lock.release()
+    assert _probe(tmp_path, sha) == "True"
+
+
+def _probe(root: Path, sha: str) -> str:
+    """Whether another process can take the object's lock at once."""
+    code = (
+        "import sys; from pathlib import Path; from model_filer.fs.locks import ObjectLocks\n"
+        "print(ObjectLocks(Path(sys.argv[1])).of(sys.argv[2]).acquire(blocking=False))"
+    )
+    run = [sys.executable, "-c", code, str(root), sha]
+    return subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_where_bytes_cannot_be_locked_each_object_has_a_lock_file(

@@ -81,7 +81,8 @@ def test_a_small_models_stored_object_is_compressed_at_its_level(tmp_path, targe
     [entry] = producer.list_files()
     pickled = producer.model_path("m").read_bytes()
     expected = b"".join(bytes(p) for p in encode(pickled, level_for(entry.size)))
-    assert level_for(entry.size) == SMALL_LEVEL
+    at_level_3 = b"".join(bytes(p) for p in encode(pickled, 3))
+    assert level_for(entry.size) == SMALL_LEVEL and len(expected) != len(at_level_3)
     assert _stored(target)[entry.key] == len(expected)
 
 
