@@ -31,7 +31,7 @@ from model_filer.remotes import (
     Sink,
     check_range,
 )
-from model_filer.remotes.sources import FileSource, Source
+from model_filer.remotes.sources import FileSource, Source, ended
 
 ID_FILE = ".model_filer_remote_id"
 ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -51,14 +51,14 @@ def _copy(src: Source, dest: Path, progress: Progress | None) -> None:
             while done < src.size:  # in the kernel, as shutil.copyfile would
                 sent = os.sendfile(fout.fileno(), src.fd, done, src.size - done)
                 if sent == 0:
-                    raise OSError(f"the file to upload ended at {done} of {src.size} bytes")
+                    raise ended(done, src.size)
                 done += sent
             return
         buffer = memoryview(bytearray(CHUNK))
         while done < src.size:
             got = src.read_into(buffer, done)
             if got == 0:
-                raise OSError(f"the file to upload ended at {done} of {src.size} bytes")
+                raise ended(done, src.size)
             fout.write(buffer[:got])
             done += got
             if progress is not None:

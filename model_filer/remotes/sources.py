@@ -33,9 +33,15 @@ class Source(ABC):
         while done < len(buffer):
             got = self.read_into(view[done:], offset + done)
             if got == 0:
-                raise OSError(f"an upload's source ended at {offset + done} of {self.size} bytes")
+                raise ended(offset + done, self.size)
             done += got
         return bytes(buffer)
+
+
+def ended(at: int, size: int) -> OSError:
+    """The error of an upload whose source ran out at byte ``at`` of the ``size`` expected
+    (its file was cut short while it was sent)."""
+    return OSError(f"the bytes to upload ended at {at} of {size}")
 
 
 class FileSource(Source):
@@ -43,8 +49,7 @@ class FileSource(Source):
 
     def __init__(self, file: Path | int) -> None:
         self._owned = not isinstance(file, int)
-        self.fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC) if self._owned else int(file)  # type: ignore[arg-type]
-        self.path = file if isinstance(file, Path) else None
+        self.fd = file if isinstance(file, int) else os.open(file, os.O_RDONLY | os.O_CLOEXEC)
         self.size = os.fstat(self.fd).st_size
 
     def read_into(self, view: memoryview, offset: int) -> int:

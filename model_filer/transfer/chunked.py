@@ -28,7 +28,7 @@ from model_filer.errors import IntegrityError, RemoteObjectMissingError
 from model_filer.local.freshness import changed_while_pushed, write_stamp
 from model_filer.registry.model import Entry
 from model_filer.remotes import Progress, Remote, RemoteObject
-from model_filer.remotes.sources import Source
+from model_filer.remotes.sources import Source, ended
 from model_filer.storage import REFRESH_AFTER, storage_key
 from model_filer.storage.chunks import MIN_AVG, SMALL_MAX, cut
 from model_filer.storage.manifest import (
@@ -447,7 +447,7 @@ class _Pack(Source):
             if fd < 0:
                 view[done : done + n] = data[skip : skip + n]
             elif os.preadv(fd, [view[done : done + n]], at + skip) != n:
-                raise OSError(f"a pack's source file ended early (at byte {at + skip})")
+                raise ended(offset + done, self.size)
             done, index = done + n, index + 1
         return done
 
