@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -246,6 +248,38 @@ def _probe(root: Path, sha: str) -> str:
     )
     run = [sys.executable, "-c", code, str(root), sha]
     return subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_wait_for_an_object_lock_held_elsewhere_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """Another process may hold it through a download from a stuck server: the wait (a
+    blocking lock call) must still end on Ctrl-C, and leave nothing held."""
+    sha = "6f" * 32
+    holder = _holder(tmp_path, sha)
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from model_filer.fs.locks import ObjectLocks\n"
+            "lock = ObjectLocks(Path(sys.argv[1])).of(sys.argv[2])\n"
+            "print('waiting', flush=True)\n"
+            "try:\n"
+            "    lock.acquire()\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n",
+            str(tmp_path),
+            sha,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiter.stdout is not None and waiter.stdout.readline() == "waiting\n"
+        time.sleep(0.5)  # (in the blocking call by now)
+        waiter.send_signal(signal.SIGINT)
+        assert waiter.communicate(timeout=60)[0] == "interrupted\n"
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert _probe(tmp_path, sha) == "True"
 
 
 def test_where_bytes_cannot_be_locked_each_object_has_a_lock_file(
