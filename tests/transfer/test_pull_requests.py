@@ -62,7 +62,9 @@ def test_a_chunked_pull_reads_its_map_then_each_run_of_chunks_with_one_ranged_ge
     chunks = parse_manifest(manifest, entry.sha256, entry.size)
     reads = spans({c.sha256: c for c in chunks}.values(), range_max)
     assert len(chunks) > 20 and len({c.pack for c in chunks}) == 1  # ~9 MB: one pack
-    assert all(r.length <= range_max for r in reads)  # back to back, up to the bound
+    # Back to back, up to the bound; a chunk cut at FastCDC's maximum (1 MiB) is stored in one
+    # byte more than the 1 MiB bound and read alone (random bytes: an occasional cut).
+    assert all(r.length <= range_max or len(r.chunks) == 1 for r in reads)
     assert len(reads) == 1 if range_max == 16 * MB else len(reads) >= 9
     assert ops.count("GetObject") == 1 + len(reads)  # the map, then each run once
     assert not any(validated for _, validated in calls)  # (the sha256 checks the bytes)
