@@ -34,6 +34,8 @@ from model_filer.storage.manifest import (
 from model_filer.storage.packs import range_limit, spans
 from model_filer.storage.stored import (
     LEVEL,
+    PROBE,
+    PROBED_FROM,
     SMALL_LEVEL,
     SMALL_MODEL,
     decode,
@@ -115,6 +117,23 @@ def test_bytes_that_compress_less_than_ten_percent_are_stored_raw():
     stored = _joined(encode(data))
     assert stored == b"\x00" + data
     assert bytes(decode(stored, len(data), "x")) == data
+
+
+def test_a_big_chunk_is_tried_whole_only_when_samples_of_it_compress():
+    # Three samples (start, middle, end) decide whether a chunk is worth a full zstd trial:
+    # float weights cost a twentieth of one. A chunk compressible only between the samples
+    # is stored raw: a missed saving, never a wrong byte.
+    size = PROBED_FROM * 4
+    data = bytearray(b"tree node " * (size // 10 + 1))[:size]
+    assert _joined(encode(data))[0] == 1
+    middle = (size - PROBE) // 2
+    for at in (0, middle, size - PROBE):
+        data[at : at + PROBE] = os.urandom(PROBE)
+    stored = _joined(encode(data))
+    assert stored == b"\x00" + bytes(data)
+    assert bytes(decode(stored, size, "x")) == data
+    small = bytes(data[: PROBED_FROM - 1])  # below the bound: always tried whole
+    assert _joined(encode(small))[0] == 1
 
 
 def test_a_zstd_bomb_is_refused_by_its_declared_size_before_decompressing():
