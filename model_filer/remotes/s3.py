@@ -122,17 +122,6 @@ def _skip_crc(context: dict[str, Any], **_: Any) -> None:
         context.get("checksum", {}).pop("response_algorithms", None)
 
 
-def _signed_only(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    """botocore's ``before-call`` for uploads: over plain HTTP, no CRC32 of the body.
-
-    There SigV4 signs the sha256 of every byte sent, which the store checks; botocore's
-    CRC32 on top is a second pass over the same bytes (0.2 s of CPU per GiB, on the core a
-    local store needs). Over HTTPS it stays: there it replaces the signed sha256.
-    """
-    if str(params.get("url", "")).startswith("http://"):
-        context.get("checksum", {}).pop("request_algorithm", None)
-
-
 def _timestamp(value: Any) -> Any:
     """botocore's timestamp parser, without dateutil for the two forms S3 sends.
 
@@ -254,8 +243,6 @@ class S3Remote(RangedRemote, BucketRemote):
                 client.meta.events.register_first("before-call.s3", self._before_call)
                 client.meta.events.register("provide-client-params.s3.GetObject", _mark_verified)
                 client.meta.events.register_last("before-call.s3.GetObject", _skip_crc)
-                for upload in ("PutObject", "UploadPart"):
-                    client.meta.events.register_last(f"before-call.s3.{upload}", _signed_only)
                 self._client = client
             return self._client
 

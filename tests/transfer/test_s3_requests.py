@@ -1,5 +1,4 @@
-"""What a chunked pull and a push ask S3 for: the requests themselves, seen through botocore's
-events.
+"""What a chunked pull asks S3 for: the requests themselves, seen through botocore's events.
 
 Against the session's SeaweedFS. Time is never asserted: only which requests are made, and
 what botocore is asked to compute for them.
@@ -7,7 +6,6 @@ what botocore is asked to compute for them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ import pytest
 from model_filer import Filer
 from model_filer.remotes.s3 import S3Remote
 from model_filer.storage import parse_manifest
-from model_filer.storage.chunks import SMALL_MAX
 from model_filer.storage.packs import spans
 from model_filer.storage.stored import decode
 from model_filer.transfer.chunked import Chunked
@@ -85,43 +82,6 @@ def test_a_verified_get_skips_botocores_crc_of_its_body(
     assert [op for op, _ in calls] == ["GetObject"]
     assert not calls[0][1]  # no response checksum asked of botocore
     assert decode(bytes(sink.data), entry.size, "object") == pickle
-
-
-@pytest.mark.parametrize("size", [1 * MB, 20 * MB])  # one PUT; a pack of multipart parts
-def test_an_upload_over_plain_http_is_checked_by_its_signed_sha256_alone(
-    tmp_path: Path, s3_env: Any, s3_address: str, size: int
-) -> None:
-    # There SigV4 signs the sha256 of the body, which the store checks: botocore's CRC32 of
-    # the same bytes would be a second pass over every byte sent.
-    assert s3_env.endpoint_url.startswith("http://")
-    producer = Filer(tmp_path / "producer", s3_address)
-    producer.dump(os.urandom(size), "big")
-    entry = producer.list_files()[0]
-    remote = S3Remote(s3_address)
-    sent: list[tuple[bytes, dict[str, Any]]] = []
-
-    def seen(request: Any, **_: Any) -> None:
-        body = request.body
-        if request.method == "PUT" and body:
-            at = body.tell()
-            sent.append((body.read(), {k.lower(): v for k, v in request.headers.items()}))
-            body.seek(at)
-
-    remote.client.meta.events.register_last("before-send.s3", seen)
-    chunked = Chunked(remote, lambda name: tmp_path / f"t-{name}", 4)
-    with producer.model_path("big").open("rb") as fh:
-        key, _, _ = chunked.push(fh, entry, None)
-    assert sum(len(body) for body, _ in sent) > size
-    for body, headers in sent:
-        assert not any(name.startswith("x-amz-checksum-") for name in headers)
-        assert headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest().encode()
-    # ...and the store took every byte as sent.
-    partial = tmp_path / "partial"
-    if size <= SMALL_MAX:
-        assert chunked.fetch_whole(key, entry, partial) == (entry.size, entry.sha256)
-    else:
-        got = chunked.fetch_chunks(key, entry, partial, None, dict)
-        assert got[:2] == (entry.size, entry.sha256)
 
 
 class _Sink:
