@@ -132,8 +132,12 @@ def test_a_big_chunk_is_tried_whole_only_when_samples_of_it_compress():
     stored = _joined(encode(data))
     assert stored == b"\x00" + bytes(data)
     assert bytes(decode(stored, size, "x")) == data
-    small = bytes(data[: PROBED_FROM - 1])  # below the bound: always tried whole
-    assert _joined(encode(small))[0] == 1
+    # The bound: the same three random samples in bytes one shorter are tried whole.
+    for n, kind in ((PROBED_FROM - 1, 1), (PROBED_FROM, 0)):
+        sampled = bytearray(b"tree node " * (n // 10 + 1))[:n]
+        for at in (0, (n - PROBE) // 2, n - PROBE):
+            sampled[at : at + PROBE] = os.urandom(PROBE)
+        assert _joined(encode(sampled))[0] == kind
 
 
 def test_a_zstd_bomb_is_refused_by_its_declared_size_before_decompressing():
