@@ -207,12 +207,20 @@ class Transfers:
                 else:
                     size, sha = self._stream(entry.key, entry.size, tmp, progress, error)
             if size != entry.size or sha != entry.sha256:
+                url = self.remote.url(entry.key)
+                # A push keeps an object of the right length (its key names its bytes), so
+                # one damaged in place must go first.
+                fix = (
+                    f"Delete {url} from the remote, then, on a machine that holds the model, "
+                    f"run `model-filer push {entry.name}`: it uploads it again."
+                    if size == entry.size
+                    else "Ask the model's author to dump and push it again."
+                )
                 raise IntegrityError(
-                    f"Downloaded {entry.name!r} from {self.remote.url(entry.key)} does not "
-                    f"match the registry: expected {entry.size} bytes, sha256 "
-                    f"{entry.sha256}; got {size} bytes, sha256 {sha}. The remote "
-                    "object was changed or damaged; it was not loaded. Ask the model's "
-                    "author to dump and push it again.",
+                    f"Downloaded {entry.name!r} from {url} does not match the registry: "
+                    f"expected {entry.size} bytes, sha256 {entry.sha256}; got {size} bytes, "
+                    f"sha256 {sha}. The remote object was changed or damaged; it was not "
+                    f"loaded. {fix}",
                     name=entry.name,
                     expected=(entry.size, entry.sha256),
                     actual=(size, sha),

@@ -280,8 +280,16 @@ def test_a_tampered_object_is_refused(tmp_path, target):
     remote.delete(entry.key)
     remote.upload(forged, entry.key, entry.sha256, None)
 
-    with pytest.raises(IntegrityError):
-        target.filer(_consumer(tmp_path, producer)).load("m")
+    consumer = target.filer(_consumer(tmp_path, producer))
+    with pytest.raises(IntegrityError) as info:
+        consumer.load("m")
+
+    # Damaged at its length, it would stay through any push: the message says to delete it
+    # first, and following it repairs the remote.
+    assert entry.key in str(info.value) and "Delete that object from the remote" in str(info.value)
+    remote.delete(entry.key)
+    producer.push("m")
+    assert consumer.load("m") == b"honest bytes"
 
 
 @pytest.mark.parametrize("size", [3 * MB, 9 * MB])

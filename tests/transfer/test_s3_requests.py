@@ -1,4 +1,5 @@
-"""What a chunked pull asks S3 for: the requests themselves, seen through botocore's events.
+"""What a chunked pull and an upload ask of S3: the requests themselves, seen through
+botocore's events.
 
 Against the session's SeaweedFS. Time is never asserted: only which requests are made, and
 what botocore is asked to compute for them.
@@ -6,6 +7,7 @@ what botocore is asked to compute for them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ from typing import Any
 import pytest
 
 from model_filer import Filer
+from model_filer.errors import RemoteError
 from model_filer.remotes.s3 import S3Remote
+from model_filer.remotes.sources import BufferSource
 from model_filer.storage import parse_manifest
 from model_filer.storage.packs import spans
 from model_filer.storage.stored import decode
@@ -94,3 +98,33 @@ class _Sink:
 
     def seekable(self) -> bool:
         return False
+
+
+@pytest.mark.parametrize("size", [1 * MB, 6 * MB, 17 * MB])  # a PUT, s3transfer's, multipart
+def test_a_body_altered_after_signing_is_refused_by_the_store(
+    tmp_path: Path, s3_env: Any, s3_address: str, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the store refuse bytes that changed on the way: over plain HTTP, SeaweedFS
+    # takes the signed sha256 as sent and checks botocore's CRC32 header, so an upload must
+    # keep it (dropping it to save CPU was tried, and reverted).
+    monkeypatch.delenv("AWS_REQUEST_CHECKSUM_CALCULATION", raising=False)  # (botocore's default)
+    data = os.urandom(size)
+    remote = S3Remote(s3_address)
+    altered: list[int] = []
+
+    def alter(request: Any, **_: Any) -> None:
+        body = request.body
+        if request.method != "PUT" or not body or altered:
+            return
+        payload = bytearray(body.read() if hasattr(body, "read") else body)
+        payload[len(payload) // 2] ^= 0xFF
+        request.body = bytes(payload)
+        altered.append(len(payload))
+
+    remote.client.meta.events.register_last("before-send.s3", alter)
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"objects/{sha}"
+    with pytest.raises(RemoteError):
+        remote.upload(BufferSource([data]), key, sha, None)
+    assert altered
+    assert remote.stat(key) is None
