@@ -573,7 +573,7 @@ def test_a_tampered_remote_object_is_refused_and_never_unpickled(
             mate.load("my_model")
         obj.unlink()
     else:
-        assert "dump and push it again" in message
+        assert "run `model-filer push my_model`: it replaces it" in message
     plain_filer.push("my_model")
     assert mate.load("my_model") == {"payload": b"x" * 2000}
 

@@ -95,10 +95,5 @@ def decode(blob: bytes | bytearray | memoryview, size: int, what: str) -> Any:
 
 
 def _bad(what: str, why: str) -> IntegrityError:
-    # ``what`` names the object's key. A push keeps an object of the length it expects
-    # there, so one damaged in place must be deleted before it can be put back.
-    return IntegrityError(
-        f"The remote's {what} is damaged: {why}. Nothing was written. Delete that object from "
-        "the remote, then, on a machine that holds the model, run `model-filer push` for it: "
-        "it uploads it again.",
-    )
+    # (the caller, who knows the model and the object's address, says how to repair it)
+    return IntegrityError(f"The remote's {what} is damaged: {why}. Nothing was written.")

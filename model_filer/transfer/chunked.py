@@ -129,6 +129,25 @@ class Chunked:
         )
         return self.remote.read_bytes(key, limit, size, too_big)
 
+    def _decode(
+        self,
+        blob: Any,
+        size: int,
+        what: str,
+        key: str,
+        name: str,
+        legacy: bool = False,
+        shared: bool = False,
+    ) -> Any:
+        """:func:`decode` the stored object ``blob`` read from ``key`` (of model ``name``);
+        if it is damaged, the error says how to repair it (:func:`_repair`)."""
+        try:
+            return decode(blob, size, what)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{exc} {_repair(self.remote, key, name, legacy, shared)}"
+            ) from None
+
     def _put(self, data: Iterable[Any], key: str, sha256: str) -> None:
         """Upload the buffers ``data`` as the object ``key``."""
         self.remote.upload_parts(data, key, sha256)
@@ -239,7 +258,8 @@ class Chunked:
         the remote, not assumed)."""
         key = entry.key or ""
         if key == storage_key("objects", entry.sha256):
-            return self.remote.stat(key) is not None
+            found = self.remote.stat(key)
+            return found is not None and _fits(found, entry.size)
         try:
             _, chunks = read_manifest(self.remote, key, entry.sha256, entry.size)
         except (IntegrityError, LookupError):  # damaged, or missing: not on the remote
@@ -255,7 +275,7 @@ class Chunked:
         """Download the stored object ``key`` of ``entry`` into ``tmp``; return what came
         (size, sha256) for the caller's check."""
         blob = self._get(key, max_stored_size(entry.size), f"object {key}", entry.size + 1)
-        data = decode(blob, entry.size, f"object {key}")
+        data = self._decode(blob, entry.size, f"object {key}", key, entry.name)
         with open(tmp, "wb") as fh:
             fh.write(data)
         return len(data), hashlib.sha256(data).hexdigest()
@@ -316,7 +336,7 @@ class Chunked:
             os.ftruncate(fd, entry.size)
             digest = hasher.hexdigest()
             if digest != entry.sha256:
-                _name_bad_chunk(entry.name, fd, todo, where)
+                _name_bad_chunk(self.remote, entry.name, fd, todo, where)
             return entry.size, digest, manifest, [c for c in todo if c.pack is not None]
         finally:
             if hasher is not None:
@@ -350,7 +370,8 @@ class Chunked:
             if head.pack is None:  # format 1: the chunk's own stored object
                 what = f"chunk {span.key}"
                 blob: Any = self._get(span.key, max_stored_size(head.size), what, head.size + 1)
-                _write_all(fd, decode(blob, head.size, what), where[head.sha256], progress)
+                data = self._decode(blob, head.size, what, span.key, name, legacy=True)
+                _write_all(fd, data, where[head.sha256], progress)
                 landed(head.sha256)
                 return
             blob = memoryview(self.remote.read_range(span.key, span.start, span.length))
@@ -363,9 +384,9 @@ class Chunked:
             for c in span.chunks:
                 at = c.offset - span.start
                 what = f"chunk {c.sha256} in pack {span.key}"
-                _write_all(
-                    fd, decode(blob[at : at + c.stored], c.size, what), where[c.sha256], progress
-                )
+                stored = blob[at : at + c.stored]
+                data = self._decode(stored, c.size, what, span.key, name, shared=True)
+                _write_all(fd, data, where[c.sha256], progress)
                 landed(c.sha256)
 
         if not reads:
@@ -610,21 +631,40 @@ def _placed(sha: str, size: int, where: Chunk | tuple[_Pack, int, int]) -> Chunk
     return Chunk(sha, size, pack.name, offset, stored, pack.size)
 
 
-def _name_bad_chunk(name: str, fd: int, todo: list[Chunk], where: dict[str, list[int]]) -> None:
-    """Raise for the first downloaded chunk whose bytes are not those its name says.
-
-    Its object was changed on the remote, keeping its length: a push of the model cannot see
-    that without reading it back, so the advice is to delete it first.
-    """
+def _name_bad_chunk(
+    remote: Remote, name: str, fd: int, todo: list[Chunk], where: dict[str, list[int]]
+) -> None:
+    """Raise for the first downloaded chunk whose bytes are not those its name says (its
+    object was changed on the remote, keeping its length)."""
     for c in todo:
         if not _holds(fd, where[c.sha256][0], c.size, c.sha256):
             place = "" if c.pack is None else f" at byte {c.offset}"
             raise IntegrityError(
                 f"The remote's {c.key()}{place} does not hold the chunk {c.sha256} its "
                 "manifest names: it was changed after it was uploaded. The model was not "
-                f"loaded. Delete that object from the remote, then, on a machine that holds "
-                f"the model, run `model-filer push {name}`: it uploads it again."
+                f"loaded. {_repair(remote, c.key(), name, c.pack is None, c.pack is not None)}"
             )
+
+
+def _repair(remote: Remote, key: str, name: str, legacy: bool, shared: bool) -> str:
+    """How to repair the object ``key`` of model ``name`` on ``remote``, damaged at its length.
+
+    A push keeps an object of the length it expects (it cannot see the damage without reading
+    it back), so it goes first. ``legacy``: a chunk of format 1, whose push writes a map and so
+    changes the registry; ``shared``: a pack, which other models' chunks may sit in.
+    """
+    advice = (
+        f"Delete {remote.url(key)} from the remote, then, on a machine that holds the model, "
+        f"run `model-filer push {name}`: it uploads it again."
+    )
+    if legacy:
+        advice += " It stores it in today's format: commit the registry it changes."
+    if shared:
+        advice += (
+            " A model that kept other chunks in that pack may then name itself when pulled, "
+            "to be pushed the same way."
+        )
+    return advice
 
 
 def _manifest_size(size: int) -> int:

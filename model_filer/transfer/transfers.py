@@ -208,13 +208,15 @@ class Transfers:
                     size, sha = self._stream(entry.key, entry.size, tmp, progress, error)
             if size != entry.size or sha != entry.sha256:
                 url = self.remote.url(entry.key)
-                # A push keeps an object of the right length (its key names its bytes), so
-                # one damaged in place must go first.
+                # A push keeps what it finds there at the length it expects (a plain object,
+                # or a map that parses and places chunks that are all there), so one damaged
+                # in place goes first; one of another length it replaces.
                 fix = (
                     f"Delete {url} from the remote, then, on a machine that holds the model, "
                     f"run `model-filer push {entry.name}`: it uploads it again."
                     if size == entry.size
-                    else "Ask the model's author to dump and push it again."
+                    else f"On a machine that holds the model, run `model-filer push "
+                    f"{entry.name}`: it replaces it."
                 )
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {url} does not match the registry: "

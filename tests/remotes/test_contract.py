@@ -286,7 +286,8 @@ def test_a_tampered_object_is_refused(tmp_path, target):
 
     # Damaged at its length, it would stay through any push: the message says to delete it
     # first, and following it repairs the remote.
-    assert entry.key in str(info.value) and "Delete that object from the remote" in str(info.value)
+    assert f"Delete {remote.url(entry.key)} from the remote" in str(info.value)
+    assert "`model-filer push m`" in str(info.value)
     remote.delete(entry.key)
     producer.push("m")
     assert consumer.load("m") == b"honest bytes"

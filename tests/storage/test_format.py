@@ -132,7 +132,7 @@ def test_a_big_chunk_is_tried_whole_only_when_samples_of_it_compress():
     stored = _joined(encode(data))
     assert stored == b"\x00" + bytes(data)
     assert bytes(decode(stored, size, "x")) == data
-    # The bound: the same three random samples in bytes one shorter are tried whole.
+    # The bound: just below PROBED_FROM random samples are tried whole; at it, probed, raw.
     for n, kind in ((PROBED_FROM - 1, 1), (PROBED_FROM, 0)):
         sampled = bytearray(b"tree node " * (n // 10 + 1))[:n]
         for at in (0, (n - PROBE) // 2, n - PROBE):
