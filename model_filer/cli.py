@@ -227,13 +227,16 @@ def cmd_push(args: argparse.Namespace) -> int:
     def push(path: Path) -> int:
         filer = _filer(args, path, action="push")
         wanted = targets[path]
+        before = path.read_bytes()
         if wanted is None:
             pushed = filer.push_all(jobs=args.jobs)
         else:
             for name in wanted:
                 filer.push(name)
             pushed = wanted
-        print(f"Pushed {len(pushed)} model(s). Commit {path}.")
+        # A synced model pushed again (its remote lost or damaged it) changes no entry.
+        tail = f"Commit {path}." if path.read_bytes() != before else f"{path} is unchanged."
+        print(f"Pushed {len(pushed)} model(s). {tail}")
         return 0
 
     return _each(list(targets), push)

@@ -136,6 +136,18 @@ def test_push_names(repo, filer, capsys):
     assert f"Pushed 1 model(s). Commit {REGISTRY}." in capsys.readouterr().out
 
 
+def test_pushing_a_synced_model_again_asks_for_no_commit(repo, filer, remote, capsys):
+    # What the damage advice says to do after deleting its object: the entry stays the same.
+    entry = {e.name: e for e in filer.list_files()}["prices"]
+    (remote / entry.key).unlink()
+    capsys.readouterr()
+
+    assert main(["push", "--dir", "models", "prices"]) == 0
+
+    assert f"Pushed 1 model(s). {REGISTRY} is unchanged." in capsys.readouterr().out
+    assert (remote / entry.key).exists()
+
+
 def test_push_all(repo, filer, capsys):
     filer.dump({"w": 4}, "other")
     capsys.readouterr()
