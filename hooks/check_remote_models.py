@@ -36,7 +36,7 @@ from model_filer.hookapi import (
     get_remote,
     hook_git,
     manifest_needs,
-    max_stored_size,
+    may_hold,
     parse,
     pin_work_tree,
     registries_at,
@@ -120,7 +120,7 @@ def _problem(remote: Remote, where: str, entry: Entry, sizes: dict[str, int]) ->
     if size is None:
         return f"{where}: {entry.name}: {remote.url(key)} is missing from the remote"
     kind = storage_key_kind(key)
-    if kind == "objects" and not 0 < size <= max_stored_size(entry.size):  # (compressed)
+    if kind == "objects" and not may_hold(size, entry.size):  # (compressed, or raw)
         return (
             f"{where}: {entry.name}: {remote.url(key)} has {size} bytes, not what a stored "
             f"object of the registry's {entry.size} may have"

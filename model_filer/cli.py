@@ -228,12 +228,17 @@ def cmd_push(args: argparse.Namespace) -> int:
         filer = _filer(args, path, action="push")
         wanted = targets[path]
         before = path.read_bytes()
-        if wanted is None:
-            pushed = filer.push_all(jobs=args.jobs)
-        else:
-            for name in wanted:
-                filer.push(name)
-            pushed = wanted
+        try:
+            if wanted is None:
+                pushed = filer.push_all(jobs=args.jobs)
+            else:
+                for name in wanted:
+                    filer.push(name)
+                pushed = wanted
+        except ModelFilerError:
+            if path.read_bytes() != before:  # (the models pushed before the failure)
+                print(f"Commit {path}: it records the models that were pushed.")
+            raise
         # A synced model pushed again (its remote lost or damaged it) changes no entry.
         tail = f"Commit {path}." if path.read_bytes() != before else f"{path} is unchanged."
         print(f"Pushed {len(pushed)} model(s). {tail}")

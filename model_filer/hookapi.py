@@ -84,7 +84,7 @@ __all__ = [
     "local_filer",
     "locate",
     "manifest_needs",
-    "max_stored_size",
+    "may_hold",
     "never_reason",
     "parse",
     "parse_size",
@@ -221,12 +221,12 @@ def manifest_needs(remote: Remote, key: str, sha256: str, size: int) -> dict[str
     return read(remote, key, sha256, size)
 
 
-def max_stored_size(size: int) -> int:
-    """The largest stored object (chunked layout) that may hold ``size`` bytes (imported
-    only when the hook meets one: the commit hook never does)."""
-    from model_filer.storage.stored import max_stored_size as bound
+def may_hold(stored: int, size: int) -> bool:
+    """Whether a stored object (chunked layout) of ``stored`` bytes may hold ``size`` bytes,
+    as a push judges it (imported only when the hook meets one: the commit hook never does)."""
+    from model_filer.storage.stored import may_hold as judge
 
-    return bound(size)
+    return judge(stored, size)
 
 
 def pull_entries(

@@ -148,6 +148,19 @@ def test_pushing_a_synced_model_again_asks_for_no_commit(repo, filer, remote, ca
     assert (remote / entry.key).exists()
 
 
+def test_a_push_that_fails_midway_still_says_to_commit_what_it_pushed(repo, filer, capsys):
+    filer.dump({"w": 4}, "other")
+    (repo / "models" / "other.pkl").write_bytes(b"changed since its dump")
+    capsys.readouterr()
+
+    assert main(["push", "--dir", "models", "draft", "other"]) != 0
+
+    assert states(filer)["draft"] == "synced" and states(filer)["other"] == "local"
+    out = capsys.readouterr()
+    assert f"Commit {REGISTRY}: it records the models that were pushed." in out.out
+    assert "Traceback" not in out.out + out.err
+
+
 def test_push_all(repo, filer, capsys):
     filer.dump({"w": 4}, "other")
     capsys.readouterr()

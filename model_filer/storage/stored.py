@@ -61,6 +61,13 @@ def max_stored_size(size: int) -> int:
     return size + 1
 
 
+def may_hold(stored: int, size: int) -> bool:
+    """Whether a stored object of ``stored`` bytes may hold ``size`` bytes: its header and
+    at least one byte more (unless ``size`` is 0), at most :func:`max_stored_size`. A push
+    replaces one that may not; the pre-push check refuses it."""
+    return min(2, size + 1) <= stored <= max_stored_size(size)
+
+
 def decode(blob: bytes | bytearray | memoryview, size: int, what: str) -> Any:
     """The ``size`` bytes a stored object ``blob`` holds; ``what`` names it in errors.
 

@@ -40,7 +40,14 @@ from model_filer.storage.manifest import (
     read_manifest,
 )
 from model_filer.storage.packs import PACK_TARGET, Span, range_limit, spans
-from model_filer.storage.stored import RAW, decode, encode, level_for, max_stored_size
+from model_filer.storage.stored import (
+    RAW,
+    decode,
+    encode,
+    level_for,
+    max_stored_size,
+    may_hold,
+)
 from model_filer.transfer.watched import moved, send_watched
 
 if TYPE_CHECKING:
@@ -677,7 +684,7 @@ def _manifest_size(size: int) -> int:
 def _fits(found: RemoteObject, size: int) -> bool:
     """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
     say by another tool's partial upload, is replaced, not trusted)."""
-    return min(2, size + 1) <= found.size <= max_stored_size(size)  # (a header and a byte)
+    return may_hold(found.size, size)
 
 
 def _holds(fd: int, offset: int, size: int, sha: str) -> bool:

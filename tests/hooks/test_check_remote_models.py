@@ -270,21 +270,24 @@ def dump_five(filer: Filer) -> None:
         filer.dump({"w": i, "pad": b"x" * 1000}, f"m{i}", push=True)
 
 
-def wrong_size(filer: Filer) -> tuple[bytes, str]:
-    """Bytes m3's object may not have in the Filer's layout, and what the hook then says."""
+def wrong_size(filer: Filer, short: bool = False) -> tuple[bytes, str]:
+    """Bytes m3's object may not have in the Filer's layout, and what the hook then says
+    (``short``: a stored object of one byte, its header alone, which a push also replaces)."""
     if filer.transfers.storage == "plain":
         return b"xyz", "has 3 bytes, the registry says"
-    return b"x" * 5000, "has 5000 bytes, not what a stored object of the registry's"
+    bad = b"\x00" if short else b"x" * 5000
+    return bad, f"has {len(bad)} bytes, not what a stored object of the registry's"
 
 
-@pytest.mark.parametrize("storage", ["plain", "chunked"])
+@pytest.mark.parametrize("storage", ["plain", "chunked", "chunked-short"])
 @pytest.mark.parametrize("grouping", [False, True], ids=["per-model", "grouped"])
 def test_listing_finds_a_missing_object_and_a_wrong_size_local(
     repo, remote, hook_env, capsys, grouping, storage
 ):
-    filer = Filer(repo / "models", str(remote), remote_type="local", storage=storage)
+    layout = storage.removesuffix("-short")
+    filer = Filer(repo / "models", str(remote), remote_type="local", storage=layout)
     dump_five(filer)
-    bad, said = wrong_size(filer)
+    bad, said = wrong_size(filer, short=storage.endswith("-short"))
     pre_commit_push(hook_env, commit(repo, "five models"))
     if grouping:
         grouped(hook_env)
