@@ -147,12 +147,12 @@ class Chunked:
         shared: bool = False,
     ) -> Any:
         """:func:`decode` the stored object ``blob`` read from ``key`` (of model ``name``);
-        if it is damaged, the error says how to repair it (:func:`_repair`)."""
+        if it is damaged, the error says how to repair it (:func:`repair_advice`)."""
         try:
             return decode(blob, size, what)
         except IntegrityError as exc:
             raise IntegrityError(
-                f"{exc} {_repair(self.remote, key, name, legacy, shared)}"
+                f"{exc} {repair_advice(self.remote, key, name, legacy, shared)}"
             ) from None
 
     def _put(self, data: Iterable[Any], key: str, sha256: str) -> None:
@@ -185,7 +185,7 @@ class Chunked:
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
         key = storage_key("objects", entry.sha256)
         found = self.remote.stat(key)  # one HEAD, with the object's age
-        if found is not None and _fits(found, entry.size):
+        if found is not None and may_hold(found.size, entry.size):
             self._keep(found)
         else:
             data = fh.read()
@@ -266,7 +266,7 @@ class Chunked:
         key = entry.key or ""
         if key == storage_key("objects", entry.sha256):
             found = self.remote.stat(key)
-            return found is not None and _fits(found, entry.size)
+            return found is not None and may_hold(found.size, entry.size)
         try:
             _, chunks = read_manifest(self.remote, key, entry.sha256, entry.size)
         except (IntegrityError, LookupError):  # damaged, or missing: not on the remote
@@ -646,14 +646,17 @@ def _name_bad_chunk(
     for c in todo:
         if not _holds(fd, where[c.sha256][0], c.size, c.sha256):
             place = "" if c.pack is None else f" at byte {c.offset}"
+            fix = repair_advice(remote, c.key(), name, c.pack is None, c.pack is not None)
             raise IntegrityError(
                 f"The remote's {c.key()}{place} does not hold the chunk {c.sha256} its "
-                "manifest names: it was changed after it was uploaded. The model was not "
-                f"loaded. {_repair(remote, c.key(), name, c.pack is None, c.pack is not None)}"
+                f"manifest names: it was changed after it was uploaded. The model was not "
+                f"loaded. {fix}"
             )
 
 
-def _repair(remote: Remote, key: str, name: str, legacy: bool, shared: bool) -> str:
+def repair_advice(
+    remote: Remote, key: str, name: str, legacy: bool = False, shared: bool = False
+) -> str:
     """How to repair the object ``key`` of model ``name`` on ``remote``, damaged at its length.
 
     A push keeps an object of the length it expects (it cannot see the damage without reading
@@ -679,12 +682,6 @@ def _manifest_size(size: int) -> int:
     that lets a remote fetch it in one request (a longer one is still read, up to its bound)."""
     most_chunks = size // (MIN_AVG // 4) + 1  # FastCDC's smallest chunk: a quarter of the average
     return min(MAX_MANIFEST_BYTES, 256 + 80 * most_chunks)  # ["<64 hex>",<size>], per chunk
-
-
-def _fits(found: RemoteObject, size: int) -> bool:
-    """Whether a stored object found on the remote can hold ``size`` bytes (one cut short,
-    say by another tool's partial upload, is replaced, not trusted)."""
-    return may_hold(found.size, size)
 
 
 def _holds(fd: int, offset: int, size: int, sha: str) -> bool:

@@ -207,13 +207,15 @@ class Transfers:
                 else:
                     size, sha = self._stream(entry.key, entry.size, tmp, progress, error)
             if size != entry.size or sha != entry.sha256:
+                from model_filer.transfer.chunked import repair_advice
+
                 url = self.remote.url(entry.key)
                 # A push keeps what it finds there at the length it expects (a plain object,
                 # or a map that parses and places chunks that are all there), so one damaged
                 # in place goes first; one of another length it replaces.
+                legacy = storage_key_kind(entry.key) == "manifests"  # (its push writes a map)
                 fix = (
-                    f"Delete {url} from the remote, then, on a machine that holds the model, "
-                    f"run `model-filer push {entry.name}`: it uploads it again."
+                    repair_advice(self.remote, entry.key, entry.name, legacy)
                     if size == entry.size
                     else f"On a machine that holds the model, run `model-filer push "
                     f"{entry.name}`: it replaces it."
