@@ -249,7 +249,9 @@ class ObjectLocks:
         self._bytes: bool | None = None  # unknown until the first lock
 
     def of(self, sha: str) -> FolderLock:
-        """The lock of the object ``sha``."""
+        """The lock of the object ``sha`` (a sha256 hex digest: the caller checked it)."""
+        if len(sha) != 64 or sha.strip("0123456789abcdef"):
+            raise ValueError(f"{sha!r} is not a sha256 hex digest")  # (a caller's bug)
         lock_dir = self.root / "locks"
         shared = lock_dir / "objects.lock"
         try:

@@ -323,6 +323,10 @@ class ObjectStore:
         bad = []
         for path in sorted((self.root / "manifests").glob("??/*.json")):
             sha = path.parent.name + path.name[:-5]
+            if not _SHA_RE.fullmatch(sha):  # (no object's: nothing to lock, nothing it names)
+                path.unlink(missing_ok=True)
+                bad.append(sha)
+                continue
             # Under the object's lock, skipped when busy: a download records the manifest
             # before its object enters the store, and holds that lock across both.
             with self.locked(sha, blocking=False) as held:

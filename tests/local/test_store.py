@@ -289,6 +289,22 @@ def test_cache_verify_removes_a_corrupted_object(filer, store, capsys):
     assert "1 object(s) verified, 0 bad one(s) removed" in capsys.readouterr().out
 
 
+def test_cache_verify_removes_a_stray_manifest_file_without_a_traceback(filer, store, capsys):
+    # A file of the manifests folder whose name is no sha256 (left by hand, or by another
+    # tool) describes no object: it goes, as a wrong manifest does, and nothing is locked.
+    filer.dump({"v": 1}, "good")
+    stray = store.root / "manifests" / "ab" / "not-a-sha.json"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("{}")
+
+    assert cli_main(["cache", "verify"]) == 1
+    out = capsys.readouterr()
+    assert "manifest of abnot-a-sha: does not describe that object's bytes; removed" in out.out
+    assert "Traceback" not in out.out + out.err
+    assert not stray.exists()
+    assert not (store.root / "locks" / "abnot-a-sha.lock").exists()
+
+
 # -- the cache command -------------------------------------------------------------------------
 def test_cache_info_says_where_what_and_how(filer, store, capsys, monkeypatch):
     filer.dump(b"x" * 1000, "a")
