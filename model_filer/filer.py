@@ -25,7 +25,7 @@ from model_filer.errors import (
 )
 from model_filer.local.dumping import Dump
 from model_filer.local.folder import ModelFolder, ensure_gitignore
-from model_filer.local.freshness import Freshness
+from model_filer.local.freshness import Freshness, recorded
 from model_filer.local.store import ObjectStore
 from model_filer.pickles import serializers
 from model_filer.pickles.trust import trusted_set
@@ -352,6 +352,8 @@ class Filer:
 
     def _settle(self, entry: Entry) -> None:
         # A batch's renames into place come at its end, after the dump released the lock.
+        if not recorded(entry.size):  # (no record to renew: no lock to take)
+            return
         with contextlib.suppress(StoreError), self.store.locked(entry.sha256):
             self.store.settle(entry.sha256)  # the renames into place moved its ctime
 

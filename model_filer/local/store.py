@@ -44,7 +44,7 @@ from model_filer.errors import ModelFilerError, StoreError, StoreWarning
 from model_filer.fs.layout import ensure_dir
 from model_filer.fs.locks import ObjectLocks
 from model_filer.fs.tempfiles import owned_temp_name, remove_dead_temps_in
-from model_filer.local.freshness import stat_record, unchanged
+from model_filer.local.freshness import recorded, stat_record, unchanged
 from model_filer.local.store_root import default_root
 
 if TYPE_CHECKING:
@@ -55,10 +55,6 @@ READ_ONLY = 0o444
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _BACKDATE_NS = 1_000_000_000  # entry's mtime is set this far back: a later write must show
-# Objects this small get no record: they are hashed at each use instead. Hashing 64 KiB costs
-# about what reading a record does (~40 us), and writing one is a file creation: ~1 ms of CPU
-# when a pull's threads create files on a busy disk, most of a small model's pull.
-HASHED_UP_TO = 64 * 1024
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EXDEV, errno.EPERM}
 _NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES}
 # Failures that say the filesystem cannot do it at all, so the next link need not try. (EXDEV
@@ -240,10 +236,11 @@ class ObjectStore:
     def _record(self, sha: str, **changes: Any) -> None:
         """Record the object's stat now as the one to trust (and ``changes``); lock held.
 
-        Not for an object of at most :data:`HASHED_UP_TO` bytes: it is hashed at each use.
+        Not for an object that is not :func:`~model_filer.local.freshness.recorded`: it is
+        hashed at each use.
         """
         st = os.stat(self.object_path(sha))
-        if st.st_size <= HASHED_UP_TO:
+        if not recorded(st.st_size):
             return
         record = stat_record(st)
         meta = self._read_meta(sha)
@@ -378,7 +375,7 @@ class ObjectStore:
             return None
         except OSError as exc:
             raise StoreError(self.root, "read an object", exc) from exc
-        if HASHED_UP_TO < st.st_size == size and _trusted(self._read_meta(sha), st):
+        if st.st_size == size and recorded(size) and _trusted(self._read_meta(sha), st):
             with contextlib.suppress(OSError):
                 os.utime(self._meta_path(sha))  # its last use, for prune
             return obj
@@ -402,12 +399,12 @@ class ObjectStore:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):
                 st = os.stat(obj)
-                small = got_size <= HASHED_UP_TO  # (no record to compare: hashed at each use)
                 if st.st_mode & 0o222 or (
-                    not small and self._read_meta(sha).get("key") != stat_record(st)[:5]
+                    recorded(got_size) and self._read_meta(sha).get("key") != stat_record(st)[:5]
                 ):
                     self._seal(obj)  # moves the mtime: checkouts' hash caches re-hash once
-                self._record(sha)
+                if recorded(got_size):
+                    self._record(sha)
                 return True
             self._evict(sha)
         except FileNotFoundError:
@@ -553,7 +550,7 @@ class ObjectStore:
         return False
 
     def _last_use(self, sha: str, st: os.stat_result) -> int:
-        if st.st_size <= HASHED_UP_TO:  # no record: its last read as the filesystem keeps it
+        if not recorded(st.st_size):  # its last read, as the filesystem keeps it
             return max(st.st_atime_ns, st.st_mtime_ns)
         try:
             return os.stat(self._meta_path(sha)).st_mtime_ns

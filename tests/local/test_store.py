@@ -24,7 +24,8 @@ from model_filer import BatchError, Filer, ModelFilerError
 from model_filer.cli import main as cli_main
 from model_filer.errors import StoreError, StoreWarning
 from model_filer.fs.locks import FolderLock, ObjectLocks
-from model_filer.local.store import HASHED_UP_TO, ObjectStore, default_root
+from model_filer.local.freshness import HASHED_UP_TO
+from model_filer.local.store import ObjectStore, default_root
 from tests.support.faultproxy import FaultProxy
 from tests.support.gitrepo import closed_port, commit, git, init_repo
 
