@@ -270,18 +270,17 @@ class ObjectLocks:
 
 def _locks_bytes(path: Path) -> bool:
     """Whether the filesystem of ``path`` takes open-file-description locks: byte 0 (no
-    object's, but for a 2**-60 chance) locked and unlocked, as a lock will be."""
-    import fcntl
+    object's, but for a 2**-60 chance) locked and let go, as a lock will be."""
+    from filelock import Timeout
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    probe = _ByteLock(str(path), 0)
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0))
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, 0))
+        probe.acquire(0)
+    except Timeout:  # (held: another probe's)
+        return True
     except OSError as exc:
         if exc.errno in _NO_BYTE_LOCKS:
             return False
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):  # (held: another probe's)
-            raise
-    finally:
-        os.close(fd)
+        raise
+    probe.release()
     return True

@@ -292,6 +292,29 @@ def test_where_bytes_cannot_be_locked_each_object_has_a_lock_file(
         assert os.listdir(tmp_path / "locks") == [f"{sha}.lock"]
 
 
+@pytest.mark.parametrize("refusal", [errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_filesystem_that_refuses_byte_locks_gets_a_lock_file_per_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    """As an NFS mount without lockd answers: the first lock's probe finds out, once."""
+    import fcntl
+
+    real, asked = fcntl.fcntl, []
+
+    def refusing(fd: int, command: int, arg: object = 0) -> object:
+        if command in (fcntl.F_OFD_SETLK, fcntl.F_OFD_SETLKW):
+            asked.append(command)
+            raise OSError(refusal, os.strerror(refusal))
+        return real(fd, command, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", refusing)
+    locks = ObjectLocks(tmp_path)
+    for sha in ("4e" * 32, "5f" * 32):
+        with locks.of(sha):
+            assert f"{sha}.lock" in os.listdir(tmp_path / "locks")
+    assert asked == [fcntl.F_OFD_SETLK]  # (the probe alone)
+
+
 def test_a_store_with_a_default_acl_keeps_its_object_lock_file_writable_by_its_group(
     tmp_path: Path,
 ) -> None:
