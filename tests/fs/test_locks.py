@@ -262,13 +262,24 @@ def test_a_wait_for_an_object_lock_held_elsewhere_stops_on_ctrl_c(tmp_path: Path
             "import sys; from pathlib import Path; from model_filer.fs.locks import ObjectLocks\n"
             "lock = ObjectLocks(Path(sys.argv[1])).of(sys.argv[2])\n"
             "print('waiting', flush=True)\n"
+            "import os\n"
             "try:\n"
             "    lock.acquire()\n"
             "except KeyboardInterrupt:\n"
-            "    print('interrupted', flush=True)\n",
+            "    print('interrupted', flush=True)\n"
+            "held = 0\n"
+            "for n in os.listdir('/proc/self/fd'):\n"
+            "    try:\n"
+            "        held += os.readlink(f'/proc/self/fd/{n}').endswith('objects.lock')\n"
+            "    except OSError:\n"
+            "        pass  # (the listing's own descriptor, closed by now)\n"
+            "print(held, 'open', flush=True)\n"
+            "sys.stdin.readline()\n"  # (the holder has let go)
+            "print(lock.acquire(blocking=False), flush=True)\n",
             str(tmp_path),
             sha,
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -276,9 +287,12 @@ def test_a_wait_for_an_object_lock_held_elsewhere_stops_on_ctrl_c(tmp_path: Path
         assert waiter.stdout is not None and waiter.stdout.readline() == "waiting\n"
         time.sleep(0.5)  # (in the blocking call by now)
         waiter.send_signal(signal.SIGINT)
-        assert waiter.communicate(timeout=60)[0] == "interrupted\n"
+        assert waiter.stdout.readline() == "interrupted\n"
+        assert waiter.stdout.readline() == "0 open\n"  # (no descriptor left behind)
     finally:
         holder.communicate("\n", timeout=60)
+    # The same lock object, in the process it was interrupted in, takes the lock again.
+    assert waiter.communicate("\n", timeout=60)[0] == "True\n"
     assert _probe(tmp_path, sha) == "True"
 
 
