@@ -329,12 +329,26 @@ class Remote(ABC):
         self.network = network
         #: How long the store has been silent; a remote that can tell updates it.
         self.silence = Silence()
+        self._store_found = False  # see _store_exists
 
     @abstractmethod
     def check_matches(
         self, recorded_address: str, registry_path: str, recorded_id: str | None = None
     ) -> None:
         """Raise :class:`RemoteMismatchError` if the registry's remote is another store."""
+
+    @abstractmethod
+    def _check_store(self) -> None:
+        """Raise the type's missing-bucket error if its bucket or container is gone."""
+
+    def _store_exists(self) -> None:
+        """:meth:`_check_store`, asked once per remote: a 404 may mean a missing bucket until
+        the store has said the bucket exists, and then means the key (one round trip per
+        missing object saved). Some stores also make a missing bucket on PUT: an upload asks
+        first."""
+        if not self._store_found:
+            self._check_store()
+            self._store_found = True
 
     def identity(self) -> str | None:
         """The ID a registry records beside the address; None when the address is the ID."""
@@ -513,10 +527,6 @@ class RangedRemote(Remote):
         """Ranged GETs of ``offset..size``, written to ``sink`` in order."""
 
     @abstractmethod
-    def _check_store(self) -> None:
-        """Raise the type's missing-bucket error if its bucket or container is gone."""
-
-    @abstractmethod
     def _read_range(self, key: str, start: int, length: int) -> bytes | bytearray:
         """One ranged GET of :meth:`read_range`, run as one bounded wait on the store."""
 
@@ -527,7 +537,7 @@ class RangedRemote(Remote):
         try:
             data: bytes | bytearray = self._call("read", key, self._read_range, key, start, length)
         except RemoteObjectMissingError:
-            self._check_store()  # a missing bucket or container also answers 404
+            self._store_exists()  # a missing bucket or container also answers 404
             raise
         return data
 
@@ -539,7 +549,7 @@ class RangedRemote(Remote):
         try:
             self._call("download", key, self._download_ranges, key, offset, sink, progress, size)
         except RemoteObjectMissingError:
-            self._check_store()  # a missing bucket or container also answers 404
+            self._store_exists()  # a missing bucket or container also answers 404
             raise
 
 

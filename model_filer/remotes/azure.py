@@ -195,7 +195,6 @@ class AzureRemote(RangedRemote):
         self.account = account
         super().__init__(f"az://{self.container}@{account}/{self.prefix}".rstrip("/"), network)
         self._client: Any = None
-        self._container_checked = False
         self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -423,9 +422,7 @@ class AzureRemote(RangedRemote):
         if size >= SINGLE_PUT and self.size_of(key) == size:
             self.touch(key)
             return
-        if not self._container_checked:
-            self._check_store()
-            self._container_checked = True
+        self._store_exists()  # before a PUT: some stores create a missing bucket
         blob = self._blob(key)
         if size < SINGLE_PUT:
             self._call(
@@ -580,7 +577,7 @@ class AzureRemote(RangedRemote):
         try:
             return self._call("check", key, self._blob(key).get_blob_properties)
         except RemoteObjectMissingError:
-            self._check_store()  # a missing container also answers 404 to HEAD
+            self._store_exists()  # a missing container also answers 404 to HEAD
             return None
 
     def stat(self, key: str) -> RemoteObject | None:
@@ -604,7 +601,7 @@ class AzureRemote(RangedRemote):
         try:
             self._call("delete", key, self._blob(key).delete_blob)
         except RemoteObjectMissingError:
-            self._check_store()  # absent is fine; a missing container is not
+            self._store_exists()  # absent is fine; a missing container is not
 
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
         root = f"{self.prefix}/" if self.prefix else ""

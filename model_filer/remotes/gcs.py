@@ -104,7 +104,6 @@ class GCSRemote(BucketRemote):
     def __init__(self, address: str, network: Network = PATIENT) -> None:
         super().__init__(address, network)
         self._client: Any = None
-        self._bucket_checked = False
         self._swept = False
         self._lock = threading.Lock()
 
@@ -251,7 +250,7 @@ class GCSRemote(BucketRemote):
             "check", key, lambda: bucket.get_blob(name, timeout=self._timeout, retry=None)
         )
         if blob is None:
-            self._check_store()  # a missing bucket also answers 404
+            self._store_exists()  # a missing bucket also answers 404
             return None
         return RemoteObject(key, int(blob.size), blob.updated)
 
@@ -370,7 +369,7 @@ class GCSRemote(BucketRemote):
         else:
             return
         if isinstance(error, RemoteObjectMissingError):
-            self._check_store()  # a missing bucket also answers 404
+            self._store_exists()  # a missing bucket also answers 404
         raise error  # outside the except: the client's exception is not kept as context
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
@@ -423,7 +422,7 @@ class GCSRemote(BucketRemote):
         except Exception as exc:
             error = self._error(exc, "read", key)
         if isinstance(error, RemoteObjectMissingError):
-            self._check_store()  # a missing bucket also answers 404
+            self._store_exists()  # a missing bucket also answers 404
         raise error  # outside the except: the client's exception is not kept as context
 
     # -- uploads ----------------------------------------------------------------------------
@@ -434,9 +433,7 @@ class GCSRemote(BucketRemote):
         if size > SINGLE_UPLOAD and self.size_of(key) == size:
             self.touch(key)
             return
-        if not self._bucket_checked:
-            self._check_store()
-            self._bucket_checked = True
+        self._store_exists()  # before a PUT: some stores create a missing bucket
         if size <= SINGLE_UPLOAD:
             blob = self._blob(key)
             blob.metadata = {"sha256": sha256}

@@ -169,6 +169,9 @@ class LocalRemote(Remote):
             with contextlib.suppress(OSError):  # (never made, or its folder never could be)
                 tmp.unlink()
 
+    def _check_store(self) -> None:
+        """Nothing to ask: a folder's root is checked where it is used (``_require_root``)."""
+
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if self.root not in path.parents:

@@ -194,7 +194,6 @@ class S3Remote(RangedRemote, BucketRemote):
         super().__init__(address, network)
         self._client: Any = None
         self._managers: dict[str, Any] = {}
-        self._bucket_checked = False
         self._swept = False
         self._lock = threading.Lock()
 
@@ -418,9 +417,7 @@ class S3Remote(RangedRemote, BucketRemote):
             if size <= MAX_COPY:  # (no copy renews a bigger one: gc's objects are smaller)
                 self.touch(key)
             return
-        if not self._bucket_checked:  # once: some stores create a missing bucket on PUT
-            self._check_store()
-            self._bucket_checked = True
+        self._store_exists()  # before a PUT: some stores create a missing bucket
         if size >= MULTIPART_THRESHOLD:
             self._call("upload to", key, self._upload_resumable, src, key, sha256, progress)
             return
@@ -455,7 +452,7 @@ class S3Remote(RangedRemote, BucketRemote):
             with self._waiting("download", key):
                 self._download(key, sink, progress, size)
         except RemoteObjectMissingError:
-            self._check_store()  # a missing bucket also answers 404 to HEAD
+            self._store_exists()  # a missing bucket also answers 404 to HEAD
             raise
 
     def _download(self, key: str, sink: Sink, progress: Progress | None, size: int | None) -> None:
@@ -752,7 +749,7 @@ class S3Remote(RangedRemote, BucketRemote):
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING_CODES:
-                self._check_store()  # a missing bucket also answers 404 to HEAD
+                self._store_exists()  # a missing bucket also answers 404 to HEAD
                 return None
             raise self._error(exc, "check", key) from None
         except Exception as exc:

@@ -828,3 +828,23 @@ def test_a_store_that_refuses_connections_is_one_short_cause_for_every_model(
     assert message.count("Cannot reach") == 1 and message.endswith("(a, b, c)")
     assert "connection refused" in message and "HTTPConnectionPool" not in message
     assert len(message) < 400, message
+
+
+def test_missing_objects_ask_the_store_about_its_bucket_once(target, monkeypatch):
+    """A 404 may mean a missing bucket, so the first one asks the store; once it has said the
+    bucket exists, a 404 means the key: a push of many new models is one lookup each."""
+    point = _networked(target, monkeypatch)
+    absent = ["m/" + f"{n:064x}" + ".pkl" for n in range(5)]
+    with FaultProxy(str(target.endpoint), lifetime=120) as proxy:
+        point(proxy.url)
+        remote = target.remote()
+        remote._connect()  # type: ignore[attr-defined] # (whatever building the client asks)
+        before = len(proxy.log)
+        assert [remote.stat(key) for key in absent] == [None] * 5
+        asked = len(proxy.log) - before
+        gone = get_remote(target.remote_type, target.missing_address)
+        for _ in range(2):  # a bucket never found is asked about again
+            with pytest.raises(BucketNotFoundError, match="does not exist"):
+                gone.stat(absent[0])
+
+    assert asked == len(absent) + 1  # a lookup each, and one question about the bucket
