@@ -512,14 +512,15 @@ class _Packer:
     def add(self, sha: str, offset: int, parts: list[Any], raw: int) -> tuple[_Pack, int, int]:
         """Append the stored chunk ``sha`` (``raw`` bytes from ``offset`` of the model's file);
         return where it is."""
+        stored = sum(memoryview(part).nbytes for part in parts)
+        if self._open is not None and self._open.size + stored > PACK_TARGET:
+            self._close()  # (full parts: a pack of PACK_TARGET is whole 8 MiB parts)
         pack = self._open
         if pack is None:
             pack = self._open = _Pack(self._watched[1], self._chunked.temp("pack"))
         start = pack.size
         pack.write(sha, offset, parts)
         pack.raw += raw
-        if pack.size >= PACK_TARGET:
-            self._close()
         return pack, start, pack.size - start
 
     def _close(self) -> None:

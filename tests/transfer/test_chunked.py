@@ -455,6 +455,22 @@ def _watched_push(
     return result
 
 
+def test_a_pack_closes_before_the_chunk_that_would_take_it_past_its_target(
+    tmp_path, target, monkeypatch
+):
+    """Packs of at most PACK_TARGET bytes, so each is whole parts of an upload (at 64 MiB,
+    eight of 8 MiB): closing after the chunk that passed it made a sliver of a part each."""
+    chunking.small_chunks(monkeypatch, pack_target=512 * 1024)
+    filer = target.filer(tmp_path / "m")
+    filer.dump(np.random.default_rng(3).bytes(3 * MB), "m", push=True)
+    packs = sorted(
+        size for key, size in _stored(target).items() if key.startswith(".model_filer/packs/")
+    )
+    biggest = 4 * 64 * 1024 + 1  # FastCDC's largest chunk at this average, and its header
+    assert len(packs) >= 6 and packs[-1] <= 512 * 1024
+    assert all(size > 512 * 1024 - biggest for size in packs[1:])  # (one may be the last)
+
+
 def test_a_push_of_incompressible_chunks_writes_no_pack_file(tmp_path):
     """A raw chunk goes up read from the model's own file: a GiB pushed is not a GiB
     written to disk first. Compressed chunks wait in a spill file, smaller than the chunks."""
