@@ -573,7 +573,8 @@ def test_a_tampered_remote_object_is_refused_and_never_unpickled(
             mate.load("my_model")
         obj.unlink()
     else:
-        assert "run `model-filer push my_model`: it replaces it" in message
+        fix = f"run `model-filer push my_model`: it replaces {plain_filer.remote.url(entry.key)}."
+        assert fix in message
     plain_filer.push("my_model")
     assert mate.load("my_model") == {"payload": b"x" * 2000}
 

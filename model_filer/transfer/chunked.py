@@ -129,10 +129,15 @@ class Chunked:
         self.known = known
 
     # -- the remote's side --------------------------------------------------------------------
-    def _get(self, key: str, limit: int, what: str, size: int | None = None) -> bytes:
+    def _get(
+        self, key: str, limit: int, what: str, size: int, name: str, legacy: bool = False
+    ) -> bytes:
+        """Read the object ``key`` (``size`` bytes expected, at most ``limit``) of model
+        ``name``; ``legacy``: a chunk of format 1."""
         too_big = IntegrityError(
             f"The remote's {what} is larger than the {limit} bytes it may be; it was not read "
-            "further and nothing was written. Ask the model's author to push it again."
+            f"further and nothing was written. "
+            f"{repair_advice(self.remote, key, name, legacy, at_length=False)}"
         )
         return self.remote.read_bytes(key, limit, size, too_big)
 
@@ -243,17 +248,18 @@ class Chunked:
         chunks = [_placed(sha, size, placed[sha]) for sha, size in order]
         manifest = encode_manifest(entry.sha256, entry.size, chunks)
         key = storage_key("maps", entry.sha256)
-        self._put_map(manifest, key, entry.sha256)  # last: it names only what is now stored
+        # Last: the map names only what is now stored.
+        self._put_map(manifest, key, entry.sha256, entry.name)
         return key, manifest, chunks
 
-    def _put_map(self, manifest: bytes, key: str, sha256: str) -> None:
+    def _put_map(self, manifest: bytes, key: str, sha256: str, name: str) -> None:
         """Upload the map ``manifest`` as ``key``. Its key names the model, not these bytes:
         a map there of the same length may place chunks elsewhere (a repair names new packs),
         and remotes keep an object of the right length at a key that names its bytes. So
         one of other bytes goes first; one of these bytes is renewed, as an upload would."""
         found = self.remote.stat(key)
         if found is not None and found.size == len(manifest):
-            if self._get(key, MAX_MANIFEST_BYTES, f"map {key}", found.size) == manifest:
+            if self._get(key, MAX_MANIFEST_BYTES, f"map {key}", found.size, name) == manifest:
                 self._keep(found)
                 return
             self.remote.delete(key)  # (a pull in between finds none, and may try again)
@@ -281,7 +287,8 @@ class Chunked:
     def fetch_whole(self, key: str, entry: Entry, tmp: Path) -> tuple[int, str]:
         """Download the stored object ``key`` of ``entry`` into ``tmp``; return what came
         (size, sha256) for the caller's check."""
-        blob = self._get(key, max_stored_size(entry.size), f"object {key}", entry.size + 1)
+        limit = max_stored_size(entry.size)
+        blob = self._get(key, limit, f"object {key}", entry.size + 1, entry.name)
         data = self._decode(blob, entry.size, f"object {key}", key, entry.name)
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -376,7 +383,8 @@ class Chunked:
             head = span.chunks[0]
             if head.pack is None:  # format 1: the chunk's own stored object
                 what = f"chunk {span.key}"
-                blob: Any = self._get(span.key, max_stored_size(head.size), what, head.size + 1)
+                limit = max_stored_size(head.size)
+                blob: Any = self._get(span.key, limit, what, head.size + 1, name, legacy=True)
                 data = self._decode(blob, head.size, what, span.key, name, legacy=True)
                 _write_all(fd, data, where[head.sha256], progress)
                 landed(head.sha256)
@@ -385,8 +393,8 @@ class Chunked:
             if blob.nbytes != span.length:
                 raise IntegrityError(
                     f"The remote's pack {span.key} ends before the chunks its map places in it "
-                    f"(bytes {span.start}..{span.start + span.length}). Nothing was loaded. Ask "
-                    "the model's author to push it again."
+                    f"(bytes {span.start}..{span.start + span.length}). Nothing was loaded. "
+                    f"{repair_advice(self.remote, span.key, name, shared=True, at_length=False)}"
                 )
             for c in span.chunks:
                 at = c.offset - span.start
@@ -656,18 +664,25 @@ def _name_bad_chunk(
 
 
 def repair_advice(
-    remote: Remote, key: str, name: str, legacy: bool = False, shared: bool = False
+    remote: Remote,
+    key: str,
+    name: str,
+    legacy: bool = False,
+    shared: bool = False,
+    at_length: bool = True,
 ) -> str:
-    """How to repair the object ``key`` of model ``name`` on ``remote``, damaged at its length.
+    """How to repair the object ``key`` of model ``name`` on ``remote``.
 
-    A push keeps an object of the length it expects (it cannot see the damage without reading
-    it back), so it goes first. ``legacy``: a chunk of format 1, whose push writes a map and so
+    A push keeps an object of the length it expects (it cannot see damage ``at_length``
+    without reading it back), so that one is deleted first; one of another length a push
+    replaces by itself. ``legacy``: a chunk of format 1, whose push writes a map and so
     changes the registry; ``shared``: a pack, which other models' chunks may sit in.
     """
-    advice = (
-        f"Delete {remote.url(key)} from the remote, then, on a machine that holds the model, "
-        f"run `model-filer push {name}`: it uploads it again."
-    )
+    push = f"on a machine that holds the model, run `model-filer push {name}`"
+    if at_length:
+        advice = f"Delete {remote.url(key)} from the remote, then, {push}: it uploads it again."
+    else:
+        advice = f"{push[0].upper()}{push[1:]}: it replaces {remote.url(key)}."
     if legacy:
         advice += " It stores it in today's format: commit the registry it changes."
     if shared:

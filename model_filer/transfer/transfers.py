@@ -214,11 +214,8 @@ class Transfers:
                 # or a map that parses and places chunks that are all there), so one damaged
                 # in place goes first; one of another length it replaces.
                 legacy = storage_key_kind(entry.key) == "manifests"  # (its push writes a map)
-                fix = (
-                    repair_advice(self.remote, entry.key, entry.name, legacy)
-                    if size == entry.size
-                    else f"On a machine that holds the model, run `model-filer push "
-                    f"{entry.name}`: it replaces it."
+                fix = repair_advice(
+                    self.remote, entry.key, entry.name, legacy, at_length=size == entry.size
                 )
                 raise IntegrityError(
                     f"Downloaded {entry.name!r} from {url} does not match the registry: "

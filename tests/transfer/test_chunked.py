@@ -214,7 +214,8 @@ def test_a_whole_object_of_another_length_is_replaced_by_a_push_alone(tmp_path, 
     entry = producer.list_files()[0]
     _forge(target, tmp_path, entry.key, b"\x01" * (entry.size + 50))
     folder = _consumer(tmp_path, producer)
-    with pytest.raises(IntegrityError, match="Ask the model's author to push it again"):
+    fix = f"run `model-filer push m`: it replaces {target.remote().url(entry.key)}."
+    with pytest.raises(IntegrityError, match=re.escape(fix)):
         target.filer(folder).load("m")
     producer.push("m")
     assert target.filer(folder).load("m") == model
@@ -278,6 +279,9 @@ def test_a_pack_cut_short_on_the_remote_is_not_reused_but_replaced(tmp_path, tar
     producer.dump(payload, "a", push=True)
     pack = next(k for k in _stored(target) if k.startswith(".model_filer/packs/"))
     _forge(target, tmp_path, pack, b"\x00")  # a header alone: holds no chunk
+    fix = f"run `model-filer push a`: it replaces {target.remote().url(pack)}."
+    with pytest.raises(IntegrityError, match=re.escape(fix)):  # (what the next push does)
+        target.filer(_consumer(tmp_path, producer, "early")).load("a")
     producer.dump(payload, "b", push=True)  # the same bytes: the listing shows the pack short
     assert _stored(target)[pack] > 1  # so its chunks were packed again: the same pack
     assert target.filer(_consumer(tmp_path, producer)).load("a") == payload
@@ -310,6 +314,10 @@ def test_a_model_pushed_by_an_earlier_release_loads_and_is_repaired_as_a_map(
     assert target.filer(_consumer(tmp_path, producer)).load("old") == producer.load("old")
 
     lost = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
+    _forge(target, tmp_path, lost, b"\x00" * MB)  # longer than any stored chunk may be
+    fix = f"it replaces {remote.url(lost)}. It stores it in today's format: commit the registry"
+    with pytest.raises(IntegrityError, match=re.escape(fix)):
+        target.filer(_consumer(tmp_path, producer, "early")).load("old")
     remote.delete(lost)
     producer = target.filer(producer.local_dir)
     producer.push("old")  # what check-remote-models advises: it goes up as a map
