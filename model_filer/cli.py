@@ -228,20 +228,21 @@ def cmd_push(args: argparse.Namespace) -> int:
         filer = _filer(args, path, action="push")
         wanted = targets[path]
         before = path.read_bytes()
+        there = 0  # named models already whole on the remote: nothing to upload
         try:
             if wanted is None:
-                pushed = filer.push_all(jobs=args.jobs)
+                pushed = len(filer.push_all(jobs=args.jobs))
             else:
-                for name in wanted:
-                    filer.push(name)
-                pushed = wanted
+                uploaded = [filer.upload(name) for name in wanted]
+                pushed, there = sum(uploaded), uploaded.count(False)
         except ModelFilerError:
             if path.read_bytes() != before:  # (the models pushed before the failure)
                 print(f"Commit {path}: it records the models that were pushed.")
             raise
         # A synced model pushed again (its remote lost or damaged it) changes no entry.
         tail = f"Commit {path}." if path.read_bytes() != before else f"{path} is unchanged."
-        print(f"Pushed {len(pushed)} model(s). {tail}")
+        already = f" {there} already on the remote." if there else ""
+        print(f"Pushed {pushed} model(s).{already} {tail}")
         return 0
 
     return _each(list(targets), push)

@@ -537,12 +537,23 @@ class Filer:
         ------
         UnknownModelError, LocalOnlyError, IntegrityError, RemoteError
         """
+        self.upload(name)
+
+    def upload(self, name: str) -> bool:
+        """:meth:`push`, saying whether it uploaded anything.
+
+        Returns
+        -------
+        bool
+            False when the model was ``synced`` and all its bytes were on the remote.
+        """
         entry = self.folder.entry(name)
         if entry.state == "synced" and (entry.key is None or self.transfers.present(entry)):
-            return  # re-upload a synced model only to repair a remote that lost it
+            return False  # re-upload a synced model only to repair a remote that lost it
         with self.folder.freshness() as fresh:
             key = self.transfers.upload(entry, fresh)
         self._mark_synced({name: (entry.sha256, key)})
+        return True
 
     def push_all(self, jobs: int | None = None) -> list[str]:
         """Push every ``local`` model, ``jobs`` at a time; return the names pushed.

@@ -148,6 +148,20 @@ def test_pushing_a_synced_model_again_asks_for_no_commit(repo, filer, remote, ca
     assert (remote / entry.key).exists()
 
 
+def test_a_push_of_models_already_on_the_remote_says_so(repo, filer, capsys):
+    filer.dump({"w": 4}, "other")
+    capsys.readouterr()
+
+    assert main(["push", "--dir", "models", "prices", "other"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"Pushed 1 model(s). 1 already on the remote. Commit {REGISTRY}." in out
+    assert main(["push", "--dir", "models", "prices"]) == 0
+    assert f"Pushed 0 model(s). 1 already on the remote. {REGISTRY} is unchanged." in (
+        capsys.readouterr().out
+    )
+
+
 def test_a_push_that_fails_midway_still_says_to_commit_what_it_pushed(repo, filer, capsys):
     filer.dump({"w": 4}, "other")
     (repo / "models" / "other.pkl").write_bytes(b"changed since its dump")
