@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pathlib
 import pickle
@@ -518,3 +519,22 @@ def test_a_model_of_many_parts_downloads_without_hanging(tmp_path, filer):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['many_parts']"
     assert np.array_equal(mate.load("many_parts"), data)
+
+
+def test_a_bucket_deleted_after_it_was_found_is_named_by_a_failed_read(s3_env):
+    """A lookup asks about the bucket once per remote (then a 404 means the key); a failed
+    read asks every time, so a bucket deleted meanwhile is named, not taken for a lost key."""
+    from model_filer.remotes import get_remote
+
+    bucket = f"gone-{uuid.uuid4().hex[:10]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=bucket)
+    remote = get_remote("s3", f"s3://{bucket}/m")
+    absent = "m/" + "0" * 64 + ".pkl"
+    assert remote.stat(absent) is None  # (the bucket is asked about, and found)
+    client.delete_bucket(Bucket=bucket)
+
+    with pytest.raises(BucketNotFoundError, match="does not exist"):
+        remote.read_range(absent, 0, 10)
+    with pytest.raises(BucketNotFoundError, match="does not exist"):
+        remote.download(absent, io.BytesIO(), None)

@@ -342,10 +342,10 @@ class Remote(ABC):
         """Raise the type's missing-bucket error if its bucket or container is gone."""
 
     def _store_exists(self) -> None:
-        """:meth:`_check_store`, asked once per remote: a 404 may mean a missing bucket until
-        the store has said the bucket exists, and then means the key (one round trip per
-        missing object saved). Some stores also make a missing bucket on PUT: an upload asks
-        first."""
+        """:meth:`_check_store`, asked once per remote where a 404 is the common answer: a
+        lookup of a key a push is about to send (one round trip per new object saved), and
+        before an upload (some stores make a missing bucket on PUT). A failed read or delete
+        asks every time: it is rare, and its error must name a bucket deleted meanwhile."""
         if not self._store_found:
             self._check_store()
             self._store_found = True
@@ -537,7 +537,7 @@ class RangedRemote(Remote):
         try:
             data: bytes | bytearray = self._call("read", key, self._read_range, key, start, length)
         except RemoteObjectMissingError:
-            self._store_exists()  # a missing bucket or container also answers 404
+            self._check_store()  # a missing bucket or container also answers 404
             raise
         return data
 
@@ -549,7 +549,7 @@ class RangedRemote(Remote):
         try:
             self._call("download", key, self._download_ranges, key, offset, sink, progress, size)
         except RemoteObjectMissingError:
-            self._store_exists()  # a missing bucket or container also answers 404
+            self._check_store()  # a missing bucket or container also answers 404
             raise
 
 

@@ -601,7 +601,7 @@ class AzureRemote(RangedRemote):
         try:
             self._call("delete", key, self._blob(key).delete_blob)
         except RemoteObjectMissingError:
-            self._store_exists()  # absent is fine; a missing container is not
+            self._check_store()  # absent is fine; a missing container is not
 
     def list_objects(self, prefix: str = "") -> Iterator[RemoteObject]:
         root = f"{self.prefix}/" if self.prefix else ""

@@ -369,7 +369,7 @@ class GCSRemote(BucketRemote):
         else:
             return
         if isinstance(error, RemoteObjectMissingError):
-            self._store_exists()  # a missing bucket also answers 404
+            self._check_store()  # a missing bucket also answers 404
         raise error  # outside the except: the client's exception is not kept as context
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
@@ -422,7 +422,7 @@ class GCSRemote(BucketRemote):
         except Exception as exc:
             error = self._error(exc, "read", key)
         if isinstance(error, RemoteObjectMissingError):
-            self._store_exists()  # a missing bucket also answers 404
+            self._check_store()  # a missing bucket also answers 404
         raise error  # outside the except: the client's exception is not kept as context
 
     # -- uploads ----------------------------------------------------------------------------

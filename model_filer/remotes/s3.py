@@ -452,7 +452,7 @@ class S3Remote(RangedRemote, BucketRemote):
             with self._waiting("download", key):
                 self._download(key, sink, progress, size)
         except RemoteObjectMissingError:
-            self._store_exists()  # a missing bucket also answers 404 to HEAD
+            self._check_store()  # a missing bucket also answers 404 to HEAD
             raise
 
     def _download(self, key: str, sink: Sink, progress: Progress | None, size: int | None) -> None:
