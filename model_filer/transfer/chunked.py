@@ -675,12 +675,18 @@ def repair_advice(
 
     A push keeps an object of the length it expects (it cannot see damage ``at_length``
     without reading it back), so that one is deleted first; one of another length a push
-    replaces by itself. ``legacy``: a chunk of format 1, whose push writes a map and so
-    changes the registry; ``shared``: a pack, which other models' chunks may sit in.
+    replaces by itself (a pack's or chunk's chunks it stores anew, in packs a new map names).
+    ``legacy``: a chunk of format 1, whose push writes a map and so changes the registry;
+    ``shared``: a pack, which other models' chunks may sit in.
     """
     push = f"on a machine that holds the model, run `model-filer push {name}`"
     if at_length:
         advice = f"Delete {remote.url(key)} from the remote, then, {push}: it uploads it again."
+    elif legacy or shared:  # (the chunks go into new packs, under a new map)
+        advice = (
+            f"{push[0].upper()}{push[1:]}: it stores the model's chunks again and rewrites its "
+            f"map, which then no longer reads {remote.url(key)}."
+        )
     else:
         advice = f"{push[0].upper()}{push[1:]}: it replaces {remote.url(key)}."
     if legacy:
