@@ -531,7 +531,8 @@ class Filer:
     def push(self, name: str) -> None:
         """Upload a ``local`` model and mark it ``synced``.
 
-        A ``synced`` model is uploaded again only if the remote lost its object.
+        A ``synced`` model is uploaded again only if the remote lacks some of its bytes, or
+        holds an object of them at another length.
 
         Raises
         ------

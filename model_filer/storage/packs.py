@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 from model_filer.storage.manifest import Chunk
 
-# A pack closes before the chunk that would take it past this size: large enough that a GiB
-# is ~16 uploads (each a multipart of 8 MiB parts, none of them a sliver), small enough that a
-# pack kept whole by gc for one live chunk wastes little.
+# A pack closes before the chunk that would take it past this size (chunks are at most
+# 16 MiB): large enough that a GiB is ~16 uploads, each whole 8 MiB parts of a multipart, and
+# small enough that a pack kept whole by gc for one live chunk wastes little.
 PACK_TARGET = 64 * 1024 * 1024
 # One ranged GET reads about 1/READS of the model, within these bounds: few requests for a big
 # model (a GiB is 128 GETs of 8 MiB, as s3transfer's parts), and for any model a kill loses
