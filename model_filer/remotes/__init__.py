@@ -330,6 +330,7 @@ class Remote(ABC):
         #: How long the store has been silent; a remote that can tell updates it.
         self.silence = Silence()
         self._store_found = False  # see _store_exists
+        self._store_lock = threading.Lock()
 
     @abstractmethod
     def check_matches(
@@ -346,9 +347,12 @@ class Remote(ABC):
         lookup of a key a push is about to send (one round trip per new object saved), and
         before an upload (some stores make a missing bucket on PUT). A failed read or delete
         asks every time: it is rare, and its error must name a bucket deleted meanwhile."""
-        if not self._store_found:
-            self._check_store()
-            self._store_found = True
+        if self._store_found:
+            return
+        with self._store_lock:  # (a push's threads ask at once: one asks, the rest wait)
+            if not self._store_found:
+                self._check_store()
+                self._store_found = True
 
     def identity(self) -> str | None:
         """The ID a registry records beside the address; None when the address is the ID."""

@@ -436,9 +436,9 @@ class AzureRemote(RangedRemote):
             )
             if progress is not None:
                 progress(size)
-        else:
-            self._call("upload to", key, self._staged, src, blob, sha256, progress)
-        stored = self.size_of(key)  # synced only once the final object is whole
+            return  # (one Put Blob of its Content-Length: whole once it is answered)
+        self._call("upload to", key, self._staged, src, blob, sha256, progress)
+        stored = self.size_of(key)  # synced only once the blocks committed make it whole
         if stored != size:
             raise RemoteError(
                 f"{self.url(key)} holds {stored} bytes after the upload of {size}. Push again.",

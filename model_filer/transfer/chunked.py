@@ -188,15 +188,14 @@ class Chunked:
         return self._push_chunks(fh, entry, progress, stamp)
 
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
+        # No lookup first: a new model is the usual case, where it is one more round trip per
+        # model (the remote's put looks first where the bytes cost more than that), and an
+        # upload renews an object already there as gc needs (Remote.upload).
         key = storage_key("objects", entry.sha256)
-        found = self.remote.stat(key)  # one HEAD, with the object's age
-        if found is not None and may_hold(found.size, entry.size):
-            self._keep(found)
-        else:
-            data = fh.read()
-            if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
-                raise changed_while_pushed(entry.name, "it no longer holds its bytes")
-            self._put(encode(data, level_for(entry.size)), key, entry.sha256)
+        data = fh.read()
+        if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
+            raise changed_while_pushed(entry.name, "it no longer holds its bytes")
+        self._put(encode(data, level_for(entry.size)), key, entry.sha256)
         if progress is not None:
             progress(entry.size)
         return key
