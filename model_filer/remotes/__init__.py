@@ -364,9 +364,9 @@ class Remote(ABC):
 
     def upload(self, src: Path | Source, key: str, sha256: str, progress: Progress | None) -> None:
         """Store ``src`` (a file, or a :class:`Source`: a pack is never written out) under
-        ``key``; a key already holding those bytes keeps them, its last change renewed
-        (:meth:`touch`): gc, which re-reads it before deleting, must see that a push relies
-        on it."""
+        ``key``; a key already holding an object of that size ends with its last change
+        renewed (kept and :meth:`touch`-ed where a lookup first pays, else written again):
+        gc, which re-reads it before deleting, must see that a push relies on it."""
         with source_of(src) as source:
             self.put(source, key, sha256, progress)
 

@@ -25,8 +25,9 @@ from model_filer.storage.manifest import (
 
 #: gc collects an unnamed object only once it is this old (``model-filer gc --grace``'s default).
 GC_GRACE = timedelta(days=14)
-#: A push that reuses a chunk or object older than this makes it new again (``touch``), so a
-#: gc running meanwhile (which re-reads the age just before deleting) never deletes it.
+#: A push that reuses a pack, map or whole object (of 1 MiB or more: a smaller one is sent
+#: again) older than this makes it new again (``touch``), so a gc running meanwhile (which
+#: re-reads the age just before deleting) never deletes it.
 REFRESH_AFTER = GC_GRACE / 2
 
 __all__ = [

@@ -55,6 +55,12 @@ if TYPE_CHECKING:
 
 READ_PIECE = 1024 * 1024  # bytes read back at once to hash (from the page cache)
 
+# A whole model this big is looked up before it goes up: it may be there already (the same
+# bytes under another name, or pushed from another clone), and its bytes cost more than the
+# lookup's round trip. A smaller one goes straight up: a new model is the usual case, where a
+# lookup is one more round trip a model, and an upload renews one already there as gc needs
+# (Remote.upload).
+LOOKUP_FROM = 1024 * 1024
 # Packs going up at once while the next fills: each is a multipart upload of 8 parts in flight,
 # and one alone idles while its last parts finish (measured on loopback S3: 0.73x upload_file's
 # rate with one, 1.04x with two). Parts are read as they are sent (see _Pack).
@@ -188,10 +194,14 @@ class Chunked:
         return self._push_chunks(fh, entry, progress, stamp)
 
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
-        # No lookup first: a new model is the usual case, where it is one more round trip per
-        # model (the remote's put looks first where the bytes cost more than that), and an
-        # upload renews an object already there as gc needs (Remote.upload).
         key = storage_key("objects", entry.sha256)
+        if entry.size >= LOOKUP_FROM:
+            found = self.remote.stat(key)  # one HEAD, with the object's age
+            if found is not None and may_hold(found.size, entry.size):
+                self._keep(found)
+                if progress is not None:
+                    progress(entry.size)
+                return key
         data = fh.read()
         if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
             raise changed_while_pushed(entry.name, "it no longer holds its bytes")

@@ -832,7 +832,7 @@ def test_a_store_that_refuses_connections_is_one_short_cause_for_every_model(
 
 def test_missing_objects_ask_the_store_about_its_bucket_once(target, monkeypatch):
     """A 404 may mean a missing bucket, so the first one asks the store; once it has said the
-    bucket exists, a 404 means the key: a push of many new models is one lookup each."""
+    bucket exists, a 404 means the key: a lookup of a key not there is one request."""
     point = _networked(target, monkeypatch)
     absent = ["m/" + f"{n:064x}" + ".pkl" for n in range(5)]
     with FaultProxy(str(target.endpoint), lifetime=120) as proxy:

@@ -308,6 +308,24 @@ def test_a_small_model_under_two_names_is_stored_once(tmp_path, target):
     assert target.filer(_consumer(tmp_path, producer)).load("empty") == b""
 
 
+def test_a_whole_model_of_a_mib_or_more_already_there_is_not_sent_again(
+    tmp_path, target, monkeypatch
+):
+    """From LOOKUP_FROM up, its bytes cost more than a lookup: one is made first (below it, a
+    new model, the usual case, goes straight up: test_contract's one request each)."""
+    from model_filer.transfer.chunked import LOOKUP_FROM
+
+    point = _networked(target, monkeypatch)
+    payload = os.urandom(LOOKUP_FROM * 2)
+    filer = target.filer(tmp_path / "m")
+    filer.dump(payload, "a", push=True)
+    filer.dump(payload, "b")
+    with FaultProxy(str(target.endpoint), lifetime=120) as proxy:
+        point(proxy.url)
+        target.filer(tmp_path / "m").push("b")
+    assert proxy.bytes_up < LOOKUP_FROM // 8  # requests, no model bytes
+
+
 def test_a_model_pushed_by_an_earlier_release_loads_and_is_repaired_as_a_map(
     tmp_path, target, monkeypatch
 ):
