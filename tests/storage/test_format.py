@@ -140,6 +140,32 @@ def test_a_big_chunk_is_tried_whole_only_when_samples_of_it_compress():
         assert _joined(encode(sampled))[0] == kind
 
 
+def test_float_weights_are_stored_raw_for_the_cost_of_the_probe_alone(monkeypatch):
+    """Float arrays save under 10% (kept raw), and their samples say so: no full trial of
+    them, which cost a 1 GiB push of uniform float64s a third of its rate."""
+    compressed: list[int] = []
+    real = zstandard.ZstdCompressor
+
+    class Counting:
+        def __init__(self, **kwargs: object) -> None:
+            self._real = real(**kwargs)
+
+        def compress(self, data: object) -> bytes:
+            compressed.append(memoryview(data).nbytes)  # type: ignore[arg-type]
+            return self._real.compress(data)
+
+    monkeypatch.setattr(zstandard, "ZstdCompressor", Counting)
+    rng = np.random.default_rng(0)
+    for weights in (rng.random(1 << 17), rng.standard_normal(1 << 18, dtype=np.float32)):
+        compressed.clear()
+        data = weights.tobytes()  # 1 MiB: uniform float64 saves 6%, normal float32 7.5%
+        assert _joined(encode(data)) == b"\x00" + data
+        assert compressed == [3 * PROBE]
+    compressed.clear()
+    data = rng.random(1 << 18, dtype=np.float32).tobytes()  # uniform float32: saves 10.8%
+    assert _joined(encode(data))[0] == 1 and compressed == [3 * PROBE, len(data)]
+
+
 def test_a_zstd_bomb_is_refused_by_its_declared_size_before_decompressing():
     bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
     with pytest.raises(IntegrityError, match="declares 67108864 bytes, not 5000"):
