@@ -684,17 +684,24 @@ def repair_advice(
 
     A push keeps an object of the length it expects (it cannot see damage ``at_length``
     without reading it back), so that one is deleted first; one of another length a push
-    replaces by itself (a pack's or chunk's chunks it stores anew, in packs a new map names).
+    replaces by itself (a pack's or chunk's chunks it stores anew: a pack made again alike
+    has the same name, others go in new packs that a new map names).
     ``legacy``: a chunk of format 1, whose push writes a map and so changes the registry;
     ``shared``: a pack, which other models' chunks may sit in.
     """
     push = f"on a machine that holds the model, run `model-filer push {name}`"
     if at_length:
         advice = f"Delete {remote.url(key)} from the remote, then, {push}: it uploads it again."
-    elif legacy or shared:  # (the chunks go into new packs, under a new map)
+    elif legacy:  # (a chunk's own object: the push puts its bytes in packs, under a map)
         advice = (
-            f"{push[0].upper()}{push[1:]}: it stores the model's chunks again and rewrites its "
-            f"map, which then no longer reads {remote.url(key)}."
+            f"{push[0].upper()}{push[1:]}: it stores the model's chunks again, in packs that "
+            f"a new map names ({remote.url(key)} is then no longer read)."
+        )
+    elif shared:  # (a pack is named by what it holds: made again alike, it has that name)
+        advice = (
+            f"{push[0].upper()}{push[1:]}: it stores the model's chunks again, in a pack of "
+            f"the same name, which replaces {remote.url(key)}, or in new packs that a "
+            "rewritten map names."
         )
     else:
         advice = f"{push[0].upper()}{push[1:]}: it replaces {remote.url(key)}."

@@ -280,7 +280,7 @@ def test_a_pack_cut_short_on_the_remote_is_not_reused_but_replaced(tmp_path, tar
     producer.dump(payload, "a", push=True)
     pack = next(k for k in _stored(target) if k.startswith(".model_filer/packs/"))
     _forge(target, tmp_path, pack, b"\x00")  # a header alone: holds no chunk
-    fix = "run `model-filer push a`: it stores the model's chunks again and rewrites its map"
+    fix = "run `model-filer push a`: it stores the model's chunks again, in a pack of the same"
     with pytest.raises(IntegrityError, match=re.escape(fix)):
         target.filer(_consumer(tmp_path, producer, "early")).load("a")
 
@@ -339,7 +339,7 @@ def test_a_model_pushed_by_an_earlier_release_loads_and_is_repaired_as_a_map(
 
     lost = next(k for k in _stored(target) if k.startswith(".model_filer/chunks/"))
     _forge(target, tmp_path, lost, b"\x00" * MB)  # longer than any stored chunk may be
-    fix = f"no longer reads {remote.url(lost)}. It stores it in today's format: commit the"
+    fix = f"({remote.url(lost)} is then no longer read). It stores it in today's format"
     with pytest.raises(IntegrityError, match=re.escape(fix)):
         target.filer(_consumer(tmp_path, producer, "early")).load("old")
     producer = target.filer(producer.local_dir)
