@@ -195,17 +195,14 @@ class Chunked:
 
     def _push_whole(self, fh: IO[bytes], entry: Entry, progress: Progress | None) -> str:
         key = storage_key("objects", entry.sha256)
-        if entry.size >= LOOKUP_FROM:
-            found = self.remote.stat(key)  # one HEAD, with the object's age
-            if found is not None and may_hold(found.size, entry.size):
-                self._keep(found)
-                if progress is not None:
-                    progress(entry.size)
-                return key
-        data = fh.read()
-        if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
-            raise changed_while_pushed(entry.name, "it no longer holds its bytes")
-        self._put(encode(data, level_for(entry.size)), key, entry.sha256)
+        found = self.remote.stat(key) if entry.size >= LOOKUP_FROM else None  # (with its age)
+        if found is not None and may_hold(found.size, entry.size):
+            self._keep(found)
+        else:
+            data = fh.read()
+            if hashlib.sha256(data).hexdigest() != entry.sha256:  # (in memory: cheap)
+                raise changed_while_pushed(entry.name, "it no longer holds its bytes")
+            self._put(encode(data, level_for(entry.size)), key, entry.sha256)
         if progress is not None:
             progress(entry.size)
         return key
@@ -451,8 +448,9 @@ class _Pack(Source):
         self.size = self.raw = 0
         self.name = ""
 
-    def write(self, sha: str, offset: int, parts: list[Any]) -> None:
-        """Append the chunk ``sha``, at ``offset`` in the model's file, stored as ``parts``."""
+    def write(self, sha: str, offset: int, parts: list[Any], stored: int) -> None:
+        """Append the chunk ``sha``, at ``offset`` in the model's file, stored as ``parts``
+        (``stored`` bytes)."""
         header, payload = bytes(parts[0]), memoryview(parts[1]).cast("B")
         self._add(header, -1, 0, len(header))
         if header == bytes([RAW]):
@@ -465,7 +463,6 @@ class _Pack(Source):
             while payload:
                 written = os.pwrite(self._spill_fd, payload, self._spilled)
                 payload, self._spilled = payload[written:], self._spilled + written
-        stored = len(header) + memoryview(parts[1]).nbytes
         self.digest.update(bytes.fromhex(sha) + header + stored.to_bytes(8, "big"))
         payload_sha = sha
         if header != bytes([RAW]):
@@ -536,7 +533,7 @@ class _Packer:
         if pack is None:
             pack = self._open = _Pack(self._watched[1], self._chunked.temp("pack"))
         start = pack.size
-        pack.write(sha, offset, parts)
+        pack.write(sha, offset, parts, stored)
         pack.raw += raw
         return pack, start, pack.size - start
 
@@ -689,22 +686,20 @@ def repair_advice(
     ``legacy``: a chunk of format 1, whose push writes a map and so changes the registry;
     ``shared``: a pack, which other models' chunks may sit in.
     """
-    push = f"on a machine that holds the model, run `model-filer push {name}`"
+    push, url = f"run `model-filer push {name}`", remote.url(key)
     if at_length:
-        advice = f"Delete {remote.url(key)} from the remote, then, {push}: it uploads it again."
-    elif legacy:  # (a chunk's own object: the push puts its bytes in packs, under a map)
-        advice = (
-            f"{push[0].upper()}{push[1:]}: it stores the model's chunks again, in packs that "
-            f"a new map names ({remote.url(key)} is then no longer read)."
-        )
-    elif shared:  # (a pack is named by what it holds: made again alike, it has that name)
-        advice = (
-            f"{push[0].upper()}{push[1:]}: it stores the model's chunks again, in a pack of "
-            f"the same name, which replaces {remote.url(key)}, or in new packs that a "
-            "rewritten map names."
-        )
+        advice = f"Delete {url} from the remote, then, on a machine that holds the model, {push}"
+        advice += ": it uploads it again."
     else:
-        advice = f"{push[0].upper()}{push[1:]}: it replaces {remote.url(key)}."
+        advice = f"On a machine that holds the model, {push}: it "
+        if legacy:  # (a chunk's own object: the push puts its bytes in packs, under a map)
+            advice += f"stores the model's chunks again, in packs that a new map names ({url} "
+            advice += "is then no longer read)."
+        elif shared:  # (a pack is named by what it holds: made again alike, it has that name)
+            advice += "stores the model's chunks again, in a pack of the same name, which "
+            advice += f"replaces {url}, or in new packs that a rewritten map names."
+        else:
+            advice += f"replaces {url}."
     if legacy:
         advice += " It stores it in today's format: commit the registry it changes."
     if shared:
