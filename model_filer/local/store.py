@@ -398,12 +398,12 @@ class ObjectStore:
             with open(obj, "rb") if use else _open_unused(obj) as fh:
                 got, got_size = sha256_stream(fh), os.fstat(fh.fileno()).st_size
             if got == sha and size in (None, got_size):
-                st = os.stat(obj)
+                st, kept = os.stat(obj), recorded(got_size)  # (small: hashed at each use)
                 if st.st_mode & 0o222 or (
-                    recorded(got_size) and self._read_meta(sha).get("key") != stat_record(st)[:5]
+                    kept and self._read_meta(sha).get("key") != stat_record(st)[:5]
                 ):
                     self._seal(obj)  # moves the mtime: checkouts' hash caches re-hash once
-                if recorded(got_size):
+                if kept:
                     self._record(sha)
                 return True
             self._evict(sha)
